@@ -1,0 +1,99 @@
+//! The Servers page: every registered agent with its live status.
+
+use leptos::prelude::*;
+use shared::api::{AgentStatus, AgentSummary};
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+/// Every agent with its live status.
+#[server]
+pub async fn list_agents() -> Result<Vec<AgentSummary>, ServerFnError> {
+    crate::ssr::dashboard()?
+        .list_agents()
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[component]
+pub fn ServersPage() -> impl IntoView {
+    let agents = Resource::new(|| (), |_| list_agents());
+
+    view! {
+        <section class="panel">
+            <div class="panel-head">
+                <h1>"Servers"</h1>
+                <button class="btn" on:click=move |_| agents.refetch()>
+                    "Refresh"
+                </button>
+            </div>
+            <Transition fallback=|| view! { <p class="muted">"Loading servers…"</p> }>
+                {move || Suspend::new(async move {
+                    match agents.await {
+                        Ok(list) if list.is_empty() => view! { <EmptyServers /> }.into_any(),
+                        Ok(list) => view! { <ServerTable agents=list /> }.into_any(),
+                        Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
+fn EmptyServers() -> impl IntoView {
+    view! {
+        <p class="muted">
+            "No servers yet. Register one with " <code>"stagely-server agents add <name>"</code>
+            " and start " <code>"stagely-agent"</code> " on that host with the printed token."
+        </p>
+    }
+}
+
+#[component]
+fn ServerTable(agents: Vec<AgentSummary>) -> impl IntoView {
+    view! {
+        <table class="servers">
+            <thead>
+                <tr>
+                    <th>"Name"</th>
+                    <th>"Status"</th>
+                    <th>"Host"</th>
+                    <th>"Docker"</th>
+                    <th>"Compose"</th>
+                    <th>"Agent"</th>
+                    <th>"Last seen"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {agents.into_iter().map(|agent| view! { <ServerRow agent /> }).collect_view()}
+            </tbody>
+        </table>
+    }
+}
+
+#[component]
+fn ServerRow(agent: AgentSummary) -> impl IntoView {
+    let status_class = match agent.status {
+        AgentStatus::Connected => "status status-connected",
+        AgentStatus::Disconnected => "status status-disconnected",
+    };
+    let unknown = || "—".to_string();
+    view! {
+        <tr data-agent-id=agent.id.to_string()>
+            <td class="name">{agent.name}</td>
+            <td>
+                <span class=status_class>{agent.status.label()}</span>
+            </td>
+            <td>{agent.hostname.unwrap_or_else(unknown)}</td>
+            <td>{agent.docker_version.unwrap_or_else(unknown)}</td>
+            <td>{agent.compose_version.unwrap_or_else(unknown)}</td>
+            <td>{agent.agent_version.unwrap_or_else(unknown)}</td>
+            <td>{agent.last_seen.map(format_time).unwrap_or_else(unknown)}</td>
+        </tr>
+    }
+}
+
+fn format_time(at: OffsetDateTime) -> String {
+    let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    at.format(format).unwrap_or_default()
+}

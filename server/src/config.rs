@@ -1,0 +1,231 @@
+//! Server configuration: defaults that work out of the box, overridden by the environment.
+//!
+//! Secrets (`APP_MASTER_KEY`, `DATABASE_URL`) can also come from a file named by the same
+//! variable with a `_FILE` suffix, which is how Docker and systemd hand out credentials.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `stagely-server` reads from its environment.
+#[derive(Clone)]
+pub struct Config {
+    /// `STAGELY_BIND`: where the HTTP server listens.
+    pub bind: SocketAddr,
+    /// `STAGELY_DATA_DIR`: the SQLite database and the generated master key live here.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`: `postgres://…` selects PostgreSQL; unset means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// `STAGELY_PUBLIC_URL`: how browsers and agents reach this server.
+    pub public_url: String,
+    /// `APP_MASTER_KEY`: base64 of 32 bytes; `None` means "use or create the one in data_dir".
+    pub master_key: Option<String>,
+    /// `STAGELY_SITE_ROOT`: the directory cargo-leptos wrote the WASM, JS and CSS into.
+    pub site_root: PathBuf,
+    /// `STAGELY_HEARTBEAT_SECS`: how often agents send a heartbeat.
+    pub heartbeat_interval: Duration,
+}
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is not valid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("{name}_FILE names {path:?}, which cannot be read: {source}")]
+    File {
+        name: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests can supply their own environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let bind = match non_empty("STAGELY_BIND") {
+            Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
+                name: "STAGELY_BIND",
+                reason: format!("{value:?} is not an address like 127.0.0.1:3000"),
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 3000)),
+        };
+        let data_dir = PathBuf::from(non_empty("STAGELY_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database_url = secret(&lookup, "DATABASE_URL")?;
+        if let Some(url) = &database_url {
+            if !is_postgres(url) && !url.starts_with("sqlite:") {
+                return Err(ConfigError::Invalid {
+                    name: "DATABASE_URL",
+                    reason: "use postgres://… (or leave it unset for SQLite in STAGELY_DATA_DIR)"
+                        .into(),
+                });
+            }
+        }
+        let public_url = non_empty("STAGELY_PUBLIC_URL")
+            .unwrap_or_else(|| format!("http://{bind}"))
+            .trim_end_matches('/')
+            .to_string();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                name: "STAGELY_PUBLIC_URL",
+                reason: format!("{public_url:?} must start with http:// or https://"),
+            });
+        }
+        let site_root = PathBuf::from(non_empty("STAGELY_SITE_ROOT").unwrap_or_else(default_site_root));
+        let heartbeat_secs = match non_empty("STAGELY_HEARTBEAT_SECS") {
+            Some(value) => value
+                .parse::<u64>()
+                .ok()
+                .filter(|secs| (1..=3600).contains(secs))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "STAGELY_HEARTBEAT_SECS",
+                    reason: format!("{value:?} is not a number of seconds from 1 to 3600"),
+                })?,
+            None => 30,
+        };
+
+        Ok(Self {
+            bind,
+            data_dir,
+            database_url,
+            public_url,
+            master_key: secret(&lookup, "APP_MASTER_KEY")?,
+            site_root,
+            heartbeat_interval: Duration::from_secs(heartbeat_secs),
+        })
+    }
+
+    /// True when the database is PostgreSQL (shared by replicas) rather than embedded SQLite.
+    pub fn uses_postgres(&self) -> bool {
+        self.database_url.as_deref().is_some_and(is_postgres)
+    }
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Reads `NAME`, or the file `NAME_FILE` points to (trailing newline removed).
+fn secret(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(value) = lookup(name).filter(|value| !value.trim().is_empty()) {
+        return Ok(Some(value.trim().to_string()));
+    }
+    let Some(path) = lookup(&format!("{name}_FILE")).filter(|path| !path.is_empty()) else {
+        return Ok(None);
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(contents) => Ok(Some(contents.trim().to_string())),
+        Err(source) => Err(ConfigError::File { name, path, source }),
+    }
+}
+
+/// `site/` beside the executable when the server was installed with its assets, otherwise
+/// cargo-leptos's output directory in the workspace.
+fn default_site_root() -> String {
+    let beside_exe = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("site")))
+        .filter(|dir| dir.is_dir());
+    match beside_exe {
+        Some(dir) => dir.to_string_lossy().into_owned(),
+        None => "target/site".into(),
+    }
+}
+
+/// Shows every setting with the secrets hidden: this is what the server logs at start.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let database = match &self.database_url {
+            Some(url) => redact_url_password(url),
+            None => format!("sqlite in {}", self.data_dir.display()),
+        };
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("database", &database)
+            .field("public_url", &self.public_url)
+            .field("master_key", &self.master_key.as_ref().map(|_| "***"))
+            .field("site_root", &self.site_root)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .finish()
+    }
+}
+
+/// `postgres://user:pw@host/db` → `postgres://user:***@host/db`.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_just_work() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.public_url, "http://127.0.0.1:3000");
+        assert!(!config.uses_postgres());
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_show_in_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "c2VjcmV0LWtleQ==\n").unwrap();
+        let config = config(&[
+            ("APP_MASTER_KEY_FILE", key_file.to_str().unwrap()),
+            ("DATABASE_URL", "postgres://stagely:pa55word@db/stagely"),
+        ])
+        .unwrap();
+        assert_eq!(config.master_key.as_deref(), Some("c2VjcmV0LWtleQ=="));
+        assert!(config.uses_postgres());
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("pa55word"), "{printed}");
+        assert!(!printed.contains("c2VjcmV0"), "{printed}");
+        assert!(printed.contains("postgres://stagely:***@db/stagely"), "{printed}");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases = [
+            (("STAGELY_BIND", "localhost"), "STAGELY_BIND"),
+            (("DATABASE_URL", "mysql://x"), "DATABASE_URL"),
+            (("STAGELY_PUBLIC_URL", "example.com"), "STAGELY_PUBLIC_URL"),
+            (("STAGELY_HEARTBEAT_SECS", "0"), "STAGELY_HEARTBEAT_SECS"),
+            (("APP_MASTER_KEY_FILE", "/nonexistent/key"), "APP_MASTER_KEY_FILE"),
+        ];
+        for ((name, value), expected) in cases {
+            let error = config(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(expected), "{name}={value}: {error}");
+        }
+    }
+}

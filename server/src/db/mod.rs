@@ -1,0 +1,161 @@
+//! Storage: one `Store` over SQLite (embedded default) or PostgreSQL (`DATABASE_URL`).
+//!
+//! Both backends run the same SQL: ids are UUID text, times are Unix milliseconds and
+//! parameters are written `$1`, which both accept. Each backend has its own migrations
+//! (`migrations/sqlite`, `migrations/postgres`), embedded in the binary and applied at start.
+
+mod agents;
+
+pub use agents::Agent;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// A storage error, split the way callers react to it.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("could not open the database at {target}: {source}")]
+    Open { target: String, source: sqlx::Error },
+    #[error("could not apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Other(sqlx::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Self::Conflict(db.message().to_string())
+            }
+            _ => Self::Other(error),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same query body against whichever pool the store has. The body is compiled once per
+/// backend, so each gets its own statically typed sqlx code.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::db::Pool::Sqlite($pool) => $body,
+            $crate::db::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// The database behind the server, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Opens PostgreSQL when `database_url` is `postgres://…`, otherwise SQLite at
+    /// `data_dir/stagely.db` (or the `sqlite:` URL given), then applies pending migrations.
+    pub async fn connect(database_url: Option<&str>, data_dir: &Path) -> Result<Self, DbError> {
+        let store = match database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .map_err(|source| DbError::Open {
+                        target: "PostgreSQL (DATABASE_URL)".into(),
+                        source,
+                    })?;
+                Self {
+                    pool: Pool::Postgres(pool),
+                }
+            }
+            Some(url) => Self::open_sqlite(SqliteConnectOptions::from_str(url), url).await?,
+            None => {
+                let path = data_dir.join("stagely.db");
+                std::fs::create_dir_all(data_dir).map_err(|error| DbError::Open {
+                    target: data_dir.display().to_string(),
+                    source: sqlx::Error::Io(error),
+                })?;
+                let options = Ok(SqliteConnectOptions::new().filename(&path));
+                Self::open_sqlite(options, &path.display().to_string()).await?
+            }
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn open_sqlite(
+        options: Result<SqliteConnectOptions, sqlx::Error>,
+        target: &str,
+    ) -> Result<Self, DbError> {
+        let open_error = |source| DbError::Open {
+            target: target.to_string(),
+            source,
+        };
+        let options = options
+            .map_err(open_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    async fn migrate(&self) -> Result<(), DbError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+            Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `"sqlite"` or `"postgres"`, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes every connection; used on shutdown so SQLite checkpoints its WAL.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// Now, as the database stores it.
+pub fn now_ms() -> i64 {
+    to_ms(OffsetDateTime::now_utc())
+}
+
+pub fn to_ms(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}

@@ -1,0 +1,309 @@
+//! The hub: which agents are connected right now, and the way to reach each of them.
+//!
+//! Every agent connection registers here and gets a [`Session`]; the [`SessionGuard`] inside it
+//! removes the entry when dropped, so the map is right on every exit path (clean close, error,
+//! panic, task abort). One agent has at most one live session: a new connection with the same
+//! identity replaces the old one, which is told why and closes.
+//!
+//! Status changes are published on a broadcast channel for the dashboard. Last-seen times are
+//! kept in memory and flushed to the database in batches by [`Hub::spawn_last_seen_flusher`].
+
+use crate::db::Store;
+use shared::api::AgentStatus;
+use shared::{AgentId, ServerToAgent};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// How many messages may wait for one agent before sends to it fail fast.
+const OUTBOUND_QUEUE: usize = 64;
+
+/// Something the dashboard may want to know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubEvent {
+    AgentStatus {
+        agent_id: AgentId,
+        status: AgentStatus,
+    },
+}
+
+/// Why a message could not be handed to an agent.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("the agent is not connected")]
+    NotConnected,
+    #[error("the agent's queue is full")]
+    QueueFull,
+}
+
+/// Cheap to clone; all clones share one map.
+#[derive(Clone, Default)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sessions: Mutex<HashMap<AgentId, Entry>>,
+    seen: Mutex<HashMap<AgentId, OffsetDateTime>>,
+    events: broadcast::Sender<HubEvent>,
+    next_session: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            sessions: Mutex::default(),
+            seen: Mutex::default(),
+            events: broadcast::channel(1024).0,
+            next_session: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+}
+
+struct Entry {
+    session: u64,
+    outbound: mpsc::Sender<ServerToAgent>,
+    close: Option<oneshot::Sender<String>>,
+}
+
+/// What a connection gets when it registers.
+pub struct Session {
+    /// Messages to write to this agent's socket.
+    pub outbound: mpsc::Receiver<ServerToAgent>,
+    /// Fires with a reason when the server wants this session closed (replaced, revoked,
+    /// shutting down).
+    pub close: oneshot::Receiver<String>,
+    /// Removes the session from the hub when dropped.
+    pub guard: SessionGuard,
+}
+
+/// Unregisters a session on drop and logs `Agent Disconnected` with the reason it was given.
+pub struct SessionGuard {
+    hub: Hub,
+    agent_id: AgentId,
+    session: u64,
+    reason: String,
+}
+
+impl SessionGuard {
+    /// Records why the session is ending, for the log line written on drop.
+    pub fn set_reason(&mut self, reason: impl Into<String>) {
+        self.reason = reason.into();
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let removed = {
+            let mut sessions = lock(&self.hub.inner.sessions);
+            match sessions.get(&self.agent_id) {
+                Some(entry) if entry.session == self.session => {
+                    sessions.remove(&self.agent_id);
+                    true
+                }
+                // Replaced by a newer session, which stays registered.
+                _ => false,
+            }
+        };
+        self.hub.mark_seen(self.agent_id);
+        tracing::info!(agent_id = %self.agent_id, reason = %self.reason, "Agent Disconnected");
+        if removed {
+            self.hub.publish(HubEvent::AgentStatus {
+                agent_id: self.agent_id,
+                status: AgentStatus::Disconnected,
+            });
+        }
+    }
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a live session for `agent_id`, closing any older one. Returns `None` while the
+    /// server is shutting down.
+    pub fn register(&self, agent_id: AgentId) -> Option<Session> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return None;
+        }
+        let session = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let (outbound_tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
+        let (close_tx, close) = oneshot::channel();
+        let entry = Entry {
+            session,
+            outbound: outbound_tx,
+            close: Some(close_tx),
+        };
+        let replaced = lock(&self.inner.sessions).insert(agent_id, entry);
+        if let Some(mut old) = replaced {
+            if let Some(close) = old.close.take() {
+                let _ = close.send("replaced by a newer connection of the same agent".into());
+            }
+        }
+        self.mark_seen(agent_id);
+        tracing::info!(agent_id = %agent_id, "Agent Connected");
+        self.publish(HubEvent::AgentStatus {
+            agent_id,
+            status: AgentStatus::Connected,
+        });
+        Some(Session {
+            outbound,
+            close,
+            guard: SessionGuard {
+                hub: self.clone(),
+                agent_id,
+                session,
+                reason: "connection closed".into(),
+            },
+        })
+    }
+
+    pub fn is_connected(&self, agent_id: AgentId) -> bool {
+        lock(&self.inner.sessions).contains_key(&agent_id)
+    }
+
+    pub fn connected_count(&self) -> usize {
+        lock(&self.inner.sessions).len()
+    }
+
+    /// Queues a message for an agent without waiting.
+    pub fn send(&self, agent_id: AgentId, message: ServerToAgent) -> Result<(), SendError> {
+        let outbound = lock(&self.inner.sessions)
+            .get(&agent_id)
+            .map(|entry| entry.outbound.clone())
+            .ok_or(SendError::NotConnected)?;
+        outbound.try_send(message).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => SendError::NotConnected,
+        })
+    }
+
+    /// Asks an agent's session to close (e.g. its token was revoked).
+    pub fn disconnect(&self, agent_id: AgentId, reason: &str) {
+        if let Some(entry) = lock(&self.inner.sessions).get_mut(&agent_id) {
+            if let Some(close) = entry.close.take() {
+                let _ = close.send(reason.to_string());
+            }
+        }
+    }
+
+    /// Closes every session and refuses new ones; lets a graceful shutdown finish.
+    pub fn shut_down(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        for entry in lock(&self.inner.sessions).values_mut() {
+            if let Some(close) = entry.close.take() {
+                let _ = close.send("server shutting down".into());
+            }
+        }
+    }
+
+    /// Notes that the agent was heard from now; written to the database by the flusher.
+    pub fn mark_seen(&self, agent_id: AgentId) {
+        lock(&self.inner.seen).insert(agent_id, OffsetDateTime::now_utc());
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn publish(&self, event: HubEvent) {
+        // No subscriber is fine: nobody is watching the dashboard.
+        let _ = self.inner.events.send(event);
+    }
+
+    /// Writes the last-seen times gathered since the previous call in one transaction.
+    pub async fn flush_last_seen(&self, store: &Store) {
+        let batch: Vec<_> = std::mem::take(&mut *lock(&self.inner.seen)).into_iter().collect();
+        if let Err(error) = store.record_last_seen(&batch).await {
+            tracing::warn!(%error, agents = batch.len(), "could not record last-seen times");
+        }
+    }
+
+    /// Flushes last-seen times about once a second until the task is aborted.
+    pub fn spawn_last_seen_flusher(&self, store: Store) -> tokio::task::JoinHandle<()> {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                hub.flush_last_seen(&store).await;
+            }
+        })
+    }
+}
+
+/// Locks a hub mutex. A panic while holding one cannot leave the maps half-updated (every
+/// critical section is a single insert/remove), so a poisoned lock is safe to keep using.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn agent() -> AgentId {
+        AgentId(Uuid::new_v4())
+    }
+
+    #[tokio::test]
+    async fn dropping_the_guard_unregisters_and_publishes_disconnected() {
+        let hub = Hub::new();
+        let mut events = hub.subscribe();
+        let id = agent();
+        let session = hub.register(id).unwrap();
+        assert!(hub.is_connected(id));
+        drop(session);
+        assert!(!hub.is_connected(id));
+        let statuses: Vec<_> = [events.recv().await.unwrap(), events.recv().await.unwrap()]
+            .into_iter()
+            .map(|HubEvent::AgentStatus { status, .. }| status)
+            .collect();
+        assert_eq!(statuses, [AgentStatus::Connected, AgentStatus::Disconnected]);
+    }
+
+    #[tokio::test]
+    async fn a_second_connection_replaces_the_first_which_is_told_why() {
+        let hub = Hub::new();
+        let id = agent();
+        let first = hub.register(id).unwrap();
+        let second = hub.register(id).unwrap();
+        let reason = first.close.await.unwrap();
+        assert!(reason.contains("replaced"), "{reason}");
+        drop(first.guard);
+        assert!(hub.is_connected(id), "the newer session stays registered");
+        assert_eq!(hub.connected_count(), 1);
+        drop(second);
+        assert!(!hub.is_connected(id));
+    }
+
+    #[tokio::test]
+    async fn sends_fail_fast_when_the_agent_is_gone_or_its_queue_is_full() {
+        let hub = Hub::new();
+        let id = agent();
+        let message = ServerToAgent::HeartbeatAck(shared::protocol::Heartbeat { seq: 1 });
+        assert_eq!(hub.send(id, message.clone()), Err(SendError::NotConnected));
+        let _session = hub.register(id).unwrap();
+        for _ in 0..OUTBOUND_QUEUE {
+            hub.send(id, message.clone()).unwrap();
+        }
+        assert_eq!(hub.send(id, message), Err(SendError::QueueFull));
+    }
+
+    #[tokio::test]
+    async fn shutting_down_closes_sessions_and_refuses_new_ones() {
+        let hub = Hub::new();
+        let session = hub.register(agent()).unwrap();
+        hub.shut_down();
+        assert_eq!(session.close.await.unwrap(), "server shutting down");
+        assert!(hub.register(agent()).is_none());
+    }
+}

@@ -1,0 +1,118 @@
+//! `stagely-server` as a library: the binary's `main` and the integration tests both build the
+//! app through [`AppState::build`], [`router`] and [`run`], so tests exercise the real thing.
+
+pub mod config;
+pub mod crypto;
+pub mod dashboard;
+pub mod db;
+pub mod error;
+pub mod hub;
+pub mod stream;
+pub mod token;
+
+use crate::config::Config;
+use crate::crypto::{KeyOrigin, MasterKey};
+use crate::db::Store;
+use crate::hub::Hub;
+use anyhow::Context;
+use app::ssr::DashboardContext;
+use axum::extract::FromRef;
+use axum::routing::get;
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Everything a request handler or server function may need.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub store: Store,
+    pub hub: Hub,
+    pub config: Arc<Config>,
+    pub master_key: Arc<MasterKey>,
+    pub leptos_options: LeptosOptions,
+}
+
+impl AppState {
+    /// Opens the database (applying migrations) and resolves the master key.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
+        let (master_key, origin) = MasterKey::resolve(
+            config.master_key.as_deref(),
+            &config.data_dir,
+            !config.uses_postgres(),
+        )?;
+        match origin {
+            KeyOrigin::Generated(path) => tracing::warn!(
+                path = %path.display(),
+                "no APP_MASTER_KEY given: generated a new master key; back this file up, \
+                 secrets cannot be decrypted without it"
+            ),
+            KeyOrigin::File(path) => tracing::info!(path = %path.display(), "using the master key file"),
+            KeyOrigin::Environment => tracing::info!("using the master key from APP_MASTER_KEY"),
+        }
+        let leptos_options = LeptosOptions::builder()
+            .output_name("stagely")
+            .site_root(config.site_root.to_string_lossy().into_owned())
+            .site_pkg_dir("pkg")
+            .site_addr(config.bind)
+            .build();
+        Ok(Self {
+            store,
+            hub: Hub::new(),
+            config: Arc::new(config),
+            master_key: Arc::new(master_key),
+            leptos_options,
+        })
+    }
+}
+
+/// The whole HTTP surface: dashboard pages, server functions, health and the agent stream.
+pub fn router(state: AppState) -> Router {
+    let dashboard = DashboardContext(Arc::new(dashboard::ServerDashboard {
+        store: state.store.clone(),
+        hub: state.hub.clone(),
+    }));
+    let options = state.leptos_options.clone();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/stream", get(stream::agent_stream))
+        .leptos_routes_with_context(
+            &state,
+            generate_route_list(app::App),
+            move || provide_context(dashboard.clone()),
+            move || app::shell(options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Serves until `shutdown` resolves, then closes agent sessions, flushes last-seen times and
+/// closes the database.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let flusher = state.hub.spawn_last_seen_flusher(state.store.clone());
+    let hub = state.hub.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Agent sockets never end on their own: close them so the graceful shutdown can finish.
+        hub.shut_down();
+    };
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+    flusher.abort();
+    state.hub.flush_last_seen(&state.store).await;
+    state.store.close().await;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! `GET /api/v1/stream`: the one WebSocket each agent keeps open to the server.
+//!
+//! The token is checked before the upgrade, so a bad one costs a 401 and no socket. After the
+//! upgrade the agent has [`HELLO_TIMEOUT`] to introduce itself; then the session relays the
+//! hub's messages to the agent and the agent's frames to the hub until either side goes away,
+//! the agent stays silent for three heartbeat intervals, or the hub closes the session.
+
+use crate::db::Agent;
+use crate::error::AppError;
+use crate::token::TokenHash;
+use crate::AppState;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Uri};
+use axum::response::Response;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use shared::protocol::{Hello, Rejected, Welcome};
+use shared::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
+use std::time::Duration;
+use tokio::time::{sleep_until, Instant};
+
+/// The agent must send its hello within this time after the upgrade.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest frame an agent may send; log batches are split well below this.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Sustained frames per second an agent may send, and the burst above it.
+const RATE_PER_SEC: f64 = 200.0;
+const RATE_BURST: f64 = 1_000.0;
+
+/// Authenticates the agent, then upgrades.
+pub async fn agent_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    if uri.query().is_some_and(|query| query.contains("token")) {
+        return Err(AppError::Unauthorized(
+            "send the agent token in the Authorization header, never in the URL".into(),
+        ));
+    }
+    let token = bearer_token(&headers).ok_or_else(|| {
+        AppError::Unauthorized("missing `Authorization: Bearer <agent token>` header".into())
+    })?;
+    let agent = state
+        .store
+        .agent_by_token(&TokenHash::of(token))
+        .await?
+        .ok_or_else(|| AppError::Unauthorized("unknown or revoked agent token".into()))?;
+    let upgrade = upgrade.map_err(|rejection| AppError::BadRequest(rejection.body_text()))?;
+    Ok(upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket: WebSocket| run_session(socket, state, agent)))
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+/// Drives one agent's socket until it ends. Generic over the socket so tests can use channels.
+pub async fn run_session<S>(socket: S, state: AppState, agent: Agent)
+where
+    S: Sink<Message> + Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let (mut tx, mut rx) = socket.split();
+
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_frame(&mut rx)).await {
+        Ok(Some(Ok(AgentToServer::Hello(hello)))) => hello,
+        Ok(Some(Ok(_))) => return reject(&mut tx, &agent, "the first message must be a hello").await,
+        Ok(Some(Err(error))) => return reject(&mut tx, &agent, &error).await,
+        Ok(None) => return,
+        Err(_) => return reject(&mut tx, &agent, "no hello within 10 seconds").await,
+    };
+    if let Err(reason) = check_hello(&hello) {
+        return reject(&mut tx, &agent, &reason).await;
+    }
+    if let Err(error) = state.store.record_hello(agent.id, &hello).await {
+        tracing::warn!(agent_id = %agent.id, %error, "could not record the agent's hello");
+    }
+    let Some(mut session) = state.hub.register(agent.id) else {
+        let _ = close(&mut tx, "server shutting down").await;
+        return;
+    };
+
+    let heartbeat = state.config.heartbeat_interval;
+    let welcome = ServerToAgent::Welcome(Welcome {
+        agent_id: agent.id,
+        heartbeat_interval_secs: heartbeat.as_secs(),
+    });
+    if send(&mut tx, &welcome).await.is_err() {
+        session.guard.set_reason("socket closed before welcome");
+        return;
+    }
+
+    // Offline after three missed heartbeats (plus slack for a slow network).
+    let silence_limit = heartbeat * 3 + Duration::from_secs(5);
+    let mut deadline = Instant::now() + silence_limit;
+    let mut rate = RateLimit::new(RATE_PER_SEC, RATE_BURST);
+
+    let reason = loop {
+        tokio::select! {
+            frame = rx.next() => {
+                let Some(frame) = frame else { break "connection closed by the agent".to_string() };
+                let message = match frame {
+                    Ok(Message::Text(text)) => text,
+                    Ok(Message::Close(_)) => break "agent closed the connection".into(),
+                    Ok(Message::Binary(_)) => break "binary frames are not part of the protocol".into(),
+                    Ok(_) => continue, // ping/pong are answered by the socket layer
+                    Err(error) => break format!("connection error: {error}"),
+                };
+                deadline = Instant::now() + silence_limit;
+                if !rate.allow(Instant::now()) {
+                    let _ = close(&mut tx, "message rate limit exceeded").await;
+                    break "message rate limit exceeded".into();
+                }
+                state.hub.mark_seen(agent.id);
+                match serde_json::from_str::<AgentToServer>(&message) {
+                    Ok(AgentToServer::Heartbeat(beat)) => {
+                        if send(&mut tx, &ServerToAgent::HeartbeatAck(beat)).await.is_err() {
+                            break "socket closed while answering a heartbeat".into();
+                        }
+                    }
+                    Ok(AgentToServer::Hello(_)) => {
+                        tracing::debug!(agent_id = %agent.id, "ignoring a repeated hello");
+                    }
+                    Ok(other) => {
+                        tracing::debug!(agent_id = %agent.id, message = ?other, "agent message");
+                    }
+                    Err(error) => {
+                        tracing::warn!(agent_id = %agent.id, %error, "skipping a frame that is not a known message");
+                    }
+                }
+            }
+            Some(message) = session.outbound.recv() => {
+                if send(&mut tx, &message).await.is_err() {
+                    break "socket closed while sending".into();
+                }
+            }
+            reason = &mut session.close => {
+                let reason = reason.unwrap_or_else(|_| "closed by the server".into());
+                let _ = close(&mut tx, &reason).await;
+                break reason;
+            }
+            _ = sleep_until(deadline) => {
+                let _ = close(&mut tx, "no heartbeat").await;
+                break format!("no message for {} s (3 missed heartbeats)", silence_limit.as_secs());
+            }
+        }
+    };
+    session.guard.set_reason(reason);
+}
+
+fn check_hello(hello: &Hello) -> Result<(), String> {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not supported by this server (it speaks {PROTOCOL_VERSION}); \
+             install the agent version that matches the server",
+            hello.protocol_version
+        ));
+    }
+    Ok(())
+}
+
+async fn next_frame<R>(rx: &mut R) -> Option<Result<AgentToServer, String>>
+where
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    loop {
+        return match rx.next().await? {
+            Ok(Message::Text(text)) => Some(
+                serde_json::from_str(&text).map_err(|error| format!("malformed message: {error}")),
+            ),
+            Ok(Message::Close(_)) | Err(_) => None,
+            Ok(_) => continue,
+        };
+    }
+}
+
+async fn reject<T: Sink<Message> + Unpin>(tx: &mut T, agent: &Agent, reason: &str) {
+    tracing::warn!(agent_id = %agent.id, %reason, "Agent Rejected");
+    let rejected = ServerToAgent::Rejected(Rejected {
+        reason: reason.to_string(),
+    });
+    let _ = send(tx, &rejected).await;
+    let _ = close(tx, "rejected").await;
+}
+
+async fn send<T: Sink<Message> + Unpin>(tx: &mut T, message: &ServerToAgent) -> Result<(), ()> {
+    // Serializing our own enum cannot fail: it holds only strings, numbers and ids.
+    let text = serde_json::to_string(message).map_err(|_| ())?;
+    tx.send(Message::Text(text.into())).await.map_err(|_| ())
+}
+
+async fn close<T: Sink<Message> + Unpin>(tx: &mut T, reason: &str) -> Result<(), ()> {
+    // Close reasons are limited to 123 bytes by the protocol.
+    let mut reason = reason.to_string();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    let frame = CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: reason.into(),
+    };
+    tx.send(Message::Close(Some(frame))).await.map_err(|_| ())
+}
+
+/// A token bucket: `burst` frames at once, refilled at `rate` per second.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header_only() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(header::AUTHORIZATION, "Bearer stg_abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some("stg_abc"));
+        headers.insert(header::AUTHORIZATION, "Basic stg_abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert_eq!(bearer_token(&headers), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_allows_a_burst_then_the_sustained_rate() {
+        let mut limit = RateLimit::new(10.0, 5.0);
+        let start = Instant::now();
+        assert!((0..5).all(|_| limit.allow(start)));
+        assert!(!limit.allow(start));
+        assert!(limit.allow(start + Duration::from_millis(100)));
+        assert!(!limit.allow(start + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_hello_with_another_protocol_version_is_refused_with_a_reason() {
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION + 1,
+            agent_version: "9.9.9".into(),
+            hostname: "h".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            docker_version: None,
+            compose_version: None,
+        };
+        let reason = check_hello(&hello).unwrap_err();
+        assert!(reason.contains("protocol version"), "{reason}");
+    }
+}

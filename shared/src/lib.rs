@@ -1,0 +1,17 @@
+//! Types that cross a process boundary in Stagely: the agent protocol, the REST/server-function
+//! bodies and the validated names they carry.
+//!
+//! Everything here is defined once and used by the server, the agent and the WASM dashboard, so
+//! a field added on one side is seen by the others at compile time. The crate depends only on
+//! serde, uuid and time, which keeps it buildable for `wasm32-unknown-unknown`.
+
+pub mod api;
+pub mod ids;
+pub mod names;
+pub mod protocol;
+pub mod secret;
+
+pub use ids::{AgentId, DeploymentId, JobId, ProjectId};
+pub use names::{EnvKey, NameError, ProjectName, ServiceName};
+pub use protocol::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
+pub use secret::{DeployPayload, Secret, SecretScope, SecretValue};

@@ -1,0 +1,188 @@
+//! The agent protocol: JSON text frames on one WebSocket (`/api/v1/stream`).
+//!
+//! The agent dials out, so it works behind NAT and firewalls that only allow outbound traffic.
+//! Its first frame is [`Hello`]; the server answers [`Welcome`] or [`Rejected`] and from then on
+//! both sides send the tagged enums below. Every message has the shape
+//! `{"type": "<variant>", "data": {...}}`, so a peer can log and skip a variant it does not know.
+//!
+//! Compatibility rule: the protocol only grows. New fields get `#[serde(default)]`, renamed
+//! variants keep an alias, and [`PROTOCOL_VERSION`] changes only when an old peer could no
+//! longer be served; a mismatch is refused with a reason the agent logs once.
+
+use crate::secret::DeployPayload;
+use crate::{AgentId, JobId, ProjectName, ServiceName};
+use serde::{Deserialize, Serialize};
+
+/// Bumped only on an incompatible change; checked in [`Hello`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Frames the agent sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum AgentToServer {
+    /// The first frame after the upgrade.
+    Hello(Hello),
+    /// Sent every heartbeat interval; the server answers with the same sequence number.
+    Heartbeat(Heartbeat),
+    /// Progress and result of a job.
+    JobUpdate(JobUpdate),
+    /// Container log lines of a running log stream.
+    Log(LogBatch),
+}
+
+/// Frames the server sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum ServerToAgent {
+    /// The hello was accepted.
+    Welcome(Welcome),
+    /// The hello was refused; the server closes the socket after this frame.
+    Rejected(Rejected),
+    /// Answer to a [`Heartbeat`], echoing its sequence number.
+    HeartbeatAck(Heartbeat),
+    /// Deploy a project.
+    Deploy(DeployPayload),
+    /// Start streaming a project's container logs.
+    StartLogs(StartLogs),
+    /// Stop a log stream started with [`StartLogs`].
+    StopLogs(StopLogs),
+}
+
+/// Who the agent is and what it can drive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must equal the server's [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// The agent's own version (`CARGO_PKG_VERSION`).
+    pub agent_version: String,
+    /// The host's name.
+    pub hostname: String,
+    /// Operating system, as Rust names it (`linux`).
+    pub os: String,
+    /// CPU architecture, as Rust names it (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// `docker version` server version, when Docker answers.
+    #[serde(default)]
+    pub docker_version: Option<String>,
+    /// Compose version, when a Compose is found.
+    #[serde(default)]
+    pub compose_version: Option<String>,
+}
+
+/// The server accepted the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The identity the token belongs to.
+    pub agent_id: AgentId,
+    /// How often the agent should send [`Heartbeat`]s.
+    pub heartbeat_interval_secs: u64,
+}
+
+/// The server refused the agent; `reason` is written for the person reading the agent's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub reason: String,
+}
+
+/// A liveness probe; `seq` lets the sender match the answer and measure the round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub seq: u64,
+}
+
+/// Progress of one job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUpdate {
+    /// The job this is about.
+    pub job_id: JobId,
+    /// What happened.
+    pub event: JobEvent,
+}
+
+/// One step in the life of a job on the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// The agent has the job and will run it (sent once, also for a duplicate).
+    Received,
+    /// A named step started (`parse`, `render`, `up`, `health`).
+    Step { name: String },
+    /// A line of command output, secrets already redacted.
+    Output { line: String },
+    /// The job ended.
+    Finished { success: bool, message: String },
+}
+
+/// Which output stream a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One container log line, secrets already redacted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogMessage {
+    /// The Compose project.
+    pub project: ProjectName,
+    /// The service that printed it.
+    pub service: ServiceName,
+    /// stdout or stderr.
+    pub stream: LogStream,
+    /// The container's timestamp (RFC 3339), when Docker gave one.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// The line itself, without its newline.
+    pub line: String,
+}
+
+/// A batch of log lines; `skipped` counts lines dropped because the receiver was too slow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogBatch {
+    /// The stream these lines belong to.
+    pub stream_id: JobId,
+    pub messages: Vec<LogMessage>,
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+/// Start `docker compose logs -f` for a project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartLogs {
+    /// Names this stream in [`LogBatch`] and [`StopLogs`].
+    pub stream_id: JobId,
+    pub project: ProjectName,
+    /// Only this service, or all of them.
+    #[serde(default)]
+    pub service: Option<ServiceName>,
+    /// How many past lines to send first.
+    pub tail: u32,
+}
+
+/// Stop a log stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopLogs {
+    pub stream_id: JobId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged_with_type_and_data() {
+        let json = serde_json::to_value(AgentToServer::Heartbeat(Heartbeat { seq: 7 })).unwrap();
+        assert_eq!(json, serde_json::json!({"type": "heartbeat", "data": {"seq": 7}}));
+    }
+
+    #[test]
+    fn a_hello_from_an_older_agent_without_versions_still_parses() {
+        let json = r#"{"type":"hello","data":{"protocol_version":1,"agent_version":"0.1.0",
+            "hostname":"h","os":"linux","arch":"x86_64"}}"#;
+        let AgentToServer::Hello(hello) = serde_json::from_str(json).unwrap() else {
+            panic!("not a hello");
+        };
+        assert_eq!(hello.docker_version, None);
+    }
+}

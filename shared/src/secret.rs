@@ -1,0 +1,104 @@
+//! Secrets as they travel from the server to an agent, and the deploy job that carries them.
+
+use crate::{EnvKey, JobId, ProjectName, ServiceName};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Where a secret is injected.
+///
+/// JSON form, the same everywhere (REST, server functions, agent protocol, CLI files):
+/// `"global"` or `{"service": "<name>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretScope {
+    /// Injected into every service of the project.
+    Global,
+    /// Injected into this one service only; wins over a global secret with the same key.
+    Service(ServiceName),
+}
+
+impl fmt::Display for SecretScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Global => f.write_str("global"),
+            Self::Service(name) => write!(f, "service {name}"),
+        }
+    }
+}
+
+/// A secret's plaintext. Its `Debug` prints `***` so it never lands in a log by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The plaintext; call sites are the few places that must see it (override file, redaction).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One secret of a project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    /// The environment variable it becomes.
+    pub key: EnvKey,
+    /// The plaintext value.
+    pub value: SecretValue,
+    /// Which services receive it.
+    pub scope: SecretScope,
+}
+
+/// Everything an agent needs to deploy one project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployPayload {
+    /// Identifies this run; progress carries it back and the agent never runs one id twice.
+    pub job_id: JobId,
+    /// The Compose project name (`docker compose -p`).
+    pub project: ProjectName,
+    /// The project's directory on the agent's host.
+    pub directory: String,
+    /// The compose file inside `directory`; `None` means "as Compose finds it".
+    #[serde(default)]
+    pub compose_file: Option<String>,
+    /// The decrypted secrets to inject.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_has_the_documented_json_form() {
+        let global = serde_json::to_string(&SecretScope::Global).unwrap();
+        assert_eq!(global, "\"global\"");
+        let scoped = SecretScope::Service(ServiceName::parse("web").unwrap());
+        assert_eq!(serde_json::to_string(&scoped).unwrap(), r#"{"service":"web"}"#);
+        let back: SecretScope = serde_json::from_str(r#"{"service":"web"}"#).unwrap();
+        assert_eq!(back, scoped);
+    }
+
+    #[test]
+    fn secret_values_never_show_in_debug_output() {
+        let secret = Secret {
+            key: EnvKey::parse("DB_PASSWORD").unwrap(),
+            value: SecretValue::new("hunter2"),
+            scope: SecretScope::Global,
+        };
+        let printed = format!("{secret:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("***"));
+    }
+}
