@@ -19,7 +19,11 @@ pub struct Backoff {
 impl Default for Backoff {
     /// Base 1 s, cap 60 s, reset after a minute healthy.
     fn default() -> Self {
-        Self::new(Duration::from_secs(1), Duration::from_secs(60), Duration::from_secs(60))
+        Self::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
     }
 }
 
@@ -79,7 +83,11 @@ mod tests {
 
     #[test]
     fn jitter_spreads_delays_over_the_whole_window() {
-        let mut backoff = Backoff::new(Duration::from_secs(60), Duration::from_secs(60), Duration::MAX);
+        let mut backoff = Backoff::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::MAX,
+        );
         let delays: Vec<Duration> = (0..200).map(|_| backoff.next_delay()).collect();
         let early = delays.iter().filter(|d| d.as_secs() < 20).count();
         let late = delays.iter().filter(|d| d.as_secs() >= 40).count();

@@ -81,7 +81,8 @@ pub async fn run(mut config: LinkConfig, shutdown: impl Future<Output = ()> + Se
     let mut ever_connected = false;
     loop {
         let attempt_started = Instant::now();
-        let ended = connect_and_serve(&config, &mut outage, &mut ever_connected, stop.clone()).await;
+        let ended =
+            connect_and_serve(&config, &mut outage, &mut ever_connected, stop.clone()).await;
         let reason = match ended {
             Ended::Shutdown => {
                 tracing::info!("agent stopped");
@@ -161,7 +162,8 @@ async fn handshake(config: &LinkConfig) -> Result<(Socket, Welcome), String> {
         .map_err(|_| "the agent token contains invalid characters".to_string())?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
 
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
+    let connected =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
     let mut socket = match connected {
         Ok(Ok((socket, _response))) => socket,
         Ok(Err(error)) => return Err(describe_connect_error(&error)),
@@ -180,9 +182,8 @@ async fn handshake(config: &LinkConfig) -> Result<(Socket, Welcome), String> {
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Heartbeats and handles server messages until the link breaks.
 async fn serve(socket: &mut Socket, welcome: &Welcome, mut stop: watch::Receiver<bool>) -> Ended {
@@ -259,7 +260,8 @@ async fn next_message(socket: &mut Socket) -> Result<ServerToAgent, String> {
     loop {
         match socket.next().await {
             Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(&text).map_err(|error| format!("malformed message from the server: {error}"))
+                return serde_json::from_str(&text)
+                    .map_err(|error| format!("malformed message from the server: {error}"))
             }
             Some(Ok(Message::Close(frame))) => {
                 let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
@@ -296,14 +298,22 @@ mod tests {
     fn server_urls_become_stream_urls() {
         let cases = [
             ("http://127.0.0.1:3000", "ws://127.0.0.1:3000/api/v1/stream"),
-            ("https://deploy.example.com/", "wss://deploy.example.com/api/v1/stream"),
-            ("https://example.com/stagely", "wss://example.com/stagely/api/v1/stream"),
+            (
+                "https://deploy.example.com/",
+                "wss://deploy.example.com/api/v1/stream",
+            ),
+            (
+                "https://example.com/stagely",
+                "wss://example.com/stagely/api/v1/stream",
+            ),
             ("ws://h:1/api/v1/stream", "ws://h:1/api/v1/stream"),
         ];
         for (input, expected) in cases {
             assert_eq!(stream_url(input).unwrap(), expected, "{input}");
         }
-        assert!(stream_url("example.com").unwrap_err().contains("must start with"));
+        assert!(stream_url("example.com")
+            .unwrap_err()
+            .contains("must start with"));
         assert!(stream_url("http://").is_err());
     }
 }

@@ -17,7 +17,12 @@ struct Cli {
     server: String,
     /// This agent's token (prefer --token-file or STAGELY_AGENT_TOKEN_FILE: command lines are
     /// visible to every user of the host).
-    #[arg(long, env = "STAGELY_AGENT_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "STAGELY_AGENT_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     token: Option<String>,
     /// A file holding this agent's token.
     #[arg(long, env = "STAGELY_AGENT_TOKEN_FILE")]
@@ -29,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 
     let token = match (cli.token, cli.token_file) {
         (Some(token), _) => token,
@@ -46,10 +55,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let stream_url = link::stream_url(&cli.server).map_err(anyhow::Error::msg)?;
 
-    let (docker_version, compose) = tokio::join!(system::docker_version(), system::detect_compose());
+    let (docker_version, compose) =
+        tokio::join!(system::docker_version(), system::detect_compose());
     match (&docker_version, &compose) {
-        (Some(docker), Some((_, compose))) => tracing::info!(%docker, %compose, "found Docker and Compose"),
-        _ => tracing::warn!(?docker_version, compose = ?compose.as_ref().map(|c| &c.1), "Docker or Compose not found; deploys will fail until they are installed"),
+        (Some(docker), Some((_, compose))) => {
+            tracing::info!(%docker, %compose, "found Docker and Compose")
+        }
+        _ => {
+            tracing::warn!(?docker_version, compose = ?compose.as_ref().map(|c| &c.1), "Docker or Compose not found; deploys will fail until they are installed")
+        }
     }
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -66,7 +80,11 @@ async fn main() -> anyhow::Result<()> {
         hello,
         backoff: Backoff::default(),
     };
-    tracing::info!(?config, "starting stagely-agent {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        ?config,
+        "starting stagely-agent {}",
+        env!("CARGO_PKG_VERSION")
+    );
     link::run(config, shutdown_signal()).await;
     Ok(())
 }

@@ -269,7 +269,9 @@ mod tests {
     async fn lines_arrive_in_order_and_are_captured() {
         let spec = CommandSpec::new("sh", ["-c", "echo one; echo two >&2; echo three; exit 3"]);
         let mut lines = Vec::new();
-        let output = run(&spec, &Redactor::default(), |line| lines.push(line)).await.unwrap();
+        let output = run(&spec, &Redactor::default(), |line| lines.push(line))
+            .await
+            .unwrap();
         assert_eq!(output.exit_code, Some(3));
         assert_eq!(output.stdout, "one\nthree\n");
         assert_eq!(output.stderr, "two\n");
@@ -281,8 +283,13 @@ mod tests {
         let spec = CommandSpec::new("echo", ["password=hunter22 and abc"]);
         let redactor = Redactor::new(["hunter22", "abc"]);
         let mut lines = Vec::new();
-        let output = run(&spec, &redactor, |line| lines.push(line)).await.unwrap();
-        assert_eq!(output.stdout, "password=*** and abc\n", "short values are left alone");
+        let output = run(&spec, &redactor, |line| lines.push(line))
+            .await
+            .unwrap();
+        assert_eq!(
+            output.stdout, "password=*** and abc\n",
+            "short values are left alone"
+        );
         assert_eq!(lines, [OutputLine::Stdout("password=*** and abc".into())]);
     }
 
@@ -292,11 +299,15 @@ mod tests {
         let marker = dir.path().join("grandchild-survived");
         // The grandchild would create the marker after 2 s unless the group is killed.
         let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
-        let spec = CommandSpec::new("sh", ["-c", script.as_str()]).timeout(Duration::from_millis(300));
+        let spec =
+            CommandSpec::new("sh", ["-c", script.as_str()]).timeout(Duration::from_millis(300));
         let error = run(&spec, &Redactor::default(), |_| {}).await.unwrap_err();
         assert!(matches!(error, RunError::TimedOut { .. }), "{error}");
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert!(!marker.exists(), "a process of the group outlived the timeout");
+        assert!(
+            !marker.exists(),
+            "a process of the group outlived the timeout"
+        );
     }
 
     #[tokio::test]
@@ -310,13 +321,21 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(200), run(&spec, &redactor, |_| {})).await;
         assert!(cancelled.is_err());
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(!marker.exists(), "the command kept running after cancellation");
+        assert!(
+            !marker.exists(),
+            "the command kept running after cancellation"
+        );
     }
 
     #[tokio::test]
     async fn a_missing_program_is_a_clear_error() {
         let spec = CommandSpec::new("stagely-no-such-program", ["x"]);
         let error = run(&spec, &Redactor::default(), |_| {}).await.unwrap_err();
-        assert!(error.to_string().contains("could not start `stagely-no-such-program x`"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("could not start `stagely-no-such-program x`"),
+            "{error}"
+        );
     }
 }

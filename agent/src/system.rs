@@ -57,7 +57,9 @@ pub async fn docker_version() -> Option<String> {
 
 async fn short_version(spec: CommandSpec) -> Option<String> {
     let spec = spec.timeout(Duration::from_secs(15));
-    let output = runner::run(&spec, &Redactor::default(), |_| {}).await.ok()?;
+    let output = runner::run(&spec, &Redactor::default(), |_| {})
+        .await
+        .ok()?;
     let version = output.stdout.lines().next()?.trim().trim_start_matches('v');
     (output.success() && !version.is_empty()).then(|| version.to_string())
 }

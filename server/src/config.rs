@@ -57,7 +57,8 @@ impl Config {
             })?,
             None => SocketAddr::from(([127, 0, 0, 1], 3000)),
         };
-        let data_dir = PathBuf::from(non_empty("STAGELY_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let data_dir =
+            PathBuf::from(non_empty("STAGELY_DATA_DIR").unwrap_or_else(|| "./data".into()));
         let database_url = secret(&lookup, "DATABASE_URL")?;
         if let Some(url) = &database_url {
             if !is_postgres(url) && !url.starts_with("sqlite:") {
@@ -78,7 +79,8 @@ impl Config {
                 reason: format!("{public_url:?} must start with http:// or https://"),
             });
         }
-        let site_root = PathBuf::from(non_empty("STAGELY_SITE_ROOT").unwrap_or_else(default_site_root));
+        let site_root =
+            PathBuf::from(non_empty("STAGELY_SITE_ROOT").unwrap_or_else(default_site_root));
         let heartbeat_secs = match non_empty("STAGELY_HEARTBEAT_SECS") {
             Some(value) => value
                 .parse::<u64>()
@@ -181,8 +183,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -211,7 +215,10 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("pa55word"), "{printed}");
         assert!(!printed.contains("c2VjcmV0"), "{printed}");
-        assert!(printed.contains("postgres://stagely:***@db/stagely"), "{printed}");
+        assert!(
+            printed.contains("postgres://stagely:***@db/stagely"),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -221,7 +228,10 @@ mod tests {
             (("DATABASE_URL", "mysql://x"), "DATABASE_URL"),
             (("STAGELY_PUBLIC_URL", "example.com"), "STAGELY_PUBLIC_URL"),
             (("STAGELY_HEARTBEAT_SECS", "0"), "STAGELY_HEARTBEAT_SECS"),
-            (("APP_MASTER_KEY_FILE", "/nonexistent/key"), "APP_MASTER_KEY_FILE"),
+            (
+                ("APP_MASTER_KEY_FILE", "/nonexistent/key"),
+                "APP_MASTER_KEY_FILE",
+            ),
         ];
         for ((name, value), expected) in cases {
             let error = config(&[(name, value)]).unwrap_err().to_string();

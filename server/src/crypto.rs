@@ -82,7 +82,10 @@ impl MasterKey {
         embedded: bool,
     ) -> Result<(Self, KeyOrigin), KeyError> {
         if let Some(encoded) = configured {
-            return Ok((Self::parse(encoded, "APP_MASTER_KEY")?, KeyOrigin::Environment));
+            return Ok((
+                Self::parse(encoded, "APP_MASTER_KEY")?,
+                KeyOrigin::Environment,
+            ));
         }
         if !embedded {
             return Err(KeyError::Required);
@@ -146,10 +149,16 @@ mod tests {
     fn malformed_keys_are_refused_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
         let not_base64 = MasterKey::resolve(Some("not base64!"), dir.path(), true).unwrap_err();
-        assert!(not_base64.to_string().contains("not base64"), "{not_base64}");
+        assert!(
+            not_base64.to_string().contains("not base64"),
+            "{not_base64}"
+        );
         let short = MasterKey::resolve(Some("c2hvcnQ="), dir.path(), true).unwrap_err();
         assert!(short.to_string().contains("32 bytes"), "{short}");
-        assert!(!dir.path().join("master.key").exists(), "nothing written on error");
+        assert!(
+            !dir.path().join("master.key").exists(),
+            "nothing written on error"
+        );
     }
 
     #[test]

@@ -219,7 +219,9 @@ impl Hub {
 
     /// Writes the last-seen times gathered since the previous call in one transaction.
     pub async fn flush_last_seen(&self, store: &Store) {
-        let batch: Vec<_> = std::mem::take(&mut *lock(&self.inner.seen)).into_iter().collect();
+        let batch: Vec<_> = std::mem::take(&mut *lock(&self.inner.seen))
+            .into_iter()
+            .collect();
         if let Err(error) = store.record_last_seen(&batch).await {
             tracing::warn!(%error, agents = batch.len(), "could not record last-seen times");
         }
@@ -242,7 +244,9 @@ impl Hub {
 /// Locks a hub mutex. A panic while holding one cannot leave the maps half-updated (every
 /// critical section is a single insert/remove), so a poisoned lock is safe to keep using.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -267,7 +271,10 @@ mod tests {
             .into_iter()
             .map(|HubEvent::AgentStatus { status, .. }| status)
             .collect();
-        assert_eq!(statuses, [AgentStatus::Connected, AgentStatus::Disconnected]);
+        assert_eq!(
+            statuses,
+            [AgentStatus::Connected, AgentStatus::Disconnected]
+        );
     }
 
     #[tokio::test]

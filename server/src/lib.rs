@@ -50,7 +50,9 @@ impl AppState {
                 "no APP_MASTER_KEY given: generated a new master key; back this file up, \
                  secrets cannot be decrypted without it"
             ),
-            KeyOrigin::File(path) => tracing::info!(path = %path.display(), "using the master key file"),
+            KeyOrigin::File(path) => {
+                tracing::info!(path = %path.display(), "using the master key file")
+            }
             KeyOrigin::Environment => tracing::info!("using the master key from APP_MASTER_KEY"),
         }
         let leptos_options = LeptosOptions::builder()
@@ -85,7 +87,9 @@ pub fn router(state: AppState) -> Router {
             move || provide_context(dashboard.clone()),
             move || app::shell(options.clone()),
         )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
         .with_state(state)
 }
 

@@ -69,11 +69,16 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    tracing::info!(?config, "starting stagely-server {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        ?config,
+        "starting stagely-server {}",
+        env!("CARGO_PKG_VERSION")
+    );
     let bind = config.bind;
     let public_url = config.public_url.clone();
     let state = AppState::build(config).await?;
@@ -87,14 +92,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate.recv() => {}
@@ -121,7 +127,10 @@ async fn agents(command: AgentsCommand, config: Config) -> anyhow::Result<()> {
         }
         AgentsCommand::List => {
             for agent in store.list_agents().await? {
-                let seen = agent.last_seen.map(|at| at.to_string()).unwrap_or_else(|| "never".into());
+                let seen = agent
+                    .last_seen
+                    .map(|at| at.to_string())
+                    .unwrap_or_else(|| "never".into());
                 println!("{}\t{}\tlast seen {seen}", agent.id, agent.name);
             }
         }

@@ -9,8 +9,8 @@ use crate::db::Agent;
 use crate::error::AppError;
 use crate::token::TokenHash;
 use crate::AppState;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::Response;
@@ -72,7 +72,9 @@ where
 
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_frame(&mut rx)).await {
         Ok(Some(Ok(AgentToServer::Hello(hello)))) => hello,
-        Ok(Some(Ok(_))) => return reject(&mut tx, &agent, "the first message must be a hello").await,
+        Ok(Some(Ok(_))) => {
+            return reject(&mut tx, &agent, "the first message must be a hello").await
+        }
         Ok(Some(Err(error))) => return reject(&mut tx, &agent, &error).await,
         Ok(None) => return,
         Err(_) => return reject(&mut tx, &agent, "no hello within 10 seconds").await,

@@ -135,7 +135,8 @@ fn check_project_name(value: &str) -> Result<(), NameError> {
     let valid = match bytes.next() {
         Some(first) => {
             (first.is_ascii_lowercase() || first.is_ascii_digit())
-                && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                && bytes
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         }
         None => false,
     };
@@ -173,6 +174,9 @@ mod tests {
     #[test]
     fn invalid_names_are_refused_when_deserializing() {
         let err = serde_json::from_str::<EnvKey>("\"9LIVES\"").unwrap_err();
-        assert!(err.to_string().contains("environment variable name"), "{err}");
+        assert!(
+            err.to_string().contains("environment variable name"),
+            "{err}"
+        );
     }
 }

@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn messages_are_tagged_with_type_and_data() {
         let json = serde_json::to_value(AgentToServer::Heartbeat(Heartbeat { seq: 7 })).unwrap();
-        assert_eq!(json, serde_json::json!({"type": "heartbeat", "data": {"seq": 7}}));
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "heartbeat", "data": {"seq": 7}})
+        );
     }
 
     #[test]

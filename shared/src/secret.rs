@@ -85,7 +85,10 @@ mod tests {
         let global = serde_json::to_string(&SecretScope::Global).unwrap();
         assert_eq!(global, "\"global\"");
         let scoped = SecretScope::Service(ServiceName::parse("web").unwrap());
-        assert_eq!(serde_json::to_string(&scoped).unwrap(), r#"{"service":"web"}"#);
+        assert_eq!(
+            serde_json::to_string(&scoped).unwrap(),
+            r#"{"service":"web"}"#
+        );
         let back: SecretScope = serde_json::from_str(r#"{"service":"web"}"#).unwrap();
         assert_eq!(back, scoped);
     }

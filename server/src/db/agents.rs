@@ -91,8 +91,9 @@ impl Store {
 
     /// The live (not revoked) agent whose token hashes to `token`.
     pub async fn agent_by_token(&self, token: &TokenHash) -> Result<Option<Agent>, DbError> {
-        let sql =
-            format!("SELECT {AGENT_COLUMNS} FROM agents WHERE token_hash = $1 AND revoked_at IS NULL");
+        let sql = format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE token_hash = $1 AND revoked_at IS NULL"
+        );
         let row: Option<AgentRow> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(&token.0).fetch_optional(pool).await?
         });
@@ -134,7 +135,10 @@ impl Store {
 
     /// Writes many last-seen times in one transaction: the hub calls this about once a second
     /// with every agent heard from since, whatever the number of agents.
-    pub async fn record_last_seen(&self, seen: &[(AgentId, OffsetDateTime)]) -> Result<(), DbError> {
+    pub async fn record_last_seen(
+        &self,
+        seen: &[(AgentId, OffsetDateTime)],
+    ) -> Result<(), DbError> {
         if seen.is_empty() {
             return Ok(());
         }

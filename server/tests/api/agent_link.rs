@@ -1,0 +1,295 @@
+//! The agent link end to end: real `stagely-agent` processes against the real server.
+
+use crate::helpers::{
+    eventually, spawn_app, spawn_app_with, AgentProcess, AppOptions, ServerProcess, TestDb,
+};
+use futures_util::{SinkExt, StreamExt};
+use shared::protocol::Hello;
+use shared::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+const SOON: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn an_agent_with_a_valid_token_connects_and_reports_its_host() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (agent_id, token) = app.add_agent("edge-1").await;
+    let agent = AgentProcess::spawn(&app.url(), token.expose(), app.data_dir.path());
+
+    eventually(SOON, "the agent to connect", || async {
+        app.state.hub.is_connected(agent_id)
+    })
+    .await;
+    let stored = app.store().agent(agent_id).await.unwrap();
+    assert_eq!(
+        stored.hostname.as_deref(),
+        Some(agent::system::hostname().as_str())
+    );
+    assert_eq!(
+        stored.agent_version.as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert!(stored.last_seen.is_some());
+    assert!(
+        agent.log_text().contains("connected to the server"),
+        "{}",
+        agent.log_text()
+    );
+}
+
+#[tokio::test]
+async fn a_killed_agent_is_disconnected_at_once() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (agent_id, token) = app.add_agent("edge-1").await;
+    let mut agent = AgentProcess::spawn(&app.url(), token.expose(), app.data_dir.path());
+    eventually(SOON, "the agent to connect", || async {
+        app.state.hub.is_connected(agent_id)
+    })
+    .await;
+
+    agent.kill_9().await;
+    // The kernel closes the socket of a killed process, so no heartbeat timeout is needed.
+    eventually(
+        Duration::from_secs(3),
+        "the agent to show as disconnected",
+        || async { !app.state.hub.is_connected(agent_id) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_bad_revoked_and_query_string_tokens_get_401_before_the_upgrade() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (agent_id, token) = app.add_agent("edge-1").await;
+    let revoked = app.add_agent("edge-2").await;
+    app.store().revoke_agent(revoked.0).await.unwrap();
+
+    let cases = [
+        ("missing token", None, app.stream_url()),
+        (
+            "unknown token",
+            Some("stg_not-a-real-token".to_string()),
+            app.stream_url(),
+        ),
+        (
+            "revoked token",
+            Some(revoked.1.expose().to_string()),
+            app.stream_url(),
+        ),
+        (
+            "token in the query string",
+            None,
+            format!("{}?token={}", app.stream_url(), token.expose()),
+        ),
+    ];
+    for (case, bearer, url) in cases {
+        let status = connect_status(&url, bearer.as_deref()).await;
+        assert_eq!(status, Some(401), "{case}");
+    }
+    assert!(!app.state.hub.is_connected(agent_id));
+    assert!(!app.state.hub.is_connected(revoked.0));
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_identity_replaces_the_first() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (agent_id, token) = app.add_agent("edge-1").await;
+
+    let mut first = raw_agent(&app.stream_url(), token.expose()).await;
+    assert!(matches!(
+        hello(&mut first, PROTOCOL_VERSION).await,
+        ServerToAgent::Welcome(_)
+    ));
+    let mut second = raw_agent(&app.stream_url(), token.expose()).await;
+    assert!(matches!(
+        hello(&mut second, PROTOCOL_VERSION).await,
+        ServerToAgent::Welcome(_)
+    ));
+
+    let reason = close_reason(&mut first).await;
+    assert!(
+        reason.contains("replaced"),
+        "first connection closed with {reason:?}"
+    );
+    assert_eq!(app.state.hub.connected_count(), 1);
+    assert!(app.state.hub.is_connected(agent_id));
+
+    // The second session is the live one: it still answers heartbeats.
+    let beat = AgentToServer::Heartbeat(shared::protocol::Heartbeat { seq: 42 });
+    second
+        .send(Message::text(serde_json::to_string(&beat).unwrap()))
+        .await
+        .unwrap();
+    let answer = next_message(&mut second).await;
+    assert_eq!(
+        answer,
+        ServerToAgent::HeartbeatAck(shared::protocol::Heartbeat { seq: 42 })
+    );
+}
+
+#[tokio::test]
+async fn an_agent_speaking_another_protocol_version_is_rejected_with_a_reason() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (agent_id, token) = app.add_agent("edge-1").await;
+    let mut socket = raw_agent(&app.stream_url(), token.expose()).await;
+    match hello(&mut socket, PROTOCOL_VERSION + 1).await {
+        ServerToAgent::Rejected(rejected) => {
+            assert!(
+                rejected.reason.contains("protocol version"),
+                "{}",
+                rejected.reason
+            )
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(!app.state.hub.is_connected(agent_id));
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_disconnected_after_three_missed_heartbeats() {
+    let app = spawn_app_with(&TestDb::Sqlite, AppOptions { heartbeat_secs: 1 }).await;
+    let (agent_id, token) = app.add_agent("edge-1").await;
+    let mut socket = raw_agent(&app.stream_url(), token.expose()).await;
+    assert!(matches!(
+        hello(&mut socket, PROTOCOL_VERSION).await,
+        ServerToAgent::Welcome(_)
+    ));
+    assert!(app.state.hub.is_connected(agent_id));
+    // Say nothing: 3 × 1 s + 5 s slack later the server gives up on us.
+    let reason = tokio::time::timeout(Duration::from_secs(15), close_reason(&mut socket))
+        .await
+        .expect("the server never closed the silent connection");
+    assert_eq!(reason, "no heartbeat");
+    assert!(!app.state.hub.is_connected(agent_id));
+}
+
+#[tokio::test]
+async fn an_agent_comes_back_by_itself_after_the_server_is_killed_and_restarted() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(data_dir.path(), None).await;
+    let token = server.add_agent("edge-1").await;
+    let agent = AgentProcess::spawn(&server.url(), &token, data_dir.path());
+    eventually(
+        SOON,
+        "the dashboard to show the agent connected",
+        || async { server.dashboard_shows("edge-1", "Connected").await },
+    )
+    .await;
+
+    server.kill_9().await;
+    eventually(SOON, "the agent to notice the outage", || async {
+        agent.log_text().contains("lost the link to the server")
+    })
+    .await;
+    let mut server = ServerProcess::start(data_dir.path(), Some(server.address)).await;
+
+    // Backoff starts at 1 s and doubles; a server back within a second is reached within a
+    // few attempts, far inside the 60 s cap.
+    eventually(
+        Duration::from_secs(30),
+        "the agent to reconnect",
+        || async { server.dashboard_shows("edge-1", "Connected").await },
+    )
+    .await;
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("lost the link to the server").count(),
+        1,
+        "outage logged once:\n{log}"
+    );
+    assert_eq!(
+        log.matches("reconnected to the server").count(),
+        1,
+        "recovery logged once:\n{log}"
+    );
+    server.kill_9().await;
+}
+
+async fn connect_status(url: &str, bearer: Option<&str>) -> Option<u16> {
+    let mut request = url.into_client_request().unwrap();
+    if let Some(token) = bearer {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => None,
+        Err(tungstenite::Error::Http(response)) => Some(response.status().as_u16()),
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+type RawSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn raw_agent(url: &str, token: &str) -> RawSocket {
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+async fn hello(socket: &mut RawSocket, protocol_version: u32) -> ServerToAgent {
+    let hello = AgentToServer::Hello(Hello {
+        protocol_version,
+        agent_version: "test".into(),
+        hostname: "test-host".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        docker_version: None,
+        compose_version: None,
+    });
+    socket
+        .send(Message::text(serde_json::to_string(&hello).unwrap()))
+        .await
+        .unwrap();
+    next_message(socket).await
+}
+
+async fn next_message(socket: &mut RawSocket) -> ServerToAgent {
+    loop {
+        match tokio::time::timeout(SOON, socket.next())
+            .await
+            .expect("no message")
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => continue,
+        }
+    }
+}
+
+async fn close_reason(socket: &mut RawSocket) -> String {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Close(frame))) => {
+                return frame.map(|f| f.reason.to_string()).unwrap_or_default()
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_graceful_server_stop_closes_agent_sessions_instead_of_hanging() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (agent_id, token) = app.add_agent("edge-1").await;
+    let agent = AgentProcess::spawn(&app.url(), token.expose(), app.data_dir.path());
+    eventually(SOON, "the agent to connect", || async {
+        app.state.hub.is_connected(agent_id)
+    })
+    .await;
+    let _data_dir = app.stop().await;
+    eventually(
+        SOON,
+        "the agent to hear that the server is going away",
+        || async { agent.log_text().contains("server shutting down") },
+    )
+    .await;
+}

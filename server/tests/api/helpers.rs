@@ -1,0 +1,366 @@
+//! `spawn_app()` and friends: start the real server on `127.0.0.1:0` with a fresh database,
+//! register agents, run real `stagely-agent` processes next to it.
+
+use server::config::Config;
+use server::db::Store;
+use server::token::Token;
+use server::AppState;
+use shared::AgentId;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Once;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// A fresh, empty database for one test.
+pub enum TestDb {
+    /// SQLite in the test's data directory.
+    Sqlite,
+    /// A newly created PostgreSQL database with this URL.
+    Postgres(String),
+}
+
+impl TestDb {
+    /// Every backend this run can test: SQLite, plus PostgreSQL when `TEST_DATABASE_URL` is set.
+    pub async fn all() -> Vec<TestDb> {
+        let mut backends = vec![TestDb::Sqlite];
+        if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+            backends.push(TestDb::Postgres(fresh_postgres_database(&url).await));
+        }
+        backends
+    }
+
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            TestDb::Sqlite => None,
+            TestDb::Postgres(url) => Some(url),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            TestDb::Sqlite => "sqlite",
+            TestDb::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Creates `stagely_test_<random>` on the server `TEST_DATABASE_URL` points to.
+async fn fresh_postgres_database(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("stagely_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("TEST_DATABASE_URL must point to a reachable PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("creating a test database");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("TEST_DATABASE_URL ends with /<database>");
+    format!("{base}/{name}")
+}
+
+pub fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            tracing_subscriber::fmt()
+                .with_env_filter("info,sqlx=warn")
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// The server running inside this test process.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub state: AppState,
+    pub data_dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+pub struct AppOptions {
+    pub heartbeat_secs: u64,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self { heartbeat_secs: 30 }
+    }
+}
+
+pub async fn spawn_app(db: &TestDb) -> TestApp {
+    spawn_app_with(db, AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(db: &TestDb, options: AppOptions) -> TestApp {
+    init_logs();
+    let data_dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let vars = [
+        ("STAGELY_BIND", address.to_string()),
+        ("STAGELY_DATA_DIR", data_dir.path().display().to_string()),
+        ("STAGELY_HEARTBEAT_SECS", options.heartbeat_secs.to_string()),
+        ("DATABASE_URL", db.url().unwrap_or_default().to_string()),
+    ];
+    let config = Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.clone())
+    })
+    .unwrap();
+    let config = Config {
+        master_key: db
+            .url()
+            .map(|_| "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),
+        ..config
+    };
+    let state = AppState::build(config).await.expect("building the app");
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let shutdown = async move {
+                let _ = shutdown_rx.await;
+            };
+            server::run(listener, state, shutdown)
+                .await
+                .expect("server failed");
+        }
+    });
+    TestApp {
+        address,
+        state,
+        data_dir,
+        shutdown: Some(shutdown_tx),
+        server,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn stream_url(&self) -> String {
+        format!("ws://{}/api/v1/stream", self.address)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Registers an agent the way `stagely-server agents add` does.
+    pub async fn add_agent(&self, name: &str) -> (AgentId, Token) {
+        let token = Token::generate();
+        let agent = self
+            .store()
+            .create_agent(name, &token.hash())
+            .await
+            .unwrap();
+        (agent.id, token)
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = http_get(self.address, path).await;
+        (response.0, response.1)
+    }
+
+    /// Stops the server gracefully and waits for it; the data directory outlives it.
+    pub async fn stop(self) -> TempDir {
+        let TestApp {
+            shutdown,
+            server,
+            data_dir,
+            ..
+        } = self;
+        if let Some(shutdown) = shutdown {
+            let _ = shutdown.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server did not shut down within 10 s")
+            .unwrap();
+        data_dir
+    }
+}
+
+/// A minimal HTTP/1.0 GET over a raw socket (no chunked encoding to undo), so tests need no HTTP client crate.
+pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A real `stagely-agent` process; killed when dropped.
+pub struct AgentProcess {
+    child: tokio::process::Child,
+    pub log: PathBuf,
+}
+
+/// The agent binary cargo built next to the server binary.
+pub fn agent_binary() -> PathBuf {
+    let server = Path::new(env!("CARGO_BIN_EXE_stagely-server"));
+    let agent = server.with_file_name("stagely-agent");
+    assert!(
+        agent.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p agent` first)",
+        agent.display()
+    );
+    agent
+}
+
+impl AgentProcess {
+    pub fn spawn(server_url: &str, token: &str, log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("agent-{}.log", uuid::Uuid::new_v4().simple()));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(agent_binary())
+            .args(["--server", server_url])
+            .env("STAGELY_AGENT_TOKEN", token)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting stagely-agent");
+        Self { child, log }
+    }
+
+    /// SIGKILL: the agent gets no chance to say goodbye.
+    pub async fn kill_9(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls `check` every 50 ms until it is true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A real `stagely-server` process, for tests about processes (kill -9, restart).
+pub struct ServerProcess {
+    child: tokio::process::Child,
+    pub address: SocketAddr,
+    data_dir: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the server on `address` (or a free loopback port) with SQLite in `data_dir`, and
+    /// waits until `/healthz` answers.
+    pub async fn start(data_dir: &Path, address: Option<SocketAddr>) -> Self {
+        let address = match address {
+            Some(address) => address,
+            None => {
+                let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                probe.local_addr().unwrap()
+            }
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("server.log"))
+            .unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stagely-server"))
+            .env("STAGELY_BIND", address.to_string())
+            .env("STAGELY_DATA_DIR", data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting stagely-server");
+        let server = Self {
+            child,
+            address,
+            data_dir: data_dir.to_path_buf(),
+        };
+        eventually(
+            Duration::from_secs(20),
+            "the server to answer /healthz",
+            || async {
+                tokio::net::TcpStream::connect(address).await.is_ok()
+                    && http_get(address, "/healthz").await.0 == 200
+            },
+        )
+        .await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Runs `stagely-server agents add <name>` against the same data directory and returns
+    /// the token it printed.
+    pub async fn add_agent(&self, name: &str) -> String {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_stagely-server"))
+            .args(["agents", "add", name])
+            .env("STAGELY_DATA_DIR", &self.data_dir)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    /// Whether the server-rendered dashboard lists `name` with `status`.
+    pub async fn dashboard_shows(&self, name: &str, status: &str) -> bool {
+        let (code, body) = http_get(self.address, "/").await;
+        code == 200
+            && dashboard_row(&body, name).is_some_and(|row| row.contains(&format!(">{status}<")))
+    }
+
+    pub async fn kill_9(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// The HTML of the dashboard table row that names `name`.
+pub fn dashboard_row<'a>(html: &'a str, name: &str) -> Option<&'a str> {
+    html.split("<tr")
+        .find(|row| row.contains(&format!(">{name}<")))
+}

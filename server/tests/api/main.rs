@@ -1,0 +1,7 @@
+//! Integration tests of `stagely-server`: the real app on a loopback port, real agent
+//! processes, SQLite always and PostgreSQL when `TEST_DATABASE_URL` is set.
+
+mod agent_link;
+mod dashboard;
+mod helpers;
+mod storage;
