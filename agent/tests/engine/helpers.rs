@@ -1,0 +1,139 @@
+//! A tiny local image and throwaway Compose projects that clean up after themselves.
+
+use agent::runner::{self, CommandSpec, Redactor};
+use agent::system::Compose;
+use std::path::Path;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::sync::OnceCell;
+
+/// The image every test project uses: `FROM scratch` + busybox (sh, sleep, httpd, wget …).
+pub const TEST_IMAGE: &str = "stagely-test/busybox:latest";
+
+/// Builds [`TEST_IMAGE`] once per test run (skipped when it already exists).
+pub async fn test_image() -> &'static str {
+    static BUILT: OnceCell<()> = OnceCell::const_new();
+    BUILT
+        .get_or_init(|| async {
+            let inspect = CommandSpec::new("docker", ["image", "inspect", TEST_IMAGE]);
+            if run_ok(inspect).await.is_ok() {
+                return;
+            }
+            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+                .into_iter()
+                .map(Path::new)
+                .find(|path| path.exists())
+                .expect("busybox is missing: install Debian's busybox-static");
+            let context = tempfile::tempdir().unwrap();
+            std::fs::copy(busybox, context.path().join("busybox")).unwrap();
+            std::fs::write(
+                context.path().join("Dockerfile"),
+                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+            )
+            .unwrap();
+            let context_path = context.path().display().to_string();
+            let build = CommandSpec::new("docker", ["build", "-t", TEST_IMAGE, context_path.as_str()]);
+            run_ok(build).await.expect("building the test image");
+        })
+        .await;
+    TEST_IMAGE
+}
+
+/// Runs a command and returns its stdout, or its whole output as the error.
+pub async fn run_ok(spec: CommandSpec) -> Result<String, String> {
+    let spec = spec.timeout(Duration::from_secs(300));
+    match runner::run(&spec, &Redactor::default(), |_| {}).await {
+        Ok(output) if output.success() => Ok(output.stdout),
+        Ok(output) => Err(format!(
+            "`{}` exited with {:?}\n{}\n{}",
+            output.command, output.exit_code, output.stdout, output.stderr
+        )),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// A compose project in a temporary directory, torn down (`down -v`) when dropped.
+pub struct TestProject {
+    pub name: String,
+    pub dir: TempDir,
+    pub compose: Compose,
+}
+
+impl TestProject {
+    /// Writes `compose_yaml` (with `{image}` replaced by the test image) as `compose.yaml`.
+    pub async fn new(compose: Compose, compose_yaml: &str) -> Self {
+        let image = test_image().await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = if compose == Compose::V1 {
+            "docker-compose.yml"
+        } else {
+            "compose.yaml"
+        };
+        std::fs::write(
+            dir.path().join(file),
+            compose_yaml.replace("{image}", image),
+        )
+        .unwrap();
+        let name = format!(
+            "stagely-test-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        Self { name, dir, compose }
+    }
+
+    /// `docker compose -p <name> <args…>` in the project directory.
+    pub fn command(&self, args: &[&str]) -> CommandSpec {
+        let mut argv = vec!["-p", self.name.as_str()];
+        argv.extend_from_slice(args);
+        self.compose.command(argv).current_dir(self.dir.path())
+    }
+
+    /// `container name → state` for this project's containers, straight from the engine.
+    pub async fn container_states(&self) -> Vec<(String, String)> {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        let list = CommandSpec::new(
+            "docker",
+            [
+                "ps",
+                "-a",
+                "--filter",
+                filter.as_str(),
+                "--format",
+                "{{.Names}} {{.State}}",
+            ],
+        );
+        let stdout = run_ok(list).await.unwrap();
+        let mut states: Vec<(String, String)> = stdout
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(name, state)| (name.to_string(), state.to_string()))
+            .collect();
+        states.sort();
+        states
+    }
+}
+
+impl Drop for TestProject {
+    fn drop(&mut self) {
+        let (program, mut args) = match self.compose {
+            Compose::V2 => ("docker", vec!["compose".to_string()]),
+            Compose::V1 => ("docker-compose", vec![]),
+        };
+        args.extend(
+            [
+                "-p",
+                &self.name,
+                "down",
+                "-v",
+                "--remove-orphans",
+                "-t",
+                "1",
+            ]
+            .map(String::from),
+        );
+        let _ = std::process::Command::new(program)
+            .args(&args)
+            .current_dir(self.dir.path())
+            .output();
+    }
+}

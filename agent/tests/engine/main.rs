@@ -1,0 +1,5 @@
+//! The agent against a real Docker engine and real Compose (v2 plugin and v1), with images
+//! built locally from Debian's static busybox: nothing is pulled.
+
+mod compose_up;
+mod helpers;
