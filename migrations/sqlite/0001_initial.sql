@@ -27,6 +27,8 @@ CREATE TABLE agents (
     last_seen       BIGINT,
     created_at      BIGINT NOT NULL
 );
+-- The server checks every second for tokens revoked elsewhere (CLI, other replicas).
+CREATE INDEX agents_by_revoked_at ON agents (revoked_at);
 
 CREATE TABLE projects (
     id           TEXT PRIMARY KEY,

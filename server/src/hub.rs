@@ -227,15 +227,38 @@ impl Hub {
         }
     }
 
-    /// Flushes last-seen times about once a second until the task is aborted.
-    pub fn spawn_last_seen_flusher(&self, store: Store) -> tokio::task::JoinHandle<()> {
+    /// Closes the sessions of agents whose token was revoked since `since` (by this server,
+    /// another replica or the `agents revoke` command) and returns the time checked up to.
+    pub async fn close_revoked(&self, store: &Store, since: i64) -> i64 {
+        let checked_at = crate::db::now_ms();
+        match store.revoked_since(since).await {
+            Ok(revoked) => {
+                for agent_id in revoked {
+                    self.disconnect(agent_id, "agent token revoked");
+                }
+                checked_at
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not check for revoked agent tokens");
+                since
+            }
+        }
+    }
+
+    /// About once a second, whatever the number of agents: writes the last-seen times gathered
+    /// since the previous round in one transaction, and closes sessions whose token was
+    /// revoked. Runs until the task is aborted.
+    pub fn spawn_housekeeping(&self, store: Store) -> tokio::task::JoinHandle<()> {
         let hub = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Overlap by a second so a revocation committed during a check is not missed.
+            let mut revoked_checked = crate::db::now_ms();
             loop {
                 tick.tick().await;
                 hub.flush_last_seen(&store).await;
+                revoked_checked = hub.close_revoked(&store, revoked_checked - 1_000).await;
             }
         })
     }

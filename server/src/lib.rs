@@ -104,7 +104,7 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let flusher = state.hub.spawn_last_seen_flusher(state.store.clone());
+    let housekeeping = state.hub.spawn_housekeeping(state.store.clone());
     let hub = state.hub.clone();
     let shutdown = async move {
         shutdown.await;
@@ -115,7 +115,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
-    flusher.abort();
+    housekeeping.abort();
     state.hub.flush_last_seen(&state.store).await;
     state.store.close().await;
     Ok(())

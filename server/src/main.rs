@@ -49,6 +49,11 @@ enum AgentsCommand {
     },
     /// List registered agents.
     List,
+    /// Revoke an agent's token; its live session is closed within about a second.
+    Revoke {
+        /// The agent's id (from `agents list`).
+        id: shared::AgentId,
+    },
 }
 
 #[tokio::main]
@@ -124,6 +129,12 @@ async fn agents(command: AgentsCommand, config: Config) -> anyhow::Result<()> {
                  Start the agent with:\n  stagely-agent --server {} --token <token>",
                 agent.id, config.public_url
             );
+        }
+        AgentsCommand::Revoke { id } => {
+            if !store.revoke_agent(id).await? {
+                anyhow::bail!("no active agent has the id {id}");
+            }
+            eprintln!("Revoked agent {id}; a running server closes its session within a second.");
         }
         AgentsCommand::List => {
             for agent in store.list_agents().await? {

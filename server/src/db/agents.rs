@@ -168,4 +168,20 @@ impl Store {
         });
         Ok(result == 1)
     }
+
+    /// Agents revoked at or after `since` (Unix ms).
+    pub async fn revoked_since(&self, since: i64) -> Result<Vec<AgentId>, DbError> {
+        let ids: Vec<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id FROM agents WHERE revoked_at >= $1")
+                .bind(since)
+                .fetch_all(pool)
+                .await?
+        });
+        ids.into_iter()
+            .map(|(id,)| {
+                id.parse()
+                    .map_err(|error| DbError::Other(sqlx::Error::Decode(Box::new(error))))
+            })
+            .collect()
+    }
 }

@@ -293,3 +293,26 @@ async fn a_graceful_server_stop_closes_agent_sessions_instead_of_hanging() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn revoking_a_token_closes_the_live_session_within_a_second_or_so() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (agent_id, token) = app.add_agent("edge-1").await;
+    let mut socket = raw_agent(&app.stream_url(), token.expose()).await;
+    assert!(matches!(
+        hello(&mut socket, PROTOCOL_VERSION).await,
+        ServerToAgent::Welcome(_)
+    ));
+
+    // As `stagely-server agents revoke` does from another process: only the database changes.
+    app.store().revoke_agent(agent_id).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(3), close_reason(&mut socket))
+        .await
+        .expect("the session outlived its revoked token");
+    assert_eq!(reason, "agent token revoked");
+    assert!(!app.state.hub.is_connected(agent_id));
+    assert_eq!(
+        connect_status(&app.stream_url(), Some(token.expose())).await,
+        Some(401)
+    );
+}

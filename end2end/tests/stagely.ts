@@ -1,0 +1,120 @@
+// A Playwright fixture that runs the real Stagely: a stagely-server on a free loopback port with
+// a fresh SQLite data directory, and a stagely-agent registered against it with
+// `stagely-server agents add`. Binaries come from the cargo-leptos build (override with
+// STAGELY_SERVER_BIN / STAGELY_AGENT_BIN / STAGELY_SITE_ROOT).
+
+import { test as base, expect, Page } from '@playwright/test';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const root = resolve(__dirname, '..', '..');
+const serverBin = process.env.STAGELY_SERVER_BIN ?? join(root, 'target/debug/stagely-server');
+const agentBin = process.env.STAGELY_AGENT_BIN ?? join(root, 'target/debug/stagely-agent');
+const siteRoot = process.env.STAGELY_SITE_ROOT ?? join(root, 'target/site');
+
+export class Stagely {
+  agent: ChildProcess | null = null;
+  private server: ChildProcess | null = null;
+
+  constructor(
+    readonly url: string,
+    readonly dataDir: string,
+    readonly agentName: string,
+    private readonly token: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  static async start(agentName: string): Promise<Stagely> {
+    const dataDir = mkdtempSync(join(tmpdir(), 'stagely-e2e-'));
+    const port = await freePort();
+    const env = {
+      ...process.env,
+      STAGELY_BIND: `127.0.0.1:${port}`,
+      STAGELY_DATA_DIR: dataDir,
+      STAGELY_SITE_ROOT: siteRoot,
+      RUST_LOG: 'info',
+    };
+    const token = execFileSync(serverBin, ['agents', 'add', agentName], { env, encoding: 'utf8' }).trim();
+    const stagely = new Stagely(`http://127.0.0.1:${port}`, dataDir, agentName, token, env);
+    stagely.server = spawn(serverBin, [], { env, stdio: ['ignore', 'ignore', openSync(join(dataDir, 'server.log'), 'a')] });
+    await waitFor(async () => (await fetch(`${stagely.url}/healthz`).catch(() => null))?.ok === true, 'server /healthz');
+    stagely.startAgent();
+    return stagely;
+  }
+
+  startAgent() {
+    this.agent = spawn(agentBin, ['--server', this.url], {
+      env: { ...this.env, STAGELY_AGENT_TOKEN: this.token },
+      stdio: ['ignore', 'ignore', openSync(join(this.dataDir, 'agent.log'), 'a')],
+    });
+  }
+
+  /** SIGKILL: the agent gets no chance to say goodbye. */
+  async killAgent() {
+    const agent = this.agent;
+    if (!agent || agent.exitCode !== null) return;
+    const exited = new Promise((done) => agent.once('exit', done));
+    agent.kill('SIGKILL');
+    await exited;
+    this.agent = null;
+  }
+
+  logs(): string {
+    const read = (name: string) => {
+      try {
+        return readFileSync(join(this.dataDir, name), 'utf8');
+      } catch {
+        return '';
+      }
+    };
+    return `--- server.log\n${read('server.log')}\n--- agent.log\n${read('agent.log')}`;
+  }
+
+  async stop() {
+    await this.killAgent();
+    this.server?.kill('SIGTERM');
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const probe = createServer();
+    probe.once('error', fail);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      probe.close(() => done(port));
+    });
+  });
+}
+
+async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((done) => setTimeout(done, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Opens the dashboard and waits until hydration has attached its event handlers. */
+export async function openDashboard(page: Page, stagely: Stagely) {
+  await page.goto(stagely.url);
+  await expect(page.locator('[data-hydrated="true"]')).toBeAttached();
+}
+
+export const test = base.extend<{ stagely: Stagely }>({
+  stagely: async ({}, use, testInfo) => {
+    const stagely = await Stagely.start('local');
+    await use(stagely);
+    if (testInfo.status !== testInfo.expectedStatus) {
+      await testInfo.attach('stagely logs', { body: stagely.logs(), contentType: 'text/plain' });
+    }
+    await stagely.stop();
+  },
+});
+
+export { expect };

