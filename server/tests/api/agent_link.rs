@@ -1,7 +1,7 @@
 //! The agent link end to end: real `stagely-agent` processes against the real server.
 
 use crate::helpers::{
-    eventually, spawn_app, spawn_app_with, AgentProcess, AppOptions, ServerProcess, TestDb,
+    eventually, spawn_app, spawn_app_with, AgentProcess, AppOptions, Relay, ServerProcess, TestDb,
 };
 use futures_util::{SinkExt, StreamExt};
 use shared::protocol::Hello;
@@ -315,4 +315,43 @@ async fn revoking_a_token_closes_the_live_session_within_a_second_or_so() {
         connect_status(&app.stream_url(), Some(token.expose())).await,
         Some(401)
     );
+}
+
+#[tokio::test]
+async fn a_network_blip_mid_stream_heals_by_itself() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (agent_id, token) = app.add_agent("edge-1").await;
+    let relay = Relay::start(app.address).await;
+    let agent = AgentProcess::spawn(&relay.url(), token.expose(), app.data_dir.path());
+    eventually(SOON, "the agent to connect", || async {
+        app.state.hub.is_connected(agent_id)
+    })
+    .await;
+
+    relay.cut();
+    eventually(SOON, "the server to see the agent gone", || async {
+        !app.state.hub.is_connected(agent_id)
+    })
+    .await;
+    eventually(SOON, "the agent to notice", || async {
+        agent.log_text().contains("lost the link to the server")
+    })
+    .await;
+    // A few refused attempts while the link is down: the outage is logged once, not per try.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    relay.restore();
+
+    eventually(
+        Duration::from_secs(30),
+        "the agent to reconnect through the restored link",
+        || async { app.state.hub.is_connected(agent_id) },
+    )
+    .await;
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("lost the link to the server").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("reconnected to the server").count(), 1, "{log}");
 }

@@ -364,3 +364,63 @@ pub fn dashboard_row<'a>(html: &'a str, name: &str) -> Option<&'a str> {
     html.split("<tr")
         .find(|row| row.contains(&format!(">{name}<")))
 }
+
+/// A TCP relay between agents and the server that a test can cut and restore, to play a
+/// network blip: cutting drops every relayed connection and refuses new ones until restored.
+pub struct Relay {
+    pub address: SocketAddr,
+    state: std::sync::Arc<RelayState>,
+}
+
+struct RelayState {
+    up: std::sync::atomic::AtomicBool,
+    connections: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Relay {
+    pub async fn start(target: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(RelayState {
+            up: std::sync::atomic::AtomicBool::new(true),
+            connections: std::sync::Mutex::new(Vec::new()),
+        });
+        let accept_state = state.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_state.up.load(Ordering::SeqCst) {
+                    drop(inbound); // refused: the link is down
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                accept_state.connections.lock().unwrap().push(task);
+            }
+        });
+        Self { address, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Drops every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.state
+            .up
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.state.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.state
+            .up
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
