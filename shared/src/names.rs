@@ -168,7 +168,7 @@ mod tests {
         assert!(ServiceName::parse("-web").is_err());
         assert!(ProjectName::parse("shop_2-prod").is_ok());
         assert!(ProjectName::parse("Shop").is_err());
-        assert!(ProjectName::parse(&"a".repeat(64)).is_err());
+        assert!(ProjectName::parse("a".repeat(64)).is_err());
     }
 
     #[test]
