@@ -1,8 +1,11 @@
 //! `stagely-agent` as a library: the link to the server, the command runner every docker call
-//! goes through, and what the agent learns about its host. The binary in `main.rs` only wires
-//! these together, so tests drive the same code.
+//! goes through, what the agent learns about its host, and how it reads a Compose project and
+//! injects secrets into it. The binary in `main.rs` only wires these together, so tests drive the
+//! same code.
 
 pub mod backoff;
+pub mod compose;
 pub mod link;
+pub mod override_file;
 pub mod runner;
 pub mod system;
