@@ -25,7 +25,7 @@ test('a killed agent shows as disconnected, and connected again once restarted',
   await expect(status).toHaveText('Disconnected');
   await page.screenshot({ path: test.info().outputPath('disconnected.png'), fullPage: true });
 
-  stagely.startAgent();
+  await stagely.startAgent();
   await expect(async () => {
     await page.getByRole('button', { name: 'Refresh' }).click();
     await expect(status).toHaveText('Connected', { timeout: 1_000 });

@@ -37,19 +37,30 @@ export class Stagely {
       STAGELY_SITE_ROOT: siteRoot,
       RUST_LOG: 'info',
     };
-    const token = execFileSync(serverBin, ['agents', 'add', agentName], { env, encoding: 'utf8' }).trim();
+    const token = execFileSync(serverBin, ['agents', 'add', agentName], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
     const stagely = new Stagely(`http://127.0.0.1:${port}`, dataDir, agentName, token, env);
     stagely.server = spawn(serverBin, [], { env, stdio: ['ignore', 'ignore', openSync(join(dataDir, 'server.log'), 'a')] });
     await waitFor(async () => (await fetch(`${stagely.url}/healthz`).catch(() => null))?.ok === true, 'server /healthz');
-    stagely.startAgent();
+    await stagely.startAgent();
     return stagely;
   }
 
-  startAgent() {
+  /** Starts the agent and waits until it says it is connected. */
+  async startAgent() {
+    const connectedBefore = this.agentLog().split('connected to the server').length;
     this.agent = spawn(agentBin, ['--server', this.url], {
       env: { ...this.env, STAGELY_AGENT_TOKEN: this.token },
       stdio: ['ignore', 'ignore', openSync(join(this.dataDir, 'agent.log'), 'a')],
     });
+    await waitFor(async () => this.agentLog().split('connected to the server').length > connectedBefore, 'the agent to connect');
+  }
+
+  private agentLog(): string {
+    try {
+      return readFileSync(join(this.dataDir, 'agent.log'), 'utf8');
+    } catch {
+      return '';
+    }
   }
 
   /** SIGKILL: the agent gets no chance to say goodbye. */
