@@ -5,6 +5,8 @@
 
 pub mod backoff;
 pub mod compose;
+pub mod deploy;
+pub mod health;
 pub mod link;
 pub mod override_file;
 pub mod runner;

@@ -1,22 +1,58 @@
 //! `stagely-agent`: runs on every host, keeps a link to the Stagely server and runs its jobs.
+//! `render` and `deploy` run the same deploy code locally, without a server, for people who want
+//! to see or try what the agent would do.
 
 use agent::backoff::Backoff;
+use agent::deploy::{self, DeployOptions, DeployRequest};
 use agent::link::{self, LinkConfig};
-use agent::system;
+use agent::system::{self, Compose};
+use agent::{compose, override_file};
 use anyhow::Context;
-use clap::Parser;
-use shared::protocol::Hello;
-use shared::PROTOCOL_VERSION;
+use clap::{Args, Parser, Subcommand};
+use shared::protocol::{Hello, JobEvent};
+use shared::{ProjectName, Secret, PROTOCOL_VERSION};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The Stagely agent: connects this host to a Stagely server and deploys its Compose projects.
 #[derive(Parser)]
-#[command(name = "stagely-agent", version)]
+#[command(
+    name = "stagely-agent",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Connect to the server and serve it (the default).
+    Run(RunArgs),
+    /// Print the override file a deploy would write (values masked unless --show-values).
+    Render {
+        #[command(flatten)]
+        project: LocalProject,
+        /// Print the real values, e.g. to pipe into `docker compose config`.
+        #[arg(long)]
+        show_values: bool,
+    },
+    /// Deploy a project on this host now, without a server, with progress on the terminal.
+    Deploy {
+        #[command(flatten)]
+        project: LocalProject,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
     /// The server's URL, e.g. https://stagely.example.com
     #[arg(long, env = "STAGELY_SERVER_URL")]
-    server: String,
-    /// This agent's token (prefer --token-file or STAGELY_AGENT_TOKEN_FILE: command lines are
-    /// visible to every user of the host).
+    server: Option<String>,
+    /// This agent's token (prefer --token-file: command lines are visible to every user).
     #[arg(
         long,
         env = "STAGELY_AGENT_TOKEN",
@@ -26,7 +62,24 @@ struct Cli {
     token: Option<String>,
     /// A file holding this agent's token.
     #[arg(long, env = "STAGELY_AGENT_TOKEN_FILE")]
-    token_file: Option<std::path::PathBuf>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LocalProject {
+    /// The project directory (holding the compose file).
+    #[arg(long)]
+    dir: PathBuf,
+    /// A JSON file with the secrets: [{"key":"K","value":"V","scope":"global"}, …]; a scope may
+    /// also be {"service":"web"}.
+    #[arg(long)]
+    secrets: PathBuf,
+    /// The compose file inside --dir (default: found as Compose finds it).
+    #[arg(long)]
+    file: Option<String>,
+    /// The Compose project name (default: the directory's name, as Compose does).
+    #[arg(long)]
+    project: Option<String>,
 }
 
 #[tokio::main]
@@ -40,7 +93,22 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let token = match (cli.token, cli.token_file) {
+    match cli.command {
+        None => run(cli.run).await,
+        Some(Command::Run(args)) => run(args).await,
+        Some(Command::Render {
+            project,
+            show_values,
+        }) => render(project, show_values),
+        Some(Command::Deploy { project }) => deploy_locally(project).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let server = args
+        .server
+        .context("no server: pass --server <url> or set STAGELY_SERVER_URL")?;
+    let token = match (args.token, args.token_file) {
         (Some(token), _) => token,
         (None, Some(path)) => std::fs::read_to_string(&path)
             .with_context(|| format!("reading the agent token from {}", path.display()))?
@@ -53,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     if token.is_empty() {
         anyhow::bail!("the agent token is empty");
     }
-    let stream_url = link::stream_url(&cli.server).map_err(anyhow::Error::msg)?;
+    let stream_url = link::stream_url(&server).map_err(anyhow::Error::msg)?;
 
     let (docker_version, compose) =
         tokio::join!(system::docker_version(), system::detect_compose());
@@ -61,9 +129,11 @@ async fn main() -> anyhow::Result<()> {
         (Some(docker), Some((_, compose))) => {
             tracing::info!(%docker, %compose, "found Docker and Compose")
         }
-        _ => {
-            tracing::warn!(?docker_version, compose = ?compose.as_ref().map(|c| &c.1), "Docker or Compose not found; deploys will fail until they are installed")
-        }
+        _ => tracing::warn!(
+            ?docker_version,
+            compose = ?compose.as_ref().map(|c| &c.1),
+            "Docker or Compose not found; deploys will fail until they are installed"
+        ),
     }
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -87,6 +157,108 @@ async fn main() -> anyhow::Result<()> {
     );
     link::run(config, shutdown_signal()).await;
     Ok(())
+}
+
+/// The secrets file, the project name and the services, as a deploy would see them.
+fn read_local(project: &LocalProject) -> anyhow::Result<(Vec<Secret>, ProjectName)> {
+    let text = std::fs::read_to_string(&project.secrets)
+        .with_context(|| format!("reading the secrets file {}", project.secrets.display()))?;
+    let secrets: Vec<Secret> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a list of secrets", project.secrets.display()))?;
+    let name = match &project.project {
+        Some(name) => ProjectName::parse(name.as_str())?,
+        None => default_project_name(&project.dir)?,
+    };
+    Ok((secrets, name))
+}
+
+fn render(project: LocalProject, show_values: bool) -> anyhow::Result<()> {
+    let (secrets, _) = read_local(&project)?;
+    let found = compose::load(&project.dir, project.file.as_deref(), &[])?;
+    let environment = override_file::environment_by_service(&found.services, &secrets)?;
+    print!("{}", override_file::render(&environment, !show_values));
+    Ok(())
+}
+
+async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
+    let (secrets, name) = read_local(&project)?;
+    let compose = match std::env::var("STAGELY_COMPOSE") {
+        Ok(setting) => Compose::from_setting(&setting)
+            .with_context(|| format!("STAGELY_COMPOSE={setting:?}: use v2 or v1"))?,
+        Err(_) => system::detect_compose()
+            .await
+            .map(|(compose, _)| compose)
+            .context("neither `docker compose` nor `docker-compose` answers")?,
+    };
+    let options = DeployOptions {
+        compose,
+        allowed_roots: Vec::new(),
+        private_dir: default_private_dir(),
+        up_timeout: Duration::from_secs(600),
+        health_timeout: Duration::from_secs(120),
+    };
+    let request = DeployRequest {
+        project: &name,
+        directory: &project.dir,
+        compose_file: project.file.as_deref(),
+        secrets: &secrets,
+    };
+    let result = deploy::deploy(&request, &options, |event| match event {
+        JobEvent::Step { name } => eprintln!("==> {name}"),
+        JobEvent::Output { line } => eprintln!("    {line}"),
+        JobEvent::Received | JobEvent::Finished { .. } => {}
+    })
+    .await;
+    match result {
+        Ok(containers) => {
+            eprintln!(
+                "==> deployed {name}: {} container(s) running",
+                containers.len()
+            );
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("==> deploy of {name} failed: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Where override files go: `$STAGELY_STATE_DIR/private`, else `$XDG_RUNTIME_DIR/stagely`,
+/// else `/tmp/stagely-<uid>`.
+fn default_private_dir() -> PathBuf {
+    if let Ok(state) = std::env::var("STAGELY_STATE_DIR") {
+        return Path::new(&state).join("private");
+    }
+    if let Ok(runtime) = std::env::var("XDG_RUNTIME_DIR") {
+        return Path::new(&runtime).join("stagely");
+    }
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("stagely-{uid}"))
+}
+
+/// Compose's default project name: the directory's name, lowercased, with every character
+/// outside `[a-z0-9_-]` removed.
+fn default_project_name(dir: &Path) -> anyhow::Result<ProjectName> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("the project directory {} does not exist", dir.display()))?;
+    let base = dir
+        .file_name()
+        .map(|name| name.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let normalized: String = base
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
+    let normalized = normalized.trim_start_matches(['_', '-']);
+    ProjectName::parse(normalized).with_context(|| {
+        format!(
+            "{} gives no valid project name: pass --project",
+            dir.display()
+        )
+    })
 }
 
 async fn shutdown_signal() {

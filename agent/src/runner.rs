@@ -24,7 +24,8 @@ pub struct CommandSpec {
     program: OsString,
     args: Vec<OsString>,
     current_dir: Option<PathBuf>,
-    timeout: Duration,
+    /// `None` for commands that run until cancelled (`logs -f`).
+    timeout: Option<Duration>,
 }
 
 impl CommandSpec {
@@ -38,12 +39,24 @@ impl CommandSpec {
             program: program.into(),
             args: args.into_iter().map(Into::into).collect(),
             current_dir: None,
-            timeout: Duration::from_secs(600),
+            timeout: Some(Duration::from_secs(600)),
         }
     }
 
+    /// Appends one more argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs until it ends or the future is dropped; for streams such as `logs -f`.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = None;
         self
     }
 
@@ -201,8 +214,7 @@ pub async fn run(
     let mut captured_out = String::new();
     let mut captured_err = String::new();
 
-    let deadline = tokio::time::Instant::now() + spec.timeout;
-    let finished = tokio::time::timeout_at(deadline, async {
+    let finished = with_timeout(spec.timeout, async {
         while stdout.is_some() || stderr.is_some() {
             tokio::select! {
                 line = async { stdout.as_mut()?.next_line().await.transpose() }, if stdout.is_some() => {
@@ -238,7 +250,7 @@ pub async fn run(
             let _ = child.wait().await;
             return Err(RunError::TimedOut {
                 command,
-                timeout: spec.timeout,
+                timeout: spec.timeout.unwrap_or_default(),
             });
         }
     };
@@ -252,6 +264,16 @@ pub async fn run(
         started_at,
         finished_at: SystemTime::now(),
     })
+}
+
+async fn with_timeout<T>(
+    timeout: Option<Duration>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    match timeout {
+        Some(timeout) => tokio::time::timeout(timeout, work).await,
+        None => Ok(work.await),
+    }
 }
 
 fn capture(buffer: &mut String, line: &str) {

@@ -137,3 +137,92 @@ impl Drop for TestProject {
             .output();
     }
 }
+
+/// A service that stops promptly on SIGTERM, like a well-behaved app.
+pub const IDLE_COMMAND: &str =
+    r#"["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]"#;
+
+impl TestProject {
+    /// The id of the (single) container of `service`.
+    pub async fn container_id(&self, service: &str) -> String {
+        let project = format!("label=com.docker.compose.project={}", self.name);
+        let service = format!("label=com.docker.compose.service={service}");
+        let list = CommandSpec::new(
+            "docker",
+            [
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                project.as_str(),
+                "--filter",
+                service.as_str(),
+            ],
+        );
+        let ids = run_ok(list).await.unwrap();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        assert_eq!(ids.len(), 1, "expected one container: {ids:?}");
+        ids[0].to_string()
+    }
+
+    /// `KEY=VALUE` entries of the container's environment, as the engine sees them.
+    pub async fn container_env(&self, service: &str) -> Vec<String> {
+        let id = self.container_id(service).await;
+        let inspect = CommandSpec::new(
+            "docker",
+            ["inspect", "-f", "{{json .Config.Env}}", id.as_str()],
+        );
+        serde_json::from_str(&run_ok(inspect).await.unwrap()).unwrap()
+    }
+
+    /// When the service's container last started.
+    pub async fn started_at(&self, service: &str) -> String {
+        let id = self.container_id(service).await;
+        let inspect = CommandSpec::new(
+            "docker",
+            ["inspect", "-f", "{{.State.StartedAt}}", id.as_str()],
+        );
+        run_ok(inspect).await.unwrap().trim().to_string()
+    }
+
+    pub fn project_name(&self) -> shared::ProjectName {
+        shared::ProjectName::parse(self.name.as_str()).unwrap()
+    }
+}
+
+/// Every file under `dir` with its bytes and mode: equal before and after means untouched.
+pub fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&current)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            let bytes = if meta.is_file() {
+                std::fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            files.push((path, bytes, meta.permissions().mode()));
+        }
+    }
+    files
+}
+
+/// Files left in a private directory.
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}

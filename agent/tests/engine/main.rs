@@ -2,4 +2,5 @@
 //! built locally from Debian's static busybox: nothing is pulled.
 
 mod compose_up;
+mod deploy;
 mod helpers;

@@ -1,0 +1,250 @@
+//! One deploy of a Compose project, start to finish:
+//!
+//! 1. **parse** the user's compose file to learn its services (nothing runs on a bad file);
+//! 2. **render** the secrets into an override file in the agent's private directory;
+//! 3. **up**: `compose -p <project> -f <user file> -f <override> --project-directory <dir>
+//!    up -d --remove-orphans`, streaming its output line by line. Compose recreates only the
+//!    containers whose configuration changed, so a redeploy with the same secrets restarts
+//!    nothing and a change scoped to one service restarts only that service;
+//! 4. **health**: wait until every container runs (and is healthy where it has a healthcheck);
+//!    a container that exits with an error fails the deploy with its exit code and last lines.
+//!
+//! The override file is removed when this returns or is cancelled, whatever happened. Every line
+//! that leaves this module has the project's secret values replaced by `***`.
+
+use crate::compose::{self, ComposeError, ComposeProject};
+use crate::health::{self, ContainerState, Verdict};
+use crate::override_file::{self, OverrideError, OverrideFile};
+use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
+use crate::system::Compose;
+use shared::protocol::JobEvent;
+use shared::{ProjectName, Secret};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How the agent deploys; fixed for its lifetime.
+#[derive(Clone, Debug)]
+pub struct DeployOptions {
+    pub compose: Compose,
+    /// Projects must live under one of these (empty: anywhere).
+    pub allowed_roots: Vec<PathBuf>,
+    /// Where override files are written (0700); swept at start.
+    pub private_dir: PathBuf,
+    /// Longest `up` may take (it may build or pull images).
+    pub up_timeout: Duration,
+    /// Longest to wait for containers to run and turn healthy after `up`.
+    pub health_timeout: Duration,
+}
+
+/// A deploy to run: the same fields the server sends in `DeployPayload`.
+#[derive(Clone, Debug)]
+pub struct DeployRequest<'a> {
+    pub project: &'a ProjectName,
+    pub directory: &'a Path,
+    pub compose_file: Option<&'a str>,
+    pub secrets: &'a [Secret],
+}
+
+/// Why a deploy failed; the message is what the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
+    #[error(transparent)]
+    Override(#[from] OverrideError),
+    #[error(transparent)]
+    Command(#[from] RunError),
+    #[error("`docker compose up` failed (exit code {exit_code:?}):\n{output}")]
+    Up {
+        exit_code: Option<i32>,
+        output: String,
+    },
+    #[error("{reason}; its last log lines:\n{logs}")]
+    ServiceFailed {
+        service: String,
+        exit_code: Option<i64>,
+        reason: String,
+        logs: String,
+    },
+    #[error("services were not ready after {} s: waiting for {waiting}", timeout.as_secs())]
+    HealthTimeout { timeout: Duration, waiting: String },
+    #[error("reading container states: {0}")]
+    State(String),
+}
+
+impl DeployError {
+    /// The failing service's exit code, when a container exit is what failed the deploy.
+    pub fn exit_code(&self) -> Option<i64> {
+        match self {
+            Self::ServiceFailed { exit_code, .. } => *exit_code,
+            _ => None,
+        }
+    }
+}
+
+/// Runs the deploy, reporting each step and output line through `report`.
+pub async fn deploy(
+    request: &DeployRequest<'_>,
+    options: &DeployOptions,
+    mut report: impl FnMut(JobEvent),
+) -> Result<Vec<ContainerState>, DeployError> {
+    let redactor = Redactor::new(request.secrets.iter().map(|secret| secret.value.expose()));
+
+    report(step("parse"));
+    let project = compose::load(
+        request.directory,
+        request.compose_file,
+        &options.allowed_roots,
+    )?;
+
+    report(step("render"));
+    let environment = override_file::environment_by_service(&project.services, request.secrets)?;
+    let rendered = override_file::render(&environment, false);
+    // Removed on drop: when this function returns, fails or is cancelled.
+    let override_file = OverrideFile::write(&options.private_dir, request.project, &rendered)?;
+
+    let compose = ProjectCommand {
+        compose: &options.compose,
+        name: request.project,
+        project: &project,
+        override_file: override_file.path(),
+    };
+
+    report(step("up"));
+    let up = compose
+        .command(["up", "-d", "--remove-orphans"])
+        .timeout(options.up_timeout);
+    let mut tail = Vec::new();
+    let output = runner::run(&up, &redactor, |line| {
+        let text = match line {
+            OutputLine::Stdout(text) | OutputLine::Stderr(text) => text,
+        };
+        tail.push(text.clone());
+        report(JobEvent::Output { line: text });
+    })
+    .await?;
+    if !output.success() {
+        let start = tail.len().saturating_sub(50);
+        return Err(DeployError::Up {
+            exit_code: output.exit_code,
+            output: tail[start..].join("\n"),
+        });
+    }
+
+    report(step("health"));
+    let deadline = tokio::time::Instant::now() + options.health_timeout;
+    loop {
+        let containers = compose.states(&redactor).await?;
+        match health::judge(&containers) {
+            Verdict::Ready => return Ok(containers),
+            Verdict::Failed {
+                service,
+                exit_code,
+                reason,
+            } => {
+                let logs = compose.last_logs(&service, &redactor).await;
+                return Err(DeployError::ServiceFailed {
+                    service,
+                    exit_code,
+                    reason,
+                    logs,
+                });
+            }
+            Verdict::Waiting(waiting) if tokio::time::Instant::now() >= deadline => {
+                return Err(DeployError::HealthTimeout {
+                    timeout: options.health_timeout,
+                    waiting,
+                });
+            }
+            Verdict::Waiting(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn step(name: &str) -> JobEvent {
+    JobEvent::Step { name: name.into() }
+}
+
+/// Builds Compose commands that see the user's file, the override and the user's directory.
+struct ProjectCommand<'a> {
+    compose: &'a Compose,
+    name: &'a ProjectName,
+    project: &'a ComposeProject,
+    override_file: &'a Path,
+}
+
+impl ProjectCommand<'_> {
+    fn command<const N: usize>(&self, args: [&str; N]) -> CommandSpec {
+        let mut argv: Vec<OsString> = vec![
+            "-p".into(),
+            self.name.as_str().into(),
+            "-f".into(),
+            self.project.file.clone().into(),
+            "-f".into(),
+            self.override_file.into(),
+            "--project-directory".into(),
+            self.project.dir.clone().into(),
+        ];
+        argv.extend(args.iter().map(OsString::from));
+        self.compose.command(argv).current_dir(&self.project.dir)
+    }
+
+    /// The state of every container of the project.
+    async fn states(&self, redactor: &Redactor) -> Result<Vec<ContainerState>, DeployError> {
+        match self.compose {
+            Compose::V2 => {
+                let ps = self.command(["ps", "-a", "--format", "json"]);
+                let stdout = quiet(&ps, redactor).await?;
+                health::parse_compose_ps(&stdout)
+                    .map_err(|error| DeployError::State(error.to_string()))
+            }
+            Compose::V1 => {
+                let filter = format!("label=com.docker.compose.project={}", self.name);
+                let list = CommandSpec::new("docker", ["ps", "-aq", "--filter", filter.as_str()]);
+                let ids = quiet(&list, redactor).await?;
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let inspect = CommandSpec::new("docker", std::iter::once("inspect").chain(ids));
+                let stdout = quiet(&inspect, redactor).await?;
+                health::parse_inspect(&stdout)
+                    .map_err(|error| DeployError::State(error.to_string()))
+            }
+        }
+    }
+
+    /// The last 50 lines a service printed, for the failure message.
+    async fn last_logs(&self, service: &str, redactor: &Redactor) -> String {
+        let spec = self
+            .command(["logs", "--no-color", "--tail", "50"])
+            .arg(service);
+        match runner::run(&spec.timeout(Duration::from_secs(30)), redactor, |_| {}).await {
+            Ok(output) => format!("{}{}", output.stdout, output.stderr)
+                .trim_end()
+                .to_string(),
+            Err(error) => format!("(could not read the logs: {error})"),
+        }
+    }
+}
+
+/// Runs a read-only command and returns its stdout, failing on a non-zero exit.
+async fn quiet(spec: &CommandSpec, redactor: &Redactor) -> Result<String, DeployError> {
+    let output = runner::run(
+        &spec.clone().timeout(Duration::from_secs(60)),
+        redactor,
+        |_| {},
+    )
+    .await?;
+    if output.success() {
+        Ok(output.stdout)
+    } else {
+        Err(DeployError::State(format!(
+            "`{}` exited with {:?}: {}",
+            output.command,
+            output.exit_code,
+            output.stderr.trim()
+        )))
+    }
+}

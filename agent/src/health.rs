@@ -1,0 +1,249 @@
+//! What state a project's containers are in, read from Compose or the engine, and whether a
+//! deploy may call itself done.
+//!
+//! Compose v2 prints `ps --format json` in two shapes depending on its release (one JSON array,
+//! or one object per line); both are accepted. Compose v1 has no JSON output, so for it the
+//! containers are found by their `com.docker.compose.project` label and read with
+//! `docker inspect`.
+
+use serde::Deserialize;
+
+/// One container of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerState {
+    pub service: String,
+    /// `running`, `exited`, `restarting`, `created`, `dead`, `paused`.
+    pub state: String,
+    /// `healthy`, `unhealthy` or `starting` when the service has a healthcheck.
+    pub health: Option<String>,
+    pub exit_code: Option<i64>,
+}
+
+/// Where the project stands after `up`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every container is running (and healthy where it has a healthcheck), or finished with
+    /// exit code 0 (a one-shot task).
+    Ready,
+    /// Not there yet; says what is being waited for.
+    Waiting(String),
+    /// A container exited with an error or reported unhealthy.
+    Failed {
+        service: String,
+        exit_code: Option<i64>,
+        reason: String,
+    },
+}
+
+/// Judges a project from its containers' states.
+pub fn judge(containers: &[ContainerState]) -> Verdict {
+    if containers.is_empty() {
+        return Verdict::Waiting("no containers yet".into());
+    }
+    let mut waiting = Vec::new();
+    for container in containers {
+        let service = &container.service;
+        match (container.state.as_str(), container.health.as_deref()) {
+            ("exited" | "dead", _) if container.exit_code != Some(0) => {
+                return Verdict::Failed {
+                    service: service.clone(),
+                    exit_code: container.exit_code,
+                    reason: format!(
+                        "service {service} exited with code {}",
+                        container
+                            .exit_code
+                            .map_or_else(|| "unknown".into(), |code| code.to_string())
+                    ),
+                };
+            }
+            ("exited", _) => {} // a one-shot task that succeeded
+            (_, Some("unhealthy")) => {
+                return Verdict::Failed {
+                    service: service.clone(),
+                    exit_code: None,
+                    reason: format!("service {service} is unhealthy"),
+                };
+            }
+            ("running", None | Some("healthy") | Some("")) => {}
+            ("running", Some(health)) => waiting.push(format!("{service} ({health})")),
+            (state, _) => waiting.push(format!("{service} ({state})")),
+        }
+    }
+    if waiting.is_empty() {
+        Verdict::Ready
+    } else {
+        Verdict::Waiting(waiting.join(", "))
+    }
+}
+
+#[derive(Deserialize)]
+struct ComposePsEntry {
+    #[serde(rename = "Service")]
+    service: String,
+    #[serde(rename = "State")]
+    state: String,
+    #[serde(rename = "Health", default)]
+    health: Option<String>,
+    #[serde(rename = "ExitCode", default)]
+    exit_code: Option<i64>,
+}
+
+impl From<ComposePsEntry> for ContainerState {
+    fn from(entry: ComposePsEntry) -> Self {
+        Self {
+            service: entry.service,
+            state: entry.state.to_lowercase(),
+            health: entry.health.filter(|health| !health.is_empty()),
+            exit_code: entry.exit_code,
+        }
+    }
+}
+
+/// Parses `docker compose ps --format json`: a JSON array (older v2) or one object per line
+/// (newer v2). Empty output means no containers.
+pub fn parse_compose_ps(output: &str) -> Result<Vec<ContainerState>, serde_json::Error> {
+    let trimmed = output.trim();
+    if trimmed.starts_with('[') {
+        let entries: Vec<ComposePsEntry> = serde_json::from_str(trimmed)?;
+        return Ok(entries.into_iter().map(Into::into).collect());
+    }
+    trimmed
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str::<ComposePsEntry>(line).map(Into::into))
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct InspectEntry {
+    #[serde(rename = "State")]
+    state: InspectState,
+    #[serde(rename = "Config")]
+    config: InspectConfig,
+}
+
+#[derive(Deserialize)]
+struct InspectState {
+    #[serde(rename = "Status")]
+    status: String,
+    #[serde(rename = "ExitCode", default)]
+    exit_code: Option<i64>,
+    #[serde(rename = "Health", default)]
+    health: Option<InspectHealth>,
+}
+
+#[derive(Deserialize)]
+struct InspectHealth {
+    #[serde(rename = "Status")]
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct InspectConfig {
+    #[serde(rename = "Labels", default)]
+    labels: Option<std::collections::HashMap<String, String>>,
+}
+
+/// Parses `docker inspect <containers…>` of Compose-made containers.
+pub fn parse_inspect(output: &str) -> Result<Vec<ContainerState>, serde_json::Error> {
+    let entries: Vec<InspectEntry> = serde_json::from_str(output.trim())?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| ContainerState {
+            service: entry
+                .config
+                .labels
+                .and_then(|mut labels| labels.remove("com.docker.compose.service"))
+                .unwrap_or_default(),
+            state: entry.state.status,
+            health: entry.state.health.map(|health| health.status),
+            exit_code: entry.state.exit_code,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(service: &str, state: &str, health: Option<&str>, exit: i64) -> ContainerState {
+        ContainerState {
+            service: service.into(),
+            state: state.into(),
+            health: health.map(Into::into),
+            exit_code: Some(exit),
+        }
+    }
+
+    #[test]
+    fn both_shapes_of_compose_ps_json_are_read() {
+        let array = r#"[{"Name":"p-web-1","Service":"web","State":"running","Health":"","ExitCode":0},
+                        {"Name":"p-db-1","Service":"db","State":"running","Health":"starting","ExitCode":0}]"#;
+        let lines = "{\"Service\":\"web\",\"State\":\"running\",\"Health\":\"\",\"ExitCode\":0}\n\
+                     {\"Service\":\"db\",\"State\":\"running\",\"Health\":\"starting\",\"ExitCode\":0}\n";
+        let expected = vec![
+            container("web", "running", None, 0),
+            container("db", "running", Some("starting"), 0),
+        ];
+        assert_eq!(parse_compose_ps(array).unwrap(), expected);
+        assert_eq!(parse_compose_ps(lines).unwrap(), expected);
+        assert_eq!(parse_compose_ps("").unwrap(), vec![]);
+        assert_eq!(parse_compose_ps("[]").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn docker_inspect_output_is_read_through_compose_labels() {
+        let json = r#"[{"State":{"Status":"exited","ExitCode":3},
+                        "Config":{"Labels":{"com.docker.compose.service":"worker"}}},
+                       {"State":{"Status":"running","ExitCode":0,"Health":{"Status":"healthy"}},
+                        "Config":{"Labels":{"com.docker.compose.service":"web"}}}]"#;
+        assert_eq!(
+            parse_inspect(json).unwrap(),
+            vec![
+                container("worker", "exited", None, 3),
+                container("web", "running", Some("healthy"), 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_project_is_ready_when_everything_runs_healthy_or_finished_cleanly() {
+        let ready = [
+            container("web", "running", None, 0),
+            container("db", "running", Some("healthy"), 0),
+            container("migrate", "exited", None, 0),
+        ];
+        assert_eq!(judge(&ready), Verdict::Ready);
+    }
+
+    #[test]
+    fn starting_healthchecks_and_restarts_are_waited_for() {
+        let verdict = judge(&[
+            container("web", "running", Some("starting"), 0),
+            container("db", "restarting", None, 0),
+        ]);
+        assert_eq!(
+            verdict,
+            Verdict::Waiting("web (starting), db (restarting)".into())
+        );
+        assert!(matches!(judge(&[]), Verdict::Waiting(_)));
+    }
+
+    #[test]
+    fn an_exit_with_an_error_or_an_unhealthy_check_fails_the_deploy() {
+        let exited = judge(&[
+            container("web", "running", None, 0),
+            container("api", "exited", None, 1),
+        ]);
+        assert_eq!(
+            exited,
+            Verdict::Failed {
+                service: "api".into(),
+                exit_code: Some(1),
+                reason: "service api exited with code 1".into(),
+            }
+        );
+        let unhealthy = judge(&[container("db", "running", Some("unhealthy"), 0)]);
+        assert!(matches!(unhealthy, Verdict::Failed { service, .. } if service == "db"));
+    }
+}
