@@ -8,12 +8,13 @@
 //! [`run`] return.
 
 use crate::backoff::Backoff;
+use crate::jobs::Executor;
 use futures_util::{SinkExt, StreamExt};
 use shared::protocol::{Heartbeat, Hello, Welcome};
 use shared::{AgentToServer, ServerToAgent};
 use std::future::Future;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
@@ -69,8 +70,18 @@ enum Ended {
     Lost(String),
 }
 
+/// The link's side of the job executor: where server messages go and where events come from.
+pub struct Jobs {
+    pub executor: Executor,
+    pub events: mpsc::Receiver<AgentToServer>,
+}
+
 /// Keeps the link up until `shutdown` resolves; then closes the socket with a close frame.
-pub async fn run(mut config: LinkConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn run(
+    mut config: LinkConfig,
+    mut jobs: Jobs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let (stop_tx, mut stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -81,8 +92,16 @@ pub async fn run(mut config: LinkConfig, shutdown: impl Future<Output = ()> + Se
     let mut ever_connected = false;
     loop {
         let attempt_started = Instant::now();
-        let ended =
-            connect_and_serve(&config, &mut outage, &mut ever_connected, stop.clone()).await;
+        let ended = connect_and_serve(
+            &config,
+            &mut jobs,
+            &mut outage,
+            &mut ever_connected,
+            stop.clone(),
+        )
+        .await;
+        // Log streams were asked for by that connection; a new one asks again if it wants.
+        jobs.executor.stop_all_logs();
         let reason = match ended {
             Ended::Shutdown => {
                 tracing::info!("agent stopped");
@@ -123,6 +142,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// One connection: handshake, then serve until it breaks. Logs the recovery of an outage.
 async fn connect_and_serve(
     config: &LinkConfig,
+    jobs: &mut Jobs,
     outage: &mut Option<(Instant, String)>,
     ever_connected: &mut bool,
     mut stop: watch::Receiver<bool>,
@@ -147,7 +167,7 @@ async fn connect_and_serve(
         None => tracing::info!(agent_id = %welcome.agent_id, "reconnected to the server"),
     }
     *ever_connected = true;
-    serve(&mut socket, &welcome, stop).await
+    serve(&mut socket, &welcome, jobs, stop).await
 }
 
 /// Connects, authenticates with the token and exchanges hello and welcome.
@@ -186,7 +206,12 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Heartbeats and handles server messages until the link breaks.
-async fn serve(socket: &mut Socket, welcome: &Welcome, mut stop: watch::Receiver<bool>) -> Ended {
+async fn serve(
+    socket: &mut Socket,
+    welcome: &Welcome,
+    jobs: &mut Jobs,
+    mut stop: watch::Receiver<bool>,
+) -> Ended {
     let interval = Duration::from_secs(welcome.heartbeat_interval_secs.max(1));
     let silence_limit = interval * 3 + Duration::from_secs(5);
     let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -213,8 +238,15 @@ async fn serve(socket: &mut Socket, welcome: &Welcome, mut stop: watch::Receiver
                 };
                 deadline = Instant::now() + silence_limit;
                 match serde_json::from_str::<ServerToAgent>(&text) {
-                    Ok(message) => handle(message),
+                    Ok(message) => jobs.executor.handle(message),
                     Err(error) => tracing::warn!(%error, "skipping a message this agent does not understand"),
+                }
+            }
+            Some(event) = jobs.events.recv() => {
+                if let Err(error) = send(socket, &event).await {
+                    // The event is lost with this connection; the job's result is re-sent
+                    // when the server asks again for the same job id.
+                    return Ended::Lost(error);
                 }
             }
             _ = stopped(&mut stop) => {
@@ -226,16 +258,6 @@ async fn serve(socket: &mut Socket, welcome: &Welcome, mut stop: watch::Receiver
                 return Ended::Lost(format!("no answer from the server for {} s", silence_limit.as_secs()));
             }
         }
-    }
-}
-
-fn handle(message: ServerToAgent) {
-    match message {
-        ServerToAgent::HeartbeatAck(_) => {}
-        ServerToAgent::Deploy(job) => {
-            tracing::info!(job_id = %job.job_id, project = %job.project, "Received Job {}", job.job_id);
-        }
-        other => tracing::debug!(message = ?other, "unhandled server message"),
     }
 }
 

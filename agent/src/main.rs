@@ -4,6 +4,7 @@
 
 use agent::backoff::Backoff;
 use agent::deploy::{self, DeployOptions, DeployRequest};
+use agent::jobs::Executor;
 use agent::link::{self, LinkConfig};
 use agent::system::{self, Compose};
 use agent::{compose, override_file};
@@ -125,6 +126,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let (docker_version, compose) =
         tokio::join!(system::docker_version(), system::detect_compose());
+    let detected_compose = compose.as_ref().map(|(compose, _)| compose.clone());
     match (&docker_version, &compose) {
         (Some(docker), Some((_, compose))) => {
             tracing::info!(%docker, %compose, "found Docker and Compose")
@@ -150,13 +152,69 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         hello,
         backoff: Backoff::default(),
     };
+    let private_dir = swept_private_dir();
+    let options = DeployOptions {
+        compose: compose_setting(detected_compose)?,
+        allowed_roots: allowed_roots(),
+        private_dir,
+        up_timeout: Duration::from_secs(600),
+        health_timeout: Duration::from_secs(120),
+    };
+    let (executor, events) = Executor::new(options);
     tracing::info!(
         ?config,
         "starting stagely-agent {}",
         env!("CARGO_PKG_VERSION")
     );
-    link::run(config, shutdown_signal()).await;
+    link::run(config, link::Jobs { executor, events }, shutdown_signal()).await;
     Ok(())
+}
+
+/// `STAGELY_COMPOSE` (v2 or v1) when set, else what was detected (v2 when in doubt).
+fn compose_setting(detected: Option<Compose>) -> anyhow::Result<Compose> {
+    match std::env::var("STAGELY_COMPOSE") {
+        Ok(setting) => Compose::from_setting(&setting)
+            .with_context(|| format!("STAGELY_COMPOSE={setting:?}: use v2 or v1")),
+        Err(_) => Ok(detected.unwrap_or(Compose::V2)),
+    }
+}
+
+/// `STAGELY_ALLOWED_ROOTS`: colon-separated directories projects must live under; unset means
+/// anywhere on the host.
+fn allowed_roots() -> Vec<PathBuf> {
+    std::env::var("STAGELY_ALLOWED_ROOTS")
+        .map(|roots| {
+            roots
+                .split(':')
+                .filter(|r| !r.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The directory override files are written to, cleared of files left by dead runs.
+fn swept_private_dir() -> PathBuf {
+    let private_dir = state_dir().join("private");
+    let swept = override_file::sweep(&private_dir);
+    if swept > 0 {
+        tracing::info!(swept, dir = %private_dir.display(), "removed override files left by an earlier run");
+    }
+    private_dir
+}
+
+/// `STAGELY_STATE_DIR`, else `$XDG_RUNTIME_DIR/stagely`, else `/tmp/stagely-<uid>`: the agent's
+/// private working files (override files live in its `private/` directory, 0700).
+fn state_dir() -> PathBuf {
+    if let Ok(state) = std::env::var("STAGELY_STATE_DIR") {
+        return PathBuf::from(state);
+    }
+    if let Ok(runtime) = std::env::var("XDG_RUNTIME_DIR") {
+        return Path::new(&runtime).join("stagely");
+    }
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("stagely-{uid}"))
 }
 
 /// The secrets file, the project name and the services, as a deploy would see them.
@@ -182,18 +240,14 @@ fn render(project: LocalProject, show_values: bool) -> anyhow::Result<()> {
 
 async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
     let (secrets, name) = read_local(&project)?;
-    let compose = match std::env::var("STAGELY_COMPOSE") {
-        Ok(setting) => Compose::from_setting(&setting)
-            .with_context(|| format!("STAGELY_COMPOSE={setting:?}: use v2 or v1"))?,
-        Err(_) => system::detect_compose()
-            .await
-            .map(|(compose, _)| compose)
-            .context("neither `docker compose` nor `docker-compose` answers")?,
-    };
+    let detected = system::detect_compose().await.map(|(compose, _)| compose);
+    if detected.is_none() && std::env::var("STAGELY_COMPOSE").is_err() {
+        anyhow::bail!("neither `docker compose` nor `docker-compose` answers");
+    }
     let options = DeployOptions {
-        compose,
-        allowed_roots: Vec::new(),
-        private_dir: default_private_dir(),
+        compose: compose_setting(detected)?,
+        allowed_roots: allowed_roots(),
+        private_dir: swept_private_dir(),
         up_timeout: Duration::from_secs(600),
         health_timeout: Duration::from_secs(120),
     };
@@ -222,20 +276,6 @@ async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     }
-}
-
-/// Where override files go: `$STAGELY_STATE_DIR/private`, else `$XDG_RUNTIME_DIR/stagely`,
-/// else `/tmp/stagely-<uid>`.
-fn default_private_dir() -> PathBuf {
-    if let Ok(state) = std::env::var("STAGELY_STATE_DIR") {
-        return Path::new(&state).join("private");
-    }
-    if let Ok(runtime) = std::env::var("XDG_RUNTIME_DIR") {
-        return Path::new(&runtime).join("stagely");
-    }
-    // SAFETY: getuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("stagely-{uid}"))
 }
 
 /// Compose's default project name: the directory's name, lowercased, with every character

@@ -186,7 +186,8 @@ pub struct OverrideFile {
 }
 
 impl OverrideFile {
-    /// Writes `contents` to a new file `<project>.<8 hex>.docker-compose.stagely.yml` (0600) in
+    /// Writes `contents` to a new file `<project>.<pid>.<8 hex>.docker-compose.stagely.yml`
+    /// (0600) in
     /// `private_dir`, creating that directory (0700) if needed and narrowing its mode if others
     /// could read it.
     pub fn write(
@@ -196,7 +197,8 @@ impl OverrideFile {
     ) -> Result<OverrideFile, OverrideError> {
         prepare_private_dir(private_dir)?;
         let path = private_dir.join(format!(
-            "{project}.{:08x}{FILE_SUFFIX}",
+            "{project}.{}.{:08x}{FILE_SUFFIX}",
+            std::process::id(),
             rand::random::<u32>()
         ));
         // `create_new` (O_EXCL) already refuses to follow a symlink planted at the path;
@@ -267,8 +269,10 @@ fn prepare_private_dir(dir: &Path) -> Result<(), OverrideError> {
     Ok(())
 }
 
-/// Removes override files left in `private_dir` by an earlier run that did not clean up (a
-/// crash, a kill -9); returns how many. Call it when the agent starts, before any deploy.
+/// Removes override files left in `private_dir` by runs that did not clean up (a crash, a
+/// kill -9); returns how many. A file whose writer (the pid in its name) is still running is
+/// left alone, so a `stagely-agent deploy` started beside the agent does not pull the file from
+/// under a deploy in progress. Call it when the agent starts, before any deploy.
 pub fn sweep(private_dir: &Path) -> usize {
     let entries = match fs::read_dir(private_dir) {
         Ok(entries) => entries,
@@ -285,8 +289,10 @@ pub fn sweep(private_dir: &Path) -> usize {
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        let is_leftover = entry.file_name().to_string_lossy().ends_with(FILE_SUFFIX)
-            && entry.file_type().is_ok_and(|kind| !kind.is_dir());
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_leftover = name.ends_with(FILE_SUFFIX)
+            && entry.file_type().is_ok_and(|kind| !kind.is_dir())
+            && !writer_is_alive(&name);
         if !is_leftover {
             continue;
         }
@@ -302,6 +308,23 @@ pub fn sweep(private_dir: &Path) -> usize {
         }
     }
     removed
+}
+
+/// Whether the process that wrote `name` (`<project>.<pid>.<hex><suffix>`) still runs.
+fn writer_is_alive(name: &str) -> bool {
+    let Some(pid) = name
+        .split('.')
+        .nth(1)
+        .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+    else {
+        return false;
+    };
+    if pid <= 0 || pid as u32 == std::process::id() {
+        return false;
+    }
+    // SAFETY: kill(2) with signal 0 only checks that the process exists; it sends nothing.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 #[cfg(test)]
@@ -583,7 +606,7 @@ mod tests {
         );
         let name = written.path().file_name().unwrap().to_str().unwrap();
         let random = name
-            .strip_prefix("shop.")
+            .strip_prefix(&format!("shop.{}.", std::process::id()))
             .and_then(|rest| rest.strip_suffix(FILE_SUFFIX))
             .unwrap_or_else(|| panic!("{name}"));
         assert!(
@@ -705,5 +728,27 @@ mod tests {
     fn sweeping_a_missing_directory_removes_nothing() {
         let base = tempfile::tempdir().unwrap();
         assert_eq!(sweep(&base.path().join("missing")), 0);
+    }
+
+    #[test]
+    fn sweep_keeps_the_file_of_a_deploy_still_running_in_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let live_file = format!("shop.{}.0000abcd{FILE_SUFFIX}", live.id());
+        let dead_file = format!("shop.{}.0000abcd{FILE_SUFFIX}", i32::MAX);
+        fs::write(dir.path().join(&live_file), "").unwrap();
+        fs::write(dir.path().join(&dead_file), "").unwrap();
+        assert_eq!(sweep(dir.path()), 1);
+        assert!(dir.path().join(&live_file).exists());
+        live.kill().unwrap();
+        live.wait().unwrap();
+        assert_eq!(
+            sweep(dir.path()),
+            1,
+            "once its writer is gone the file is swept"
+        );
     }
 }

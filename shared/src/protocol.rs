@@ -9,7 +9,7 @@
 //! variants keep an alias, and [`PROTOCOL_VERSION`] changes only when an old peer could no
 //! longer be served; a mismatch is refused with a reason the agent logs once.
 
-use crate::secret::DeployPayload;
+use crate::secret::{DeployPayload, SecretValue};
 use crate::{AgentId, JobId, ProjectName, ServiceName};
 use serde::{Deserialize, Serialize};
 
@@ -153,11 +153,20 @@ pub struct StartLogs {
     /// Names this stream in [`LogBatch`] and [`StopLogs`].
     pub stream_id: JobId,
     pub project: ProjectName,
+    /// The project's directory on the host (Compose v1 needs the file to find containers).
+    pub directory: String,
+    /// The compose file inside `directory`; `None` means "as Compose finds it".
+    #[serde(default)]
+    pub compose_file: Option<String>,
     /// Only this service, or all of them.
     #[serde(default)]
     pub service: Option<ServiceName>,
     /// How many past lines to send first.
     pub tail: u32,
+    /// The project's secret values: the agent replaces them with `***` in every line before
+    /// it leaves the host. Sent with the request so redaction holds after an agent restart.
+    #[serde(default)]
+    pub redact: Vec<SecretValue>,
 }
 
 /// Stop a log stream.

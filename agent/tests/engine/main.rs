@@ -1,6 +1,8 @@
 //! The agent against a real Docker engine and real Compose (v2 plugin and v1), with images
 //! built locally from Debian's static busybox: nothing is pulled.
 
+mod cli;
 mod compose_up;
 mod deploy;
 mod helpers;
+mod jobs;

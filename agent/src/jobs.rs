@@ -1,0 +1,217 @@
+//! Runs what the server asks for: deploys and log streams.
+//!
+//! - A deploy job runs at most once per job id: a job re-sent after a reconnect is answered
+//!   with `Received` again (and its result, if it has one) but not run again.
+//! - Deploys of one project run one after another; different projects run side by side.
+//! - Every event goes into one bounded queue that the link drains into whichever connection is
+//!   up, so a deploy that finishes while the server is unreachable still reports its result
+//!   when the link returns. Output lines are dropped when that queue is full; steps and results
+//!   wait for room.
+//! - Log streams belong to the connection that asked for them and end with it.
+
+use crate::deploy::{self, DeployOptions, DeployRequest};
+use crate::logs::{self, LogRequest};
+use crate::runner::Redactor;
+use shared::protocol::{JobEvent, JobUpdate, StartLogs};
+use shared::{AgentToServer, DeployPayload, JobId, ProjectName, ServerToAgent};
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How many finished job ids are remembered for duplicate detection.
+const REMEMBERED_JOBS: usize = 1_000;
+/// Events waiting for the link.
+pub const EVENT_QUEUE: usize = 4_096;
+
+#[derive(Clone, Debug)]
+enum JobState {
+    Running,
+    Finished { success: bool, message: String },
+}
+
+#[derive(Default)]
+struct Ledger {
+    jobs: HashMap<JobId, JobState>,
+    order: VecDeque<JobId>,
+}
+
+impl Ledger {
+    fn remember(&mut self, job_id: JobId, state: JobState) {
+        if self.jobs.insert(job_id, state).is_none() {
+            self.order.push_back(job_id);
+        }
+        while self.order.len() > REMEMBERED_JOBS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.jobs.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// Cheap to clone; clones share the ledger, the locks and the event queue.
+#[derive(Clone)]
+pub struct Executor {
+    options: Arc<DeployOptions>,
+    events: mpsc::Sender<AgentToServer>,
+    ledger: Arc<Mutex<Ledger>>,
+    project_locks: Arc<Mutex<HashMap<ProjectName, Arc<tokio::sync::Mutex<()>>>>>,
+    log_streams: Arc<Mutex<HashMap<JobId, JoinHandle<()>>>>,
+}
+
+impl Executor {
+    /// An executor and the receiving end of its event queue, for the link to drain.
+    pub fn new(options: DeployOptions) -> (Self, mpsc::Receiver<AgentToServer>) {
+        let (events, receiver) = mpsc::channel(EVENT_QUEUE);
+        let executor = Self {
+            options: Arc::new(options),
+            events,
+            ledger: Arc::default(),
+            project_locks: Arc::default(),
+            log_streams: Arc::default(),
+        };
+        (executor, receiver)
+    }
+
+    /// Acts on a server message; never blocks the link.
+    pub fn handle(&self, message: ServerToAgent) {
+        match message {
+            ServerToAgent::Deploy(job) => self.deploy(job),
+            ServerToAgent::StartLogs(request) => self.start_logs(request),
+            ServerToAgent::StopLogs(stop) => self.stop_logs(stop.stream_id),
+            ServerToAgent::HeartbeatAck(_) => {}
+            other => tracing::debug!(message = ?other, "unhandled server message"),
+        }
+    }
+
+    fn deploy(&self, job: DeployPayload) {
+        let job_id = job.job_id;
+        let previous = lock(&self.ledger).jobs.get(&job_id).cloned();
+        match previous {
+            Some(state) => {
+                tracing::info!(%job_id, "Received Job {job_id} again; it is not run twice");
+                self.emit(job_id, JobEvent::Received);
+                if let JobState::Finished { success, message } = state {
+                    self.emit(job_id, JobEvent::Finished { success, message });
+                }
+            }
+            None => {
+                tracing::info!(%job_id, project = %job.project, "Received Job {job_id}");
+                lock(&self.ledger).remember(job_id, JobState::Running);
+                self.emit(job_id, JobEvent::Received);
+                let executor = self.clone();
+                tokio::spawn(async move { executor.run_deploy(job).await });
+            }
+        }
+    }
+
+    async fn run_deploy(&self, job: DeployPayload) {
+        let job_id = job.job_id;
+        let project_lock = lock(&self.project_locks)
+            .entry(job.project.clone())
+            .or_default()
+            .clone();
+        let _serialized = project_lock.lock().await;
+
+        let request = DeployRequest {
+            project: &job.project,
+            directory: Path::new(&job.directory),
+            compose_file: job.compose_file.as_deref(),
+            secrets: &job.secrets,
+        };
+        let result =
+            deploy::deploy(&request, &self.options, |event| self.emit(job_id, event)).await;
+        let (success, message) = match result {
+            Ok(containers) => (true, format!("{} container(s) running", containers.len())),
+            Err(error) => (false, error.to_string()),
+        };
+        if success {
+            tracing::info!(%job_id, project = %job.project, "deploy succeeded");
+        } else {
+            tracing::warn!(%job_id, project = %job.project, %message, "deploy failed");
+        }
+        lock(&self.ledger).remember(
+            job_id,
+            JobState::Finished {
+                success,
+                message: message.clone(),
+            },
+        );
+        let finished = update(job_id, JobEvent::Finished { success, message });
+        // Results wait for room in the queue rather than being dropped.
+        let _ = self.events.send(finished).await;
+    }
+
+    fn start_logs(&self, request: StartLogs) {
+        let stream_id = request.stream_id;
+        let executor = self.clone();
+        let task = tokio::spawn(async move {
+            let project = match crate::compose::load(
+                Path::new(&request.directory),
+                request.compose_file.as_deref(),
+                &executor.options.allowed_roots,
+            ) {
+                Ok(project) => project,
+                Err(error) => {
+                    tracing::warn!(%error, %stream_id, "cannot stream logs");
+                    return;
+                }
+            };
+            let services = match request.service {
+                Some(service) => vec![service],
+                None => project.services.into_iter().collect(),
+            };
+            let log_request = LogRequest {
+                stream_id,
+                project: request.project,
+                files: vec![project.file],
+                project_dir: project.dir,
+                services,
+                tail: request.tail,
+            };
+            let redactor = Redactor::new(request.redact.iter().map(|value| value.expose()));
+            logs::stream(
+                log_request,
+                executor.options.compose.clone(),
+                redactor,
+                executor.events.clone(),
+            )
+            .await;
+        });
+        if let Some(old) = lock(&self.log_streams).insert(stream_id, task) {
+            old.abort();
+        }
+    }
+
+    fn stop_logs(&self, stream_id: JobId) {
+        if let Some(task) = lock(&self.log_streams).remove(&stream_id) {
+            task.abort();
+        }
+    }
+
+    /// Ends every log stream: called when the connection that asked for them is gone.
+    pub fn stop_all_logs(&self) {
+        for (_, task) in lock(&self.log_streams).drain() {
+            task.abort();
+        }
+    }
+
+    fn emit(&self, job_id: JobId, event: JobEvent) {
+        if self.events.try_send(update(job_id, event)).is_err() {
+            tracing::debug!(%job_id, "event queue full; dropping a progress line");
+        }
+    }
+}
+
+fn update(job_id: JobId, event: JobEvent) -> AgentToServer {
+    AgentToServer::JobUpdate(JobUpdate { job_id, event })
+}
+
+/// Every critical section here is a single map operation, so a poisoned lock holds consistent
+/// data and is safe to keep using.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,1004 @@
+//! `stagely-loadgen`: measures the agent link at scale against a real `stagely-server` process.
+//!
+//! It starts the server binary on a free `127.0.0.1` port with a fresh SQLite data directory,
+//! registers N agents straight into the database (one transaction instead of N
+//! `stagely-server agents add` processes; the server's own code path is unchanged), then opens
+//! N simulated agents that speak the real protocol: WebSocket to `/api/v1/stream` with the
+//! bearer token, `Hello`, `Welcome`, heartbeats at the interval the server asks for. It prints
+//! what the issue "Agent link … held at 50,000 agents" asks about: how many connect, the
+//! server's memory per connected agent, the heartbeat round trip, and with `--restart-test`
+//! how the agents come back after a `kill -9` and restart of the server, each using the real
+//! agent's [`Backoff`].
+//!
+//! One machine cannot open more than ~28k connections from one source address to one server
+//! port (the ephemeral port range), so agent `i` binds its socket to `127.0.0.(2 + i % 253)`
+//! first. Both this process and the server need one file descriptor per agent: the loadgen
+//! raises `RLIMIT_NOFILE` as far as the system lets it before spawning the server, which
+//! inherits the limit.
+//!
+//! Only ever run it against loopback addresses; it starts its own server and never reaches
+//! anything else.
+
+use agent::backoff::Backoff;
+use anyhow::{bail, Context};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use server::token::Token;
+use shared::protocol::{Heartbeat, Hello};
+use shared::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::{sleep, sleep_until, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// The same limit the real agent puts on the TCP + WebSocket handshake and on the welcome.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Timed heartbeats each sampled agent sends, spread over [`PROBE_WINDOW`].
+const PROBES_PER_AGENT: usize = 5;
+const PROBE_WINDOW: Duration = Duration::from_secs(5);
+/// Targets from the issue, printed next to the figures.
+const TARGET_RSS_PER_AGENT_KIB: f64 = 15.0;
+const TARGET_HEARTBEAT_P99: Duration = Duration::from_millis(10);
+const TARGET_RECONNECT_99: Duration = Duration::from_secs(90);
+const TARGET_MAX_SHARE_PER_SECOND: f64 = 0.05;
+
+/// Load generator for the agent link: starts a real server and connects N simulated agents.
+#[derive(Parser)]
+#[command(name = "stagely-loadgen", version)]
+struct Args {
+    /// How many agents to register and connect.
+    #[arg(short = 'n', long = "agents", default_value_t = 1000)]
+    agents: usize,
+    /// After the idle and heartbeat measurements, kill -9 the server, restart it on the same
+    /// port and data directory, and measure how the agents come back.
+    #[arg(long)]
+    restart_test: bool,
+    /// The `stagely-server` binary to start.
+    #[arg(long, default_value = "target/release/stagely-server")]
+    server_bin: PathBuf,
+    /// Seconds every agent stays connected and idle before the server's memory is read.
+    #[arg(long, default_value_t = 5)]
+    idle_secs: u64,
+    /// Handshakes in flight at once while the agents first connect.
+    #[arg(long, default_value_t = 500)]
+    concurrency: usize,
+    /// How many agents send timed heartbeats.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_sample: usize,
+    /// Give up on agents still connecting after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    connect_timeout_secs: u64,
+    /// Give up waiting for agents to come back after the restart after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    reconnect_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.agents == 0 {
+        bail!("--agents must be at least 1");
+    }
+    // Set before the server is spawned: the child inherits the limit.
+    let fd_limit = raise_fd_limit(args.agents as u64 + 1024)?;
+    let data_dir = std::env::temp_dir().join(format!("stagely-loadgen-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let result = run(&args, fd_limit, &data_dir).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> {
+    let n = args.agents;
+    let launcher = Launcher {
+        bin: args.server_bin.clone(),
+        data_dir: data_dir.to_path_buf(),
+        address: free_port()?,
+        log: data_dir.join("server.log"),
+    };
+    println!(
+        "stagely-loadgen: {n} agents against {} on {} (fd limit {fd_limit} for this process and \
+         the server)",
+        launcher.bin.display(),
+        launcher.address
+    );
+    if fd_limit < n as u64 + 100 {
+        println!(
+            "warning: RLIMIT_NOFILE is {fd_limit} and could not be raised (raising the hard \
+             limit needs CAP_SYS_RESOURCE); the server and this process each need one \
+             descriptor per agent, so at most about {} agents can connect",
+            fd_limit.saturating_sub(100)
+        );
+    }
+
+    // Start once so the server creates the schema, stop it, fill the table, start again.
+    let started = Instant::now();
+    launcher.start().await?.stop().await;
+    let tokens = register_agents(&data_dir.join("stagely.db"), n).await?;
+    println!(
+        "registered {n} agents in the database in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut server = launcher.start().await?;
+    sleep(Duration::from_secs(1)).await;
+    let rss_before = server.memory()?;
+    println!("server RSS before connecting: {rss_before}");
+
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = watch::channel(false);
+    let ctx = Arc::new(Ctx {
+        server: launcher.address,
+        url: format!("ws://{}/api/v1/stream", launcher.address),
+        ramp: Semaphore::new(args.concurrency.max(1)),
+        events: events_tx,
+        stop,
+    });
+    let mut tally = Tally::default();
+
+    // Connect every agent, at most `concurrency` handshakes at a time.
+    let sample: Vec<usize> =
+        rand::seq::index::sample(&mut rand::thread_rng(), n, args.heartbeat_sample.min(n))
+            .into_vec();
+    let mut probe_senders = HashMap::new();
+    for index in &sample {
+        let (tx, rx) = mpsc::channel(PROBES_PER_AGENT);
+        probe_senders.insert(*index, (tx, Some(rx)));
+    }
+    let started = Instant::now();
+    for (index, token) in tokens.into_iter().enumerate() {
+        let probes = probe_senders.get_mut(&index).and_then(|(_, rx)| rx.take());
+        tokio::spawn(run_agent(ctx.clone(), index, token, probes));
+    }
+    let deadline = started + Duration::from_secs(args.connect_timeout_secs);
+    let mut progress = tokio::time::interval_at(
+        Instant::now() + Duration::from_secs(5),
+        Duration::from_secs(5),
+    );
+    while tally.connected + tally.failed_count() < n {
+        tokio::select! {
+            Some(event) = events.recv() => tally.absorb(event),
+            _ = progress.tick() => println!(
+                "  … {} connected, {} failed after {:.0} s",
+                tally.connected,
+                tally.failed_count(),
+                started.elapsed().as_secs_f64()
+            ),
+            _ = sleep_until(deadline) => {
+                println!(
+                    "  gave up after {} s with {} agents still connecting",
+                    args.connect_timeout_secs,
+                    n - tally.connected - tally.failed_count()
+                );
+                break;
+            }
+        }
+    }
+    let ramp = started.elapsed();
+    println!(
+        "connected: {} of {n} in {:.1} s ({:.0} handshakes/s, {} in flight at most)",
+        tally.connected,
+        ramp.as_secs_f64(),
+        tally.connected as f64 / ramp.as_secs_f64(),
+        args.concurrency
+    );
+    print_counts("  failed", &tally.failed);
+    if tally.connected == 0 {
+        server.print_log_summary();
+        bail!("no agent connected");
+    }
+
+    // Idle, then read the server's memory again.
+    drain_for(&mut events, &mut tally, Duration::from_secs(args.idle_secs)).await;
+    let rss_idle = server.memory()?;
+    let live = tally.live();
+    let per_agent_kib = rss_idle.rss_kib.saturating_sub(rss_before.rss_kib) as f64 / live as f64;
+    println!(
+        "server RSS after {} s idle with {live} agents: {rss_idle}",
+        args.idle_secs
+    );
+    println!(
+        "server RSS per connected agent: {per_agent_kib:.1} KiB ((after - before) / {live}; \
+         anon {:.1} KiB, file {:.1} KiB, shmem {:.1} KiB) — target ≤ {TARGET_RSS_PER_AGENT_KIB} \
+         KiB: {}",
+        rss_idle.anon_kib.saturating_sub(rss_before.anon_kib) as f64 / live as f64,
+        rss_idle.file_kib.saturating_sub(rss_before.file_kib) as f64 / live as f64,
+        rss_idle.shmem_kib.saturating_sub(rss_before.shmem_kib) as f64 / live as f64,
+        verdict(per_agent_kib <= TARGET_RSS_PER_AGENT_KIB)
+    );
+    if let Some(own) = Memory::of("self") {
+        println!("loadgen RSS: {own}");
+    }
+
+    // Timed heartbeats from a sample, spread over the probe window.
+    let probes_sent = probe(&mut events, &mut tally, probe_senders).await;
+    let mut rtts = std::mem::take(&mut tally.round_trips);
+    rtts.sort();
+    if rtts.is_empty() {
+        println!("heartbeat round trip: no answer to {probes_sent} timed heartbeats");
+    } else {
+        let p99 = percentile(&rtts, 0.99);
+        println!(
+            "heartbeat round trip ({} answered of {probes_sent} sent by {} agents over {} s): \
+             p50 {}, p90 {}, p99 {}, max {} — target p99 ≤ {}: {}",
+            rtts.len(),
+            sample.len().min(live),
+            PROBE_WINDOW.as_secs(),
+            ms(percentile(&rtts, 0.50)),
+            ms(percentile(&rtts, 0.90)),
+            ms(p99),
+            ms(rtts[rtts.len() - 1]),
+            ms(TARGET_HEARTBEAT_P99),
+            verdict(p99 <= TARGET_HEARTBEAT_P99 && rtts.len() == probes_sent)
+        );
+    }
+
+    // TODO(deploy API): once the server can push a `ServerToAgent::Deploy` to an agent, send
+    // jobs to random connected agents here and time job sent -> `JobUpdate::Received`
+    // (target p99 ≤ 20 ms).
+    println!("dispatch latency: not measurable yet (needs the deploy API)");
+
+    if args.restart_test {
+        server = restart_test(args, &launcher, server, &mut events, &mut tally).await?;
+    }
+
+    let _ = stop_tx.send(true);
+    server.print_log_summary();
+    server.stop().await;
+    Ok(())
+}
+
+/// Kills the server with SIGKILL, starts it again and follows the agents back.
+async fn restart_test(
+    args: &Args,
+    launcher: &Launcher,
+    server: ServerProcess,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    tally: &mut Tally,
+) -> anyhow::Result<ServerProcess> {
+    drain_for(events, tally, Duration::ZERO).await;
+    let expected = tally.live();
+    let reconnected_before = tally.reconnected.len();
+    let killed_at = Instant::now();
+    server.kill().await;
+    let server = launcher.start().await?;
+    let back_after = killed_at.elapsed();
+    println!(
+        "restart: kill -9 with {expected} agents connected; the restarted server answered \
+         /healthz {} after the kill",
+        ms(back_after)
+    );
+    let deadline = killed_at + Duration::from_secs(args.reconnect_timeout_secs);
+    let mut progress = tokio::time::interval_at(
+        Instant::now() + Duration::from_secs(10),
+        Duration::from_secs(10),
+    );
+    while tally.reconnected.len() - reconnected_before < expected {
+        tokio::select! {
+            Some(event) = events.recv() => tally.absorb(event),
+            _ = progress.tick() => println!(
+                "  … {} of {expected} back after {:.0} s",
+                tally.reconnected.len() - reconnected_before,
+                killed_at.elapsed().as_secs_f64()
+            ),
+            _ = sleep_until(deadline) => {
+                println!("  gave up waiting after {} s", args.reconnect_timeout_secs);
+                break;
+            }
+        }
+    }
+    let mut offsets: Vec<Duration> = tally.reconnected[reconnected_before..]
+        .iter()
+        .map(|at| at.saturating_duration_since(killed_at))
+        .collect();
+    offsets.sort();
+
+    let mut per_second: BTreeMap<u64, usize> = BTreeMap::new();
+    for offset in &offsets {
+        *per_second.entry(offset.as_secs()).or_default() += 1;
+    }
+    let busiest = per_second.values().copied().max().unwrap_or(0);
+    println!("reconnections per second after the kill (agents back in that second):");
+    let last = per_second.keys().last().copied().unwrap_or(0);
+    for second in 0..=last {
+        let count = per_second.get(&second).copied().unwrap_or(0);
+        let bar = "#".repeat((count * 50).div_ceil(busiest.max(1)));
+        println!(
+            "  {second:>4} s {count:>7} {:>5.1}% {bar}",
+            100.0 * count as f64 / expected as f64
+        );
+    }
+    let share = busiest as f64 / expected as f64;
+    let needed = (expected as f64 * 0.99).ceil() as usize;
+    let t99 = offsets.get(needed.saturating_sub(1)).copied();
+    println!(
+        "reconnect: {} of {expected} back; 99% back {} — target ≤ {} s: {}; largest share in \
+         one second {:.1}% — target ≤ {:.0}%: {}",
+        offsets.len(),
+        t99.map(|t| format!("after {:.1} s", t.as_secs_f64()))
+            .unwrap_or_else(|| "never".into()),
+        TARGET_RECONNECT_99.as_secs(),
+        verdict(t99.is_some_and(|t| t <= TARGET_RECONNECT_99)),
+        share * 100.0,
+        TARGET_MAX_SHARE_PER_SECOND * 100.0,
+        verdict(share <= TARGET_MAX_SHARE_PER_SECOND)
+    );
+    print_counts("  failed reconnect attempts", &tally.retry_failed);
+    if let Ok(memory) = server.memory() {
+        println!("server RSS with the agents back: {memory}");
+    }
+    Ok(server)
+}
+
+/// Sends `PROBES_PER_AGENT` timed heartbeats from every sampled agent at random moments of the
+/// probe window and waits for the answers. Returns how many were sent.
+async fn probe(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    tally: &mut Tally,
+    senders: HashMap<usize, (mpsc::Sender<()>, Option<mpsc::Receiver<()>>)>,
+) -> usize {
+    use rand::Rng;
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut rng = rand::thread_rng();
+    let mut schedule: Vec<(Instant, mpsc::Sender<()>)> = senders
+        .into_values()
+        .flat_map(|(tx, _)| {
+            (0..PROBES_PER_AGENT)
+                .map(|_| {
+                    let offset = rng.gen_range(Duration::ZERO..PROBE_WINDOW);
+                    (start + offset, tx.clone())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    schedule.sort_by_key(|(at, _)| *at);
+    let scheduler = tokio::spawn(async move {
+        let mut sent = 0;
+        for (at, tx) in schedule {
+            sleep_until(at).await;
+            // A full queue or a gone agent (it never connected) just means no probe.
+            if tx.try_send(()).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    });
+    drain_for(events, tally, PROBE_WINDOW + Duration::from_millis(100)).await;
+    let sent = scheduler.await.unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while tally.round_trips.len() < sent {
+        tokio::select! {
+            Some(event) = events.recv() => tally.absorb(event),
+            _ = sleep_until(deadline) => break,
+        }
+    }
+    sent
+}
+
+async fn drain_for(events: &mut mpsc::UnboundedReceiver<Event>, tally: &mut Tally, time: Duration) {
+    let deadline = Instant::now() + time;
+    loop {
+        tokio::select! {
+            biased;
+            Some(event) = events.recv() => tally.absorb(event),
+            _ = sleep_until(deadline) => return,
+        }
+    }
+}
+
+/// What the simulated agents report to the coordinator.
+enum Event {
+    /// The first connection succeeded.
+    Connected,
+    /// The first connection failed; the agent gives up.
+    Failed(String),
+    /// A live connection ended.
+    Lost,
+    /// Welcomed again after a loss, at this moment.
+    Reconnected(Instant),
+    /// A reconnection attempt failed; the agent backs off and tries again.
+    RetryFailed(String),
+    /// A timed heartbeat was answered after this long.
+    RoundTrip(Duration),
+}
+
+#[derive(Default)]
+struct Tally {
+    connected: usize,
+    failed: HashMap<String, usize>,
+    lost: usize,
+    reconnected: Vec<Instant>,
+    retry_failed: HashMap<String, usize>,
+    round_trips: Vec<Duration>,
+}
+
+impl Tally {
+    fn absorb(&mut self, event: Event) {
+        match event {
+            Event::Connected => self.connected += 1,
+            Event::Failed(error) => *self.failed.entry(error).or_default() += 1,
+            Event::Lost => self.lost += 1,
+            Event::Reconnected(at) => self.reconnected.push(at),
+            Event::RetryFailed(error) => *self.retry_failed.entry(error).or_default() += 1,
+            Event::RoundTrip(rtt) => self.round_trips.push(rtt),
+        }
+    }
+
+    fn failed_count(&self) -> usize {
+        self.failed.values().sum()
+    }
+
+    /// Agents connected right now.
+    fn live(&self) -> usize {
+        (self.connected + self.reconnected.len()).saturating_sub(self.lost)
+    }
+}
+
+/// What every simulated agent shares.
+struct Ctx {
+    server: SocketAddr,
+    url: String,
+    /// Bounds the handshakes in flight during the first connection.
+    ramp: Semaphore,
+    events: mpsc::UnboundedSender<Event>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    fn report(&self, event: Event) {
+        // The coordinator outlives the agents; a send can only fail while exiting.
+        let _ = self.events.send(event);
+    }
+}
+
+type Socket = WebSocketStream<TcpStream>;
+
+/// One simulated agent: connects once under the ramp limit, then behaves like the real agent
+/// (heartbeats, and on loss reconnects after [`Backoff`] delays) until told to stop.
+async fn run_agent(
+    ctx: Arc<Ctx>,
+    index: usize,
+    token: String,
+    mut probes: Option<mpsc::Receiver<()>>,
+) {
+    let mut stop = ctx.stop.clone();
+    let mut backoff = Backoff::default();
+    let mut state = LinkState::default();
+    let first = {
+        let Ok(_permit) = ctx.ramp.acquire().await else {
+            return;
+        };
+        state.attempt_started = Instant::now();
+        tokio::select! {
+            connected = connect(&ctx, index, &token) => connected,
+            _ = stopped(&mut stop) => return,
+        }
+    };
+    let mut connection = match first {
+        Ok(connection) => connection,
+        Err(error) => return ctx.report(Event::Failed(error)),
+    };
+    ctx.report(Event::Connected);
+    loop {
+        let (socket, heartbeat_secs) = connection;
+        if serve(
+            &ctx,
+            socket,
+            heartbeat_secs,
+            &mut state,
+            &mut probes,
+            &mut stop,
+        )
+        .await
+            == Ended::Stopped
+        {
+            return;
+        }
+        ctx.report(Event::Lost);
+        // Exactly the real agent's loop (`agent::link::run`): the time since the attempt
+        // started decides whether the curve resets, then wait the next delay and dial again.
+        backoff.connection_ended(state.attempt_started.elapsed());
+        connection = loop {
+            tokio::select! {
+                _ = sleep(backoff.next_delay()) => {}
+                _ = stopped(&mut stop) => return,
+            }
+            state.attempt_started = Instant::now();
+            let attempt = tokio::select! {
+                connected = connect(&ctx, index, &token) => connected,
+                _ = stopped(&mut stop) => return,
+            };
+            match attempt {
+                Ok(connection) => {
+                    ctx.report(Event::Reconnected(Instant::now()));
+                    break connection;
+                }
+                Err(error) => {
+                    ctx.report(Event::RetryFailed(error));
+                    backoff.connection_ended(state.attempt_started.elapsed());
+                }
+            }
+        };
+    }
+}
+
+/// What outlives one connection of a simulated agent.
+struct LinkState {
+    attempt_started: Instant,
+    seq: u64,
+    /// Timed heartbeats waiting for their answer.
+    in_flight: Vec<(u64, Instant)>,
+}
+
+impl Default for LinkState {
+    fn default() -> Self {
+        Self {
+            attempt_started: Instant::now(),
+            seq: 0,
+            in_flight: Vec::new(),
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Ended {
+    Stopped,
+    Lost,
+}
+
+/// Heartbeats like the real agent and answers probe requests until the link breaks or the run
+/// stops. Takes the socket so it is closed (and its descriptor freed) before any reconnect.
+async fn serve(
+    ctx: &Ctx,
+    mut socket: Socket,
+    heartbeat_secs: u64,
+    state: &mut LinkState,
+    probes: &mut Option<mpsc::Receiver<()>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
+    let interval = Duration::from_secs(heartbeat_secs.max(1));
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+    loop {
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                state.seq += 1;
+                if send(&mut socket, &AgentToServer::Heartbeat(Heartbeat { seq: state.seq })).await.is_err() {
+                    return Ended::Lost;
+                }
+            }
+            Some(()) = next_probe(probes) => {
+                state.seq += 1;
+                state.in_flight.push((state.seq, Instant::now()));
+                if send(&mut socket, &AgentToServer::Heartbeat(Heartbeat { seq: state.seq })).await.is_err() {
+                    return Ended::Lost;
+                }
+            }
+            frame = socket.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    if let Ok(ServerToAgent::HeartbeatAck(Heartbeat { seq })) = serde_json::from_str(&text) {
+                        if let Some(at) = state.in_flight.iter().position(|(sent, _)| *sent == seq) {
+                            let (_, sent_at) = state.in_flight.swap_remove(at);
+                            ctx.report(Event::RoundTrip(sent_at.elapsed()));
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return Ended::Lost,
+                Some(Ok(_)) => {}
+            },
+            _ = stopped(stop) => return Ended::Stopped,
+        }
+    }
+}
+
+async fn next_probe(probes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match probes {
+        Some(probes) => probes.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// TCP from this agent's own loopback address, WebSocket upgrade with the bearer token,
+/// `Hello`, `Welcome`. Returns the socket and the heartbeat interval the server asked for.
+async fn connect(ctx: &Ctx, index: usize, token: &str) -> Result<(Socket, u64), String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake(ctx, index, token)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no welcome within {} s", CONNECT_TIMEOUT.as_secs())),
+    }
+}
+
+async fn handshake(ctx: &Ctx, index: usize, token: &str) -> Result<(Socket, u64), String> {
+    let tcp = TcpSocket::new_v4().map_err(|error| format!("socket: {error}"))?;
+    bind_address_no_port(&tcp).map_err(|error| format!("IP_BIND_ADDRESS_NO_PORT: {error}"))?;
+    tcp.bind(SocketAddr::from((source_address(index), 0)))
+        .map_err(|error| format!("bind: {error}"))?;
+    let stream = tcp
+        .connect(ctx.server)
+        .await
+        .map_err(|error| format!("TCP connect: {error}"))?;
+
+    let mut request = ctx
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|error| error.to_string())?;
+    let bearer = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| "token is not a valid header value".to_string())?;
+    request.headers_mut().insert(AUTHORIZATION, bearer);
+    // Small buffers keep 50,000 client sockets affordable; they do not change what the server does.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
+    let (mut socket, _response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(|error| match error {
+                tokio_tungstenite::tungstenite::Error::Http(response) => {
+                    format!("WebSocket upgrade: HTTP {}", response.status())
+                }
+                other => format!("WebSocket upgrade: {other}"),
+            })?;
+
+    send(&mut socket, &AgentToServer::Hello(hello(index))).await?;
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return match serde_json::from_str(&text) {
+                    Ok(ServerToAgent::Welcome(welcome)) => {
+                        Ok((socket, welcome.heartbeat_interval_secs))
+                    }
+                    Ok(ServerToAgent::Rejected(rejected)) => {
+                        Err(format!("rejected: {}", rejected.reason))
+                    }
+                    Ok(_) => Err("expected a welcome".into()),
+                    Err(error) => Err(format!("malformed message: {error}")),
+                };
+            }
+            Some(Ok(Message::Close(_))) | None => {
+                return Err("closed before the welcome".into());
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(format!("before the welcome: {error}")),
+        }
+    }
+}
+
+fn hello(index: usize) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: format!("loadgen-{}", env!("CARGO_PKG_VERSION")),
+        hostname: format!("loadgen-{index}"),
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+        docker_version: None,
+        compose_version: None,
+    }
+}
+
+async fn send(socket: &mut Socket, message: &AgentToServer) -> Result<(), String> {
+    let text = serde_json::to_string(message).map_err(|error| error.to_string())?;
+    socket
+        .send(Message::text(text))
+        .await
+        .map_err(|error| format!("sending: {error}"))
+}
+
+/// `127.0.0.2` … `127.0.0.254`: 253 source addresses, each with its own ephemeral port range.
+fn source_address(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 2 + (index % 253) as u8)
+}
+
+/// Lets `connect` pick the source port per destination (4-tuple) instead of `bind` reserving
+/// one per source address, so ports are not the limit.
+fn bind_address_no_port(socket: &TcpSocket) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid descriptor owned by `socket`, and a pointer to an int that lives for the
+    // call with its exact size.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to `wanted` (raising the hard limit too when allowed), else
+/// as far as the hard limit. Returns the limit now in force.
+fn raise_fd_limit(wanted: u64) -> anyhow::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and keeps no pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading RLIMIT_NOFILE");
+    }
+    if limit.rlim_cur >= wanted {
+        return Ok(limit.rlim_cur);
+    }
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(wanted);
+    let raised = libc::rlimit {
+        rlim_cur: wanted.min(nr_open),
+        rlim_max: limit.rlim_max.max(wanted.min(nr_open)),
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return Ok(raised.rlim_cur);
+    }
+    // Raising the hard limit needs CAP_SYS_RESOURCE: settle for the hard limit.
+    let capped = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("raising RLIMIT_NOFILE");
+    }
+    Ok(limit.rlim_max)
+}
+
+/// Inserts `n` agents in one transaction the way `Store::create_agent` does (UUID id, name,
+/// hex SHA-256 of a freshly generated token, created now) and returns their tokens.
+async fn register_agents(db: &Path, n: usize) -> anyhow::Result<Vec<String>> {
+    let options = SqliteConnectOptions::new()
+        .filename(db)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    let now = server::db::now_ms();
+    let mut tokens = Vec::with_capacity(n);
+    let mut tx = pool.begin().await?;
+    for index in 0..n {
+        let token = Token::generate();
+        sqlx::query(
+            "INSERT INTO agents (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(format!("loadgen-{index}"))
+        .bind(&token.hash().0)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .context("inserting agents")?;
+        tokens.push(token.expose().to_string());
+    }
+    tx.commit().await?;
+    pool.close().await;
+    Ok(tokens)
+}
+
+/// How to start the server: always the same binary, address and data directory.
+struct Launcher {
+    bin: PathBuf,
+    data_dir: PathBuf,
+    address: SocketAddr,
+    log: PathBuf,
+}
+
+impl Launcher {
+    /// Starts the server (SQLite in the data directory, logs appended to `server.log`) and
+    /// waits until `/healthz` answers.
+    async fn start(&self) -> anyhow::Result<ServerProcess> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("serve")
+            .env("STAGELY_BIND", self.address.to_string())
+            .env("STAGELY_DATA_DIR", &self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        for name in [
+            "DATABASE_URL",
+            "DATABASE_URL_FILE",
+            "APP_MASTER_KEY",
+            "APP_MASTER_KEY_FILE",
+            "STAGELY_PUBLIC_URL",
+            "STAGELY_HEARTBEAT_SECS",
+        ] {
+            command.env_remove(name);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        let pid = child.id().context("the server exited at once")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                print_log_tail(&self.log);
+                bail!("the server exited with {status} before answering /healthz");
+            }
+            if healthy(self.address).await {
+                break;
+            }
+            if Instant::now() > deadline {
+                print_log_tail(&self.log);
+                bail!("the server did not answer /healthz within 30 s");
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        Ok(ServerProcess {
+            child,
+            pid,
+            log: self.log.clone(),
+        })
+    }
+}
+
+async fn healthy(address: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(address).await else {
+        return false;
+    };
+    let request = format!("GET /healthz HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response));
+    matches!(read.await, Ok(Ok(_))) && response.starts_with(b"HTTP/1.0 200")
+}
+
+struct ServerProcess {
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    fn memory(&self) -> anyhow::Result<Memory> {
+        Memory::of(&self.pid.to_string()).context("reading the server's /proc/<pid>/status")
+    }
+
+    /// `kill -9`: no graceful shutdown, sockets reset by the kernel.
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM, then SIGKILL if the graceful shutdown takes more than 10 s.
+    async fn stop(mut self) {
+        // SAFETY: signals our own child, which has not been reaped yet (we hold it).
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+
+    /// Counts the server's warnings and errors and shows the last few.
+    fn print_log_summary(&self) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+            .collect();
+        println!("server log: {} warnings or errors", lines.len());
+        for line in lines.iter().rev().take(5).rev() {
+            println!("  {line}");
+        }
+    }
+}
+
+fn print_log_tail(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    for line in &lines[lines.len().saturating_sub(20)..] {
+        eprintln!("  server: {line}");
+    }
+}
+
+/// Resident memory of a process, from `/proc/<pid>/status`, in KiB.
+struct Memory {
+    rss_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+    shmem_kib: u64,
+}
+
+impl Memory {
+    fn of(pid: &str) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|line| line.starts_with(name))?;
+            line[name.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        };
+        Some(Self {
+            rss_kib: field("VmRSS:")?,
+            anon_kib: field("RssAnon:").unwrap_or(0),
+            file_kib: field("RssFile:").unwrap_or(0),
+            shmem_kib: field("RssShmem:").unwrap_or(0),
+        })
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        write!(
+            f,
+            "{:.1} MiB (anon {:.1}, file {:.1}, shmem {:.1})",
+            mib(self.rss_kib),
+            mib(self.anon_kib),
+            mib(self.file_kib),
+            mib(self.shmem_kib)
+        )
+    }
+}
+
+/// A port that was free a moment ago; the server binds it right after.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+fn print_counts(label: &str, counts: &HashMap<String, usize>) {
+    let mut counts: Vec<_> = counts.iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(a.1));
+    for (error, count) in counts {
+        println!("{label}: {count} × {error}");
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
