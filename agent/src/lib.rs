@@ -13,3 +13,4 @@ pub mod logs;
 pub mod override_file;
 pub mod runner;
 pub mod system;
+pub mod testing;

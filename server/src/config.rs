@@ -25,6 +25,11 @@ pub struct Config {
     pub site_root: PathBuf,
     /// `STAGELY_HEARTBEAT_SECS`: how often agents send a heartbeat.
     pub heartbeat_interval: Duration,
+    /// `APP_MASTER_KEY_PREVIOUS`: the key before a rotation, still accepted for decryption.
+    pub master_key_previous: Option<String>,
+    /// `STAGELY_JOB_EXPIRY_SECS`: an open deployment with no word from its agent for this long
+    /// is marked timed out.
+    pub job_expiry: Duration,
 }
 
 /// A configuration value that could not be used.
@@ -92,6 +97,17 @@ impl Config {
                 })?,
             None => 30,
         };
+        let job_expiry_secs = match non_empty("STAGELY_JOB_EXPIRY_SECS") {
+            Some(value) => value
+                .parse::<u64>()
+                .ok()
+                .filter(|secs| *secs >= 5)
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "STAGELY_JOB_EXPIRY_SECS",
+                    reason: format!("{value:?} is not a number of seconds (at least 5)"),
+                })?,
+            None => 3600,
+        };
 
         Ok(Self {
             bind,
@@ -101,6 +117,8 @@ impl Config {
             master_key: secret(&lookup, "APP_MASTER_KEY")?,
             site_root,
             heartbeat_interval: Duration::from_secs(heartbeat_secs),
+            master_key_previous: secret(&lookup, "APP_MASTER_KEY_PREVIOUS")?,
+            job_expiry: Duration::from_secs(job_expiry_secs),
         })
     }
 
@@ -159,6 +177,11 @@ impl fmt::Debug for Config {
             .field("master_key", &self.master_key.as_ref().map(|_| "***"))
             .field("site_root", &self.site_root)
             .field("heartbeat_interval", &self.heartbeat_interval)
+            .field(
+                "master_key_previous",
+                &self.master_key_previous.as_ref().map(|_| "***"),
+            )
+            .field("job_expiry", &self.job_expiry)
             .finish()
     }
 }

@@ -9,8 +9,8 @@
 //! kept in memory and flushed to the database in batches by [`Hub::spawn_last_seen_flusher`].
 
 use crate::db::Store;
-use shared::api::AgentStatus;
-use shared::{AgentId, ServerToAgent};
+use shared::api::{AgentStatus, DeploymentStatus};
+use shared::{AgentId, DeploymentId, ServerToAgent};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +27,15 @@ pub enum HubEvent {
     AgentStatus {
         agent_id: AgentId,
         status: AgentStatus,
+    },
+    DeploymentStatus {
+        deployment_id: DeploymentId,
+        status: DeploymentStatus,
+    },
+    DeploymentEvent {
+        deployment_id: DeploymentId,
+        kind: &'static str,
+        body: String,
     },
 }
 
@@ -212,8 +221,8 @@ impl Hub {
         self.inner.events.subscribe()
     }
 
-    fn publish(&self, event: HubEvent) {
-        // No subscriber is fine: nobody is watching the dashboard.
+    /// Tells the dashboard's listeners; nobody listening is fine.
+    pub fn publish(&self, event: HubEvent) {
         let _ = self.inner.events.send(event);
     }
 
@@ -292,7 +301,10 @@ mod tests {
         assert!(!hub.is_connected(id));
         let statuses: Vec<_> = [events.recv().await.unwrap(), events.recv().await.unwrap()]
             .into_iter()
-            .map(|HubEvent::AgentStatus { status, .. }| status)
+            .map(|event| match event {
+                HubEvent::AgentStatus { status, .. } => status,
+                other => panic!("unexpected {other:?}"),
+            })
             .collect();
         assert_eq!(
             statuses,

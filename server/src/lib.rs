@@ -7,11 +7,13 @@ pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod hub;
+pub mod jobs;
+pub mod routes;
 pub mod stream;
 pub mod token;
 
 use crate::config::Config;
-use crate::crypto::{KeyOrigin, MasterKey};
+use crate::crypto::{KeyOrigin, Keyring, MasterKey};
 use crate::db::Store;
 use crate::hub::Hub;
 use anyhow::Context;
@@ -31,7 +33,9 @@ pub struct AppState {
     pub store: Store,
     pub hub: Hub,
     pub config: Arc<Config>,
-    pub master_key: Arc<MasterKey>,
+    /// Encrypts and decrypts secrets: `APP_MASTER_KEY`, plus `APP_MASTER_KEY_PREVIOUS` during a
+    /// key rotation.
+    pub keyring: Arc<Keyring>,
     pub leptos_options: LeptosOptions,
 }
 
@@ -55,6 +59,12 @@ impl AppState {
             }
             KeyOrigin::Environment => tracing::info!("using the master key from APP_MASTER_KEY"),
         }
+        let previous = config
+            .master_key_previous
+            .as_deref()
+            .map(|encoded| MasterKey::parse(encoded, "APP_MASTER_KEY_PREVIOUS"))
+            .transpose()?;
+        let keyring = Keyring::new(master_key, previous);
         let leptos_options = LeptosOptions::builder()
             .output_name("stagely")
             .site_root(config.site_root.to_string_lossy().into_owned())
@@ -65,7 +75,7 @@ impl AppState {
             store,
             hub: Hub::new(),
             config: Arc::new(config),
-            master_key: Arc::new(master_key),
+            keyring: Arc::new(keyring),
             leptos_options,
         })
     }
@@ -81,6 +91,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/stream", get(stream::agent_stream))
+        .nest("/api/v1", routes::api())
         .leptos_routes_with_context(
             &state,
             generate_route_list(app::App),
@@ -91,6 +102,17 @@ pub fn router(state: AppState) -> Router {
             app::shell,
         ))
         .with_state(state)
+}
+
+/// Every 10 s, times out deployments whose agent stopped answering.
+fn spawn_job_expiry(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            jobs::expire_stale(&state).await;
+        }
+    })
 }
 
 async fn healthz() -> &'static str {
@@ -105,6 +127,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let housekeeping = state.hub.spawn_housekeeping(state.store.clone());
+    let expiry = spawn_job_expiry(state.clone());
     let hub = state.hub.clone();
     let shutdown = async move {
         shutdown.await;
@@ -116,6 +139,7 @@ pub async fn run(
         .await
         .context("serving HTTP")?;
     housekeeping.abort();
+    expiry.abort();
     state.hub.flush_last_seen(&state.store).await;
     state.store.close().await;
     Ok(())

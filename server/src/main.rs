@@ -18,8 +18,11 @@ Configuration (environment variables):
                           when unset and using SQLite)
   STAGELY_SITE_ROOT       dashboard assets built by cargo-leptos [default: target/site]
   STAGELY_HEARTBEAT_SECS  agent heartbeat interval             [default: 30]
+  STAGELY_JOB_EXPIRY_SECS an open deployment with no word from its agent for this long
+                          is marked timed out                   [default: 3600]
+  APP_MASTER_KEY_PREVIOUS the key before a rotation (see rotate-key)
   RUST_LOG                log filter                           [default: info]
-APP_MASTER_KEY and DATABASE_URL may instead be read from a file named by <NAME>_FILE.";
+APP_MASTER_KEY, APP_MASTER_KEY_PREVIOUS and DATABASE_URL may instead be read from a file named by <NAME>_FILE.";
 
 /// The Stagely server: dashboard, API and the hub every agent connects to.
 #[derive(Parser)]
@@ -38,6 +41,39 @@ enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Manage users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Manage API tokens.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Re-encrypt every secret under APP_MASTER_KEY; the old key is APP_MASTER_KEY_PREVIOUS.
+    /// Safe to interrupt and run again: every row stays readable with the two keys.
+    RotateKey,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a local user.
+    Add {
+        login: String,
+        /// Give the user every agent registered from the command line, and admin rights.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from this file (without it the user can only use API tokens).
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create an API token for a user and print it on stdout (shown only this once).
+    Create { login: String },
 }
 
 #[derive(Subcommand)]
@@ -64,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Agents { command } => agents(command, config).await,
+        Command::Users { command } => users(command, config).await,
+        Command::Tokens { command } => tokens(command, config).await,
+        Command::RotateKey => rotate_key(config).await,
     }
 }
 
@@ -117,12 +156,10 @@ async fn agents(command: AgentsCommand, config: Config) -> anyhow::Result<()> {
     let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
     match command {
         AgentsCommand::Add { name } => {
-            let name = name.trim();
-            if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-                anyhow::bail!("the agent name must be 1 to 64 printable characters");
-            }
+            let name =
+                server::routes::agents::validate_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
             let token = Token::generate();
-            let agent = store.create_agent(name, &token.hash()).await?;
+            let agent = store.create_agent(name, &token.hash(), None).await?;
             println!("{}", token.expose());
             eprintln!(
                 "Registered agent {name:?} ({}). The token above is shown only once.\n\
@@ -147,5 +184,111 @@ async fn agents(command: AgentsCommand, config: Config) -> anyhow::Result<()> {
         }
     }
     store.close().await;
+    Ok(())
+}
+
+async fn users(command: UsersCommand, config: Config) -> anyhow::Result<()> {
+    let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
+    match command {
+        UsersCommand::Add {
+            login,
+            admin,
+            password_file,
+        } => {
+            let login = login.trim();
+            if login.is_empty()
+                || login.len() > 64
+                || !login
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+            {
+                anyhow::bail!("a login is 1 to 64 letters, digits, '-', '_', '.' or '@'");
+            }
+            let password_hash = match password_file {
+                Some(path) => {
+                    let password = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading the password from {}", path.display()))?;
+                    let password = password.trim_end_matches(['\n', '\r']);
+                    if password.chars().count() < 8 {
+                        anyhow::bail!("the password must be at least 8 characters");
+                    }
+                    Some(server::crypto::hash_password(password)?)
+                }
+                None => None,
+            };
+            let user = store
+                .create_user(login, password_hash.as_deref(), admin)
+                .await
+                .map_err(|error| match error {
+                    server::db::DbError::Conflict(_) => {
+                        anyhow::anyhow!("a user named {login} already exists")
+                    }
+                    other => other.into(),
+                })?;
+            eprintln!(
+                "Created user {} ({}){}",
+                user.login,
+                user.id,
+                if admin { " as admin" } else { "" }
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn tokens(command: TokensCommand, config: Config) -> anyhow::Result<()> {
+    let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
+    match command {
+        TokensCommand::Create { login } => {
+            let user = store
+                .user_by_login(&login)
+                .await
+                .with_context(|| format!("no user named {login}"))?;
+            let token = Token::generate();
+            store.create_api_token(user.id, &token.hash()).await?;
+            println!("{}", token.expose());
+            eprintln!("Created an API token for {login}; it is shown only this once.");
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Re-encrypts every secret under the current key, one row at a time: a row is either still
+/// under the previous key or already under the new one, so stopping halfway loses nothing.
+async fn rotate_key(config: Config) -> anyhow::Result<()> {
+    if config.master_key_previous.is_none() {
+        anyhow::bail!(
+            "set APP_MASTER_KEY to the new key and APP_MASTER_KEY_PREVIOUS to the old one"
+        );
+    }
+    let state = AppState::build(config).await?;
+    let secrets = state.store.all_secrets().await?;
+    let (mut rotated, mut current) = (0, 0);
+    for secret in secrets {
+        if !state.keyring.needs_rotation(&secret.ciphertext) {
+            current += 1;
+            continue;
+        }
+        let aad = server::crypto::SecretAad::for_row(secret.project_id, secret.id, &secret.key);
+        let ciphertext = state
+            .keyring
+            .reencrypt(&secret.ciphertext, &aad)
+            .with_context(|| format!("secret {} ({})", secret.key, secret.id))?;
+        if state
+            .store
+            .replace_ciphertext(secret.id, &secret.ciphertext, &ciphertext)
+            .await?
+        {
+            rotated += 1;
+        }
+    }
+    eprintln!(
+        "Rotated {rotated} secret(s) to key {}; {current} were already under it. \
+         APP_MASTER_KEY_PREVIOUS can now be removed.",
+        state.keyring.current_id()
+    );
+    state.store.close().await;
     Ok(())
 }

@@ -57,7 +57,8 @@ pub async fn agent_stream(
         .on_upgrade(move |socket: WebSocket| run_session(socket, state, agent)))
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
@@ -99,6 +100,8 @@ where
         session.guard.set_reason("socket closed before welcome");
         return;
     }
+    // Jobs queued while the agent was away, or left open by a server restart.
+    crate::jobs::resend_open_jobs(&state, agent.id).await;
 
     // Offline after three missed heartbeats (plus slack for a slow network).
     let silence_limit = heartbeat * 3 + Duration::from_secs(5);
@@ -127,6 +130,9 @@ where
                         if send(&mut tx, &ServerToAgent::HeartbeatAck(beat)).await.is_err() {
                             break "socket closed while answering a heartbeat".into();
                         }
+                    }
+                    Ok(AgentToServer::JobUpdate(update)) => {
+                        crate::jobs::record_update(&state, agent.id, update).await;
                     }
                     Ok(AgentToServer::Hello(_)) => {
                         tracing::debug!(agent_id = %agent.id, "ignoring a repeated hello");

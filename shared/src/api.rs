@@ -1,6 +1,9 @@
 //! Bodies of the dashboard's server functions and of the REST API.
 
-use crate::AgentId;
+use crate::{
+    AgentId, DeploymentId, EnvKey, JobId, ProjectId, ProjectName, SecretId, SecretScope,
+    SecretValue,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -41,4 +44,198 @@ pub struct AgentSummary {
     pub docker_version: Option<String>,
     #[serde(default)]
     pub compose_version: Option<String>,
+}
+
+/// `POST /api/v1/agents`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAgent {
+    pub name: String,
+}
+
+/// The answer to `POST /api/v1/agents`: the token is shown this once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCreated {
+    pub agent: AgentSummary,
+    pub token: String,
+}
+
+/// A project: a compose file in a directory on one agent's host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: ProjectId,
+    /// Also the Compose project name (`docker compose -p`).
+    pub name: ProjectName,
+    pub agent_id: AgentId,
+    /// The project's directory on the agent's host.
+    pub path: String,
+    /// The compose file inside `path`; `None` means "as Compose finds it".
+    #[serde(default)]
+    pub compose_file: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// `POST /api/v1/projects`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateProject {
+    pub name: ProjectName,
+    pub agent_id: AgentId,
+    pub path: String,
+    #[serde(default)]
+    pub compose_file: Option<String>,
+}
+
+/// `PATCH /api/v1/projects/{id}`: only the fields given change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateProject {
+    #[serde(default)]
+    pub name: Option<ProjectName>,
+    #[serde(default)]
+    pub agent_id: Option<AgentId>,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `Some("")` clears it back to "as Compose finds it".
+    #[serde(default)]
+    pub compose_file: Option<String>,
+}
+
+/// A secret as listed: the value never leaves the server here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSummary {
+    pub id: SecretId,
+    pub project_id: ProjectId,
+    pub key: EnvKey,
+    pub scope: SecretScope,
+    /// Always `"********"`; revealing is its own, audited call.
+    pub value: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// `POST /api/v1/secrets`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateSecret {
+    pub project_id: ProjectId,
+    pub key: EnvKey,
+    pub value: SecretValue,
+    pub scope: SecretScope,
+}
+
+/// `PATCH /api/v1/secrets/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateSecret {
+    pub value: SecretValue,
+}
+
+/// `POST /api/v1/secrets/{id}/reveal`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealedSecret {
+    pub id: SecretId,
+    pub key: EnvKey,
+    pub value: SecretValue,
+}
+
+/// `POST /api/v1/deploy/{project_id}` → 202.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployAccepted {
+    pub deployment_id: DeploymentId,
+}
+
+/// Where a deployment is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStatus {
+    /// Waiting for its agent (offline, or another deploy of the project is ahead of it).
+    Queued,
+    /// Handed to the agent's connection.
+    Sent,
+    /// The agent acknowledged it.
+    Received,
+    /// The agent is working on it.
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Nobody finished it in time (agent gone, job expired).
+    TimedOut,
+}
+
+impl DeploymentStatus {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Received => "received",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Sent,
+            Self::Received,
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Cancelled,
+            Self::TimedOut,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == value)
+    }
+}
+
+/// One entry of a deployment's history: a status change, a step or an output line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentEvent {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `status`, `step` or `output`.
+    pub kind: String,
+    pub body: String,
+}
+
+/// A deployment with its history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: DeploymentId,
+    pub project_id: ProjectId,
+    pub job_id: JobId,
+    pub status: DeploymentStatus,
+    /// The result's message (failure reason) once finished.
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Empty in lists; filled by `GET /deployments/{id}`.
+    #[serde(default)]
+    pub events: Vec<DeploymentEvent>,
+}
+
+/// The body of every API error: `{"error": {"code", "message"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: ApiErrorBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub code: String,
+    pub message: String,
 }

@@ -46,3 +46,11 @@ id_type!(
     /// idempotency key so a job re-sent after a reconnect never runs twice.
     JobId
 );
+id_type!(
+    /// One secret of a project.
+    SecretId
+);
+id_type!(
+    /// One user account.
+    UserId
+);

@@ -11,7 +11,7 @@ pub mod names;
 pub mod protocol;
 pub mod secret;
 
-pub use ids::{AgentId, DeploymentId, JobId, ProjectId};
+pub use ids::{AgentId, DeploymentId, JobId, ProjectId, SecretId, UserId};
 pub use names::{EnvKey, NameError, ProjectName, ServiceName};
 pub use protocol::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 pub use secret::{DeployPayload, Secret, SecretScope, SecretValue};

@@ -1,56 +1,11 @@
 //! A tiny local image and throwaway Compose projects that clean up after themselves.
 
-use agent::runner::{self, CommandSpec, Redactor};
+use agent::runner::CommandSpec;
 use agent::system::Compose;
 use std::path::Path;
-use std::time::Duration;
 use tempfile::TempDir;
-use tokio::sync::OnceCell;
 
-/// The image every test project uses: `FROM scratch` + busybox (sh, sleep, httpd, wget …).
-pub const TEST_IMAGE: &str = "stagely-test/busybox:latest";
-
-/// Builds [`TEST_IMAGE`] once per test run (skipped when it already exists).
-pub async fn test_image() -> &'static str {
-    static BUILT: OnceCell<()> = OnceCell::const_new();
-    BUILT
-        .get_or_init(|| async {
-            let inspect = CommandSpec::new("docker", ["image", "inspect", TEST_IMAGE]);
-            if run_ok(inspect).await.is_ok() {
-                return;
-            }
-            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-                .into_iter()
-                .map(Path::new)
-                .find(|path| path.exists())
-                .expect("busybox is missing: install Debian's busybox-static");
-            let context = tempfile::tempdir().unwrap();
-            std::fs::copy(busybox, context.path().join("busybox")).unwrap();
-            std::fs::write(
-                context.path().join("Dockerfile"),
-                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-            )
-            .unwrap();
-            let context_path = context.path().display().to_string();
-            let build = CommandSpec::new("docker", ["build", "-t", TEST_IMAGE, context_path.as_str()]);
-            run_ok(build).await.expect("building the test image");
-        })
-        .await;
-    TEST_IMAGE
-}
-
-/// Runs a command and returns its stdout, or its whole output as the error.
-pub async fn run_ok(spec: CommandSpec) -> Result<String, String> {
-    let spec = spec.timeout(Duration::from_secs(300));
-    match runner::run(&spec, &Redactor::default(), |_| {}).await {
-        Ok(output) if output.success() => Ok(output.stdout),
-        Ok(output) => Err(format!(
-            "`{}` exited with {:?}\n{}\n{}",
-            output.command, output.exit_code, output.stdout, output.stderr
-        )),
-        Err(error) => Err(error.to_string()),
-    }
-}
+pub use agent::testing::{run_ok, test_image};
 
 /// A compose project in a temporary directory, torn down (`down -v`) when dropped.
 pub struct TestProject {

@@ -3,7 +3,7 @@
 use super::{from_ms, now_ms, on_pool, DbError, Store};
 use crate::token::TokenHash;
 use shared::protocol::Hello;
-use shared::AgentId;
+use shared::{AgentId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -40,10 +40,7 @@ impl TryFrom<AgentRow> for Agent {
     type Error = DbError;
 
     fn try_from(row: AgentRow) -> Result<Self, DbError> {
-        let id = row
-            .id
-            .parse()
-            .map_err(|error| DbError::Other(sqlx::Error::Decode(Box::new(error))))?;
+        let id = super::parse_id(&row.id)?;
         Ok(Self {
             id,
             name: row.name,
@@ -63,16 +60,23 @@ const AGENT_COLUMNS: &str = "id, name, hostname, os, arch, agent_version, docker
                              compose_version, last_seen, created_at";
 
 impl Store {
-    /// Registers an agent under the hash of its token.
-    pub async fn create_agent(&self, name: &str, token: &TokenHash) -> Result<Agent, DbError> {
+    /// Registers an agent under the hash of its token. `owner` is `None` for agents registered
+    /// by an operator on the command line, which only admins see.
+    pub async fn create_agent(
+        &self,
+        name: &str,
+        token: &TokenHash,
+        owner: Option<UserId>,
+    ) -> Result<Agent, DbError> {
         let id = AgentId(Uuid::new_v4());
         let now = now_ms();
         on_pool!(self, pool => {
-            sqlx::query("INSERT INTO agents (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)")
+            sqlx::query("INSERT INTO agents (id, name, token_hash, created_at, owner_id) VALUES ($1, $2, $3, $4, $5)")
                 .bind(id.to_string())
                 .bind(name)
                 .bind(&token.0)
                 .bind(now)
+                .bind(owner.map(|owner| owner.to_string()))
                 .execute(pool)
                 .await?
                 .rows_affected()
@@ -98,6 +102,43 @@ impl Store {
             sqlx::query_as(&sql).bind(&token.0).fetch_optional(pool).await?
         });
         row.map(Agent::try_from).transpose()
+    }
+
+    /// The live agents `user` may see (their own; admins see every agent), oldest first.
+    pub async fn agents_visible_to(&self, user: &super::User) -> Result<Vec<Agent>, DbError> {
+        let sql = format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE revoked_at IS NULL \
+             AND (owner_id = $1 OR $2) ORDER BY created_at, id"
+        );
+        let rows: Vec<AgentRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(user.id.to_string())
+                .bind(user.is_admin)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(Agent::try_from).collect()
+    }
+
+    /// One live agent `user` may see, or `NotFound`.
+    pub async fn agent_visible_to(
+        &self,
+        user: &super::User,
+        id: AgentId,
+    ) -> Result<Agent, DbError> {
+        let sql = format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND revoked_at IS NULL \
+             AND (owner_id = $2 OR $3)"
+        );
+        let row: AgentRow = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(id.to_string())
+                .bind(user.id.to_string())
+                .bind(user.is_admin)
+                .fetch_one(pool)
+                .await?
+        });
+        row.try_into()
     }
 
     /// Every agent that is not revoked, oldest first.
@@ -177,11 +218,6 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
-        ids.into_iter()
-            .map(|(id,)| {
-                id.parse()
-                    .map_err(|error| DbError::Other(sqlx::Error::Decode(Box::new(error))))
-            })
-            .collect()
+        ids.into_iter().map(|(id,)| super::parse_id(&id)).collect()
     }
 }

@@ -5,8 +5,15 @@
 //! (`migrations/sqlite`, `migrations/postgres`), embedded in the binary and applied at start.
 
 mod agents;
+mod deployments;
+mod projects;
+mod secrets;
+mod users;
 
 pub use agents::Agent;
+pub use deployments::{NewEvent, PendingJob};
+pub use secrets::StoredSecret;
+pub use users::User;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -158,4 +165,15 @@ pub fn to_ms(at: OffsetDateTime) -> i64 {
 pub fn from_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Parses an id column; a malformed one is a corrupt row, reported as a decode error.
+pub(crate) fn parse_id<T>(value: &str) -> Result<T, DbError>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    value
+        .parse()
+        .map_err(|error| DbError::Other(sqlx::Error::Decode(Box::new(error))))
 }

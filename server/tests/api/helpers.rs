@@ -163,7 +163,7 @@ impl TestApp {
         let token = Token::generate();
         let agent = self
             .store()
-            .create_agent(name, &token.hash())
+            .create_agent(name, &token.hash(), None)
             .await
             .unwrap();
         (agent.id, token)

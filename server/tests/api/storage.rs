@@ -22,7 +22,10 @@ async fn storage_story(db: &TestDb, data_dir: &std::path::Path) {
 
     // An agent is registered under its token's hash and found by it again.
     let token = Token::generate();
-    let agent = store.create_agent("web-1", &token.hash()).await.unwrap();
+    let agent = store
+        .create_agent("web-1", &token.hash(), None)
+        .await
+        .unwrap();
     let found = store.agent_by_token(&token.hash()).await.unwrap();
     assert_eq!(found.as_ref().map(|a| a.id), Some(agent.id), "{backend}");
     assert_eq!(
@@ -35,7 +38,7 @@ async fn storage_story(db: &TestDb, data_dir: &std::path::Path) {
 
     // The same token hash cannot be registered twice.
     let duplicate = store
-        .create_agent("web-2", &token.hash())
+        .create_agent("web-2", &token.hash(), None)
         .await
         .unwrap_err();
     assert!(

@@ -1,0 +1,104 @@
+//! Support for tests that need a real Docker engine, shared by the agent's and the server's
+//! test suites: a tiny image built locally from Debian's static busybox, since no image can be
+//! pulled on the machines Stagely is tested on.
+
+use crate::runner::{self, CommandSpec, Redactor};
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// `FROM scratch` + busybox: sh, sleep, httpd, wget and friends.
+pub const TEST_IMAGE: &str = "stagely-test/busybox:latest";
+
+/// Builds [`TEST_IMAGE`] once per process (skipped when the engine already has it).
+pub async fn test_image() -> &'static str {
+    static BUILT: OnceCell<()> = OnceCell::const_new();
+    BUILT
+        .get_or_init(|| async {
+            let inspect = CommandSpec::new("docker", ["image", "inspect", TEST_IMAGE]);
+            if run_ok(inspect).await.is_ok() {
+                return;
+            }
+            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+                .into_iter()
+                .map(Path::new)
+                .find(|path| path.exists())
+                .expect("busybox is missing: install Debian's busybox-static");
+            let context = tempfile::tempdir().expect("a temporary directory");
+            std::fs::copy(busybox, context.path().join("busybox")).expect("copying busybox");
+            std::fs::write(
+                context.path().join("Dockerfile"),
+                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+            )
+            .expect("writing the Dockerfile");
+            let context_path = context.path().display().to_string();
+            let build = CommandSpec::new("docker", ["build", "-t", TEST_IMAGE, context_path.as_str()]);
+            if let Err(output) = run_ok(build).await {
+                panic!("building the test image failed: {output}");
+            }
+        })
+        .await;
+    TEST_IMAGE
+}
+
+/// Runs a command and returns its stdout, or its whole output as the error.
+pub async fn run_ok(spec: CommandSpec) -> Result<String, String> {
+    let spec = spec.timeout(Duration::from_secs(300));
+    match runner::run(&spec, &Redactor::default(), |_| {}).await {
+        Ok(output) if output.success() => Ok(output.stdout),
+        Ok(output) => Err(format!(
+            "`{}` exited with {:?}\n{}\n{}",
+            output.command, output.exit_code, output.stdout, output.stderr
+        )),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// The environment (`KEY=VALUE` entries) of the one container of `service` in `project`.
+pub async fn container_env(project: &str, service: &str) -> Vec<String> {
+    let project = format!("label=com.docker.compose.project={project}");
+    let service = format!("label=com.docker.compose.service={service}");
+    let list = CommandSpec::new(
+        "docker",
+        [
+            "ps",
+            "-aq",
+            "--filter",
+            project.as_str(),
+            "--filter",
+            service.as_str(),
+        ],
+    );
+    let ids = run_ok(list).await.expect("docker ps");
+    let id = ids
+        .split_whitespace()
+        .next()
+        .expect("a container")
+        .to_string();
+    let inspect = CommandSpec::new(
+        "docker",
+        ["inspect", "-f", "{{json .Config.Env}}", id.as_str()],
+    );
+    serde_json::from_str(&run_ok(inspect).await.expect("docker inspect")).expect("a JSON list")
+}
+
+/// Removes every container and network of a Compose project, whatever made it.
+pub fn remove_project(project: &str) {
+    let filter = format!("label=com.docker.compose.project={project}");
+    if let Ok(output) = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", filter.as_str()])
+        .output()
+    {
+        let ids = String::from_utf8_lossy(&output.stdout);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+    let _ = std::process::Command::new("docker")
+        .args(["network", "rm", &format!("{project}_default")])
+        .output();
+}

@@ -1,0 +1,269 @@
+//! Deployments and their history. A deployment's status only moves forward: once it is final
+//! (succeeded, failed, cancelled, timed out) nothing changes it again.
+
+use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
+use shared::api::{Deployment, DeploymentEvent, DeploymentStatus};
+use shared::{AgentId, DeploymentId, JobId, ProjectId, UserId};
+use uuid::Uuid;
+
+/// Events kept per deployment; output beyond this is counted, not stored.
+pub const MAX_EVENTS: i64 = 2_000;
+
+/// An event to append.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub body: String,
+}
+
+/// A deployment an agent still owes an answer for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingJob {
+    pub deployment_id: DeploymentId,
+    pub job_id: JobId,
+    pub project_id: ProjectId,
+    pub status: DeploymentStatus,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeploymentRow {
+    id: String,
+    project_id: String,
+    job_id: String,
+    status: String,
+    message: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+}
+
+fn parse_status(value: &str) -> Result<DeploymentStatus, DbError> {
+    DeploymentStatus::parse(value).ok_or_else(|| {
+        DbError::Other(sqlx::Error::Decode(
+            format!("unknown status {value:?}").into(),
+        ))
+    })
+}
+
+impl TryFrom<DeploymentRow> for Deployment {
+    type Error = DbError;
+
+    fn try_from(row: DeploymentRow) -> Result<Self, DbError> {
+        Ok(Self {
+            id: parse_id(&row.id)?,
+            project_id: parse_id(&row.project_id)?,
+            job_id: parse_id(&row.job_id)?,
+            status: parse_status(&row.status)?,
+            message: row.message,
+            created_at: from_ms(row.created_at),
+            updated_at: from_ms(row.updated_at),
+            finished_at: row.finished_at.map(from_ms),
+            events: Vec::new(),
+        })
+    }
+}
+
+const DEPLOYMENT_COLUMNS: &str =
+    "d.id, d.project_id, d.job_id, d.status, d.message, d.created_at, d.updated_at, d.finished_at";
+const OPEN_STATUSES: &str = "('queued', 'sent', 'received', 'running')";
+
+impl Store {
+    /// A new deployment in `Queued`, with its first status event.
+    pub async fn create_deployment(
+        &self,
+        project: ProjectId,
+        requested_by: UserId,
+    ) -> Result<(DeploymentId, JobId), DbError> {
+        let id = DeploymentId(Uuid::new_v4());
+        let job_id = JobId(Uuid::new_v4());
+        let now = now_ms();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO deployments (id, project_id, job_id, status, requested_by, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $5)",
+            )
+            .bind(id.to_string())
+            .bind(project.to_string())
+            .bind(job_id.to_string())
+            .bind(requested_by.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO deployment_events (deployment_id, at, kind, body) VALUES ($1, $2, 'status', 'queued')")
+                .bind(id.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?
+        });
+        Ok((id, job_id))
+    }
+
+    /// Moves a deployment to `status` unless it is already final; records the change as an
+    /// event. Returns whether it moved.
+    pub async fn set_deployment_status(
+        &self,
+        id: DeploymentId,
+        status: DeploymentStatus,
+        message: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let now = now_ms();
+        let finished = status.is_final().then_some(now);
+        let moved = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let sql = format!(
+                "UPDATE deployments SET status = $2, updated_at = $3, finished_at = $4, \
+                 message = COALESCE($5, message) WHERE id = $1 AND status IN {OPEN_STATUSES} AND status <> $2"
+            );
+            let moved = sqlx::query(&sql)
+                .bind(id.to_string())
+                .bind(status.as_str())
+                .bind(now)
+                .bind(finished)
+                .bind(message)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if moved == 1 {
+                sqlx::query("INSERT INTO deployment_events (deployment_id, at, kind, body) VALUES ($1, $2, 'status', $3)")
+                    .bind(id.to_string())
+                    .bind(now)
+                    .bind(status.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            moved
+        });
+        Ok(moved == 1)
+    }
+
+    /// Appends events, keeping at most [`MAX_EVENTS`] per deployment.
+    pub async fn add_deployment_events(
+        &self,
+        id: DeploymentId,
+        events: &[NewEvent],
+    ) -> Result<(), DbError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deployment_events WHERE deployment_id = $1")
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+            let room = usize::try_from(MAX_EVENTS - stored).unwrap_or(0);
+            for event in events.iter().take(room) {
+                sqlx::query("INSERT INTO deployment_events (deployment_id, at, kind, body) VALUES ($1, $2, $3, $4)")
+                    .bind(id.to_string())
+                    .bind(now)
+                    .bind(event.kind)
+                    .bind(&event.body)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?
+        });
+        Ok(())
+    }
+
+    /// A deployment of one of `owner`'s projects, with its events.
+    pub async fn deployment(&self, owner: &User, id: DeploymentId) -> Result<Deployment, DbError> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d JOIN projects p ON p.id = d.project_id \
+             WHERE d.id = $1 AND p.owner_id = $2"
+        );
+        let row: DeploymentRow = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(id.to_string()).bind(owner.id.to_string()).fetch_one(pool).await?
+        });
+        let mut deployment = Deployment::try_from(row)?;
+        let events: Vec<(i64, String, String)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT at, kind, body FROM deployment_events WHERE deployment_id = $1 ORDER BY id")
+                .bind(id.to_string())
+                .fetch_all(pool)
+                .await?
+        });
+        deployment.events = events
+            .into_iter()
+            .map(|(at, kind, body)| DeploymentEvent {
+                at: from_ms(at),
+                kind,
+                body,
+            })
+            .collect();
+        Ok(deployment)
+    }
+
+    /// A project's deployments, newest first, without events.
+    pub async fn deployments_of_project(
+        &self,
+        owner: &User,
+        project: ProjectId,
+    ) -> Result<Vec<Deployment>, DbError> {
+        self.project(owner, project).await?;
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE d.project_id = $1 ORDER BY d.created_at DESC, d.id"
+        );
+        let rows: Vec<DeploymentRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(project.to_string()).fetch_all(pool).await?
+        });
+        rows.into_iter().map(Deployment::try_from).collect()
+    }
+
+    /// The deployment a job id belongs to, if it is one of `agent`'s projects.
+    pub async fn deployment_by_job(
+        &self,
+        agent: AgentId,
+        job: JobId,
+    ) -> Result<Option<PendingJob>, DbError> {
+        let row: Option<(String, String, String, String)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT d.id, d.job_id, d.project_id, d.status FROM deployments d \
+                 JOIN projects p ON p.id = d.project_id WHERE d.job_id = $1 AND p.agent_id = $2",
+            )
+            .bind(job.to_string())
+            .bind(agent.to_string())
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(pending_job).transpose()
+    }
+
+    /// Deployments of `agent`'s projects that are not final yet, oldest first.
+    pub async fn open_jobs_of_agent(&self, agent: AgentId) -> Result<Vec<PendingJob>, DbError> {
+        let sql = format!(
+            "SELECT d.id, d.job_id, d.project_id, d.status FROM deployments d \
+             JOIN projects p ON p.id = d.project_id \
+             WHERE p.agent_id = $1 AND d.status IN {OPEN_STATUSES} ORDER BY d.created_at, d.id"
+        );
+        let rows: Vec<(String, String, String, String)> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(agent.to_string()).fetch_all(pool).await?
+        });
+        rows.into_iter().map(pending_job).collect()
+    }
+
+    /// Open deployments not updated since `before` (Unix ms): their agent never answered.
+    pub async fn stale_open_deployments(&self, before: i64) -> Result<Vec<DeploymentId>, DbError> {
+        let sql = format!(
+            "SELECT id FROM deployments WHERE status IN {OPEN_STATUSES} AND updated_at < $1"
+        );
+        let rows: Vec<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(before).fetch_all(pool).await?
+        });
+        rows.into_iter().map(|(id,)| parse_id(&id)).collect()
+    }
+}
+
+fn pending_job(
+    (id, job_id, project_id, status): (String, String, String, String),
+) -> Result<PendingJob, DbError> {
+    Ok(PendingJob {
+        deployment_id: parse_id(&id)?,
+        job_id: parse_id(&job_id)?,
+        project_id: parse_id(&project_id)?,
+        status: parse_status(&status)?,
+    })
+}

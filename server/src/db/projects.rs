@@ -1,0 +1,143 @@
+//! Projects, always read through their owner: another user's project is simply not found.
+
+use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
+use shared::api::{CreateProject, Project, UpdateProject};
+use shared::{ProjectId, ProjectName};
+use uuid::Uuid;
+
+#[derive(sqlx::FromRow)]
+struct ProjectRow {
+    id: String,
+    name: String,
+    agent_id: String,
+    path: String,
+    compose_file: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<ProjectRow> for Project {
+    type Error = DbError;
+
+    fn try_from(row: ProjectRow) -> Result<Self, DbError> {
+        Ok(Self {
+            id: parse_id(&row.id)?,
+            name: ProjectName::parse(row.name)
+                .map_err(|error| DbError::Other(sqlx::Error::Decode(Box::new(error))))?,
+            agent_id: parse_id(&row.agent_id)?,
+            path: row.path,
+            compose_file: row.compose_file,
+            created_at: from_ms(row.created_at),
+        })
+    }
+}
+
+const PROJECT_COLUMNS: &str = "id, name, agent_id, path, compose_file, created_at";
+
+impl Store {
+    /// Creates a project owned by `owner`; its agent must already be checked as visible.
+    pub async fn create_project(
+        &self,
+        owner: &User,
+        new: &CreateProject,
+    ) -> Result<Project, DbError> {
+        let id = ProjectId(Uuid::new_v4());
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO projects (id, owner_id, agent_id, name, path, compose_file, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id.to_string())
+            .bind(owner.id.to_string())
+            .bind(new.agent_id.to_string())
+            .bind(new.name.as_str())
+            .bind(&new.path)
+            .bind(&new.compose_file)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        self.project(owner, id).await
+    }
+
+    /// One of `owner`'s projects.
+    pub async fn project(&self, owner: &User, id: ProjectId) -> Result<Project, DbError> {
+        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1 AND owner_id = $2");
+        let row: ProjectRow = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(id.to_string())
+                .bind(owner.id.to_string())
+                .fetch_one(pool)
+                .await?
+        });
+        row.try_into()
+    }
+
+    /// A project whoever owns it, for the server's own bookkeeping (job dispatch).
+    pub async fn project_by_id(&self, id: ProjectId) -> Result<Project, DbError> {
+        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1");
+        let row: ProjectRow = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(id.to_string()).fetch_one(pool).await?
+        });
+        row.try_into()
+    }
+
+    pub async fn projects(&self, owner: &User) -> Result<Vec<Project>, DbError> {
+        let sql =
+            format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE owner_id = $1 ORDER BY name");
+        let rows: Vec<ProjectRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(owner.id.to_string()).fetch_all(pool).await?
+        });
+        rows.into_iter().map(Project::try_from).collect()
+    }
+
+    /// Applies the given changes in one statement.
+    pub async fn update_project(
+        &self,
+        owner: &User,
+        id: ProjectId,
+        changes: &UpdateProject,
+    ) -> Result<Project, DbError> {
+        let current = self.project(owner, id).await?;
+        let name = changes.name.as_ref().unwrap_or(&current.name);
+        let agent_id = changes.agent_id.unwrap_or(current.agent_id);
+        let path = changes.path.as_ref().unwrap_or(&current.path);
+        let compose_file = match &changes.compose_file {
+            Some(file) if file.is_empty() => None,
+            Some(file) => Some(file.clone()),
+            None => current.compose_file.clone(),
+        };
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE projects SET name = $3, agent_id = $4, path = $5, compose_file = $6 \
+                 WHERE id = $1 AND owner_id = $2",
+            )
+            .bind(id.to_string())
+            .bind(owner.id.to_string())
+            .bind(name.as_str())
+            .bind(agent_id.to_string())
+            .bind(path)
+            .bind(&compose_file)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        self.project(owner, id).await
+    }
+
+    /// Deletes a project with its secrets and deployments.
+    pub async fn delete_project(&self, owner: &User, id: ProjectId) -> Result<(), DbError> {
+        let deleted = on_pool!(self, pool => {
+            sqlx::query("DELETE FROM projects WHERE id = $1 AND owner_id = $2")
+                .bind(id.to_string())
+                .bind(owner.id.to_string())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if deleted == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(())
+    }
+}

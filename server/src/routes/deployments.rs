@@ -1,0 +1,40 @@
+//! `/deploy` and `/deployments`: start a deployment, follow it, read the history.
+
+use super::{ApiPath, CurrentUser};
+use crate::error::AppError;
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use shared::api::{DeployAccepted, Deployment};
+use shared::{DeploymentId, ProjectId};
+
+/// Queues a deployment and hands it to the agent if it is connected: 202 with its id.
+pub async fn deploy(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(project_id): ApiPath<ProjectId>,
+) -> Result<(StatusCode, Json<DeployAccepted>), AppError> {
+    let project = state.store.project(&user, project_id).await?;
+    let (deployment_id, job_id) = state.store.create_deployment(project.id, user.id).await?;
+    crate::jobs::dispatch(&state, deployment_id, job_id, &project).await?;
+    Ok((StatusCode::ACCEPTED, Json(DeployAccepted { deployment_id })))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<DeploymentId>,
+) -> Result<Json<Deployment>, AppError> {
+    Ok(Json(state.store.deployment(&user, id).await?))
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(project): ApiPath<ProjectId>,
+) -> Result<Json<Vec<Deployment>>, AppError> {
+    Ok(Json(
+        state.store.deployments_of_project(&user, project).await?,
+    ))
+}

@@ -1,0 +1,84 @@
+//! The REST API under `/api/v1`: JSON in and out, errors as `{"error": {"code", "message"}}`.
+//!
+//! Every request is authenticated ([`CurrentUser`]) and every lookup goes through the user, so
+//! another user's id answers 404 exactly like an id that does not exist.
+
+pub mod agents;
+pub mod deployments;
+pub mod projects;
+pub mod secrets;
+
+use crate::error::AppError;
+use crate::token::TokenHash;
+use crate::AppState;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::Router;
+
+/// The API's routes, to be nested under `/api/v1`.
+pub fn api() -> Router<AppState> {
+    Router::new()
+        .route("/agents", post(agents::create).get(agents::list))
+        .route("/agents/{id}", axum::routing::delete(agents::revoke))
+        .route("/projects", post(projects::create).get(projects::list))
+        .route(
+            "/projects/{id}",
+            get(projects::show)
+                .patch(projects::update)
+                .delete(projects::delete),
+        )
+        .route("/projects/{id}/secrets", get(secrets::list))
+        .route("/projects/{id}/deployments", get(deployments::history))
+        .route("/secrets", post(secrets::create))
+        .route(
+            "/secrets/{id}",
+            axum::routing::patch(secrets::update).delete(secrets::delete),
+        )
+        .route("/secrets/{id}/reveal", post(secrets::reveal))
+        .route("/deploy/{project_id}", post(deployments::deploy))
+        .route("/deployments/{id}", get(deployments::show))
+        .fallback(|| async { AppError::NotFound })
+}
+
+/// The authenticated user: `Authorization: Bearer <user API token>`.
+pub struct CurrentUser(pub crate::db::User);
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = crate::stream::bearer_token(&parts.headers).ok_or_else(|| {
+            AppError::Unauthorized("missing `Authorization: Bearer <API token>` header".into())
+        })?;
+        state
+            .store
+            .user_by_api_token(&TokenHash::of(token))
+            .await?
+            .map(CurrentUser)
+            .ok_or_else(|| AppError::Unauthorized("unknown API token".into()))
+    }
+}
+
+/// `Json` whose rejections (bad JSON, a field that fails validation) are API errors.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(AppError))]
+pub struct ApiJson<T>(pub T);
+
+/// `Path` whose rejections (an id that is not a UUID) are API errors.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(AppError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<JsonRejection> for AppError {
+    fn from(rejection: JsonRejection) -> Self {
+        AppError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for AppError {
+    fn from(rejection: PathRejection) -> Self {
+        AppError::BadRequest(rejection.body_text())
+    }
+}
