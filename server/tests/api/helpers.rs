@@ -424,3 +424,129 @@ impl Relay {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A user's view of the REST API: every call carries their API token.
+#[derive(Clone)]
+pub struct ApiClient {
+    pub base: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends a request and returns the status and the JSON body (`null` when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+        };
+        (status, json)
+    }
+
+    /// A call that must answer `expected`, decoded into `T`.
+    pub async fn expect<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        expected: u16,
+    ) -> T {
+        let (status, json) = self.call(method.clone(), path, body).await;
+        assert_eq!(status, expected, "{method} {path}: {json}");
+        serde_json::from_value(json).unwrap()
+    }
+}
+
+impl TestApp {
+    /// Creates a user with an API token, as `stagely-server users add` + `tokens create` do.
+    pub async fn user(&self, login: &str) -> (server::db::User, ApiClient) {
+        let user = self.store().create_user(login, None, false).await.unwrap();
+        let token = Token::generate();
+        self.store().create_api_token(user.id, &token.hash()).await.unwrap();
+        (user, ApiClient::new(&self.url(), token.expose()))
+    }
+}
+
+/// A compose project on this host for deploy tests; its containers are removed on drop.
+pub struct HostProject {
+    pub name: String,
+    pub dir: TempDir,
+}
+
+impl HostProject {
+    /// Writes `compose.yaml` (`{image}` becomes the locally built test image).
+    pub async fn new(compose_yaml: &str) -> Self {
+        let image = agent::testing::test_image().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), compose_yaml.replace("{image}", image)).unwrap();
+        let name = format!("stagely-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Self { name, dir }
+    }
+
+    pub fn path(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    pub async fn env(&self, service: &str) -> Vec<String> {
+        agent::testing::container_env(&self.name, service).await
+    }
+}
+
+impl Drop for HostProject {
+    fn drop(&mut self) {
+        agent::testing::remove_project(&self.name);
+    }
+}
+
+/// Two services that idle until stopped.
+pub const WEB_AND_WORKER: &str = r#"services:
+  web:
+    image: {image}
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+  worker:
+    image: {image}
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+"#;
+
+/// Polls a deployment until it is final; returns it.
+pub async fn wait_for_deployment(api: &ApiClient, id: shared::DeploymentId, timeout: Duration) -> shared::api::Deployment {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let deployment: shared::api::Deployment =
+            api.expect(reqwest::Method::GET, &format!("/deployments/{id}"), None, 200).await;
+        if deployment.status.is_final() {
+            return deployment;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deployment still {:?} after {timeout:?}: {:?}",
+            deployment.status,
+            deployment.events
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

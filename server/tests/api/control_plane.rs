@@ -1,0 +1,213 @@
+//! The control plane through its REST API: projects, secrets, deploys and their history, with a
+//! real agent process deploying to the real Docker engine.
+
+use crate::helpers::{
+    eventually, spawn_app, wait_for_deployment, AgentProcess, ApiClient, HostProject, TestApp, TestDb,
+    WEB_AND_WORKER,
+};
+use reqwest::Method;
+use serde_json::json;
+use shared::api::{
+    AgentCreated, ApiError, DeployAccepted, Deployment, DeploymentStatus, Project, RevealedSecret,
+    SecretSummary,
+};
+use std::time::Duration;
+
+/// Registers an agent through the API and starts a real agent process with its token.
+async fn connected_agent(app: &TestApp, api: &ApiClient) -> (AgentCreated, AgentProcess) {
+    let created: AgentCreated = api.expect(Method::POST, "/agents", Some(json!({"name": "host-1"})), 201).await;
+    let agent = AgentProcess::spawn(&app.url(), &created.token, app.data_dir.path());
+    let id = created.agent.id;
+    eventually(Duration::from_secs(10), "the agent to connect", || async { app.state.hub.is_connected(id) }).await;
+    (created, agent)
+}
+
+async fn create_project(api: &ApiClient, agent: &AgentCreated, host: &HostProject) -> Project {
+    let body = json!({"name": host.name, "agent_id": agent.agent.id, "path": host.path()});
+    api.expect(Method::POST, "/projects", Some(body), 201).await
+}
+
+#[tokio::test]
+async fn a_deploy_through_the_api_puts_each_secret_where_it_belongs() {
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        let (_, api) = app.user("alice").await;
+        let (agent, _process) = connected_agent(&app, &api).await;
+        let host = HostProject::new(WEB_AND_WORKER).await;
+        let project = create_project(&api, &agent, &host).await;
+
+        let secrets = [
+            json!({"project_id": project.id, "key": "DB_PASSWORD", "value": "global-pw-$1", "scope": "global"}),
+            json!({"project_id": project.id, "key": "PORT", "value": "8080", "scope": {"service": "web"}}),
+            json!({"project_id": project.id, "key": "DB_PASSWORD", "value": "worker-pw", "scope": {"service": "worker"}}),
+        ];
+        for secret in secrets {
+            let created: SecretSummary = api.expect(Method::POST, "/secrets", Some(secret), 201).await;
+            assert_eq!(created.value, "********", "values are never echoed");
+        }
+        let listed: Vec<SecretSummary> =
+            api.expect(Method::GET, &format!("/projects/{}/secrets", project.id), None, 200).await;
+        assert_eq!(listed.len(), 3);
+        assert!(listed.iter().all(|secret| secret.value == "********"));
+
+        let accepted: DeployAccepted =
+            api.expect(Method::POST, &format!("/deploy/{}", project.id), None, 202).await;
+        let deployment = wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(60)).await;
+        assert_eq!(deployment.status, DeploymentStatus::Succeeded, "{} {:?}", db.name(), deployment.events);
+
+        let web = host.env("web").await;
+        assert!(web.contains(&"DB_PASSWORD=global-pw-$1".to_string()), "{web:?}");
+        assert!(web.contains(&"PORT=8080".to_string()), "{web:?}");
+        let worker = host.env("worker").await;
+        assert!(worker.contains(&"DB_PASSWORD=worker-pw".to_string()), "{worker:?}");
+        assert!(!worker.iter().any(|entry| entry.starts_with("PORT=")), "{worker:?}");
+
+        // The history shows every state it went through, the steps, and compose's output.
+        let statuses: Vec<&str> = deployment
+            .events
+            .iter()
+            .filter(|event| event.kind == "status")
+            .map(|event| event.body.as_str())
+            .collect();
+        assert_eq!(statuses, ["queued", "sent", "received", "running", "succeeded"]);
+        let steps: Vec<&str> =
+            deployment.events.iter().filter(|e| e.kind == "step").map(|e| e.body.as_str()).collect();
+        assert_eq!(steps, ["parse", "render", "up", "health"]);
+        assert!(deployment.events.iter().any(|e| e.kind == "output" && e.body.contains("web")));
+        assert!(
+            !deployment.events.iter().any(|e| e.body.contains("global-pw") || e.body.contains("worker-pw")),
+            "a secret value reached the deployment's history"
+        );
+        let history: Vec<Deployment> =
+            api.expect(Method::GET, &format!("/projects/{}/deployments", project.id), None, 200).await;
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].id, accepted.deployment_id);
+    }
+}
+
+#[tokio::test]
+async fn another_users_things_answer_404_and_no_token_answers_401() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (_, alice) = app.user("alice").await;
+    let (_, bob) = app.user("bob").await;
+    let agent: AgentCreated = alice.expect(Method::POST, "/agents", Some(json!({"name": "a"})), 201).await;
+    let project: Project = alice
+        .expect(
+            Method::POST,
+            "/projects",
+            Some(json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"})),
+            201,
+        )
+        .await;
+    let secret: SecretSummary = alice
+        .expect(
+            Method::POST,
+            "/secrets",
+            Some(json!({"project_id": project.id, "key": "K", "value": "v", "scope": "global"})),
+            201,
+        )
+        .await;
+    let deployment: DeployAccepted =
+        alice.expect(Method::POST, &format!("/deploy/{}", project.id), None, 202).await;
+
+    let p = project.id;
+    let s = secret.id;
+    let cases: Vec<(Method, String, Option<serde_json::Value>)> = vec![
+        (Method::GET, format!("/projects/{p}"), None),
+        (Method::PATCH, format!("/projects/{p}"), Some(json!({"path": "/tmp"}))),
+        (Method::DELETE, format!("/projects/{p}"), None),
+        (Method::GET, format!("/projects/{p}/secrets"), None),
+        (Method::GET, format!("/projects/{p}/deployments"), None),
+        (Method::PATCH, format!("/secrets/{s}"), Some(json!({"value": "stolen"}))),
+        (Method::DELETE, format!("/secrets/{s}"), None),
+        (Method::POST, format!("/secrets/{s}/reveal"), None),
+        (Method::POST, format!("/deploy/{p}"), None),
+        (Method::GET, format!("/deployments/{}", deployment.deployment_id), None),
+        (Method::DELETE, format!("/agents/{}", agent.agent.id), None),
+    ];
+    for (method, path, body) in cases {
+        let (status, json) = bob.call(method.clone(), &path, body).await;
+        assert_eq!(status, 404, "bob {method} {path}: {json}");
+        let error: ApiError = serde_json::from_value(json).unwrap();
+        assert_eq!(error.error.code, "not_found");
+    }
+    // Bob cannot put a project on Alice's agent either.
+    let (status, _) = bob
+        .call(
+            Method::POST,
+            "/projects",
+            Some(json!({"name": "x", "agent_id": agent.agent.id, "path": "/srv/x"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let listed: Vec<serde_json::Value> = bob.expect(Method::GET, "/projects", None, 200).await;
+    assert!(listed.is_empty());
+    let agents: Vec<serde_json::Value> = bob.expect(Method::GET, "/agents", None, 200).await;
+    assert!(agents.is_empty());
+
+    // Alice still has everything, untouched.
+    let revealed: RevealedSecret =
+        alice.expect(Method::POST, &format!("/secrets/{s}/reveal"), None, 200).await;
+    assert_eq!(revealed.value.expose(), "v");
+    let anonymous = ApiClient::new(&app.url(), "stg_not-a-token");
+    let (status, json) = anonymous.call(Method::GET, "/projects", None).await;
+    assert_eq!(status, 401, "{json}");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_message_and_nothing_is_written() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (_, api) = app.user("alice").await;
+    let agent: AgentCreated = api.expect(Method::POST, "/agents", Some(json!({"name": "a"})), 201).await;
+    let project: Project = api
+        .expect(
+            Method::POST,
+            "/projects",
+            Some(json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"})),
+            201,
+        )
+        .await;
+    let p = project.id;
+    let cases = [
+        ("/projects", json!({"name": "Shop!", "agent_id": agent.agent.id, "path": "/srv/x"}), 400, "project name"),
+        ("/projects", json!({"name": "x", "agent_id": agent.agent.id, "path": "relative/dir"}), 400, "absolute"),
+        ("/projects", json!({"name": "x", "agent_id": agent.agent.id, "path": "/srv/x", "compose_file": "../up.yml"}), 400, "inside the project"),
+        ("/projects", json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/x"}), 409, "already have a project"),
+        ("/secrets", json!({"project_id": p, "key": "1BAD", "value": "v", "scope": "global"}), 400, "environment variable name"),
+        ("/secrets", json!({"project_id": p, "key": "OK", "value": "v", "scope": {"service": "-web"}}), 400, "service name"),
+        ("/secrets", json!({"project_id": p, "key": "OK", "value": "v", "scope": "everywhere"}), 400, "unknown variant"),
+        ("/secrets", json!({"project_id": p, "key": "BIG", "value": "x".repeat(70_000), "scope": "global"}), 400, "at most 64 KiB"),
+        ("/agents", json!({"name": ""}), 400, "1 to 64"),
+    ];
+    for (path, body, expected, message) in cases {
+        let (status, json) = api.call(Method::POST, path, Some(body.clone())).await;
+        assert_eq!(status, expected, "{path} {body}: {json}");
+        let error: ApiError = serde_json::from_value(json).unwrap();
+        assert!(error.error.message.contains(message), "{path} {body}: {}", error.error.message);
+    }
+    let projects: Vec<Project> = api.expect(Method::GET, "/projects", None, 200).await;
+    assert_eq!(projects.len(), 1, "a refused project was written");
+    let secrets: Vec<SecretSummary> = api.expect(Method::GET, &format!("/projects/{p}/secrets"), None, 200).await;
+    assert!(secrets.is_empty(), "a refused secret was written");
+}
+
+#[tokio::test]
+async fn a_job_for_an_offline_agent_waits_queued_and_runs_once_when_it_connects() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (_, api) = app.user("alice").await;
+    let agent: AgentCreated = api.expect(Method::POST, "/agents", Some(json!({"name": "later"})), 201).await;
+    let host = HostProject::new(WEB_AND_WORKER).await;
+    let project = create_project(&api, &agent, &host).await;
+    let accepted: DeployAccepted = api.expect(Method::POST, &format!("/deploy/{}", project.id), None, 202).await;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting: Deployment =
+        api.expect(Method::GET, &format!("/deployments/{}", accepted.deployment_id), None, 200).await;
+    assert_eq!(waiting.status, DeploymentStatus::Queued);
+
+    let process = AgentProcess::spawn(&app.url(), &agent.token, app.data_dir.path());
+    let done = wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, DeploymentStatus::Succeeded, "{:?}", done.events);
+    let received = format!("Received Job {}", waiting.job_id);
+    assert_eq!(process.log_text().matches(&received).count(), 1, "{}", process.log_text());
+}
