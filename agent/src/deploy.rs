@@ -6,8 +6,9 @@
 //!    up -d --remove-orphans`, streaming its output line by line. Compose recreates only the
 //!    containers whose configuration changed, so a redeploy with the same secrets restarts
 //!    nothing and a change scoped to one service restarts only that service;
-//! 4. **health**: wait until every container runs (and is healthy where it has a healthcheck);
-//!    a container that exits with an error fails the deploy with its exit code and last lines.
+//! 4. **health**: wait until every container runs (and is healthy where it has a healthcheck)
+//!    and has stayed so for a short settle time; a container that exits with an error fails
+//!    the deploy with its exit code and last lines.
 //!
 //! The override file is removed when this returns or is cancelled, whatever happened. Every line
 //! that leaves this module has the project's secret values replaced by `***`.
@@ -35,6 +36,9 @@ pub struct DeployOptions {
     pub up_timeout: Duration,
     /// Longest to wait for containers to run and turn healthy after `up`.
     pub health_timeout: Duration,
+    /// How long every container must stay up before the deploy counts as done: a container
+    /// that is "running" for a moment and then crashes must fail the deploy, not pass it.
+    pub settle: Duration,
 }
 
 /// A deploy to run: the same fields the server sends in `DeployPayload`.
@@ -134,10 +138,17 @@ pub async fn deploy(
 
     report(step("health"));
     let deadline = tokio::time::Instant::now() + options.health_timeout;
+    let mut ready_since = None;
     loop {
         let containers = compose.states(&redactor).await?;
         match health::judge(&containers) {
-            Verdict::Ready => return Ok(containers),
+            Verdict::Ready => {
+                let since = *ready_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= options.settle {
+                    return Ok(containers);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             Verdict::Failed {
                 service,
                 exit_code,
@@ -157,7 +168,10 @@ pub async fn deploy(
                     waiting,
                 });
             }
-            Verdict::Waiting(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            Verdict::Waiting(_) => {
+                ready_since = None;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
     }
 }

@@ -152,15 +152,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         hello,
         backoff: Backoff::default(),
     };
-    let private_dir = swept_private_dir();
-    let options = DeployOptions {
-        compose: compose_setting(detected_compose)?,
-        allowed_roots: allowed_roots(),
-        private_dir,
-        up_timeout: Duration::from_secs(600),
-        health_timeout: Duration::from_secs(120),
-    };
-    let (executor, events) = Executor::new(options);
+    let (executor, events) = Executor::new(deploy_options(detected_compose)?);
     tracing::info!(
         ?config,
         "starting stagely-agent {}",
@@ -168,6 +160,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     link::run(config, link::Jobs { executor, events }, shutdown_signal()).await;
     Ok(())
+}
+
+/// How this host deploys; the private directory is swept of files left by dead runs.
+fn deploy_options(detected: Option<Compose>) -> anyhow::Result<DeployOptions> {
+    Ok(DeployOptions {
+        compose: compose_setting(detected)?,
+        allowed_roots: allowed_roots(),
+        private_dir: swept_private_dir(),
+        up_timeout: Duration::from_secs(600),
+        health_timeout: Duration::from_secs(120),
+        settle: Duration::from_millis(1500),
+    })
 }
 
 /// `STAGELY_COMPOSE` (v2 or v1) when set, else what was detected (v2 when in doubt).
@@ -244,13 +248,7 @@ async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
     if detected.is_none() && std::env::var("STAGELY_COMPOSE").is_err() {
         anyhow::bail!("neither `docker compose` nor `docker-compose` answers");
     }
-    let options = DeployOptions {
-        compose: compose_setting(detected)?,
-        allowed_roots: allowed_roots(),
-        private_dir: swept_private_dir(),
-        up_timeout: Duration::from_secs(600),
-        health_timeout: Duration::from_secs(120),
-    };
+    let options = deploy_options(detected)?;
     let request = DeployRequest {
         project: &name,
         directory: &project.dir,

@@ -33,6 +33,7 @@ fn options(compose: Compose, private_dir: &Path) -> DeployOptions {
         private_dir: private_dir.to_path_buf(),
         up_timeout: Duration::from_secs(120),
         health_timeout: Duration::from_secs(30),
+        settle: Duration::from_millis(1500),
     }
 }
 

@@ -19,6 +19,7 @@ fn executor(private: &std::path::Path) -> (Executor, mpsc::Receiver<AgentToServe
         private_dir: private.to_path_buf(),
         up_timeout: Duration::from_secs(120),
         health_timeout: Duration::from_secs(30),
+        settle: Duration::from_millis(1500),
     })
 }
 

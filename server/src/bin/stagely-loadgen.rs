@@ -127,8 +127,8 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
     }
 
     // Start once so the server creates the schema, stop it, fill the table, start again.
-    let started = Instant::now();
     launcher.start().await?.stop().await;
+    let started = Instant::now();
     let tokens = register_agents(&data_dir.join("stagely.db"), n).await?;
     println!(
         "registered {n} agents in the database in {:.1} s",
@@ -225,7 +225,7 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
     }
 
     // Timed heartbeats from a sample, spread over the probe window.
-    let probes_sent = probe(&mut events, &mut tally, probe_senders).await;
+    let (probes_sent, probing_agents) = probe(&mut events, &mut tally, probe_senders).await;
     let mut rtts = std::mem::take(&mut tally.round_trips);
     rtts.sort();
     if rtts.is_empty() {
@@ -236,7 +236,7 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
             "heartbeat round trip ({} answered of {probes_sent} sent by {} agents over {} s): \
              p50 {}, p90 {}, p99 {}, max {} — target p99 ≤ {}: {}",
             rtts.len(),
-            sample.len().min(live),
+            probing_agents,
             PROBE_WINDOW.as_secs(),
             ms(percentile(&rtts, 0.50)),
             ms(percentile(&rtts, 0.90)),
@@ -345,18 +345,25 @@ async fn restart_test(
 }
 
 /// Sends `PROBES_PER_AGENT` timed heartbeats from every sampled agent at random moments of the
-/// probe window and waits for the answers. Returns how many were sent.
+/// probe window and waits for the answers. Returns how many were sent, and by how many agents.
 async fn probe(
     events: &mut mpsc::UnboundedReceiver<Event>,
     tally: &mut Tally,
     senders: HashMap<usize, (mpsc::Sender<()>, Option<mpsc::Receiver<()>>)>,
-) -> usize {
+) -> (usize, usize) {
     use rand::Rng;
     let start = Instant::now() + Duration::from_millis(100);
     let mut rng = rand::thread_rng();
-    let mut schedule: Vec<(Instant, mpsc::Sender<()>)> = senders
+    // An agent that never connected has dropped its receiver: it is not part of the sample.
+    let live: Vec<mpsc::Sender<()>> = senders
         .into_values()
-        .flat_map(|(tx, _)| {
+        .map(|(tx, _)| tx)
+        .filter(|tx| !tx.is_closed())
+        .collect();
+    let agents = live.len();
+    let mut schedule: Vec<(Instant, mpsc::Sender<()>)> = live
+        .into_iter()
+        .flat_map(|tx| {
             (0..PROBES_PER_AGENT)
                 .map(|_| {
                     let offset = rng.gen_range(Duration::ZERO..PROBE_WINDOW);
@@ -386,7 +393,7 @@ async fn probe(
             _ = sleep_until(deadline) => break,
         }
     }
-    sent
+    (sent, agents)
 }
 
 async fn drain_for(events: &mut mpsc::UnboundedReceiver<Event>, tally: &mut Tally, time: Duration) {

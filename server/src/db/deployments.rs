@@ -100,8 +100,9 @@ impl Store {
         Ok((id, job_id))
     }
 
-    /// Moves a deployment to `status` unless it is already final; records the change as an
-    /// event. Returns whether it moved.
+    /// Moves a deployment forward to `status` (never back: a late or repeated `Received` does
+    /// not undo `Running`, and nothing leaves a final status); records the change as an event.
+    /// Returns whether it moved.
     pub async fn set_deployment_status(
         &self,
         id: DeploymentId,
@@ -114,7 +115,8 @@ impl Store {
             let mut tx = pool.begin().await?;
             let sql = format!(
                 "UPDATE deployments SET status = $2, updated_at = $3, finished_at = $4, \
-                 message = COALESCE($5, message) WHERE id = $1 AND status IN {OPEN_STATUSES} AND status <> $2"
+                 message = COALESCE($5, message) WHERE id = $1 AND status IN {}",
+                earlier_statuses(status)
             );
             let moved = sqlx::query(&sql)
                 .bind(id.to_string())
@@ -254,6 +256,28 @@ impl Store {
             sqlx::query_as(&sql).bind(before).fetch_all(pool).await?
         });
         rows.into_iter().map(|(id,)| parse_id(&id)).collect()
+    }
+}
+
+/// The open statuses a deployment may move to `status` from, as an SQL list.
+fn earlier_statuses(status: DeploymentStatus) -> String {
+    use DeploymentStatus::*;
+    let rank = |status: DeploymentStatus| match status {
+        Queued => 0,
+        Sent => 1,
+        Received => 2,
+        Running => 3,
+        Succeeded | Failed | Cancelled | TimedOut => 4,
+    };
+    let earlier: Vec<String> = [Queued, Sent, Received, Running]
+        .into_iter()
+        .filter(|open| rank(*open) < rank(status))
+        .map(|open| format!("'{}'", open.as_str()))
+        .collect();
+    if earlier.is_empty() {
+        "(NULL)".into()
+    } else {
+        format!("({})", earlier.join(", "))
     }
 }
 

@@ -2,8 +2,8 @@
 //! real agent process deploying to the real Docker engine.
 
 use crate::helpers::{
-    eventually, spawn_app, wait_for_deployment, AgentProcess, ApiClient, HostProject, TestApp, TestDb,
-    WEB_AND_WORKER,
+    eventually, spawn_app, wait_for_deployment, AgentProcess, ApiClient, HostProject, TestApp,
+    TestDb, WEB_AND_WORKER,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -15,10 +15,20 @@ use std::time::Duration;
 
 /// Registers an agent through the API and starts a real agent process with its token.
 async fn connected_agent(app: &TestApp, api: &ApiClient) -> (AgentCreated, AgentProcess) {
-    let created: AgentCreated = api.expect(Method::POST, "/agents", Some(json!({"name": "host-1"})), 201).await;
+    let created: AgentCreated = api
+        .expect(
+            Method::POST,
+            "/agents",
+            Some(json!({"name": "host-1"})),
+            201,
+        )
+        .await;
     let agent = AgentProcess::spawn(&app.url(), &created.token, app.data_dir.path());
     let id = created.agent.id;
-    eventually(Duration::from_secs(10), "the agent to connect", || async { app.state.hub.is_connected(id) }).await;
+    eventually(Duration::from_secs(10), "the agent to connect", || async {
+        app.state.hub.is_connected(id)
+    })
+    .await;
     (created, agent)
 }
 
@@ -42,25 +52,50 @@ async fn a_deploy_through_the_api_puts_each_secret_where_it_belongs() {
             json!({"project_id": project.id, "key": "DB_PASSWORD", "value": "worker-pw", "scope": {"service": "worker"}}),
         ];
         for secret in secrets {
-            let created: SecretSummary = api.expect(Method::POST, "/secrets", Some(secret), 201).await;
+            let created: SecretSummary = api
+                .expect(Method::POST, "/secrets", Some(secret), 201)
+                .await;
             assert_eq!(created.value, "********", "values are never echoed");
         }
-        let listed: Vec<SecretSummary> =
-            api.expect(Method::GET, &format!("/projects/{}/secrets", project.id), None, 200).await;
+        let listed: Vec<SecretSummary> = api
+            .expect(
+                Method::GET,
+                &format!("/projects/{}/secrets", project.id),
+                None,
+                200,
+            )
+            .await;
         assert_eq!(listed.len(), 3);
         assert!(listed.iter().all(|secret| secret.value == "********"));
 
-        let accepted: DeployAccepted =
-            api.expect(Method::POST, &format!("/deploy/{}", project.id), None, 202).await;
-        let deployment = wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(60)).await;
-        assert_eq!(deployment.status, DeploymentStatus::Succeeded, "{} {:?}", db.name(), deployment.events);
+        let accepted: DeployAccepted = api
+            .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
+            .await;
+        let deployment =
+            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(60)).await;
+        assert_eq!(
+            deployment.status,
+            DeploymentStatus::Succeeded,
+            "{} {:?}",
+            db.name(),
+            deployment.events
+        );
 
         let web = host.env("web").await;
-        assert!(web.contains(&"DB_PASSWORD=global-pw-$1".to_string()), "{web:?}");
+        assert!(
+            web.contains(&"DB_PASSWORD=global-pw-$1".to_string()),
+            "{web:?}"
+        );
         assert!(web.contains(&"PORT=8080".to_string()), "{web:?}");
         let worker = host.env("worker").await;
-        assert!(worker.contains(&"DB_PASSWORD=worker-pw".to_string()), "{worker:?}");
-        assert!(!worker.iter().any(|entry| entry.starts_with("PORT=")), "{worker:?}");
+        assert!(
+            worker.contains(&"DB_PASSWORD=worker-pw".to_string()),
+            "{worker:?}"
+        );
+        assert!(
+            !worker.iter().any(|entry| entry.starts_with("PORT=")),
+            "{worker:?}"
+        );
 
         // The history shows every state it went through, the steps, and compose's output.
         let statuses: Vec<&str> = deployment
@@ -69,17 +104,36 @@ async fn a_deploy_through_the_api_puts_each_secret_where_it_belongs() {
             .filter(|event| event.kind == "status")
             .map(|event| event.body.as_str())
             .collect();
-        assert_eq!(statuses, ["queued", "sent", "received", "running", "succeeded"]);
-        let steps: Vec<&str> =
-            deployment.events.iter().filter(|e| e.kind == "step").map(|e| e.body.as_str()).collect();
+        assert_eq!(
+            statuses,
+            ["queued", "sent", "received", "running", "succeeded"]
+        );
+        let steps: Vec<&str> = deployment
+            .events
+            .iter()
+            .filter(|e| e.kind == "step")
+            .map(|e| e.body.as_str())
+            .collect();
         assert_eq!(steps, ["parse", "render", "up", "health"]);
-        assert!(deployment.events.iter().any(|e| e.kind == "output" && e.body.contains("web")));
+        assert!(deployment
+            .events
+            .iter()
+            .any(|e| e.kind == "output" && e.body.contains("web")));
         assert!(
-            !deployment.events.iter().any(|e| e.body.contains("global-pw") || e.body.contains("worker-pw")),
+            !deployment
+                .events
+                .iter()
+                .any(|e| e.body.contains("global-pw") || e.body.contains("worker-pw")),
             "a secret value reached the deployment's history"
         );
-        let history: Vec<Deployment> =
-            api.expect(Method::GET, &format!("/projects/{}/deployments", project.id), None, 200).await;
+        let history: Vec<Deployment> = api
+            .expect(
+                Method::GET,
+                &format!("/projects/{}/deployments", project.id),
+                None,
+                200,
+            )
+            .await;
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].id, accepted.deployment_id);
     }
@@ -90,7 +144,9 @@ async fn another_users_things_answer_404_and_no_token_answers_401() {
     let app = spawn_app(&TestDb::Sqlite).await;
     let (_, alice) = app.user("alice").await;
     let (_, bob) = app.user("bob").await;
-    let agent: AgentCreated = alice.expect(Method::POST, "/agents", Some(json!({"name": "a"})), 201).await;
+    let agent: AgentCreated = alice
+        .expect(Method::POST, "/agents", Some(json!({"name": "a"})), 201)
+        .await;
     let project: Project = alice
         .expect(
             Method::POST,
@@ -107,22 +163,35 @@ async fn another_users_things_answer_404_and_no_token_answers_401() {
             201,
         )
         .await;
-    let deployment: DeployAccepted =
-        alice.expect(Method::POST, &format!("/deploy/{}", project.id), None, 202).await;
+    let deployment: DeployAccepted = alice
+        .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
+        .await;
 
     let p = project.id;
     let s = secret.id;
     let cases: Vec<(Method, String, Option<serde_json::Value>)> = vec![
         (Method::GET, format!("/projects/{p}"), None),
-        (Method::PATCH, format!("/projects/{p}"), Some(json!({"path": "/tmp"}))),
+        (
+            Method::PATCH,
+            format!("/projects/{p}"),
+            Some(json!({"path": "/tmp"})),
+        ),
         (Method::DELETE, format!("/projects/{p}"), None),
         (Method::GET, format!("/projects/{p}/secrets"), None),
         (Method::GET, format!("/projects/{p}/deployments"), None),
-        (Method::PATCH, format!("/secrets/{s}"), Some(json!({"value": "stolen"}))),
+        (
+            Method::PATCH,
+            format!("/secrets/{s}"),
+            Some(json!({"value": "stolen"})),
+        ),
         (Method::DELETE, format!("/secrets/{s}"), None),
         (Method::POST, format!("/secrets/{s}/reveal"), None),
         (Method::POST, format!("/deploy/{p}"), None),
-        (Method::GET, format!("/deployments/{}", deployment.deployment_id), None),
+        (
+            Method::GET,
+            format!("/deployments/{}", deployment.deployment_id),
+            None,
+        ),
         (Method::DELETE, format!("/agents/{}", agent.agent.id), None),
     ];
     for (method, path, body) in cases {
@@ -146,8 +215,9 @@ async fn another_users_things_answer_404_and_no_token_answers_401() {
     assert!(agents.is_empty());
 
     // Alice still has everything, untouched.
-    let revealed: RevealedSecret =
-        alice.expect(Method::POST, &format!("/secrets/{s}/reveal"), None, 200).await;
+    let revealed: RevealedSecret = alice
+        .expect(Method::POST, &format!("/secrets/{s}/reveal"), None, 200)
+        .await;
     assert_eq!(revealed.value.expose(), "v");
     let anonymous = ApiClient::new(&app.url(), "stg_not-a-token");
     let (status, json) = anonymous.call(Method::GET, "/projects", None).await;
@@ -158,7 +228,9 @@ async fn another_users_things_answer_404_and_no_token_answers_401() {
 async fn bad_input_is_refused_with_a_message_and_nothing_is_written() {
     let app = spawn_app(&TestDb::Sqlite).await;
     let (_, api) = app.user("alice").await;
-    let agent: AgentCreated = api.expect(Method::POST, "/agents", Some(json!({"name": "a"})), 201).await;
+    let agent: AgentCreated = api
+        .expect(Method::POST, "/agents", Some(json!({"name": "a"})), 201)
+        .await;
     let project: Project = api
         .expect(
             Method::POST,
@@ -169,25 +241,71 @@ async fn bad_input_is_refused_with_a_message_and_nothing_is_written() {
         .await;
     let p = project.id;
     let cases = [
-        ("/projects", json!({"name": "Shop!", "agent_id": agent.agent.id, "path": "/srv/x"}), 400, "project name"),
-        ("/projects", json!({"name": "x", "agent_id": agent.agent.id, "path": "relative/dir"}), 400, "absolute"),
-        ("/projects", json!({"name": "x", "agent_id": agent.agent.id, "path": "/srv/x", "compose_file": "../up.yml"}), 400, "inside the project"),
-        ("/projects", json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/x"}), 409, "already have a project"),
-        ("/secrets", json!({"project_id": p, "key": "1BAD", "value": "v", "scope": "global"}), 400, "environment variable name"),
-        ("/secrets", json!({"project_id": p, "key": "OK", "value": "v", "scope": {"service": "-web"}}), 400, "service name"),
-        ("/secrets", json!({"project_id": p, "key": "OK", "value": "v", "scope": "everywhere"}), 400, "unknown variant"),
-        ("/secrets", json!({"project_id": p, "key": "BIG", "value": "x".repeat(70_000), "scope": "global"}), 400, "at most 64 KiB"),
+        (
+            "/projects",
+            json!({"name": "Shop!", "agent_id": agent.agent.id, "path": "/srv/x"}),
+            400,
+            "project name",
+        ),
+        (
+            "/projects",
+            json!({"name": "x", "agent_id": agent.agent.id, "path": "relative/dir"}),
+            400,
+            "absolute",
+        ),
+        (
+            "/projects",
+            json!({"name": "x", "agent_id": agent.agent.id, "path": "/srv/x", "compose_file": "../up.yml"}),
+            400,
+            "inside the project",
+        ),
+        (
+            "/projects",
+            json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/x"}),
+            409,
+            "already have a project",
+        ),
+        (
+            "/secrets",
+            json!({"project_id": p, "key": "1BAD", "value": "v", "scope": "global"}),
+            400,
+            "environment variable name",
+        ),
+        (
+            "/secrets",
+            json!({"project_id": p, "key": "OK", "value": "v", "scope": {"service": "-web"}}),
+            400,
+            "service name",
+        ),
+        (
+            "/secrets",
+            json!({"project_id": p, "key": "OK", "value": "v", "scope": "everywhere"}),
+            400,
+            "unknown variant",
+        ),
+        (
+            "/secrets",
+            json!({"project_id": p, "key": "BIG", "value": "x".repeat(70_000), "scope": "global"}),
+            400,
+            "at most 64 KiB",
+        ),
         ("/agents", json!({"name": ""}), 400, "1 to 64"),
     ];
     for (path, body, expected, message) in cases {
         let (status, json) = api.call(Method::POST, path, Some(body.clone())).await;
         assert_eq!(status, expected, "{path} {body}: {json}");
         let error: ApiError = serde_json::from_value(json).unwrap();
-        assert!(error.error.message.contains(message), "{path} {body}: {}", error.error.message);
+        assert!(
+            error.error.message.contains(message),
+            "{path} {body}: {}",
+            error.error.message
+        );
     }
     let projects: Vec<Project> = api.expect(Method::GET, "/projects", None, 200).await;
     assert_eq!(projects.len(), 1, "a refused project was written");
-    let secrets: Vec<SecretSummary> = api.expect(Method::GET, &format!("/projects/{p}/secrets"), None, 200).await;
+    let secrets: Vec<SecretSummary> = api
+        .expect(Method::GET, &format!("/projects/{p}/secrets"), None, 200)
+        .await;
     assert!(secrets.is_empty(), "a refused secret was written");
 }
 
@@ -195,19 +313,120 @@ async fn bad_input_is_refused_with_a_message_and_nothing_is_written() {
 async fn a_job_for_an_offline_agent_waits_queued_and_runs_once_when_it_connects() {
     let app = spawn_app(&TestDb::Sqlite).await;
     let (_, api) = app.user("alice").await;
-    let agent: AgentCreated = api.expect(Method::POST, "/agents", Some(json!({"name": "later"})), 201).await;
+    let agent: AgentCreated = api
+        .expect(Method::POST, "/agents", Some(json!({"name": "later"})), 201)
+        .await;
     let host = HostProject::new(WEB_AND_WORKER).await;
     let project = create_project(&api, &agent, &host).await;
-    let accepted: DeployAccepted = api.expect(Method::POST, &format!("/deploy/{}", project.id), None, 202).await;
+    let accepted: DeployAccepted = api
+        .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
+        .await;
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let waiting: Deployment =
-        api.expect(Method::GET, &format!("/deployments/{}", accepted.deployment_id), None, 200).await;
+    let waiting: Deployment = api
+        .expect(
+            Method::GET,
+            &format!("/deployments/{}", accepted.deployment_id),
+            None,
+            200,
+        )
+        .await;
     assert_eq!(waiting.status, DeploymentStatus::Queued);
 
     let process = AgentProcess::spawn(&app.url(), &agent.token, app.data_dir.path());
     let done = wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(60)).await;
-    assert_eq!(done.status, DeploymentStatus::Succeeded, "{:?}", done.events);
+    assert_eq!(
+        done.status,
+        DeploymentStatus::Succeeded,
+        "{:?}",
+        done.events
+    );
     let received = format!("Received Job {}", waiting.job_id);
-    assert_eq!(process.log_text().matches(&received).count(), 1, "{}", process.log_text());
+    assert_eq!(
+        process.log_text().matches(&received).count(),
+        1,
+        "{}",
+        process.log_text()
+    );
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_deploy_leaves_no_deployment_running_after_restart() {
+    use crate::helpers::ServerProcess;
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), None).await;
+    let address = server.address;
+    let api = server.api_user("alice").await;
+    let agent: AgentCreated = api
+        .expect(Method::POST, "/agents", Some(json!({"name": "h"})), 201)
+        .await;
+    let process = AgentProcess::spawn(&server.url(), &agent.token, data.path());
+    // Healthy only after 4 s, so the deploy is still running when the server dies.
+    let host = HostProject::new(
+        r#"services:
+  web:
+    image: {image}
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 4; touch /ready; while true; do sleep 1; done"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/ready"]
+      interval: 1s
+      retries: 60
+"#,
+    )
+    .await;
+    let project = create_project(&api, &agent, &host).await;
+    eventually(Duration::from_secs(10), "the agent to connect", || async {
+        server.dashboard_shows("h", "Connected").await
+    })
+    .await;
+    let accepted: DeployAccepted = api
+        .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
+        .await;
+    let path = format!("/deployments/{}", accepted.deployment_id);
+    eventually(
+        Duration::from_secs(30),
+        "the deploy to be running",
+        || async {
+            let deployment: Deployment = api.expect(Method::GET, &path, None, 200).await;
+            deployment.status == DeploymentStatus::Running
+        },
+    )
+    .await;
+
+    let mut server = server;
+    server.kill_9().await;
+    let server = ServerProcess::start(data.path(), Some(address)).await;
+    let client = ApiClient::new(&server.url(), &api.token);
+    let finished = tokio::spawn({
+        let client = client.clone();
+        async move {
+            wait_for_deployment(&client, accepted.deployment_id, Duration::from_secs(60)).await
+        }
+    })
+    .await;
+    let done = finished.unwrap_or_else(|_| {
+        panic!(
+            "agent log:\n{}\nserver log:\n{}",
+            process.log_text(),
+            std::fs::read_to_string(data.path().join("server.log")).unwrap_or_default()
+        )
+    });
+    assert_eq!(
+        done.status,
+        DeploymentStatus::Succeeded,
+        "{:?}",
+        done.events
+    );
+    // The re-sent job and its repeated `Received` never moved the status backwards.
+    let statuses: Vec<&str> = done
+        .events
+        .iter()
+        .filter(|e| e.kind == "status")
+        .map(|e| e.body.as_str())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["queued", "sent", "received", "running", "succeeded"],
+        "{statuses:?}"
+    );
 }

@@ -239,6 +239,7 @@ impl AgentProcess {
         let child = tokio::process::Command::new(agent_binary())
             .args(["--server", server_url])
             .env("STAGELY_AGENT_TOKEN", token)
+            .env("STAGELY_STATE_DIR", log_dir.join("agent-state"))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -288,6 +289,15 @@ impl ServerProcess {
     /// Starts the server on `address` (or a free loopback port) with SQLite in `data_dir`, and
     /// waits until `/healthz` answers.
     pub async fn start(data_dir: &Path, address: Option<SocketAddr>) -> Self {
+        Self::start_with(data_dir, address, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables.
+    pub async fn start_with(
+        data_dir: &Path,
+        address: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let address = match address {
             Some(address) => address,
             None => {
@@ -301,6 +311,7 @@ impl ServerProcess {
             .open(data_dir.join("server.log"))
             .unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stagely-server"))
+            .envs(env.iter().copied())
             .env("STAGELY_BIND", address.to_string())
             .env("STAGELY_DATA_DIR", data_dir)
             .env("RUST_LOG", "info")
@@ -345,6 +356,26 @@ impl ServerProcess {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    /// Creates a user and an API token with the admin CLI, as an operator would.
+    pub async fn api_user(&self, login: &str) -> ApiClient {
+        let cli = |args: &[&str]| {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_stagely-server"))
+                .args(args)
+                .env("STAGELY_DATA_DIR", &self.data_dir)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8(output.stdout).unwrap().trim().to_string()
+        };
+        cli(&["users", "add", login]);
+        let token = cli(&["tokens", "create", login]);
+        ApiClient::new(&self.url(), &token)
     }
 
     /// Whether the server-rendered dashboard lists `name` with `status`.
@@ -486,7 +517,10 @@ impl TestApp {
     pub async fn user(&self, login: &str) -> (server::db::User, ApiClient) {
         let user = self.store().create_user(login, None, false).await.unwrap();
         let token = Token::generate();
-        self.store().create_api_token(user.id, &token.hash()).await.unwrap();
+        self.store()
+            .create_api_token(user.id, &token.hash())
+            .await
+            .unwrap();
         (user, ApiClient::new(&self.url(), token.expose()))
     }
 }
@@ -502,8 +536,15 @@ impl HostProject {
     pub async fn new(compose_yaml: &str) -> Self {
         let image = agent::testing::test_image().await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("compose.yaml"), compose_yaml.replace("{image}", image)).unwrap();
-        let name = format!("stagely-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            compose_yaml.replace("{image}", image),
+        )
+        .unwrap();
+        let name = format!(
+            "stagely-test-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         Self { name, dir }
     }
 
@@ -533,11 +574,21 @@ pub const WEB_AND_WORKER: &str = r#"services:
 "#;
 
 /// Polls a deployment until it is final; returns it.
-pub async fn wait_for_deployment(api: &ApiClient, id: shared::DeploymentId, timeout: Duration) -> shared::api::Deployment {
+pub async fn wait_for_deployment(
+    api: &ApiClient,
+    id: shared::DeploymentId,
+    timeout: Duration,
+) -> shared::api::Deployment {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let deployment: shared::api::Deployment =
-            api.expect(reqwest::Method::GET, &format!("/deployments/{id}"), None, 200).await;
+        let deployment: shared::api::Deployment = api
+            .expect(
+                reqwest::Method::GET,
+                &format!("/deployments/{id}"),
+                None,
+                200,
+            )
+            .await;
         if deployment.status.is_final() {
             return deployment;
         }

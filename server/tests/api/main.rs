@@ -5,4 +5,5 @@ mod agent_link;
 mod control_plane;
 mod dashboard;
 mod helpers;
+mod secrets_at_rest;
 mod storage;
