@@ -1,7 +1,9 @@
 //! Runs what the server asks for: deploys and log streams.
 //!
 //! - A deploy job runs at most once per job id: a job re-sent after a reconnect is answered
-//!   with `Received` again (and its result, if it has one) but not run again.
+//!   with `Received` again (and its result, if it has one) but not run again. The ledger of job
+//!   ids is kept in a file, so this holds across agent restarts too; a job that was running
+//!   when the agent died is reported failed ("deploy again") rather than run a second time.
 //! - Deploys of one project run one after another; different projects run side by side.
 //! - Every event goes into one bounded queue that the link drains into whichever connection is
 //!   up, so a deploy that finishes while the server is unreachable still reports its result
@@ -15,7 +17,7 @@ use crate::runner::Redactor;
 use shared::protocol::{JobEvent, JobUpdate, StartLogs};
 use shared::{AgentToServer, DeployPayload, JobId, ProjectName, ServerToAgent};
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -35,10 +37,51 @@ enum JobState {
 struct Ledger {
     jobs: HashMap<JobId, JobState>,
     order: VecDeque<JobId>,
+    /// Where the ledger is kept; `None` keeps it in memory only.
+    path: Option<PathBuf>,
+}
+
+/// One line of the ledger file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LedgerEntry {
+    job_id: JobId,
+    /// `None` while running.
+    success: Option<bool>,
+    #[serde(default)]
+    message: String,
 }
 
 impl Ledger {
-    fn remember(&mut self, job_id: JobId, state: JobState) {
+    /// Loads the ledger at `path` (a missing or unreadable file starts an empty one). Jobs that
+    /// were running when the agent stopped are recorded as failed.
+    fn load(path: PathBuf) -> Self {
+        let entries: Vec<LedgerEntry> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                tracing::warn!(path = %path.display(), %error, "ignoring an unreadable job ledger");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        let mut ledger = Ledger::default();
+        for entry in entries {
+            let state = match entry.success {
+                Some(success) => JobState::Finished {
+                    success,
+                    message: entry.message,
+                },
+                None => JobState::Finished {
+                    success: false,
+                    message: "the agent restarted while this deploy was running; deploy again"
+                        .into(),
+                },
+            };
+            ledger.insert(entry.job_id, state);
+        }
+        ledger.path = Some(path);
+        ledger
+    }
+
+    fn insert(&mut self, job_id: JobId, state: JobState) {
         if self.jobs.insert(job_id, state).is_none() {
             self.order.push_back(job_id);
         }
@@ -47,6 +90,41 @@ impl Ledger {
                 self.jobs.remove(&oldest);
             }
         }
+    }
+
+    fn remember(&mut self, job_id: JobId, state: JobState) {
+        self.insert(job_id, state);
+        if let Err(error) = self.save() {
+            tracing::warn!(%error, "could not save the job ledger; a re-sent job could run twice after a restart");
+        }
+    }
+
+    /// Writes the ledger atomically (temporary file, then rename).
+    fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let entries: Vec<LedgerEntry> = self
+            .order
+            .iter()
+            .filter_map(|job_id| {
+                let (success, message) = match self.jobs.get(job_id)? {
+                    JobState::Running => (None, String::new()),
+                    JobState::Finished { success, message } => (Some(*success), message.clone()),
+                };
+                Some(LedgerEntry {
+                    job_id: *job_id,
+                    success,
+                    message,
+                })
+            })
+            .collect();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let temporary = path.with_extension("json.tmp");
+        std::fs::write(&temporary, serde_json::to_vec(&entries)?)?;
+        std::fs::rename(&temporary, path)
     }
 }
 
@@ -61,13 +139,19 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor and the receiving end of its event queue, for the link to drain.
-    pub fn new(options: DeployOptions) -> (Self, mpsc::Receiver<AgentToServer>) {
+    /// An executor and the receiving end of its event queue, for the link to drain. The job
+    /// ledger is kept in `ledger_file` when given (the agent's state directory), in memory
+    /// otherwise.
+    pub fn new(
+        options: DeployOptions,
+        ledger_file: Option<PathBuf>,
+    ) -> (Self, mpsc::Receiver<AgentToServer>) {
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
+        let ledger = ledger_file.map(Ledger::load).unwrap_or_default();
         let executor = Self {
             options: Arc::new(options),
             events,
-            ledger: Arc::default(),
+            ledger: Arc::new(Mutex::new(ledger)),
             project_locks: Arc::default(),
             log_streams: Arc::default(),
         };

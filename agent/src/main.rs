@@ -152,7 +152,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         hello,
         backoff: Backoff::default(),
     };
-    let (executor, events) = Executor::new(deploy_options(detected_compose)?);
+    let ledger = state_dir().join("jobs.json");
+    let (executor, events) = Executor::new(deploy_options(detected_compose)?, Some(ledger));
     tracing::info!(
         ?config,
         "starting stagely-agent {}",

@@ -13,14 +13,24 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 fn executor(private: &std::path::Path) -> (Executor, mpsc::Receiver<AgentToServer>) {
-    Executor::new(DeployOptions {
-        compose: Compose::V2,
-        allowed_roots: Vec::new(),
-        private_dir: private.to_path_buf(),
-        up_timeout: Duration::from_secs(120),
-        health_timeout: Duration::from_secs(30),
-        settle: Duration::from_millis(1500),
-    })
+    executor_with_ledger(private, None)
+}
+
+fn executor_with_ledger(
+    private: &std::path::Path,
+    ledger: Option<std::path::PathBuf>,
+) -> (Executor, mpsc::Receiver<AgentToServer>) {
+    Executor::new(
+        DeployOptions {
+            compose: Compose::V2,
+            allowed_roots: Vec::new(),
+            private_dir: private.to_path_buf(),
+            up_timeout: Duration::from_secs(120),
+            health_timeout: Duration::from_secs(30),
+            settle: Duration::from_millis(1500),
+        },
+        ledger,
+    )
 }
 
 async fn next_update(events: &mut mpsc::Receiver<AgentToServer>) -> JobUpdate {
@@ -80,6 +90,44 @@ async fn a_job_sent_again_is_acknowledged_but_never_run_twice() {
         JobEvent::Finished { success: true, .. }
     ));
     assert_eq!(project.container_id("web").await, container);
+}
+
+#[tokio::test]
+async fn the_job_ledger_survives_an_agent_restart() {
+    let yaml = format!("services:\n  web:\n    image: {{image}}\n    command: {IDLE_COMMAND}\n");
+    let project = TestProject::new(Compose::V2, &yaml).await;
+    let private = tempfile::tempdir().unwrap();
+    let ledger = private.path().join("jobs.json");
+    let job = DeployPayload {
+        job_id: JobId(Uuid::new_v4()),
+        project: project.project_name(),
+        directory: project.dir.path().display().to_string(),
+        compose_file: None,
+        secrets: Vec::new(),
+    };
+    {
+        let (executor, mut events) = executor_with_ledger(private.path(), Some(ledger.clone()));
+        executor.handle(ServerToAgent::Deploy(job.clone()));
+        while !matches!(
+            next_update(&mut events).await.event,
+            JobEvent::Finished { .. }
+        ) {}
+    }
+    let container = project.container_id("web").await;
+
+    // A new agent process (a new executor over the same ledger) gets the job again.
+    let (executor, mut events) = executor_with_ledger(private.path(), Some(ledger));
+    executor.handle(ServerToAgent::Deploy(job));
+    assert_eq!(next_update(&mut events).await.event, JobEvent::Received);
+    assert!(matches!(
+        next_update(&mut events).await.event,
+        JobEvent::Finished { success: true, .. }
+    ));
+    assert_eq!(
+        project.container_id("web").await,
+        container,
+        "the job ran a second time"
+    );
 }
 
 #[tokio::test]
