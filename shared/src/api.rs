@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 /// Whether an agent has a live session with the server right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     Connected,
@@ -27,6 +28,7 @@ impl AgentStatus {
 
 /// One agent as listed in the dashboard and by `GET /api/v1/agents`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentSummary {
     pub id: AgentId,
     /// The name given at registration.
@@ -34,6 +36,7 @@ pub struct AgentSummary {
     pub status: AgentStatus,
     /// When the server last heard from the agent (RFC 3339), if ever.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub last_seen: Option<OffsetDateTime>,
     /// From the agent's last hello.
     #[serde(default)]
@@ -48,12 +51,14 @@ pub struct AgentSummary {
 
 /// `POST /api/v1/agents`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateAgent {
     pub name: String,
 }
 
 /// The answer to `POST /api/v1/agents`: the token is shown this once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentCreated {
     pub agent: AgentSummary,
     pub token: String,
@@ -61,6 +66,7 @@ pub struct AgentCreated {
 
 /// A project: a compose file in a directory on one agent's host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Project {
     pub id: ProjectId,
     /// Also the Compose project name (`docker compose -p`).
@@ -72,11 +78,13 @@ pub struct Project {
     #[serde(default)]
     pub compose_file: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub created_at: OffsetDateTime,
 }
 
 /// `POST /api/v1/projects`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateProject {
     pub name: ProjectName,
     pub agent_id: AgentId,
@@ -87,6 +95,7 @@ pub struct CreateProject {
 
 /// `PATCH /api/v1/projects/{id}`: only the fields given change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UpdateProject {
     #[serde(default)]
     pub name: Option<ProjectName>,
@@ -101,6 +110,7 @@ pub struct UpdateProject {
 
 /// A secret as listed: the value never leaves the server here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SecretSummary {
     pub id: SecretId,
     pub project_id: ProjectId,
@@ -109,11 +119,13 @@ pub struct SecretSummary {
     /// Always `"********"`; revealing is its own, audited call.
     pub value: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub updated_at: OffsetDateTime,
 }
 
 /// `POST /api/v1/secrets`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateSecret {
     pub project_id: ProjectId,
     pub key: EnvKey,
@@ -123,12 +135,14 @@ pub struct CreateSecret {
 
 /// `PATCH /api/v1/secrets/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UpdateSecret {
     pub value: SecretValue,
 }
 
 /// `POST /api/v1/secrets/{id}/reveal`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RevealedSecret {
     pub id: SecretId,
     pub key: EnvKey,
@@ -137,12 +151,14 @@ pub struct RevealedSecret {
 
 /// `POST /api/v1/deploy/{project_id}` → 202.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeployAccepted {
     pub deployment_id: DeploymentId,
 }
 
 /// Where a deployment is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentStatus {
     /// Waiting for its agent (offline, or another deploy of the project is ahead of it).
@@ -199,8 +215,10 @@ impl DeploymentStatus {
 
 /// One entry of a deployment's history: a status change, a step or an output line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeploymentEvent {
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub at: OffsetDateTime,
     /// `status`, `step` or `output`.
     pub kind: String,
@@ -209,6 +227,7 @@ pub struct DeploymentEvent {
 
 /// A deployment with its history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Deployment {
     pub id: DeploymentId,
     pub project_id: ProjectId,
@@ -218,10 +237,13 @@ pub struct Deployment {
     #[serde(default)]
     pub message: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub updated_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub finished_at: Option<OffsetDateTime>,
     /// Empty in lists; filled by `GET /deployments/{id}`.
     #[serde(default)]
@@ -230,11 +252,13 @@ pub struct Deployment {
 
 /// The body of every API error: `{"error": {"code", "message"}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApiError {
     pub error: ApiErrorBody,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApiErrorBody {
     pub code: String,
     pub message: String,

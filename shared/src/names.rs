@@ -29,6 +29,7 @@ impl NameError {
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $check:ident) => {
         $(#[$doc])*
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);

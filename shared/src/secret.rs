@@ -9,6 +9,7 @@ use std::fmt;
 /// JSON form, the same everywhere (REST, server functions, agent protocol, CLI files):
 /// `"global"` or `{"service": "<name>"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SecretScope {
     /// Injected into every service of the project.
@@ -28,6 +29,7 @@ impl fmt::Display for SecretScope {
 
 /// A secret's plaintext. Its `Debug` prints `***` so it never lands in a log by accident.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct SecretValue(String);
 

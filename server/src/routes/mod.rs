@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod deployments;
+pub mod openapi;
 pub mod projects;
 pub mod secrets;
 
@@ -39,6 +40,7 @@ pub fn api() -> Router<AppState> {
         .route("/secrets/{id}/reveal", post(secrets::reveal))
         .route("/deploy/{project_id}", post(deployments::deploy))
         .route("/deployments/{id}", get(deployments::show))
+        .route("/openapi.json", get(openapi::document))
         .fallback(|| async { AppError::NotFound })
 }
 

@@ -430,3 +430,53 @@ async fn a_server_killed_mid_deploy_leaves_no_deployment_running_after_restart()
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_with_resolvable_schemas() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (status, body) = crate::helpers::http_get(app.address, "/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (path, method) in [
+        ("/agents", "post"),
+        ("/projects/{id}", "patch"),
+        ("/projects/{id}/secrets", "get"),
+        ("/secrets/{id}/reveal", "post"),
+        ("/deploy/{project_id}", "post"),
+        ("/deployments/{id}", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    let schemas = &doc["components"]["schemas"];
+    let project = &schemas["Project"]["properties"];
+    for field in [
+        "id",
+        "name",
+        "agent_id",
+        "path",
+        "compose_file",
+        "created_at",
+    ] {
+        assert!(
+            project[field].is_object(),
+            "Project.{field} missing: {project}"
+        );
+    }
+    let scope = schemas["SecretScope"].to_string();
+    assert!(
+        scope.contains("global") && scope.contains("service"),
+        "{scope}"
+    );
+
+    // Every reference points at a schema the document defines.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"").skip(1) {
+        let target = reference.split('"').next().unwrap();
+        let name = target.strip_prefix("#/components/schemas/").expect(target);
+        assert!(schemas[name].is_object(), "dangling reference {target}");
+    }
+}
