@@ -131,7 +131,7 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
     let started = Instant::now();
     let tokens = register_agents(&data_dir.join("stagely.db"), n).await?;
     println!(
-        "registered {n} agents in the database in {:.1} s",
+        "registered {n} agents in the database in {:.2} s",
         started.elapsed().as_secs_f64()
     );
     let mut server = launcher.start().await?;
@@ -139,7 +139,7 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
     let rss_before = server.memory()?;
     println!("server RSS before connecting: {rss_before}");
 
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel();
     let (stop_tx, stop) = watch::channel(false);
     let ctx = Arc::new(Ctx {
         server: launcher.address,
@@ -148,112 +148,34 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
         events: events_tx,
         stop,
     });
-    let mut tally = Tally::default();
-
-    // Connect every agent, at most `concurrency` handshakes at a time.
-    let sample: Vec<usize> =
-        rand::seq::index::sample(&mut rand::thread_rng(), n, args.heartbeat_sample.min(n))
-            .into_vec();
-    let mut probe_senders = HashMap::new();
-    for index in &sample {
-        let (tx, rx) = mpsc::channel(PROBES_PER_AGENT);
-        probe_senders.insert(*index, (tx, Some(rx)));
-    }
-    let started = Instant::now();
-    for (index, token) in tokens.into_iter().enumerate() {
-        let probes = probe_senders.get_mut(&index).and_then(|(_, rx)| rx.take());
-        tokio::spawn(run_agent(ctx.clone(), index, token, probes));
-    }
-    let deadline = started + Duration::from_secs(args.connect_timeout_secs);
-    let mut progress = tokio::time::interval_at(
-        Instant::now() + Duration::from_secs(5),
-        Duration::from_secs(5),
-    );
-    while tally.connected + tally.failed_count() < n {
-        tokio::select! {
-            Some(event) = events.recv() => tally.absorb(event),
-            _ = progress.tick() => println!(
-                "  … {} connected, {} failed after {:.0} s",
-                tally.connected,
-                tally.failed_count(),
-                started.elapsed().as_secs_f64()
-            ),
-            _ = sleep_until(deadline) => {
-                println!(
-                    "  gave up after {} s with {} agents still connecting",
-                    args.connect_timeout_secs,
-                    n - tally.connected - tally.failed_count()
-                );
-                break;
-            }
-        }
-    }
-    let ramp = started.elapsed();
-    println!(
-        "connected: {} of {n} in {:.1} s ({:.0} handshakes/s, {} in flight at most)",
-        tally.connected,
-        ramp.as_secs_f64(),
-        tally.connected as f64 / ramp.as_secs_f64(),
-        args.concurrency
-    );
-    print_counts("  failed", &tally.failed);
-    if tally.connected == 0 {
+    let mut monitor = Monitor {
+        events,
+        tally: Tally::default(),
+    };
+    let probes = spawn_agents(&ctx, tokens, args.heartbeat_sample);
+    connect_all(args, &mut monitor).await;
+    if monitor.tally.connected == 0 {
         server.print_log_summary();
         bail!("no agent connected");
     }
 
-    // Idle, then read the server's memory again.
-    drain_for(&mut events, &mut tally, Duration::from_secs(args.idle_secs)).await;
-    let rss_idle = server.memory()?;
-    let live = tally.live();
-    let per_agent_kib = rss_idle.rss_kib.saturating_sub(rss_before.rss_kib) as f64 / live as f64;
-    println!(
-        "server RSS after {} s idle with {live} agents: {rss_idle}",
-        args.idle_secs
-    );
-    println!(
-        "server RSS per connected agent: {per_agent_kib:.1} KiB ((after - before) / {live}; \
-         anon {:.1} KiB, file {:.1} KiB, shmem {:.1} KiB) — target ≤ {TARGET_RSS_PER_AGENT_KIB} \
-         KiB: {}",
-        rss_idle.anon_kib.saturating_sub(rss_before.anon_kib) as f64 / live as f64,
-        rss_idle.file_kib.saturating_sub(rss_before.file_kib) as f64 / live as f64,
-        rss_idle.shmem_kib.saturating_sub(rss_before.shmem_kib) as f64 / live as f64,
-        verdict(per_agent_kib <= TARGET_RSS_PER_AGENT_KIB)
-    );
-    if let Some(own) = Memory::of("self") {
-        println!("loadgen RSS: {own}");
-    }
+    monitor.drain_for(Duration::from_secs(args.idle_secs)).await;
+    report_idle_memory(&server, &rss_before, monitor.tally.live(), args.idle_secs)?;
+    measure_heartbeats(&mut monitor, probes).await;
 
-    // Timed heartbeats from a sample, spread over the probe window.
-    let (probes_sent, probing_agents) = probe(&mut events, &mut tally, probe_senders).await;
-    let mut rtts = std::mem::take(&mut tally.round_trips);
-    rtts.sort();
-    if rtts.is_empty() {
-        println!("heartbeat round trip: no answer to {probes_sent} timed heartbeats");
-    } else {
-        let p99 = percentile(&rtts, 0.99);
-        println!(
-            "heartbeat round trip ({} answered of {probes_sent} sent by {} agents over {} s): \
-             p50 {}, p90 {}, p99 {}, max {} — target p99 ≤ {}: {}",
-            rtts.len(),
-            probing_agents,
-            PROBE_WINDOW.as_secs(),
-            ms(percentile(&rtts, 0.50)),
-            ms(percentile(&rtts, 0.90)),
-            ms(p99),
-            ms(rtts[rtts.len() - 1]),
-            ms(TARGET_HEARTBEAT_P99),
-            verdict(p99 <= TARGET_HEARTBEAT_P99 && rtts.len() == probes_sent)
-        );
-    }
-
-    // TODO(deploy API): once the server can push a `ServerToAgent::Deploy` to an agent, send
-    // jobs to random connected agents here and time job sent -> `JobUpdate::Received`
-    // (target p99 ≤ 20 ms).
-    println!("dispatch latency: not measurable yet (needs the deploy API)");
+    // TODO(dispatch latency, target p99 ≤ 20 ms): push jobs to random connected agents and time
+    // the request -> the agent receiving `ServerToAgent::Deploy`. `POST /api/v1/deploy/{project}`
+    // (commit c480c4f) makes it possible: create a user and an API token with the admin CLI
+    // (`users add <login> --admin`, `tokens create <login>`), one project per sampled agent
+    // (`POST /api/v1/projects`), then deploy them at random moments of a window, as
+    // `measure_heartbeats` does for heartbeats, and answer each job with `JobUpdate` so the
+    // server does not re-send it.
+    println!(
+        "dispatch latency: not measured yet (the loadgen does not drive the deploy API; TODO)"
+    );
 
     if args.restart_test {
-        server = restart_test(args, &launcher, server, &mut events, &mut tally).await?;
+        server = restart_test(args, &launcher, server, &mut monitor).await?;
     }
 
     let _ = stop_tx.send(true);
@@ -262,51 +184,192 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Where each sampled agent receives its cue to send a timed heartbeat.
+type ProbeCues = Vec<mpsc::Sender<()>>;
+
+/// Spawns one task per agent; `sample` of them (chosen at random) take part in the heartbeat
+/// measurement.
+fn spawn_agents(ctx: &Arc<Ctx>, tokens: Vec<String>, sample: usize) -> ProbeCues {
+    let n = tokens.len();
+    let mut sampled = vec![false; n];
+    for index in rand::seq::index::sample(&mut rand::thread_rng(), n, sample.min(n)) {
+        sampled[index] = true;
+    }
+    let mut cues = Vec::new();
+    for (index, token) in tokens.into_iter().enumerate() {
+        let probes = sampled[index].then(|| {
+            let (tx, rx) = mpsc::channel(PROBES_PER_AGENT);
+            cues.push(tx);
+            rx
+        });
+        tokio::spawn(run_agent(ctx.clone(), index, token, probes));
+    }
+    cues
+}
+
+/// Waits until every agent has connected or given up (at most `--connect-timeout-secs`).
+async fn connect_all(args: &Args, monitor: &mut Monitor) {
+    let n = args.agents;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.connect_timeout_secs);
+    let settled = |tally: &Tally| tally.connected + tally.failed_count() >= n;
+    let progress = |tally: &Tally| {
+        println!(
+            "  … {} connected, {} failed after {:.0} s",
+            tally.connected,
+            tally.failed_count(),
+            started.elapsed().as_secs_f64()
+        )
+    };
+    if !monitor
+        .wait_until(deadline, Duration::from_secs(5), settled, progress)
+        .await
+    {
+        let tally = &monitor.tally;
+        println!(
+            "  gave up after {} s with {} agents still connecting",
+            args.connect_timeout_secs,
+            n - tally.connected - tally.failed_count()
+        );
+    }
+    let ramp = started.elapsed();
+    let tally = &monitor.tally;
+    println!(
+        "connected: {} of {n} in {:.1} s ({:.0} handshakes/s, {} in flight at most)",
+        tally.connected,
+        ramp.as_secs_f64(),
+        tally.connected as f64 / ramp.as_secs_f64(),
+        args.concurrency
+    );
+    print_counts("  failed", &tally.failed);
+}
+
+fn report_idle_memory(
+    server: &ServerProcess,
+    before: &Memory,
+    live: usize,
+    idle_secs: u64,
+) -> anyhow::Result<()> {
+    let idle = server.memory()?;
+    let per_agent = |after: u64, before: u64| after.saturating_sub(before) as f64 / live as f64;
+    let rss_per_agent = per_agent(idle.rss_kib, before.rss_kib);
+    println!("server RSS after {idle_secs} s idle with {live} agents: {idle}");
+    println!(
+        "server RSS per connected agent: {rss_per_agent:.1} KiB ((after - before) / {live}; \
+         anon {:.1} KiB, file {:.1} KiB, shmem {:.1} KiB) — target ≤ {TARGET_RSS_PER_AGENT_KIB} \
+         KiB: {}",
+        per_agent(idle.anon_kib, before.anon_kib),
+        per_agent(idle.file_kib, before.file_kib),
+        per_agent(idle.shmem_kib, before.shmem_kib),
+        verdict(rss_per_agent <= TARGET_RSS_PER_AGENT_KIB)
+    );
+    if let Some(own) = Memory::of("self") {
+        println!("loadgen RSS: {own}");
+    }
+    Ok(())
+}
+
+/// Has every sampled agent send `PROBES_PER_AGENT` timed heartbeats at random moments of the
+/// probe window, waits for the answers and prints the round-trip percentiles.
+async fn measure_heartbeats(monitor: &mut Monitor, cues: ProbeCues) {
+    use rand::Rng;
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut rng = rand::thread_rng();
+    // An agent that never connected has dropped its receiver: it is not part of the sample.
+    let cues: ProbeCues = cues.into_iter().filter(|tx| !tx.is_closed()).collect();
+    let agents = cues.len();
+    let mut schedule: Vec<(Instant, mpsc::Sender<()>)> = cues
+        .iter()
+        .flat_map(|tx| std::iter::repeat_n(tx, PROBES_PER_AGENT))
+        .map(|tx| {
+            (
+                start + rng.gen_range(Duration::ZERO..PROBE_WINDOW),
+                tx.clone(),
+            )
+        })
+        .collect();
+    schedule.sort_by_key(|(at, _)| *at);
+    let scheduler = tokio::spawn(async move {
+        let mut sent = 0;
+        for (at, tx) in schedule {
+            sleep_until(at).await;
+            // A full queue or an agent gone since just means one probe less.
+            if tx.try_send(()).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    });
+    monitor
+        .drain_for(PROBE_WINDOW + Duration::from_millis(100))
+        .await;
+    let sent = scheduler.await.unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let answered = |tally: &Tally| tally.round_trips.len() >= sent;
+    monitor
+        .wait_until(deadline, Duration::from_secs(60), answered, |_| {})
+        .await;
+
+    let mut rtts = std::mem::take(&mut monitor.tally.round_trips);
+    rtts.sort();
+    let Some(max) = rtts.last().copied() else {
+        println!("heartbeat round trip: no answer to {sent} timed heartbeats");
+        return;
+    };
+    let p99 = percentile(&rtts, 0.99);
+    println!(
+        "heartbeat round trip ({} answered of {sent} sent by {agents} agents over {} s): \
+         p50 {}, p90 {}, p99 {}, max {} — target p99 ≤ {}: {}",
+        rtts.len(),
+        PROBE_WINDOW.as_secs(),
+        ms(percentile(&rtts, 0.50)),
+        ms(percentile(&rtts, 0.90)),
+        ms(p99),
+        ms(max),
+        ms(TARGET_HEARTBEAT_P99),
+        verdict(p99 <= TARGET_HEARTBEAT_P99 && rtts.len() == sent)
+    );
+}
+
 /// Kills the server with SIGKILL, starts it again and follows the agents back.
 async fn restart_test(
     args: &Args,
     launcher: &Launcher,
     server: ServerProcess,
-    events: &mut mpsc::UnboundedReceiver<Event>,
-    tally: &mut Tally,
+    monitor: &mut Monitor,
 ) -> anyhow::Result<ServerProcess> {
-    drain_for(events, tally, Duration::ZERO).await;
-    let expected = tally.live();
-    let reconnected_before = tally.reconnected.len();
+    monitor.drain_for(Duration::ZERO).await;
+    let expected = monitor.tally.live();
+    let before = monitor.tally.reconnected.len();
     let killed_at = Instant::now();
     server.kill().await;
     let server = launcher.start().await?;
-    let back_after = killed_at.elapsed();
     println!(
         "restart: kill -9 with {expected} agents connected; the restarted server answered \
          /healthz {} after the kill",
-        ms(back_after)
+        ms(killed_at.elapsed())
     );
     let deadline = killed_at + Duration::from_secs(args.reconnect_timeout_secs);
-    let mut progress = tokio::time::interval_at(
-        Instant::now() + Duration::from_secs(10),
-        Duration::from_secs(10),
-    );
-    while tally.reconnected.len() - reconnected_before < expected {
-        tokio::select! {
-            Some(event) = events.recv() => tally.absorb(event),
-            _ = progress.tick() => println!(
-                "  … {} of {expected} back after {:.0} s",
-                tally.reconnected.len() - reconnected_before,
-                killed_at.elapsed().as_secs_f64()
-            ),
-            _ = sleep_until(deadline) => {
-                println!("  gave up waiting after {} s", args.reconnect_timeout_secs);
-                break;
-            }
-        }
+    let back = |tally: &Tally| tally.reconnected.len() - before >= expected;
+    let progress = |tally: &Tally| {
+        println!(
+            "  … {} of {expected} back after {:.0} s",
+            tally.reconnected.len() - before,
+            killed_at.elapsed().as_secs_f64()
+        )
+    };
+    if !monitor
+        .wait_until(deadline, Duration::from_secs(10), back, progress)
+        .await
+    {
+        println!("  gave up waiting after {} s", args.reconnect_timeout_secs);
     }
-    let mut offsets: Vec<Duration> = tally.reconnected[reconnected_before..]
+
+    let mut offsets: Vec<Duration> = monitor.tally.reconnected[before..]
         .iter()
         .map(|at| at.saturating_duration_since(killed_at))
         .collect();
     offsets.sort();
-
     let mut per_second: BTreeMap<u64, usize> = BTreeMap::new();
     for offset in &offsets {
         *per_second.entry(offset.as_secs()).or_default() += 1;
@@ -337,72 +400,50 @@ async fn restart_test(
         TARGET_MAX_SHARE_PER_SECOND * 100.0,
         verdict(share <= TARGET_MAX_SHARE_PER_SECOND)
     );
-    print_counts("  failed reconnect attempts", &tally.retry_failed);
+    print_counts("  failed reconnect attempts", &monitor.tally.retry_failed);
     if let Ok(memory) = server.memory() {
         println!("server RSS with the agents back: {memory}");
     }
     Ok(server)
 }
 
-/// Sends `PROBES_PER_AGENT` timed heartbeats from every sampled agent at random moments of the
-/// probe window and waits for the answers. Returns how many were sent, and by how many agents.
-async fn probe(
-    events: &mut mpsc::UnboundedReceiver<Event>,
-    tally: &mut Tally,
-    senders: HashMap<usize, (mpsc::Sender<()>, Option<mpsc::Receiver<()>>)>,
-) -> (usize, usize) {
-    use rand::Rng;
-    let start = Instant::now() + Duration::from_millis(100);
-    let mut rng = rand::thread_rng();
-    // An agent that never connected has dropped its receiver: it is not part of the sample.
-    let live: Vec<mpsc::Sender<()>> = senders
-        .into_values()
-        .map(|(tx, _)| tx)
-        .filter(|tx| !tx.is_closed())
-        .collect();
-    let agents = live.len();
-    let mut schedule: Vec<(Instant, mpsc::Sender<()>)> = live
-        .into_iter()
-        .flat_map(|tx| {
-            (0..PROBES_PER_AGENT)
-                .map(|_| {
-                    let offset = rng.gen_range(Duration::ZERO..PROBE_WINDOW);
-                    (start + offset, tx.clone())
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    schedule.sort_by_key(|(at, _)| *at);
-    let scheduler = tokio::spawn(async move {
-        let mut sent = 0;
-        for (at, tx) in schedule {
-            sleep_until(at).await;
-            // A full queue or a gone agent (it never connected) just means no probe.
-            if tx.try_send(()).is_ok() {
-                sent += 1;
-            }
-        }
-        sent
-    });
-    drain_for(events, tally, PROBE_WINDOW + Duration::from_millis(100)).await;
-    let sent = scheduler.await.unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while tally.round_trips.len() < sent {
-        tokio::select! {
-            Some(event) = events.recv() => tally.absorb(event),
-            _ = sleep_until(deadline) => break,
-        }
-    }
-    (sent, agents)
+/// The coordinator's view of the agents: the events they report, folded into a [`Tally`].
+struct Monitor {
+    events: mpsc::UnboundedReceiver<Event>,
+    tally: Tally,
 }
 
-async fn drain_for(events: &mut mpsc::UnboundedReceiver<Event>, tally: &mut Tally, time: Duration) {
-    let deadline = Instant::now() + time;
-    loop {
-        tokio::select! {
-            biased;
-            Some(event) = events.recv() => tally.absorb(event),
-            _ = sleep_until(deadline) => return,
+impl Monitor {
+    /// Takes in events until `done` holds (true) or `deadline` passes (false), calling
+    /// `progress` every `every`.
+    async fn wait_until(
+        &mut self,
+        deadline: Instant,
+        every: Duration,
+        done: impl Fn(&Tally) -> bool,
+        progress: impl Fn(&Tally),
+    ) -> bool {
+        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+        while !done(&self.tally) {
+            tokio::select! {
+                biased;
+                Some(event) = self.events.recv() => self.tally.absorb(event),
+                _ = tick.tick() => progress(&self.tally),
+                _ = sleep_until(deadline) => return false,
+            }
+        }
+        true
+    }
+
+    /// Takes in events for `time`.
+    async fn drain_for(&mut self, time: Duration) {
+        let deadline = Instant::now() + time;
+        loop {
+            tokio::select! {
+                biased;
+                Some(event) = self.events.recv() => self.tally.absorb(event),
+                _ = sleep_until(deadline) => return,
+            }
         }
     }
 }
@@ -913,16 +954,32 @@ impl ServerProcess {
         }
     }
 
-    /// Counts the server's warnings and errors and shows the last few.
+    /// Counts the server's warnings and errors (all its runs), grouped by message.
     fn print_log_summary(&self) {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
-            .collect();
-        println!("server log: {} warnings or errors", lines.len());
-        for line in lines.iter().rev().take(5).rev() {
-            println!("  {line}");
+        let mut kinds: HashMap<String, usize> = HashMap::new();
+        for line in text.lines() {
+            let Some(at) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else {
+                continue;
+            };
+            // `LEVEL target: message key=value …`: keep the level, target and message.
+            let entry = line[at..].trim();
+            let message = match entry.find('=') {
+                Some(field) => entry[..field]
+                    .rsplit_once(' ')
+                    .map_or(entry, |(head, _)| head),
+                None => entry,
+            };
+            *kinds.entry(message.to_string()).or_default() += 1;
+        }
+        println!(
+            "server log: {} warnings or errors",
+            kinds.values().sum::<usize>()
+        );
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+        for (message, count) in kinds {
+            println!("  {count} × {message}");
         }
     }
 }
@@ -986,7 +1043,7 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 fn print_counts(label: &str, counts: &HashMap<String, usize>) {
     let mut counts: Vec<_> = counts.iter().collect();
-    counts.sort_by(|a, b| b.1.cmp(a.1));
+    counts.sort_by_key(|(_, count)| std::cmp::Reverse(**count));
     for (error, count) in counts {
         println!("{label}: {count} × {error}");
     }
