@@ -14,6 +14,8 @@ pub struct Backoff {
     cap: Duration,
     reset_after: Duration,
     attempt: u32,
+    /// The smallest ceiling, set from the server's `reconnect_window_secs`.
+    window: Duration,
 }
 
 impl Default for Backoff {
@@ -34,13 +36,23 @@ impl Backoff {
             cap,
             reset_after,
             attempt: 0,
+            window: Duration::ZERO,
         }
+    }
+
+    /// Spreads even the first attempts over at least `window` (the server's advice, sized to
+    /// its fleet so a restart is not met by every agent in the same second).
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window.min(self.cap);
     }
 
     /// The upper bound of the next delay, before jitter.
     pub fn ceiling(&self) -> Duration {
         let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
+        self.base
+            .saturating_mul(factor)
+            .max(self.window)
+            .min(self.cap)
     }
 
     /// The delay before the next attempt; each call moves one step up the curve.
@@ -104,6 +116,21 @@ mod tests {
         assert_eq!(backoff.ceiling(), Duration::from_secs(32));
         backoff.connection_ended(Duration::from_secs(61));
         assert_eq!(backoff.ceiling(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_servers_window_widens_the_first_attempts() {
+        let mut backoff = Backoff::default();
+        backoff.set_window(Duration::from_secs(25));
+        assert_eq!(backoff.ceiling(), Duration::from_secs(25));
+        for _ in 0..6 {
+            backoff.next_delay();
+        }
+        assert_eq!(
+            backoff.ceiling(),
+            Duration::from_secs(60),
+            "it never exceeds the cap"
+        );
     }
 
     #[test]

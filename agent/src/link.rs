@@ -93,7 +93,7 @@ pub async fn run(
     loop {
         let attempt_started = Instant::now();
         let ended = connect_and_serve(
-            &config,
+            &mut config,
             &mut jobs,
             &mut outage,
             &mut ever_connected,
@@ -141,7 +141,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// One connection: handshake, then serve until it breaks. Logs the recovery of an outage.
 async fn connect_and_serve(
-    config: &LinkConfig,
+    config: &mut LinkConfig,
     jobs: &mut Jobs,
     outage: &mut Option<(Instant, String)>,
     ever_connected: &mut bool,
@@ -149,7 +149,7 @@ async fn connect_and_serve(
 ) -> Ended {
     let (mut socket, welcome) = tokio::select! {
         _ = stopped(&mut stop) => return Ended::Shutdown,
-        handshake = handshake(config) => match handshake {
+        handshake = handshake(&*config) => match handshake {
             Ok(connected) => connected,
             Err(reason) => return Ended::Lost(reason),
         },
@@ -167,6 +167,9 @@ async fn connect_and_serve(
         None => tracing::info!(agent_id = %welcome.agent_id, "reconnected to the server"),
     }
     *ever_connected = true;
+    config
+        .backoff
+        .set_window(Duration::from_secs(welcome.reconnect_window_secs));
     serve(&mut socket, &welcome, jobs, stop).await
 }
 

@@ -18,6 +18,9 @@ pub enum AppError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    /// Too much at once (agents reconnecting after a restart): come back in a few seconds.
+    #[error("{0}; retry in a few seconds")]
+    Busy(String),
     /// A stored secret that cannot be decrypted (wrong key, tampered row): the message names
     /// the problem and holds nothing secret.
     #[error("{0}")]
@@ -43,6 +46,7 @@ impl IntoResponse for AppError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Self::Unreadable(_) => (StatusCode::INTERNAL_SERVER_ERROR, "secret_unreadable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -54,6 +58,14 @@ impl IntoResponse for AppError {
             other => other.to_string(),
         };
         let body = serde_json::json!({ "error": { "code": code, "message": message } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, Self::Busy(_)) {
+            // Jittered, so the refused do not all return in the same second.
+            let retry_after = u16::from(rand::random::<u8>() % 5 + 1);
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after.into());
+        }
+        response
     }
 }

@@ -36,6 +36,8 @@ pub struct AppState {
     /// Encrypts and decrypts secrets: `APP_MASTER_KEY`, plus `APP_MASTER_KEY_PREVIOUS` during a
     /// key rotation.
     pub keyring: Arc<Keyring>,
+    /// Agent handshakes allowed at once (see `stream::MAX_HANDSHAKES`).
+    pub handshakes: Arc<tokio::sync::Semaphore>,
     pub leptos_options: LeptosOptions,
 }
 
@@ -76,6 +78,7 @@ impl AppState {
             hub: Hub::new(),
             config: Arc::new(config),
             keyring: Arc::new(keyring),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(stream::MAX_HANDSHAKES)),
             leptos_options,
         })
     }

@@ -123,6 +123,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "starting stagely-server {}",
         env!("CARGO_PKG_VERSION")
     );
+    raise_open_file_limit();
     let bind = config.bind;
     let public_url = config.public_url.clone();
     let state = AppState::build(config).await?;
@@ -132,6 +133,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {bind} (STAGELY_BIND)"))?;
     tracing::info!("dashboard at {public_url}");
     server::run(listener, state, shutdown_signal()).await
+}
+
+/// Every connected agent holds a socket: raise the soft limit on open files to the hard limit,
+/// and say how many agents the result allows when it is low.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass and nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    if limit.rlim_cur < 65_536 {
+        tracing::warn!(
+            limit = limit.rlim_cur,
+            "the open-file limit caps this server at about {} agents; raise it (e.g. LimitNOFILE= in the systemd unit) for a larger fleet",
+            limit.rlim_cur.saturating_sub(100)
+        );
+    }
 }
 
 async fn shutdown_signal() {

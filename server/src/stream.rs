@@ -5,8 +5,8 @@
 //! hub's messages to the agent and the agent's frames to the hub until either side goes away,
 //! the agent stays silent for three heartbeat intervals, or the hub closes the session.
 
-use crate::db::Agent;
 use crate::error::AppError;
+use crate::hub::Session;
 use crate::token::TokenHash;
 use crate::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap, Uri};
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use shared::protocol::{Hello, Rejected, Welcome};
-use shared::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
+use shared::{AgentId, AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
@@ -27,6 +27,11 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Sustained frames per second an agent may send, and the burst above it.
 const RATE_PER_SEC: f64 = 200.0;
 const RATE_BURST: f64 = 1_000.0;
+
+/// Handshakes (authentication, hello, welcome) in progress at once; beyond this new agents are
+/// told to come back later (503) before any database work, which bounds both the load and the
+/// memory of a reconnect storm.
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// Authenticates the agent, then upgrades.
 pub async fn agent_stream(
@@ -43,6 +48,11 @@ pub async fn agent_stream(
     let token = bearer_token(&headers).ok_or_else(|| {
         AppError::Unauthorized("missing `Authorization: Bearer <agent token>` header".into())
     })?;
+    let permit = state
+        .handshakes
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Busy("too many agents are connecting at once".into()))?;
     let agent = state
         .store
         .agent_by_token(&TokenHash::of(token))
@@ -52,9 +62,11 @@ pub async fn agent_stream(
     Ok(upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .read_buffer_size(4 * 1024)
+        // Idle agents dominate: 1 KiB to read into (frames larger than that are still read
+        // whole) and no write buffer beyond the frame being sent.
+        .read_buffer_size(1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket: WebSocket| run_session(socket, state, agent)))
+        .on_upgrade(move |socket: WebSocket| run_session(socket, state, agent.id, permit)))
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -65,46 +77,25 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Drives one agent's socket until it ends. Generic over the socket so tests can use channels.
-pub async fn run_session<S>(socket: S, state: AppState, agent: Agent)
-where
+///
+/// `permit` is one of [`MAX_HANDSHAKES`]; it is released once the handshake is over.
+pub async fn run_session<S>(
+    socket: S,
+    state: AppState,
+    agent: AgentId,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
     S: Sink<Message> + Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     let (mut tx, mut rx) = socket.split();
-
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_frame(&mut rx)).await {
-        Ok(Some(Ok(AgentToServer::Hello(hello)))) => hello,
-        Ok(Some(Ok(_))) => {
-            return reject(&mut tx, &agent, "the first message must be a hello").await
-        }
-        Ok(Some(Err(error))) => return reject(&mut tx, &agent, &error).await,
-        Ok(None) => return,
-        Err(_) => return reject(&mut tx, &agent, "no hello within 10 seconds").await,
-    };
-    if let Err(reason) = check_hello(&hello) {
-        return reject(&mut tx, &agent, &reason).await;
-    }
-    if let Err(error) = state.store.record_hello(agent.id, &hello).await {
-        tracing::warn!(agent_id = %agent.id, %error, "could not record the agent's hello");
-    }
-    let Some(mut session) = state.hub.register(agent.id) else {
-        let _ = close(&mut tx, "server shutting down").await;
-        return;
-    };
-
-    let heartbeat = state.config.heartbeat_interval;
-    let welcome = ServerToAgent::Welcome(Welcome {
-        agent_id: agent.id,
-        heartbeat_interval_secs: heartbeat.as_secs(),
-    });
-    if send(&mut tx, &welcome).await.is_err() {
-        session.guard.set_reason("socket closed before welcome");
-        return;
-    }
-    // Jobs queued while the agent was away, or left open by a server restart.
-    crate::jobs::resend_open_jobs(&state, agent.id).await;
+    // Boxed: the handshake's state lives on the heap only while it runs, instead of inside
+    // every idle session for its whole life.
+    let session = Box::pin(handshake(&mut tx, &mut rx, &state, agent)).await;
+    drop(permit);
+    let Some(mut session) = session else { return };
 
     // Offline after three missed heartbeats (plus slack for a slow network).
-    let silence_limit = heartbeat * 3 + Duration::from_secs(5);
+    let silence_limit = state.config.heartbeat_interval * 3 + Duration::from_secs(5);
     let mut deadline = Instant::now() + silence_limit;
     let mut rate = RateLimit::new(RATE_PER_SEC, RATE_BURST);
 
@@ -124,7 +115,7 @@ where
                     let _ = close(&mut tx, "message rate limit exceeded").await;
                     break "message rate limit exceeded".into();
                 }
-                state.hub.mark_seen(agent.id);
+                state.hub.mark_seen(agent);
                 match serde_json::from_str::<AgentToServer>(&message) {
                     Ok(AgentToServer::Heartbeat(beat)) => {
                         if send(&mut tx, &ServerToAgent::HeartbeatAck(beat)).await.is_err() {
@@ -132,16 +123,16 @@ where
                         }
                     }
                     Ok(AgentToServer::JobUpdate(update)) => {
-                        crate::jobs::record_update(&state, agent.id, update).await;
+                        Box::pin(crate::jobs::record_update(&state, agent, update)).await;
                     }
                     Ok(AgentToServer::Hello(_)) => {
-                        tracing::debug!(agent_id = %agent.id, "ignoring a repeated hello");
+                        tracing::debug!(agent_id = %agent, "ignoring a repeated hello");
                     }
                     Ok(other) => {
-                        tracing::debug!(agent_id = %agent.id, message = ?other, "agent message");
+                        tracing::debug!(agent_id = %agent, message = ?other, "agent message");
                     }
                     Err(error) => {
-                        tracing::warn!(agent_id = %agent.id, %error, "skipping a frame that is not a known message");
+                        tracing::warn!(agent_id = %agent, %error, "skipping a frame that is not a known message");
                     }
                 }
             }
@@ -162,6 +153,48 @@ where
         }
     };
     session.guard.set_reason(reason);
+}
+
+/// Hello, registration and welcome; `None` when the agent is refused or gone.
+async fn handshake<T, R>(
+    tx: &mut T,
+    rx: &mut R,
+    state: &AppState,
+    agent: AgentId,
+) -> Option<Session>
+where
+    T: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_frame(rx)).await {
+        Ok(Some(Ok(AgentToServer::Hello(hello)))) => hello,
+        Ok(Some(Ok(_))) => return reject(tx, agent, "the first message must be a hello").await,
+        Ok(Some(Err(error))) => return reject(tx, agent, &error).await,
+        Ok(None) => return None,
+        Err(_) => return reject(tx, agent, "no hello within 10 seconds").await,
+    };
+    if let Err(reason) = check_hello(&hello) {
+        return reject(tx, agent, &reason).await;
+    }
+    if let Err(error) = state.store.record_hello(agent, &hello).await {
+        tracing::warn!(agent_id = %agent, %error, "could not record the agent's hello");
+    }
+    let Some(mut session) = state.hub.register(agent) else {
+        let _ = close(tx, "server shutting down").await;
+        return None;
+    };
+    let welcome = ServerToAgent::Welcome(Welcome {
+        agent_id: agent,
+        heartbeat_interval_secs: state.config.heartbeat_interval.as_secs(),
+        reconnect_window_secs: state.hub.reconnect_window_secs(),
+    });
+    if send(tx, &welcome).await.is_err() {
+        session.guard.set_reason("socket closed before welcome");
+        return None;
+    }
+    // Jobs queued while the agent was away, or left open by a server restart.
+    crate::jobs::resend_open_jobs(state, agent).await;
+    Some(session)
 }
 
 fn check_hello(hello: &Hello) -> Result<(), String> {
@@ -190,13 +223,18 @@ where
     }
 }
 
-async fn reject<T: Sink<Message> + Unpin>(tx: &mut T, agent: &Agent, reason: &str) {
-    tracing::warn!(agent_id = %agent.id, %reason, "Agent Rejected");
+async fn reject<T: Sink<Message> + Unpin>(
+    tx: &mut T,
+    agent: AgentId,
+    reason: &str,
+) -> Option<Session> {
+    tracing::warn!(agent_id = %agent, %reason, "Agent Rejected");
     let rejected = ServerToAgent::Rejected(Rejected {
         reason: reason.to_string(),
     });
     let _ = send(tx, &rejected).await;
     let _ = close(tx, "rejected").await;
+    None
 }
 
 async fn send<T: Sink<Message> + Unpin>(tx: &mut T, message: &ServerToAgent) -> Result<(), ()> {

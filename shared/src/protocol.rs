@@ -76,6 +76,11 @@ pub struct Welcome {
     pub agent_id: AgentId,
     /// How often the agent should send [`Heartbeat`]s.
     pub heartbeat_interval_secs: u64,
+    /// After losing a link that was up, spread the first reconnect uniformly over this many
+    /// seconds: the server sizes it to its fleet so a restart is not met by every agent at
+    /// once. `0` (an older server) means the agent's own base delay.
+    #[serde(default)]
+    pub reconnect_window_secs: u64,
 }
 
 /// The server refused the agent; `reason` is written for the person reading the agent's log.

@@ -24,7 +24,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use server::token::Token;
-use shared::protocol::{Heartbeat, Hello};
+use shared::protocol::{Heartbeat, Hello, Welcome};
 use shared::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use std::collections::{BTreeMap, HashMap};
@@ -542,11 +542,13 @@ async fn run_agent(
     };
     ctx.report(Event::Connected);
     loop {
-        let (socket, heartbeat_secs) = connection;
+        let (socket, welcome) = connection;
+        // As the real agent does: the server sizes the first reconnect window to its fleet.
+        backoff.set_window(Duration::from_secs(welcome.reconnect_window_secs));
         if serve(
             &ctx,
             socket,
-            heartbeat_secs,
+            welcome.heartbeat_interval_secs,
             &mut state,
             &mut probes,
             &mut stop,
@@ -667,14 +669,14 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// TCP from this agent's own loopback address, WebSocket upgrade with the bearer token,
 /// `Hello`, `Welcome`. Returns the socket and the heartbeat interval the server asked for.
-async fn connect(ctx: &Ctx, index: usize, token: &str) -> Result<(Socket, u64), String> {
+async fn connect(ctx: &Ctx, index: usize, token: &str) -> Result<(Socket, Welcome), String> {
     match tokio::time::timeout(CONNECT_TIMEOUT, handshake(ctx, index, token)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no welcome within {} s", CONNECT_TIMEOUT.as_secs())),
     }
 }
 
-async fn handshake(ctx: &Ctx, index: usize, token: &str) -> Result<(Socket, u64), String> {
+async fn handshake(ctx: &Ctx, index: usize, token: &str) -> Result<(Socket, Welcome), String> {
     let tcp = TcpSocket::new_v4().map_err(|error| format!("socket: {error}"))?;
     bind_address_no_port(&tcp).map_err(|error| format!("IP_BIND_ADDRESS_NO_PORT: {error}"))?;
     tcp.bind(SocketAddr::from((source_address(index), 0)))
@@ -712,9 +714,7 @@ async fn handshake(ctx: &Ctx, index: usize, token: &str) -> Result<(Socket, u64)
         match socket.next().await {
             Some(Ok(Message::Text(text))) => {
                 return match serde_json::from_str(&text) {
-                    Ok(ServerToAgent::Welcome(welcome)) => {
-                        Ok((socket, welcome.heartbeat_interval_secs))
-                    }
+                    Ok(ServerToAgent::Welcome(welcome)) => Ok((socket, welcome)),
                     Ok(ServerToAgent::Rejected(rejected)) => {
                         Err(format!("rejected: {}", rejected.reason))
                     }

@@ -355,3 +355,48 @@ async fn a_network_blip_mid_stream_heals_by_itself() {
     );
     assert_eq!(log.matches("reconnected to the server").count(), 1, "{log}");
 }
+
+#[tokio::test]
+async fn when_too_many_agents_connect_at_once_the_rest_are_told_to_retry_later() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (agent_id, token) = app.add_agent("edge-1").await;
+    // Every handshake slot taken, as in a reconnect storm after a restart.
+    let all = server::stream::MAX_HANDSHAKES as u32;
+    let busy = app
+        .state
+        .handshakes
+        .clone()
+        .acquire_many_owned(all)
+        .await
+        .unwrap();
+
+    let mut request = app.stream_url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.expose()).parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            let retry_after: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=5).contains(&retry_after), "{retry_after}");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+
+    // Once the storm passes, the real agent gets in by itself.
+    drop(busy);
+    let _agent = AgentProcess::spawn(&app.url(), token.expose(), app.data_dir.path());
+    eventually(SOON, "the agent to connect", || async {
+        app.state.hub.is_connected(agent_id)
+    })
+    .await;
+    eventually(SOON, "every handshake slot to be free again", || async {
+        app.state.handshakes.available_permits() == server::stream::MAX_HANDSHAKES
+    })
+    .await;
+}
