@@ -144,25 +144,8 @@ async fn another_users_things_answer_404_and_no_token_answers_401() {
     let app = spawn_app(&TestDb::Sqlite).await;
     let (_, alice) = app.user("alice").await;
     let (_, bob) = app.user("bob").await;
-    let agent: AgentCreated = alice
-        .expect(Method::POST, "/agents", Some(json!({"name": "a"})), 201)
-        .await;
-    let project: Project = alice
-        .expect(
-            Method::POST,
-            "/projects",
-            Some(json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"})),
-            201,
-        )
-        .await;
-    let secret: SecretSummary = alice
-        .expect(
-            Method::POST,
-            "/secrets",
-            Some(json!({"project_id": project.id, "key": "K", "value": "v", "scope": "global"})),
-            201,
-        )
-        .await;
+    let (agent, project) = alice.shop_project().await;
+    let secret = alice.add_secret(project.id, "K", "v").await;
     let deployment: DeployAccepted = alice
         .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
         .await;
@@ -228,17 +211,7 @@ async fn another_users_things_answer_404_and_no_token_answers_401() {
 async fn bad_input_is_refused_with_a_message_and_nothing_is_written() {
     let app = spawn_app(&TestDb::Sqlite).await;
     let (_, api) = app.user("alice").await;
-    let agent: AgentCreated = api
-        .expect(Method::POST, "/agents", Some(json!({"name": "a"})), 201)
-        .await;
-    let project: Project = api
-        .expect(
-            Method::POST,
-            "/projects",
-            Some(json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"})),
-            201,
-        )
-        .await;
+    let (agent, project) = api.shop_project().await;
     let p = project.id;
     let cases = [
         (

@@ -498,6 +498,32 @@ impl ApiClient {
         (status, json)
     }
 
+    /// Registers an agent (without running it) and a project `shop` in `/srv/shop` on it.
+    pub async fn shop_project(&self) -> (shared::api::AgentCreated, shared::api::Project) {
+        let body = serde_json::json!({"name": "a"});
+        let agent: shared::api::AgentCreated = self
+            .expect(reqwest::Method::POST, "/agents", Some(body), 201)
+            .await;
+        let body =
+            serde_json::json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"});
+        let project = self
+            .expect(reqwest::Method::POST, "/projects", Some(body), 201)
+            .await;
+        (agent, project)
+    }
+
+    /// Adds a global secret to a project.
+    pub async fn add_secret(
+        &self,
+        project: shared::ProjectId,
+        key: &str,
+        value: &str,
+    ) -> shared::api::SecretSummary {
+        let body = serde_json::json!({"project_id": project, "key": key, "value": value, "scope": "global"});
+        self.expect(reqwest::Method::POST, "/secrets", Some(body), 201)
+            .await
+    }
+
     /// A call that must answer `expected`, decoded into `T`.
     pub async fn expect<T: serde::de::DeserializeOwned>(
         &self,

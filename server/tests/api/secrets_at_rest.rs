@@ -3,31 +3,14 @@
 use crate::helpers::{spawn_app, ApiClient, ServerProcess, TestDb};
 use reqwest::Method;
 use serde_json::json;
-use shared::api::{AgentCreated, Project, SecretSummary};
+use shared::api::{Project, SecretSummary};
 use std::time::Duration;
 
 const PLAINTEXT: &str = "correct-horse-battery-staple-4f9a";
 
 async fn project_with_secret(api: &ApiClient) -> (Project, SecretSummary) {
-    let agent: AgentCreated = api
-        .expect(Method::POST, "/agents", Some(json!({"name": "a"})), 201)
-        .await;
-    let project: Project = api
-        .expect(
-            Method::POST,
-            "/projects",
-            Some(json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"})),
-            201,
-        )
-        .await;
-    let secret: SecretSummary = api
-        .expect(
-            Method::POST,
-            "/secrets",
-            Some(json!({"project_id": project.id, "key": "API_KEY", "value": PLAINTEXT, "scope": "global"})),
-            201,
-        )
-        .await;
+    let (_, project) = api.shop_project().await;
+    let secret = api.add_secret(project.id, "API_KEY", PLAINTEXT).await;
     (project, secret)
 }
 
