@@ -5,6 +5,8 @@
 //! the page reaches data; their bodies run on the server against a [`ssr::Dashboard`] that the
 //! server provides as context, so this crate never depends on the database or the hub.
 
+#[cfg(feature = "hydrate")]
+pub mod live;
 pub mod servers;
 
 use leptos::prelude::*;

@@ -2,6 +2,8 @@
 
 use leptos::prelude::*;
 use shared::api::{AgentStatus, AgentSummary};
+use shared::AgentId;
+use std::collections::HashMap;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
@@ -17,6 +19,25 @@ pub async fn list_agents() -> Result<Vec<AgentSummary>, ServerFnError> {
 #[component]
 pub fn ServersPage() -> impl IntoView {
     let agents = Resource::new(|| (), |_| list_agents());
+    // Statuses heard on the live feed since the list was loaded; they win over the list's.
+    let live = RwSignal::new(HashMap::<AgentId, AgentStatus>::new());
+
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        use crate::live::{subscribe, Live};
+        use shared::api::DashboardEvent;
+        subscribe(std::rc::Rc::new(move |message| match message {
+            Live::Opened | Live::Event(DashboardEvent::Resync) => {
+                live.update(HashMap::clear);
+                agents.refetch();
+            }
+            Live::Event(DashboardEvent::AgentStatus { agent_id, status }) => {
+                live.update(|statuses| {
+                    statuses.insert(agent_id, status);
+                });
+            }
+        }));
+    });
 
     view! {
         <section class="panel">
@@ -30,7 +51,7 @@ pub fn ServersPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match agents.await {
                         Ok(list) if list.is_empty() => view! { <EmptyServers /> }.into_any(),
-                        Ok(list) => view! { <ServerTable agents=list /> }.into_any(),
+                        Ok(list) => view! { <ServerTable agents=list live /> }.into_any(),
                         Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
                     }
                 })}
@@ -50,7 +71,10 @@ fn EmptyServers() -> impl IntoView {
 }
 
 #[component]
-fn ServerTable(agents: Vec<AgentSummary>) -> impl IntoView {
+fn ServerTable(
+    agents: Vec<AgentSummary>,
+    live: RwSignal<HashMap<AgentId, AgentStatus>>,
+) -> impl IntoView {
     view! {
         <table class="servers">
             <thead>
@@ -65,15 +89,21 @@ fn ServerTable(agents: Vec<AgentSummary>) -> impl IntoView {
                 </tr>
             </thead>
             <tbody>
-                {agents.into_iter().map(|agent| view! { <ServerRow agent /> }).collect_view()}
+                {agents.into_iter().map(|agent| view! { <ServerRow agent live /> }).collect_view()}
             </tbody>
         </table>
     }
 }
 
 #[component]
-fn ServerRow(agent: AgentSummary) -> impl IntoView {
-    let status_class = match agent.status {
+fn ServerRow(agent: AgentSummary, live: RwSignal<HashMap<AgentId, AgentStatus>>) -> impl IntoView {
+    let id = agent.id;
+    let loaded = agent.status;
+    let status = move || {
+        live.with(|statuses| statuses.get(&id).copied())
+            .unwrap_or(loaded)
+    };
+    let status_class = move || match status() {
         AgentStatus::Connected => "status status-connected",
         AgentStatus::Disconnected => "status status-disconnected",
     };
@@ -82,7 +112,7 @@ fn ServerRow(agent: AgentSummary) -> impl IntoView {
         <tr data-agent-id=agent.id.to_string()>
             <td class="name">{agent.name}</td>
             <td>
-                <span class=status_class>{agent.status.label()}</span>
+                <span class=status_class>{move || status().label()}</span>
             </td>
             <td>{agent.hostname.unwrap_or_else(unknown)}</td>
             <td>{agent.docker_version.unwrap_or_else(unknown)}</td>

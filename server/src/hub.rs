@@ -64,6 +64,8 @@ struct Inner {
     events: broadcast::Sender<HubEvent>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
+    /// Flips to true on shutdown, for connections that are not agent sessions (browsers).
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Inner {
@@ -74,6 +76,7 @@ impl Default for Inner {
             events: broadcast::channel(1024).0,
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            closing: tokio::sync::watch::channel(false).0,
         }
     }
 }
@@ -218,6 +221,7 @@ impl Hub {
     /// Closes every session and refuses new ones; lets a graceful shutdown finish.
     pub fn shut_down(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.closing.send_replace(true);
         for entry in lock(&self.inner.sessions).values_mut() {
             if let Some(close) = entry.close.take() {
                 let _ = close.send("server shutting down".into());
@@ -228,6 +232,13 @@ impl Hub {
     /// Notes that the agent was heard from now; written to the database by the flusher.
     pub fn mark_seen(&self, agent_id: AgentId) {
         lock(&self.inner.seen).insert(agent_id, OffsetDateTime::now_utc());
+    }
+
+    /// Resolves when the server starts shutting down.
+    pub async fn closing(&self) {
+        let mut closing = self.inner.closing.subscribe();
+        // The sender lives as long as the hub, so waiting cannot fail while we hold `self`.
+        let _ = closing.wait_for(|closing| *closing).await;
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {

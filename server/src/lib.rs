@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod dashboard;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod hub;
 pub mod jobs;
 pub mod routes;
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/stream", get(stream::agent_stream))
+        .route("/api/v1/events", get(events::browser_events))
         .nest("/api/v1", routes::api())
         .leptos_routes_with_context(
             &state,

@@ -263,3 +263,16 @@ pub struct ApiErrorBody {
     pub code: String,
     pub message: String,
 }
+
+/// What the dashboard's live WebSocket (`/api/v1/events`) sends the browser.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum DashboardEvent {
+    /// An agent connected or disconnected.
+    AgentStatus {
+        agent_id: AgentId,
+        status: AgentStatus,
+    },
+    /// Events were missed (a slow tab): reload the data instead of trusting the stream.
+    Resync,
+}

@@ -6,9 +6,12 @@
 //! N simulated agents that speak the real protocol: WebSocket to `/api/v1/stream` with the
 //! bearer token, `Hello`, `Welcome`, heartbeats at the interval the server asks for. It prints
 //! what the issue "Agent link … held at 50,000 agents" asks about: how many connect, the
-//! server's memory per connected agent, the heartbeat round trip, and with `--restart-test`
-//! how the agents come back after a `kill -9` and restart of the server, each using the real
-//! agent's [`Backoff`].
+//! server's memory per connected agent, the heartbeat round trip, with `--restart-test` how the
+//! agents come back after a `kill -9` and restart of the server, each using the real agent's
+//! [`Backoff`], and the dispatch latency: from `POST /api/v1/deploy/{project}` to the agent
+//! receiving the `Deploy` frame, both timed in this process on one clock. For that it creates
+//! an admin user and an API token with the server's own admin commands (same data directory,
+//! the server keeps running) and one project for each sampled agent.
 //!
 //! One machine cannot open more than ~28k connections from one source address to one server
 //! port (the ephemeral port range), so agent `i` binds its socket to `127.0.0.(2 + i % 253)`
@@ -24,10 +27,11 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use server::token::Token;
-use shared::protocol::{Heartbeat, Hello, Welcome};
+use shared::api::{DeployAccepted, Project};
+use shared::protocol::{Heartbeat, Hello, JobEvent, JobUpdate, Welcome};
 use shared::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -53,8 +57,11 @@ const PROBE_WINDOW: Duration = Duration::from_secs(5);
 /// Targets from the issue, printed next to the figures.
 const TARGET_RSS_PER_AGENT_KIB: f64 = 15.0;
 const TARGET_HEARTBEAT_P99: Duration = Duration::from_millis(10);
+const TARGET_DISPATCH_P99: Duration = Duration::from_millis(20);
 const TARGET_RECONNECT_99: Duration = Duration::from_secs(90);
 const TARGET_MAX_SHARE_PER_SECOND: f64 = 0.05;
+/// How a refused upgrade reads when the server is busy (`AppError::Busy`).
+const BUSY: &str = "HTTP 503 Service Unavailable";
 
 /// Load generator for the agent link: starts a real server and connects N simulated agents.
 #[derive(Parser)]
@@ -73,12 +80,19 @@ struct Args {
     /// Seconds every agent stays connected and idle before the server's memory is read.
     #[arg(long, default_value_t = 5)]
     idle_secs: u64,
-    /// Handshakes in flight at once while the agents first connect.
-    #[arg(long, default_value_t = 500)]
+    /// Handshakes in flight at once while the agents first connect (the server admits this
+    /// many; an agent told 503 backs off and tries again, like the real agent).
+    #[arg(long, default_value_t = server::stream::MAX_HANDSHAKES)]
     concurrency: usize,
     /// How many agents send timed heartbeats.
     #[arg(long, default_value_t = 1000)]
     heartbeat_sample: usize,
+    /// How many deploys to time, each to its own randomly chosen connected agent (0: none).
+    #[arg(long, default_value_t = 1000)]
+    dispatch: usize,
+    /// Deploy requests per second while measuring dispatch latency.
+    #[arg(long, default_value_t = 200.0)]
+    dispatch_rate: f64,
     /// Give up on agents still connecting after this many seconds.
     #[arg(long, default_value_t = 120)]
     connect_timeout_secs: u64,
@@ -129,7 +143,7 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
     // Start once so the server creates the schema, stop it, fill the table, start again.
     launcher.start().await?.stop().await;
     let started = Instant::now();
-    let tokens = register_agents(&data_dir.join("stagely.db"), n).await?;
+    let (agent_ids, tokens) = register_agents(&data_dir.join("stagely.db"), n).await?;
     println!(
         "registered {n} agents in the database in {:.2} s",
         started.elapsed().as_secs_f64()
@@ -163,19 +177,12 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
     report_idle_memory(&server, &rss_before, monitor.tally.live(), args.idle_secs)?;
     measure_heartbeats(&mut monitor, probes).await;
 
-    // TODO(dispatch latency, target p99 ≤ 20 ms): push jobs to random connected agents and time
-    // the request -> the agent receiving `ServerToAgent::Deploy`. `POST /api/v1/deploy/{project}`
-    // (commit c480c4f) makes it possible: create a user and an API token with the admin CLI
-    // (`users add <login> --admin`, `tokens create <login>`), one project per sampled agent
-    // (`POST /api/v1/projects`), then deploy them at random moments of a window, as
-    // `measure_heartbeats` does for heartbeats, and answer each job with `JobUpdate` so the
-    // server does not re-send it.
-    println!(
-        "dispatch latency: not measured yet (the loadgen does not drive the deploy API; TODO)"
-    );
-
     if args.restart_test {
         server = restart_test(args, &launcher, server, &mut monitor).await?;
+    }
+    // After the restart test, so the open deployments it leaves are not re-sent during it.
+    if args.dispatch > 0 {
+        measure_dispatch(args, &launcher, &agent_ids, &mut monitor).await?;
     }
 
     let _ = stop_tx.send(true);
@@ -242,6 +249,7 @@ async fn connect_all(args: &Args, monitor: &mut Monitor) {
         args.concurrency
     );
     print_counts("  failed", &tally.failed);
+    print_counts("  retried", &tally.ramp_retried);
 }
 
 fn report_idle_memory(
@@ -407,6 +415,162 @@ async fn restart_test(
     Ok(server)
 }
 
+/// Times deploys: one project per sampled connected agent, then `POST /api/v1/deploy/{id}` at
+/// random moments of a window (`--dispatch-rate` per second on average) and the arrival of the
+/// matching `Deploy` frame at the agent.
+async fn measure_dispatch(
+    args: &Args,
+    launcher: &Launcher,
+    agent_ids: &[String],
+    monitor: &mut Monitor,
+) -> anyhow::Result<()> {
+    use futures_util::TryStreamExt;
+    use rand::Rng;
+    monitor.drain_for(Duration::ZERO).await;
+    let online: Vec<usize> = monitor.tally.online.iter().copied().collect();
+    let count = args.dispatch.min(online.len());
+    if count == 0 {
+        println!("dispatch latency: no agent connected");
+        return Ok(());
+    }
+    // Agents inserted straight into the database have no owner: only an admin sees them.
+    launcher
+        .admin(&["users", "add", "bench", "--admin"])
+        .await?;
+    let token = launcher.admin(&["tokens", "create", "bench"]).await?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let api = format!("http://{}/api/v1", launcher.address);
+    let sample: Vec<usize> = rand::seq::index::sample(&mut rand::thread_rng(), online.len(), count)
+        .into_iter()
+        .map(|at| online[at])
+        .collect();
+
+    let started = Instant::now();
+    let projects: Vec<Project> = futures_util::stream::iter(sample.iter().map(|&agent| {
+        let request = http
+            .post(format!("{api}/projects"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({
+                "name": format!("bench-{agent}"),
+                "agent_id": agent_ids[agent],
+                "path": format!("/srv/bench-{agent}"),
+            }));
+        async move {
+            let response = request.send().await?.error_for_status()?;
+            response.json::<Project>().await
+        }
+    }))
+    .buffer_unordered(8)
+    .try_collect()
+    .await
+    .context("creating the projects to deploy")?;
+    println!(
+        "dispatch: created {} projects in {:.1} s",
+        projects.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let window = Duration::from_secs_f64((count as f64 / args.dispatch_rate.max(1.0)).max(1.0));
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut rng = rand::thread_rng();
+    let mut requests = tokio::task::JoinSet::new();
+    for project in projects {
+        let at = start + rng.gen_range(Duration::ZERO..window);
+        let request = http
+            .post(format!("{api}/deploy/{}", project.id))
+            .bearer_auth(&token);
+        requests.spawn(async move {
+            sleep_until(at).await;
+            let sent_at = Instant::now();
+            let outcome = match request.send().await {
+                Ok(response) if response.status() == reqwest::StatusCode::ACCEPTED => {
+                    match response.json::<DeployAccepted>().await {
+                        Ok(_) => Ok(sent_at.elapsed()),
+                        Err(error) => Err(format!("reading the answer: {error}")),
+                    }
+                }
+                Ok(response) => Err(format!("HTTP {}", response.status())),
+                Err(error) => Err(error.to_string()),
+            };
+            (project.name.to_string(), sent_at, outcome)
+        });
+    }
+    let mut collect = tokio::spawn(async move {
+        let mut done = Vec::new();
+        while let Some(result) = requests.join_next().await {
+            if let Ok(result) = result {
+                done.push(result);
+            }
+        }
+        done
+    });
+    monitor.drain_for(window + Duration::from_millis(100)).await;
+    let done: Vec<(String, Instant, Result<Duration, String>)> = loop {
+        tokio::select! {
+            biased;
+            Some(event) = monitor.events.recv() => monitor.tally.absorb(event),
+            done = &mut collect => break done.unwrap_or_default(),
+        }
+    };
+    let accepted = done.iter().filter(|(.., outcome)| outcome.is_ok()).count();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let arrived = |tally: &Tally| tally.deploys.len() >= accepted;
+    monitor
+        .wait_until(deadline, Duration::from_secs(60), arrived, |_| {})
+        .await;
+
+    let mut first_arrival: HashMap<&str, Instant> = HashMap::new();
+    for (project, at) in &monitor.tally.deploys {
+        let entry = first_arrival.entry(project.as_str()).or_insert(*at);
+        *entry = (*entry).min(*at);
+    }
+    let mut latencies = Vec::new();
+    let mut responses = Vec::new();
+    let mut refused: HashMap<String, usize> = HashMap::new();
+    for (name, sent_at, outcome) in &done {
+        match outcome {
+            Ok(response) => {
+                responses.push(*response);
+                if let Some(at) = first_arrival.get(name.as_str()) {
+                    latencies.push(at.saturating_duration_since(*sent_at));
+                }
+            }
+            Err(error) => *refused.entry(error.clone()).or_default() += 1,
+        }
+    }
+    latencies.sort();
+    responses.sort();
+    let Some(max) = latencies.last().copied() else {
+        println!("dispatch latency: no deploy arrived ({accepted} accepted of {count})");
+        print_counts("  deploy requests failed", &refused);
+        return Ok(());
+    };
+    let p99 = percentile(&latencies, 0.99);
+    println!(
+        "dispatch latency ({} arrived of {accepted} accepted, {count} sent over {:.1} s): p50 {}, \
+         p90 {}, p99 {}, max {} — target p99 ≤ {}: {}",
+        latencies.len(),
+        window.as_secs_f64(),
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.90)),
+        ms(p99),
+        ms(max),
+        ms(TARGET_DISPATCH_P99),
+        verdict(p99 <= TARGET_DISPATCH_P99 && latencies.len() == count)
+    );
+    println!(
+        "  202 answer after: p50 {}, p99 {}, max {}",
+        ms(percentile(&responses, 0.50)),
+        ms(percentile(&responses, 0.99)),
+        ms(responses.last().copied().unwrap_or_default())
+    );
+    print_counts("  deploy requests failed", &refused);
+    Ok(())
+}
+
 /// The coordinator's view of the agents: the events they report, folded into a [`Tally`].
 struct Monitor {
     events: mpsc::UnboundedReceiver<Event>,
@@ -450,39 +614,59 @@ impl Monitor {
 
 /// What the simulated agents report to the coordinator.
 enum Event {
-    /// The first connection succeeded.
-    Connected,
+    /// The first connection of this agent succeeded.
+    Connected(usize),
     /// The first connection failed; the agent gives up.
     Failed(String),
-    /// A live connection ended.
-    Lost,
-    /// Welcomed again after a loss, at this moment.
-    Reconnected(Instant),
+    /// The server was busy (503) at the first connection; the agent backs off and tries again.
+    RampRetried(String),
+    /// A live connection of this agent ended.
+    Lost(usize),
+    /// This agent was welcomed again after a loss, at this moment.
+    Reconnected(usize, Instant),
     /// A reconnection attempt failed; the agent backs off and tries again.
     RetryFailed(String),
     /// A timed heartbeat was answered after this long.
     RoundTrip(Duration),
+    /// A `Deploy` for this project arrived at this moment.
+    DeployArrived(String, Instant),
 }
 
 #[derive(Default)]
 struct Tally {
     connected: usize,
     failed: HashMap<String, usize>,
+    ramp_retried: HashMap<String, usize>,
     lost: usize,
     reconnected: Vec<Instant>,
     retry_failed: HashMap<String, usize>,
     round_trips: Vec<Duration>,
+    /// Agents connected right now, by index.
+    online: HashSet<usize>,
+    /// Every `Deploy` received: project name and arrival.
+    deploys: Vec<(String, Instant)>,
 }
 
 impl Tally {
     fn absorb(&mut self, event: Event) {
         match event {
-            Event::Connected => self.connected += 1,
+            Event::Connected(index) => {
+                self.connected += 1;
+                self.online.insert(index);
+            }
             Event::Failed(error) => *self.failed.entry(error).or_default() += 1,
-            Event::Lost => self.lost += 1,
-            Event::Reconnected(at) => self.reconnected.push(at),
+            Event::RampRetried(error) => *self.ramp_retried.entry(error).or_default() += 1,
+            Event::Lost(index) => {
+                self.lost += 1;
+                self.online.remove(&index);
+            }
+            Event::Reconnected(index, at) => {
+                self.reconnected.push(at);
+                self.online.insert(index);
+            }
             Event::RetryFailed(error) => *self.retry_failed.entry(error).or_default() += 1,
             Event::RoundTrip(rtt) => self.round_trips.push(rtt),
+            Event::DeployArrived(project, at) => self.deploys.push((project, at)),
         }
     }
 
@@ -530,17 +714,32 @@ async fn run_agent(
         let Ok(_permit) = ctx.ramp.acquire().await else {
             return;
         };
-        state.attempt_started = Instant::now();
-        tokio::select! {
-            connected = connect(&ctx, index, &token) => connected,
-            _ = stopped(&mut stop) => return,
+        loop {
+            state.attempt_started = Instant::now();
+            let attempt = tokio::select! {
+                connected = connect(&ctx, index, &token) => connected,
+                _ = stopped(&mut stop) => return,
+            };
+            match attempt {
+                // The server admits a bounded number of handshakes at once; like the real
+                // agent, back off and try again. Any other failure ends this agent.
+                Err(error) if error.ends_with(BUSY) => {
+                    ctx.report(Event::RampRetried(error));
+                    backoff.connection_ended(state.attempt_started.elapsed());
+                    tokio::select! {
+                        _ = sleep(backoff.next_delay()) => {}
+                        _ = stopped(&mut stop) => return,
+                    }
+                }
+                other => break other,
+            }
         }
     };
     let mut connection = match first {
         Ok(connection) => connection,
         Err(error) => return ctx.report(Event::Failed(error)),
     };
-    ctx.report(Event::Connected);
+    ctx.report(Event::Connected(index));
     loop {
         let (socket, welcome) = connection;
         // As the real agent does: the server sizes the first reconnect window to its fleet.
@@ -558,7 +757,7 @@ async fn run_agent(
         {
             return;
         }
-        ctx.report(Event::Lost);
+        ctx.report(Event::Lost(index));
         // Exactly the real agent's loop (`agent::link::run`): the time since the attempt
         // started decides whether the curve resets, then wait the next delay and dial again.
         backoff.connection_ended(state.attempt_started.elapsed());
@@ -574,7 +773,7 @@ async fn run_agent(
             };
             match attempt {
                 Ok(connection) => {
-                    ctx.report(Event::Reconnected(Instant::now()));
+                    ctx.report(Event::Reconnected(index, Instant::now()));
                     break connection;
                 }
                 Err(error) => {
@@ -638,14 +837,23 @@ async fn serve(
                 }
             }
             frame = socket.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    if let Ok(ServerToAgent::HeartbeatAck(Heartbeat { seq })) = serde_json::from_str(&text) {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
+                    Ok(ServerToAgent::HeartbeatAck(Heartbeat { seq })) => {
                         if let Some(at) = state.in_flight.iter().position(|(sent, _)| *sent == seq) {
                             let (_, sent_at) = state.in_flight.swap_remove(at);
                             ctx.report(Event::RoundTrip(sent_at.elapsed()));
                         }
                     }
-                }
+                    Ok(ServerToAgent::Deploy(job)) => {
+                        ctx.report(Event::DeployArrived(job.project.to_string(), Instant::now()));
+                        // What the real agent says first; the job then stays `received`.
+                        let received = JobUpdate { job_id: job.job_id, event: JobEvent::Received };
+                        if send(&mut socket, &AgentToServer::JobUpdate(received)).await.is_err() {
+                            return Ended::Lost;
+                        }
+                    }
+                    _ => {}
+                },
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return Ended::Lost,
                 Some(Ok(_)) => {}
             },
@@ -817,8 +1025,8 @@ fn raise_fd_limit(wanted: u64) -> anyhow::Result<u64> {
 }
 
 /// Inserts `n` agents in one transaction the way `Store::create_agent` does (UUID id, name,
-/// hex SHA-256 of a freshly generated token, created now) and returns their tokens.
-async fn register_agents(db: &Path, n: usize) -> anyhow::Result<Vec<String>> {
+/// hex SHA-256 of a freshly generated token, created now) and returns their ids and tokens.
+async fn register_agents(db: &Path, n: usize) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let options = SqliteConnectOptions::new()
         .filename(db)
         .journal_mode(SqliteJournalMode::Wal)
@@ -829,25 +1037,28 @@ async fn register_agents(db: &Path, n: usize) -> anyhow::Result<Vec<String>> {
         .await
         .with_context(|| format!("opening {}", db.display()))?;
     let now = server::db::now_ms();
+    let mut ids = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
     let mut tx = pool.begin().await?;
     for index in 0..n {
         let token = Token::generate();
+        let id = uuid::Uuid::new_v4().to_string();
         sqlx::query(
             "INSERT INTO agents (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&id)
         .bind(format!("loadgen-{index}"))
         .bind(&token.hash().0)
         .bind(now)
         .execute(&mut *tx)
         .await
         .context("inserting agents")?;
+        ids.push(id);
         tokens.push(token.expose().to_string());
     }
     tx.commit().await?;
     pool.close().await;
-    Ok(tokens)
+    Ok((ids, tokens))
 }
 
 /// How to start the server: always the same binary, address and data directory.
@@ -867,25 +1078,13 @@ impl Launcher {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let mut command = Command::new(&self.bin);
+        let mut command = self.command();
         command
             .arg("serve")
-            .env("STAGELY_BIND", self.address.to_string())
-            .env("STAGELY_DATA_DIR", &self.data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
-        for name in [
-            "DATABASE_URL",
-            "DATABASE_URL_FILE",
-            "APP_MASTER_KEY",
-            "APP_MASTER_KEY_FILE",
-            "STAGELY_PUBLIC_URL",
-            "STAGELY_HEARTBEAT_SECS",
-        ] {
-            command.env_remove(name);
-        }
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", self.bin.display()))?;
@@ -910,6 +1109,47 @@ impl Launcher {
             pid,
             log: self.log.clone(),
         })
+    }
+
+    /// Runs an admin command (`users add …`) against the same data directory and returns what
+    /// it printed on stdout.
+    async fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = tokio::time::timeout(
+            Duration::from_secs(60),
+            self.command().args(args).kill_on_drop(true).output(),
+        )
+        .await
+        .with_context(|| format!("`stagely-server {}` took over 60 s", args.join(" ")))?
+        .with_context(|| format!("starting {}", self.bin.display()))?;
+        if !output.status.success() {
+            bail!(
+                "`stagely-server {}` failed ({}): {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    /// The server binary with this run's address and data directory, and nothing inherited
+    /// that would point it elsewhere.
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
+            .env("STAGELY_BIND", self.address.to_string())
+            .env("STAGELY_DATA_DIR", &self.data_dir);
+        for name in [
+            "DATABASE_URL",
+            "DATABASE_URL_FILE",
+            "APP_MASTER_KEY",
+            "APP_MASTER_KEY_FILE",
+            "STAGELY_PUBLIC_URL",
+            "STAGELY_HEARTBEAT_SECS",
+        ] {
+            command.env_remove(name);
+        }
+        command
     }
 }
 

@@ -31,3 +31,69 @@ async fn health_check_answers_ok() {
     let app = spawn_app(&TestDb::Sqlite).await;
     assert_eq!(app.get_text("/healthz").await, (200, "ok".to_string()));
 }
+
+#[tokio::test]
+async fn the_live_feed_tells_the_browser_when_an_agent_comes_and_goes() {
+    use shared::api::{AgentStatus, DashboardEvent};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (agent_id, token) = app.add_agent("live-box").await;
+    let url = format!("ws://{}/api/v1/events", app.address);
+
+    // Another site's page may not open the feed.
+    let mut foreign = url.as_str().into_client_request().unwrap();
+    foreign
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(foreign).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("origin", app.url().parse().unwrap());
+    let (mut feed, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut agent = AgentProcess::spawn(&app.url(), token.expose(), app.data_dir.path());
+    assert_eq!(
+        next_event(&mut feed).await,
+        DashboardEvent::AgentStatus {
+            agent_id,
+            status: AgentStatus::Connected
+        }
+    );
+    agent.kill_9().await;
+    assert_eq!(
+        next_event(&mut feed).await,
+        DashboardEvent::AgentStatus {
+            agent_id,
+            status: AgentStatus::Disconnected
+        }
+    );
+}
+
+async fn next_event<S>(feed: &mut S) -> shared::api::DashboardEvent
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .expect("no event within 10 s")
+            .expect("the feed closed")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
