@@ -64,6 +64,9 @@ struct Inner {
     events: broadcast::Sender<HubEvent>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
+    /// Registered (not revoked) agents, refreshed by housekeeping: the fleet a restart will
+    /// see come back, whatever order its agents happened to connect in.
+    fleet_size: std::sync::atomic::AtomicUsize,
     /// Flips to true on shutdown, for connections that are not agent sessions (browsers).
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -76,6 +79,7 @@ impl Default for Inner {
             events: broadcast::channel(1024).0,
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            fleet_size: std::sync::atomic::AtomicUsize::new(0),
             closing: tokio::sync::watch::channel(false).0,
         }
     }
@@ -186,9 +190,20 @@ impl Hub {
 
     /// How widely agents should spread their first reconnect after losing this server: about
     /// a second for a small fleet, up to a minute for a large one, so that a restart admits
-    /// about 400 agents a second (at most ~5% of a large fleet in any one second).
+    /// about 400 agents a second (at most ~5% of a large fleet in any one second). Sized from
+    /// the registered fleet, so the first agents to connect get the same advice as the last.
     pub fn reconnect_window_secs(&self) -> u64 {
-        (self.connected_count() as u64 / 400).clamp(1, 60)
+        let fleet = self
+            .inner
+            .fleet_size
+            .load(Ordering::Relaxed)
+            .max(self.connected_count());
+        (fleet as u64 / 400).clamp(1, 60)
+    }
+
+    /// Records how many agents are registered (see [`Hub::reconnect_window_secs`]).
+    pub fn set_fleet_size(&self, agents: usize) {
+        self.inner.fleet_size.store(agents, Ordering::Relaxed);
     }
 
     pub fn connected_count(&self) -> usize {
@@ -288,8 +303,18 @@ impl Hub {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Overlap by a second so a revocation committed during a check is not missed.
             let mut revoked_checked = crate::db::now_ms();
+            let mut round = 0u64;
             loop {
                 tick.tick().await;
+                if round.is_multiple_of(10) {
+                    match store.count_live_agents().await {
+                        Ok(count) => hub.set_fleet_size(count),
+                        Err(error) => {
+                            tracing::warn!(%error, "could not count the registered agents")
+                        }
+                    }
+                }
+                round += 1;
                 hub.flush_last_seen(&store).await;
                 revoked_checked = hub.close_revoked(&store, revoked_checked - 1_000).await;
             }
@@ -371,5 +396,24 @@ mod tests {
         hub.shut_down();
         assert_eq!(session.close.await.unwrap(), "server shutting down");
         assert!(hub.register(agent()).is_none());
+    }
+
+    #[test]
+    fn the_reconnect_window_follows_the_registered_fleet_not_the_arrival_order() {
+        let hub = Hub::new();
+        assert_eq!(
+            hub.reconnect_window_secs(),
+            1,
+            "a small fleet comes back at once"
+        );
+        hub.set_fleet_size(10_000);
+        // The very first agent of a 10,000-agent fleet is told the same as the last one.
+        assert_eq!(hub.reconnect_window_secs(), 25);
+        hub.set_fleet_size(1_000_000);
+        assert_eq!(
+            hub.reconnect_window_secs(),
+            60,
+            "never longer than the backoff cap"
+        );
     }
 }

@@ -220,4 +220,14 @@ impl Store {
         });
         ids.into_iter().map(|(id,)| super::parse_id(&id)).collect()
     }
+
+    /// How many agents are registered and not revoked.
+    pub async fn count_live_agents(&self) -> Result<usize, DbError> {
+        let (count,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as("SELECT COUNT(*) FROM agents WHERE revoked_at IS NULL")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
 }
