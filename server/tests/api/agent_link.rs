@@ -15,13 +15,7 @@ const SOON: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn an_agent_with_a_valid_token_connects_and_reports_its_host() {
     let app = spawn_app(&TestDb::Sqlite).await;
-    let (agent_id, token) = app.add_agent("edge-1").await;
-    let agent = AgentProcess::spawn(&app.url(), token.expose(), app.data_dir.path());
-
-    eventually(SOON, "the agent to connect", || async {
-        app.state.hub.is_connected(agent_id)
-    })
-    .await;
+    let (agent_id, _, agent) = app.connected_agent("edge-1").await;
     let stored = app.store().agent(agent_id).await.unwrap();
     assert_eq!(
         stored.hostname.as_deref(),
@@ -42,12 +36,7 @@ async fn an_agent_with_a_valid_token_connects_and_reports_its_host() {
 #[tokio::test]
 async fn a_killed_agent_is_disconnected_at_once() {
     let app = spawn_app(&TestDb::Sqlite).await;
-    let (agent_id, token) = app.add_agent("edge-1").await;
-    let mut agent = AgentProcess::spawn(&app.url(), token.expose(), app.data_dir.path());
-    eventually(SOON, "the agent to connect", || async {
-        app.state.hub.is_connected(agent_id)
-    })
-    .await;
+    let (agent_id, _, mut agent) = app.connected_agent("edge-1").await;
 
     agent.kill_9().await;
     // The kernel closes the socket of a killed process, so no heartbeat timeout is needed.
@@ -279,12 +268,7 @@ async fn close_reason(socket: &mut RawSocket) -> String {
 #[tokio::test]
 async fn a_graceful_server_stop_closes_agent_sessions_instead_of_hanging() {
     let app = spawn_app(&TestDb::Sqlite).await;
-    let (agent_id, token) = app.add_agent("edge-1").await;
-    let agent = AgentProcess::spawn(&app.url(), token.expose(), app.data_dir.path());
-    eventually(SOON, "the agent to connect", || async {
-        app.state.hub.is_connected(agent_id)
-    })
-    .await;
+    let (_, _, agent) = app.connected_agent("edge-1").await;
     let _data_dir = app.stop().await;
     eventually(
         SOON,

@@ -169,6 +169,17 @@ impl TestApp {
         (agent.id, token)
     }
 
+    /// Registers an agent, starts a real agent process for it and waits until it is connected.
+    pub async fn connected_agent(&self, name: &str) -> (AgentId, Token, AgentProcess) {
+        let (agent_id, token) = self.add_agent(name).await;
+        let agent = AgentProcess::spawn(&self.url(), token.expose(), self.data_dir.path());
+        eventually(Duration::from_secs(10), "the agent to connect", || async {
+            self.state.hub.is_connected(agent_id)
+        })
+        .await;
+        (agent_id, token, agent)
+    }
+
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let response = http_get(self.address, path).await;
         (response.0, response.1)
