@@ -175,10 +175,16 @@ impl Executor {
         match previous {
             Some(state) => {
                 tracing::info!(%job_id, "Received Job {job_id} again; it is not run twice");
-                self.emit(job_id, JobEvent::Received);
-                if let JobState::Finished { success, message } = state {
-                    self.emit(job_id, JobEvent::Finished { success, message });
-                }
+                // The answer may be what the server lost with a dropped connection: it waits
+                // for room in the queue rather than being dropped like an output line.
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    let _ = events.send(update(job_id, JobEvent::Received)).await;
+                    if let JobState::Finished { success, message } = state {
+                        let finished = JobEvent::Finished { success, message };
+                        let _ = events.send(update(job_id, finished)).await;
+                    }
+                });
             }
             None => {
                 tracing::info!(%job_id, project = %job.project, "Received Job {job_id}");

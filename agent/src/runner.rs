@@ -17,6 +17,42 @@ use tokio::process::Command;
 
 /// At most this much of each stream is kept in [`CommandOutput`] (the tail is dropped).
 const CAPTURE_LIMIT: usize = 1 << 20;
+/// A line longer than this is handed over in pieces of this size, so a program that prints
+/// megabytes without a newline cannot make the agent buffer them.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Splits a pipe into lines without trusting it: bytes that are not UTF-8 are replaced (a
+/// Latin-1 build log must not abort a deploy) and lines are bounded in length.
+struct Lines<R> {
+    reader: BufReader<R>,
+    buffer: Vec<u8>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Lines<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader: BufReader::new(reader),
+            buffer: Vec::new(),
+        }
+    }
+
+    async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        use tokio::io::AsyncReadExt;
+        self.buffer.clear();
+        let limited = (&mut self.reader).take(MAX_LINE_BYTES as u64);
+        tokio::pin!(limited);
+        if limited.read_until(b'\n', &mut self.buffer).await? == 0 {
+            return Ok(None);
+        }
+        if self.buffer.last() == Some(&b'\n') {
+            self.buffer.pop();
+            if self.buffer.last() == Some(&b'\r') {
+                self.buffer.pop();
+            }
+        }
+        Ok(Some(String::from_utf8_lossy(&self.buffer).into_owned()))
+    }
+}
 
 /// A program and its arguments, plus how to run it.
 #[derive(Clone, Debug)]
@@ -131,9 +167,22 @@ impl Redactor {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        // Output is redacted line by line, so a multi-line secret (a PEM key) is also matched by
+        // each of its lines.
         let mut values: Vec<String> = values
             .into_iter()
             .map(Into::into)
+            .flat_map(|value: String| {
+                let lines: Vec<String> = if value.contains('\n') {
+                    value
+                        .lines()
+                        .map(|line| line.trim_end_matches('\r').to_string())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                std::iter::once(value).chain(lines)
+            })
             .filter(|value| value.chars().count() >= 4)
             .collect();
         values.sort_by_key(|value| std::cmp::Reverse(value.len()));
@@ -209,8 +258,8 @@ pub async fn run(
     };
 
     // Both pipes exist: they were requested as piped above.
-    let mut stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
-    let mut stderr = child.stderr.take().map(|err| BufReader::new(err).lines());
+    let mut stdout = child.stdout.take().map(Lines::new);
+    let mut stderr = child.stderr.take().map(Lines::new);
     let mut captured_out = String::new();
     let mut captured_err = String::new();
 
@@ -313,6 +362,38 @@ mod tests {
             "short values are left alone"
         );
         assert_eq!(lines, [OutputLine::Stdout("password=*** and abc".into())]);
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_utf8_and_endless_lines_do_not_break_a_run() {
+        // Latin-1 "café", then 200 KiB without a newline, then a normal line.
+        let script =
+            "printf 'caf\\351\\n'; head -c 204800 /dev/zero | tr '\\0' x; printf '\\ndone\\n'";
+        let spec = CommandSpec::new("sh", ["-c", script]);
+        let mut lines = Vec::new();
+        let output = run(&spec, &Redactor::default(), |line| lines.push(line))
+            .await
+            .unwrap();
+        assert!(output.success());
+        assert_eq!(lines[0], OutputLine::Stdout("caf\u{fffd}".into()));
+        assert_eq!(lines.last(), Some(&OutputLine::Stdout("done".into())));
+        let longest = lines
+            .iter()
+            .map(|line| match line {
+                OutputLine::Stdout(text) | OutputLine::Stderr(text) => text.len(),
+            })
+            .max();
+        assert_eq!(longest, Some(MAX_LINE_BYTES));
+    }
+
+    #[test]
+    fn every_line_of_a_multi_line_secret_is_redacted() {
+        let key = "-----BEGIN KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX\n-----END KEY-----";
+        let redactor = Redactor::new([key]);
+        assert_eq!(
+            redactor.redact("MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX"),
+            "***"
+        );
     }
 
     #[tokio::test]

@@ -301,7 +301,8 @@ impl Hub {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // Overlap by a second so a revocation committed during a check is not missed.
+            // Look a minute back each time, so neither a revocation committed during a check nor
+            // a replica whose clock runs a little behind is missed; closing twice is harmless.
             let mut revoked_checked = crate::db::now_ms();
             let mut round = 0u64;
             loop {
@@ -316,7 +317,7 @@ impl Hub {
                 }
                 round += 1;
                 hub.flush_last_seen(&store).await;
-                revoked_checked = hub.close_revoked(&store, revoked_checked - 1_000).await;
+                revoked_checked = hub.close_revoked(&store, revoked_checked - 60_000).await;
             }
         })
     }

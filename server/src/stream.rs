@@ -24,9 +24,10 @@ use tokio::time::{sleep_until, Instant};
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame an agent may send; log batches are split well below this.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
-/// Sustained frames per second an agent may send, and the burst above it.
-const RATE_PER_SEC: f64 = 200.0;
-const RATE_BURST: f64 = 1_000.0;
+/// Sustained frames per second an agent may send, and the burst above it. The burst exceeds the
+/// agent's event queue (4,096), so an agent flushing what it kept during an outage is not cut off.
+const RATE_PER_SEC: f64 = 500.0;
+const RATE_BURST: f64 = 5_000.0;
 
 /// Handshakes (authentication, hello, welcome) in progress at once; beyond this new agents are
 /// told to come back later (503) before any database work, which bounds both the load and the
@@ -183,6 +184,24 @@ where
         let _ = close(tx, "server shutting down").await;
         return None;
     };
+    // The token was checked before the upgrade, up to HELLO_TIMEOUT ago: a revocation in
+    // between found no session to close, so look again now that there is one.
+    match state.store.is_revoked(agent).await {
+        Ok(false) => {}
+        Ok(true) => {
+            session.guard.set_reason("agent token revoked");
+            let _ = close(tx, "agent token revoked").await;
+            return None;
+        }
+        Err(error) => {
+            tracing::warn!(agent_id = %agent, %error, "could not re-check the agent's token");
+            session
+                .guard
+                .set_reason("could not re-check the agent's token");
+            let _ = close(tx, "server error; retry later").await;
+            return None;
+        }
+    }
     let welcome = ServerToAgent::Welcome(Welcome {
         agent_id: agent,
         heartbeat_interval_secs: state.config.heartbeat_interval.as_secs(),

@@ -230,4 +230,15 @@ impl Store {
         });
         Ok(usize::try_from(count).unwrap_or(0))
     }
+
+    /// Whether the agent's token has been revoked (or the agent deleted).
+    pub async fn is_revoked(&self, id: AgentId) -> Result<bool, DbError> {
+        let live: Option<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id FROM agents WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id.to_string())
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(live.is_none())
+    }
 }

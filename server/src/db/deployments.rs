@@ -141,33 +141,38 @@ impl Store {
         Ok(moved == 1)
     }
 
-    /// Appends events, keeping at most [`MAX_EVENTS`] per deployment.
+    /// Appends events, keeping at most [`MAX_EVENTS`] per deployment, and notes that the
+    /// deployment is alive (its `updated_at`, which expiry looks at).
+    ///
+    /// Each insert checks the bound itself, in one statement: a read-then-write transaction
+    /// would fail on SQLite (WAL) whenever another connection committed in between.
     pub async fn add_deployment_events(
         &self,
         id: DeploymentId,
         events: &[NewEvent],
     ) -> Result<(), DbError> {
-        if events.is_empty() {
-            return Ok(());
-        }
         let now = now_ms();
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deployment_events WHERE deployment_id = $1")
+            for event in events {
+                sqlx::query(
+                    "INSERT INTO deployment_events (deployment_id, at, kind, body) \
+                     SELECT $1, $2, $3, $4 \
+                     WHERE (SELECT COUNT(*) FROM deployment_events WHERE deployment_id = $1) < $5",
+                )
                 .bind(id.to_string())
-                .fetch_one(&mut *tx)
+                .bind(now)
+                .bind(event.kind)
+                .bind(&event.body)
+                .bind(MAX_EVENTS)
+                .execute(pool)
                 .await?;
-            let room = usize::try_from(MAX_EVENTS - stored).unwrap_or(0);
-            for event in events.iter().take(room) {
-                sqlx::query("INSERT INTO deployment_events (deployment_id, at, kind, body) VALUES ($1, $2, $3, $4)")
-                    .bind(id.to_string())
-                    .bind(now)
-                    .bind(event.kind)
-                    .bind(&event.body)
-                    .execute(&mut *tx)
-                    .await?;
             }
-            tx.commit().await?
+            sqlx::query("UPDATE deployments SET updated_at = $2 WHERE id = $1")
+                .bind(id.to_string())
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         Ok(())
     }

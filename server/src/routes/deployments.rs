@@ -6,7 +6,7 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use shared::api::{DeployAccepted, Deployment};
+use shared::api::{DeployAccepted, Deployment, DeploymentStatus};
 use shared::{DeploymentId, ProjectId};
 
 /// Queues a deployment and hands it to the agent if it is connected: 202 with its id.
@@ -17,7 +17,15 @@ pub async fn deploy(
 ) -> Result<(StatusCode, Json<DeployAccepted>), AppError> {
     let project = state.store.project(&user, project_id).await?;
     let (deployment_id, job_id) = state.store.create_deployment(project.id, user.id).await?;
-    crate::jobs::dispatch(&state, deployment_id, job_id, &project).await?;
+    if let Err(error) = crate::jobs::dispatch(&state, deployment_id, job_id, &project).await {
+        // Nothing was sent: say so on the deployment instead of leaving it queued for good.
+        let message = format!("the deploy could not be prepared: {error}");
+        state
+            .store
+            .set_deployment_status(deployment_id, DeploymentStatus::Failed, Some(&message))
+            .await?;
+        return Err(error);
+    }
     Ok((StatusCode::ACCEPTED, Json(DeployAccepted { deployment_id })))
 }
 
