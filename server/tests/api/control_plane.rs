@@ -373,7 +373,7 @@ async fn a_server_killed_mid_deploy_leaves_no_deployment_running_after_restart()
     let finished = tokio::spawn({
         let client = client.clone();
         async move {
-            wait_for_deployment(&client, accepted.deployment_id, Duration::from_secs(60)).await
+            wait_for_deployment(&client, accepted.deployment_id, Duration::from_secs(90)).await
         }
     })
     .await;
