@@ -13,15 +13,6 @@ use agent::system::Compose;
 use shared::{EnvKey, ProjectName, Secret, SecretScope, SecretValue};
 use std::time::{Duration, Instant};
 
-const COMPOSE: &str = r#"services:
-  web:
-    image: {image}
-    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
-  worker:
-    image: {image}
-    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
-"#;
-
 #[tokio::main]
 async fn main() {
     let runs: usize = std::env::args()
@@ -32,7 +23,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("compose.yaml"),
-        COMPOSE.replace("{image}", image),
+        agent::testing::TWO_IDLE_SERVICES.replace("{image}", image),
     )
     .unwrap();
     let private = tempfile::tempdir().unwrap();

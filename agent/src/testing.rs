@@ -10,6 +10,17 @@ use tokio::sync::OnceCell;
 /// `FROM scratch` + busybox: sh, sleep, httpd, wget and friends.
 pub const TEST_IMAGE: &str = "stagely-test/busybox:latest";
 
+/// A compose file with two services, `web` and `worker`, that idle until stopped and stop
+/// promptly on SIGTERM; `{image}` stands for [`TEST_IMAGE`].
+pub const TWO_IDLE_SERVICES: &str = r#"services:
+  web:
+    image: {image}
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+  worker:
+    image: {image}
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+"#;
+
 /// Builds [`TEST_IMAGE`] once per process (skipped when the engine already has it).
 pub async fn test_image() -> &'static str {
     static BUILT: OnceCell<()> = OnceCell::const_new();

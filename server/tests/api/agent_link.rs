@@ -160,7 +160,7 @@ async fn a_silent_agent_is_disconnected_after_three_missed_heartbeats() {
 async fn an_agent_comes_back_by_itself_after_the_server_is_killed_and_restarted() {
     let data_dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(data_dir.path(), None).await;
-    let token = server.add_agent("edge-1").await;
+    let token = server.add_agent("edge-1");
     let agent = AgentProcess::spawn(&server.url(), &token, data_dir.path());
     eventually(
         SOON,

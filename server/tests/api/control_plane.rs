@@ -8,8 +8,7 @@ use crate::helpers::{
 use reqwest::Method;
 use serde_json::json;
 use shared::api::{
-    AgentCreated, ApiError, DeployAccepted, Deployment, DeploymentStatus, Project, RevealedSecret,
-    SecretSummary,
+    AgentCreated, ApiError, DeployAccepted, Deployment, DeploymentStatus, Project, SecretSummary,
 };
 use std::time::Duration;
 
@@ -57,14 +56,7 @@ async fn a_deploy_through_the_api_puts_each_secret_where_it_belongs() {
                 .await;
             assert_eq!(created.value, "********", "values are never echoed");
         }
-        let listed: Vec<SecretSummary> = api
-            .expect(
-                Method::GET,
-                &format!("/projects/{}/secrets", project.id),
-                None,
-                200,
-            )
-            .await;
+        let listed: Vec<SecretSummary> = api.secrets_of(project.id).await;
         assert_eq!(listed.len(), 3);
         assert!(listed.iter().all(|secret| secret.value == "********"));
 
@@ -198,10 +190,7 @@ async fn another_users_things_answer_404_and_no_token_answers_401() {
     assert!(agents.is_empty());
 
     // Alice still has everything, untouched.
-    let revealed: RevealedSecret = alice
-        .expect(Method::POST, &format!("/secrets/{s}/reveal"), None, 200)
-        .await;
-    assert_eq!(revealed.value.expose(), "v");
+    assert_eq!(alice.reveal(s).await.value.expose(), "v");
     let anonymous = ApiClient::new(&app.url(), "stg_not-a-token");
     let (status, json) = anonymous.call(Method::GET, "/projects", None).await;
     assert_eq!(status, 401, "{json}");
@@ -276,10 +265,10 @@ async fn bad_input_is_refused_with_a_message_and_nothing_is_written() {
     }
     let projects: Vec<Project> = api.expect(Method::GET, "/projects", None, 200).await;
     assert_eq!(projects.len(), 1, "a refused project was written");
-    let secrets: Vec<SecretSummary> = api
-        .expect(Method::GET, &format!("/projects/{p}/secrets"), None, 200)
-        .await;
-    assert!(secrets.is_empty(), "a refused secret was written");
+    assert!(
+        api.secrets_of(p).await.is_empty(),
+        "a refused secret was written"
+    );
 }
 
 #[tokio::test]
@@ -329,7 +318,7 @@ async fn a_server_killed_mid_deploy_leaves_no_deployment_running_after_restart()
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path(), None).await;
     let address = server.address;
-    let api = server.api_user("alice").await;
+    let api = server.api_user("alice");
     let agent: AgentCreated = api
         .expect(Method::POST, "/agents", Some(json!({"name": "h"})), 201)
         .await;

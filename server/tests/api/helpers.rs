@@ -352,14 +352,13 @@ impl ServerProcess {
         format!("http://{}", self.address)
     }
 
-    /// Runs `stagely-server agents add <name>` against the same data directory and returns
-    /// the token it printed.
-    pub async fn add_agent(&self, name: &str) -> String {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_stagely-server"))
-            .args(["agents", "add", name])
+    /// Runs the admin CLI (`stagely-server <args>`) against the same data directory, as an
+    /// operator would, and returns what it printed on stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_stagely-server"))
+            .args(args)
             .env("STAGELY_DATA_DIR", &self.data_dir)
             .output()
-            .await
             .unwrap();
         assert!(
             output.status.success(),
@@ -369,23 +368,15 @@ impl ServerProcess {
         String::from_utf8(output.stdout).unwrap().trim().to_string()
     }
 
+    /// `stagely-server agents add <name>`: the new agent's token.
+    pub fn add_agent(&self, name: &str) -> String {
+        self.cli(&["agents", "add", name])
+    }
+
     /// Creates a user and an API token with the admin CLI, as an operator would.
-    pub async fn api_user(&self, login: &str) -> ApiClient {
-        let cli = |args: &[&str]| {
-            let output = std::process::Command::new(env!("CARGO_BIN_EXE_stagely-server"))
-                .args(args)
-                .env("STAGELY_DATA_DIR", &self.data_dir)
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8(output.stdout).unwrap().trim().to_string()
-        };
-        cli(&["users", "add", login]);
-        let token = cli(&["tokens", "create", login]);
+    pub fn api_user(&self, login: &str) -> ApiClient {
+        self.cli(&["users", "add", login]);
+        let token = self.cli(&["tokens", "create", login]);
         ApiClient::new(&self.url(), &token)
     }
 
@@ -523,6 +514,18 @@ impl ApiClient {
         (agent, project)
     }
 
+    /// A project's secrets as listed (values masked).
+    pub async fn secrets_of(&self, project: shared::ProjectId) -> Vec<shared::api::SecretSummary> {
+        let path = format!("/projects/{project}/secrets");
+        self.expect(reqwest::Method::GET, &path, None, 200).await
+    }
+
+    /// Reveals a secret's value (recorded in the audit trail).
+    pub async fn reveal(&self, secret: shared::SecretId) -> shared::api::RevealedSecret {
+        let path = format!("/secrets/{secret}/reveal");
+        self.expect(reqwest::Method::POST, &path, None, 200).await
+    }
+
     /// Adds a global secret to a project.
     pub async fn add_secret(
         &self,
@@ -601,14 +604,7 @@ impl Drop for HostProject {
 }
 
 /// Two services that idle until stopped.
-pub const WEB_AND_WORKER: &str = r#"services:
-  web:
-    image: {image}
-    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
-  worker:
-    image: {image}
-    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
-"#;
+pub use agent::testing::TWO_IDLE_SERVICES as WEB_AND_WORKER;
 
 /// Polls a deployment until it is final; returns it.
 pub async fn wait_for_deployment(

@@ -102,14 +102,7 @@ async fn revealing_a_secret_is_recorded_in_the_audit_trail() {
         .await
         .unwrap();
     assert!(trail.is_empty(), "listing is not revealing");
-    let _: serde_json::Value = api
-        .expect(
-            Method::POST,
-            &format!("/secrets/{}/reveal", secret.id),
-            None,
-            200,
-        )
-        .await;
+    api.reveal(secret.id).await;
     let trail = app
         .store()
         .audit_trail(&format!("secret:{}", secret.id))
@@ -141,7 +134,7 @@ fn server_cli(
 async fn key_rotation_keeps_every_secret_readable_even_when_killed_halfway() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start_with(data.path(), None, &[("APP_MASTER_KEY", OLD_KEY)]).await;
-    let api = server.api_user("alice").await;
+    let api = server.api_user("alice");
     let (project, _) = project_with_secret(&api).await;
     for i in 0..999 {
         let body = json!({"project_id": project.id, "key": format!("K{i}"), "value": format!("value-{i}"), "scope": "global"});
@@ -198,24 +191,10 @@ async fn key_rotation_keeps_every_secret_readable_even_when_killed_halfway() {
 
     // With both keys every secret reads back, whichever key it is under now.
     let server = ServerProcess::start_with(data.path(), None, &keys).await;
-    let secrets: Vec<SecretSummary> = api_for(&server, &api)
-        .expect(
-            Method::GET,
-            &format!("/projects/{}/secrets", project.id),
-            None,
-            200,
-        )
-        .await;
+    let secrets: Vec<SecretSummary> = api_for(&server, &api).secrets_of(project.id).await;
     assert_eq!(secrets.len(), 1000);
     for secret in &secrets {
-        let _: serde_json::Value = api_for(&server, &api)
-            .expect(
-                Method::POST,
-                &format!("/secrets/{}/reveal", secret.id),
-                None,
-                200,
-            )
-            .await;
+        api_for(&server, &api).reveal(secret.id).await;
     }
     drop(server);
 
@@ -231,14 +210,7 @@ async fn key_rotation_keeps_every_secret_readable_even_when_killed_halfway() {
     let server = ServerProcess::start_with(data.path(), None, &[("APP_MASTER_KEY", NEW_KEY)]).await;
     let client = api_for(&server, &api);
     for secret in &secrets {
-        let revealed: shared::api::RevealedSecret = client
-            .expect(
-                Method::POST,
-                &format!("/secrets/{}/reveal", secret.id),
-                None,
-                200,
-            )
-            .await;
+        let revealed: shared::api::RevealedSecret = client.reveal(secret.id).await;
         assert!(!revealed.value.expose().is_empty());
     }
 
