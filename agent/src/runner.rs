@@ -36,12 +36,17 @@ impl<R: tokio::io::AsyncRead + Unpin> Lines<R> {
         }
     }
 
+    /// The next line, or `None` at the end of the stream.
+    ///
+    /// Cancel-safe, as `select!` between stdout and stderr needs: bytes read by a call that
+    /// is dropped stay in `buffer` and the next call carries on from them.
     async fn next_line(&mut self) -> std::io::Result<Option<String>> {
         use tokio::io::AsyncReadExt;
-        self.buffer.clear();
-        let limited = (&mut self.reader).take(MAX_LINE_BYTES as u64);
+        let room = MAX_LINE_BYTES.saturating_sub(self.buffer.len()) as u64;
+        let limited = (&mut self.reader).take(room);
         tokio::pin!(limited);
-        if limited.read_until(b'\n', &mut self.buffer).await? == 0 {
+        let read = limited.read_until(b'\n', &mut self.buffer).await?;
+        if read == 0 && self.buffer.is_empty() {
             return Ok(None);
         }
         if self.buffer.last() == Some(&b'\n') {
@@ -50,7 +55,9 @@ impl<R: tokio::io::AsyncRead + Unpin> Lines<R> {
                 self.buffer.pop();
             }
         }
-        Ok(Some(String::from_utf8_lossy(&self.buffer).into_owned()))
+        let line = String::from_utf8_lossy(&self.buffer).into_owned();
+        self.buffer.clear();
+        Ok(Some(line))
     }
 }
 
@@ -362,6 +369,21 @@ mod tests {
             "short values are left alone"
         );
         assert_eq!(lines, [OutputLine::Stdout("password=*** and abc".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_line_split_across_writes_survives_output_on_the_other_stream() {
+        // stdout's line arrives in two writes with a stderr line in between: the read of the
+        // first half is interrupted (select! picks stderr) and must not lose it.
+        let script = "for i in 1 2 3; do printf 'first-half-'; sleep 0.05; echo \"err $i\" >&2; \
+                      sleep 0.05; echo \"second-half $i\"; done";
+        let spec = CommandSpec::new("sh", ["-c", script]);
+        let output = run(&spec, &Redactor::default(), |_| {}).await.unwrap();
+        assert_eq!(
+            output.stdout,
+            "first-half-second-half 1\nfirst-half-second-half 2\nfirst-half-second-half 3\n"
+        );
+        assert_eq!(output.stderr, "err 1\nerr 2\nerr 3\n");
     }
 
     #[tokio::test]
