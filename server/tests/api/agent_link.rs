@@ -182,6 +182,12 @@ async fn an_agent_comes_back_by_itself_after_the_server_is_killed_and_restarted(
         server.dashboard_shows("edge-1", "Connected").await
     })
     .await;
+    // The server registers the session just before it sends the welcome that makes the agent
+    // log its recovery: wait for the line rather than racing it.
+    eventually(SOON, "the agent to log its recovery", || async {
+        agent.log_text().contains("reconnected to the server")
+    })
+    .await;
     let log = agent.log_text();
     assert_eq!(
         log.matches("lost the link to the server").count(),
@@ -332,6 +338,12 @@ async fn a_network_blip_mid_stream_heals_by_itself() {
         "the agent to reconnect through the restored link",
         || async { app.state.hub.is_connected(agent_id) },
     )
+    .await;
+    // The server registers the session just before it sends the welcome that makes the agent
+    // log its recovery: wait for the line rather than racing it.
+    eventually(SOON, "the agent to log its recovery", || async {
+        agent.log_text().contains("reconnected to the server")
+    })
     .await;
     let log = agent.log_text();
     assert_eq!(
