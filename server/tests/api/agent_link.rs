@@ -28,11 +28,11 @@ async fn an_agent_with_a_valid_token_connects_and_reports_its_host() {
         Some(env!("CARGO_PKG_VERSION"))
     );
     assert!(stored.last_seen.is_some());
-    assert!(
-        agent.log_text().contains("connected to the server"),
-        "{}",
-        agent.log_text()
-    );
+    // Logged on the welcome, which follows the registration the helper waited for.
+    eventually(SOON, "the agent to log that it is connected", || async {
+        agent.log_text().contains("connected to the server")
+    })
+    .await;
 }
 
 #[tokio::test]
