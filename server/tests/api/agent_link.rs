@@ -182,23 +182,7 @@ async fn an_agent_comes_back_by_itself_after_the_server_is_killed_and_restarted(
         server.dashboard_shows("edge-1", "Connected").await
     })
     .await;
-    // The server registers the session just before it sends the welcome that makes the agent
-    // log its recovery: wait for the line rather than racing it.
-    eventually(SOON, "the agent to log its recovery", || async {
-        agent.log_text().contains("reconnected to the server")
-    })
-    .await;
-    let log = agent.log_text();
-    assert_eq!(
-        log.matches("lost the link to the server").count(),
-        1,
-        "outage logged once:\n{log}"
-    );
-    assert_eq!(
-        log.matches("reconnected to the server").count(),
-        1,
-        "recovery logged once:\n{log}"
-    );
+    assert_outage_and_recovery_logged_once(&agent).await;
     server.kill_9().await;
 }
 
@@ -339,19 +323,7 @@ async fn a_network_blip_mid_stream_heals_by_itself() {
         || async { app.state.hub.is_connected(agent_id) },
     )
     .await;
-    // The server registers the session just before it sends the welcome that makes the agent
-    // log its recovery: wait for the line rather than racing it.
-    eventually(SOON, "the agent to log its recovery", || async {
-        agent.log_text().contains("reconnected to the server")
-    })
-    .await;
-    let log = agent.log_text();
-    assert_eq!(
-        log.matches("lost the link to the server").count(),
-        1,
-        "{log}"
-    );
-    assert_eq!(log.matches("reconnected to the server").count(), 1, "{log}");
+    assert_outage_and_recovery_logged_once(&agent).await;
 }
 
 #[tokio::test]
@@ -397,4 +369,25 @@ async fn when_too_many_agents_connect_at_once_the_rest_are_told_to_retry_later()
         app.state.handshakes.available_permits() == server::stream::MAX_HANDSHAKES
     })
     .await;
+}
+
+/// The agent logged the outage once and the recovery once, however many attempts it made.
+async fn assert_outage_and_recovery_logged_once(agent: &AgentProcess) {
+    // The server registers the session just before it sends the welcome that makes the agent
+    // log its recovery: wait for the line rather than racing it.
+    eventually(SOON, "the agent to log its recovery", || async {
+        agent.log_text().contains("reconnected to the server")
+    })
+    .await;
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("lost the link to the server").count(),
+        1,
+        "outage logged once:\n{log}"
+    );
+    assert_eq!(
+        log.matches("reconnected to the server").count(),
+        1,
+        "recovery logged once:\n{log}"
+    );
 }
