@@ -5,6 +5,7 @@
 //! a field added on one side is seen by the others at compile time. The crate depends only on
 //! serde, uuid and time, which keeps it buildable for `wasm32-unknown-unknown`.
 
+pub mod ansi;
 pub mod api;
 pub mod ids;
 pub mod names;
