@@ -30,6 +30,26 @@ pub struct Config {
     /// `STAGELY_JOB_EXPIRY_SECS`: an open deployment with no word from its agent for this long
     /// is marked timed out.
     pub job_expiry: Duration,
+    /// GitHub sign-in, when `STAGELY_GITHUB_CLIENT_ID` is set.
+    pub github: Option<GitHubConfig>,
+}
+
+/// `STAGELY_GITHUB_*`: an OAuth app on GitHub (or a GitHub Enterprise / compatible server).
+#[derive(Clone)]
+pub struct GitHubConfig {
+    pub client_id: String,
+    /// `STAGELY_GITHUB_CLIENT_SECRET` (or `_FILE`).
+    pub client_secret: String,
+    /// `STAGELY_GITHUB_URL`: where people authorize (`/login/oauth/authorize`) and the server
+    /// trades codes (`/login/oauth/access_token`); default `https://github.com`.
+    pub web_url: String,
+    /// `STAGELY_GITHUB_API_URL`: the REST API (`/user`, `/user/orgs`); default
+    /// `https://api.github.com`.
+    pub api_url: String,
+    /// `STAGELY_GITHUB_ALLOWED_USERS`: comma-separated logins that may sign in.
+    pub allowed_users: Vec<String>,
+    /// `STAGELY_GITHUB_ALLOWED_ORGS`: comma-separated organizations whose members may sign in.
+    pub allowed_orgs: Vec<String>,
 }
 
 /// A configuration value that could not be used.
@@ -109,6 +129,27 @@ impl Config {
             None => 3600,
         };
 
+        let github = match non_empty("STAGELY_GITHUB_CLIENT_ID") {
+            None => None,
+            Some(client_id) => Some(GitHubConfig {
+                client_id: client_id.trim().to_string(),
+                client_secret: secret(&lookup, "STAGELY_GITHUB_CLIENT_SECRET")?.ok_or(
+                    ConfigError::Invalid {
+                        name: "STAGELY_GITHUB_CLIENT_SECRET",
+                        reason: "is required when STAGELY_GITHUB_CLIENT_ID is set".into(),
+                    },
+                )?,
+                web_url: base_url(&non_empty, "STAGELY_GITHUB_URL", "https://github.com")?,
+                api_url: base_url(
+                    &non_empty,
+                    "STAGELY_GITHUB_API_URL",
+                    "https://api.github.com",
+                )?,
+                allowed_users: list(non_empty("STAGELY_GITHUB_ALLOWED_USERS")),
+                allowed_orgs: list(non_empty("STAGELY_GITHUB_ALLOWED_ORGS")),
+            }),
+        };
+
         Ok(Self {
             bind,
             data_dir,
@@ -119,7 +160,13 @@ impl Config {
             heartbeat_interval: Duration::from_secs(heartbeat_secs),
             master_key_previous: secret(&lookup, "APP_MASTER_KEY_PREVIOUS")?,
             job_expiry: Duration::from_secs(job_expiry_secs),
+            github,
         })
+    }
+
+    /// True when browsers reach the server over https, so cookies must be `Secure`.
+    pub fn is_https(&self) -> bool {
+        self.public_url.starts_with("https://")
     }
 
     /// True when the database is PostgreSQL (shared by replicas) rather than embedded SQLite.
@@ -130,6 +177,34 @@ impl Config {
 
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// An http(s) base URL from `name`, without a trailing slash.
+fn base_url(
+    non_empty: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let url = non_empty(name).unwrap_or_else(|| default.into());
+    let url = url.trim().trim_end_matches('/').to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("{url:?} must start with http:// or https://"),
+        });
+    }
+    Ok(url)
+}
+
+/// `"a, b,,c"` → `["a", "b", "c"]`.
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Reads `NAME`, or the file `NAME_FILE` points to (trailing newline removed).
@@ -182,6 +257,19 @@ impl fmt::Debug for Config {
                 &self.master_key_previous.as_ref().map(|_| "***"),
             )
             .field("job_expiry", &self.job_expiry)
+            .field(
+                "github",
+                &self.github.as_ref().map(|github| {
+                    format!(
+                        "client {} at {} (API {}), users {:?}, orgs {:?}",
+                        github.client_id,
+                        github.web_url,
+                        github.api_url,
+                        github.allowed_users,
+                        github.allowed_orgs
+                    )
+                }),
+            )
             .finish()
     }
 }
@@ -251,6 +339,10 @@ mod tests {
             (("DATABASE_URL", "mysql://x"), "DATABASE_URL"),
             (("STAGELY_PUBLIC_URL", "example.com"), "STAGELY_PUBLIC_URL"),
             (("STAGELY_HEARTBEAT_SECS", "0"), "STAGELY_HEARTBEAT_SECS"),
+            (
+                ("STAGELY_GITHUB_CLIENT_ID", "Iv1.abc"),
+                "STAGELY_GITHUB_CLIENT_SECRET",
+            ),
             (
                 ("APP_MASTER_KEY_FILE", "/nonexistent/key"),
                 "APP_MASTER_KEY_FILE",

@@ -8,11 +8,13 @@ mod agents;
 mod deployments;
 mod projects;
 mod secrets;
+mod sessions;
 mod users;
 
 pub use agents::Agent;
 pub use deployments::{NewEvent, PendingJob};
 pub use secrets::StoredSecret;
+pub use sessions::LoginAttempt;
 pub use users::User;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

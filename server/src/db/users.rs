@@ -14,10 +14,10 @@ pub struct User {
 }
 
 #[derive(sqlx::FromRow)]
-struct UserRow {
-    id: String,
-    login: String,
-    is_admin: bool,
+pub(super) struct UserRow {
+    pub(super) id: String,
+    pub(super) login: String,
+    pub(super) is_admin: bool,
 }
 
 impl TryFrom<UserRow> for User {

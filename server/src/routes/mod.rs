@@ -44,22 +44,36 @@ pub fn api() -> Router<AppState> {
         .fallback(|| async { AppError::NotFound })
 }
 
-/// The authenticated user: `Authorization: Bearer <user API token>`.
+/// The authenticated user: `Authorization: Bearer <user API token>`, or the dashboard's
+/// session cookie. A cookie only counts on requests from this server's own pages, so another
+/// site cannot act with the visitor's session.
 pub struct CurrentUser(pub crate::db::User);
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = crate::stream::bearer_token(&parts.headers).ok_or_else(|| {
-            AppError::Unauthorized("missing `Authorization: Bearer <API token>` header".into())
-        })?;
-        state
-            .store
-            .user_by_api_token(&TokenHash::of(token))
+        if let Some(token) = crate::stream::bearer_token(&parts.headers) {
+            return state
+                .store
+                .user_by_api_token(&TokenHash::of(token))
+                .await?
+                .map(CurrentUser)
+                .ok_or_else(|| AppError::Unauthorized("unknown API token".into()));
+        }
+        if !crate::auth::same_origin(&parts.headers, &state.config.public_url) {
+            return Err(AppError::Forbidden(
+                "cross-origin requests are refused".into(),
+            ));
+        }
+        crate::auth::session_user(state, &parts.headers)
             .await?
             .map(CurrentUser)
-            .ok_or_else(|| AppError::Unauthorized("unknown API token".into()))
+            .ok_or_else(|| {
+                AppError::Unauthorized(
+                    "missing `Authorization: Bearer <API token>` header or session".into(),
+                )
+            })
     }
 }
 

@@ -1,0 +1,262 @@
+//! "Sign in with GitHub": the OAuth authorization-code flow with PKCE (S256).
+//!
+//! `/auth/github` stores a fresh `state` and PKCE verifier under the hash of a short-lived
+//! pre-login cookie and redirects to GitHub. `/auth/github/callback` takes that row (deleting
+//! it: each is used once), checks the `state`, trades the code and verifier for a token, asks
+//! the API who the person is, checks them against the allowed users and organizations and
+//! signs them in. Every failure sends the person back to the login page with the reason.
+
+use super::{back_with_error, cookie, set_cookie, sign_in};
+use crate::config::GitHubConfig;
+use crate::error::AppError;
+use crate::token::{Token, TokenHash};
+use crate::AppState;
+use anyhow::Context;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Redirect, Response};
+use oauth2::basic::BasicClient;
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse, TokenUrl,
+};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The pre-login cookie, scoped to the GitHub routes.
+const LOGIN_COOKIE: &str = "stagely_github_login";
+/// How long a person may take on GitHub's consent page.
+pub const ATTEMPT_LIFETIME: Duration = Duration::from_secs(600);
+const COOKIE_PATH: &str = "/auth/github";
+
+type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+fn client(github: &GitHubConfig, public_url: &str) -> anyhow::Result<Client> {
+    Ok(BasicClient::new(ClientId::new(github.client_id.clone()))
+        .set_client_secret(ClientSecret::new(github.client_secret.clone()))
+        .set_auth_type(AuthType::RequestBody)
+        .set_auth_uri(AuthUrl::new(format!(
+            "{}/login/oauth/authorize",
+            github.web_url
+        ))?)
+        .set_token_uri(TokenUrl::new(format!(
+            "{}/login/oauth/access_token",
+            github.web_url
+        ))?)
+        .set_redirect_uri(RedirectUrl::new(format!(
+            "{public_url}/auth/github/callback"
+        ))?))
+}
+
+/// The GitHub settings, or `None` with the page to send the person back to.
+fn configured(state: &AppState) -> Option<&GitHubConfig> {
+    state.config.github.as_ref()
+}
+
+fn not_configured() -> Response {
+    back_with_error("/login", "GitHub sign-in is not configured on this server.")
+}
+
+/// Redirects to GitHub's consent page.
+pub async fn start(State(state): State<AppState>) -> Result<Response, AppError> {
+    let Some(github) = configured(&state) else {
+        return Ok(not_configured());
+    };
+    let client = client(github, &state.config.public_url)?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("read:user".into()))
+        .set_pkce_challenge(challenge);
+    if !github.allowed_orgs.is_empty() {
+        request = request.add_scope(Scope::new("read:org".into()));
+    }
+    let (url, csrf) = request.url();
+    let browser = Token::generate();
+    state
+        .store
+        .save_login_attempt(&browser.hash(), csrf.secret(), verifier.secret())
+        .await?;
+    let cookie = set_cookie(
+        &state,
+        LOGIN_COOKIE,
+        browser.expose(),
+        COOKIE_PATH,
+        ATTEMPT_LIFETIME,
+    );
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// GitHub sends the person back here with a code (or an error).
+pub async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(callback): Query<Callback>,
+) -> Result<Response, AppError> {
+    let Some(github) = configured(&state) else {
+        return Ok(not_configured());
+    };
+    let clear = set_cookie(&state, LOGIN_COOKIE, "", COOKIE_PATH, Duration::ZERO);
+    let outcome = finish(&state, github, &headers, callback).await;
+    let mut response = match outcome {
+        Ok(user) => sign_in(&state, &user).await?,
+        Err(Refusal(message)) => {
+            tracing::info!(reason = %message, "GitHub sign-in refused");
+            back_with_error("/login", &message)
+        }
+    };
+    // Appended: the sign-in's session cookie is in the same response.
+    response.headers_mut().append(header::SET_COOKIE, clear);
+    Ok(response)
+}
+
+/// Why a GitHub sign-in did not happen, worded for the person.
+struct Refusal(String);
+
+impl From<AppError> for Refusal {
+    fn from(error: AppError) -> Self {
+        tracing::error!(error = format!("{error:#}"), "GitHub sign-in failed");
+        Refusal("GitHub sign-in failed on the server; see its log.".into())
+    }
+}
+
+async fn finish(
+    state: &AppState,
+    github: &GitHubConfig,
+    headers: &HeaderMap,
+    callback: Callback,
+) -> Result<crate::db::User, Refusal> {
+    if let Some(error) = callback.error {
+        let detail = callback.error_description.unwrap_or(error);
+        return Err(Refusal(format!("GitHub did not sign you in: {detail}")));
+    }
+    let expired = || Refusal("This sign-in expired or was already used; start again.".into());
+    let browser = cookie(headers, LOGIN_COOKIE).ok_or_else(expired)?;
+    let attempt = state
+        .store
+        .take_login_attempt(&TokenHash::of(browser))
+        .await
+        .map_err(AppError::from)?
+        .ok_or_else(expired)?;
+    if crate::db::now_ms() - attempt.created_at > ATTEMPT_LIFETIME.as_millis() as i64 {
+        return Err(expired());
+    }
+    let returned_state = callback.state.unwrap_or_default();
+    if !constant_time_eq(returned_state.as_bytes(), attempt.state.as_bytes()) {
+        return Err(Refusal(
+            "The sign-in did not match the one this browser started; start again.".into(),
+        ));
+    }
+    let code = callback
+        .code
+        .ok_or_else(|| Refusal("GitHub sent no authorization code.".into()))?;
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15))
+        .build()
+        .context("building the HTTP client")
+        .map_err(AppError::from)?;
+    let token = client(github, &state.config.public_url)
+        .map_err(AppError::from)?
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(PkceCodeVerifier::new(attempt.pkce_verifier))
+        .request_async(&http)
+        .await
+        .map_err(|error| {
+            tracing::warn!(error = %error, "GitHub refused the authorization code");
+            Refusal("GitHub did not accept the sign-in; start again.".into())
+        })?;
+    let access = token.access_token().secret();
+    let person: GitHubUser = api_get(&http, github, access, "/user").await?;
+    if !allowed(&http, github, access, &person.login).await? {
+        return Err(Refusal(format!(
+            "The GitHub account {} is not allowed to sign in to this server.",
+            person.login
+        )));
+    }
+    state
+        .store
+        .github_user(person.id, &person.login)
+        .await
+        .map_err(|error| match error {
+            crate::db::DbError::Conflict(_) => Refusal(format!(
+                "A local account named {} already exists; sign in with its password.",
+                person.login
+            )),
+            other => AppError::from(other).into(),
+        })
+}
+
+#[derive(Deserialize)]
+struct GitHubUser {
+    id: i64,
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct GitHubOrg {
+    login: String,
+}
+
+/// Allowed when the login is listed, or the person belongs to a listed organization.
+async fn allowed(
+    http: &reqwest::Client,
+    github: &GitHubConfig,
+    access: &str,
+    login: &str,
+) -> Result<bool, Refusal> {
+    if github
+        .allowed_users
+        .iter()
+        .any(|user| user.eq_ignore_ascii_case(login))
+    {
+        return Ok(true);
+    }
+    if github.allowed_orgs.is_empty() {
+        return Ok(false);
+    }
+    let orgs: Vec<GitHubOrg> = api_get(http, github, access, "/user/orgs").await?;
+    Ok(orgs.iter().any(|org| {
+        github
+            .allowed_orgs
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(&org.login))
+    }))
+}
+
+async fn api_get<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    github: &GitHubConfig,
+    access: &str,
+    path: &str,
+) -> Result<T, Refusal> {
+    let url = format!("{}{path}", github.api_url);
+    let response = http
+        .get(&url)
+        .bearer_auth(access)
+        .header(header::ACCEPT, "application/vnd.github+json")
+        .header(header::USER_AGENT, "stagely")
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("GET {url}"))
+        .map_err(AppError::from)?;
+    Ok(response
+        .json()
+        .await
+        .with_context(|| format!("reading GET {url}"))
+        .map_err(AppError::from)?)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
