@@ -14,7 +14,7 @@
 use crate::deploy::{self, DeployOptions, DeployRequest};
 use crate::logs::{self, LogRequest};
 use crate::runner::Redactor;
-use shared::protocol::{JobEvent, JobUpdate, StartLogs};
+use shared::protocol::{Inspect, Inspected, JobEvent, JobUpdate, StartLogs};
 use shared::{AgentToServer, DeployPayload, JobId, ProjectName, ServerToAgent};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -164,6 +164,7 @@ impl Executor {
             ServerToAgent::Deploy(job) => self.deploy(job),
             ServerToAgent::StartLogs(request) => self.start_logs(request),
             ServerToAgent::StopLogs(stop) => self.stop_logs(stop.stream_id),
+            ServerToAgent::Inspect(request) => self.inspect(request),
             ServerToAgent::HeartbeatAck(_) => {}
             other => tracing::debug!(message = ?other, "unhandled server message"),
         }
@@ -271,6 +272,24 @@ impl Executor {
         });
         if let Some(old) = lock(&self.log_streams).insert(stream_id, task) {
             old.abort();
+        }
+    }
+
+    /// Reads the compose project and answers with its services; runs nothing.
+    fn inspect(&self, request: Inspect) {
+        let result = crate::compose::load(
+            Path::new(&request.directory),
+            request.compose_file.as_deref(),
+            &self.options.allowed_roots,
+        )
+        .map(|project| project.services.into_iter().collect())
+        .map_err(|error| error.to_string());
+        let answer = AgentToServer::Inspected(Inspected {
+            request_id: request.request_id,
+            result,
+        });
+        if self.events.try_send(answer).is_err() {
+            tracing::debug!("event queue full; dropping an inspect answer");
         }
     }
 

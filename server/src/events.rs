@@ -1,57 +1,78 @@
 //! `GET /api/v1/events`: the dashboard's live feed, one WebSocket per browser tab.
 //!
-//! It relays the hub's status changes as [`DashboardEvent`]s so the page never polls. A tab
-//! that cannot keep up misses events rather than making the server buffer them: it is sent
-//! `Resync` and reloads. The Origin is checked against the server itself, so another site open
-//! in the same browser cannot read the feed.
+//! It carries the status changes of the agents the person may see and, for the one project the
+//! tab watches ([`DashboardRequest::Watch`]), its deployments' progress and container log
+//! lines, so the page never polls. A tab that cannot keep up misses events rather than making
+//! the server buffer them: it is sent `Resync` and reloads. The feed is authenticated like the
+//! API (the session cookie, or an API token), and a cookie counts only from this server's own
+//! pages, so another site open in the same browser cannot read it.
 
+use crate::db::User;
 use crate::error::AppError;
 use crate::hub::HubEvent;
+use crate::routes::CurrentUser;
 use crate::AppState;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
 use axum::response::Response;
-use shared::api::DashboardEvent;
+use shared::api::{DashboardEvent, DashboardRequest, DeploymentEvent};
+use shared::{AgentId, ProjectId};
+use std::collections::HashMap;
 use tokio::sync::broadcast::error::RecvError;
+
+/// Largest message a tab may send (a watch request is about 150 bytes).
+const MAX_REQUEST_BYTES: usize = 4 * 1024;
 
 pub async fn browser_events(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CurrentUser(user): CurrentUser,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
-    if !same_origin(&headers, &state.config.public_url) {
-        return Err(AppError::Forbidden(
-            "cross-origin requests to the live feed are refused".into(),
-        ));
-    }
     Ok(upgrade
         .read_buffer_size(1024)
-        .on_upgrade(move |socket| relay(socket, state)))
+        .max_message_size(MAX_REQUEST_BYTES)
+        .on_upgrade(move |socket| relay(socket, state, user)))
 }
 
-/// A browser sends `Origin`; it must be this server, as the browser reached it (`Host`) or as
-/// configured (`STAGELY_PUBLIC_URL`). Requests without one do not come from a web page.
-fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        return true;
-    };
-    let origin_host = origin
-        .split_once("://")
-        .map(|(_, host)| host)
-        .unwrap_or(origin);
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    origin == public_url || Some(origin_host) == host
+/// Stops watching a project's logs when the tab's connection ends, however it ends.
+struct Watching {
+    state: AppState,
+    project: Option<ProjectId>,
 }
 
-async fn relay(mut socket: WebSocket, state: AppState) {
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(project) = self.project.take() {
+            crate::live_logs::unwatch(&self.state, project);
+        }
+    }
+}
+
+async fn relay(mut socket: WebSocket, state: AppState, user: User) {
     let mut events = state.hub.subscribe();
+    let mut watching = Watching {
+        state: state.clone(),
+        project: None,
+    };
+    let mut visible = HashMap::<AgentId, bool>::new();
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
             incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let Ok(request) = serde_json::from_str::<DashboardRequest>(&text) else {
+                        continue;
+                    };
+                    let Some(first) = handle(&state, &user, &mut watching, request).await else {
+                        continue;
+                    };
+                    if send(&mut socket, &first).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => continue, // the browser has nothing to say
+                Some(Ok(_)) => continue,
             },
             _ = state.hub.closing() => {
                 let _ = socket.send(Message::Close(None)).await;
@@ -59,53 +80,96 @@ async fn relay(mut socket: WebSocket, state: AppState) {
             }
         };
         let message = match event {
-            Ok(HubEvent::AgentStatus { agent_id, status }) => {
-                DashboardEvent::AgentStatus { agent_id, status }
+            Ok(event) => {
+                match translate(&state, &user, &mut visible, watching.project, event).await {
+                    Some(message) => message,
+                    None => continue,
+                }
             }
-            Ok(_) => continue,
             Err(RecvError::Lagged(missed)) => {
                 tracing::debug!(missed, "a dashboard tab fell behind; asking it to resync");
                 DashboardEvent::Resync
             }
             Err(RecvError::Closed) => return,
         };
-        let Ok(text) = serde_json::to_string(&message) else {
-            continue;
-        };
-        if socket.send(Message::Text(text.into())).await.is_err() {
+        if send(&mut socket, &message).await.is_err() {
             return;
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A watch request: checks the project is the person's, switches the tab to it and returns
+/// the log lines the tab has not seen yet.
+async fn handle(
+    state: &AppState,
+    user: &User,
+    watching: &mut Watching,
+    request: DashboardRequest,
+) -> Option<DashboardEvent> {
+    let DashboardRequest::Watch { project_id, resume } = request;
+    let project = state.store.project(user, project_id).await.ok()?;
+    if let Some(previous) = watching.project.take() {
+        crate::live_logs::unwatch(state, previous);
+    }
+    let replay = crate::live_logs::watch(state, &project, resume).await;
+    watching.project = Some(project.id);
+    Some(DashboardEvent::Logs(replay))
+}
 
-    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, host.parse().unwrap());
-        if let Some(origin) = origin {
-            headers.insert(header::ORIGIN, origin.parse().unwrap());
+/// What the tab is told about a hub event, if anything: agent statuses for agents the person
+/// may see, everything else only about the watched project.
+async fn translate(
+    state: &AppState,
+    user: &User,
+    visible: &mut HashMap<AgentId, bool>,
+    watched: Option<ProjectId>,
+    event: HubEvent,
+) -> Option<DashboardEvent> {
+    match event {
+        HubEvent::AgentStatus { agent_id, status } => {
+            let may_see = match visible.get(&agent_id) {
+                Some(may_see) => *may_see,
+                None => {
+                    let may_see =
+                        user.is_admin || state.store.agent_visible_to(user, agent_id).await.is_ok();
+                    visible.insert(agent_id, may_see);
+                    may_see
+                }
+            };
+            may_see.then_some(DashboardEvent::AgentStatus { agent_id, status })
         }
-        headers
+        HubEvent::DeploymentStatus {
+            deployment_id,
+            project_id,
+            status,
+            message,
+        } => (watched == Some(project_id)).then_some(DashboardEvent::DeploymentStatus {
+            deployment_id,
+            status,
+            message,
+        }),
+        HubEvent::DeploymentEvent {
+            deployment_id,
+            project_id,
+            kind,
+            body,
+        } => (watched == Some(project_id)).then(|| DashboardEvent::DeploymentEvent {
+            deployment_id,
+            event: DeploymentEvent {
+                at: time::OffsetDateTime::now_utc(),
+                kind: kind.to_string(),
+                body,
+            },
+        }),
+        HubEvent::Logs(lines) => {
+            (watched == Some(lines.project_id)).then(|| DashboardEvent::Logs((*lines).clone()))
+        }
     }
+}
 
-    #[test]
-    fn only_pages_of_this_server_may_open_the_feed() {
-        let public = "https://deploy.example.com";
-        assert!(same_origin(
-            &headers(Some("http://127.0.0.1:3000"), "127.0.0.1:3000"),
-            public
-        ));
-        assert!(same_origin(
-            &headers(Some("https://deploy.example.com"), "10.0.0.5:3000"),
-            public
-        ));
-        assert!(same_origin(&headers(None, "127.0.0.1:3000"), public));
-        assert!(!same_origin(
-            &headers(Some("https://evil.example"), "127.0.0.1:3000"),
-            public
-        ));
-    }
+async fn send(socket: &mut WebSocket, message: &DashboardEvent) -> Result<(), axum::Error> {
+    let Ok(text) = serde_json::to_string(message) else {
+        return Ok(());
+    };
+    socket.send(Message::Text(text.into())).await
 }

@@ -9,8 +9,9 @@
 //! kept in memory and flushed to the database in batches by [`Hub::spawn_last_seen_flusher`].
 
 use crate::db::Store;
-use shared::api::{AgentStatus, DeploymentStatus};
-use shared::{AgentId, DeploymentId, ServerToAgent};
+use shared::api::{AgentStatus, DeploymentStatus, LogLines};
+use shared::protocol::{Inspect, Inspected};
+use shared::{AgentId, DeploymentId, JobId, ProjectId, ServerToAgent, ServiceName};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,14 +35,22 @@ pub enum HubEvent {
     },
     DeploymentStatus {
         deployment_id: DeploymentId,
+        project_id: ProjectId,
         status: DeploymentStatus,
+        message: Option<String>,
     },
     DeploymentEvent {
         deployment_id: DeploymentId,
+        project_id: ProjectId,
         kind: &'static str,
         body: String,
     },
+    /// Container log lines of a watched project (see `live_logs`).
+    Logs(Arc<LogLines>),
 }
+
+/// An agent's answer to an inspection: the compose file's services, or why it could not be read.
+pub type InspectResult = Result<Vec<ServiceName>, String>;
 
 /// Why a message could not be handed to an agent.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +78,8 @@ struct Inner {
     fleet_size: std::sync::atomic::AtomicUsize,
     /// Flips to true on shutdown, for connections that are not agent sessions (browsers).
     closing: tokio::sync::watch::Sender<bool>,
+    /// Inspections sent to agents, waiting for their answer.
+    inspections: Mutex<HashMap<JobId, oneshot::Sender<InspectResult>>>,
 }
 
 impl Default for Inner {
@@ -81,6 +92,7 @@ impl Default for Inner {
             shutting_down: AtomicBool::new(false),
             fleet_size: std::sync::atomic::AtomicUsize::new(0),
             closing: tokio::sync::watch::channel(false).0,
+            inspections: Mutex::default(),
         }
     }
 }
@@ -222,6 +234,40 @@ impl Hub {
                 mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => SendError::NotConnected,
             })
+    }
+
+    /// Asks an agent which services a compose project defines, waiting up to `timeout`.
+    pub async fn inspect(
+        &self,
+        agent_id: AgentId,
+        directory: String,
+        compose_file: Option<String>,
+        timeout: std::time::Duration,
+    ) -> InspectResult {
+        let request_id = JobId(uuid::Uuid::new_v4());
+        let (answer_tx, answer) = oneshot::channel();
+        lock(&self.inner.inspections).insert(request_id, answer_tx);
+        let request = Inspect {
+            request_id,
+            directory,
+            compose_file,
+        };
+        let result = match self.send(agent_id, ServerToAgent::Inspect(request)) {
+            Err(error) => Err(format!("{error}")),
+            Ok(()) => match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(result)) => result,
+                _ => Err("the agent did not answer in time".into()),
+            },
+        };
+        lock(&self.inner.inspections).remove(&request_id);
+        result
+    }
+
+    /// Hands an agent's answer to the [`Hub::inspect`] waiting for it.
+    pub fn complete_inspection(&self, answer: Inspected) {
+        if let Some(waiting) = lock(&self.inner.inspections).remove(&answer.request_id) {
+            let _ = waiting.send(answer.result);
+        }
     }
 
     /// Asks an agent's session to close (e.g. its token was revoked).

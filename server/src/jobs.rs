@@ -19,7 +19,9 @@ use crate::AppState;
 use anyhow::Context;
 use shared::api::{DeploymentStatus, Project};
 use shared::protocol::{JobEvent, JobUpdate};
-use shared::{AgentId, DeployPayload, DeploymentId, JobId, Secret, SecretValue, ServerToAgent};
+use shared::{
+    AgentId, DeployPayload, DeploymentId, JobId, ProjectId, Secret, SecretValue, ServerToAgent,
+};
 
 /// Decrypts a project's secrets for a deploy (or for redacting its logs).
 pub async fn project_secrets(state: &AppState, project: &Project) -> Result<Vec<Secret>, AppError> {
@@ -68,7 +70,7 @@ pub async fn dispatch(
         .send(project.agent_id, ServerToAgent::Deploy(payload))
     {
         Ok(()) => {
-            set_status(state, deployment, DeploymentStatus::Sent, None).await?;
+            set_status(state, deployment, project.id, DeploymentStatus::Sent, None).await?;
         }
         Err(SendError::NotConnected) => {
             tracing::info!(%deployment, agent_id = %project.agent_id, "agent offline; the deployment waits queued");
@@ -121,20 +123,27 @@ pub async fn record_update(state: &AppState, agent: AgentId, update: JobUpdate) 
         }
     };
     let id = job.deployment_id;
+    let project = job.project_id;
     let result = match update.event {
-        JobEvent::Received => set_status(state, id, DeploymentStatus::Received, None).await,
-        JobEvent::Step { name } => {
-            let moved = set_status(state, id, DeploymentStatus::Running, None).await;
-            add_event(state, id, "step", name).await.and(moved)
+        JobEvent::Received => {
+            set_status(state, id, project, DeploymentStatus::Received, None).await
         }
-        JobEvent::Output { line } => add_event(state, id, "output", line).await,
+        JobEvent::Step { name } => {
+            let moved = set_status(state, id, project, DeploymentStatus::Running, None).await;
+            if name == "health" {
+                // The containers were just (re)created: follow the new ones' logs.
+                crate::live_logs::restart(state, project).await;
+            }
+            add_event(state, id, project, "step", name).await.and(moved)
+        }
+        JobEvent::Output { line } => add_event(state, id, project, "output", line).await,
         JobEvent::Finished { success, message } => {
             let status = if success {
                 DeploymentStatus::Succeeded
             } else {
                 DeploymentStatus::Failed
             };
-            set_status(state, id, status, Some(&message)).await
+            set_status(state, id, project, status, Some(&message)).await
         }
     };
     if let Err(error) = result {
@@ -152,21 +161,28 @@ pub async fn expire_stale(state: &AppState) {
             return;
         }
     };
-    for id in stale {
+    for (id, project) in stale {
         let message = format!(
             "no word from the agent for {} s: the job timed out",
             state.config.job_expiry.as_secs()
         );
-        if let Err(error) = set_status(state, id, DeploymentStatus::TimedOut, Some(&message)).await
-        {
+        let timed_out = set_status(
+            state,
+            id,
+            project,
+            DeploymentStatus::TimedOut,
+            Some(&message),
+        );
+        if let Err(error) = timed_out.await {
             tracing::warn!(?error, deployment_id = %id, "could not time out a deployment");
         }
     }
 }
 
-async fn set_status(
+pub async fn set_status(
     state: &AppState,
     id: DeploymentId,
+    project_id: ProjectId,
     status: DeploymentStatus,
     message: Option<&str>,
 ) -> Result<(), AppError> {
@@ -177,7 +193,9 @@ async fn set_status(
     {
         state.hub.publish(HubEvent::DeploymentStatus {
             deployment_id: id,
+            project_id,
             status,
+            message: message.map(str::to_string),
         });
     }
     Ok(())
@@ -186,6 +204,7 @@ async fn set_status(
 async fn add_event(
     state: &AppState,
     id: DeploymentId,
+    project_id: ProjectId,
     kind: &'static str,
     body: String,
 ) -> Result<(), AppError> {
@@ -201,6 +220,7 @@ async fn add_event(
         .await?;
     state.hub.publish(HubEvent::DeploymentEvent {
         deployment_id: id,
+        project_id,
         kind,
         body,
     });

@@ -1,6 +1,7 @@
 //! `stagely-server` as a library: the binary's `main` and the integration tests both build the
 //! app through [`AppState::build`], [`router`] and [`run`], so tests exercise the real thing.
 
+pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod dashboard;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod hub;
 pub mod jobs;
+pub mod live_logs;
 pub mod routes;
 pub mod stream;
 pub mod token;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     /// Agent handshakes allowed at once (see `stream::MAX_HANDSHAKES`).
     pub handshakes: Arc<tokio::sync::Semaphore>,
+    /// Container logs of the projects dashboard tabs are watching.
+    pub logs: live_logs::LogFeeds,
     pub leptos_options: LeptosOptions,
 }
 
@@ -80,6 +84,7 @@ impl AppState {
             config: Arc::new(config),
             keyring: Arc::new(keyring),
             handshakes: Arc::new(tokio::sync::Semaphore::new(stream::MAX_HANDSHAKES)),
+            logs: live_logs::LogFeeds::default(),
             leptos_options,
         })
     }
@@ -88,8 +93,7 @@ impl AppState {
 /// The whole HTTP surface: dashboard pages, server functions, health and the agent stream.
 pub fn router(state: AppState) -> Router {
     let dashboard = DashboardContext(Arc::new(dashboard::ServerDashboard {
-        store: state.store.clone(),
-        hub: state.hub.clone(),
+        state: state.clone(),
     }));
     let options = state.leptos_options.clone();
     Router::new()
@@ -97,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stream", get(stream::agent_stream))
         .route("/api/v1/events", get(events::browser_events))
         .nest("/api/v1", routes::api())
+        .merge(auth::routes())
         .leptos_routes_with_context(
             &state,
             generate_route_list(app::App),
@@ -105,6 +110,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_session,
         ))
         .with_state(state)
 }

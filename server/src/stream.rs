@@ -126,11 +126,10 @@ pub async fn run_session<S>(
                     Ok(AgentToServer::JobUpdate(update)) => {
                         Box::pin(crate::jobs::record_update(&state, agent, update)).await;
                     }
+                    Ok(AgentToServer::Log(batch)) => crate::live_logs::relay(&state, agent, batch),
+                    Ok(AgentToServer::Inspected(answer)) => state.hub.complete_inspection(answer),
                     Ok(AgentToServer::Hello(_)) => {
                         tracing::debug!(agent_id = %agent, "ignoring a repeated hello");
-                    }
-                    Ok(other) => {
-                        tracing::debug!(agent_id = %agent, message = ?other, "agent message");
                     }
                     Err(error) => {
                         tracing::warn!(agent_id = %agent, %error, "skipping a frame that is not a known message");
@@ -213,6 +212,7 @@ where
     }
     // Jobs queued while the agent was away, or left open by a server restart.
     crate::jobs::resend_open_jobs(state, agent).await;
+    crate::live_logs::restart_for_agent(state, agent).await;
     Some(session)
 }
 

@@ -2,7 +2,7 @@
 
 use crate::{
     AgentId, DeploymentId, EnvKey, JobId, ProjectId, ProjectName, SecretId, SecretScope,
-    SecretValue,
+    SecretValue, ServiceName, UserId,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -275,4 +275,78 @@ pub enum DashboardEvent {
     },
     /// Events were missed (a slow tab): reload the data instead of trusting the stream.
     Resync,
+    /// A deployment of the watched project moved to a new status.
+    DeploymentStatus {
+        deployment_id: DeploymentId,
+        status: DeploymentStatus,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// A step or output line of a deployment of the watched project.
+    DeploymentEvent {
+        deployment_id: DeploymentId,
+        event: DeploymentEvent,
+    },
+    /// Container log lines of the watched project.
+    Logs(LogLines),
+}
+
+/// What the browser sends on the live feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum DashboardRequest {
+    /// Follow this project's deployments and container logs (instead of any other). `resume`
+    /// is the last log line the tab already shows, so a reconnect sends only what is new.
+    Watch {
+        project_id: ProjectId,
+        #[serde(default)]
+        resume: Option<LogCursor>,
+    },
+}
+
+/// A position in a project's log feed. `epoch` names one run of the server's log stream: a
+/// cursor from another epoch (the server restarted, or nobody watched for a while) is
+/// answered with the buffered lines from the start, and the tab starts over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCursor {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// Log lines of one project, numbered within their epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLines {
+    pub project_id: ProjectId,
+    pub epoch: u64,
+    pub lines: Vec<LogLine>,
+    /// Lines the agent dropped because the link could not keep up.
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+/// One container log line, secrets already redacted by the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub seq: u64,
+    pub service: ServiceName,
+    #[serde(default)]
+    pub stderr: bool,
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    pub text: String,
+}
+
+/// The signed-in person, as the dashboard shows them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewer {
+    pub id: UserId,
+    pub login: String,
+    pub is_admin: bool,
+}
+
+/// How people may sign in to this server, for the login page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInOptions {
+    /// "Sign in with GitHub" is configured.
+    pub github: bool,
 }

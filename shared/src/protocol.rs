@@ -28,6 +28,8 @@ pub enum AgentToServer {
     JobUpdate(JobUpdate),
     /// Container log lines of a running log stream.
     Log(LogBatch),
+    /// The answer to an [`Inspect`].
+    Inspected(Inspected),
 }
 
 /// Frames the server sends.
@@ -46,6 +48,25 @@ pub enum ServerToAgent {
     StartLogs(StartLogs),
     /// Stop a log stream started with [`StartLogs`].
     StopLogs(StopLogs),
+    /// Read a project's compose file and say which services it defines.
+    Inspect(Inspect),
+}
+
+/// Read a compose project without running anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inspect {
+    /// Echoed in [`Inspected`].
+    pub request_id: JobId,
+    pub directory: String,
+    #[serde(default)]
+    pub compose_file: Option<String>,
+}
+
+/// What the agent found: the services, or why the file could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inspected {
+    pub request_id: JobId,
+    pub result: Result<Vec<ServiceName>, String>,
 }
 
 /// Who the agent is and what it can drive.

@@ -253,14 +253,19 @@ impl Store {
     }
 
     /// Open deployments not updated since `before` (Unix ms): their agent never answered.
-    pub async fn stale_open_deployments(&self, before: i64) -> Result<Vec<DeploymentId>, DbError> {
+    pub async fn stale_open_deployments(
+        &self,
+        before: i64,
+    ) -> Result<Vec<(DeploymentId, ProjectId)>, DbError> {
         let sql = format!(
-            "SELECT id FROM deployments WHERE status IN {OPEN_STATUSES} AND updated_at < $1"
+            "SELECT id, project_id FROM deployments WHERE status IN {OPEN_STATUSES} AND updated_at < $1"
         );
-        let rows: Vec<(String,)> = on_pool!(self, pool => {
+        let rows: Vec<(String, String)> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(before).fetch_all(pool).await?
         });
-        rows.into_iter().map(|(id,)| parse_id(&id)).collect()
+        rows.into_iter()
+            .map(|(id, project)| Ok((parse_id(&id)?, parse_id(&project)?)))
+            .collect()
     }
 }
 

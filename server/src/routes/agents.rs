@@ -2,6 +2,7 @@
 
 use super::{ApiJson, ApiPath, CurrentUser};
 use crate::dashboard::summarize;
+use crate::db::User;
 use crate::error::AppError;
 use crate::token::Token;
 use crate::AppState;
@@ -44,13 +45,15 @@ pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
 ) -> Result<Json<Vec<AgentSummary>>, AppError> {
-    let agents = state.store.agents_visible_to(&user).await?;
-    Ok(Json(
-        agents
-            .into_iter()
-            .map(|agent| summarize(agent, &state.hub))
-            .collect(),
-    ))
+    Ok(Json(list_agents(&state, &user).await?))
+}
+
+pub async fn list_agents(state: &AppState, user: &User) -> Result<Vec<AgentSummary>, AppError> {
+    let agents = state.store.agents_visible_to(user).await?;
+    Ok(agents
+        .into_iter()
+        .map(|agent| summarize(agent, &state.hub))
+        .collect())
 }
 
 /// Revokes the agent's token and closes its live session at once.
@@ -59,8 +62,13 @@ pub async fn revoke(
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<AgentId>,
 ) -> Result<StatusCode, AppError> {
-    state.store.agent_visible_to(&user, id).await?;
+    revoke_agent(&state, &user, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn revoke_agent(state: &AppState, user: &User, id: AgentId) -> Result<(), AppError> {
+    state.store.agent_visible_to(user, id).await?;
     state.store.revoke_agent(id).await?;
     state.hub.disconnect(id, "agent token revoked");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `/deploy` and `/deployments`: start a deployment, follow it, read the history.
 
 use super::{ApiPath, CurrentUser};
+use crate::db::User;
 use crate::error::AppError;
 use crate::AppState;
 use axum::extract::State;
@@ -15,18 +16,31 @@ pub async fn deploy(
     CurrentUser(user): CurrentUser,
     ApiPath(project_id): ApiPath<ProjectId>,
 ) -> Result<(StatusCode, Json<DeployAccepted>), AppError> {
-    let project = state.store.project(&user, project_id).await?;
+    let accepted = start_deploy(&state, &user, project_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+pub async fn start_deploy(
+    state: &AppState,
+    user: &User,
+    project_id: ProjectId,
+) -> Result<DeployAccepted, AppError> {
+    let project = state.store.project(user, project_id).await?;
     let (deployment_id, job_id) = state.store.create_deployment(project.id, user.id).await?;
-    if let Err(error) = crate::jobs::dispatch(&state, deployment_id, job_id, &project).await {
+    if let Err(error) = crate::jobs::dispatch(state, deployment_id, job_id, &project).await {
         // Nothing was sent: say so on the deployment instead of leaving it queued for good.
         let message = format!("the deploy could not be prepared: {error}");
-        state
-            .store
-            .set_deployment_status(deployment_id, DeploymentStatus::Failed, Some(&message))
-            .await?;
+        crate::jobs::set_status(
+            state,
+            deployment_id,
+            project.id,
+            DeploymentStatus::Failed,
+            Some(&message),
+        )
+        .await?;
         return Err(error);
     }
-    Ok((StatusCode::ACCEPTED, Json(DeployAccepted { deployment_id })))
+    Ok(DeployAccepted { deployment_id })
 }
 
 pub async fn show(

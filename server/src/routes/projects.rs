@@ -1,6 +1,7 @@
 //! `/projects`: a compose project on one agent's host.
 
 use super::{ApiJson, ApiPath, CurrentUser};
+use crate::db::User;
 use crate::error::AppError;
 use crate::AppState;
 use axum::extract::State;
@@ -35,18 +36,27 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<CreateProject>,
 ) -> Result<(StatusCode, Json<Project>), AppError> {
+    let project = create_project(&state, &user, body).await?;
+    Ok((StatusCode::CREATED, Json(project)))
+}
+
+pub async fn create_project(
+    state: &AppState,
+    user: &User,
+    body: CreateProject,
+) -> Result<Project, AppError> {
     validate_path(&body.path)?;
     if let Some(file) = &body.compose_file {
         validate_compose_file(file)?;
     }
     state
         .store
-        .agent_visible_to(&user, body.agent_id)
+        .agent_visible_to(user, body.agent_id)
         .await
         .map_err(|_| AppError::BadRequest(format!("agent {} does not exist", body.agent_id)))?;
     let project = state
         .store
-        .create_project(&user, &body)
+        .create_project(user, &body)
         .await
         .map_err(|error| match error {
             crate::db::DbError::Conflict(_) => {
@@ -54,7 +64,7 @@ pub async fn create(
             }
             other => other.into(),
         })?;
-    Ok((StatusCode::CREATED, Json(project)))
+    Ok(project)
 }
 
 pub async fn list(

@@ -2,7 +2,7 @@
 
 use super::{ApiJson, ApiPath, CurrentUser};
 use crate::crypto::SecretAad;
-use crate::db::{DbError, StoredSecret};
+use crate::db::{DbError, StoredSecret, User};
 use crate::error::AppError;
 use crate::AppState;
 use axum::extract::State;
@@ -47,8 +47,17 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<CreateSecret>,
 ) -> Result<(StatusCode, Json<SecretSummary>), AppError> {
+    let created = create_secret(&state, &user, body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+pub async fn create_secret(
+    state: &AppState,
+    user: &User,
+    body: CreateSecret,
+) -> Result<SecretSummary, AppError> {
     check_value(&body.value)?;
-    let project = state.store.project(&user, body.project_id).await?;
+    let project = state.store.project(user, body.project_id).await?;
     let id = SecretId(Uuid::new_v4());
     let aad = SecretAad::for_row(project.id, id, &body.key);
     let stored = StoredSecret {
@@ -70,7 +79,7 @@ pub async fn create(
             )),
             other => other.into(),
         })?;
-    Ok((StatusCode::CREATED, Json(summary(stored))))
+    Ok(summary(stored))
 }
 
 pub async fn list(
@@ -78,9 +87,17 @@ pub async fn list(
     CurrentUser(user): CurrentUser,
     ApiPath(project): ApiPath<ProjectId>,
 ) -> Result<Json<Vec<SecretSummary>>, AppError> {
-    let project = state.store.project(&user, project).await?;
+    Ok(Json(list_secrets(&state, &user, project).await?))
+}
+
+pub async fn list_secrets(
+    state: &AppState,
+    user: &User,
+    project: ProjectId,
+) -> Result<Vec<SecretSummary>, AppError> {
+    let project = state.store.project(user, project).await?;
     let secrets = state.store.secrets_of_project(project.id).await?;
-    Ok(Json(secrets.into_iter().map(summary).collect()))
+    Ok(secrets.into_iter().map(summary).collect())
 }
 
 pub async fn update(
@@ -89,8 +106,17 @@ pub async fn update(
     ApiPath(id): ApiPath<SecretId>,
     ApiJson(body): ApiJson<UpdateSecret>,
 ) -> Result<Json<SecretSummary>, AppError> {
+    Ok(Json(update_secret(&state, &user, id, body).await?))
+}
+
+pub async fn update_secret(
+    state: &AppState,
+    user: &User,
+    id: SecretId,
+    body: UpdateSecret,
+) -> Result<SecretSummary, AppError> {
     check_value(&body.value)?;
-    let current = state.store.secret(&user, id).await?;
+    let current = state.store.secret(user, id).await?;
     let aad = SecretAad::for_row(current.project_id, current.id, &current.key);
     let ciphertext = state.keyring.encrypt(body.value.expose().as_bytes(), &aad);
     if !state
@@ -102,7 +128,7 @@ pub async fn update(
             "the secret changed meanwhile; try again".into(),
         ));
     }
-    Ok(Json(summary(state.store.secret(&user, id).await?)))
+    Ok(summary(state.store.secret(user, id).await?))
 }
 
 pub async fn delete(
@@ -120,7 +146,15 @@ pub async fn reveal(
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<SecretId>,
 ) -> Result<Json<RevealedSecret>, AppError> {
-    let secret = state.store.secret(&user, id).await?;
+    Ok(Json(reveal_secret(&state, &user, id).await?))
+}
+
+pub async fn reveal_secret(
+    state: &AppState,
+    user: &User,
+    id: SecretId,
+) -> Result<RevealedSecret, AppError> {
+    let secret = state.store.secret(user, id).await?;
     let aad = SecretAad::for_row(secret.project_id, secret.id, &secret.key);
     let plaintext = state
         .keyring
@@ -133,9 +167,9 @@ pub async fn reveal(
         .audit(user.id, "reveal_secret", &format!("secret:{id}"))
         .await?;
     tracing::info!(user = %user.login, secret_id = %id, key = %secret.key, "secret revealed");
-    Ok(Json(RevealedSecret {
+    Ok(RevealedSecret {
         id,
         key: secret.key,
         value: SecretValue::new(value),
-    }))
+    })
 }

@@ -9,7 +9,7 @@ async fn the_dashboard_lists_agents_with_their_live_status() {
     let (_, _, _agent) = app.connected_agent("online-box").await;
     app.add_agent("never-started").await;
 
-    let (status, html) = app.get_text("/").await;
+    let (status, html) = app.get_page("/").await;
     assert_eq!(status, 200);
     let online = dashboard_row(&html, "online-box").expect("online-box is listed");
     assert!(online.contains(">Connected<"), "{online}");
@@ -48,10 +48,22 @@ async fn the_live_feed_tells_the_browser_when_an_agent_comes_and_goes() {
         other => panic!("expected 403, got {other:?}"),
     }
 
-    let mut request = url.as_str().into_client_request().unwrap();
-    request
+    // Nor may a page without a session.
+    let mut signed_out = url.as_str().into_client_request().unwrap();
+    signed_out
         .headers_mut()
         .insert("origin", app.url().parse().unwrap());
+    match tokio_tungstenite::connect_async(signed_out).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+
+    let mut request = url.as_str().into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("origin", app.url().parse().unwrap());
+    headers.insert("cookie", app.admin_session("admin").await.parse().unwrap());
     let (mut feed, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let mut agent = AgentProcess::spawn(&app.url(), token.expose(), app.data_dir.path());
     assert_eq!(

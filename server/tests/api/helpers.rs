@@ -185,6 +185,13 @@ impl TestApp {
         (response.0, response.1)
     }
 
+    /// A dashboard page as a signed-in admin's browser gets it.
+    pub async fn get_page(&self, path: &str) -> (u16, String) {
+        let cookie = self.admin_session("page-reader").await;
+        let response = http_request(self.address, "GET", path, &[("Cookie", &cookie)], "").await;
+        (response.status, response.body)
+    }
+
     /// Stops the server gracefully and waits for it; the data directory outlives it.
     pub async fn stop(self) -> TempDir {
         let TestApp {
@@ -206,9 +213,59 @@ impl TestApp {
 
 /// A minimal HTTP/1.0 GET over a raw socket (no chunked encoding to undo), so tests need no HTTP client crate.
 pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let response = http_request(address, "GET", path, &[], "").await;
+    (response.status, response.body)
+}
+
+/// An HTTP answer as a browser would see it, before following any redirect.
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    /// `name=value` of the cookie the response sets, without its attributes.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            let pair = value.trim().split(';').next()?;
+            (key.trim().eq_ignore_ascii_case("set-cookie") && pair.starts_with(&format!("{name}=")))
+                .then(|| pair.to_string())
+        })
+    }
+}
+
+/// One raw HTTP/1.0 request, so redirects and cookies can be checked one step at a time.
+pub async fn http_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {address}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
@@ -218,11 +275,12 @@ pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    RawResponse {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
 }
 
 /// A real `stagely-agent` process; killed when dropped.
@@ -554,6 +612,17 @@ impl ApiClient {
 
 impl TestApp {
     /// Creates a user with an API token, as `stagely-server users add` + `tokens create` do.
+    /// A signed-in dashboard session of a new admin, as the `Cookie` header value.
+    pub async fn admin_session(&self, login: &str) -> String {
+        let user = self.store().create_user(login, None, true).await.unwrap();
+        let token = Token::generate();
+        self.store()
+            .create_session(user.id, &token.hash(), std::time::Duration::from_secs(600))
+            .await
+            .unwrap();
+        format!("{}={}", server::auth::SESSION_COOKIE, token.expose())
+    }
+
     pub async fn user(&self, login: &str) -> (server::db::User, ApiClient) {
         let user = self.store().create_user(login, None, false).await.unwrap();
         let token = Token::generate();

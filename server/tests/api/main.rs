@@ -2,6 +2,7 @@
 //! processes, SQLite always and PostgreSQL when `TEST_DATABASE_URL` is set.
 
 mod agent_link;
+mod auth;
 mod control_plane;
 mod dashboard;
 mod helpers;

@@ -1,0 +1,221 @@
+//! Container logs for the dashboard, streamed only while someone watches.
+//!
+//! The first tab that watches a project starts `compose logs -f` on its agent ([`StartLogs`]);
+//! the last one to leave stops it. Lines arrive in batches, get a sequence number and go to the
+//! watching tabs over the hub's event bus; the last [`BUFFER_LINES`] are kept so that a tab
+//! that reconnects gets exactly the lines it missed (its [`LogCursor`]) and no line twice.
+//!
+//! The stream is restarted when the agent reconnects and when a deploy has (re)created the
+//! containers, asking for the recent past again. Docker's timestamps tell which of those lines
+//! were already sent: per service, a line not newer than the last one sent is dropped.
+
+use crate::hub::HubEvent;
+use crate::AppState;
+use shared::api::{LogCursor, LogLine, LogLines, Project};
+use shared::protocol::{LogBatch, StartLogs, StopLogs};
+use shared::{AgentId, JobId, ProjectId, ServerToAgent, ServiceName};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Lines kept per watched project for tabs that reconnect.
+pub const BUFFER_LINES: usize = 1_000;
+/// Past lines asked for when a stream starts.
+const FIRST_TAIL: u32 = 200;
+/// Past lines asked for when a stream restarts; those already sent are dropped by timestamp.
+const RESTART_TAIL: u32 = 500;
+
+/// The log feeds of watched projects; cheap to clone.
+#[derive(Clone, Default)]
+pub struct LogFeeds {
+    feeds: Arc<Mutex<HashMap<ProjectId, Feed>>>,
+}
+
+struct Feed {
+    agent_id: AgentId,
+    stream_id: JobId,
+    epoch: u64,
+    next_seq: u64,
+    buffer: VecDeque<LogLine>,
+    watchers: usize,
+    /// The newest Docker timestamp sent per service (RFC 3339 with nanoseconds, which sorts
+    /// as text because Docker always prints it in UTC with the same width).
+    newest: HashMap<ServiceName, String>,
+}
+
+impl LogFeeds {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ProjectId, Feed>> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a watcher. Returns what the tab should show first (the buffered lines after its
+    /// cursor) and, for the first watcher, the stream to start.
+    fn watch(&self, project: &Project, resume: Option<LogCursor>) -> (LogLines, Option<JobId>) {
+        let mut feeds = self.lock();
+        let mut started = None;
+        let feed = feeds.entry(project.id).or_insert_with(|| {
+            let stream_id = JobId(uuid::Uuid::new_v4());
+            started = Some(stream_id);
+            Feed {
+                agent_id: project.agent_id,
+                stream_id,
+                epoch: rand::random::<u32>().into(),
+                next_seq: 1,
+                buffer: VecDeque::new(),
+                watchers: 0,
+                newest: HashMap::new(),
+            }
+        });
+        feed.watchers += 1;
+        let after = match resume {
+            Some(cursor) if cursor.epoch == feed.epoch => cursor.seq,
+            _ => 0,
+        };
+        let lines = feed
+            .buffer
+            .iter()
+            .filter(|line| line.seq > after)
+            .cloned()
+            .collect();
+        let replay = LogLines {
+            project_id: project.id,
+            epoch: feed.epoch,
+            lines,
+            skipped: 0,
+        };
+        (replay, started)
+    }
+
+    /// Removes a watcher; returns the stream to stop when it was the last.
+    fn unwatch(&self, project: ProjectId) -> Option<(AgentId, JobId)> {
+        let mut feeds = self.lock();
+        let feed = feeds.get_mut(&project)?;
+        feed.watchers = feed.watchers.saturating_sub(1);
+        if feed.watchers > 0 {
+            return None;
+        }
+        let feed = feeds.remove(&project)?;
+        Some((feed.agent_id, feed.stream_id))
+    }
+
+    /// The stream of a watched project.
+    fn stream_of(&self, project: ProjectId) -> Option<JobId> {
+        self.lock().get(&project).map(|feed| feed.stream_id)
+    }
+
+    /// The watched projects of an agent.
+    fn projects_of(&self, agent: AgentId) -> Vec<ProjectId> {
+        self.lock()
+            .iter()
+            .filter(|(_, feed)| feed.agent_id == agent)
+            .map(|(project, _)| *project)
+            .collect()
+    }
+
+    /// Numbers the new lines of a batch and keeps them; `None` when nothing is new or nobody
+    /// watches that stream any more.
+    pub fn record(&self, agent: AgentId, batch: LogBatch) -> Option<LogLines> {
+        let mut feeds = self.lock();
+        let (project_id, feed) = feeds
+            .iter_mut()
+            .find(|(_, feed)| feed.stream_id == batch.stream_id && feed.agent_id == agent)?;
+        let mut lines = Vec::with_capacity(batch.messages.len());
+        for message in batch.messages {
+            if let Some(timestamp) = &message.timestamp {
+                let newest = feed.newest.entry(message.service.clone()).or_default();
+                if timestamp.as_str() <= newest.as_str() {
+                    continue; // sent before the stream restarted
+                }
+                newest.clone_from(timestamp);
+            }
+            let line = LogLine {
+                seq: feed.next_seq,
+                service: message.service,
+                stderr: message.stream == shared::protocol::LogStream::Stderr,
+                timestamp: message.timestamp,
+                text: message.line,
+            };
+            feed.next_seq += 1;
+            if feed.buffer.len() == BUFFER_LINES {
+                feed.buffer.pop_front();
+            }
+            feed.buffer.push_back(line.clone());
+            lines.push(line);
+        }
+        (!lines.is_empty() || batch.skipped > 0).then_some(LogLines {
+            project_id: *project_id,
+            epoch: feed.epoch,
+            lines,
+            skipped: batch.skipped,
+        })
+    }
+}
+
+/// A tab starts watching `project`: returns the lines to show first.
+pub async fn watch(state: &AppState, project: &Project, resume: Option<LogCursor>) -> LogLines {
+    let (replay, started) = state.logs.watch(project, resume);
+    if let Some(stream_id) = started {
+        start(state, project, stream_id, FIRST_TAIL).await;
+    }
+    replay
+}
+
+/// A tab stops watching `project` (it closed, or watches another project now).
+pub fn unwatch(state: &AppState, project: ProjectId) {
+    if let Some((agent, stream_id)) = state.logs.unwatch(project) {
+        let _ = state
+            .hub
+            .send(agent, ServerToAgent::StopLogs(StopLogs { stream_id }));
+    }
+}
+
+/// After an agent's hello: its watched projects' streams died with the old connection.
+pub async fn restart_for_agent(state: &AppState, agent: AgentId) {
+    for project in state.logs.projects_of(agent) {
+        restart(state, project).await;
+    }
+}
+
+/// Restarts a watched project's stream, e.g. once a deploy has recreated its containers.
+pub async fn restart(state: &AppState, project: ProjectId) {
+    let Some(stream_id) = state.logs.stream_of(project) else {
+        return;
+    };
+    match state.store.project_by_id(project).await {
+        Ok(project) => start(state, &project, stream_id, RESTART_TAIL).await,
+        Err(error) => tracing::warn!(%error, project_id = %project, "cannot restart a log stream"),
+    }
+}
+
+/// Asks the agent for the stream; the project's secrets go along so the agent redacts them.
+async fn start(state: &AppState, project: &Project, stream_id: JobId, tail: u32) {
+    let redact = match crate::jobs::project_secrets(state, project).await {
+        Ok(secrets) => secrets.into_iter().map(|secret| secret.value).collect(),
+        Err(error) => {
+            // Without the values the agent could not redact: stream nothing.
+            tracing::error!(?error, project_id = %project.id, "cannot stream logs without the secrets to redact");
+            return;
+        }
+    };
+    let request = StartLogs {
+        stream_id,
+        project: project.name.clone(),
+        directory: project.path.clone(),
+        compose_file: project.compose_file.clone(),
+        service: None,
+        tail,
+        redact,
+    };
+    // An agent that is offline gets it on reconnect (`restart_for_agent`).
+    let _ = state
+        .hub
+        .send(project.agent_id, ServerToAgent::StartLogs(request));
+}
+
+/// Publishes an agent's log batch to the watching tabs.
+pub fn relay(state: &AppState, agent: AgentId, batch: LogBatch) {
+    if let Some(lines) = state.logs.record(agent, batch) {
+        state.hub.publish(HubEvent::Logs(Arc::new(lines)));
+    }
+}
