@@ -5,8 +5,12 @@
 //! the page reaches data; their bodies run on the server against a [`ssr::Dashboard`] that the
 //! server provides as context, so this crate never depends on the database or the hub.
 
+pub mod auth;
 #[cfg(feature = "hydrate")]
 pub mod live;
+pub mod logs;
+pub mod project;
+pub mod projects;
 pub mod servers;
 
 use leptos::prelude::*;
@@ -20,32 +24,100 @@ use leptos_router::{
 pub mod ssr {
     //! The server side of the dashboard's server functions.
 
-    use shared::api::AgentSummary;
+    use shared::api::{
+        AgentSummary, CreateProject, CreateSecret, DeployAccepted, Deployment, Project,
+        RevealedSecret, SecretSummary, SignInOptions, UpdateSecret, Viewer,
+    };
+    use shared::{AgentId, DeploymentId, ProjectId, SecretId, ServiceName};
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::Arc;
 
     /// A boxed future, since the dashboard is reached through a trait object.
     pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+    /// What a dashboard call answers: the message of an `Err` is shown to the person next to
+    /// what they did, so it must not leak internals.
+    pub type Answer<'a, T> = BoxFuture<'a, Result<T, String>>;
+
+    /// The session cookie of the request a server function runs for; the server resolves it
+    /// to a person on every call.
+    #[derive(Clone, Debug, Default)]
+    pub struct Session(pub Option<String>);
 
     /// What the dashboard needs from the server. `stagely-server` implements it over its store
-    /// and hub; the message of an `Err` is shown to the user, so it must not leak internals.
+    /// and hub, with the same checks as its REST API.
     pub trait Dashboard: Send + Sync + 'static {
-        /// Every agent with its live status.
-        fn list_agents(&self) -> BoxFuture<'_, Result<Vec<AgentSummary>, String>>;
+        fn sign_in_options(&self) -> SignInOptions;
+        fn viewer(&self, session: Session) -> Answer<'_, Viewer>;
+        fn list_agents(&self, session: Session) -> Answer<'_, Vec<AgentSummary>>;
+        fn revoke_agent(&self, session: Session, id: AgentId) -> Answer<'_, ()>;
+        fn list_projects(&self, session: Session) -> Answer<'_, Vec<Project>>;
+        fn create_project(&self, session: Session, body: CreateProject) -> Answer<'_, Project>;
+        fn project(&self, session: Session, id: ProjectId) -> Answer<'_, Project>;
+        /// The services the project's agent finds in its compose file.
+        fn project_services(&self, session: Session, id: ProjectId)
+            -> Answer<'_, Vec<ServiceName>>;
+        fn list_secrets(
+            &self,
+            session: Session,
+            project: ProjectId,
+        ) -> Answer<'_, Vec<SecretSummary>>;
+        fn create_secret(&self, session: Session, body: CreateSecret) -> Answer<'_, SecretSummary>;
+        fn update_secret(
+            &self,
+            session: Session,
+            id: SecretId,
+            body: UpdateSecret,
+        ) -> Answer<'_, SecretSummary>;
+        fn delete_secret(&self, session: Session, id: SecretId) -> Answer<'_, ()>;
+        fn reveal_secret(&self, session: Session, id: SecretId) -> Answer<'_, RevealedSecret>;
+        fn deploy(&self, session: Session, project: ProjectId) -> Answer<'_, DeployAccepted>;
+        fn deployments(&self, session: Session, project: ProjectId) -> Answer<'_, Vec<Deployment>>;
+        fn deployment(&self, session: Session, id: DeploymentId) -> Answer<'_, Deployment>;
     }
 
     /// The context value server functions look up.
     #[derive(Clone)]
     pub struct DashboardContext(pub Arc<dyn Dashboard>);
 
-    /// The dashboard behind the current request.
-    pub fn dashboard() -> Result<Arc<dyn Dashboard>, leptos::prelude::ServerFnError> {
-        leptos::prelude::use_context::<DashboardContext>()
+    /// The name of the session cookie (the server sets it at sign-in).
+    pub const SESSION_COOKIE: &str = "stagely_session";
+
+    /// The dashboard behind the current request, and the request's session.
+    pub fn dashboard() -> Result<(Arc<dyn Dashboard>, Session), leptos::prelude::ServerFnError> {
+        let dashboard = leptos::prelude::use_context::<DashboardContext>()
             .map(|context| context.0)
-            .ok_or_else(|| leptos::prelude::ServerFnError::new("dashboard context is missing"))
+            .ok_or_else(|| leptos::prelude::ServerFnError::new("dashboard context is missing"))?;
+        let session = leptos::prelude::use_context::<http::request::Parts>()
+            .and_then(|parts| session_cookie(&parts.headers).map(str::to_string));
+        Ok((dashboard, Session(session)))
+    }
+
+    fn session_cookie(headers: &http::HeaderMap) -> Option<&str> {
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == SESSION_COOKIE)
+            .map(|(_, value)| value)
     }
 }
+
+/// Runs a dashboard call inside a server function: `call!(method, args…)`.
+#[cfg(feature = "ssr")]
+macro_rules! call {
+    ($method:ident $(, $arg:expr)*) => {{
+        let (dashboard, session) = $crate::ssr::dashboard()?;
+        dashboard
+            .$method(session $(, $arg)*)
+            .await
+            .map_err(::leptos::prelude::ServerFnError::new)
+    }};
+}
+#[cfg(feature = "ssr")]
+pub(crate) use call;
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -82,20 +154,52 @@ pub fn App() -> impl IntoView {
         <Title text="Stagely" />
         <Router>
             <div class="layout" data-hydrated=move || hydrated.get().to_string()>
-                <header class="topbar">
-                    <A href="/" attr:class="brand">
-                        "Stagely"
-                    </A>
-                    <nav>
-                        <A href="/">"Servers"</A>
-                    </nav>
-                </header>
+                <TopBar />
                 <main>
                     <Routes fallback=|| view! { <p class="muted">"Page not found."</p> }>
                         <Route path=path!("") view=servers::ServersPage />
+                        <Route path=path!("/login") view=auth::LoginPage />
+                        <Route path=path!("/setup") view=auth::SetupPage />
+                        <Route path=path!("/projects") view=projects::ProjectsPage />
+                        <Route path=path!("/projects/:id") view=project::ProjectPage />
                     </Routes>
                 </main>
             </div>
         </Router>
+    }
+}
+
+/// The brand, the navigation and who is signed in (with the sign-out button). On the sign-in
+/// pages nobody is, and only the brand shows.
+#[component]
+fn TopBar() -> impl IntoView {
+    let viewer = Resource::new(|| (), |_| auth::current_viewer());
+    view! {
+        <header class="topbar">
+            <A href="/" attr:class="brand">
+                "Stagely"
+            </A>
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    viewer
+                        .await
+                        .ok()
+                        .map(|viewer| {
+                            view! {
+                                <nav>
+                                    <A href="/" exact=true>"Servers"</A>
+                                    <A href="/projects">"Projects"</A>
+                                </nav>
+                                <form class="whoami" method="post" action="/auth/logout">
+                                    <span class="muted">{viewer.login}</span>
+                                    <button class="btn btn-quiet" type="submit">
+                                        "Sign out"
+                                    </button>
+                                </form>
+                            }
+                        })
+                })}
+            </Transition>
+        </header>
     }
 }

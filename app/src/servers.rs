@@ -7,13 +7,16 @@ use std::collections::HashMap;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
-/// Every agent with its live status.
+/// Every agent the person may see, with its live status.
 #[server]
 pub async fn list_agents() -> Result<Vec<AgentSummary>, ServerFnError> {
-    crate::ssr::dashboard()?
-        .list_agents()
-        .await
-        .map_err(ServerFnError::new)
+    crate::call!(list_agents)
+}
+
+/// Revokes an agent's token; its live session closes at once.
+#[server]
+pub async fn revoke_agent(id: AgentId) -> Result<(), ServerFnError> {
+    crate::call!(revoke_agent, id)
 }
 
 #[component]
@@ -21,22 +24,33 @@ pub fn ServersPage() -> impl IntoView {
     let agents = Resource::new(|| (), |_| list_agents());
     // Statuses heard on the live feed since the list was loaded; they win over the list's.
     let live = RwSignal::new(HashMap::<AgentId, AgentStatus>::new());
+    let revoke = ServerAction::<RevokeAgent>::new();
+    Effect::new(move |_| {
+        if revoke.version().get() > 0 {
+            agents.refetch();
+        }
+    });
 
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
-        use crate::live::{subscribe, Live};
+        use crate::live::{close_on_cleanup, subscribe, Live};
         use shared::api::DashboardEvent;
-        subscribe(std::rc::Rc::new(move |message| match message {
-            Live::Opened | Live::Event(DashboardEvent::Resync) => {
-                live.update(HashMap::clear);
-                agents.refetch();
-            }
-            Live::Event(DashboardEvent::AgentStatus { agent_id, status }) => {
-                live.update(|statuses| {
-                    statuses.insert(agent_id, status);
-                });
-            }
-        }));
+        let feed = subscribe(
+            std::rc::Rc::new(move |message| match message {
+                Live::Opened | Live::Event(DashboardEvent::Resync) => {
+                    live.update(HashMap::clear);
+                    agents.refetch();
+                }
+                Live::Event(DashboardEvent::AgentStatus { agent_id, status }) => {
+                    live.update(|statuses| {
+                        statuses.insert(agent_id, status);
+                    });
+                }
+                Live::Event(_) => {}
+            }),
+            std::rc::Rc::new(|| None),
+        );
+        close_on_cleanup(feed);
     });
 
     view! {
@@ -51,11 +65,18 @@ pub fn ServersPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match agents.await {
                         Ok(list) if list.is_empty() => view! { <EmptyServers /> }.into_any(),
-                        Ok(list) => view! { <ServerTable agents=list live /> }.into_any(),
+                        Ok(list) => view! { <ServerTable agents=list live revoke /> }.into_any(),
                         Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
                     }
                 })}
             </Transition>
+            {move || {
+                revoke
+                    .value()
+                    .get()
+                    .and_then(Result::err)
+                    .map(|error| view! { <p class="error" role="alert">{error.to_string()}</p> })
+            }}
         </section>
     }
 }
@@ -74,6 +95,7 @@ fn EmptyServers() -> impl IntoView {
 fn ServerTable(
     agents: Vec<AgentSummary>,
     live: RwSignal<HashMap<AgentId, AgentStatus>>,
+    revoke: ServerAction<RevokeAgent>,
 ) -> impl IntoView {
     view! {
         <table class="servers">
@@ -86,17 +108,25 @@ fn ServerTable(
                     <th>"Compose"</th>
                     <th>"Agent"</th>
                     <th>"Last seen"</th>
+                    <th></th>
                 </tr>
             </thead>
             <tbody>
-                {agents.into_iter().map(|agent| view! { <ServerRow agent live /> }).collect_view()}
+                {agents
+                    .into_iter()
+                    .map(|agent| view! { <ServerRow agent live revoke /> })
+                    .collect_view()}
             </tbody>
         </table>
     }
 }
 
 #[component]
-fn ServerRow(agent: AgentSummary, live: RwSignal<HashMap<AgentId, AgentStatus>>) -> impl IntoView {
+fn ServerRow(
+    agent: AgentSummary,
+    live: RwSignal<HashMap<AgentId, AgentStatus>>,
+    revoke: ServerAction<RevokeAgent>,
+) -> impl IntoView {
     let id = agent.id;
     let loaded = agent.status;
     let status = move || {
@@ -108,6 +138,9 @@ fn ServerRow(agent: AgentSummary, live: RwSignal<HashMap<AgentId, AgentStatus>>)
         AgentStatus::Disconnected => "status status-disconnected",
     };
     let unknown = || "—".to_string();
+    // Revoking asks twice: the first click arms the button.
+    let armed = RwSignal::new(false);
+    let name = agent.name.clone();
     view! {
         <tr data-agent-id=agent.id.to_string()>
             <td class="name">{agent.name}</td>
@@ -119,11 +152,26 @@ fn ServerRow(agent: AgentSummary, live: RwSignal<HashMap<AgentId, AgentStatus>>)
             <td>{agent.compose_version.unwrap_or_else(unknown)}</td>
             <td>{agent.agent_version.unwrap_or_else(unknown)}</td>
             <td>{agent.last_seen.map(format_time).unwrap_or_else(unknown)}</td>
+            <td class="actions">
+                <button
+                    class="btn btn-danger"
+                    title=format!("Revoke the token of {name}; its agent is disconnected at once")
+                    on:click=move |_| {
+                        if armed.get() {
+                            revoke.dispatch(RevokeAgent { id });
+                        } else {
+                            armed.set(true);
+                        }
+                    }
+                >
+                    {move || if armed.get() { "Confirm revoke" } else { "Revoke" }}
+                </button>
+            </td>
         </tr>
     }
 }
 
-fn format_time(at: OffsetDateTime) -> String {
+pub fn format_time(at: OffsetDateTime) -> String {
     let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     at.format(format).unwrap_or_default()
 }

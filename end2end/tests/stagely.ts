@@ -27,15 +27,17 @@ export class Stagely {
     private readonly env: NodeJS.ProcessEnv,
   ) {}
 
-  static async start(agentName: string): Promise<Stagely> {
+  static async start(agentName: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<Stagely> {
     const dataDir = mkdtempSync(join(tmpdir(), 'stagely-e2e-'));
     const port = await freePort();
     const env = {
       ...process.env,
       STAGELY_BIND: `127.0.0.1:${port}`,
+      STAGELY_PUBLIC_URL: `http://127.0.0.1:${port}`,
       STAGELY_DATA_DIR: dataDir,
       STAGELY_SITE_ROOT: siteRoot,
       RUST_LOG: 'info',
+      ...extraEnv,
     };
     const token = execFileSync(serverBin, ['agents', 'add', agentName], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
     const stagely = new Stagely(`http://127.0.0.1:${port}`, dataDir, agentName, token, env);
@@ -111,10 +113,26 @@ async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
-/** Opens the dashboard and waits until hydration has attached its event handlers. */
-export async function openDashboard(page: Page, stagely: Stagely) {
-  await page.goto(stagely.url);
+/** Waits until hydration has attached the page's event handlers. */
+export async function hydrated(page: Page) {
   await expect(page.locator('[data-hydrated="true"]')).toBeAttached();
+}
+
+/** Creates the first admin through the setup page a fresh instance shows, which signs them in. */
+export async function signIn(page: Page, stagely: Stagely) {
+  await page.goto(stagely.url);
+  await expect(page).toHaveURL(/\/setup$/);
+  await page.getByLabel('Username').fill('admin');
+  await page.getByLabel('Password', { exact: true }).fill('correct-horse-battery');
+  await page.getByLabel('Repeat the password').fill('correct-horse-battery');
+  await page.getByRole('button', { name: 'Create the administrator' }).click();
+  await expect(page.getByRole('heading', { name: 'Servers' })).toBeVisible();
+}
+
+/** Signs in and waits for the Servers page to be live. */
+export async function openDashboard(page: Page, stagely: Stagely) {
+  await signIn(page, stagely);
+  await hydrated(page);
 }
 
 export const test = base.extend<{ stagely: Stagely }>({
