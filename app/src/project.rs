@@ -5,7 +5,7 @@
 //! deployments' progress and the log lines as they happen.
 
 use crate::logs::{Ansi, LogBuffer, LogPanel};
-use crate::projects::error_text;
+use crate::projects::{error_text, SubmitRow};
 use crate::servers::format_time;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -468,17 +468,11 @@ fn Secrets(project: ProjectId) -> impl IntoView {
                         })
                     })}
                 </Transition>
-                <div class="form-actions">
-                    <button class="btn btn-primary" type="submit" disabled=move || add.pending().get()>
-                        "Add secret"
-                    </button>
-                    {move || {
-                        add.value()
-                            .get()
-                            .and_then(Result::err)
-                            .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
-                    }}
-                </div>
+                <SubmitRow
+                    label="Add secret"
+                    pending=add.pending()
+                    error=Signal::derive(move || add.value().get().and_then(Result::err))
+                />
             </ActionForm>
         </section>
     }

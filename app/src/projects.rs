@@ -90,17 +90,11 @@ pub fn ProjectsPage() -> impl IntoView {
                     "Compose file (optional)"
                     <input name="compose_file" placeholder="compose.yaml" />
                 </label>
-                <div class="form-actions">
-                    <button class="btn btn-primary" type="submit" disabled=move || add.pending().get()>
-                        "Add project"
-                    </button>
-                    {move || {
-                        add.value()
-                            .get()
-                            .and_then(Result::err)
-                            .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
-                    }}
-                </div>
+                <SubmitRow
+                    label="Add project"
+                    pending=add.pending()
+                    error=Signal::derive(move || add.value().get().and_then(Result::err))
+                />
             </ActionForm>
         </section>
     }
@@ -134,6 +128,27 @@ fn ProjectTable(projects: Vec<Project>) -> impl IntoView {
                     .collect_view()}
             </tbody>
         </table>
+    }
+}
+
+/// A form's submit button, disabled while the form is sent, with the server's error beside it.
+#[component]
+pub fn SubmitRow(
+    label: &'static str,
+    #[prop(into)] pending: Signal<bool>,
+    #[prop(into)] error: Signal<Option<ServerFnError>>,
+) -> impl IntoView {
+    view! {
+        <div class="form-actions">
+            <button class="btn btn-primary" type="submit" disabled=move || pending.get()>
+                {label}
+            </button>
+            {move || {
+                error
+                    .get()
+                    .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
+            }}
+        </div>
     }
 }
 

@@ -22,7 +22,13 @@ Configuration (environment variables):
                           is marked timed out                   [default: 3600]
   APP_MASTER_KEY_PREVIOUS the key before a rotation (see rotate-key)
   RUST_LOG                log filter                           [default: info]
-APP_MASTER_KEY, APP_MASTER_KEY_PREVIOUS and DATABASE_URL may instead be read from a file named by <NAME>_FILE.";
+  STAGELY_GITHUB_CLIENT_ID / STAGELY_GITHUB_CLIENT_SECRET
+                          a GitHub OAuth app: enables \"Sign in with GitHub\"
+  STAGELY_GITHUB_ALLOWED_USERS / STAGELY_GITHUB_ALLOWED_ORGS
+                          comma-separated logins / organizations allowed in
+  STAGELY_GITHUB_URL / STAGELY_GITHUB_API_URL
+                          GitHub Enterprise [default: https://github.com, https://api.github.com]
+APP_MASTER_KEY, APP_MASTER_KEY_PREVIOUS, DATABASE_URL and STAGELY_GITHUB_CLIENT_SECRET may instead be read from a file named by <NAME>_FILE.";
 
 /// The Stagely server: dashboard, API and the hub every agent connects to.
 #[derive(Parser)]

@@ -440,9 +440,27 @@ impl ServerProcess {
 
     /// Whether the server-rendered dashboard lists `name` with `status`.
     pub async fn dashboard_shows(&self, name: &str, status: &str) -> bool {
-        let (code, body) = http_get(self.address, "/").await;
-        code == 200
-            && dashboard_row(&body, name).is_some_and(|row| row.contains(&format!(">{status}<")))
+        let cookie = self.sign_in_admin().await;
+        let page = http_request(self.address, "GET", "/", &[("Cookie", &cookie)], "").await;
+        page.status == 200
+            && dashboard_row(&page.body, name)
+                .is_some_and(|row| row.contains(&format!(">{status}<")))
+    }
+
+    /// Signs in through the login form as an admin the CLI created (once per data directory),
+    /// and returns the session cookie.
+    pub async fn sign_in_admin(&self) -> String {
+        let password_file = self.data_dir.join("admin-password");
+        if !password_file.exists() {
+            std::fs::write(&password_file, "page-reader-password").unwrap();
+            let args = ["users", "add", "page-reader", "--admin", "--password-file"];
+            self.cli(&[&args[..], &[password_file.to_str().unwrap()]].concat());
+        }
+        let form = "login=page-reader&password=page-reader-password";
+        http_request(self.address, "POST", "/auth/login", &[], form)
+            .await
+            .cookie("stagely_session")
+            .unwrap_or_default()
     }
 
     pub async fn kill_9(&mut self) {
