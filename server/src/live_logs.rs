@@ -219,3 +219,130 @@ pub fn relay(state: &AppState, agent: AgentId, batch: LogBatch) {
         state.hub.publish(HubEvent::Logs(Arc::new(lines)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::protocol::{LogMessage, LogStream};
+    use shared::{ProjectName, ServiceName};
+
+    fn project() -> Project {
+        Project {
+            id: ProjectId(uuid::Uuid::new_v4()),
+            name: ProjectName::parse("shop").unwrap(),
+            agent_id: AgentId(uuid::Uuid::new_v4()),
+            path: "/srv/shop".into(),
+            compose_file: None,
+            created_at: time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn batch(stream_id: JobId, lines: &[(&str, &str)]) -> LogBatch {
+        LogBatch {
+            stream_id,
+            messages: lines
+                .iter()
+                .map(|(timestamp, line)| LogMessage {
+                    project: ProjectName::parse("shop").unwrap(),
+                    service: ServiceName::parse("web").unwrap(),
+                    stream: LogStream::Stdout,
+                    timestamp: Some(timestamp.to_string()),
+                    line: line.to_string(),
+                })
+                .collect(),
+            skipped: 0,
+        }
+    }
+
+    fn texts(lines: &LogLines) -> Vec<&str> {
+        lines.lines.iter().map(|line| line.text.as_str()).collect()
+    }
+
+    #[test]
+    fn a_restarted_stream_sends_only_lines_newer_than_those_already_sent() {
+        let feeds = LogFeeds::default();
+        let project = project();
+        let (_, started) = feeds.watch(&project, None);
+        let stream = started.expect("the first watcher starts the stream");
+        let first = feeds.record(
+            project.agent_id,
+            batch(
+                stream,
+                &[
+                    ("2026-01-01T00:00:01.000000001Z", "a"),
+                    ("2026-01-01T00:00:02.000000001Z", "b"),
+                ],
+            ),
+        );
+        assert_eq!(texts(&first.unwrap()), ["a", "b"]);
+        // After a restart the agent sends its tail again, then what is new.
+        let again = feeds.record(
+            project.agent_id,
+            batch(
+                stream,
+                &[
+                    ("2026-01-01T00:00:01.000000001Z", "a"),
+                    ("2026-01-01T00:00:02.000000001Z", "b"),
+                    ("2026-01-01T00:00:03.000000001Z", "c"),
+                ],
+            ),
+        );
+        let again = again.unwrap();
+        assert_eq!(texts(&again), ["c"]);
+        assert_eq!(again.lines[0].seq, 3);
+        // Another agent cannot write into this project's feed.
+        assert!(feeds
+            .record(
+                AgentId(uuid::Uuid::new_v4()),
+                batch(stream, &[("2026-01-01T00:00:09Z", "x")])
+            )
+            .is_none());
+    }
+
+    #[test]
+    fn a_tab_that_reconnects_gets_exactly_the_lines_it_missed() {
+        let feeds = LogFeeds::default();
+        let project = project();
+        let (_, started) = feeds.watch(&project, None);
+        let stream = started.unwrap();
+        let shown = feeds
+            .record(
+                project.agent_id,
+                batch(
+                    stream,
+                    &[("2026-01-01T00:00:01Z", "a"), ("2026-01-01T00:00:02Z", "b")],
+                ),
+            )
+            .unwrap();
+        // The tab drops; a line arrives meanwhile; another tab keeps the stream alive.
+        let (_, restarted) = feeds.watch(&project, None);
+        assert!(restarted.is_none(), "one stream per project");
+        assert!(
+            feeds.unwatch(project.id).is_none(),
+            "the other tab still watches"
+        );
+        feeds.record(
+            project.agent_id,
+            batch(stream, &[("2026-01-01T00:00:03Z", "c")]),
+        );
+        let cursor = LogCursor {
+            epoch: shown.epoch,
+            seq: 2,
+        };
+        let (replay, _) = feeds.watch(&project, Some(cursor));
+        assert_eq!(texts(&replay), ["c"]);
+        // A cursor from another epoch (a restarted server) gets the whole buffer to start over.
+        let (replay, _) = feeds.watch(
+            &project,
+            Some(LogCursor {
+                epoch: shown.epoch + 1,
+                seq: 2,
+            }),
+        );
+        assert_eq!(texts(&replay), ["a", "b", "c"]);
+        // When the last tab leaves, the stream is stopped.
+        assert!(feeds.unwatch(project.id).is_none());
+        assert!(feeds.unwatch(project.id).is_none());
+        assert_eq!(feeds.unwatch(project.id), Some((project.agent_id, stream)));
+    }
+}
