@@ -32,6 +32,9 @@ pub struct Config {
     pub job_expiry: Duration,
     /// GitHub sign-in, when `STAGELY_GITHUB_CLIENT_ID` is set.
     pub github: Option<GitHubConfig>,
+    /// `STAGELY_DOWNLOADS_DIR`: the static agent binaries `install.sh` downloads
+    /// (`stagely-agent-x86_64`, `stagely-agent-aarch64`).
+    pub downloads_dir: PathBuf,
 }
 
 /// `STAGELY_GITHUB_*`: an OAuth app on GitHub (or a GitHub Enterprise / compatible server).
@@ -104,8 +107,9 @@ impl Config {
                 reason: format!("{public_url:?} must start with http:// or https://"),
             });
         }
-        let site_root =
-            PathBuf::from(non_empty("STAGELY_SITE_ROOT").unwrap_or_else(default_site_root));
+        let site_root = PathBuf::from(
+            non_empty("STAGELY_SITE_ROOT").unwrap_or_else(|| beside_exe_or("site", "target/site")),
+        );
         let heartbeat_secs = match non_empty("STAGELY_HEARTBEAT_SECS") {
             Some(value) => value
                 .parse::<u64>()
@@ -161,6 +165,10 @@ impl Config {
             master_key_previous: secret(&lookup, "APP_MASTER_KEY_PREVIOUS")?,
             job_expiry: Duration::from_secs(job_expiry_secs),
             github,
+            downloads_dir: PathBuf::from(
+                non_empty("STAGELY_DOWNLOADS_DIR")
+                    .unwrap_or_else(|| beside_exe_or("downloads", "target/downloads")),
+            ),
         })
     }
 
@@ -224,16 +232,16 @@ fn secret(
     }
 }
 
-/// `site/` beside the executable when the server was installed with its assets, otherwise
-/// cargo-leptos's output directory in the workspace.
-fn default_site_root() -> String {
+/// `<name>/` beside the executable when the server was installed with it, otherwise
+/// cargo-leptos's / the build scripts' output directory in the workspace.
+fn beside_exe_or(name: &str, workspace_dir: &str) -> String {
     let beside_exe = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("site")))
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
         .filter(|dir| dir.is_dir());
     match beside_exe {
         Some(dir) => dir.to_string_lossy().into_owned(),
-        None => "target/site".into(),
+        None => workspace_dir.into(),
     }
 }
 
@@ -257,6 +265,7 @@ impl fmt::Debug for Config {
                 &self.master_key_previous.as_ref().map(|_| "***"),
             )
             .field("job_expiry", &self.job_expiry)
+            .field("downloads_dir", &self.downloads_dir)
             .field(
                 "github",
                 &self.github.as_ref().map(|github| {

@@ -11,6 +11,7 @@ pub mod events;
 pub mod hub;
 pub mod jobs;
 pub mod live_logs;
+pub mod provisioning;
 pub mod routes;
 pub mod stream;
 pub mod token;
@@ -100,6 +101,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/stream", get(stream::agent_stream))
         .route("/api/v1/events", get(events::browser_events))
+        .route("/api/v1/join", get(provisioning::join))
+        .route("/install.sh", get(provisioning::install_script))
+        .route("/downloads/{file}", get(provisioning::download))
         .nest("/api/v1", routes::api())
         .merge(auth::routes())
         .leptos_routes_with_context(

@@ -216,7 +216,7 @@ where
     Some(session)
 }
 
-fn check_hello(hello: &Hello) -> Result<(), String> {
+pub(crate) fn check_hello(hello: &Hello) -> Result<(), String> {
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(format!(
             "protocol version {} is not supported by this server (it speaks {PROTOCOL_VERSION}); \
@@ -227,7 +227,7 @@ fn check_hello(hello: &Hello) -> Result<(), String> {
     Ok(())
 }
 
-async fn next_frame<R>(rx: &mut R) -> Option<Result<AgentToServer, String>>
+pub(crate) async fn next_frame<R>(rx: &mut R) -> Option<Result<AgentToServer, String>>
 where
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
@@ -256,13 +256,16 @@ async fn reject<T: Sink<Message> + Unpin>(
     None
 }
 
-async fn send<T: Sink<Message> + Unpin>(tx: &mut T, message: &ServerToAgent) -> Result<(), ()> {
+pub(crate) async fn send<T: Sink<Message> + Unpin>(
+    tx: &mut T,
+    message: &ServerToAgent,
+) -> Result<(), ()> {
     // Serializing our own enum cannot fail: it holds only strings, numbers and ids.
     let text = serde_json::to_string(message).map_err(|_| ())?;
     tx.send(Message::Text(text.into())).await.map_err(|_| ())
 }
 
-async fn close<T: Sink<Message> + Unpin>(tx: &mut T, reason: &str) -> Result<(), ()> {
+pub(crate) async fn close<T: Sink<Message> + Unpin>(tx: &mut T, reason: &str) -> Result<(), ()> {
     // Close reasons are limited to 123 bytes by the protocol.
     let mut reason = reason.to_string();
     while reason.len() > 123 {

@@ -10,6 +10,8 @@ use std::fmt;
 
 /// Prefix that makes a leaked token recognisable to secret scanners and people.
 const PREFIX: &str = "stg_";
+/// Prefix of join tokens, which only register a new agent.
+pub const JOIN_PREFIX: &str = "stj_";
 
 /// A token's plaintext; `Debug` hides it.
 pub struct Token(String);
@@ -17,9 +19,18 @@ pub struct Token(String);
 impl Token {
     /// 32 random bytes from the OS, URL-safe base64, with the `stg_` prefix.
     pub fn generate() -> Self {
+        Self::with_prefix(PREFIX)
+    }
+
+    /// A join token (`stj_…`): the same 256 bits, told apart by its prefix.
+    pub fn join() -> Self {
+        Self::with_prefix(JOIN_PREFIX)
+    }
+
+    fn with_prefix(prefix: &str) -> Self {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        Self(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+        Self(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
     }
 
     pub fn expose(&self) -> &str {

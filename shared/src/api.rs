@@ -336,6 +336,33 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// `POST /api/v1/join-tokens`: an invitation for a new host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CreateJoinToken {
+    /// The new agent's name; by default the host's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How long the token may be used: 60 s to 7 days, default 1 hour.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// A join token with the ways to use it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct JoinTokenCreated {
+    /// Single use; shown this once.
+    pub token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
+    pub expires_at: OffsetDateTime,
+    /// `curl -fsSL <public url>/install.sh | sh -s -- --token <token>`, to run as root on the host.
+    pub command: String,
+    /// A cloud-init user-data file whose `runcmd` runs the same command.
+    pub cloud_init: String,
+}
+
 /// The signed-in person, as the dashboard shows them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Viewer {

@@ -16,3 +16,16 @@ pub use ids::{AgentId, DeploymentId, JobId, ProjectId, SecretId, UserId};
 pub use names::{EnvKey, NameError, ProjectName, ServiceName};
 pub use protocol::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 pub use secret::{DeployPayload, Secret, SecretScope, SecretValue};
+
+/// `text` with every byte but unreserved URL characters percent-encoded, for query strings and
+/// `data:` URLs.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}

@@ -50,6 +50,27 @@ pub enum ServerToAgent {
     StopLogs(StopLogs),
     /// Read a project's compose file and say which services it defines.
     Inspect(Inspect),
+    /// On `/api/v1/join` only: the join token was redeemed; this is the agent's own token.
+    Joined(Joined),
+}
+
+/// A new agent's identity, sent once in exchange for a join token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    pub agent_id: AgentId,
+    pub name: String,
+    /// The agent's long-lived token: shown this once, the server keeps only its hash.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Joined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joined")
+            .field("agent_id", &self.agent_id)
+            .field("name", &self.name)
+            .field("token", &"***")
+            .finish()
+    }
 }
 
 /// Read a compose project without running anything.

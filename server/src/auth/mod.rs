@@ -108,19 +108,8 @@ pub async fn sign_in(state: &AppState, user: &User) -> Result<Response, AppError
 
 /// Back to a form page with a message shown next to it.
 pub fn back_with_error(page: &str, message: &str) -> Response {
-    let query: String = url_encode(message);
+    let query = shared::percent_encode(message);
     Redirect::to(&format!("{page}?error={query}")).into_response()
-}
-
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
 }
 
 /// Local logins: 1 to 64 letters, digits, `.`, `_` or `-`.
@@ -282,11 +271,6 @@ mod tests {
         assert_eq!(cookie(&headers, "stagely"), None);
         headers.insert(header::COOKIE, "stagely_session=".parse().unwrap());
         assert_eq!(cookie(&headers, SESSION_COOKIE), None);
-    }
-
-    #[test]
-    fn error_messages_survive_the_redirect() {
-        assert_eq!(url_encode("Wrong username."), "Wrong%20username.");
     }
 
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {

@@ -6,6 +6,7 @@
 
 mod agents;
 mod deployments;
+mod join_tokens;
 mod projects;
 mod secrets;
 mod sessions;
@@ -13,6 +14,7 @@ mod users;
 
 pub use agents::Agent;
 pub use deployments::{NewEvent, PendingJob};
+pub use join_tokens::JoinTokenState;
 pub use secrets::StoredSecret;
 pub use sessions::LoginAttempt;
 pub use users::User;

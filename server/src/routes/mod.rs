@@ -23,6 +23,7 @@ pub fn api() -> Router<AppState> {
     Router::new()
         .route("/agents", post(agents::create).get(agents::list))
         .route("/agents/{id}", axum::routing::delete(agents::revoke))
+        .route("/join-tokens", post(crate::provisioning::create))
         .route("/projects", post(projects::create).get(projects::list))
         .route(
             "/projects/{id}",

@@ -6,8 +6,9 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 use shared::api::{
-    AgentCreated, AgentSummary, ApiError, CreateAgent, CreateProject, CreateSecret, DeployAccepted,
-    Deployment, Project, RevealedSecret, SecretSummary, UpdateProject, UpdateSecret,
+    AgentCreated, AgentSummary, ApiError, CreateAgent, CreateJoinToken, CreateProject,
+    CreateSecret, DeployAccepted, Deployment, JoinTokenCreated, Project, RevealedSecret,
+    SecretSummary, UpdateProject, UpdateSecret,
 };
 
 /// One operation: method, path, summary, request body, success status and body.
@@ -68,6 +69,14 @@ pub fn build() -> Value {
             None,
             "204",
             None,
+        ),
+        op(
+            "post",
+            "/join-tokens",
+            "Create a single-use join token, with the install command and a cloud-init file",
+            Some(schema(of::<CreateJoinToken>)),
+            "201",
+            Some(schema(of::<JoinTokenCreated>)),
         ),
         op(
             "post",

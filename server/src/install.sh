@@ -1,0 +1,165 @@
+#!/bin/sh
+# Installs the Stagely agent on this host and registers it with the Stagely server at
+# __STAGELY_URL__ (served by that server at /install.sh).
+#
+#   curl -fsSL __STAGELY_URL__/install.sh | sh -s -- --token <join token>
+#   wget -qO- __STAGELY_URL__/install.sh | sh -s -- --token <join token>
+#
+# Downloads the static agent binary from the server, checks its SHA-256 against the sum the
+# server publishes, installs it, trades the single-use join token for the agent's own token
+# (kept in a 0600 file), writes the agent's configuration and, where systemd runs, installs and
+# starts the stagely-agent service. Running it again upgrades the agent in place and keeps its
+# registration. `--uninstall` removes everything it installed.
+set -eu
+
+SERVER_URL="${STAGELY_SERVER_URL:-__STAGELY_URL__}"
+BIN_DIR="${STAGELY_BIN_DIR:-/usr/local/bin}"
+CONFIG_DIR="${STAGELY_CONFIG_DIR:-/etc/stagely}"
+STATE_DIR="${STAGELY_STATE_DIR:-/var/lib/stagely-agent}"
+UNIT_FILE="${STAGELY_UNIT_FILE:-/etc/systemd/system/stagely-agent.service}"
+
+say() { printf 'stagely: %s\n' "$*"; }
+fail() {
+  printf 'stagely: error: %s\n' "$*" >&2
+  exit 1
+}
+
+usage() {
+  cat <<USAGE
+usage: install.sh --token <join token>     install (or upgrade) and register this host
+       install.sh                          upgrade an agent that is already registered
+       install.sh --uninstall              stop and remove the agent, its configuration and state
+options: --server <url> (default $SERVER_URL)
+USAGE
+}
+
+token=""
+action=install
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --token) [ $# -ge 2 ] || fail "--token needs a value"; token="$2"; shift 2 ;;
+    --token=*) token="${1#--token=}"; shift ;;
+    --server) [ $# -ge 2 ] || fail "--server needs a value"; SERVER_URL="$2"; shift 2 ;;
+    --server=*) SERVER_URL="${1#--server=}"; shift ;;
+    --uninstall) action=uninstall; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; fail "unknown option: $1" ;;
+  esac
+done
+SERVER_URL="${SERVER_URL%/}"
+
+has_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
+
+# fetch <url> <file>: curl or wget, failing on HTTP errors.
+fetch() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsSL "$1" -o "$2"
+  elif command -v wget >/dev/null 2>&1; then
+    wget -q -O "$2" "$1"
+  else
+    fail "neither curl nor wget is installed"
+  fi
+}
+
+sha256_of() {
+  if command -v sha256sum >/dev/null 2>&1; then
+    sha256sum "$1" | cut -d ' ' -f 1
+  elif command -v shasum >/dev/null 2>&1; then
+    shasum -a 256 "$1" | cut -d ' ' -f 1
+  else
+    fail "neither sha256sum nor shasum is installed: cannot verify the download"
+  fi
+}
+
+detect_arch() {
+  case "$(uname -m)" in
+    x86_64 | amd64) echo x86_64 ;;
+    aarch64 | arm64) echo aarch64 ;;
+    *) fail "unsupported CPU architecture $(uname -m) (the agent is built for x86_64 and aarch64)" ;;
+  esac
+}
+
+uninstall() {
+  if has_systemd; then
+    systemctl disable --now stagely-agent >/dev/null 2>&1 || true
+  fi
+  rm -f "$UNIT_FILE"
+  if has_systemd; then systemctl daemon-reload || true; fi
+  rm -f "$BIN_DIR/stagely-agent"
+  rm -rf "$CONFIG_DIR" "$STATE_DIR"
+  say "the agent is removed from this host (revoke it in the dashboard to forget it there too)"
+}
+
+install_agent() {
+  arch="$(detect_arch)"
+  # Minimal systems may lack /tmp: fall back to beside the state directory.
+  tmp_root="${TMPDIR:-/tmp}"
+  [ -d "$tmp_root" ] || tmp_root="$(dirname "$STATE_DIR")"
+  mkdir -p "$tmp_root"
+  tmp="$(mktemp -d "$tmp_root/stagely-install.XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT INT TERM
+
+  say "downloading the agent for $arch from $SERVER_URL"
+  fetch "$SERVER_URL/downloads/stagely-agent-$arch" "$tmp/stagely-agent" ||
+    fail "could not download $SERVER_URL/downloads/stagely-agent-$arch"
+  fetch "$SERVER_URL/downloads/stagely-agent-$arch.sha256" "$tmp/sum" ||
+    fail "could not download the checksum of the agent"
+  expected="$(cut -d ' ' -f 1 <"$tmp/sum")"
+  actual="$(sha256_of "$tmp/stagely-agent")"
+  [ -n "$expected" ] && [ "$expected" = "$actual" ] ||
+    fail "the download is corrupt: SHA-256 $actual, the server publishes $expected"
+  chmod 0755 "$tmp/stagely-agent"
+
+  mkdir -p "$BIN_DIR" "$CONFIG_DIR" "$STATE_DIR"
+  chmod 0700 "$STATE_DIR"
+  token_file="$STATE_DIR/agent.token"
+  if [ -s "$token_file" ]; then
+    [ -z "$token" ] || say "this host is already registered; the join token is not used"
+    say "upgrading the agent in place"
+  else
+    [ -n "$token" ] || fail "no --token: create a join token in the dashboard (Servers → Add server)"
+    # The join token goes through the environment, not the command line other users can read.
+    STAGELY_JOIN_TOKEN="$token" "$tmp/stagely-agent" join --server "$SERVER_URL" --token-file "$token_file" ||
+      fail "the server refused to register this host (the reason is above)"
+  fi
+  # Replacing the file (rather than writing into it) is safe while the old agent still runs.
+  mv -f "$tmp/stagely-agent" "$BIN_DIR/stagely-agent"
+
+  umask 077
+  cat >"$CONFIG_DIR/agent.env" <<ENV
+STAGELY_SERVER_URL=$SERVER_URL
+STAGELY_AGENT_TOKEN_FILE=$token_file
+STAGELY_STATE_DIR=$STATE_DIR
+ENV
+
+  if has_systemd; then
+    cat >"$UNIT_FILE" <<UNIT
+[Unit]
+Description=Stagely agent
+Wants=network-online.target
+After=network-online.target docker.service
+
+[Service]
+EnvironmentFile=$CONFIG_DIR/agent.env
+ExecStart=$BIN_DIR/stagely-agent
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    chmod 0644 "$UNIT_FILE"
+    systemctl daemon-reload
+    systemctl enable stagely-agent >/dev/null
+    systemctl restart stagely-agent
+    say "installed and started (systemctl status stagely-agent; journalctl -u stagely-agent)"
+  else
+    say "installed; systemd is not running here, so start the agent yourself:"
+    say "  set -a; . $CONFIG_DIR/agent.env; set +a; $BIN_DIR/stagely-agent"
+  fi
+}
+
+case "$action" in
+  install) install_agent ;;
+  uninstall) uninstall ;;
+esac
