@@ -50,6 +50,26 @@ ensure_rust_tools() {
   ensure_node_tools
 }
 
+# The static agent that servers hand to new hosts (`/downloads/stagely-agent-x86_64`): musl, so
+# it runs on any Linux without glibc; musl-gcc builds ring's C parts for it.
+AGENT_TARGET=x86_64-unknown-linux-musl
+build_static_agent() {
+  if ! rustup target list --installed | grep -qx "$AGENT_TARGET"; then
+    say "adding the $AGENT_TARGET target"
+    rustup target add "$AGENT_TARGET"
+  fi
+  if ! command -v musl-gcc >/dev/null; then
+    say "installing musl-tools (the C compiler for the static agent)"
+    apt_install musl-tools
+  fi
+  say "building the static agent (cargo build --profile agent-static --target $AGENT_TARGET)"
+  CC_x86_64_unknown_linux_musl=musl-gcc \
+    cargo build --profile agent-static --target "$AGENT_TARGET" -p agent --bin stagely-agent
+  mkdir -p "$ROOT/target/downloads"
+  install -m 0755 "$ROOT/target/$AGENT_TARGET/agent-static/stagely-agent" \
+    "$ROOT/target/downloads/stagely-agent-x86_64"
+}
+
 # wasm-opt (binaryen from npm; Debian's wasm-opt 108 silently breaks hydration) and Playwright.
 ensure_node_tools() {
   if ! command -v npm >/dev/null; then

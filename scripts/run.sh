@@ -16,6 +16,8 @@ export STAGELY_SITE_ROOT="${STAGELY_SITE_ROOT:-$ROOT/target/site}"
 server="$ROOT/target/release/stagely-server"
 agent="$ROOT/target/release/stagely-agent"
 cargo build --release -p agent
+# What /install.sh hands to new hosts (Servers → Add server).
+build_static_agent
 
 # The local agent's token lives next to the database it is registered in.
 token_file="$STAGELY_DATA_DIR/local-agent.token"

@@ -85,8 +85,10 @@ cargo clippy --all-targets -- -D warnings
 cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 
 say "cargo test (SQLite and PostgreSQL)"
-# The server's tests start real agent processes: build every binary first.
+# The server's tests start real agent processes, and the installer tests download the static
+# agent: build every binary first.
 cargo build --bins
+build_static_agent
 cargo test
 
 say "building the dashboard (cargo leptos build)"

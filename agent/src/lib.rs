@@ -8,6 +8,7 @@ pub mod compose;
 pub mod deploy;
 pub mod health;
 pub mod jobs;
+pub mod join;
 pub mod link;
 pub mod logs;
 pub mod override_file;

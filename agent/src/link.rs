@@ -173,26 +173,28 @@ async fn connect_and_serve(
     serve(&mut socket, &welcome, jobs, stop).await
 }
 
-/// Connects, authenticates with the token and exchanges hello and welcome.
-async fn handshake(config: &LinkConfig) -> Result<(Socket, Welcome), String> {
-    let mut request = config
-        .stream_url
-        .as_str()
+/// Opens a WebSocket to `url`, authenticated with `Authorization: Bearer <token>`.
+pub(crate) async fn open(url: &str, token: &str) -> Result<Socket, String> {
+    let mut request = url
         .into_client_request()
         .map_err(|error| format!("invalid server URL: {error}"))?;
-    let bearer = format!("Bearer {}", config.token)
+    let bearer = format!("Bearer {token}")
         .parse()
-        .map_err(|_| "the agent token contains invalid characters".to_string())?;
+        .map_err(|_| "the token contains invalid characters".to_string())?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
 
     let connected =
         tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
-    let mut socket = match connected {
-        Ok(Ok((socket, _response))) => socket,
-        Ok(Err(error)) => return Err(describe_connect_error(&error)),
-        Err(_) => return Err("connection attempt timed out".into()),
-    };
+    match connected {
+        Ok(Ok((socket, _response))) => Ok(socket),
+        Ok(Err(error)) => Err(describe_connect_error(&error)),
+        Err(_) => Err("connection attempt timed out".into()),
+    }
+}
 
+/// Connects, authenticates with the token and exchanges hello and welcome.
+async fn handshake(config: &LinkConfig) -> Result<(Socket, Welcome), String> {
+    let mut socket = open(&config.stream_url, &config.token).await?;
     send(&mut socket, &AgentToServer::Hello(config.hello.clone())).await?;
     match tokio::time::timeout(CONNECT_TIMEOUT, next_message(&mut socket)).await {
         Ok(Ok(ServerToAgent::Welcome(welcome))) => Ok((socket, welcome)),
@@ -205,7 +207,7 @@ async fn handshake(config: &LinkConfig) -> Result<(Socket, Welcome), String> {
     }
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Heartbeats and handles server messages until the link breaks.
@@ -273,7 +275,7 @@ async fn close(socket: &mut Socket, reason: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(Some(frame))).await;
 }
 
-async fn send(socket: &mut Socket, message: &AgentToServer) -> Result<(), String> {
+pub(crate) async fn send(socket: &mut Socket, message: &AgentToServer) -> Result<(), String> {
     let text = serde_json::to_string(message).map_err(|error| error.to_string())?;
     socket
         .send(Message::text(text))
@@ -281,7 +283,7 @@ async fn send(socket: &mut Socket, message: &AgentToServer) -> Result<(), String
         .map_err(|error| format!("sending to the server: {error}"))
 }
 
-async fn next_message(socket: &mut Socket) -> Result<ServerToAgent, String> {
+pub(crate) async fn next_message(socket: &mut Socket) -> Result<ServerToAgent, String> {
     loop {
         match socket.next().await {
             Some(Ok(Message::Text(text))) => {
@@ -303,12 +305,13 @@ fn describe_connect_error(error: &tokio_tungstenite::tungstenite::Error) -> Stri
     use tokio_tungstenite::tungstenite::Error;
     match error {
         Error::Http(response) if response.status() == 401 => {
-            let body = response
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            format!("the server refused the agent token (401): {body}")
+            let body = response.body().as_deref().unwrap_or_default();
+            // The server explains itself in `{"error": {"message": …}}`.
+            let message = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|json| json["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+            format!("the server refused the token (401): {message}")
         }
         Error::Http(response) => format!("the server answered HTTP {}", response.status()),
         other => other.to_string(),

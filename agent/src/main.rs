@@ -46,6 +46,19 @@ enum Command {
         #[command(flatten)]
         project: LocalProject,
     },
+    /// Register this host with a single-use join token and save the agent's own token
+    /// (install.sh runs this once).
+    Join {
+        /// The server's URL, e.g. https://stagely.example.com
+        #[arg(long, env = "STAGELY_SERVER_URL")]
+        server: String,
+        /// The join token from the dashboard (Servers → Add server).
+        #[arg(long, env = "STAGELY_JOIN_TOKEN", hide_env_values = true)]
+        join_token: String,
+        /// Where to save the agent token (created 0600).
+        #[arg(long, env = "STAGELY_AGENT_TOKEN_FILE")]
+        token_file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -102,6 +115,42 @@ async fn main() -> anyhow::Result<()> {
             show_values,
         }) => render(project, show_values),
         Some(Command::Deploy { project }) => deploy_locally(project).await,
+        Some(Command::Join {
+            server,
+            join_token,
+            token_file,
+        }) => join(&server, &join_token, &token_file).await,
+    }
+}
+
+async fn join(server: &str, join_token: &str, token_file: &Path) -> anyhow::Result<()> {
+    let (docker_version, compose) =
+        tokio::join!(system::docker_version(), system::detect_compose());
+    let hello = hello(docker_version, compose.map(|(_, version)| version));
+    let joined = agent::join::join(server, join_token.trim(), hello)
+        .await
+        .map_err(|reason| anyhow::anyhow!("could not join {server}: {reason}"))?;
+    agent::join::save_token(token_file, &joined.token)
+        .with_context(|| format!("saving the agent token to {}", token_file.display()))?;
+    println!(
+        "stagely: registered as agent {:?} ({}); its token is in {}",
+        joined.name,
+        joined.agent_id,
+        token_file.display()
+    );
+    Ok(())
+}
+
+/// How this agent introduces itself to the server.
+fn hello(docker_version: Option<String>, compose_version: Option<String>) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: system::hostname(),
+        os: std::env::consts::OS.to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+        docker_version,
+        compose_version,
     }
 }
 
@@ -137,15 +186,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "Docker or Compose not found; deploys will fail until they are installed"
         ),
     }
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        hostname: system::hostname(),
-        os: std::env::consts::OS.to_string(),
-        arch: std::env::consts::ARCH.to_string(),
-        docker_version,
-        compose_version: compose.map(|(_, version)| version),
-    };
+    let hello = hello(docker_version, compose.map(|(_, version)| version));
     let config = LinkConfig {
         stream_url,
         token,
