@@ -25,8 +25,9 @@ pub mod ssr {
     //! The server side of the dashboard's server functions.
 
     use shared::api::{
-        AgentSummary, CreateProject, CreateSecret, DeployAccepted, Deployment, Project,
-        RevealedSecret, SecretSummary, SignInOptions, UpdateSecret, Viewer,
+        AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeployAccepted, Deployment,
+        JoinTokenCreated, Project, RevealedSecret, SecretSummary, SignInOptions, UpdateSecret,
+        Viewer,
     };
     use shared::{AgentId, DeploymentId, ProjectId, SecretId, ServiceName};
     use std::future::Future;
@@ -51,6 +52,11 @@ pub mod ssr {
         fn viewer(&self, session: Session) -> Answer<'_, Viewer>;
         fn list_agents(&self, session: Session) -> Answer<'_, Vec<AgentSummary>>;
         fn revoke_agent(&self, session: Session, id: AgentId) -> Answer<'_, ()>;
+        fn create_join_token(
+            &self,
+            session: Session,
+            body: CreateJoinToken,
+        ) -> Answer<'_, JoinTokenCreated>;
         fn list_projects(&self, session: Session) -> Answer<'_, Vec<Project>>;
         fn create_project(&self, session: Session, body: CreateProject) -> Answer<'_, Project>;
         fn project(&self, session: Session, id: ProjectId) -> Answer<'_, Project>;

@@ -1,7 +1,7 @@
 //! The Servers page: every registered agent with its live status.
 
 use leptos::prelude::*;
-use shared::api::{AgentStatus, AgentSummary};
+use shared::api::{AgentStatus, AgentSummary, JoinTokenCreated};
 use shared::AgentId;
 use std::collections::HashMap;
 use time::macros::format_description;
@@ -11,6 +11,16 @@ use time::OffsetDateTime;
 #[server]
 pub async fn list_agents() -> Result<Vec<AgentSummary>, ServerFnError> {
     crate::call!(list_agents)
+}
+
+/// A single-use join token for a new host, with the command and cloud-init file that use it.
+#[server]
+pub async fn add_server(name: String) -> Result<JoinTokenCreated, ServerFnError> {
+    let body = shared::api::CreateJoinToken {
+        name: Some(name).filter(|name| !name.trim().is_empty()),
+        expires_in_secs: None,
+    };
+    crate::call!(create_join_token, body)
 }
 
 /// Revokes an agent's token; its live session closes at once.
@@ -45,6 +55,14 @@ pub fn ServersPage() -> impl IntoView {
                     live.update(|statuses| {
                         statuses.insert(agent_id, status);
                     });
+                    // A server that just joined is not in the list yet.
+                    let listed = agents
+                        .get_untracked()
+                        .and_then(Result::ok)
+                        .is_some_and(|list| list.iter().any(|agent| agent.id == agent_id));
+                    if !listed {
+                        agents.refetch();
+                    }
                 }
                 Live::Event(_) => {}
             }),
@@ -70,6 +88,7 @@ pub fn ServersPage() -> impl IntoView {
                     }
                 })}
             </Transition>
+            <AddServer />
             {move || {
                 revoke
                     .value()
@@ -85,9 +104,67 @@ pub fn ServersPage() -> impl IntoView {
 fn EmptyServers() -> impl IntoView {
     view! {
         <p class="muted">
-            "No servers yet. Register one with " <code>"stagely-server agents add <name>"</code>
-            " and start " <code>"stagely-agent"</code> " on that host with the printed token."
+            "No servers yet. Add one: the command below installs the agent on a host and it appears here by itself."
         </p>
+    }
+}
+
+/// "Add server": a join token with the one-line install command and a cloud-init file.
+#[component]
+fn AddServer() -> impl IntoView {
+    let add = ServerAction::<AddServer>::new();
+    view! {
+        <h2>"Add a server"</h2>
+        <ActionForm action=add attr:class="grid-form">
+            <label>
+                "Name (optional)" <input name="name" placeholder="the host's name" />
+            </label>
+            <crate::projects::SubmitRow
+                label="Add server"
+                pending=add.pending()
+                error=Signal::derive(move || add.value().get().and_then(Result::err))
+            />
+        </ActionForm>
+        {move || add.value().get().and_then(Result::ok).map(|created| view! { <JoinInstructions created /> })}
+    }
+}
+
+#[component]
+fn JoinInstructions(created: JoinTokenCreated) -> impl IntoView {
+    let command = created.command.clone();
+    let copied = RwSignal::new(false);
+    let copy = move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            let clipboard = window().navigator().clipboard();
+            let _ = clipboard.write_text(&command);
+            copied.set(true);
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (&command, copied);
+    };
+    let cloud_init = format!(
+        "data:text/yaml;charset=utf-8,{}",
+        shared::percent_encode(&created.cloud_init)
+    );
+    view! {
+        <div class="join" data-testid="join-instructions">
+            <p>
+                "Run this as root on the new server (the token works once, until "
+                {format_time(created.expires_at)} "):"
+            </p>
+            <div class="command">
+                <pre><code data-testid="join-command">{created.command.clone()}</code></pre>
+                <button class="btn" on:click=copy>
+                    {move || if copied.get() { "Copied" } else { "Copy" }}
+                </button>
+            </div>
+            <p>
+                "Or start a cloud machine with "
+                <a href=cloud_init download="cloud-init.yaml">"cloud-init.yaml"</a>
+                " as its user data. The server appears in the list above once its agent connects."
+            </p>
+        </div>
     }
 }
 

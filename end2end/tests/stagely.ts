@@ -36,6 +36,7 @@ export class Stagely {
       STAGELY_PUBLIC_URL: `http://127.0.0.1:${port}`,
       STAGELY_DATA_DIR: dataDir,
       STAGELY_SITE_ROOT: siteRoot,
+      STAGELY_DOWNLOADS_DIR: join(root, 'target/downloads'),
       RUST_LOG: 'info',
       ...extraEnv,
     };

@@ -9,8 +9,9 @@ use crate::token::TokenHash;
 use crate::AppState;
 use app::ssr::{Answer, Dashboard, Session};
 use shared::api::{
-    AgentStatus, AgentSummary, CreateProject, CreateSecret, DeployAccepted, Deployment, Project,
-    RevealedSecret, SecretSummary, SignInOptions, UpdateSecret, Viewer,
+    AgentStatus, AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeployAccepted,
+    Deployment, JoinTokenCreated, Project, RevealedSecret, SecretSummary, SignInOptions,
+    UpdateSecret, Viewer,
 };
 use shared::{AgentId, DeploymentId, ProjectId, SecretId, ServiceName};
 use std::future::Future;
@@ -86,6 +87,16 @@ impl Dashboard for ServerDashboard {
     fn revoke_agent(&self, session: Session, id: AgentId) -> Answer<'_, ()> {
         self.as_user(session, move |state, user| async move {
             routes::agents::revoke_agent(state, &user, id).await
+        })
+    }
+
+    fn create_join_token(
+        &self,
+        session: Session,
+        body: CreateJoinToken,
+    ) -> Answer<'_, JoinTokenCreated> {
+        self.as_user(session, |state, user| async move {
+            crate::provisioning::create_join_token(state, &user, body).await
         })
     }
 

@@ -402,6 +402,7 @@ async fn the_openapi_document_describes_every_route_with_resolvable_schemas() {
     assert_eq!(doc["openapi"], "3.1.0");
     for (path, method) in [
         ("/agents", "post"),
+        ("/join-tokens", "post"),
         ("/projects/{id}", "patch"),
         ("/projects/{id}/secrets", "get"),
         ("/secrets/{id}/reveal", "post"),

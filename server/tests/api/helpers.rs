@@ -118,6 +118,7 @@ pub async fn spawn_app_with(db: &TestDb, options: AppOptions) -> TestApp {
     })
     .unwrap();
     let config = Config {
+        downloads_dir: downloads_dir(),
         master_key: db
             .url()
             .map(|_| "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),
@@ -281,6 +282,11 @@ pub async fn http_request(
         head: head.to_string(),
         body: body.to_string(),
     }
+}
+
+/// Where `scripts/build-agent.sh` puts the static agent the server hands to new hosts.
+pub fn downloads_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/downloads")
 }
 
 /// A real `stagely-agent` process; killed when dropped.

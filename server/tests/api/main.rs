@@ -6,5 +6,6 @@ mod auth;
 mod control_plane;
 mod dashboard;
 mod helpers;
+mod provisioning;
 mod secrets_at_rest;
 mod storage;

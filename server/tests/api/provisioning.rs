@@ -1,0 +1,207 @@
+//! Provisioning a new host for real: the install script served by the server runs in a
+//! throw-away busybox container on the host network (its own root file system, no systemd),
+//! downloads the static agent, trades the join token and the agent connects.
+
+use crate::helpers::{downloads_dir, eventually, spawn_app, ApiClient, TestDb};
+use agent::testing::test_image;
+use shared::api::{AgentStatus, AgentSummary, JoinTokenCreated};
+use std::process::Output;
+use std::time::Duration;
+
+/// The command the API hands out, with wget (busybox has no curl).
+fn with_wget(created: &JoinTokenCreated) -> String {
+    created.command.replace("curl -fsSL", "wget -qO-")
+}
+
+/// Runs docker without blocking the runtime: the server under test shares it and must answer
+/// the container's downloads meanwhile.
+async fn docker(args: &[&str]) -> Output {
+    tokio::process::Command::new("docker")
+        .args(args)
+        .output()
+        .await
+        .expect("running docker")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A container that outlives one command, removed on drop.
+struct Host(String);
+
+impl Host {
+    async fn start() -> Self {
+        let image = test_image().await;
+        let output = docker(&["run", "-d", "--network", "host", image, "sleep", "600"]).await;
+        assert!(output.status.success(), "{}", text(&output));
+        Host(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    async fn sh(&self, script: &str) -> Output {
+        docker(&["exec", &self.0, "sh", "-c", script]).await
+    }
+
+    /// Starts the installed agent the way the script says to when systemd is absent.
+    async fn start_agent(&self) {
+        let script =
+            "set -a; . /etc/stagely/agent.env; set +a; exec stagely-agent 2>/var/lib/stagely-agent/log";
+        let output = docker(&["exec", "-d", &self.0, "sh", "-c", script]).await;
+        assert!(output.status.success(), "{}", text(&output));
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+async fn join_token(client: &ApiClient) -> JoinTokenCreated {
+    client
+        .expect(
+            reqwest::Method::POST,
+            "/join-tokens",
+            Some(serde_json::json!({})),
+            201,
+        )
+        .await
+}
+
+async fn agents(client: &ApiClient) -> Vec<AgentSummary> {
+    client
+        .expect(reqwest::Method::GET, "/agents", None, 200)
+        .await
+}
+
+/// The server hands out what `scripts/build-agent.sh` built.
+fn require_static_agent() {
+    assert!(
+        downloads_dir().join("stagely-agent-x86_64").exists(),
+        "target/downloads/stagely-agent-x86_64 is missing: run scripts/build-agent.sh (scripts/test.sh does)"
+    );
+}
+
+#[tokio::test]
+async fn the_one_line_command_installs_an_agent_that_registers_and_connects() {
+    require_static_agent();
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (_, client) = app.user("ops").await;
+    let created = join_token(&client).await;
+    assert!(created.command.starts_with(&format!(
+        "curl -fsSL {}/install.sh | sh -s -- --token stj_",
+        app.url()
+    )));
+    // The cloud-init file runs exactly that command.
+    let cloud_init: serde_yaml::Value = serde_yaml::from_str(&created.cloud_init).unwrap();
+    assert_eq!(
+        cloud_init["runcmd"][0].as_str(),
+        Some(created.command.as_str())
+    );
+
+    let host = Host::start().await;
+    let install = host.sh(&with_wget(&created)).await;
+    let said = text(&install);
+    assert!(install.status.success(), "{said}");
+    assert!(said.contains("registered as agent"), "{said}");
+    assert!(said.contains("systemd is not running here"), "{said}");
+    // The agent keeps its own token in a file only root can read.
+    let token_file = text(
+        &host
+            .sh("stat -c '%a %s' /var/lib/stagely-agent/agent.token")
+            .await,
+    );
+    assert!(token_file.starts_with("600 "), "{token_file}");
+
+    host.start_agent().await;
+    eventually(
+        Duration::from_secs(20),
+        "the new agent to connect",
+        || async {
+            let agents = agents(&client).await;
+            agents.len() == 1 && agents[0].status == AgentStatus::Connected
+        },
+    )
+    .await;
+
+    // Running the script again upgrades in place and keeps the registration.
+    let again = host
+        .sh(&format!("wget -qO- {}/install.sh | sh", app.url()))
+        .await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("upgrading the agent in place"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(agents(&client).await.len(), 1, "no second registration");
+
+    // --uninstall removes the binary, its configuration and its state.
+    let removed = host
+        .sh(&format!(
+            "wget -qO- {}/install.sh | sh -s -- --uninstall",
+            app.url()
+        ))
+        .await;
+    assert!(removed.status.success(), "{}", text(&removed));
+    let left = host
+        .sh("ls /usr/local/bin/stagely-agent /etc/stagely /var/lib/stagely-agent 2>&1")
+        .await;
+    assert!(!left.status.success(), "left behind: {}", text(&left));
+}
+
+#[tokio::test]
+async fn a_used_or_expired_join_token_is_refused_and_the_script_says_why() {
+    require_static_agent();
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (user, client) = app.user("ops").await;
+    let created = join_token(&client).await;
+
+    let first = Host::start().await;
+    assert!(first.sh(&with_wget(&created)).await.status.success());
+    let second = Host::start().await;
+    let reused = second.sh(&with_wget(&created)).await;
+    assert!(!reused.status.success());
+    assert!(
+        text(&reused).contains("this join token was already used"),
+        "{}",
+        text(&reused)
+    );
+    // Nothing was installed on the refused host.
+    assert!(!second
+        .sh("test -e /usr/local/bin/stagely-agent")
+        .await
+        .status
+        .success());
+
+    let expired = server::token::Token::join();
+    let an_hour_ago = server::db::now_ms() - 3_600_000;
+    app.store()
+        .create_join_token(&expired.hash(), user.id, None, an_hour_ago)
+        .await
+        .unwrap();
+    let command = format!(
+        "wget -qO- {}/install.sh | sh -s -- --token {}",
+        app.url(),
+        expired.expose()
+    );
+    let late = second.sh(&command).await;
+    assert!(!late.status.success());
+    assert!(
+        text(&late).contains("this join token expired at"),
+        "{}",
+        text(&late)
+    );
+
+    assert_eq!(
+        agents(&client).await.len(),
+        1,
+        "only the first host registered"
+    );
+}
