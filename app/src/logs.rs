@@ -16,7 +16,9 @@ pub const MAX_LINES: usize = 5_000;
 /// The log buffer of one page, cheap to copy into closures.
 #[derive(Clone, Copy)]
 pub struct LogBuffer {
-    lines: RwSignal<VecDeque<LogLine>>,
+    /// Lines with the epoch they belong to: rows are keyed by both, since numbers restart in
+    /// every epoch.
+    lines: RwSignal<VecDeque<(u64, LogLine)>>,
     cursor: RwSignal<Option<LogCursor>>,
     skipped: RwSignal<u64>,
 }
@@ -53,7 +55,14 @@ impl LogBuffer {
             if !same_epoch {
                 lines.clear();
             }
-            lines.extend(batch.lines.into_iter().filter(|line| line.seq > shown));
+            let epoch = batch.epoch;
+            lines.extend(
+                batch
+                    .lines
+                    .into_iter()
+                    .filter(|line| line.seq > shown)
+                    .map(|line| (epoch, line)),
+            );
             let excess = lines.len().saturating_sub(MAX_LINES);
             lines.drain(..excess);
         });
@@ -116,8 +125,8 @@ pub fn LogPanel(buffer: LogBuffer) -> impl IntoView {
             <Show when=move || buffer.lines.with(VecDeque::is_empty)>
                 <p class="muted">"No log lines yet."</p>
             </Show>
-            <For each=move || buffer.lines.get() key=|line| line.seq let:line>
-                <LogRow line />
+            <For each=move || buffer.lines.get() key=|(epoch, line)| (*epoch, line.seq) let:entry>
+                <LogRow line=entry.1 />
             </For>
         </div>
     }

@@ -14,6 +14,7 @@ use crate::routes::CurrentUser;
 use crate::AppState;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use shared::api::{DashboardEvent, DashboardRequest, DeploymentEvent};
 use shared::{AgentId, ProjectId};
@@ -23,15 +24,37 @@ use tokio::sync::broadcast::error::RecvError;
 /// Largest message a tab may send (a watch request is about 150 bytes).
 const MAX_REQUEST_BYTES: usize = 4 * 1024;
 
+/// How often an open feed checks that its session (or API token) is still valid, so a
+/// sign-out or an expired session also ends the live feed.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn browser_events(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
     Ok(upgrade
         .read_buffer_size(1024)
         .max_message_size(MAX_REQUEST_BYTES)
-        .on_upgrade(move |socket| relay(socket, state, user)))
+        .on_upgrade(move |socket| relay(socket, state, user, headers)))
+}
+
+/// Whether the credentials the feed was opened with still name a person.
+async fn still_signed_in(state: &AppState, headers: &HeaderMap) -> bool {
+    let user = match crate::stream::bearer_token(headers) {
+        Some(token) => {
+            let hash = crate::token::TokenHash::of(token);
+            state
+                .store
+                .user_by_api_token(&hash)
+                .await
+                .map_err(AppError::from)
+        }
+        None => crate::auth::session_user(state, headers).await,
+    };
+    // A database hiccup is not a sign-out.
+    !matches!(user, Ok(None))
 }
 
 /// Stops watching a project's logs when the tab's connection ends, however it ends.
@@ -48,8 +71,9 @@ impl Drop for Watching {
     }
 }
 
-async fn relay(mut socket: WebSocket, state: AppState, user: User) {
+async fn relay(mut socket: WebSocket, state: AppState, user: User, headers: HeaderMap) {
     let mut events = state.hub.subscribe();
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     let mut watching = Watching {
         state: state.clone(),
         project: None,
@@ -75,6 +99,13 @@ async fn relay(mut socket: WebSocket, state: AppState, user: User) {
                 Some(Ok(_)) => continue,
             },
             _ = state.hub.closing() => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            _ = recheck.tick() => {
+                if still_signed_in(&state, &headers).await {
+                    continue;
+                }
                 let _ = socket.send(Message::Close(None)).await;
                 return;
             }

@@ -113,14 +113,17 @@ install_agent() {
   mkdir -p "$BIN_DIR" "$CONFIG_DIR" "$STATE_DIR"
   chmod 0700 "$STATE_DIR"
   token_file="$STATE_DIR/agent.token"
-  if [ -s "$token_file" ]; then
-    [ -z "$token" ] || say "this host is already registered; the join token is not used"
-    say "upgrading the agent in place"
-  else
-    [ -n "$token" ] || fail "no --token: create a join token in the dashboard (Servers → Add server)"
-    # The join token goes through the environment, not the command line other users can read.
-    STAGELY_JOIN_TOKEN="$token" "$tmp/stagely-agent" join --server "$SERVER_URL" --token-file "$token_file" ||
+  if [ -n "$token" ]; then
+    # A new registration (also for a host whose old agent was revoked): the old token is
+    # replaced only once the server has accepted the new one.
+    # The join token goes through the environment, not the agent's command line.
+    STAGELY_JOIN_TOKEN="$token" "$tmp/stagely-agent" join --server "$SERVER_URL" --token-file "$tmp/agent.token" ||
       fail "the server refused to register this host (the reason is above)"
+    mv -f "$tmp/agent.token" "$token_file"
+  elif [ -s "$token_file" ]; then
+    say "upgrading the agent in place (its registration is kept)"
+  else
+    fail "no --token: create a join token in the dashboard (Servers → Add server)"
   fi
   # Replacing the file (rather than writing into it) is safe while the old agent still runs.
   mv -f "$tmp/stagely-agent" "$BIN_DIR/stagely-agent"

@@ -122,13 +122,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Every 10 s, times out deployments whose agent stopped answering.
+/// Every 10 s, times out deployments whose agent stopped answering; every minute, forgets
+/// expired sessions and abandoned GitHub sign-ins.
 fn spawn_job_expiry(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
-        loop {
+        for round in 0u64.. {
             tick.tick().await;
             jobs::expire_stale(&state).await;
+            if round % 6 == 0 {
+                let lifetime = auth::github::ATTEMPT_LIFETIME;
+                if let Err(error) = state.store.delete_expired_logins(lifetime).await {
+                    tracing::warn!(%error, "could not delete expired sessions");
+                }
+            }
         }
     })
 }

@@ -7,7 +7,9 @@
 //!
 //! The stream is restarted when the agent reconnects and when a deploy has (re)created the
 //! containers, asking for the recent past again. Docker's timestamps tell which of those lines
-//! were already sent: per service, a line not newer than the last one sent is dropped.
+//! were already sent: per service, a line not newer than the newest one sent before the restart
+//! is dropped. Lines of a running stream are never dropped, even out of order (stdout and
+//! stderr, or two replicas of a service, interleave).
 
 use crate::hub::HubEvent;
 use crate::AppState;
@@ -40,6 +42,9 @@ struct Feed {
     /// The newest Docker timestamp sent per service (RFC 3339 with nanoseconds, which sorts
     /// as text because Docker always prints it in UTC with the same width).
     newest: HashMap<ServiceName, String>,
+    /// `newest` as it was when the stream last restarted: the replayed tail up to here was
+    /// already sent.
+    sent_before_restart: HashMap<ServiceName, String>,
 }
 
 impl LogFeeds {
@@ -65,6 +70,7 @@ impl LogFeeds {
                 buffer: VecDeque::new(),
                 watchers: 0,
                 newest: HashMap::new(),
+                sent_before_restart: HashMap::new(),
             }
         });
         feed.watchers += 1;
@@ -104,6 +110,15 @@ impl LogFeeds {
         self.lock().get(&project).map(|feed| feed.stream_id)
     }
 
+    /// Marks a restart of the project's stream: what was sent so far will be replayed and
+    /// must be dropped then.
+    fn restarting(&self, project: ProjectId) -> Option<JobId> {
+        let mut feeds = self.lock();
+        let feed = feeds.get_mut(&project)?;
+        feed.sent_before_restart = feed.newest.clone();
+        Some(feed.stream_id)
+    }
+
     /// The watched projects of an agent.
     fn projects_of(&self, agent: AgentId) -> Vec<ProjectId> {
         self.lock()
@@ -123,11 +138,17 @@ impl LogFeeds {
         let mut lines = Vec::with_capacity(batch.messages.len());
         for message in batch.messages {
             if let Some(timestamp) = &message.timestamp {
-                let newest = feed.newest.entry(message.service.clone()).or_default();
-                if timestamp.as_str() <= newest.as_str() {
-                    continue; // sent before the stream restarted
+                let replayed = feed
+                    .sent_before_restart
+                    .get(&message.service)
+                    .is_some_and(|sent| timestamp.as_str() <= sent.as_str());
+                if replayed {
+                    continue;
                 }
-                newest.clone_from(timestamp);
+                let newest = feed.newest.entry(message.service.clone()).or_default();
+                if timestamp.as_str() > newest.as_str() {
+                    newest.clone_from(timestamp);
+                }
             }
             let line = LogLine {
                 seq: feed.next_seq,
@@ -179,7 +200,7 @@ pub async fn restart_for_agent(state: &AppState, agent: AgentId) {
 
 /// Restarts a watched project's stream, e.g. once a deploy has recreated its containers.
 pub async fn restart(state: &AppState, project: ProjectId) {
-    let Some(stream_id) = state.logs.stream_of(project) else {
+    let Some(stream_id) = state.logs.restarting(project) else {
         return;
     };
     match state.store.project_by_id(project).await {
@@ -198,6 +219,11 @@ async fn start(state: &AppState, project: &Project, stream_id: JobId, tail: u32)
             return;
         }
     };
+    // The last tab may have left while the secrets were read: then its StopLogs went out
+    // already, and starting now would leave a stream nobody stops.
+    if state.logs.stream_of(project.id) != Some(stream_id) {
+        return;
+    }
     let request = StartLogs {
         stream_id,
         project: project.name.clone(),
@@ -275,7 +301,14 @@ mod tests {
             ),
         );
         assert_eq!(texts(&first.unwrap()), ["a", "b"]);
+        // A running stream keeps lines that arrive out of order (stdout and stderr interleave).
+        let interleaved = feeds.record(
+            project.agent_id,
+            batch(stream, &[("2026-01-01T00:00:01.500000001Z", "from stderr")]),
+        );
+        assert_eq!(texts(&interleaved.unwrap()), ["from stderr"]);
         // After a restart the agent sends its tail again, then what is new.
+        assert_eq!(feeds.restarting(project.id), Some(stream));
         let again = feeds.record(
             project.agent_id,
             batch(
@@ -289,7 +322,7 @@ mod tests {
         );
         let again = again.unwrap();
         assert_eq!(texts(&again), ["c"]);
-        assert_eq!(again.lines[0].seq, 3);
+        assert_eq!(again.lines[0].seq, 4);
         // Another agent cannot write into this project's feed.
         assert!(feeds
             .record(

@@ -224,7 +224,7 @@ async fn allowed(
     if github.allowed_orgs.is_empty() {
         return Ok(false);
     }
-    let orgs: Vec<GitHubOrg> = api_get(http, github, access, "/user/orgs").await?;
+    let orgs: Vec<GitHubOrg> = api_get(http, github, access, "/user/orgs?per_page=100").await?;
     Ok(orgs.iter().any(|org| {
         github
             .allowed_orgs

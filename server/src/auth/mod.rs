@@ -153,7 +153,10 @@ async fn setup(
     if form.password != form.password_confirm {
         return Ok(back_with_error("/setup", "The two passwords differ."));
     }
-    let hash = crate::crypto::hash_password(&form.password).map_err(anyhow::Error::from)?;
+    let password = form.password.clone();
+    let hash = slow_hash(move || crate::crypto::hash_password(&password))
+        .await?
+        .map_err(anyhow::Error::from)?;
     match state.store.create_first_admin(login, &hash).await? {
         Some(admin) => {
             tracing::info!(user = %admin.login, "first admin created through the setup page");
@@ -183,14 +186,15 @@ async fn login(
     Form(form): Form<LoginForm>,
 ) -> Result<Response, AppError> {
     let account = state.store.local_account(form.login.trim()).await?;
+    let stored = match &account {
+        Some((_, Some(hash))) => hash.clone(),
+        _ => DUMMY_HASH.clone(),
+    };
+    let password = form.password.clone();
+    let matches = slow_hash(move || crate::crypto::verify_password(&password, &stored)).await?;
     let verified = match &account {
-        Some((user, Some(hash))) => {
-            crate::crypto::verify_password(&form.password, hash).then_some(user)
-        }
-        _ => {
-            crate::crypto::verify_password(&form.password, &DUMMY_HASH);
-            None
-        }
+        Some((user, Some(_))) if matches => Some(user),
+        _ => None,
     };
     match verified {
         Some(user) => sign_in(&state, user).await,
@@ -207,6 +211,21 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     }
     let expired = set_cookie(&state, SESSION_COOKIE, "", "/", Duration::ZERO);
     Ok(([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response())
+}
+
+/// Password hashing takes tens of milliseconds of CPU and ~19 MiB: it runs on the blocking
+/// pool, two at a time, so a flood of sign-in attempts cannot stall the agents' sockets.
+async fn slow_hash<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AppError> {
+    static PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let _permit = PERMITS
+        .acquire()
+        .await
+        .map_err(|error| AppError::Internal(error.into()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| AppError::Internal(error.into()))
 }
 
 /// Paths anyone may load: the sign-in pages, their form targets, assets and the APIs (which
@@ -226,7 +245,15 @@ pub async fn require_session(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if request.method() != Method::GET || is_public(path) {
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    // Cross-site request forgery: a page of another origin (even a sibling subdomain, which
+    // SameSite=Lax lets through) may not post the sign-in forms or call server functions with
+    // the visitor's cookie. API clients with a bearer token carry no ambient authority.
+    let has_bearer = crate::stream::bearer_token(request.headers()).is_some();
+    if !reads && !has_bearer && !same_origin(request.headers(), &state.config.public_url) {
+        return AppError::Forbidden("cross-origin requests are refused".into()).into_response();
+    }
+    if !reads || is_public(path) {
         return next.run(request).await;
     }
     let signed_in = match session_user(&state, request.headers()).await {

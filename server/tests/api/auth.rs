@@ -129,6 +129,18 @@ async fn signing_in_checks_the_password_and_issues_a_new_session_each_time() {
         "unknown users look the same"
     );
 
+    // Another site cannot post the form (login CSRF), nor call server functions.
+    let forged = http_request(
+        app.address,
+        "POST",
+        "/auth/login",
+        &[("Origin", "https://evil.example")],
+        "login=dev&password=s3cret-pass",
+    )
+    .await;
+    assert_eq!(forged.status, 403);
+    assert!(forged.cookie(SESSION).is_none());
+
     let first = sign_in("s3cret-pass").await.cookie(SESSION).unwrap();
     let second = sign_in("s3cret-pass").await.cookie(SESSION).unwrap();
     assert_ne!(first, second);
