@@ -142,6 +142,20 @@ async fn the_one_line_command_installs_an_agent_that_registers_and_connects() {
     );
     assert_eq!(agents(&client).await.len(), 1, "no second registration");
 
+    // A revoked host is added back with a new join token: the script registers it again and
+    // replaces the old token.
+    let old = agents(&client).await.remove(0);
+    let path = format!("/agents/{}", old.id);
+    let _: serde_json::Value = client
+        .expect(reqwest::Method::DELETE, &path, None, 204)
+        .await;
+    let renewed = join_token(&client).await;
+    let rejoin = host.sh(&with_wget(&renewed)).await;
+    assert!(rejoin.status.success(), "{}", text(&rejoin));
+    let listed = agents(&client).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_ne!(listed[0].id, old.id, "a new registration");
+
     // --uninstall removes the binary, its configuration and its state.
     let removed = host
         .sh(&format!(
