@@ -104,10 +104,7 @@ pub mod ssr {
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == SESSION_COOKIE)
-            .map(|(_, value)| value)
+            .find_map(|value| shared::cookie_value(value, SESSION_COOKIE))
     }
 }
 

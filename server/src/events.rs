@@ -42,19 +42,8 @@ pub async fn browser_events(
 
 /// Whether the credentials the feed was opened with still name a person.
 async fn still_signed_in(state: &AppState, headers: &HeaderMap) -> bool {
-    let user = match crate::stream::bearer_token(headers) {
-        Some(token) => {
-            let hash = crate::token::TokenHash::of(token);
-            state
-                .store
-                .user_by_api_token(&hash)
-                .await
-                .map_err(AppError::from)
-        }
-        None => crate::auth::session_user(state, headers).await,
-    };
     // A database hiccup is not a sign-out.
-    !matches!(user, Ok(None))
+    !matches!(crate::routes::user_of(state, headers).await, Ok(None))
 }
 
 /// Stops watching a project's logs when the tab's connection ends, however it ends.

@@ -17,6 +17,17 @@ pub use names::{EnvKey, NameError, ProjectName, ServiceName};
 pub use protocol::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 pub use secret::{DeployPayload, Secret, SecretScope, SecretValue};
 
+/// The value of cookie `name` in one `Cookie` header (`a=1; b=2`), if set and not empty. Used
+/// by the server and by the dashboard's server functions alike.
+pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+}
+
 /// `text` with every byte but unreserved URL characters percent-encoded, for query strings and
 /// `data:` URLs.
 pub fn percent_encode(text: &str) -> String {

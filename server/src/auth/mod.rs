@@ -45,11 +45,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
-        .filter(|value| !value.is_empty())
+        .find_map(|value| shared::cookie_value(value, name))
 }
 
 /// A `Set-Cookie` value: HttpOnly and SameSite=Lax always, Secure when served over https.

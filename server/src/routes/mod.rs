@@ -54,27 +54,31 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        if let Some(token) = crate::stream::bearer_token(&parts.headers) {
-            return state
-                .store
-                .user_by_api_token(&TokenHash::of(token))
-                .await?
-                .map(CurrentUser)
-                .ok_or_else(|| AppError::Unauthorized("unknown API token".into()));
-        }
-        if !crate::auth::same_origin(&parts.headers, &state.config.public_url) {
+        let bearer = crate::stream::bearer_token(&parts.headers).is_some();
+        if !bearer && !crate::auth::same_origin(&parts.headers, &state.config.public_url) {
             return Err(AppError::Forbidden(
                 "cross-origin requests are refused".into(),
             ));
         }
-        crate::auth::session_user(state, &parts.headers)
-            .await?
-            .map(CurrentUser)
-            .ok_or_else(|| {
-                AppError::Unauthorized(
-                    "missing `Authorization: Bearer <API token>` header or session".into(),
-                )
-            })
+        match user_of(state, &parts.headers).await? {
+            Some(user) => Ok(CurrentUser(user)),
+            None if bearer => Err(AppError::Unauthorized("unknown API token".into())),
+            None => Err(AppError::Unauthorized(
+                "missing `Authorization: Bearer <API token>` header or session".into(),
+            )),
+        }
+    }
+}
+
+/// Whom a request's credentials name: its API token when it carries one, else its session
+/// cookie. (Where the request came from is the caller's to check.)
+pub async fn user_of(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<crate::db::User>, AppError> {
+    match crate::stream::bearer_token(headers) {
+        Some(token) => Ok(state.store.user_by_api_token(&TokenHash::of(token)).await?),
+        None => crate::auth::session_user(state, headers).await,
     }
 }
 
