@@ -168,6 +168,12 @@ async fn an_agent_comes_back_by_itself_after_the_server_is_killed_and_restarted(
         || async { server.dashboard_shows("edge-1", "Connected").await },
     )
     .await;
+    // The server lists the agent before its welcome reaches it: wait for the agent's side too,
+    // or the kill below can land mid-handshake (a failed connect, not a lost link).
+    eventually(SOON, "the agent to log its connection", || async {
+        agent.log_text().contains("connected to the server")
+    })
+    .await;
 
     server.kill_9().await;
     eventually(SOON, "the agent to notice the outage", || async {
