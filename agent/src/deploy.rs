@@ -18,7 +18,7 @@ use crate::health::{self, ContainerState, Verdict};
 use crate::override_file::{self, OverrideError, OverrideFile};
 use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
 use crate::system::Compose;
-use shared::protocol::JobEvent;
+use shared::protocol::{DeployStep, JobEvent};
 use shared::{ProjectName, Secret};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -95,14 +95,14 @@ pub async fn deploy(
 ) -> Result<Vec<ContainerState>, DeployError> {
     let redactor = Redactor::new(request.secrets.iter().map(|secret| secret.value.expose()));
 
-    report(step("parse"));
+    report(step(DeployStep::Parse));
     let project = compose::load(
         request.directory,
         request.compose_file,
         &options.allowed_roots,
     )?;
 
-    report(step("render"));
+    report(step(DeployStep::Render));
     let environment = override_file::environment_by_service(&project.services, request.secrets)?;
     let rendered = override_file::render(&environment, false);
     // Removed on drop: when this function returns, fails or is cancelled.
@@ -115,7 +115,7 @@ pub async fn deploy(
         override_file: override_file.path(),
     };
 
-    report(step("up"));
+    report(step(DeployStep::Up));
     let up = compose
         .command(["up", "-d", "--remove-orphans"])
         .timeout(options.up_timeout);
@@ -136,7 +136,7 @@ pub async fn deploy(
         });
     }
 
-    report(step("health"));
+    report(step(DeployStep::Health));
     let deadline = tokio::time::Instant::now() + options.health_timeout;
     let mut ready_since = None;
     loop {
@@ -176,8 +176,8 @@ pub async fn deploy(
     }
 }
 
-fn step(name: &str) -> JobEvent {
-    JobEvent::Step { name: name.into() }
+fn step(name: DeployStep) -> JobEvent {
+    JobEvent::Step { name }
 }
 
 /// Builds Compose commands that see the user's file, the override and the user's directory.

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod project;
 pub mod projects;
 pub mod servers;
+pub mod widgets;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -86,9 +87,6 @@ pub mod ssr {
     #[derive(Clone)]
     pub struct DashboardContext(pub Arc<dyn Dashboard>);
 
-    /// The name of the session cookie (the server sets it at sign-in).
-    pub const SESSION_COOKIE: &str = "stagely_session";
-
     /// The dashboard behind the current request, and the request's session.
     pub fn dashboard() -> Result<(Arc<dyn Dashboard>, Session), leptos::prelude::ServerFnError> {
         let dashboard = leptos::prelude::use_context::<DashboardContext>()
@@ -104,7 +102,7 @@ pub mod ssr {
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .find_map(|value| shared::cookie_value(value, SESSION_COOKIE))
+            .find_map(|value| shared::cookie_value(value, shared::SESSION_COOKIE))
     }
 }
 

@@ -5,12 +5,12 @@
 //! deployments' progress and the log lines as they happen.
 
 use crate::logs::{Ansi, LogBuffer, LogPanel};
-use crate::projects::{error_text, SubmitRow};
-use crate::servers::format_time;
+use crate::widgets::{error_text, format_time, SubmitRow};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 use shared::api::{
-    DeployAccepted, Deployment, DeploymentEvent, DeploymentStatus, Project, SecretSummary,
+    DeployAccepted, Deployment, DeploymentEvent, DeploymentStatus, EventKind, Project,
+    SecretSummary,
 };
 use shared::{DeploymentId, ProjectId, SecretId, SecretScope, ServiceName};
 use std::collections::HashMap;
@@ -191,8 +191,8 @@ fn Project(id: ProjectId) -> impl IntoView {
                                     <div>
                                         <h1>{project.name.to_string()}</h1>
                                         <p class="muted">
-                                            <code>{project.path.clone()}</code>
-                                            {project.compose_file.clone().map(|file| view! { " · " <code>{file}</code> })}
+                                            <code>{project.path.to_string()}</code>
+                                            {project.compose_file.clone().map(|file| view! { " · " <code>{file.to_string()}</code> })}
                                         </p>
                                     </div>
                                     <button
@@ -291,7 +291,7 @@ fn EventLog(events: Vec<DeploymentEvent>) -> impl IntoView {
             {events
                 .into_iter()
                 .map(|event| {
-                    let step = event.kind == "step";
+                    let step = event.kind == EventKind::Step;
                     view! {
                         <div class="line" class:step=step>
                             {step.then_some("▸ ")}

@@ -1,6 +1,7 @@
 //! The Projects page: the person's compose projects, and a form to add one.
 
 use crate::servers::list_agents;
+use crate::widgets::SubmitRow;
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_navigate;
@@ -25,8 +26,15 @@ pub async fn add_project(
         agent_id: agent_id
             .parse::<shared::AgentId>()
             .map_err(|_| ServerFnError::new("Choose the server the project runs on."))?,
-        path: path.trim().to_string(),
-        compose_file: Some(compose_file.trim().to_string()).filter(|file| !file.is_empty()),
+        path: shared::ProjectPath::parse(path.trim())
+            .map_err(|error| ServerFnError::new(format!("Path: {error}")))?,
+        compose_file: match compose_file.trim() {
+            "" => None,
+            file => Some(
+                shared::ComposeFile::parse(file)
+                    .map_err(|error| ServerFnError::new(format!("Compose file: {error}")))?,
+            ),
+        },
     };
     crate::call!(create_project, body)
 }
@@ -120,43 +128,13 @@ fn ProjectTable(projects: Vec<Project>) -> impl IntoView {
                                 <td class="name">
                                     <A href=format!("/projects/{}", project.id)>{project.name.to_string()}</A>
                                 </td>
-                                <td><code>{project.path}</code></td>
-                                <td>{project.compose_file.unwrap_or_else(|| "default".into())}</td>
+                                <td><code>{project.path.to_string()}</code></td>
+                                <td>{project.compose_file.map_or_else(|| "default".into(), String::from)}</td>
                             </tr>
                         }
                     })
                     .collect_view()}
             </tbody>
         </table>
-    }
-}
-
-/// A form's submit button, disabled while the form is sent, with the server's error beside it.
-#[component]
-pub fn SubmitRow(
-    label: &'static str,
-    #[prop(into)] pending: Signal<bool>,
-    #[prop(into)] error: Signal<Option<ServerFnError>>,
-) -> impl IntoView {
-    view! {
-        <div class="form-actions">
-            <button class="btn btn-primary" type="submit" disabled=move || pending.get()>
-                {label}
-            </button>
-            {move || {
-                error
-                    .get()
-                    .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
-            }}
-        </div>
-    }
-}
-
-/// A server function's error as the person should read it (without the "error running
-/// server function" wrapping).
-pub fn error_text(error: &ServerFnError) -> String {
-    match error {
-        ServerFnError::ServerError(message) => message.clone(),
-        other => other.to_string(),
     }
 }

@@ -1,11 +1,10 @@
 //! The Servers page: every registered agent with its live status.
 
+use crate::widgets::{format_time, SubmitRow};
 use leptos::prelude::*;
 use shared::api::{AgentStatus, AgentSummary, JoinTokenCreated};
 use shared::AgentId;
 use std::collections::HashMap;
-use time::macros::format_description;
-use time::OffsetDateTime;
 
 /// Every agent the person may see, with its live status.
 #[server]
@@ -16,8 +15,15 @@ pub async fn list_agents() -> Result<Vec<AgentSummary>, ServerFnError> {
 /// A single-use join token for a new host, with the command and cloud-init file that use it.
 #[server]
 pub async fn add_server(name: String) -> Result<JoinTokenCreated, ServerFnError> {
+    let name = match name.trim() {
+        "" => None,
+        name => Some(
+            shared::AgentName::parse(name)
+                .map_err(|error| ServerFnError::new(format!("Name: {error}")))?,
+        ),
+    };
     let body = shared::api::CreateJoinToken {
-        name: Some(name).filter(|name| !name.trim().is_empty()),
+        name,
         expires_in_secs: None,
     };
     crate::call!(create_join_token, body)
@@ -119,7 +125,7 @@ fn AddServer() -> impl IntoView {
             <label>
                 "Name (optional)" <input name="name" placeholder="the host's name" />
             </label>
-            <crate::projects::SubmitRow
+            <SubmitRow
                 label="Add server"
                 pending=add.pending()
                 error=Signal::derive(move || add.value().get().and_then(Result::err))
@@ -246,9 +252,4 @@ fn ServerRow(
             </td>
         </tr>
     }
-}
-
-pub fn format_time(at: OffsetDateTime) -> String {
-    let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
-    at.format(format).unwrap_or_default()
 }

@@ -82,7 +82,7 @@ struct Args {
     idle_secs: u64,
     /// Handshakes in flight at once while the agents first connect (the server admits this
     /// many; an agent told 503 backs off and tries again, like the real agent).
-    #[arg(long, default_value_t = server::stream::MAX_HANDSHAKES)]
+    #[arg(long, default_value_t = server::state::MAX_HANDSHAKES)]
     concurrency: usize,
     /// How many agents send timed heartbeats.
     #[arg(long, default_value_t = 1000)]

@@ -1,24 +1,18 @@
-//! The server side of the dashboard: answers its server functions with the same checks and code
-//! as the REST API, for the person whose session cookie the request carries.
+//! The server side of the dashboard: answers its server functions for the person whose session
+//! cookie the request carries, by calling the same operations as the REST API, so the two can
+//! never disagree on a check.
 
-use crate::db::{Agent, User};
-use crate::error::AppError;
-use crate::hub::Hub;
-use crate::routes;
-use crate::token::TokenHash;
-use crate::AppState;
+use crate::auth;
+use crate::db::User;
+use crate::ops::{self, Actor, OpError};
+use crate::state::AppState;
 use app::ssr::{Answer, Dashboard, Session};
 use shared::api::{
-    AgentStatus, AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeployAccepted,
-    Deployment, JoinTokenCreated, Project, RevealedSecret, SecretSummary, SignInOptions,
-    UpdateSecret, Viewer,
+    AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeployAccepted, Deployment,
+    JoinTokenCreated, Project, RevealedSecret, SecretSummary, SignInOptions, UpdateSecret, Viewer,
 };
 use shared::{AgentId, DeploymentId, ProjectId, SecretId, ServiceName};
 use std::future::Future;
-use std::time::Duration;
-
-/// How long the Project page waits for the agent to read a compose file.
-const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ServerDashboard {
     pub state: AppState,
@@ -30,7 +24,7 @@ impl ServerDashboard {
     where
         T: Send + 'a,
         F: FnOnce(&'a AppState, User) -> Fut + Send + 'a,
-        Fut: Future<Output = Result<T, AppError>> + Send + 'a,
+        Fut: Future<Output = Result<T, OpError>> + Send + 'a,
     {
         Box::pin(async move {
             let user = self.user(session).await.map_err(message)?;
@@ -38,22 +32,20 @@ impl ServerDashboard {
         })
     }
 
-    async fn user(&self, session: Session) -> Result<User, AppError> {
-        let signed_out = || AppError::Unauthorized("You are signed out; sign in again.".into());
+    async fn user(&self, session: Session) -> Result<User, OpError> {
+        let signed_out = || OpError::Unauthorized("You are signed out; sign in again.".into());
         let token = session.0.ok_or_else(signed_out)?;
-        self.state
-            .store
-            .user_by_session(&TokenHash::of(&token))
+        auth::user_of_session(&self.state.store, &token)
             .await?
             .ok_or_else(signed_out)
     }
 }
 
 /// What the person reads: client errors as they are, server errors without internals.
-fn message(error: AppError) -> String {
+fn message(error: OpError) -> String {
     match error {
-        AppError::NotFound => "Not found (or not yours).".into(),
-        AppError::Internal(error) => {
+        OpError::NotFound => "Not found (or not yours).".into(),
+        OpError::Internal(error) => {
             tracing::error!(error = format!("{error:#}"), "dashboard call failed");
             "Something went wrong on the server; its log has the details.".into()
         }
@@ -80,13 +72,13 @@ impl Dashboard for ServerDashboard {
 
     fn list_agents(&self, session: Session) -> Answer<'_, Vec<AgentSummary>> {
         self.as_user(session, |state, user| async move {
-            routes::agents::list_agents(state, &user).await
+            ops::agents::list(&state.store, &state.hub, Actor::User(&user)).await
         })
     }
 
     fn revoke_agent(&self, session: Session, id: AgentId) -> Answer<'_, ()> {
         self.as_user(session, move |state, user| async move {
-            routes::agents::revoke_agent(state, &user, id).await
+            ops::agents::revoke(&state.store, &state.hub, Actor::User(&user), id).await
         })
     }
 
@@ -96,53 +88,43 @@ impl Dashboard for ServerDashboard {
         body: CreateJoinToken,
     ) -> Answer<'_, JoinTokenCreated> {
         self.as_user(session, |state, user| async move {
-            crate::provisioning::create_join_token(state, &user, body).await
+            ops::join_tokens::create(&state.store, &state.config.public_url, &user, body).await
         })
     }
 
     fn list_projects(&self, session: Session) -> Answer<'_, Vec<Project>> {
         self.as_user(session, |state, user| async move {
-            Ok(state.store.projects(&user).await?)
+            ops::projects::list(&state.store, &user).await
         })
     }
 
     fn create_project(&self, session: Session, body: CreateProject) -> Answer<'_, Project> {
         self.as_user(session, |state, user| async move {
-            routes::projects::create_project(state, &user, body).await
+            ops::projects::create(&state.store, &user, body).await
         })
     }
 
     fn project(&self, session: Session, id: ProjectId) -> Answer<'_, Project> {
         self.as_user(session, move |state, user| async move {
-            Ok(state.store.project(&user, id).await?)
+            ops::projects::show(&state.store, &user, id).await
         })
     }
 
     fn project_services(&self, session: Session, id: ProjectId) -> Answer<'_, Vec<ServiceName>> {
         self.as_user(session, move |state, user| async move {
-            let project = state.store.project(&user, id).await?;
-            state
-                .hub
-                .inspect(
-                    project.agent_id,
-                    project.path,
-                    project.compose_file,
-                    INSPECT_TIMEOUT,
-                )
-                .await
-                .map_err(AppError::BadRequest)
+            ops::projects::services(&state.store, &state.hub, &user, id).await
         })
     }
 
     fn list_secrets(&self, session: Session, project: ProjectId) -> Answer<'_, Vec<SecretSummary>> {
         self.as_user(session, move |state, user| async move {
-            routes::secrets::list_secrets(state, &user, project).await
+            ops::secrets::list(&state.store, &user, project).await
         })
     }
 
     fn create_secret(&self, session: Session, body: CreateSecret) -> Answer<'_, SecretSummary> {
         self.as_user(session, |state, user| async move {
-            routes::secrets::create_secret(state, &user, body).await
+            ops::secrets::create(&state.store, &state.vault, &user, body).await
         })
     }
 
@@ -153,56 +135,38 @@ impl Dashboard for ServerDashboard {
         body: UpdateSecret,
     ) -> Answer<'_, SecretSummary> {
         self.as_user(session, move |state, user| async move {
-            routes::secrets::update_secret(state, &user, id, body).await
+            ops::secrets::update(&state.store, &state.vault, &user, id, body).await
         })
     }
 
     fn delete_secret(&self, session: Session, id: SecretId) -> Answer<'_, ()> {
         self.as_user(session, move |state, user| async move {
-            Ok(state.store.delete_secret(&user, id).await?)
+            ops::secrets::delete(&state.store, &user, id).await
         })
     }
 
     fn reveal_secret(&self, session: Session, id: SecretId) -> Answer<'_, RevealedSecret> {
         self.as_user(session, move |state, user| async move {
-            routes::secrets::reveal_secret(state, &user, id).await
+            ops::secrets::reveal(&state.store, &state.vault, &user, id).await
         })
     }
 
     fn deploy(&self, session: Session, project: ProjectId) -> Answer<'_, DeployAccepted> {
         self.as_user(session, move |state, user| async move {
-            routes::deployments::start_deploy(state, &user, project).await
+            let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
+            ops::deployments::start(store, vault, hub, &user, project).await
         })
     }
 
     fn deployments(&self, session: Session, project: ProjectId) -> Answer<'_, Vec<Deployment>> {
         self.as_user(session, move |state, user| async move {
-            Ok(state.store.deployments_of_project(&user, project).await?)
+            ops::deployments::history(&state.store, &user, project).await
         })
     }
 
     fn deployment(&self, session: Session, id: DeploymentId) -> Answer<'_, Deployment> {
         self.as_user(session, move |state, user| async move {
-            Ok(state.store.deployment(&user, id).await?)
+            ops::deployments::show(&state.store, &user, id).await
         })
-    }
-}
-
-/// An agent as the dashboard and API show it: stored facts plus live status from the hub.
-pub fn summarize(agent: Agent, hub: &Hub) -> AgentSummary {
-    let status = if hub.is_connected(agent.id) {
-        AgentStatus::Connected
-    } else {
-        AgentStatus::Disconnected
-    };
-    AgentSummary {
-        id: agent.id,
-        name: agent.name,
-        status,
-        last_seen: agent.last_seen,
-        hostname: agent.hostname,
-        agent_version: agent.agent_version,
-        docker_version: agent.docker_version,
-        compose_version: agent.compose_version,
     }
 }

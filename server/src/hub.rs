@@ -6,16 +6,16 @@
 //! identity replaces the old one, which is told why and closes.
 //!
 //! Status changes are published on a broadcast channel for the dashboard. Last-seen times are
-//! kept in memory and flushed to the database in batches by [`Hub::spawn_last_seen_flusher`].
+//! kept in memory and flushed to the database in batches by [`Hub::flush_last_seen`], which
+//! `housekeeping` calls about once a second.
 
 use crate::db::Store;
-use shared::api::{AgentStatus, DeploymentStatus, LogLines};
+use shared::api::{AgentStatus, DeploymentEvent, DeploymentStatus, LogLines};
 use shared::protocol::{Inspect, Inspected};
 use shared::{AgentId, DeploymentId, JobId, ProjectId, ServerToAgent, ServiceName};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -42,10 +42,10 @@ pub enum HubEvent {
     DeploymentEvent {
         deployment_id: DeploymentId,
         project_id: ProjectId,
-        kind: &'static str,
-        body: String,
+        /// As stored, with the time it was stored under.
+        event: DeploymentEvent,
     },
-    /// Container log lines of a watched project (see `live_logs`).
+    /// Container log lines of a watched project (see `ops::logs`).
     Logs(Arc<LogLines>),
 }
 
@@ -337,35 +337,6 @@ impl Hub {
                 since
             }
         }
-    }
-
-    /// About once a second, whatever the number of agents: writes the last-seen times gathered
-    /// since the previous round in one transaction, and closes sessions whose token was
-    /// revoked. Runs until the task is aborted.
-    pub fn spawn_housekeeping(&self, store: Store) -> tokio::task::JoinHandle<()> {
-        let hub = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // Look a minute back each time, so neither a revocation committed during a check nor
-            // a replica whose clock runs a little behind is missed; closing twice is harmless.
-            let mut revoked_checked = crate::db::now_ms();
-            let mut round = 0u64;
-            loop {
-                tick.tick().await;
-                if round.is_multiple_of(10) {
-                    match store.count_live_agents().await {
-                        Ok(count) => hub.set_fleet_size(count),
-                        Err(error) => {
-                            tracing::warn!(%error, "could not count the registered agents")
-                        }
-                    }
-                }
-                round += 1;
-                hub.flush_last_seen(&store).await;
-                revoked_checked = hub.close_revoked(&store, revoked_checked - 60_000).await;
-            }
-        })
     }
 }
 

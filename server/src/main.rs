@@ -5,8 +5,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use server::config::Config;
 use server::db::Store;
-use server::token::Token;
+use server::hub::Hub;
+use server::ops::{self, Actor, OpError};
 use server::AppState;
+use shared::api::CreateAgent;
+use shared::{AgentName, Login};
 
 const ENVIRONMENT_HELP: &str = "\
 Configuration (environment variables):
@@ -28,6 +31,8 @@ Configuration (environment variables):
                           comma-separated logins / organizations allowed in
   STAGELY_GITHUB_URL / STAGELY_GITHUB_API_URL
                           GitHub Enterprise [default: https://github.com, https://api.github.com]
+  STAGELY_DOWNLOADS_DIR   the static agent binaries install.sh downloads
+                          [default: downloads/ beside the binary, else target/downloads]
 APP_MASTER_KEY, APP_MASTER_KEY_PREVIOUS, DATABASE_URL and STAGELY_GITHUB_CLIENT_SECRET may instead be read from a file named by <NAME>_FILE.";
 
 /// The Stagely server: dashboard, API and the hub every agent connects to.
@@ -66,7 +71,8 @@ enum Command {
 enum UsersCommand {
     /// Create a local user.
     Add {
-        login: String,
+        #[arg(value_parser = |login: &str| Login::parse(login))]
+        login: Login,
         /// Give the user every agent registered from the command line, and admin rights.
         #[arg(long)]
         admin: bool,
@@ -87,7 +93,8 @@ enum AgentsCommand {
     /// Register an agent and print its token on stdout. The token is shown only this once.
     Add {
         /// A name for the host, shown in the dashboard.
-        name: String,
+        #[arg(value_parser = |name: &str| AgentName::parse(name))]
+        name: AgentName,
     },
     /// List registered agents.
     List,
@@ -185,29 +192,44 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The CLI's answer to a refused operation: its message, as the dashboard would show it.
+fn refused(error: OpError) -> anyhow::Error {
+    match error {
+        OpError::Internal(error) => error,
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
 async fn agents(command: AgentsCommand, config: Config) -> anyhow::Result<()> {
     let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
+    // This process holds no agent sessions; a running server sees revocations in the database.
+    let hub = Hub::new();
     match command {
         AgentsCommand::Add { name } => {
-            let name =
-                server::routes::agents::validate_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let token = Token::generate();
-            let agent = store.create_agent(name, &token.hash(), None).await?;
-            println!("{}", token.expose());
+            let input = CreateAgent { name };
+            let created = ops::agents::register(&store, &hub, Actor::Operator, input)
+                .await
+                .map_err(refused)?;
+            println!("{}", created.token);
             eprintln!(
-                "Registered agent {name:?} ({}). The token above is shown only once.\n\
+                "Registered agent {:?} ({}). The token above is shown only once.\n\
                  Start the agent with:\n  stagely-agent --server {} --token <token>",
-                agent.id, config.public_url
+                created.agent.name, created.agent.id, config.public_url
             );
         }
         AgentsCommand::Revoke { id } => {
-            if !store.revoke_agent(id).await? {
-                anyhow::bail!("no active agent has the id {id}");
+            match ops::agents::revoke(&store, &hub, Actor::Operator, id).await {
+                Ok(()) => {}
+                Err(OpError::NotFound) => anyhow::bail!("no active agent has the id {id}"),
+                Err(other) => return Err(refused(other)),
             }
             eprintln!("Revoked agent {id}; a running server closes its session within a second.");
         }
         AgentsCommand::List => {
-            for agent in store.list_agents().await? {
+            let agents = ops::agents::list(&store, &hub, Actor::Operator)
+                .await
+                .map_err(refused)?;
+            for agent in agents {
                 let seen = agent
                     .last_seen
                     .map(|at| at.to_string())
@@ -228,36 +250,20 @@ async fn users(command: UsersCommand, config: Config) -> anyhow::Result<()> {
             admin,
             password_file,
         } => {
-            let login = login.trim();
-            if login.is_empty()
-                || login.len() > 64
-                || !login
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-            {
-                anyhow::bail!("a login is 1 to 64 letters, digits, '-', '_', '.' or '@'");
-            }
-            let password_hash = match password_file {
+            let password = match password_file {
                 Some(path) => {
                     let password = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading the password from {}", path.display()))?;
-                    let password = password.trim_end_matches(['\n', '\r']);
-                    if password.chars().count() < 8 {
-                        anyhow::bail!("the password must be at least 8 characters");
-                    }
-                    Some(server::crypto::hash_password(password)?)
+                    Some(password.trim_end_matches(['\n', '\r']).to_string())
                 }
                 None => None,
             };
-            let user = store
-                .create_user(login, password_hash.as_deref(), admin)
-                .await
-                .map_err(|error| match error {
-                    server::db::DbError::Conflict(_) => {
-                        anyhow::anyhow!("a user named {login} already exists")
-                    }
-                    other => other.into(),
-                })?;
+            let input = ops::users::NewUser {
+                login,
+                password,
+                admin,
+            };
+            let user = ops::users::add(&store, input).await.map_err(refused)?;
             eprintln!(
                 "Created user {} ({}){}",
                 user.login,
@@ -274,12 +280,9 @@ async fn tokens(command: TokensCommand, config: Config) -> anyhow::Result<()> {
     let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
     match command {
         TokensCommand::Create { login } => {
-            let user = store
-                .user_by_login(&login)
+            let token = ops::users::create_api_token(&store, &login)
                 .await
-                .with_context(|| format!("no user named {login}"))?;
-            let token = Token::generate();
-            store.create_api_token(user.id, &token.hash()).await?;
+                .map_err(refused)?;
             println!("{}", token.expose());
             eprintln!("Created an API token for {login}; it is shown only this once.");
         }
@@ -288,40 +291,25 @@ async fn tokens(command: TokensCommand, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-encrypts every secret under the current key, one row at a time: a row is either still
-/// under the previous key or already under the new one, so stopping halfway loses nothing.
+/// Re-encrypts every secret under the current key; safe to interrupt and run again.
 async fn rotate_key(config: Config) -> anyhow::Result<()> {
     if config.master_key_previous.is_none() {
         anyhow::bail!(
             "set APP_MASTER_KEY to the new key and APP_MASTER_KEY_PREVIOUS to the old one"
         );
     }
-    let state = AppState::build(config).await?;
-    let secrets = state.store.all_secrets().await?;
-    let (mut rotated, mut current) = (0, 0);
-    for secret in secrets {
-        if !state.keyring.needs_rotation(&secret.ciphertext) {
-            current += 1;
-            continue;
-        }
-        let aad = server::crypto::SecretAad::for_row(secret.project_id, secret.id, &secret.key);
-        let ciphertext = state
-            .keyring
-            .reencrypt(&secret.ciphertext, &aad)
-            .with_context(|| format!("secret {} ({})", secret.key, secret.id))?;
-        if state
-            .store
-            .replace_ciphertext(secret.id, &secret.ciphertext, &ciphertext)
-            .await?
-        {
-            rotated += 1;
-        }
-    }
+    let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
+    let vault = server::state::open_vault(&config)?;
+    let done = ops::secrets::rotate_all(&store, &vault)
+        .await
+        .map_err(refused)?;
     eprintln!(
-        "Rotated {rotated} secret(s) to key {}; {current} were already under it. \
+        "Rotated {} secret(s) to key {}; {} were already under it. \
          APP_MASTER_KEY_PREVIOUS can now be removed.",
-        state.keyring.current_id()
+        done.rotated,
+        vault.current_key_id(),
+        done.current
     );
-    state.store.close().await;
+    store.close().await;
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! Bodies of the dashboard's server functions and of the REST API.
 
 use crate::{
-    AgentId, DeploymentId, EnvKey, JobId, ProjectId, ProjectName, SecretId, SecretScope,
-    SecretValue, ServiceName, UserId,
+    AgentId, AgentName, ComposeFile, DeploymentId, EnvKey, JobId, ProjectId, ProjectName,
+    ProjectPath, SecretId, SecretScope, SecretValue, ServiceName, UserId,
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
 use time::OffsetDateTime;
 
 /// Whether an agent has a live session with the server right now.
@@ -53,7 +54,8 @@ pub struct AgentSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateAgent {
-    pub name: String,
+    /// Trimmed; 1 to 64 printable characters.
+    pub name: AgentName,
 }
 
 /// The answer to `POST /api/v1/agents`: the token is shown this once.
@@ -73,10 +75,10 @@ pub struct Project {
     pub name: ProjectName,
     pub agent_id: AgentId,
     /// The project's directory on the agent's host.
-    pub path: String,
+    pub path: ProjectPath,
     /// The compose file inside `path`; `None` means "as Compose finds it".
     #[serde(default)]
-    pub compose_file: Option<String>,
+    pub compose_file: Option<ComposeFile>,
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub created_at: OffsetDateTime,
@@ -88,9 +90,11 @@ pub struct Project {
 pub struct CreateProject {
     pub name: ProjectName,
     pub agent_id: AgentId,
-    pub path: String,
+    /// The project's directory on the agent's host.
+    pub path: ProjectPath,
+    /// The compose file inside `path`; missing means "as Compose finds it".
     #[serde(default)]
-    pub compose_file: Option<String>,
+    pub compose_file: Option<ComposeFile>,
 }
 
 /// `PATCH /api/v1/projects/{id}`: only the fields given change.
@@ -102,10 +106,44 @@ pub struct UpdateProject {
     #[serde(default)]
     pub agent_id: Option<AgentId>,
     #[serde(default)]
-    pub path: Option<String>,
-    /// `Some("")` clears it back to "as Compose finds it".
-    #[serde(default)]
-    pub compose_file: Option<String>,
+    pub path: Option<ProjectPath>,
+    /// On the wire a string: missing (or `null`) leaves the file as it is (`None`), `""` clears
+    /// it back to "as Compose finds it" (`Some(None)`), a name sets it (`Some(Some(..))`).
+    #[serde(
+        default,
+        with = "clearable_compose_file",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub compose_file: Option<Option<ComposeFile>>,
+}
+
+/// `UpdateProject::compose_file` on the wire: `""` for "clear", a name for "set".
+mod clearable_compose_file {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Option<ComposeFile>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            None => serializer.serialize_none(),
+            Some(None) => serializer.serialize_str(""),
+            Some(Some(file)) => serializer.serialize_str(file.as_str()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<ComposeFile>>, D::Error> {
+        match Option::<String>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(file) if file.is_empty() => Ok(Some(None)),
+            Some(file) => ComposeFile::parse(file)
+                .map(|file| Some(Some(file)))
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// A secret as listed: the value never leaves the server here.
@@ -220,9 +258,58 @@ pub struct DeploymentEvent {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub at: OffsetDateTime,
-    /// `status`, `step` or `output`.
-    pub kind: String,
+    /// What `body` is.
+    pub kind: EventKind,
     pub body: String,
+}
+
+/// What an entry of a deployment's history holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The deployment moved to a new status; the body is the status.
+    Status,
+    /// The agent started a step of the deploy; the body is the step's name.
+    Step,
+    /// A line of command output, secrets already redacted.
+    Output,
+}
+
+impl EventKind {
+    /// The word on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Step => "step",
+            Self::Output => "output",
+        }
+    }
+
+    /// The kind `value` names, for reading it back from the database.
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Status, Self::Step, Self::Output]
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for EventKind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for EventKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// A deployment with its history.
@@ -340,12 +427,26 @@ pub struct LogLine {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateJoinToken {
-    /// The new agent's name; by default the host's name.
-    #[serde(default)]
-    pub name: Option<String>,
+    /// The new agent's name; by default the host's name. An empty or blank string counts as
+    /// no name.
+    #[serde(default, deserialize_with = "blank_as_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub name: Option<AgentName>,
     /// How long the token may be used: 60 s to 7 days, default 1 hour.
     #[serde(default)]
     pub expires_in_secs: Option<u64>,
+}
+
+/// An optional agent name where `null`, `""` and whitespace all mean "none given".
+fn blank_as_none<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<AgentName>, D::Error> {
+    match Option::<String>::deserialize(deserializer)? {
+        Some(name) if !name.trim().is_empty() => AgentName::parse(name)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        _ => Ok(None),
+    }
 }
 
 /// A join token with the ways to use it.
@@ -376,4 +477,115 @@ pub struct Viewer {
 pub struct SignInOptions {
     /// "Sign in with GitHub" is configured.
     pub github: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_blank_join_token_name_means_none() {
+        for (body, expected) in [
+            (json!({}), None),
+            (json!({"name": null}), None),
+            (json!({"name": ""}), None),
+            (json!({"name": "  \t"}), None),
+            (json!({"name": " web-1 "}), Some("web-1")),
+        ] {
+            let token: CreateJoinToken = serde_json::from_value(body.clone()).unwrap();
+            assert_eq!(
+                token.name.as_ref().map(AgentName::as_str),
+                expected,
+                "{body}"
+            );
+        }
+        let error =
+            serde_json::from_value::<CreateJoinToken>(json!({"name": "a\u{7}b"})).unwrap_err();
+        assert!(error.to_string().contains("1 to 64"), "{error}");
+    }
+
+    #[test]
+    fn an_update_tells_an_unchanged_compose_file_from_a_cleared_one() {
+        let file = ComposeFile::parse("compose.prod.yaml").unwrap();
+        for (body, expected) in [
+            (json!({}), None),
+            (json!({"compose_file": null}), None),
+            (json!({"compose_file": ""}), Some(None)),
+            (
+                json!({"compose_file": "compose.prod.yaml"}),
+                Some(Some(file.clone())),
+            ),
+        ] {
+            let update: UpdateProject = serde_json::from_value(body.clone()).unwrap();
+            assert_eq!(update.compose_file, expected, "{body}");
+        }
+        for (compose_file, expected) in [
+            (None, json!({"name": null, "agent_id": null, "path": null})),
+            (
+                Some(None),
+                json!({"name": null, "agent_id": null, "path": null, "compose_file": ""}),
+            ),
+            (
+                Some(Some(file)),
+                json!({"name": null, "agent_id": null, "path": null,
+                       "compose_file": "compose.prod.yaml"}),
+            ),
+        ] {
+            let update = UpdateProject {
+                compose_file,
+                ..UpdateProject::default()
+            };
+            assert_eq!(
+                serde_json::to_value(&update).unwrap(),
+                expected,
+                "{update:?}"
+            );
+        }
+        let error = serde_json::from_value::<UpdateProject>(json!({"compose_file": "../up.yml"}))
+            .unwrap_err();
+        assert!(error.to_string().contains("inside the project"), "{error}");
+    }
+
+    #[test]
+    fn projects_keep_their_json_form() {
+        let body = json!({
+            "name": "shop",
+            "agent_id": "6f1c1c0e-2a5e-4c5e-9a43-1c8f1f0b6a11",
+            "path": "/srv/shop",
+            "compose_file": "compose.prod.yaml",
+        });
+        let create: CreateProject = serde_json::from_value(body.clone()).unwrap();
+        assert_eq!(create.path, "/srv/shop");
+        assert_eq!(serde_json::to_value(&create).unwrap(), body);
+        for (body, why) in [
+            (
+                json!({"name": "shop", "agent_id": body["agent_id"], "path": "srv"}),
+                "absolute",
+            ),
+            (
+                json!({"name": "shop", "agent_id": body["agent_id"], "path": "/srv",
+                       "compose_file": "/etc/x.yaml"}),
+                "inside the project",
+            ),
+        ] {
+            let error = serde_json::from_value::<CreateProject>(body).unwrap_err();
+            assert!(error.to_string().contains(why), "{why}: {error}");
+        }
+    }
+
+    #[test]
+    fn event_kinds_are_lowercase_words() {
+        for (kind, word) in [
+            (EventKind::Status, "status"),
+            (EventKind::Step, "step"),
+            (EventKind::Output, "output"),
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(word), "{word}");
+            assert_eq!(EventKind::parse(word), Some(kind), "{word}");
+            assert!(kind == word, "{word}");
+            assert_eq!(kind.to_string(), word, "{word}");
+        }
+        assert_eq!(EventKind::parse("Step"), None);
+    }
 }

@@ -13,9 +13,15 @@ pub mod protocol;
 pub mod secret;
 
 pub use ids::{AgentId, DeploymentId, JobId, ProjectId, SecretId, UserId};
-pub use names::{EnvKey, NameError, ProjectName, ServiceName};
+pub use names::{
+    AgentName, ComposeFile, EnvKey, Login, NameError, ProjectName, ProjectPath, ServiceName,
+};
 pub use protocol::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 pub use secret::{DeployPayload, Secret, SecretScope, SecretValue};
+
+/// The name of the dashboard's session cookie: the server sets it at sign-in, and the dashboard's
+/// server functions read it.
+pub const SESSION_COOKIE: &str = "stagely_session";
 
 /// The value of cookie `name` in one `Cookie` header (`a=1; b=2`), if set and not empty. Used
 /// by the server and by the dashboard's server functions alike.

@@ -1,8 +1,9 @@
 //! Validated names that end up in a database row, a compose file or a process argv.
 //!
 //! Each has a `parse` that enforces the rule of the tool that finally consumes it (the shell's
-//! rule for environment variables, Compose's rules for service and project names), so an
-//! unchecked string never reaches those places.
+//! rule for environment variables, Compose's rules for service and project names, the agent's
+//! rules for a project's directory and compose file), so an unchecked string never reaches those
+//! places. Names a person types into a form (agent names, logins) are trimmed first.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -28,6 +29,12 @@ impl NameError {
 
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $check:ident) => {
+        name_type!(@define $(#[$doc])* $name, $check, std::convert::identity);
+    };
+    ($(#[$doc:meta])* $name:ident, $check:ident, trimmed) => {
+        name_type!(@define $(#[$doc])* $name, $check, trimmed);
+    };
+    (@define $(#[$doc:meta])* $name:ident, $check:ident, $prepare:path) => {
         $(#[$doc])*
         #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -37,7 +44,7 @@ macro_rules! name_type {
         impl $name {
             /// Checks `value` against the rule and wraps it.
             pub fn parse(value: impl Into<String>) -> Result<Self, NameError> {
-                let value = value.into();
+                let value = $prepare(value.into());
                 $check(&value)?;
                 Ok(Self(value))
             }
@@ -72,7 +79,28 @@ macro_rules! name_type {
                 f.write_str(&self.0)
             }
         }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
     };
+}
+
+/// `value` without leading and trailing whitespace, reusing its allocation when there is none.
+fn trimmed(value: String) -> String {
+    if value.trim().len() == value.len() {
+        value
+    } else {
+        value.trim().to_string()
+    }
 }
 
 name_type!(
@@ -89,6 +117,31 @@ name_type!(
     /// A Compose project name: `[a-z0-9][a-z0-9_-]*`, at most 63 bytes.
     ProjectName,
     check_project_name
+);
+
+name_type!(
+    /// An agent's name as people see it: trimmed, then 1 to 64 characters, none of them a
+    /// control character.
+    AgentName,
+    check_agent_name,
+    trimmed
+);
+name_type!(
+    /// A local account's username: trimmed, then 1 to 64 ASCII letters, digits, `.`, `_` or `-`.
+    Login,
+    check_login,
+    trimmed
+);
+name_type!(
+    /// A project's directory on the agent's host: absolute, at most 4096 bytes, no NUL.
+    ProjectPath,
+    check_project_path
+);
+name_type!(
+    /// A compose file inside a project's directory: relative, never climbing out with `..`,
+    /// 1 to 255 bytes, no NUL.
+    ComposeFile,
+    check_compose_file
 );
 
 fn check_env_key(value: &str) -> Result<(), NameError> {
@@ -148,6 +201,57 @@ fn check_project_name(value: &str) -> Result<(), NameError> {
     }
 }
 
+fn check_agent_name(value: &str) -> Result<(), NameError> {
+    const KIND: &str = "agent name";
+    const RULE: &str = "use 1 to 64 printable characters";
+    let length = value.chars().count();
+    if (1..=64).contains(&length) && !value.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(NameError::new(KIND, value, RULE))
+    }
+}
+
+fn check_login(value: &str) -> Result<(), NameError> {
+    const KIND: &str = "username";
+    const RULE: &str = "use 1 to 64 letters, digits, dots, dashes or underscores";
+    let valid = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(NameError::new(KIND, value, RULE))
+    }
+}
+
+fn check_project_path(value: &str) -> Result<(), NameError> {
+    const KIND: &str = "path";
+    const RULE: &str = "must be an absolute directory on the agent's host, like /srv/shop";
+    if value.starts_with('/') && value.len() <= 4096 && !value.contains('\0') {
+        Ok(())
+    } else {
+        Err(NameError::new(KIND, value, RULE))
+    }
+}
+
+fn check_compose_file(value: &str) -> Result<(), NameError> {
+    const KIND: &str = "compose_file";
+    const RULE: &str = "must be a file name inside the project directory, like compose.prod.yaml";
+    let climbs = value.split('/').any(|part| part == "..");
+    let valid = !value.is_empty()
+        && !value.starts_with('/')
+        && !climbs
+        && value.len() <= 255
+        && !value.contains('\0');
+    if valid {
+        Ok(())
+    } else {
+        Err(NameError::new(KIND, value, RULE))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +283,127 @@ mod tests {
             err.to_string().contains("environment variable name"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn agent_names_are_trimmed_then_one_to_64_printable_characters() {
+        let long = "ä".repeat(64);
+        for (input, stored) in [
+            ("web-1", "web-1"),
+            ("  web-1 ", "web-1"),
+            ("\tBüro Server\n", "Büro Server"),
+            (long.as_str(), long.as_str()),
+        ] {
+            let name = AgentName::parse(input).unwrap();
+            assert_eq!(name, stored, "{input:?}");
+        }
+        let too_long = "a".repeat(65);
+        for (input, why) in [
+            ("", "empty"),
+            ("  \t ", "only whitespace"),
+            (too_long.as_str(), "65 characters"),
+            ("web\u{7}1", "a control character inside"),
+        ] {
+            let error = AgentName::parse(input).unwrap_err();
+            assert_eq!(error.kind, "agent name", "{why}");
+            assert!(error.to_string().contains("1 to 64"), "{why}: {error}");
+        }
+    }
+
+    #[test]
+    fn logins_are_trimmed_then_ascii_letters_digits_dots_dashes_underscores() {
+        for (input, stored) in [
+            ("alice", "alice"),
+            (" a.b_c-9 ", "a.b_c-9"),
+            (&"x".repeat(64), &"x".repeat(64)),
+        ] {
+            assert_eq!(Login::parse(input).unwrap(), stored, "{input:?}");
+        }
+        for (input, why) in [
+            ("", "empty"),
+            ("   ", "only spaces"),
+            (&"x".repeat(65), "65 characters"),
+            ("al ice", "a space inside"),
+            ("alice@example.com", "an @"),
+            ("jürgen", "a non-ASCII letter"),
+        ] {
+            let error = Login::parse(input).unwrap_err();
+            assert_eq!(error.kind, "username", "{why}");
+            assert_eq!(
+                error.rule, "use 1 to 64 letters, digits, dots, dashes or underscores",
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn project_paths_are_absolute() {
+        for good in [
+            "/",
+            "/srv/shop",
+            "/srv/my shop/",
+            &format!("/{}", "a".repeat(4095)),
+        ] {
+            assert_eq!(ProjectPath::parse(good).unwrap(), good, "{good:?}");
+        }
+        for (input, why) in [
+            ("", "empty"),
+            ("srv/shop", "relative"),
+            (" /srv/shop", "a leading space"),
+            (&format!("/{}", "a".repeat(4096)), "4097 bytes"),
+            ("/srv/\0shop", "a NUL"),
+        ] {
+            let error = ProjectPath::parse(input).unwrap_err();
+            assert_eq!(error.kind, "path", "{why}");
+            assert!(error.to_string().contains("absolute"), "{why}: {error}");
+        }
+    }
+
+    #[test]
+    fn compose_files_stay_inside_the_project() {
+        for good in [
+            "compose.yaml",
+            "deploy/compose.prod.yaml",
+            "..compose.yaml",
+            "./compose.yaml",
+            &"c".repeat(255),
+        ] {
+            assert_eq!(ComposeFile::parse(good).unwrap(), good, "{good:?}");
+        }
+        for (input, why) in [
+            ("", "empty"),
+            ("/etc/compose.yaml", "absolute"),
+            ("../compose.yaml", "climbs out"),
+            ("deploy/../../compose.yaml", "climbs out in the middle"),
+            ("deploy/..", "ends with .."),
+            (&"c".repeat(256), "256 bytes"),
+            ("compose\0.yaml", "a NUL"),
+        ] {
+            let error = ComposeFile::parse(input).unwrap_err();
+            assert_eq!(error.kind, "compose_file", "{why}");
+            assert!(
+                error.to_string().contains("inside the project"),
+                "{why}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn trimmed_names_are_trimmed_when_deserializing_and_serialize_as_plain_strings() {
+        let name: AgentName = serde_json::from_str("\"  web-1 \"").unwrap();
+        assert_eq!(name.as_str(), "web-1");
+        assert_eq!(serde_json::to_string(&name).unwrap(), "\"web-1\"");
+        let path: ProjectPath = serde_json::from_str("\"/srv/shop\"").unwrap();
+        assert_eq!(serde_json::to_string(&path).unwrap(), "\"/srv/shop\"");
+        let error = serde_json::from_str::<ComposeFile>("\"../up.yml\"").unwrap_err();
+        assert!(error.to_string().contains("inside the project"), "{error}");
+    }
+
+    #[test]
+    fn names_compare_with_string_slices() {
+        let name = ServiceName::parse("web").unwrap();
+        assert!(name == "web");
+        assert!(name == *"web");
+        assert!(name != "db");
     }
 }

@@ -152,12 +152,92 @@ pub struct JobUpdate {
 pub enum JobEvent {
     /// The agent has the job and will run it (sent once, also for a duplicate).
     Received,
-    /// A named step started (`parse`, `render`, `up`, `health`).
-    Step { name: String },
+    /// A named step of the deploy started.
+    Step { name: DeployStep },
     /// A line of command output, secrets already redacted.
     Output { line: String },
     /// The job ended.
     Finished { success: bool, message: String },
+}
+
+/// A step of a deploy, in the order the agent runs them. On the wire it is the step's name
+/// (`"up"`); a name this build does not know (a newer agent's step) is kept as [`Self::Other`],
+/// so an old server still records and shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum DeployStep {
+    /// Reading the compose file to learn its services.
+    Parse,
+    /// Writing the secrets into the override file.
+    Render,
+    /// `docker compose up`.
+    Up,
+    /// Waiting for the containers to run and turn healthy.
+    Health,
+    /// A step named by a newer agent; never one of the names above (`From` maps those to
+    /// their variants).
+    Other(String),
+}
+
+impl DeployStep {
+    /// The step's name on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Parse => "parse",
+            Self::Render => "render",
+            Self::Up => "up",
+            Self::Health => "health",
+            Self::Other(name) => name,
+        }
+    }
+}
+
+impl From<&str> for DeployStep {
+    fn from(name: &str) -> Self {
+        match name {
+            "parse" => Self::Parse,
+            "render" => Self::Render,
+            "up" => Self::Up,
+            "health" => Self::Health,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<String> for DeployStep {
+    fn from(name: String) -> Self {
+        match Self::from(name.as_str()) {
+            Self::Other(_) => Self::Other(name),
+            known => known,
+        }
+    }
+}
+
+impl From<DeployStep> for String {
+    fn from(step: DeployStep) -> String {
+        match step {
+            DeployStep::Other(name) => name,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for DeployStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for DeployStep {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for DeployStep {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// Which output stream a log line came from.
@@ -243,5 +323,32 @@ mod tests {
             panic!("not a hello");
         };
         assert_eq!(hello.docker_version, None);
+    }
+
+    #[test]
+    fn steps_are_their_names_on_the_wire_and_unknown_names_survive() {
+        for (step, name) in [
+            (DeployStep::Parse, "parse"),
+            (DeployStep::Render, "render"),
+            (DeployStep::Up, "up"),
+            (DeployStep::Health, "health"),
+            (DeployStep::Other("migrate".into()), "migrate"),
+        ] {
+            let event = JobEvent::Step { name: step.clone() };
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(
+                json,
+                format!(r#"{{"kind":"step","name":"{name}"}}"#),
+                "{name}"
+            );
+            assert_eq!(
+                serde_json::from_str::<JobEvent>(&json).unwrap(),
+                event,
+                "{name}"
+            );
+            assert_eq!(DeployStep::from(name), step, "{name}");
+            assert!(step == name, "{name}");
+            assert_eq!(step.to_string(), name, "{name}");
+        }
     }
 }

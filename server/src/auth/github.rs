@@ -6,11 +6,12 @@
 //! the API who the person is, checks them against the allowed users and organizations and
 //! signs them in. Every failure sends the person back to the login page with the reason.
 
-use super::{back_with_error, cookie, set_cookie, sign_in};
+use super::pages::{back_with_error, sign_in};
+use super::{cookie, set_cookie};
 use crate::config::GitHubConfig;
-use crate::error::AppError;
+use crate::ops::OpError;
+use crate::state::AppState;
 use crate::token::{Token, TokenHash};
-use crate::AppState;
 use anyhow::Context;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -26,7 +27,7 @@ use std::time::Duration;
 /// The pre-login cookie, scoped to the GitHub routes.
 const LOGIN_COOKIE: &str = "stagely_github_login";
 /// How long a person may take on GitHub's consent page.
-pub const ATTEMPT_LIFETIME: Duration = Duration::from_secs(600);
+pub const ATTEMPT_LIFETIME: Duration = crate::ops::users::SIGN_IN_ATTEMPT_LIFETIME;
 const COOKIE_PATH: &str = "/auth/github";
 
 type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
@@ -58,7 +59,7 @@ fn not_configured() -> Response {
 }
 
 /// Redirects to GitHub's consent page.
-pub async fn start(State(state): State<AppState>) -> Result<Response, AppError> {
+pub async fn start(State(state): State<AppState>) -> Result<Response, OpError> {
     let Some(github) = configured(&state) else {
         return Ok(not_configured());
     };
@@ -100,7 +101,7 @@ pub async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(callback): Query<Callback>,
-) -> Result<Response, AppError> {
+) -> Result<Response, OpError> {
     let Some(github) = configured(&state) else {
         return Ok(not_configured());
     };
@@ -121,8 +122,8 @@ pub async fn callback(
 /// Why a GitHub sign-in did not happen, worded for the person.
 struct Refusal(String);
 
-impl From<AppError> for Refusal {
-    fn from(error: AppError) -> Self {
+impl From<OpError> for Refusal {
+    fn from(error: OpError) -> Self {
         tracing::error!(error = format!("{error:#}"), "GitHub sign-in failed");
         Refusal("GitHub sign-in failed on the server; see its log.".into())
     }
@@ -144,7 +145,7 @@ async fn finish(
         .store
         .take_login_attempt(&TokenHash::of(browser))
         .await
-        .map_err(AppError::from)?
+        .map_err(OpError::from)?
         .ok_or_else(expired)?;
     if crate::db::now_ms() - attempt.created_at > ATTEMPT_LIFETIME.as_millis() as i64 {
         return Err(expired());
@@ -164,9 +165,9 @@ async fn finish(
         .timeout(Duration::from_secs(15))
         .build()
         .context("building the HTTP client")
-        .map_err(AppError::from)?;
+        .map_err(OpError::from)?;
     let token = client(github, &state.config.public_url)
-        .map_err(AppError::from)?
+        .map_err(OpError::from)?
         .exchange_code(AuthorizationCode::new(code))
         .set_pkce_verifier(PkceCodeVerifier::new(attempt.pkce_verifier))
         .request_async(&http)
@@ -192,7 +193,7 @@ async fn finish(
                 "A local account named {} already exists; sign in with its password.",
                 person.login
             )),
-            other => AppError::from(other).into(),
+            other => OpError::from(other).into(),
         })
 }
 
@@ -249,12 +250,12 @@ async fn api_get<T: serde::de::DeserializeOwned>(
         .await
         .and_then(reqwest::Response::error_for_status)
         .with_context(|| format!("GET {url}"))
-        .map_err(AppError::from)?;
+        .map_err(OpError::from)?;
     Ok(response
         .json()
         .await
         .with_context(|| format!("reading GET {url}"))
-        .map_err(AppError::from)?)
+        .map_err(OpError::from)?)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

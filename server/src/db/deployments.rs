@@ -2,7 +2,7 @@
 //! (succeeded, failed, cancelled, timed out) nothing changes it again.
 
 use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
-use shared::api::{Deployment, DeploymentEvent, DeploymentStatus};
+use shared::api::{Deployment, DeploymentEvent, DeploymentStatus, EventKind};
 use shared::{AgentId, DeploymentId, JobId, ProjectId, UserId};
 use uuid::Uuid;
 
@@ -12,7 +12,7 @@ pub const MAX_EVENTS: i64 = 2_000;
 /// An event to append.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub body: String,
 }
 
@@ -142,7 +142,8 @@ impl Store {
     }
 
     /// Appends events, keeping at most [`MAX_EVENTS`] per deployment, and notes that the
-    /// deployment is alive (its `updated_at`, which expiry looks at).
+    /// deployment is alive (its `updated_at`, which expiry looks at). Returns the time the events
+    /// were stored under.
     ///
     /// Each insert checks the bound itself, in one statement: a read-then-write transaction
     /// would fail on SQLite (WAL) whenever another connection committed in between.
@@ -150,7 +151,7 @@ impl Store {
         &self,
         id: DeploymentId,
         events: &[NewEvent],
-    ) -> Result<(), DbError> {
+    ) -> Result<time::OffsetDateTime, DbError> {
         let now = now_ms();
         on_pool!(self, pool => {
             for event in events {
@@ -161,7 +162,7 @@ impl Store {
                 )
                 .bind(id.to_string())
                 .bind(now)
-                .bind(event.kind)
+                .bind(event.kind.as_str())
                 .bind(&event.body)
                 .bind(MAX_EVENTS)
                 .execute(pool)
@@ -174,7 +175,7 @@ impl Store {
                 .await?
                 .rows_affected()
         });
-        Ok(())
+        Ok(from_ms(now))
     }
 
     /// A deployment of one of `owner`'s projects, with its events.
@@ -195,12 +196,19 @@ impl Store {
         });
         deployment.events = events
             .into_iter()
-            .map(|(at, kind, body)| DeploymentEvent {
-                at: from_ms(at),
-                kind,
-                body,
+            .map(|(at, kind, body)| {
+                let kind = EventKind::parse(&kind).ok_or_else(|| {
+                    DbError::Other(sqlx::Error::Decode(
+                        format!("unknown event kind {kind:?}").into(),
+                    ))
+                })?;
+                Ok(DeploymentEvent {
+                    at: from_ms(at),
+                    kind,
+                    body,
+                })
             })
-            .collect();
+            .collect::<Result<_, DbError>>()?;
         Ok(deployment)
     }
 

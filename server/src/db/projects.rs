@@ -2,7 +2,7 @@
 
 use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
 use shared::api::{CreateProject, Project, UpdateProject};
-use shared::{ProjectId, ProjectName};
+use shared::{ComposeFile, ProjectId, ProjectName, ProjectPath};
 use uuid::Uuid;
 
 #[derive(sqlx::FromRow)]
@@ -19,13 +19,19 @@ impl TryFrom<ProjectRow> for Project {
     type Error = DbError;
 
     fn try_from(row: ProjectRow) -> Result<Self, DbError> {
+        let decode = |error| DbError::Other(sqlx::Error::Decode(Box::new(error)));
         Ok(Self {
             id: parse_id(&row.id)?,
-            name: ProjectName::parse(row.name)
-                .map_err(|error| DbError::Other(sqlx::Error::Decode(Box::new(error))))?,
+            name: ProjectName::parse(row.name).map_err(decode)?,
             agent_id: parse_id(&row.agent_id)?,
-            path: row.path,
-            compose_file: row.compose_file,
+            path: ProjectPath::parse(row.path).map_err(decode)?,
+            // Rows written before compose files were typed may hold "" for "as Compose finds it".
+            compose_file: row
+                .compose_file
+                .filter(|file| !file.is_empty())
+                .map(ComposeFile::parse)
+                .transpose()
+                .map_err(decode)?,
             created_at: from_ms(row.created_at),
         })
     }
@@ -50,8 +56,8 @@ impl Store {
             .bind(owner.id.to_string())
             .bind(new.agent_id.to_string())
             .bind(new.name.as_str())
-            .bind(&new.path)
-            .bind(&new.compose_file)
+            .bind(new.path.as_str())
+            .bind(new.compose_file.as_ref().map(ComposeFile::as_str))
             .bind(now_ms())
             .execute(pool)
             .await?
@@ -102,10 +108,10 @@ impl Store {
         let name = changes.name.as_ref().unwrap_or(&current.name);
         let agent_id = changes.agent_id.unwrap_or(current.agent_id);
         let path = changes.path.as_ref().unwrap_or(&current.path);
+        // `Some(None)` clears it back to "as Compose finds it".
         let compose_file = match &changes.compose_file {
-            Some(file) if file.is_empty() => None,
-            Some(file) => Some(file.clone()),
-            None => current.compose_file.clone(),
+            Some(change) => change.as_ref(),
+            None => current.compose_file.as_ref(),
         };
         on_pool!(self, pool => {
             sqlx::query(
@@ -116,8 +122,8 @@ impl Store {
             .bind(owner.id.to_string())
             .bind(name.as_str())
             .bind(agent_id.to_string())
-            .bind(path)
-            .bind(&compose_file)
+            .bind(path.as_str())
+            .bind(compose_file.map(ComposeFile::as_str))
             .execute(pool)
             .await?
             .rows_affected()

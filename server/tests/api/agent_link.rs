@@ -337,7 +337,7 @@ async fn when_too_many_agents_connect_at_once_the_rest_are_told_to_retry_later()
     let app = spawn_app(&TestDb::Sqlite).await;
     let (agent_id, token) = app.add_agent("edge-1").await;
     // Every handshake slot taken, as in a reconnect storm after a restart.
-    let all = server::stream::MAX_HANDSHAKES as u32;
+    let all = server::state::MAX_HANDSHAKES as u32;
     let busy = app
         .state
         .handshakes
@@ -372,7 +372,7 @@ async fn when_too_many_agents_connect_at_once_the_rest_are_told_to_retry_later()
     })
     .await;
     eventually(SOON, "every handshake slot to be free again", || async {
-        app.state.handshakes.available_permits() == server::stream::MAX_HANDSHAKES
+        app.state.handshakes.available_permits() == server::state::MAX_HANDSHAKES
     })
     .await;
 }

@@ -104,3 +104,81 @@ where
         }
     }
 }
+
+#[tokio::test]
+async fn a_live_history_entry_carries_the_time_it_was_stored_under() {
+    use futures_util::SinkExt;
+    use shared::api::{DashboardEvent, DashboardRequest, EventKind};
+    use shared::protocol::{JobEvent, JobUpdate};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (alice, api) = app.user("alice").await;
+    let (agent, project) = api.shop_project().await;
+    let session = server::token::Token::generate();
+    app.store()
+        .create_session(alice.id, &session.hash(), Duration::from_secs(600))
+        .await
+        .unwrap();
+    let mut request = format!("ws://{}/api/v1/events", app.address)
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert("origin", app.url().parse().unwrap());
+    let cookie = format!("{}={}", server::auth::SESSION_COOKIE, session.expose());
+    headers.insert("cookie", cookie.parse().unwrap());
+    let (mut feed, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let watch = DashboardRequest::Watch {
+        project_id: project.id,
+        resume: None,
+    };
+    let text = serde_json::to_string(&watch).unwrap();
+    feed.send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+        .await
+        .unwrap();
+    // The first answer to a watch is the log replay: from then on the tab follows the project.
+    assert!(matches!(
+        next_event(&mut feed).await,
+        DashboardEvent::Logs(_)
+    ));
+
+    let (deployment, job_id) = app
+        .store()
+        .create_deployment(project.id, alice.id)
+        .await
+        .unwrap();
+    let state = &app.state;
+    let update = JobUpdate {
+        job_id,
+        event: JobEvent::Output {
+            line: "Container shop-web-1 Started".into(),
+        },
+    };
+    server::ops::deployments::record_update(
+        &state.store,
+        &state.vault,
+        &state.hub,
+        &state.logs,
+        agent.agent.id,
+        update,
+    )
+    .await;
+    let live = loop {
+        if let DashboardEvent::DeploymentEvent { event, .. } = next_event(&mut feed).await {
+            break event;
+        }
+    };
+    let stored = app
+        .store()
+        .deployment(&alice, deployment)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .find(|event| event.kind == EventKind::Output)
+        .expect("the output line is in the history");
+    assert_eq!(
+        live, stored,
+        "the tab shows the entry exactly as the history keeps it"
+    );
+}

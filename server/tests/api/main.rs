@@ -6,6 +6,7 @@ mod auth;
 mod control_plane;
 mod dashboard;
 mod helpers;
+mod layers;
 mod provisioning;
 mod secrets_at_rest;
 mod storage;

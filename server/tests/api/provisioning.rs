@@ -219,3 +219,26 @@ async fn a_used_or_expired_join_token_is_refused_and_the_script_says_why() {
         "only the first host registered"
     );
 }
+
+#[tokio::test]
+async fn a_join_token_needs_no_body_and_a_bad_name_is_refused_with_the_rule() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (_, client) = app.user("ops").await;
+    // `curl -X POST` with no body and no content type: every field has a default.
+    let created: JoinTokenCreated = client
+        .expect(reqwest::Method::POST, "/join-tokens", None, 201)
+        .await;
+    assert!(created.token.starts_with("stj_"), "{}", created.token);
+    // A blank name is no name, as in the dashboard's form.
+    let body = serde_json::json!({"name": "   "});
+    let _: JoinTokenCreated = client
+        .expect(reqwest::Method::POST, "/join-tokens", Some(body), 201)
+        .await;
+    let body = serde_json::json!({"name": "x".repeat(65)});
+    let (status, json) = client
+        .call(reqwest::Method::POST, "/join-tokens", Some(body))
+        .await;
+    assert_eq!(status, 400, "{json}");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("1 to 64"), "{message}");
+}

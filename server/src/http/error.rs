@@ -1,51 +1,19 @@
-//! `AppError`: how every failure of a request becomes an HTTP answer.
+//! How an [`OpError`] becomes an HTTP answer: the one place that maps errors to status codes.
 //!
 //! The body is always `{"error": {"code", "message"}}`. Client errors say what to fix; a server
 //! error says only "internal error" and the cause chain goes to the log.
 
-use crate::db::DbError;
+use crate::ops::OpError;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("not found")]
-    NotFound,
-    #[error("{0}")]
-    Conflict(String),
-    /// Too much at once (agents reconnecting after a restart): come back in a few seconds.
-    #[error("{0}; retry in a few seconds")]
-    Busy(String),
-    /// A stored secret that cannot be decrypted (wrong key, tampered row): the message names
-    /// the problem and holds nothing secret.
-    #[error("{0}")]
-    Unreadable(String),
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl From<DbError> for AppError {
-    fn from(error: DbError) -> Self {
-        match error {
-            DbError::NotFound => Self::NotFound,
-            DbError::Conflict(what) => Self::Conflict(what),
-            other => Self::Internal(other.into()),
-        }
-    }
-}
-
-impl IntoResponse for AppError {
+impl IntoResponse for OpError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -70,5 +38,17 @@ impl IntoResponse for AppError {
                 .insert(axum::http::header::RETRY_AFTER, retry_after.into());
         }
         response
+    }
+}
+
+impl From<JsonRejection> for OpError {
+    fn from(rejection: JsonRejection) -> Self {
+        OpError::Invalid(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for OpError {
+    fn from(rejection: PathRejection) -> Self {
+        OpError::Invalid(rejection.body_text())
     }
 }

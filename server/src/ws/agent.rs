@@ -5,23 +5,22 @@
 //! hub's messages to the agent and the agent's frames to the hub until either side goes away,
 //! the agent stays silent for three heartbeat intervals, or the hub closes the session.
 
-use crate::error::AppError;
+use super::{close, next_frame, send, HELLO_TIMEOUT};
+use crate::auth;
 use crate::hub::Session;
-use crate::token::TokenHash;
-use crate::AppState;
+use crate::ops::{self, OpError};
+use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use shared::protocol::{Hello, Rejected, Welcome};
-use shared::{AgentId, AgentToServer, ServerToAgent, PROTOCOL_VERSION};
+use futures_util::{Sink, Stream, StreamExt};
+use shared::protocol::{Rejected, Welcome};
+use shared::{AgentId, AgentToServer, ServerToAgent};
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
-/// The agent must send its hello within this time after the upgrade.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame an agent may send; log batches are split well below this.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Sustained frames per second an agent may send, and the burst above it. The burst exceeds the
@@ -29,37 +28,22 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 const RATE_PER_SEC: f64 = 500.0;
 const RATE_BURST: f64 = 5_000.0;
 
-/// Handshakes (authentication, hello, welcome) in progress at once; beyond this new agents are
-/// told to come back later (503) before any database work, which bounds both the load and the
-/// memory of a reconnect storm.
-pub const MAX_HANDSHAKES: usize = 256;
-
 /// Authenticates the agent, then upgrades.
 pub async fn agent_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, AppError> {
-    if uri.query().is_some_and(|query| query.contains("token")) {
-        return Err(AppError::Unauthorized(
-            "send the agent token in the Authorization header, never in the URL".into(),
-        ));
-    }
-    let token = bearer_token(&headers).ok_or_else(|| {
-        AppError::Unauthorized("missing `Authorization: Bearer <agent token>` header".into())
-    })?;
+) -> Result<Response, OpError> {
+    let token = auth::agent_token(&headers, &uri)?;
+    // No database work before a permit: a reconnect storm is refused cheaply.
     let permit = state
         .handshakes
         .clone()
         .try_acquire_owned()
-        .map_err(|_| AppError::Busy("too many agents are connecting at once".into()))?;
-    let agent = state
-        .store
-        .agent_by_token(&TokenHash::of(token))
-        .await?
-        .ok_or_else(|| AppError::Unauthorized("unknown or revoked agent token".into()))?;
-    let upgrade = upgrade.map_err(|rejection| AppError::BadRequest(rejection.body_text()))?;
+        .map_err(|_| OpError::Busy("too many agents are connecting at once".into()))?;
+    let agent = auth::agent_of_token(&state.store, token).await?;
+    let upgrade = upgrade.map_err(|rejection| OpError::Invalid(rejection.body_text()))?;
     Ok(upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
@@ -70,16 +54,10 @@ pub async fn agent_stream(
         .on_upgrade(move |socket: WebSocket| run_session(socket, state, agent.id, permit)))
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
-}
-
 /// Drives one agent's socket until it ends. Generic over the socket so tests can use channels.
 ///
-/// `permit` is one of [`MAX_HANDSHAKES`]; it is released once the handshake is over.
+/// `permit` is one of [`MAX_HANDSHAKES`](crate::state::MAX_HANDSHAKES); it is released once the
+/// handshake is over.
 pub async fn run_session<S>(
     socket: S,
     state: AppState,
@@ -124,9 +102,10 @@ pub async fn run_session<S>(
                         }
                     }
                     Ok(AgentToServer::JobUpdate(update)) => {
-                        Box::pin(crate::jobs::record_update(&state, agent, update)).await;
+                        let (store, vault, hub, feeds) = (&state.store, &state.vault, &state.hub, &state.logs);
+                        Box::pin(ops::deployments::record_update(store, vault, hub, feeds, agent, update)).await;
                     }
-                    Ok(AgentToServer::Log(batch)) => crate::live_logs::relay(&state, agent, batch),
+                    Ok(AgentToServer::Log(batch)) => ops::logs::relay(&state.hub, &state.logs, agent, batch),
                     Ok(AgentToServer::Inspected(answer)) => state.hub.complete_inspection(answer),
                     Ok(AgentToServer::Hello(_)) => {
                         tracing::debug!(agent_id = %agent, "ignoring a repeated hello");
@@ -173,7 +152,7 @@ where
         Ok(None) => return None,
         Err(_) => return reject(tx, agent, "no hello within 10 seconds").await,
     };
-    if let Err(reason) = check_hello(&hello) {
+    if let Err(reason) = ops::agents::check_hello(&hello) {
         return reject(tx, agent, &reason).await;
     }
     if let Err(error) = state.store.record_hello(agent, &hello).await {
@@ -211,35 +190,10 @@ where
         return None;
     }
     // Jobs queued while the agent was away, or left open by a server restart.
-    crate::jobs::resend_open_jobs(state, agent).await;
-    crate::live_logs::restart_for_agent(state, agent).await;
+    let (store, vault, hub, feeds) = (&state.store, &state.vault, &state.hub, &state.logs);
+    ops::deployments::resend_open_jobs(store, vault, hub, agent).await;
+    ops::logs::restart_for_agent(store, vault, hub, feeds, agent).await;
     Some(session)
-}
-
-pub(crate) fn check_hello(hello: &Hello) -> Result<(), String> {
-    if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} is not supported by this server (it speaks {PROTOCOL_VERSION}); \
-             install the agent version that matches the server",
-            hello.protocol_version
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) async fn next_frame<R>(rx: &mut R) -> Option<Result<AgentToServer, String>>
-where
-    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
-{
-    loop {
-        return match rx.next().await? {
-            Ok(Message::Text(text)) => Some(
-                serde_json::from_str(&text).map_err(|error| format!("malformed message: {error}")),
-            ),
-            Ok(Message::Close(_)) | Err(_) => None,
-            Ok(_) => continue,
-        };
-    }
 }
 
 async fn reject<T: Sink<Message> + Unpin>(
@@ -254,28 +208,6 @@ async fn reject<T: Sink<Message> + Unpin>(
     let _ = send(tx, &rejected).await;
     let _ = close(tx, "rejected").await;
     None
-}
-
-pub(crate) async fn send<T: Sink<Message> + Unpin>(
-    tx: &mut T,
-    message: &ServerToAgent,
-) -> Result<(), ()> {
-    // Serializing our own enum cannot fail: it holds only strings, numbers and ids.
-    let text = serde_json::to_string(message).map_err(|_| ())?;
-    tx.send(Message::Text(text.into())).await.map_err(|_| ())
-}
-
-pub(crate) async fn close<T: Sink<Message> + Unpin>(tx: &mut T, reason: &str) -> Result<(), ()> {
-    // Close reasons are limited to 123 bytes by the protocol.
-    let mut reason = reason.to_string();
-    while reason.len() > 123 {
-        reason.pop();
-    }
-    let frame = CloseFrame {
-        code: axum::extract::ws::close_code::NORMAL,
-        reason: reason.into(),
-    };
-    tx.send(Message::Close(Some(frame))).await.map_err(|_| ())
 }
 
 /// A token bucket: `burst` frames at once, refilled at `rate` per second.
@@ -313,18 +245,6 @@ impl RateLimit {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bearer_tokens_are_read_from_the_authorization_header_only() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(bearer_token(&headers), None);
-        headers.insert(header::AUTHORIZATION, "Bearer stg_abc".parse().unwrap());
-        assert_eq!(bearer_token(&headers), Some("stg_abc"));
-        headers.insert(header::AUTHORIZATION, "Basic stg_abc".parse().unwrap());
-        assert_eq!(bearer_token(&headers), None);
-        headers.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
-        assert_eq!(bearer_token(&headers), None);
-    }
-
     #[tokio::test(start_paused = true)]
     async fn the_rate_limit_allows_a_burst_then_the_sustained_rate() {
         let mut limit = RateLimit::new(10.0, 5.0);
@@ -333,20 +253,5 @@ mod tests {
         assert!(!limit.allow(start));
         assert!(limit.allow(start + Duration::from_millis(100)));
         assert!(!limit.allow(start + Duration::from_millis(100)));
-    }
-
-    #[test]
-    fn a_hello_with_another_protocol_version_is_refused_with_a_reason() {
-        let hello = Hello {
-            protocol_version: PROTOCOL_VERSION + 1,
-            agent_version: "9.9.9".into(),
-            hostname: "h".into(),
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            docker_version: None,
-            compose_version: None,
-        };
-        let reason = check_hello(&hello).unwrap_err();
-        assert!(reason.contains("protocol version"), "{reason}");
     }
 }

@@ -1,7 +1,8 @@
-//! Container logs for the dashboard, streamed only while someone watches.
+//! The log feeds of watched projects: which projects tabs watch, and their recent lines.
 //!
-//! The first tab that watches a project starts `compose logs -f` on its agent ([`StartLogs`]);
-//! the last one to leave stops it. Lines arrive in batches, get a sequence number and go to the
+//! Container logs are streamed only while someone watches: the first tab that watches a project
+//! starts `compose logs -f` on its agent (`StartLogs`, sent by `ops::logs`); the last one to
+//! leave stops it. Lines arrive in batches, get a sequence number and go to the
 //! watching tabs over the hub's event bus; the last [`BUFFER_LINES`] are kept so that a tab
 //! that reconnects gets exactly the lines it missed (its [`LogCursor`]) and no line twice.
 //!
@@ -11,20 +12,14 @@
 //! is dropped. Lines of a running stream are never dropped, even out of order (stdout and
 //! stderr, or two replicas of a service, interleave).
 
-use crate::hub::HubEvent;
-use crate::AppState;
 use shared::api::{LogCursor, LogLine, LogLines, Project};
-use shared::protocol::{LogBatch, StartLogs, StopLogs};
-use shared::{AgentId, JobId, ProjectId, ServerToAgent, ServiceName};
+use shared::protocol::LogBatch;
+use shared::{AgentId, JobId, ProjectId, ServiceName};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Lines kept per watched project for tabs that reconnect.
 pub const BUFFER_LINES: usize = 1_000;
-/// Past lines asked for when a stream starts.
-const FIRST_TAIL: u32 = 200;
-/// Past lines asked for when a stream restarts; those already sent are dropped by timestamp.
-const RESTART_TAIL: u32 = 500;
 
 /// The log feeds of watched projects; cheap to clone.
 #[derive(Clone, Default)]
@@ -56,7 +51,7 @@ impl LogFeeds {
 
     /// Adds a watcher. Returns what the tab should show first (the buffered lines after its
     /// cursor) and, for the first watcher, the stream to start.
-    fn watch(&self, project: &Project, resume: Option<LogCursor>) -> (LogLines, Option<JobId>) {
+    pub fn watch(&self, project: &Project, resume: Option<LogCursor>) -> (LogLines, Option<JobId>) {
         let mut feeds = self.lock();
         let mut started = None;
         let feed = feeds.entry(project.id).or_insert_with(|| {
@@ -94,7 +89,7 @@ impl LogFeeds {
     }
 
     /// Removes a watcher; returns the stream to stop when it was the last.
-    fn unwatch(&self, project: ProjectId) -> Option<(AgentId, JobId)> {
+    pub fn unwatch(&self, project: ProjectId) -> Option<(AgentId, JobId)> {
         let mut feeds = self.lock();
         let feed = feeds.get_mut(&project)?;
         feed.watchers = feed.watchers.saturating_sub(1);
@@ -106,13 +101,13 @@ impl LogFeeds {
     }
 
     /// The stream of a watched project.
-    fn stream_of(&self, project: ProjectId) -> Option<JobId> {
+    pub fn stream_of(&self, project: ProjectId) -> Option<JobId> {
         self.lock().get(&project).map(|feed| feed.stream_id)
     }
 
     /// Marks a restart of the project's stream: what was sent so far will be replayed and
     /// must be dropped then.
-    fn restarting(&self, project: ProjectId) -> Option<JobId> {
+    pub fn restarting(&self, project: ProjectId) -> Option<JobId> {
         let mut feeds = self.lock();
         let feed = feeds.get_mut(&project)?;
         feed.sent_before_restart = feed.newest.clone();
@@ -120,7 +115,7 @@ impl LogFeeds {
     }
 
     /// The watched projects of an agent.
-    fn projects_of(&self, agent: AgentId) -> Vec<ProjectId> {
+    pub fn projects_of(&self, agent: AgentId) -> Vec<ProjectId> {
         self.lock()
             .iter()
             .filter(|(_, feed)| feed.agent_id == agent)
@@ -173,79 +168,6 @@ impl LogFeeds {
     }
 }
 
-/// A tab starts watching `project`: returns the lines to show first.
-pub async fn watch(state: &AppState, project: &Project, resume: Option<LogCursor>) -> LogLines {
-    let (replay, started) = state.logs.watch(project, resume);
-    if let Some(stream_id) = started {
-        start(state, project, stream_id, FIRST_TAIL).await;
-    }
-    replay
-}
-
-/// A tab stops watching `project` (it closed, or watches another project now).
-pub fn unwatch(state: &AppState, project: ProjectId) {
-    if let Some((agent, stream_id)) = state.logs.unwatch(project) {
-        let _ = state
-            .hub
-            .send(agent, ServerToAgent::StopLogs(StopLogs { stream_id }));
-    }
-}
-
-/// After an agent's hello: its watched projects' streams died with the old connection.
-pub async fn restart_for_agent(state: &AppState, agent: AgentId) {
-    for project in state.logs.projects_of(agent) {
-        restart(state, project).await;
-    }
-}
-
-/// Restarts a watched project's stream, e.g. once a deploy has recreated its containers.
-pub async fn restart(state: &AppState, project: ProjectId) {
-    let Some(stream_id) = state.logs.restarting(project) else {
-        return;
-    };
-    match state.store.project_by_id(project).await {
-        Ok(project) => start(state, &project, stream_id, RESTART_TAIL).await,
-        Err(error) => tracing::warn!(%error, project_id = %project, "cannot restart a log stream"),
-    }
-}
-
-/// Asks the agent for the stream; the project's secrets go along so the agent redacts them.
-async fn start(state: &AppState, project: &Project, stream_id: JobId, tail: u32) {
-    let redact = match crate::jobs::project_secrets(state, project).await {
-        Ok(secrets) => secrets.into_iter().map(|secret| secret.value).collect(),
-        Err(error) => {
-            // Without the values the agent could not redact: stream nothing.
-            tracing::error!(?error, project_id = %project.id, "cannot stream logs without the secrets to redact");
-            return;
-        }
-    };
-    // The last tab may have left while the secrets were read: then its StopLogs went out
-    // already, and starting now would leave a stream nobody stops.
-    if state.logs.stream_of(project.id) != Some(stream_id) {
-        return;
-    }
-    let request = StartLogs {
-        stream_id,
-        project: project.name.clone(),
-        directory: project.path.clone(),
-        compose_file: project.compose_file.clone(),
-        service: None,
-        tail,
-        redact,
-    };
-    // An agent that is offline gets it on reconnect (`restart_for_agent`).
-    let _ = state
-        .hub
-        .send(project.agent_id, ServerToAgent::StartLogs(request));
-}
-
-/// Publishes an agent's log batch to the watching tabs.
-pub fn relay(state: &AppState, agent: AgentId, batch: LogBatch) {
-    if let Some(lines) = state.logs.record(agent, batch) {
-        state.hub.publish(HubEvent::Logs(Arc::new(lines)));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,7 +179,7 @@ mod tests {
             id: ProjectId(uuid::Uuid::new_v4()),
             name: ProjectName::parse("shop").unwrap(),
             agent_id: AgentId(uuid::Uuid::new_v4()),
-            path: "/srv/shop".into(),
+            path: shared::ProjectPath::parse("/srv/shop").unwrap(),
             compose_file: None,
             created_at: time::OffsetDateTime::now_utc(),
         }

@@ -7,16 +7,16 @@
 //! API (the session cookie, or an API token), and a cookie counts only from this server's own
 //! pages, so another site open in the same browser cannot read it.
 
+use crate::auth::{self, CurrentUser};
 use crate::db::User;
-use crate::error::AppError;
 use crate::hub::HubEvent;
-use crate::routes::CurrentUser;
-use crate::AppState;
+use crate::ops::{self, OpError};
+use crate::state::AppState;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use shared::api::{DashboardEvent, DashboardRequest, DeploymentEvent};
+use shared::api::{DashboardEvent, DashboardRequest};
 use shared::{AgentId, ProjectId};
 use std::collections::HashMap;
 use tokio::sync::broadcast::error::RecvError;
@@ -33,7 +33,7 @@ pub async fn browser_events(
     CurrentUser(user): CurrentUser,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
-) -> Result<Response, AppError> {
+) -> Result<Response, OpError> {
     Ok(upgrade
         .read_buffer_size(1024)
         .max_message_size(MAX_REQUEST_BYTES)
@@ -43,7 +43,7 @@ pub async fn browser_events(
 /// Whether the credentials the feed was opened with still name a person.
 async fn still_signed_in(state: &AppState, headers: &HeaderMap) -> bool {
     // A database hiccup is not a sign-out.
-    !matches!(crate::routes::user_of(state, headers).await, Ok(None))
+    !matches!(auth::user_of(&state.store, headers).await, Ok(None))
 }
 
 /// Stops watching a project's logs when the tab's connection ends, however it ends.
@@ -55,7 +55,7 @@ struct Watching {
 impl Drop for Watching {
     fn drop(&mut self) {
         if let Some(project) = self.project.take() {
-            crate::live_logs::unwatch(&self.state, project);
+            ops::logs::unwatch(&self.state.hub, &self.state.logs, project);
         }
     }
 }
@@ -127,11 +127,17 @@ async fn handle(
     request: DashboardRequest,
 ) -> Option<DashboardEvent> {
     let DashboardRequest::Watch { project_id, resume } = request;
-    let project = state.store.project(user, project_id).await.ok()?;
+    // Not the person's project: nothing changes and nothing is said.
+    ops::projects::show(&state.store, user, project_id)
+        .await
+        .ok()?;
     if let Some(previous) = watching.project.take() {
-        crate::live_logs::unwatch(state, previous);
+        ops::logs::unwatch(&state.hub, &state.logs, previous);
     }
-    let replay = crate::live_logs::watch(state, &project, resume).await;
+    let (store, vault, hub, feeds) = (&state.store, &state.vault, &state.hub, &state.logs);
+    let (project, replay) = ops::logs::watch(store, vault, hub, feeds, user, project_id, resume)
+        .await
+        .ok()?;
     watching.project = Some(project.id);
     Some(DashboardEvent::Logs(replay))
 }
@@ -171,15 +177,10 @@ async fn translate(
         HubEvent::DeploymentEvent {
             deployment_id,
             project_id,
-            kind,
-            body,
-        } => (watched == Some(project_id)).then(|| DashboardEvent::DeploymentEvent {
+            event,
+        } => (watched == Some(project_id)).then_some(DashboardEvent::DeploymentEvent {
             deployment_id,
-            event: DeploymentEvent {
-                at: time::OffsetDateTime::now_utc(),
-                kind: kind.to_string(),
-                body,
-            },
+            event,
         }),
         HubEvent::Logs(lines) => {
             (watched == Some(lines.project_id)).then(|| DashboardEvent::Logs((*lines).clone()))

@@ -1,0 +1,178 @@
+//! The sign-in pages' form targets (first-admin setup, local sign-in, sign-out) and the guard
+//! that keeps pages behind a session.
+//!
+//! The login and setup pages are plain HTML forms that post here and are redirected back, so
+//! signing in works without JavaScript; errors come back as `?error=…` and are shown next to
+//! the form. Every sign-in issues a new session token, so a session id planted before login is
+//! worthless. Pages are guarded by [`require_session`]: without a session a fresh instance sends
+//! people to `/setup` (which creates the first admin), any other to `/login`.
+
+use super::{
+    bearer_token, cookie, same_origin, session_user, set_cookie, SESSION_COOKIE, SESSION_LIFETIME,
+};
+use crate::db::User;
+use crate::ops::{self, OpError};
+use crate::state::AppState;
+use crate::token::{Token, TokenHash};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+use shared::Login;
+use std::time::Duration;
+
+/// `/auth/...`: the form targets and the GitHub redirects.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/setup", post(setup))
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/auth/github", get(super::github::start))
+        .route("/auth/github/callback", get(super::github::callback))
+}
+
+/// Starts a fresh session for `user` and sends the browser to the dashboard.
+pub async fn sign_in(state: &AppState, user: &User) -> Result<Response, OpError> {
+    let token = Token::generate();
+    state
+        .store
+        .create_session(user.id, &token.hash(), SESSION_LIFETIME)
+        .await?;
+    tracing::info!(user = %user.login, "signed in");
+    let cookie = set_cookie(state, SESSION_COOKIE, token.expose(), "/", SESSION_LIFETIME);
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response())
+}
+
+/// Back to a form page with a message shown next to it.
+pub fn back_with_error(page: &str, message: &str) -> Response {
+    let query = shared::percent_encode(message);
+    Redirect::to(&format!("{page}?error={query}")).into_response()
+}
+
+#[derive(Deserialize)]
+struct SetupForm {
+    login: String,
+    password: String,
+    password_confirm: String,
+}
+
+/// Creates the first admin of a fresh instance and signs them in.
+async fn setup(
+    State(state): State<AppState>,
+    Form(form): Form<SetupForm>,
+) -> Result<Response, OpError> {
+    let login = match Login::parse(form.login) {
+        Ok(login) => login,
+        Err(error) => return Ok(back_with_error("/setup", &capitalized(&error.to_string()))),
+    };
+    if let Err(error) = ops::users::check_password(&form.password) {
+        return Ok(back_with_error("/setup", &error.to_string()));
+    }
+    if form.password != form.password_confirm {
+        return Ok(back_with_error("/setup", "The two passwords differ."));
+    }
+    match ops::users::set_up_first_admin(&state.store, login, form.password).await? {
+        Some(admin) => {
+            tracing::info!(user = %admin.login, "first admin created through the setup page");
+            sign_in(&state, &admin).await
+        }
+        None => Ok(back_with_error(
+            "/login",
+            "This instance is already set up; sign in instead.",
+        )),
+    }
+}
+
+/// A rule's message as the first words of a sentence on the page.
+fn capitalized(message: &str) -> String {
+    let mut chars = message.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    login: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, OpError> {
+    match ops::users::verify_local(&state.store, &form.login, form.password).await? {
+        Some(user) => sign_in(&state, &user).await,
+        None => {
+            tracing::info!(login = %form.login.trim(), "failed sign-in");
+            Ok(back_with_error("/login", "Wrong username or password."))
+        }
+    }
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, OpError> {
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        state.store.delete_session(&TokenHash::of(token)).await?;
+    }
+    let expired = set_cookie(&state, SESSION_COOKIE, "", "/", Duration::ZERO);
+    Ok(([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response())
+}
+
+/// Paths anyone may load: the sign-in pages, their form targets, assets and the APIs (which
+/// authenticate each request themselves).
+fn is_public(path: &str) -> bool {
+    ["/auth/", "/api/", "/pkg/", "/downloads/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+        || matches!(path, "/healthz" | "/favicon.ico" | "/install.sh")
+}
+
+/// Sends people without a session to `/login` (or `/setup` on a fresh instance), and people
+/// with one away from those pages.
+pub async fn require_session(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    // Cross-site request forgery: a page of another origin (even a sibling subdomain, which
+    // SameSite=Lax lets through) may not post the sign-in forms or call server functions with
+    // the visitor's cookie. API clients with a bearer token carry no ambient authority.
+    let has_bearer = bearer_token(request.headers()).is_some();
+    if !reads && !has_bearer && !same_origin(request.headers(), &state.config.public_url) {
+        return OpError::Forbidden("cross-origin requests are refused".into()).into_response();
+    }
+    if !reads || is_public(path) {
+        return next.run(request).await;
+    }
+    let signed_in = match session_user(&state.store, request.headers()).await {
+        Ok(user) => user.is_some(),
+        Err(error) => return error.into_response(),
+    };
+    let sign_in_page = matches!(path, "/login" | "/setup");
+    if signed_in {
+        return if sign_in_page {
+            Redirect::to("/").into_response()
+        } else {
+            next.run(request).await
+        };
+    }
+    let has_users = match state.store.has_users().await {
+        Ok(has_users) => has_users,
+        Err(error) => return OpError::from(error).into_response(),
+    };
+    // With GitHub sign-in configured the first person may arrive through GitHub, so the login
+    // page stays reachable on a fresh instance too.
+    let github = state.config.github.is_some();
+    match (path, has_users) {
+        ("/setup", false) | ("/login", true) => next.run(request).await,
+        ("/login", false) if github => next.run(request).await,
+        (_, false) if !github => Redirect::to("/setup").into_response(),
+        _ => Redirect::to("/login").into_response(),
+    }
+}

@@ -1,0 +1,69 @@
+//! Background work that keeps the server's state tidy, all in one place:
+//!
+//! - about once a second, whatever the number of agents: the last-seen times gathered since the
+//!   previous round are written in one transaction, and sessions of agents whose token was
+//!   revoked (here, on another replica or with `agents revoke`) are closed; every ten rounds the
+//!   registered fleet is counted, which sizes the reconnect window agents are told;
+//! - every 10 s: deployments whose agent stopped answering are timed out;
+//! - every minute: expired sign-in sessions and abandoned GitHub sign-ins are forgotten.
+//!
+//! The tasks run until the [`Housekeeping`] handle is stopped or dropped.
+
+use crate::state::AppState;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The running background tasks; dropping it stops them.
+pub struct Housekeeping {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Housekeeping {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts every background task.
+pub fn spawn(state: &AppState) -> Housekeeping {
+    Housekeeping {
+        tasks: vec![
+            tokio::spawn(agents_every_second(state.clone())),
+            tokio::spawn(expiry(state.clone())),
+        ],
+    }
+}
+
+async fn agents_every_second(state: AppState) {
+    let (store, hub) = (&state.store, &state.hub);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Look a minute back each time, so neither a revocation committed during a check nor a
+    // replica whose clock runs a little behind is missed; closing twice is harmless.
+    let mut revoked_checked = crate::db::now_ms();
+    for round in 0u64.. {
+        tick.tick().await;
+        if round.is_multiple_of(10) {
+            match store.count_live_agents().await {
+                Ok(count) => hub.set_fleet_size(count),
+                Err(error) => tracing::warn!(%error, "could not count the registered agents"),
+            }
+        }
+        hub.flush_last_seen(store).await;
+        revoked_checked = hub.close_revoked(store, revoked_checked - 60_000).await;
+    }
+}
+
+async fn expiry(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    for round in 0u64.. {
+        tick.tick().await;
+        crate::ops::deployments::expire_stale(&state.store, &state.hub, state.config.job_expiry)
+            .await;
+        if round % 6 == 0 {
+            crate::ops::users::forget_expired_sign_ins(&state.store).await;
+        }
+    }
+}

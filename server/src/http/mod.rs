@@ -1,0 +1,261 @@
+//! The REST API under `/api/v1`: JSON in and out, errors as `{"error": {"code", "message"}}`.
+//!
+//! [`ROUTES`](routes) is the one table of the API: the router is built from it and so is the
+//! OpenAPI document (`openapi`), so the two cannot drift. Each handler is a thin adapter: it
+//! extracts the caller ([`CurrentUser`]) and the typed input, calls one operation in
+//! [`crate::ops`] and wraps the result; [`error`] maps an [`OpError`] to a status code, the one
+//! place that does.
+//!
+//! Every lookup goes through the caller, so another user's id answers 404 exactly like an id
+//! that does not exist.
+
+pub mod agents;
+pub mod deployments;
+pub mod downloads;
+pub mod error;
+pub mod join_tokens;
+pub mod openapi;
+pub mod projects;
+pub mod secrets;
+
+use crate::ops::OpError;
+use crate::state::AppState;
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::handler::Handler;
+use axum::http::{Method, StatusCode};
+use axum::routing::{get, MethodFilter, MethodRouter};
+use axum::Router;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use shared::api::{
+    AgentCreated, AgentSummary, CreateAgent, CreateJoinToken, CreateProject, CreateSecret,
+    DeployAccepted, Deployment, JoinTokenCreated, Project, RevealedSecret, SecretSummary,
+    UpdateProject, UpdateSecret,
+};
+
+pub use crate::auth::CurrentUser;
+
+/// Writes the JSON schema of a request or response body.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// One operation of the API: how it is reached, what it does, what it takes and returns, and
+/// the handler that does it.
+pub struct ApiRoute {
+    pub method: Method,
+    /// Relative to `/api/v1`, with `{name}` for path parameters.
+    pub path: &'static str,
+    /// One line for the OpenAPI document.
+    pub summary: &'static str,
+    pub request: Option<SchemaFn>,
+    /// The status of a success.
+    pub status: StatusCode,
+    pub response: Option<SchemaFn>,
+    pub handler: MethodRouter<AppState>,
+}
+
+impl ApiRoute {
+    fn new<H, T>(
+        method: Method,
+        path: &'static str,
+        summary: &'static str,
+        status: StatusCode,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone())
+            .expect("the table uses only the standard methods");
+        Self {
+            method,
+            path,
+            summary,
+            request: None,
+            status,
+            response: None,
+            handler: axum::routing::on(filter, handler),
+        }
+    }
+
+    /// The JSON body the operation takes.
+    fn takes<T: JsonSchema>(mut self) -> Self {
+        self.request = Some(|generator| generator.subschema_for::<T>());
+        self
+    }
+
+    /// The JSON body a success returns.
+    fn returns<T: JsonSchema>(mut self) -> Self {
+        self.response = Some(|generator| generator.subschema_for::<T>());
+        self
+    }
+}
+
+/// Every operation of the API, in the order the OpenAPI document lists them. A new operation
+/// is one line here, one handler in its resource's module and one function in `ops`.
+pub fn routes() -> Vec<ApiRoute> {
+    use StatusCode as S;
+    let (get, post, patch, delete) = (Method::GET, Method::POST, Method::PATCH, Method::DELETE);
+    vec![
+        ApiRoute::new(
+            post.clone(),
+            "/agents",
+            "Register an agent; the token is returned only here",
+            S::CREATED,
+            agents::create,
+        )
+        .takes::<CreateAgent>()
+        .returns::<AgentCreated>(),
+        ApiRoute::new(
+            get.clone(),
+            "/agents",
+            "List agents with their live status",
+            S::OK,
+            agents::list,
+        )
+        .returns::<Vec<AgentSummary>>(),
+        ApiRoute::new(
+            delete.clone(),
+            "/agents/{id}",
+            "Revoke an agent's token and close its session",
+            S::NO_CONTENT,
+            agents::revoke,
+        ),
+        ApiRoute::new(
+            post.clone(),
+            "/join-tokens",
+            "Create a single-use join token, with the install command and a cloud-init file",
+            S::CREATED,
+            join_tokens::create,
+        )
+        .takes::<CreateJoinToken>()
+        .returns::<JoinTokenCreated>(),
+        ApiRoute::new(
+            post.clone(),
+            "/projects",
+            "Create a project",
+            S::CREATED,
+            projects::create,
+        )
+        .takes::<CreateProject>()
+        .returns::<Project>(),
+        ApiRoute::new(
+            get.clone(),
+            "/projects",
+            "List your projects",
+            S::OK,
+            projects::list,
+        )
+        .returns::<Vec<Project>>(),
+        ApiRoute::new(
+            get.clone(),
+            "/projects/{id}",
+            "Read a project",
+            S::OK,
+            projects::show,
+        )
+        .returns::<Project>(),
+        ApiRoute::new(
+            patch.clone(),
+            "/projects/{id}",
+            "Change a project",
+            S::OK,
+            projects::update,
+        )
+        .takes::<UpdateProject>()
+        .returns::<Project>(),
+        ApiRoute::new(
+            delete.clone(),
+            "/projects/{id}",
+            "Delete a project with its secrets and history",
+            S::NO_CONTENT,
+            projects::delete,
+        ),
+        ApiRoute::new(
+            get.clone(),
+            "/projects/{id}/secrets",
+            "List a project's secrets, values masked",
+            S::OK,
+            secrets::list,
+        )
+        .returns::<Vec<SecretSummary>>(),
+        ApiRoute::new(
+            get.clone(),
+            "/projects/{id}/deployments",
+            "A project's deployments, newest first",
+            S::OK,
+            deployments::history,
+        )
+        .returns::<Vec<Deployment>>(),
+        ApiRoute::new(
+            post.clone(),
+            "/secrets",
+            "Add a secret (encrypted at rest)",
+            S::CREATED,
+            secrets::create,
+        )
+        .takes::<CreateSecret>()
+        .returns::<SecretSummary>(),
+        ApiRoute::new(
+            patch,
+            "/secrets/{id}",
+            "Change a secret's value",
+            S::OK,
+            secrets::update,
+        )
+        .takes::<UpdateSecret>()
+        .returns::<SecretSummary>(),
+        ApiRoute::new(
+            delete,
+            "/secrets/{id}",
+            "Delete a secret",
+            S::NO_CONTENT,
+            secrets::delete,
+        ),
+        ApiRoute::new(
+            post.clone(),
+            "/secrets/{id}/reveal",
+            "Reveal a secret's value (recorded in the audit trail)",
+            S::OK,
+            secrets::reveal,
+        )
+        .returns::<RevealedSecret>(),
+        ApiRoute::new(
+            post,
+            "/deploy/{project_id}",
+            "Deploy a project",
+            S::ACCEPTED,
+            deployments::deploy,
+        )
+        .returns::<DeployAccepted>(),
+        ApiRoute::new(
+            get,
+            "/deployments/{id}",
+            "A deployment with its history",
+            S::OK,
+            deployments::show,
+        )
+        .returns::<Deployment>(),
+    ]
+}
+
+/// The API's router, to be nested under `/api/v1`: every route of [`routes`], the OpenAPI
+/// document, and a JSON 404 for anything else.
+pub fn api() -> Router<AppState> {
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, route.handler)
+        })
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { OpError::NotFound })
+}
+
+/// `Json` whose rejections (bad JSON, a field that fails validation) are API errors.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(OpError))]
+pub struct ApiJson<T>(pub T);
+
+/// `Path` whose rejections (an id that is not a UUID) are API errors.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(OpError))]
+pub struct ApiPath<T>(pub T);

@@ -1,0 +1,84 @@
+//! `AppState`: what the adapters (REST handlers, server functions, sockets, background tasks)
+//! hand to the operations. Operations themselves never take it whole: each takes only the parts
+//! it uses (`&Store`, `&Hub`, `&Vault`, …), so its signature says what it touches.
+
+use crate::config::Config;
+use crate::crypto::{KeyOrigin, Keyring, MasterKey};
+use crate::db::Store;
+use crate::hub::Hub;
+use crate::log_feeds::LogFeeds;
+use crate::vault::Vault;
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use std::sync::Arc;
+
+/// Agent handshakes (authentication, hello, welcome) in progress at once; beyond this new agents
+/// are told to come back later (503) before any database work, which bounds both the load and the
+/// memory of a reconnect storm.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// Everything a request handler or server function may need.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub store: Store,
+    pub hub: Hub,
+    pub config: Arc<Config>,
+    /// Seals and opens secrets: `APP_MASTER_KEY`, plus `APP_MASTER_KEY_PREVIOUS` during a key
+    /// rotation.
+    pub vault: Vault,
+    /// Agent handshakes allowed at once (see [`MAX_HANDSHAKES`]).
+    pub handshakes: Arc<tokio::sync::Semaphore>,
+    /// Container logs of the projects dashboard tabs are watching.
+    pub logs: LogFeeds,
+    pub leptos_options: LeptosOptions,
+}
+
+impl AppState {
+    /// Opens the database (applying migrations) and resolves the master key.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
+        let vault = open_vault(&config)?;
+        let leptos_options = LeptosOptions::builder()
+            .output_name("stagely")
+            .site_root(config.site_root.to_string_lossy().into_owned())
+            .site_pkg_dir("pkg")
+            .site_addr(config.bind)
+            .build();
+        Ok(Self {
+            store,
+            hub: Hub::new(),
+            config: Arc::new(config),
+            vault,
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
+            logs: LogFeeds::default(),
+            leptos_options,
+        })
+    }
+}
+
+/// The vault over the configured master key (generated on first use in embedded mode) and,
+/// during a rotation, the previous one.
+pub fn open_vault(config: &Config) -> anyhow::Result<Vault> {
+    let (master_key, origin) = MasterKey::resolve(
+        config.master_key.as_deref(),
+        &config.data_dir,
+        !config.uses_postgres(),
+    )?;
+    match origin {
+        KeyOrigin::Generated(path) => tracing::warn!(
+            path = %path.display(),
+            "no APP_MASTER_KEY given: generated a new master key; back this file up, \
+             secrets cannot be decrypted without it"
+        ),
+        KeyOrigin::File(path) => {
+            tracing::info!(path = %path.display(), "using the master key file")
+        }
+        KeyOrigin::Environment => tracing::info!("using the master key from APP_MASTER_KEY"),
+    }
+    let previous = config
+        .master_key_previous
+        .as_deref()
+        .map(|encoded| MasterKey::parse(encoded, "APP_MASTER_KEY_PREVIOUS"))
+        .transpose()?;
+    Ok(Vault::new(Keyring::new(master_key, previous)))
+}
