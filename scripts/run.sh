@@ -13,6 +13,9 @@ cargo leptos build --release
 export STAGELY_DATA_DIR="${STAGELY_DATA_DIR:-$ROOT/data}"
 export STAGELY_BIND="${STAGELY_BIND:-127.0.0.1:3000}"
 export STAGELY_SITE_ROOT="${STAGELY_SITE_ROOT:-$ROOT/target/site}"
+# The local agent keeps its private state beside the server's data (the agent creates it 0700),
+# not in /var/lib/stagely-agent where an agent installed on this host keeps its own.
+export STAGELY_STATE_DIR="${STAGELY_STATE_DIR:-$STAGELY_DATA_DIR/agent-state}"
 server="$ROOT/target/release/stagely-server"
 agent="$ROOT/target/release/stagely-agent"
 cargo build --release -p agent

@@ -66,6 +66,7 @@ async fn main() {
             directory: dir.path(),
             compose_file: None,
             secrets: &secrets,
+            project_id: None,
         };
         let start = Instant::now();
         deploy::deploy(&request, &options, |_| {}).await.unwrap();

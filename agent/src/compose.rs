@@ -7,20 +7,33 @@
 //! - every path is resolved (symlinks included) before it is used, and must stay inside the
 //!   directories the agent may deploy from; the compose file must stay inside its project (a file
 //!   it includes may sit elsewhere, `../common/compose.yaml` for one, as Compose allows);
+//! - when the agent is confined to those directories, so is every other host path the files
+//!   name (env files, bind mounts, secret files, …: see [`paths`]);
+//! - relative paths start where Compose starts them: from the project directory in the project's
+//!   own file (`--project-directory`, even for a file in a subdirectory), from an included file's
+//!   directory (or its `project_directory`) in that file;
 //! - a file is capped at 1 MiB before it is parsed, and what its YAML aliases expand to is
 //!   measured before it is built, so an alias bomb ends in an error instead of eating the host's
 //!   memory;
-//! - every error names the file it is about, so a person knows where to look.
+//! - the work is bounded per project, not per file: each file is parsed once however often it is
+//!   included or extended, every file and directory it is read with counts toward one limit,
+//!   every host path resolved toward another, and all the parsed files together share one memory
+//!   budget;
+//! - every error names the file it is about, so a person knows where to look, and names a path
+//!   as the file writes it, never where its symlinks lead (that may be another user's directory).
 
 use serde::de::{self, DeserializeSeed, Visitor};
 use serde_yaml::Value;
 use shared::{NameError, ServiceName};
-use std::cell::Cell;
-use std::collections::{BTreeSet, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
+
+mod paths;
 
 /// The files Compose looks for, in its order, when none is named.
 const DEFAULT_FILE_NAMES: [&str; 4] = [
@@ -36,9 +49,15 @@ const MAX_FILE_BYTES: u64 = 1 << 20;
 /// How deep `include` may nest below the project's compose file.
 const MAX_INCLUDE_DEPTH: usize = 8;
 
-/// A budget for the parsed document, with every alias expanded: each node costs the size of a
-/// [`Value`] plus its text, so this approximates the memory the parse would take. A 1 MiB file
-/// without aliases stays well below it.
+/// How many files one project may read, each counted once for every directory its relative
+/// paths start from: a file included under different project directories, or extended from
+/// different places, has its paths checked once for each, so fan-out is bounded here rather than
+/// by the depth.
+const MAX_FILES_READ: usize = 256;
+
+/// A budget for the parsed documents of one project, with every alias expanded: each node costs
+/// the size of a [`Value`] plus its text, so this approximates the memory the parsed files hold.
+/// A 1 MiB file without aliases stays well below it.
 const MAX_EXPANDED_BYTES: usize = 64 << 20;
 
 /// A Compose project as found on disk.
@@ -66,22 +85,21 @@ pub enum ComposeError {
         path.display(),
         joined(roots, ", ")
     )]
-    OutsideAllowedRoots { path: PathBuf, roots: Vec<PathBuf> },
+    OutsideAllowedRoots {
+        /// As given, not where its symlinks lead.
+        path: PathBuf,
+        roots: Vec<PathBuf>,
+    },
     #[error(
         "compose file {name:?} must be a relative path inside the project directory, without '..'"
     )]
     UnsafeFileName { name: String },
     #[error(
-        "{} resolves to {}, which is outside the project directory {}",
+        "{} leads outside the project directory {}",
         file.display(),
-        resolved.display(),
         dir.display()
     )]
-    OutsideProject {
-        file: PathBuf,
-        resolved: PathBuf,
-        dir: PathBuf,
-    },
+    OutsideProject { file: PathBuf, dir: PathBuf },
     #[error("no compose file in {}: looked for {}", dir.display(), DEFAULT_FILE_NAMES.join(", "))]
     NoComposeFile { dir: PathBuf },
     #[error("reading {}: {source}", path.display())]
@@ -105,6 +123,13 @@ pub enum ComposeError {
         limit >> 20
     )]
     AliasExpansion { file: PathBuf, limit: usize },
+    #[error(
+        "{}: the project's compose files grow past {} MiB together once their YAML aliases are \
+         expanded; refusing to read on",
+        file.display(),
+        limit >> 20
+    )]
+    TooMuchYaml { file: PathBuf, limit: usize },
     #[error("{}: {problem}", file.display())]
     Malformed { file: PathBuf, problem: String },
     #[error("{}: {source}", file.display())]
@@ -118,6 +143,43 @@ pub enum ComposeError {
     IncludeTooDeep { file: PathBuf, limit: usize },
     #[error("{} defines no services", file.display())]
     NoServices { file: PathBuf },
+    #[error(
+        "{}: the project's includes and extends read more than {limit} files; refusing to read \
+         on",
+        file.display()
+    )]
+    TooManyFiles { file: PathBuf, limit: usize },
+    #[error(
+        "{}: the project's files name more than {limit} host paths to check; refusing to read on",
+        file.display()
+    )]
+    TooManyPaths { file: PathBuf, limit: usize },
+    #[error(
+        "{}: {key} {written} leads outside the directories this agent may deploy from ({})",
+        file.display(),
+        joined(roots, ", ")
+    )]
+    PathOutsideAllowedRoots {
+        file: PathBuf,
+        /// Where the path sits in the file, e.g. `services.web.volumes`.
+        key: String,
+        /// The path as the file writes it; where it leads is not kept, so no message shows it.
+        written: String,
+        roots: Vec<PathBuf>,
+    },
+    #[error(
+        "{}: {key} {written} cannot be checked against the directories this agent may deploy \
+         from: {reason}",
+        file.display()
+    )]
+    UncheckablePath {
+        file: PathBuf,
+        key: String,
+        written: String,
+        reason: &'static str,
+    },
+    #[error("reading the compose project stopped before it finished; try again")]
+    Stopped,
 }
 
 fn joined(paths: &[PathBuf], separator: &str) -> String {
@@ -139,8 +201,9 @@ pub fn load(
     allowed_roots: &[PathBuf],
 ) -> Result<ComposeProject, ComposeError> {
     let roots = AllowedRoots::new(allowed_roots);
+    let given = dir;
     let dir = canonicalize(dir)?;
-    roots.check(&dir)?;
+    roots.check(&dir, given)?;
     if !dir.is_dir() {
         return Err(ComposeError::NotADirectory { path: dir });
     }
@@ -151,11 +214,7 @@ pub fn load(
             let resolved = canonicalize(&named)?;
             // Inside `dir`, which is inside an allowed root, so the file is too.
             if !resolved.starts_with(&dir) {
-                return Err(ComposeError::OutsideProject {
-                    file: named,
-                    resolved,
-                    dir,
-                });
+                return Err(ComposeError::OutsideProject { file: named, dir });
             }
             resolved
         }
@@ -163,12 +222,24 @@ pub fn load(
     };
 
     let mut loader = Loader {
-        roots,
+        // Compose gives `~` the home of the user it runs as: the agent's.
+        confinement: roots.is_set().then(|| {
+            paths::Confinement::new(
+                roots,
+                std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+                &dir,
+            )
+        }),
+        documents: Documents::default(),
         services: BTreeSet::new(),
-        loaded: HashSet::new(),
         including: Vec::new(),
     };
-    loader.load_file(&file)?;
+    if let Some(confinement) = &loader.confinement {
+        // The project's `.env`, which Compose reads for its variables.
+        confinement.check_dotenv(&dir, ".env", &dir)?;
+    }
+    // Compose runs with `--project-directory <dir>`: the project's own file starts from there.
+    loader.load_file(&file, &dir)?;
     if loader.services.is_empty() {
         return Err(ComposeError::NoServices { file });
     }
@@ -177,6 +248,22 @@ pub fn load(
         file,
         services: loader.services,
     })
+}
+
+/// [`load`] on a thread of its own, for async callers: reading a big project takes a while, and
+/// the task that asked (the agent's link, a deploy) must not stall on it.
+pub async fn load_in_background(
+    dir: PathBuf,
+    file: Option<String>,
+    allowed_roots: Vec<PathBuf>,
+) -> Result<ComposeProject, ComposeError> {
+    tokio::task::spawn_blocking(move || load(&dir, file.as_deref(), &allowed_roots))
+        .await
+        .unwrap_or_else(|stopped| {
+            // A panic is a bug in the reader; the caller still gets an answer to pass on.
+            tracing::error!(error = %stopped, "reading a compose project stopped");
+            Err(ComposeError::Stopped)
+        })
 }
 
 /// The directories the agent may read from, resolved once per [`load`].
@@ -198,16 +285,28 @@ impl<'a> AllowedRoots<'a> {
         Self { given, canonical }
     }
 
-    /// `path` must be canonical.
-    fn check(&self, path: &Path) -> Result<(), ComposeError> {
+    /// Whether a restriction was configured at all.
+    fn is_set(&self) -> bool {
+        self.canonical.is_some()
+    }
+
+    /// Whether `path` (canonical) lies inside a root, or no restriction was configured.
+    fn allows(&self, path: &Path) -> bool {
         match &self.canonical {
-            Some(roots) if !roots.iter().any(|root| path.starts_with(root)) => {
-                Err(ComposeError::OutsideAllowedRoots {
-                    path: path.to_owned(),
-                    roots: self.given.to_vec(),
-                })
-            }
-            _ => Ok(()),
+            Some(roots) => roots.iter().any(|root| path.starts_with(root)),
+            None => true,
+        }
+    }
+
+    /// `path` must be canonical; an error names it as `given`.
+    fn check(&self, path: &Path, given: &Path) -> Result<(), ComposeError> {
+        if self.allows(path) {
+            Ok(())
+        } else {
+            Err(ComposeError::OutsideAllowedRoots {
+                path: given.to_owned(),
+                roots: self.given.to_vec(),
+            })
         }
     }
 }
@@ -243,7 +342,6 @@ fn find_default_file(dir: &Path) -> Result<PathBuf, ComposeError> {
                 if !resolved.starts_with(dir) {
                     return Err(ComposeError::OutsideProject {
                         file: candidate,
-                        resolved,
                         dir: dir.to_owned(),
                     });
                 }
@@ -263,25 +361,77 @@ fn find_default_file(dir: &Path) -> Result<PathBuf, ComposeError> {
     })
 }
 
+/// The files one [`load`] reads, each parsed once, and what bounds the work.
+struct Documents {
+    /// Parsed documents by canonical path.
+    parsed: RefCell<HashMap<PathBuf, Rc<Value>>>,
+    /// Every file used so far, with the directory its relative paths start from.
+    uses: RefCell<HashSet<(PathBuf, PathBuf)>>,
+    /// What is left of [`MAX_EXPANDED_BYTES`] for the files not parsed yet.
+    budget: Cell<usize>,
+}
+
+impl Default for Documents {
+    fn default() -> Self {
+        Self {
+            parsed: RefCell::default(),
+            uses: RefCell::default(),
+            budget: Cell::new(MAX_EXPANDED_BYTES),
+        }
+    }
+}
+
+impl Documents {
+    /// Records that `file` (canonical) is read with its relative paths starting from `base`;
+    /// `false` when it already was. Every new pair counts toward [`MAX_FILES_READ`].
+    fn use_file(&self, file: &Path, base: &Path) -> Result<bool, ComposeError> {
+        let mut uses = self.uses.borrow_mut();
+        if !uses.insert((file.to_owned(), base.to_owned())) {
+            return Ok(false);
+        }
+        if uses.len() > MAX_FILES_READ {
+            return Err(ComposeError::TooManyFiles {
+                file: file.to_owned(),
+                limit: MAX_FILES_READ,
+            });
+        }
+        Ok(true)
+    }
+
+    /// The document of `file` (canonical), read and parsed the first time only.
+    fn get(&self, file: &Path) -> Result<Rc<Value>, ComposeError> {
+        if let Some(document) = self.parsed.borrow().get(file) {
+            return Ok(Rc::clone(document));
+        }
+        let document = Rc::new(read_document(file, &self.budget)?);
+        self.parsed
+            .borrow_mut()
+            .insert(file.to_owned(), Rc::clone(&document));
+        Ok(document)
+    }
+}
+
 /// Walks a compose file and the files it includes, collecting service names.
 struct Loader<'a> {
-    roots: AllowedRoots<'a>,
+    /// `None` when the agent may deploy from anywhere; else the roots and every path check.
+    confinement: Option<paths::Confinement<'a>>,
+    documents: Documents,
     services: BTreeSet<ServiceName>,
-    /// Every file read so far: one included twice (not in a cycle) is read once.
-    loaded: HashSet<PathBuf>,
     /// The files whose includes are being followed, outermost first.
     including: Vec<PathBuf>,
 }
 
 impl Loader<'_> {
-    /// `file` must be canonical and already checked against the allowed roots.
-    fn load_file(&mut self, file: &Path) -> Result<(), ComposeError> {
+    /// `file` must be canonical and already checked against the allowed roots; `base` is the
+    /// directory its relative paths start from (absolute, as Compose spells it).
+    fn load_file(&mut self, file: &Path, base: &Path) -> Result<(), ComposeError> {
         if self.including.iter().any(|outer| outer == file) {
             let mut files = self.including.clone();
             files.push(file.to_owned());
             return Err(ComposeError::IncludeCycle { files });
         }
-        if !self.loaded.insert(file.to_owned()) {
+        // One included twice the same way (not in a cycle) is read once.
+        if !self.documents.use_file(file, base)? {
             return Ok(());
         }
         if self.including.len() > MAX_INCLUDE_DEPTH {
@@ -291,12 +441,12 @@ impl Loader<'_> {
             });
         }
 
-        let document = read_document(file)?;
+        let document = self.documents.get(file)?;
         let malformed = |problem: String| ComposeError::Malformed {
             file: file.to_owned(),
             problem,
         };
-        let top = match &document {
+        let top = match &*document {
             Value::Mapping(top) => top,
             Value::Null => return Ok(()),
             other => {
@@ -334,53 +484,161 @@ impl Loader<'_> {
             }
         }
 
-        let includes = include_paths(top.get("include")).map_err(malformed)?;
-        // The file is canonical, so it has a parent.
-        let base = file.parent().unwrap_or(file);
+        let includes = include_entries(top.get("include")).map_err(malformed)?;
+        if let Some(confinement) = &self.confinement {
+            confinement.check_file(&self.documents, file, base, top)?;
+        }
         self.including.push(file.to_owned());
         for include in includes {
-            let included = canonicalize(&base.join(include))?;
-            self.roots.check(&included)?;
-            self.load_file(&included)?;
+            let (files, included_base) = self.place(file, base, &include)?;
+            for included in files {
+                self.load_file(&included, &included_base)?;
+            }
         }
         self.including.pop();
         Ok(())
     }
+
+    /// The files of one `include` entry of `file` (whose relative paths start from `base`),
+    /// canonical, and the directory their own relative paths start from; when confined, all
+    /// checked, and the `.env` Compose reads for them too.
+    fn place(
+        &self,
+        file: &Path,
+        base: &Path,
+        include: &Include,
+    ) -> Result<(Vec<PathBuf>, PathBuf), ComposeError> {
+        // Compose reads these as written once interpolated: `$$` is a dollar and `~` is not
+        // expanded. Unconfined, a path with a variable is taken as written and fails to resolve.
+        let spell = |key: &str, written: &str| -> Result<PathBuf, ComposeError> {
+            let literal = match &self.confinement {
+                Some(confinement) => confinement.literal(file, key, written)?,
+                None => paths::without_variables(written).unwrap_or_else(|| written.to_owned()),
+            };
+            Ok(paths::clean(&base.join(literal)))
+        };
+        let spelled = include
+            .paths
+            .iter()
+            .map(|path| spell("include.path", path))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Compose's rule: an included file's paths, and its `.env`, start from the entry's
+        // `project_directory`, or else from the directory of its first file, both as written.
+        let (included_base, written_base) = match include.project_directory {
+            Some(directory) => (
+                spell("include.project_directory", directory)?,
+                Path::new(directory),
+            ),
+            None => (
+                spelled[0]
+                    .parent()
+                    .map_or_else(|| spelled[0].clone(), Path::to_path_buf),
+                Path::new(include.paths[0])
+                    .parent()
+                    .unwrap_or(Path::new("")),
+            ),
+        };
+        if let Some(confinement) = &self.confinement {
+            for (written, spelled) in include.paths.iter().zip(&spelled) {
+                confinement.confine(file, "include.path", written, spelled)?;
+            }
+            if let Some(directory) = include.project_directory {
+                confinement.confine(
+                    file,
+                    "include.project_directory",
+                    directory,
+                    &included_base,
+                )?;
+            }
+            if !include.env_file {
+                let written = written_base.join(".env").display().to_string();
+                confinement.check_dotenv(file, &written, &included_base)?;
+            }
+        }
+        let files = spelled
+            .iter()
+            .map(|path| canonicalize(path))
+            .collect::<Result<_, _>>()?;
+        Ok((files, included_base))
+    }
 }
 
-/// The paths of a top-level `include` list: each entry is a path, or a mapping whose `path` is a
-/// path or a list of paths.
-fn include_paths(include: Option<&Value>) -> Result<Vec<&str>, String> {
+/// One entry of a top-level `include` list.
+struct Include<'a> {
+    /// The files, never empty: the first one, then the ones merged over it.
+    paths: Vec<&'a str>,
+    /// `None` when absent or empty, as Compose takes it.
+    project_directory: Option<&'a str>,
+    /// Whether the entry names env files; without, Compose reads the `.env` of the entry's
+    /// project directory for its variables.
+    env_file: bool,
+}
+
+/// The entries of a top-level `include` list: each entry is a path, or a mapping whose `path` is
+/// a path or a list of paths.
+fn include_entries(include: Option<&Value>) -> Result<Vec<Include<'_>>, String> {
     const ENTRY: &str = "each `include` entry must be a path or a mapping with `path`";
     let entries = match include {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Sequence(entries)) => entries,
         Some(other) => return Err(format!("`include` must be a list, not {}", kind(other))),
     };
-    let mut paths = Vec::new();
+    let mut includes = Vec::new();
     for entry in entries {
+        let mut paths = Vec::new();
+        let mut project_directory = None;
+        let mut env_file = false;
         match entry {
             Value::String(path) => paths.push(path.as_str()),
-            Value::Mapping(long) => match long.get("path") {
-                Some(Value::String(path)) => paths.push(path.as_str()),
-                Some(Value::Sequence(list)) => {
-                    for path in list {
-                        let Value::String(path) = path else {
-                            return Err(format!(
-                                "`include` `path` lists must hold paths, not {}",
-                                kind(path)
-                            ));
-                        };
-                        paths.push(path.as_str());
+            Value::Mapping(long) => {
+                match long.get("path") {
+                    Some(Value::String(path)) => paths.push(path.as_str()),
+                    Some(Value::Sequence(list)) => {
+                        for path in list {
+                            let Value::String(path) = path else {
+                                return Err(format!(
+                                    "`include` `path` lists must hold paths, not {}",
+                                    kind(path)
+                                ));
+                            };
+                            paths.push(path.as_str());
+                        }
+                    }
+                    Some(other) => return Err(format!("{ENTRY}; `path` is {}", kind(other))),
+                    None => return Err(format!("{ENTRY}; this mapping has no `path`")),
+                }
+                match long.get("project_directory") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(directory)) if directory.is_empty() => {}
+                    Some(Value::String(directory)) => project_directory = Some(directory.as_str()),
+                    Some(other) => {
+                        return Err(format!(
+                            "`include` `project_directory` must be a path, not {}",
+                            kind(other)
+                        ))
                     }
                 }
-                Some(other) => return Err(format!("{ENTRY}; `path` is {}", kind(other))),
-                None => return Err(format!("{ENTRY}; this mapping has no `path`")),
-            },
+                // An empty list is no env file: Compose reads `.env` then. Anything else it
+                // reads instead (checked as `include.env_file`) or refuses.
+                env_file = match long.get("env_file") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Sequence(files)) => !files.is_empty(),
+                    Some(Value::String(_)) => true,
+                    Some(_) => false,
+                };
+            }
             other => return Err(format!("{ENTRY}, not {}", kind(other))),
         }
+        if paths.is_empty() {
+            return Err(format!("{ENTRY}; this `path` list is empty"));
+        }
+        includes.push(Include {
+            paths,
+            project_directory,
+            env_file,
+        });
     }
-    Ok(paths)
+    Ok(includes)
 }
 
 /// What a YAML value is, for error messages.
@@ -396,8 +654,9 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// Reads and parses one file (canonical path), with `<<` merge keys applied.
-fn read_document(file: &Path) -> Result<Value, ComposeError> {
+/// Reads and parses one file (canonical path), with `<<` merge keys applied, spending what it
+/// holds once its aliases are expanded from `budget` (the rest of [`MAX_EXPANDED_BYTES`]).
+fn read_document(file: &Path, budget: &Cell<usize>) -> Result<Value, ComposeError> {
     let read_error = |source| ComposeError::Read {
         path: file.to_owned(),
         source,
@@ -408,6 +667,8 @@ fn read_document(file: &Path) -> Result<Value, ComposeError> {
             path: file.to_owned(),
         });
     }
+    #[cfg(test)]
+    tests::PARSES.with(|parses| parses.set(parses.get() + 1));
     let mut bytes = Vec::new();
     File::open(file)
         .and_then(|opened| opened.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
@@ -434,19 +695,22 @@ fn read_document(file: &Path) -> Result<Value, ComposeError> {
         }
     };
     let meter = Meter {
-        left: Cell::new(MAX_EXPANDED_BYTES),
+        left: Cell::new(budget.get()),
         exceeded: Cell::new(false),
     };
     if let Err(error) = Walk(&meter).deserialize(serde_yaml::Deserializer::from_slice(&bytes)) {
-        return Err(if meter.exceeded.get() {
-            ComposeError::AliasExpansion {
-                file: file.to_owned(),
-                limit: MAX_EXPANDED_BYTES,
+        let file = file.to_owned();
+        let limit = MAX_EXPANDED_BYTES;
+        return Err(match meter.exceeded.get() {
+            // The first file read had the whole budget to itself.
+            true if budget.get() == MAX_EXPANDED_BYTES => {
+                ComposeError::AliasExpansion { file, limit }
             }
-        } else {
-            yaml_error(error)
+            true => ComposeError::TooMuchYaml { file, limit },
+            false => yaml_error(error),
         });
     }
+    budget.set(meter.left.get());
     let mut document: Value = serde_yaml::from_slice(&bytes).map_err(yaml_error)?;
     document.apply_merge().map_err(yaml_error)?;
     Ok(document)
@@ -574,6 +838,16 @@ mod tests {
         project.services.iter().map(ServiceName::as_str).collect()
     }
 
+    thread_local! {
+        /// How many files this thread has read and parsed: each test runs on a thread of its
+        /// own, so a test sees its own reads.
+        pub(super) static PARSES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn parses() -> usize {
+        PARSES.with(Cell::get)
+    }
+
     #[test]
     fn the_default_file_names_are_tried_in_compose_order() {
         let dir = project(&[
@@ -654,7 +928,9 @@ mod tests {
                 "{error}"
             );
             assert!(
-                error.to_string().contains("compose.yaml resolves to"),
+                error
+                    .to_string()
+                    .contains("compose.yaml leads outside the project directory"),
                 "{error}"
             );
         }
@@ -1020,6 +1296,25 @@ services:
     }
 
     #[test]
+    fn includes_that_fan_out_are_stopped_after_a_bounded_number_of_reads() {
+        // One file included under 300 project directories is 300 reads, each a parse of up to
+        // 1 MiB; nested, it would multiply. The reader stops first.
+        let entries: String = (0..300)
+            .map(|n| format!("  - path: a.yml\n    project_directory: p{n}\n"))
+            .collect();
+        let dir = project(&[
+            ("compose.yaml", &format!("include:\n{entries}{WEB}")),
+            ("a.yml", "services:\n  a: {}\n"),
+        ]);
+        let error = load(dir.path(), None, &[]).unwrap_err();
+        assert!(
+            matches!(error, ComposeError::TooManyFiles { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("more than 256 files"), "{error}");
+    }
+
+    #[test]
     fn an_include_outside_the_allowed_roots_is_refused() {
         let outside = project(&[("compose.yaml", "services:\n  evil: {}\n")]);
         let include = outside.path().join("compose.yaml");
@@ -1030,12 +1325,13 @@ services:
         let roots = [root.path().to_owned()];
         let error = load(root.path(), None, &roots).unwrap_err();
         assert!(
-            matches!(error, ComposeError::OutsideAllowedRoots { .. }),
+            matches!(error, ComposeError::PathOutsideAllowedRoots { .. }),
             "{error}"
         );
+        let message = error.to_string();
         assert!(
-            error.to_string().contains(&include.display().to_string()),
-            "{error}"
+            message.contains(&format!("include.path {}", include.display())),
+            "{message}"
         );
     }
 
@@ -1045,5 +1341,87 @@ services:
         let error = load(dir.path(), None, &[]).unwrap_err();
         assert!(matches!(error, ComposeError::Resolve { .. }), "{error}");
         assert!(error.to_string().contains("gone.yml"), "{error}");
+    }
+
+    #[test]
+    fn thousands_of_services_extending_one_file_read_it_once() {
+        // Each `extends` used to read and parse big.yml again: 2,000 parses of up to 1 MiB.
+        let services: String = (0..2000)
+            .map(|n| format!("  s{n}:\n    image: x\n"))
+            .collect();
+        let extending: String = (0..2000)
+            .map(|n| format!("  e{n}:\n    extends: {{file: big.yml, service: s{n}}}\n"))
+            .collect();
+        let dir = project(&[
+            ("big.yml", &format!("services:\n{services}")),
+            ("compose.yaml", &format!("services:\n{extending}")),
+        ]);
+        let roots = [dir.path().to_owned()];
+        let before = parses();
+        let found = load(dir.path(), None, &roots).unwrap();
+        assert_eq!(found.services.len(), 2000);
+        assert_eq!(parses() - before, 2, "compose.yaml and big.yml, once each");
+    }
+
+    #[test]
+    fn every_file_extends_reads_counts_toward_the_read_limit() {
+        let mut files: Vec<(String, String)> = (0..300)
+            .map(|n| {
+                (
+                    format!("base{n}.yml"),
+                    "services:\n  base:\n    image: x\n".into(),
+                )
+            })
+            .collect();
+        let extending: String = (0..300)
+            .map(|n| format!("  e{n}:\n    extends: {{file: base{n}.yml, service: base}}\n"))
+            .collect();
+        files.push(("compose.yaml".into(), format!("services:\n{extending}")));
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(name, text)| (name.as_str(), text.as_str()))
+            .collect();
+        let dir = project(&files);
+        let error = load(dir.path(), None, &[dir.path().to_owned()]).unwrap_err();
+        assert!(
+            matches!(error, ComposeError::TooManyFiles { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("more than 256 files"), "{error}");
+    }
+
+    #[test]
+    fn files_that_only_together_grow_too_large_are_refused_before_all_are_parsed() {
+        // Each file alone stays under the limit once its aliases are expanded; together they
+        // would hold several times that in memory.
+        let items = vec!["x"; 700].join(", ");
+        let uses = vec!["*a"; 700].join(", ");
+        let heavy = format!("x-items: &a [{items}]\nx-uses: [{uses}]\n");
+        let alone = project(&[
+            ("compose.yaml", &format!("include: [heavy.yml]\n{WEB}")),
+            ("heavy.yml", &heavy),
+        ]);
+        assert!(load(alone.path(), None, &[]).is_ok());
+
+        let dir = project(&[
+            (
+                "compose.yaml",
+                &format!("include: [heavy0.yml, heavy1.yml, heavy2.yml]\n{WEB}"),
+            ),
+            ("heavy0.yml", &heavy),
+            ("heavy1.yml", &heavy),
+            ("heavy2.yml", &heavy),
+        ]);
+        let before = parses();
+        let error = load(dir.path(), None, &[]).unwrap_err();
+        assert!(matches!(error, ComposeError::TooMuchYaml { .. }), "{error}");
+        assert_eq!(
+            parses() - before,
+            3,
+            "compose.yaml, heavy0.yml and heavy1.yml"
+        );
+        let message = error.to_string();
+        assert!(message.contains("heavy1.yml"), "{message}");
+        assert!(message.contains("together"), "{message}");
     }
 }

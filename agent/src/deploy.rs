@@ -1,25 +1,30 @@
 //! One deploy of a Compose project, start to finish:
 //!
 //! 1. **parse** the user's compose file to learn its services (nothing runs on a bad file);
-//! 2. **render** the secrets into an override file in the agent's private directory;
-//! 3. **up**: `compose -p <project> -f <user file> -f <override> --project-directory <dir>
+//! 2. **render** the secrets into an override file in the agent's private directory, with the
+//!    labels that mark every service as this project's;
+//! 3. **claim** the compose project name: if containers of another stack already use it, stop
+//!    here and touch nothing (`crate::claim`);
+//! 4. **up**: `compose -p <project> -f <user file> -f <override> --project-directory <dir>
 //!    up -d --remove-orphans`, streaming its output line by line. Compose recreates only the
 //!    containers whose configuration changed, so a redeploy with the same secrets restarts
 //!    nothing and a change scoped to one service restarts only that service;
-//! 4. **health**: wait until every container runs (and is healthy where it has a healthcheck)
+//! 5. **health**: wait until every container runs (and is healthy where it has a healthcheck)
 //!    and has stayed so for a short settle time; a container that exits with an error fails
 //!    the deploy with its exit code and last lines.
 //!
 //! The override file is removed when this returns or is cancelled, whatever happened. Every line
 //! that leaves this module has the project's secret values replaced by `***`.
 
+use crate::claim::{self, ClaimError};
 use crate::compose::{self, ComposeError, ComposeProject};
 use crate::health::{self, ContainerState, Verdict};
-use crate::override_file::{self, OverrideError, OverrideFile};
+use crate::override_file::{self, OverrideError, OverrideFile, Owner};
 use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
 use crate::system::Compose;
-use shared::protocol::{DeployStep, JobEvent};
-use shared::{ProjectName, Secret};
+use crate::wire;
+use shared::protocol::{budget, DeployStep, JobEvent};
+use shared::{ProjectId, ProjectName, Secret};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,6 +53,8 @@ pub struct DeployRequest<'a> {
     pub directory: &'a Path,
     pub compose_file: Option<&'a str>,
     pub secrets: &'a [Secret],
+    /// The Stagely project, labelled on every container; `None` for a deploy without a server.
+    pub project_id: Option<ProjectId>,
 }
 
 /// Why a deploy failed; the message is what the user sees.
@@ -57,6 +64,8 @@ pub enum DeployError {
     Compose(#[from] ComposeError),
     #[error(transparent)]
     Override(#[from] OverrideError),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     #[error(transparent)]
     Command(#[from] RunError),
     #[error("`docker compose up` failed (exit code {exit_code:?}):\n{output}")]
@@ -96,15 +105,21 @@ pub async fn deploy(
     let redactor = Redactor::new(request.secrets.iter().map(|secret| secret.value.expose()));
 
     report(step(DeployStep::Parse));
-    let project = compose::load(
-        request.directory,
-        request.compose_file,
-        &options.allowed_roots,
-    )?;
+    // On a blocking thread: a big project takes a while to read.
+    let project = compose::load_in_background(
+        request.directory.to_owned(),
+        request.compose_file.map(str::to_owned),
+        options.allowed_roots.clone(),
+    )
+    .await?;
 
     report(step(DeployStep::Render));
     let environment = override_file::environment_by_service(&project.services, request.secrets)?;
-    let rendered = override_file::render(&environment, false);
+    let owner = Owner {
+        project: request.project,
+        project_id: request.project_id,
+    };
+    let rendered = override_file::render_deploy(&project.services, &environment, &owner, false);
     // Removed on drop: when this function returns, fails or is cancelled.
     let override_file = OverrideFile::write(&options.private_dir, request.project, &rendered)?;
 
@@ -115,24 +130,31 @@ pub async fn deploy(
         override_file: override_file.path(),
     };
 
+    report(step(DeployStep::Claim));
+    claim::claim(request.project, request.project_id, &project.dir, &redactor).await?;
+
     report(step(DeployStep::Up));
     let up = compose
         .command(["up", "-d", "--remove-orphans"])
         .timeout(options.up_timeout);
-    let mut tail = Vec::new();
+    let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
     let output = runner::run(&up, &redactor, |line| {
         let text = match line {
             OutputLine::Stdout(text) | OutputLine::Stderr(text) => text,
         };
-        tail.push(text.clone());
-        report(JobEvent::Output { line: text });
+        let line = wire::cut(&text, budget::LINE);
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.clone());
+        report(JobEvent::Output { line });
     })
     .await?;
     if !output.success() {
-        let start = tail.len().saturating_sub(50);
+        let lines = Vec::from(tail).join("\n");
         return Err(DeployError::Up {
             exit_code: output.exit_code,
-            output: tail[start..].join("\n"),
+            output: wire::cut_keeping_end(&lines, TAIL_BUDGET),
         });
     }
 
@@ -175,6 +197,12 @@ pub async fn deploy(
         }
     }
 }
+
+/// How many of its last lines a failed command or service shows.
+const TAIL_LINES: usize = 50;
+/// Those lines, encoded, at most: with the sentence before them they fit a job's result
+/// message ([`budget::MESSAGE`]).
+const TAIL_BUDGET: usize = budget::MESSAGE - 1024;
 
 fn step(name: DeployStep) -> JobEvent {
     JobEvent::Step { name }
@@ -229,15 +257,17 @@ impl ProjectCommand<'_> {
         }
     }
 
-    /// The last 50 lines a service printed, for the failure message.
+    /// The last lines a service printed, for the failure message, within [`TAIL_BUDGET`].
     async fn last_logs(&self, service: &str, redactor: &Redactor) -> String {
+        let tail = TAIL_LINES.to_string();
         let spec = self
-            .command(["logs", "--no-color", "--tail", "50"])
+            .command(["logs", "--no-color", "--tail", tail.as_str()])
             .arg(service);
         match runner::run(&spec.timeout(Duration::from_secs(30)), redactor, |_| {}).await {
-            Ok(output) => format!("{}{}", output.stdout, output.stderr)
-                .trim_end()
-                .to_string(),
+            Ok(output) => {
+                let logs = format!("{}{}", output.stdout, output.stderr);
+                wire::cut_keeping_end(logs.trim_end(), TAIL_BUDGET)
+            }
             Err(error) => format!("(could not read the logs: {error})"),
         }
     }

@@ -10,11 +10,16 @@
 //!   when the link returns. Output lines are dropped when that queue is full; steps and results
 //!   wait for room.
 //! - Log streams belong to the connection that asked for them and end with it.
+//! - A compose project is read on a blocking thread, never on the link's task (a big project
+//!   would stall every heartbeat), and for inspections and log streams at most
+//!   [`MAX_READS_AT_ONCE`] at a time, since each read may hold the reader's memory budget.
 
+use crate::compose::{self, ComposeError, ComposeProject};
 use crate::deploy::{self, DeployOptions, DeployRequest};
 use crate::logs::{self, LogRequest};
 use crate::runner::Redactor;
-use shared::protocol::{Inspect, Inspected, JobEvent, JobUpdate, StartLogs};
+use crate::wire;
+use shared::protocol::{budget, Inspect, Inspected, JobEvent, JobUpdate, StartLogs};
 use shared::{AgentToServer, DeployPayload, JobId, ProjectName, ServerToAgent};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -26,6 +31,11 @@ use tokio::task::JoinHandle;
 const REMEMBERED_JOBS: usize = 1_000;
 /// Events waiting for the link.
 pub const EVENT_QUEUE: usize = 4_096;
+/// Log streams running at once; the server asks for one per watched project.
+pub const MAX_LOG_STREAMS: usize = 128;
+/// Compose projects read at once for inspections and log streams; more wait their turn. A
+/// deploy reads its project outside this limit (deploys of a project run one at a time).
+pub const MAX_READS_AT_ONCE: usize = 2;
 
 #[derive(Clone, Debug)]
 enum JobState {
@@ -99,8 +109,8 @@ impl Ledger {
         }
     }
 
-    /// Writes the ledger atomically (temporary file, then rename).
-    fn save(&self) -> std::io::Result<()> {
+    /// Writes the ledger atomically and privately (0600, nothing planted beside it followed).
+    fn save(&self) -> Result<(), LedgerError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -119,13 +129,19 @@ impl Ledger {
                 })
             })
             .collect();
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let temporary = path.with_extension("json.tmp");
-        std::fs::write(&temporary, serde_json::to_vec(&entries)?)?;
-        std::fs::rename(&temporary, path)
+        let bytes = serde_json::to_vec(&entries).map_err(LedgerError::Encode)?;
+        crate::private_fs::write_private_file(path, &bytes)?;
+        Ok(())
     }
+}
+
+/// Why the ledger could not be saved.
+#[derive(Debug, thiserror::Error)]
+enum LedgerError {
+    #[error("encoding the job ledger: {0}")]
+    Encode(serde_json::Error),
+    #[error(transparent)]
+    Private(#[from] crate::private_fs::PrivateDirError),
 }
 
 /// Cheap to clone; clones share the ledger, the locks and the event queue.
@@ -136,6 +152,8 @@ pub struct Executor {
     ledger: Arc<Mutex<Ledger>>,
     project_locks: Arc<Mutex<HashMap<ProjectName, Arc<tokio::sync::Mutex<()>>>>>,
     log_streams: Arc<Mutex<HashMap<JobId, JoinHandle<()>>>>,
+    /// Permits to read a compose project, [`MAX_READS_AT_ONCE`] of them.
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Executor {
@@ -154,6 +172,7 @@ impl Executor {
             ledger: Arc::new(Mutex::new(ledger)),
             project_locks: Arc::default(),
             log_streams: Arc::default(),
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS_AT_ONCE)),
         };
         (executor, receiver)
     }
@@ -182,6 +201,8 @@ impl Executor {
                 tokio::spawn(async move {
                     let _ = events.send(update(job_id, JobEvent::Received)).await;
                     if let JobState::Finished { success, message } = state {
+                        // A ledger written by an older agent may hold a longer message.
+                        let message = wire::cut(&message, budget::MESSAGE);
                         let finished = JobEvent::Finished { success, message };
                         let _ = events.send(update(job_id, finished)).await;
                     }
@@ -210,12 +231,13 @@ impl Executor {
             directory: Path::new(&job.directory),
             compose_file: job.compose_file.as_deref(),
             secrets: &job.secrets,
+            project_id: job.project_id,
         };
         let result =
             deploy::deploy(&request, &self.options, |event| self.emit(job_id, event)).await;
         let (success, message) = match result {
             Ok(containers) => (true, format!("{} container(s) running", containers.len())),
-            Err(error) => (false, error.to_string()),
+            Err(error) => (false, wire::cut(&error.to_string(), budget::MESSAGE)),
         };
         if success {
             tracing::info!(%job_id, project = %job.project, "deploy succeeded");
@@ -236,13 +258,20 @@ impl Executor {
 
     fn start_logs(&self, request: StartLogs) {
         let stream_id = request.stream_id;
+        {
+            let mut streams = lock(&self.log_streams);
+            streams.retain(|_, task| !task.is_finished());
+            if streams.len() >= MAX_LOG_STREAMS && !streams.contains_key(&stream_id) {
+                tracing::warn!(%stream_id, "already {MAX_LOG_STREAMS} log streams; not starting another");
+                return;
+            }
+        }
         let executor = self.clone();
         let task = tokio::spawn(async move {
-            let project = match crate::compose::load(
-                Path::new(&request.directory),
-                request.compose_file.as_deref(),
-                &executor.options.allowed_roots,
-            ) {
+            let project = match executor
+                .read_project(&request.directory, request.compose_file.as_deref())
+                .await
+            {
                 Ok(project) => project,
                 Err(error) => {
                     tracing::warn!(%error, %stream_id, "cannot stream logs");
@@ -275,28 +304,52 @@ impl Executor {
         }
     }
 
-    /// Reads the compose project and answers with its services; runs nothing.
+    /// Reads the compose project and answers with its services, in a task of its own; runs
+    /// nothing.
     fn inspect(&self, request: Inspect) {
-        let result = crate::compose::load(
-            Path::new(&request.directory),
-            request.compose_file.as_deref(),
-            &self.options.allowed_roots,
-        )
-        .map(|project| project.services.into_iter().collect())
-        .map_err(|error| error.to_string());
-        let answer = AgentToServer::Inspected(Inspected {
-            request_id: request.request_id,
-            result,
+        let executor = self.clone();
+        tokio::spawn(async move {
+            let result = executor
+                .read_project(&request.directory, request.compose_file.as_deref())
+                .await
+                .map(|project| project.services.into_iter().collect())
+                .map_err(|error| error.to_string());
+            let answer = AgentToServer::Inspected(Inspected {
+                request_id: request.request_id,
+                result: wire::inspection(result),
+            });
+            if executor.events.try_send(answer).is_err() {
+                tracing::debug!("event queue full; dropping an inspect answer");
+            }
         });
-        if self.events.try_send(answer).is_err() {
-            tracing::debug!("event queue full; dropping an inspect answer");
-        }
+    }
+
+    /// Reads a compose project on a blocking thread, once one of [`MAX_READS_AT_ONCE`] permits
+    /// is free.
+    async fn read_project(
+        &self,
+        directory: &str,
+        compose_file: Option<&str>,
+    ) -> Result<ComposeProject, ComposeError> {
+        // Never closed, so acquiring always succeeds; the permit is held until the read ends.
+        let _permit = self.reads.acquire().await;
+        compose::load_in_background(
+            PathBuf::from(directory),
+            compose_file.map(str::to_owned),
+            self.options.allowed_roots.clone(),
+        )
+        .await
     }
 
     fn stop_logs(&self, stream_id: JobId) {
         if let Some(task) = lock(&self.log_streams).remove(&stream_id) {
             task.abort();
         }
+    }
+
+    /// How many log streams are kept (running, or not yet noticed to have ended).
+    pub fn log_streams(&self) -> usize {
+        lock(&self.log_streams).len()
     }
 
     /// Ends every log stream: called when the connection that asked for them is gone.
@@ -323,4 +376,96 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod inspect_tests {
+    use super::*;
+    use crate::system::Compose;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_inspect_is_answered_without_reading_the_project_on_the_links_task() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "services:\n  web:\n    image: x\n",
+        )
+        .unwrap();
+        let options = DeployOptions {
+            compose: Compose::V2,
+            allowed_roots: vec![dir.path().to_owned()],
+            private_dir: dir.path().join("private"),
+            up_timeout: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+            settle: Duration::ZERO,
+        };
+        let (executor, mut events) = Executor::new(options, None);
+        let request_id = JobId(uuid::Uuid::new_v4());
+        executor.handle(ServerToAgent::Inspect(Inspect {
+            request_id,
+            directory: dir.path().display().to_string(),
+            compose_file: None,
+        }));
+        // `handle` returned without reading: the link's task goes straight back to its socket.
+        assert!(
+            events.try_recv().is_err(),
+            "the project was read in `handle`"
+        );
+
+        match events.recv().await {
+            Some(AgentToServer::Inspected(answer)) => {
+                assert_eq!(answer.request_id, request_id);
+                let services = answer.result.unwrap();
+                let names: Vec<_> = services.iter().map(|name| name.as_str()).collect();
+                assert_eq!(names, ["web"]);
+            }
+            other => panic!("expected the inspect answer, got {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod ledger_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn a_job() -> JobId {
+        JobId(uuid::Uuid::new_v4())
+    }
+
+    // The ledger's temporary (a random name, created O_EXCL|O_NOFOLLOW) is attacked at the very
+    // name a write picks in `private_fs`'s own tests; here, its final name.
+    #[test]
+    fn a_symlink_planted_at_the_ledger_itself_is_replaced_not_written_through() {
+        let state = tempfile::tempdir().unwrap();
+        let victim = state.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let ledger_file = state.path().join("jobs.json");
+        std::os::unix::fs::symlink(&victim, &ledger_file).unwrap();
+
+        let mut ledger = Ledger::load(ledger_file.clone());
+        ledger.remember(a_job(), JobState::Running);
+
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(&ledger_file).unwrap().is_file());
+    }
+
+    #[test]
+    fn the_ledger_is_readable_by_the_agent_only() {
+        let state = tempfile::tempdir().unwrap();
+        let ledger_file = state.path().join("jobs.json");
+        let mut ledger = Ledger::load(ledger_file.clone());
+        ledger.remember(a_job(), JobState::Running);
+        let mode = std::fs::metadata(&ledger_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(state.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["jobs.json"], "no temporary file is left behind");
+    }
 }

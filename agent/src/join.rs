@@ -3,11 +3,12 @@
 //! The installer runs it once, in the foreground, so that a refused token (used, expired,
 //! unknown) is reported to the person running the installer with the server's reason.
 
-use crate::link::{self, next_message, open, send};
+use crate::link::{self, next_message, open, send, AgentToken};
+use crate::private_fs::{self, PrivateDirError};
 use shared::protocol::{Hello, Joined};
-use shared::{AgentToServer, ServerToAgent};
-use std::io::Write;
+use shared::{AgentId, AgentToServer, ServerToAgent};
 use std::path::Path;
+use zeroize::Zeroizing;
 
 /// `ws(s)://…/api/v1/join` for a server URL.
 pub fn join_url(server: &str) -> Result<String, String> {
@@ -18,39 +19,61 @@ pub fn join_url(server: &str) -> Result<String, String> {
     ))
 }
 
+/// The identity the server gave this host, its token held as an [`AgentToken`] (printed as
+/// `***`, wiped when dropped).
+#[derive(Debug)]
+pub struct Registered {
+    pub agent_id: AgentId,
+    pub name: String,
+    pub token: AgentToken,
+}
+
+impl From<Joined> for Registered {
+    /// Takes the token over without copying it.
+    fn from(joined: Joined) -> Self {
+        Self {
+            agent_id: joined.agent_id,
+            name: joined.name,
+            token: AgentToken::from(joined.token),
+        }
+    }
+}
+
 /// Introduces this host with `hello` and returns the identity the server gave it.
-pub async fn join(server: &str, join_token: &str, hello: Hello) -> Result<Joined, String> {
+pub async fn join(server: &str, join_token: &str, hello: Hello) -> Result<Registered, String> {
     let mut socket = open(&join_url(server)?, join_token).await?;
     send(&mut socket, &AgentToServer::Hello(hello)).await?;
     match next_message(&mut socket).await? {
-        ServerToAgent::Joined(joined) => Ok(joined),
+        ServerToAgent::Joined(joined) => Ok(Registered::from(joined)),
         ServerToAgent::Rejected(rejected) => Err(rejected.reason),
         other => Err(format!("unexpected answer from the server: {other:?}")),
     }
 }
 
-/// Writes the agent token to `path`, readable by its owner only (0600, directory 0700), and
-/// atomically: a crash leaves either no file or the whole token.
-pub fn save_token(path: &Path, token: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+/// Makes sure the agent token can be saved at `path`, before a join token is spent on it: a
+/// missing directory is created 0700; an existing one must be the agent's own and closed to
+/// other writers (its mode is otherwise left alone: it may be someone's home).
+pub fn prepare_token_dir(path: &Path) -> Result<(), PrivateDirError> {
     let dir = path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let partial = dir.join(format!(".agent-token.{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)?;
-    file.write_all(format!("{token}\n").as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&partial, path)
+    if std::fs::symlink_metadata(dir).is_err() {
+        private_fs::ensure_private_dir(dir)
+    } else {
+        private_fs::check_private_dir(dir)
+    }
+}
+
+/// Writes the agent token to `path`, readable by its owner only (0600), atomically: a crash
+/// leaves either the old file or the whole token.
+pub fn save_token(path: &Path, token: &AgentToken) -> Result<(), PrivateDirError> {
+    prepare_token_dir(path)?;
+    // Sized up front: a buffer that grew would leave a copy behind, unwiped.
+    let mut line = Zeroizing::new(String::with_capacity(token.expose().len() + 1));
+    line.push_str(token.expose());
+    line.push('\n');
+    private_fs::write_private_file(path, line.as_bytes())
 }
 
 #[cfg(test)]
@@ -74,7 +97,7 @@ mod tests {
     fn the_token_file_is_private_to_its_owner() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/agent.token");
-        save_token(&path, "stg_secret").unwrap();
+        save_token(&path, &AgentToken::from("stg_secret")).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "stg_secret\n");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -83,5 +106,47 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
+    }
+
+    // The temporary the token is first written to has a random name, created
+    // O_EXCL|O_NOFOLLOW: `private_fs`'s own tests plant a symlink at the very name a write picks.
+    #[test]
+    fn saving_the_token_replaces_a_symlink_planted_at_its_name_without_writing_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.path().join("agent.token");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        save_token(&path, &AgentToken::from("stg_secret")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "stg_secret\n");
+    }
+
+    #[test]
+    fn a_registration_prints_its_agent_but_never_its_token() {
+        let joined = Joined {
+            agent_id: AgentId(uuid::Uuid::nil()),
+            name: "web-1".into(),
+            token: "stg_secret-token".into(),
+        };
+        let registered = Registered::from(joined);
+        let printed = format!("{registered:?}");
+        assert!(printed.contains("web-1"), "{printed}");
+        assert!(!printed.contains("stg_secret"), "{printed}");
+        assert_eq!(registered.token.expose(), "stg_secret-token");
+    }
+
+    #[test]
+    fn the_token_is_not_saved_in_a_directory_others_can_write_to() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = dir.path().join("agent.token");
+        let error = save_token(&path, &AgentToken::from("stg_secret"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&dir.path().display().to_string()), "{error}");
+        assert!(!error.contains("stg_secret"), "{error}");
+        assert!(!path.exists());
     }
 }

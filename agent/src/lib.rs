@@ -4,6 +4,7 @@
 //! same code.
 
 pub mod backoff;
+pub mod claim;
 pub mod compose;
 pub mod deploy;
 pub mod health;
@@ -12,6 +13,9 @@ pub mod join;
 pub mod link;
 pub mod logs;
 pub mod override_file;
+pub mod private_fs;
+pub mod redact;
 pub mod runner;
 pub mod system;
 pub mod testing;
+pub mod wire;

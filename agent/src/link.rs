@@ -6,11 +6,16 @@
 //! a network blip or a server restart heals by itself. An outage is logged once when it starts
 //! and once when it ends; the attempts in between log at debug level. Only `shutdown` makes
 //! [`run`] return.
+//!
+//! Every frame passes [`wire`] on its way: out, it must fit the server's frame limit (a frame
+//! over it would end the connection, again after every reconnect); in, the numbers the server
+//! chose are clamped before the link or the executor uses them.
 
 use crate::backoff::Backoff;
 use crate::jobs::Executor;
+use crate::wire;
 use futures_util::{SinkExt, StreamExt};
-use shared::protocol::{Heartbeat, Hello, Welcome};
+use shared::protocol::{Heartbeat, Hello, Welcome, MAX_FRAME_TO_AGENT_BYTES};
 use shared::{AgentToServer, ServerToAgent};
 use std::future::Future;
 use std::time::Duration;
@@ -18,19 +23,53 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
+use zeroize::Zeroizing;
 
 /// How long to wait for the TCP/TLS/WebSocket handshake, and then for the welcome.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The agent's own token: printed as `***`, wiped from memory when dropped. (The copies the
+/// WebSocket library makes of the `Authorization` header, and of the frame that brought the
+/// token at join time, are not the agent's to wipe.)
+#[derive(Clone)]
+pub struct AgentToken(Zeroizing<String>);
+
+impl AgentToken {
+    /// The token itself, for the `Authorization` header and the token file.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Takes the string over without copying it.
+impl From<String> for AgentToken {
+    fn from(token: String) -> Self {
+        Self(Zeroizing::new(token))
+    }
+}
+
+impl From<&str> for AgentToken {
+    fn from(token: &str) -> Self {
+        Self(Zeroizing::new(token.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for AgentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
 
 /// Where and how to connect.
 #[derive(Clone)]
 pub struct LinkConfig {
     /// `ws://…/api/v1/stream` or `wss://…`.
     pub stream_url: String,
-    pub token: String,
+    pub token: AgentToken,
     pub hello: Hello,
     pub backoff: Backoff,
 }
@@ -178,13 +217,19 @@ pub(crate) async fn open(url: &str, token: &str) -> Result<Socket, String> {
     let mut request = url
         .into_client_request()
         .map_err(|error| format!("invalid server URL: {error}"))?;
-    let bearer = format!("Bearer {token}")
+    // Sized up front: a buffer that grew would leave a copy behind, unwiped.
+    let mut header = Zeroizing::new(String::with_capacity("Bearer ".len() + token.len()));
+    header.push_str("Bearer ");
+    header.push_str(token);
+    let mut bearer: HeaderValue = header
         .parse()
         .map_err(|_| "the token contains invalid characters".to_string())?;
+    bearer.set_sensitive(true);
     request.headers_mut().insert(AUTHORIZATION, bearer);
 
-    let connected =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
+    let connecting =
+        tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), false);
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await;
     match connected {
         Ok(Ok((socket, _response))) => Ok(socket),
         Ok(Err(error)) => Err(describe_connect_error(&error)),
@@ -192,9 +237,17 @@ pub(crate) async fn open(url: &str, token: &str) -> Result<Socket, String> {
     }
 }
 
+/// The socket reads frames and messages up to the size the server builds them within, and no
+/// larger, whatever the library's defaults are.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_TO_AGENT_BYTES))
+        .max_frame_size(Some(MAX_FRAME_TO_AGENT_BYTES))
+}
+
 /// Connects, authenticates with the token and exchanges hello and welcome.
 async fn handshake(config: &LinkConfig) -> Result<(Socket, Welcome), String> {
-    let mut socket = open(&config.stream_url, &config.token).await?;
+    let mut socket = open(&config.stream_url, config.token.expose()).await?;
     send(&mut socket, &AgentToServer::Hello(config.hello.clone())).await?;
     match tokio::time::timeout(CONNECT_TIMEOUT, next_message(&mut socket)).await {
         Ok(Ok(ServerToAgent::Welcome(welcome))) => Ok((socket, welcome)),
@@ -217,8 +270,7 @@ async fn serve(
     jobs: &mut Jobs,
     mut stop: watch::Receiver<bool>,
 ) -> Ended {
-    let interval = Duration::from_secs(welcome.heartbeat_interval_secs.max(1));
-    let silence_limit = interval * 3 + Duration::from_secs(5);
+    let (interval, silence_limit) = timers(welcome);
     let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
     let mut seq = 0u64;
     let mut deadline = Instant::now() + silence_limit;
@@ -242,13 +294,19 @@ async fn serve(
                     None => return Ended::Lost("connection closed".into()),
                 };
                 deadline = Instant::now() + silence_limit;
-                match serde_json::from_str::<ServerToAgent>(&text) {
-                    Ok(message) => jobs.executor.handle(message),
-                    Err(error) => tracing::warn!(%error, "skipping a message this agent does not understand"),
-                }
+                receive(&jobs.executor, &text);
             }
             Some(event) = jobs.events.recv() => {
-                if let Err(error) = send(socket, &event).await {
+                let text = match wire::encode(&event) {
+                    Ok(text) => text,
+                    Err(error) => {
+                        // Sending it would end the connection, and it would be sent again after
+                        // every reconnect: drop it instead. The budgets make this unreachable.
+                        tracing::error!(%error, "not sending a frame the server would refuse");
+                        continue;
+                    }
+                };
+                if let Err(error) = send_text(socket, text).await {
                     // The event is lost with this connection; the job's result is re-sent
                     // when the server asks again for the same job id.
                     return Ended::Lost(error);
@@ -266,6 +324,13 @@ async fn serve(
     }
 }
 
+/// How often to heartbeat, and how long to wait for a silent server before giving up on it.
+/// `welcome` came through [`wire::decode`], which clamped its numbers into a sane range.
+fn timers(welcome: &Welcome) -> (Duration, Duration) {
+    let interval = Duration::from_secs(welcome.heartbeat_interval_secs.max(1));
+    (interval, interval * 3 + Duration::from_secs(5))
+}
+
 /// Closes the socket politely, waiting briefly for the server's answer.
 async fn close(socket: &mut Socket, reason: &str) {
     let frame = CloseFrame {
@@ -275,8 +340,19 @@ async fn close(socket: &mut Socket, reason: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(Some(frame))).await;
 }
 
+/// Decodes a frame from the server (its numbers clamped) and hands it to the executor.
+pub(crate) fn receive(executor: &Executor, text: &str) {
+    match wire::decode(text) {
+        Ok(message) => executor.handle(message),
+        Err(error) => tracing::warn!(%error, "skipping a message this agent does not understand"),
+    }
+}
+
 pub(crate) async fn send(socket: &mut Socket, message: &AgentToServer) -> Result<(), String> {
-    let text = serde_json::to_string(message).map_err(|error| error.to_string())?;
+    send_text(socket, wire::encode(message)?).await
+}
+
+async fn send_text(socket: &mut Socket, text: String) -> Result<(), String> {
     socket
         .send(Message::text(text))
         .await
@@ -287,7 +363,7 @@ pub(crate) async fn next_message(socket: &mut Socket) -> Result<ServerToAgent, S
     loop {
         match socket.next().await {
             Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(&text)
+                return wire::decode(&text)
                     .map_err(|error| format!("malformed message from the server: {error}"))
             }
             Some(Ok(Message::Close(frame))) => {
@@ -321,6 +397,103 @@ fn describe_connect_error(error: &tokio_tungstenite::tungstenite::Error) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::DeployOptions;
+    use crate::system::Compose;
+    use std::path::Path;
+    use tokio::net::TcpListener;
+
+    /// An executor that can run nothing: its only allowed root is an empty directory.
+    fn idle_executor(dir: &Path) -> (Executor, mpsc::Receiver<AgentToServer>) {
+        let options = DeployOptions {
+            compose: Compose::V2,
+            allowed_roots: vec![dir.join("projects")],
+            private_dir: dir.join("private"),
+            up_timeout: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+            settle: Duration::ZERO,
+        };
+        Executor::new(options, None)
+    }
+
+    fn hello() -> Hello {
+        Hello {
+            protocol_version: shared::PROTOCOL_VERSION,
+            agent_version: "test".into(),
+            hostname: "test-host".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            docker_version: None,
+            compose_version: None,
+        }
+    }
+
+    /// The next protocol frame the agent sends, skipping heartbeats.
+    async fn next_frame(
+        socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    ) -> Option<AgentToServer> {
+        loop {
+            match socket.next().await? {
+                Ok(Message::Text(text)) => match serde_json::from_str(&text).ok()? {
+                    AgentToServer::Heartbeat(_) => continue,
+                    frame => return Some(frame),
+                },
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_agent_welcomed_with_absurd_intervals_keeps_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (executor, events) = idle_executor(dir.path());
+        let config = LinkConfig {
+            stream_url: format!("ws://{}/api/v1/stream", listener.local_addr().unwrap()),
+            token: "stg_test".into(),
+            hello: hello(),
+            backoff: Backoff::default(),
+        };
+        let agent = tokio::spawn(run(
+            config,
+            Jobs { executor, events },
+            std::future::pending(),
+        ));
+
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut server = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        assert!(matches!(
+            next_frame(&mut server).await,
+            Some(AgentToServer::Hello(_))
+        ));
+        let welcome = serde_json::json!({"type": "welcome", "data": {
+            "agent_id": uuid::Uuid::new_v4(),
+            "heartbeat_interval_secs": u64::MAX,
+            "reconnect_window_secs": u64::MAX,
+        }});
+        server
+            .send(Message::text(welcome.to_string()))
+            .await
+            .unwrap();
+        let request_id = uuid::Uuid::new_v4();
+        let inspect = serde_json::json!({"type": "inspect", "data": {
+            "request_id": request_id, "directory": "/nowhere",
+        }});
+        server
+            .send(Message::text(inspect.to_string()))
+            .await
+            .unwrap();
+
+        let answer = tokio::time::timeout(Duration::from_secs(10), next_frame(&mut server))
+            .await
+            .expect("no answer within 10 s");
+        let Some(AgentToServer::Inspected(answer)) = answer else {
+            panic!("the agent hung up instead of answering: {answer:?}");
+        };
+        assert_eq!(answer.request_id.0, request_id);
+        assert!(!agent.is_finished(), "the link ended");
+        agent.abort();
+    }
 
     #[test]
     fn server_urls_become_stream_urls() {
@@ -343,5 +516,272 @@ mod tests {
             .unwrap_err()
             .contains("must start with"));
         assert!(stream_url("http://").is_err());
+    }
+
+    #[test]
+    fn the_agent_token_prints_as_stars_alone_and_inside_the_link_config() {
+        let token = AgentToken::from("stg_secret-token");
+        assert_eq!(format!("{token:?}"), "***");
+        let config = LinkConfig {
+            stream_url: "ws://127.0.0.1:1/api/v1/stream".into(),
+            token,
+            hello: hello(),
+            backoff: Backoff::default(),
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("stg_secret"), "{printed}");
+        assert_eq!(config.token.expose(), "stg_secret-token");
+    }
+
+    #[test]
+    fn a_server_asking_for_hundreds_of_log_streams_gets_at_most_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (executor, _events) = idle_executor(dir.path());
+            // On this one thread no stream task runs, so none ends, until the test yields.
+            for _ in 0..3 * crate::jobs::MAX_LOG_STREAMS {
+                let frame = serde_json::json!({"type": "start_logs", "data": {
+                    "stream_id": uuid::Uuid::new_v4(), "project": "shop",
+                    "directory": "/nowhere", "tail": 10,
+                }});
+                receive(&executor, &frame.to_string());
+            }
+            assert_eq!(executor.log_streams(), crate::jobs::MAX_LOG_STREAMS);
+        });
+    }
+
+    /// Frames a server could send, well-formed or not, for the property test below.
+    mod frames {
+        use proptest::prelude::*;
+        use serde_json::{json, Value};
+        use uuid::Uuid;
+
+        fn number() -> BoxedStrategy<u64> {
+            prop_oneof![
+                Just(0),
+                Just(1),
+                Just(u64::MAX),
+                Just(u64::MAX - 1),
+                Just(u64::from(u32::MAX)),
+                any::<u64>(),
+            ]
+            .boxed()
+        }
+
+        fn text() -> BoxedStrategy<String> {
+            prop_oneof![
+                ".{0,12}",
+                Just(String::new()),
+                Just("/".into()),
+                Just("../../etc".into()),
+                (1usize..200_000).prop_map(|length| "\"".repeat(length)),
+            ]
+            .boxed()
+        }
+
+        /// A frame of each kind the agent knows, with extreme numbers and odd strings.
+        pub fn valid() -> BoxedStrategy<Value> {
+            prop_oneof![
+                (number(), number()).prop_map(|(heartbeat, window)| json!({"type": "welcome",
+                    "data": {"agent_id": Uuid::new_v4(), "heartbeat_interval_secs": heartbeat,
+                             "reconnect_window_secs": window}})),
+                (number(), text(), proptest::option::of(text())).prop_map(
+                    |(tail, directory, file)| json!({"type": "start_logs", "data": {
+                        "stream_id": Uuid::new_v4(), "project": "shop", "directory": directory,
+                        "compose_file": file, "tail": tail.min(u64::from(u32::MAX)),
+                        "redact": ["hunter22"]}})
+                ),
+                (text(), proptest::option::of(text())).prop_map(|(directory, file)| {
+                    json!({"type": "inspect", "data": {"request_id": Uuid::new_v4(),
+                        "directory": directory, "compose_file": file}})
+                }),
+                (text(), proptest::option::of(text())).prop_map(|(directory, file)| {
+                    json!({"type": "deploy", "data": {"job_id": Uuid::new_v4(),
+                        "project": "shop", "directory": directory, "compose_file": file,
+                        "secrets": [{"key": "K", "value": "hunter22", "scope": "global"}]}})
+                }),
+                number().prop_map(|seq| json!({"type": "heartbeat_ack", "data": {"seq": seq}})),
+                Just(json!({"type": "stop_logs", "data": {"stream_id": Uuid::new_v4()}})),
+                text().prop_map(|reason| json!({"type": "rejected", "data": {"reason": reason}})),
+                Just(
+                    json!({"type": "joined", "data": {"agent_id": Uuid::new_v4(),
+                    "name": "n", "token": "stg_x"}})
+                ),
+            ]
+            .boxed()
+        }
+
+        /// Any JSON value, with the protocol's own names among its keys.
+        fn any_json() -> BoxedStrategy<Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                number().prop_map(Value::from),
+                any::<f64>().prop_map(|x| json!(x)),
+                text().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                let key = prop_oneof![
+                    Just("type".to_string()),
+                    Just("data".to_string()),
+                    Just("heartbeat_interval_secs".to_string()),
+                    Just("tail".to_string()),
+                    Just("directory".to_string()),
+                    "[a-z_]{0,10}",
+                ];
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map(key, inner, 0..6)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+            .boxed()
+        }
+
+        /// A valid frame with one field of its data replaced by an extreme value.
+        fn mutated() -> BoxedStrategy<Value> {
+            let extreme = prop_oneof![
+                Just(json!(-1)),
+                Just(json!(i64::MIN)),
+                Just(json!(u64::MAX)),
+                Just(json!(1e308)),
+                Just(json!(0.5)),
+                Just(Value::Null),
+                Just(json!([])),
+                Just(json!({})),
+                Just(json!("x".repeat(100_000))),
+                any_json(),
+            ];
+            (valid(), any::<prop::sample::Index>(), extreme)
+                .prop_map(|(mut frame, at, value)| {
+                    if let Some(data) = frame["data"].as_object_mut() {
+                        let keys: Vec<String> = data.keys().cloned().collect();
+                        data.insert(keys[at.index(keys.len())].clone(), value);
+                    }
+                    frame
+                })
+                .boxed()
+        }
+
+        /// The text of one frame: valid, mutated, random, with numbers JSON cannot hold in
+        /// 64 bits, or cut short and garbled.
+        pub fn text_frame() -> BoxedStrategy<String> {
+            let tags = prop_oneof![
+                Just("welcome"),
+                Just("start_logs"),
+                Just("deploy"),
+                Just("inspect"),
+                Just("nonsense"),
+            ];
+            let numbers = prop_oneof![
+                Just("18446744073709551616"),
+                Just("-1"),
+                Just("1e400"),
+                Just("0.5"),
+                Just("NaN"),
+            ];
+            prop_oneof![
+                valid().prop_map(|frame| frame.to_string()),
+                mutated().prop_map(|frame| frame.to_string()),
+                any_json().prop_map(|value| value.to_string()),
+                (tags, any_json())
+                    .prop_map(|(tag, data)| json!({"type": tag, "data": data}).to_string()),
+                numbers.prop_map(|number| format!(
+                    r#"{{"type":"welcome","data":{{"agent_id":"{}","heartbeat_interval_secs":{number}}}}}"#,
+                    Uuid::new_v4()
+                )),
+                (valid(), any::<prop::sample::Index>(), any::<u8>()).prop_map(
+                    |(frame, at, byte)| {
+                        let mut bytes = frame.to_string().into_bytes();
+                        let at = at.index(bytes.len());
+                        if byte % 2 == 0 {
+                            bytes.truncate(at);
+                        } else {
+                            bytes[at] = byte;
+                        }
+                        String::from_utf8_lossy(&bytes).into_owned()
+                    }
+                ),
+            ]
+            .boxed()
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 96,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Whatever the server sends, the agent does not panic, keeps every number it acts on
+        /// in range, answers what it can within the frame limit, and bounds what it keeps.
+        #[test]
+        fn no_frame_from_the_server_makes_the_agent_panic_or_grow_without_bound(
+            texts in proptest::collection::vec(frames::text_frame(), 1..8)
+        ) {
+            use shared::protocol::limits;
+            let dir = tempfile::tempdir().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (executor, mut events) = idle_executor(dir.path());
+                let mut deploys = std::collections::HashSet::new();
+                for text in &texts {
+                    if let Ok(message) = wire::decode(text) {
+                        match &message {
+                            ServerToAgent::Welcome(welcome) => {
+                                let (interval, silence) = timers(welcome);
+                                assert!(limits::HEARTBEAT_INTERVAL_SECS
+                                    .contains(&welcome.heartbeat_interval_secs));
+                                assert!(welcome.reconnect_window_secs <= limits::MAX_RECONNECT_WINDOW_SECS);
+                                assert!(silence > interval);
+                                let _ = Instant::now() + silence;
+                                let mut backoff = Backoff::default();
+                                backoff.set_window(Duration::from_secs(welcome.reconnect_window_secs));
+                                assert!(backoff.next_delay() <= Duration::from_secs(60));
+                            }
+                            ServerToAgent::StartLogs(request) => {
+                                assert!(request.tail <= limits::MAX_LOG_TAIL);
+                            }
+                            ServerToAgent::Deploy(job) => {
+                                deploys.insert(job.job_id);
+                            }
+                            _ => {}
+                        }
+                    }
+                    receive(&executor, text);
+                }
+                assert!(executor.log_streams() <= crate::jobs::MAX_LOG_STREAMS);
+                // Every deploy ends (none can run: nothing is under the allowed root) and says
+                // so; every frame the agent produced fits the server's limit.
+                while !deploys.is_empty() {
+                    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                        .await
+                        .expect("a deploy never finished")
+                        .expect("the event queue closed");
+                    assert!(wire::encode(&event).is_ok());
+                    if let AgentToServer::JobUpdate(shared::protocol::JobUpdate {
+                        job_id,
+                        event: shared::protocol::JobEvent::Finished { success, .. },
+                    }) = event
+                    {
+                        assert!(!success);
+                        deploys.remove(&job_id);
+                    }
+                }
+                while let Ok(event) = events.try_recv() {
+                    assert!(wire::encode(&event).is_ok());
+                }
+                executor.stop_all_logs();
+            });
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! One `compose logs -f --tail N --timestamps --no-log-prefix <service>` process runs per
 //! service, so every line is known to belong to its service without parsing Compose's prefixes.
 //! Lines pass the [`Redactor`], then a bounded queue, then a batcher that sends a
-//! [`LogBatch`] at least every [`BATCH_WINDOW`] (or sooner when it is full). When the receiver
+//! [`LogBatch`] at least every [`BATCH_WINDOW`] (or sooner when it is full: a line is cut to
+//! [`budget::LINE`] and a batch to [`budget::LOG_BATCH`], as encoded JSON, so every frame fits
+//! the server's limit). When the receiver
 //! cannot keep up the queue fills and further lines are dropped and counted; the next batch
 //! carries the count, which the dashboard shows as "N lines skipped". Memory stays bounded.
 //!
@@ -13,7 +15,8 @@
 
 use crate::runner::{self, OutputLine, Redactor};
 use crate::system::Compose;
-use shared::protocol::{LogBatch, LogMessage, LogStream};
+use crate::wire;
+use shared::protocol::{budget, LogBatch, LogMessage, LogStream};
 use shared::{AgentToServer, JobId, ProjectName, ServiceName};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,11 +28,9 @@ use tokio::sync::mpsc;
 pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// Lines waiting to be batched; beyond this they are dropped and counted.
 const QUEUE_LINES: usize = 2_000;
-/// A batch is sent once it holds this many bytes of text, keeping frames well below the
-/// server's message cap.
-const BATCH_BYTES: usize = 64 * 1024;
-/// A single line longer than this is cut (with a marker) before it is queued.
-const MAX_LINE_BYTES: usize = 16 * 1024;
+/// Longest a first word may be to count as Docker's timestamp (RFC 3339 with nanoseconds and
+/// an offset takes 35).
+const MAX_TIMESTAMP_BYTES: usize = 40;
 
 /// What to stream.
 #[derive(Clone, Debug)]
@@ -112,18 +113,7 @@ async fn read_service(
         .current_dir(&request.project_dir)
         .no_timeout();
     let result = runner::run(&spec, redactor, |line| {
-        let (stream, text) = match line {
-            OutputLine::Stdout(text) => (LogStream::Stdout, text),
-            OutputLine::Stderr(text) => (LogStream::Stderr, text),
-        };
-        let (timestamp, text) = split_timestamp(&text);
-        let message = LogMessage {
-            project: request.project.clone(),
-            service: service.clone(),
-            stream,
-            timestamp: timestamp.map(str::to_string),
-            line: truncate(text),
-        };
+        let message = log_message(&request.project, &service, line);
         if lines.try_send(message).is_err() {
             skipped.fetch_add(1, Ordering::Relaxed);
         }
@@ -134,26 +124,52 @@ async fn read_service(
     }
 }
 
+/// One line of `compose logs --timestamps` as a message, its text within [`budget::LINE`].
+fn log_message(project: &ProjectName, service: &ServiceName, line: OutputLine) -> LogMessage {
+    let (stream, text) = match line {
+        OutputLine::Stdout(text) => (LogStream::Stdout, text),
+        OutputLine::Stderr(text) => (LogStream::Stderr, text),
+    };
+    let (timestamp, text) = split_timestamp(&text);
+    LogMessage {
+        project: project.clone(),
+        service: service.clone(),
+        stream,
+        timestamp: timestamp.map(str::to_string),
+        line: wire::cut(text, budget::LINE),
+    }
+}
+
 /// Collects lines into batches: sent when [`BATCH_WINDOW`] has passed since the first line of
-/// the batch, or when it reaches [`BATCH_BYTES`].
+/// the batch, or when the next line would take its messages over [`budget::LOG_BATCH`] bytes
+/// of JSON (that line then starts the next batch).
 async fn batch(
     stream_id: JobId,
     mut lines: mpsc::Receiver<LogMessage>,
     skipped: Arc<AtomicU64>,
     out: mpsc::Sender<AgentToServer>,
 ) {
-    while let Some(first) = lines.recv().await {
-        let mut bytes = first.line.len();
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(message) => message,
+            None => match lines.recv().await {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let mut bytes = wire::encoded_len(&first);
         let mut messages = vec![first];
         let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-        while bytes < BATCH_BYTES {
-            match tokio::time::timeout_at(deadline, lines.recv()).await {
-                Ok(Some(message)) => {
-                    bytes += message.line.len();
-                    messages.push(message);
-                }
-                Ok(None) | Err(_) => break,
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, lines.recv()).await {
+            // The message and the comma before it.
+            let size = wire::encoded_len(&message) + 1;
+            if bytes + size > budget::LOG_BATCH {
+                next = Some(message);
+                break;
             }
+            bytes += size;
+            messages.push(message);
         }
         let batch = LogBatch {
             stream_id,
@@ -170,7 +186,9 @@ async fn batch(
 fn split_timestamp(line: &str) -> (Option<&str>, &str) {
     match line.split_once(' ') {
         Some((first, rest))
-            if first.len() >= 20 && first.as_bytes()[4] == b'-' && first.contains('T') =>
+            if (20..=MAX_TIMESTAMP_BYTES).contains(&first.len())
+                && first.as_bytes()[4] == b'-'
+                && first.contains('T') =>
         {
             (Some(first), rest)
         }
@@ -178,20 +196,10 @@ fn split_timestamp(line: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn truncate(line: &str) -> String {
-    if line.len() <= MAX_LINE_BYTES {
-        return line.to_string();
-    }
-    let mut end = MAX_LINE_BYTES;
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [line cut at 16 KiB]", &line[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::protocol::MAX_FRAME_BYTES;
     use uuid::Uuid;
 
     fn message(line: &str) -> LogMessage {
@@ -216,11 +224,70 @@ mod tests {
     }
 
     #[test]
-    fn very_long_lines_are_cut_on_a_character_boundary() {
-        let long = "é".repeat(MAX_LINE_BYTES);
-        let cut = truncate(&long);
-        assert!(cut.len() < MAX_LINE_BYTES + 40);
-        assert!(cut.ends_with("[line cut at 16 KiB]"));
+    fn a_first_word_too_long_to_be_a_timestamp_stays_in_the_line() {
+        let line = format!("2026-11-26T{} rest", "x".repeat(100));
+        assert_eq!(split_timestamp(&line), (None, line.as_str()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_log_frame_fits_its_budget_however_the_lines_look_and_none_is_lost() {
+        // Lines as the runner hands them over (at most 64 KiB): quotes and control characters
+        // take two and six bytes as JSON, and a long first word may look like a timestamp.
+        let piece = 64 * 1024;
+        let fake_timestamp = format!("2026-11-26T{} x", "\u{1}".repeat(piece - 20));
+        let hostile = [
+            fake_timestamp.clone(),
+            fake_timestamp.clone(),
+            fake_timestamp,
+            "\"".repeat(piece),
+            "\u{1}".repeat(piece),
+            format!(
+                "2026-11-26T19:11:12.123456789Z {}",
+                "\u{1}".repeat(piece - 40)
+            ),
+            "é".repeat(piece / 2),
+            "short".into(),
+        ];
+        let (project, service) = (
+            ProjectName::parse("shop").unwrap(),
+            ServiceName::parse("web").unwrap(),
+        );
+        let (lines_tx, lines_rx) = mpsc::channel(QUEUE_LINES);
+        let (out_tx, mut out_rx) = mpsc::channel(QUEUE_LINES);
+        let batcher = tokio::spawn(batch(
+            JobId(Uuid::new_v4()),
+            lines_rx,
+            Arc::default(),
+            out_tx,
+        ));
+        for _ in 0..50 {
+            for line in &hostile {
+                let message = log_message(&project, &service, OutputLine::Stdout(line.clone()));
+                lines_tx.send(message).await.unwrap();
+            }
+        }
+        drop(lines_tx);
+
+        let mut received = 0;
+        while let Some(frame) = out_rx.recv().await {
+            let text = serde_json::to_string(&frame).unwrap();
+            assert!(
+                text.len() <= MAX_FRAME_BYTES,
+                "a frame of {} bytes",
+                text.len()
+            );
+            assert!(
+                text.len() <= budget::LOG_BATCH + 512,
+                "a frame of {} bytes",
+                text.len()
+            );
+            let AgentToServer::Log(batch) = frame else {
+                panic!("not a log batch")
+            };
+            received += batch.messages.len();
+        }
+        assert_eq!(received, 50 * hostile.len());
+        batcher.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,15 +5,17 @@
 use agent::backoff::Backoff;
 use agent::deploy::{self, DeployOptions, DeployRequest};
 use agent::jobs::Executor;
-use agent::link::{self, LinkConfig};
+use agent::link::{self, AgentToken, LinkConfig};
 use agent::system::{self, Compose};
-use agent::{compose, override_file};
+use agent::{compose, override_file, private_fs};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use shared::protocol::{Hello, JobEvent};
 use shared::{ProjectName, Secret, PROTOCOL_VERSION};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// The Stagely agent: connects this host to a Stagely server and deploys its Compose projects.
 #[derive(Parser)]
@@ -46,18 +48,19 @@ enum Command {
         #[command(flatten)]
         project: LocalProject,
     },
-    /// Register this host with a single-use join token and save the agent's own token
-    /// (install.sh runs this once).
+    /// Register this host with the single-use join token in STAGELY_JOIN_TOKEN (from the
+    /// dashboard: Servers → Add server) and save the agent's own token (install.sh runs this
+    /// once).
     Join {
         /// The server's URL, e.g. https://stagely.example.com
         #[arg(long, env = "STAGELY_SERVER_URL")]
         server: String,
-        /// The join token from the dashboard (Servers → Add server).
-        #[arg(long, env = "STAGELY_JOIN_TOKEN", hide_env_values = true)]
-        join_token: String,
         /// Where to save the agent token (created 0600).
         #[arg(long, env = "STAGELY_AGENT_TOKEN_FILE")]
         token_file: PathBuf,
+        /// Refused: tokens are never taken from the command line.
+        #[arg(long = "join-token", hide = true)]
+        refused_join_token: Option<String>,
     },
 }
 
@@ -66,17 +69,20 @@ struct RunArgs {
     /// The server's URL, e.g. https://stagely.example.com
     #[arg(long, env = "STAGELY_SERVER_URL")]
     server: Option<String>,
-    /// This agent's token (prefer --token-file: command lines are visible to every user).
-    #[arg(
-        long,
-        env = "STAGELY_AGENT_TOKEN",
-        hide_env_values = true,
-        conflicts_with = "token_file"
-    )]
-    token: Option<String>,
-    /// A file holding this agent's token.
+    /// A file holding this agent's token (or set STAGELY_AGENT_TOKEN in the environment).
     #[arg(long, env = "STAGELY_AGENT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Refused: tokens are never taken from the command line.
+    #[arg(long = "token", hide = true)]
+    refused_token: Option<String>,
+}
+
+/// Why a token on the command line is refused, and what to do instead.
+fn token_flag_refused(flag: &str, instead: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{flag} is not accepted: a command line is visible to every user of this host (ps, \
+         /proc). {instead}"
+    )
 }
 
 #[derive(Args)]
@@ -117,13 +123,32 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Deploy { project }) => deploy_locally(project).await,
         Some(Command::Join {
             server,
-            join_token,
             token_file,
-        }) => join(&server, &join_token, &token_file).await,
+            refused_join_token,
+        }) => {
+            if refused_join_token.is_some() {
+                return Err(token_flag_refused(
+                    "--join-token",
+                    "Set STAGELY_JOIN_TOKEN in the environment instead.",
+                ));
+            }
+            let join_token = std::env::var("STAGELY_JOIN_TOKEN")
+                .ok()
+                .map(Zeroizing::new)
+                .filter(|token| !token.trim().is_empty())
+                .context(
+                    "no join token: set STAGELY_JOIN_TOKEN (the dashboard gives one under \
+                     Servers → Add server)",
+                )?;
+            join(&server, &join_token, &token_file).await
+        }
     }
 }
 
 async fn join(server: &str, join_token: &str, token_file: &Path) -> anyhow::Result<()> {
+    // Checked before the single-use join token is spent.
+    agent::join::prepare_token_dir(token_file)
+        .with_context(|| format!("cannot save the agent token at {}", token_file.display()))?;
     let (docker_version, compose) =
         tokio::join!(system::docker_version(), system::detect_compose());
     let hello = hello(docker_version, compose.map(|(_, version)| version));
@@ -155,22 +180,20 @@ fn hello(docker_version: Option<String>, compose_version: Option<String>) -> Hel
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.refused_token.is_some() {
+        return Err(token_flag_refused(
+            "--token",
+            "Put the token in a file only the agent's user can read and pass --token-file \
+             <file> (or set STAGELY_AGENT_TOKEN_FILE), or set STAGELY_AGENT_TOKEN in the \
+             agent's environment.",
+        ));
+    }
     let server = args
         .server
         .context("no server: pass --server <url> or set STAGELY_SERVER_URL")?;
-    let token = match (args.token, args.token_file) {
-        (Some(token), _) => token,
-        (None, Some(path)) => std::fs::read_to_string(&path)
-            .with_context(|| format!("reading the agent token from {}", path.display()))?
-            .trim()
-            .to_string(),
-        (None, None) => anyhow::bail!(
-            "no agent token: pass --token-file (or --token), or set STAGELY_AGENT_TOKEN_FILE"
-        ),
-    };
-    if token.is_empty() {
-        anyhow::bail!("the agent token is empty");
-    }
+    let state = prepared_state_dir()?;
+    let token = agent_token(args.token_file.as_deref())?;
+    sweep_temporaries(&state, args.token_file.as_deref());
     let stream_url = link::stream_url(&server).map_err(anyhow::Error::msg)?;
 
     let (docker_version, compose) =
@@ -193,8 +216,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         hello,
         backoff: Backoff::default(),
     };
-    let ledger = state_dir().join("jobs.json");
-    let (executor, events) = Executor::new(deploy_options(detected_compose)?, Some(ledger));
+    let ledger = state.join("jobs.json");
+    let (executor, events) = Executor::new(deploy_options(detected_compose, &state)?, Some(ledger));
     tracing::info!(
         ?config,
         "starting stagely-agent {}",
@@ -204,12 +227,83 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The agent token: from `STAGELY_AGENT_TOKEN`, or read from `token_file`.
+fn agent_token(token_file: Option<&Path>) -> anyhow::Result<AgentToken> {
+    let from_env = std::env::var("STAGELY_AGENT_TOKEN")
+        .ok()
+        .map(Zeroizing::new)
+        .filter(|token| !token.trim().is_empty());
+    let token = match (from_env, token_file) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "both STAGELY_AGENT_TOKEN and a token file are set: keep only one of them"
+        ),
+        (Some(token), None) => token,
+        (None, Some(path)) => Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the agent token from {}", path.display()))?,
+        ),
+        (None, None) => anyhow::bail!(
+            "no agent token: pass --token-file <file> (or set STAGELY_AGENT_TOKEN_FILE), or set \
+             STAGELY_AGENT_TOKEN"
+        ),
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        anyhow::bail!("the agent token is empty");
+    }
+    Ok(AgentToken::from(token))
+}
+
+/// Removes the temporaries a crash left beside the job ledger and the token file before they
+/// were renamed into place: they may hold a token.
+fn sweep_temporaries(state: &Path, token_file: Option<&Path>) {
+    let files = std::iter::once(state.join("jobs.json")).chain(token_file.map(Path::to_owned));
+    for file in files {
+        let Some(name) = file.file_name().and_then(|name| name.to_str()) else {
+            continue;
+        };
+        let dir = file
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match private_fs::sweep_temporaries(dir, name) {
+            Ok(0) => {}
+            Ok(swept) => {
+                tracing::info!(swept, dir = %dir.display(), "removed temporary files an earlier run left")
+            }
+            // Not a directory the agent writes to (a token file someone else keeps): nothing
+            // of the agent's can be in it.
+            Err(error) => tracing::debug!(%error, "not looking for temporary files"),
+        }
+    }
+}
+
+/// The state directory and its `private/`, created if missing (0700) and checked: the agent
+/// will not start in a directory that another user owns or could write to.
+fn prepared_state_dir() -> anyhow::Result<PathBuf> {
+    let uid = private_fs::current_uid();
+    let state = private_fs::state_dir(uid, |name| std::env::var_os(name)).context(
+        "no place for the agent's state: set STAGELY_STATE_DIR (or HOME) to a directory of \
+         this user's",
+    )?;
+    for dir in [state.clone(), state.join("private")] {
+        private_fs::ensure_private_dir(&dir).with_context(|| {
+            format!(
+                "refusing to start: the agent's state directory {} is not safe to use \
+                 (STAGELY_STATE_DIR chooses another)",
+                state.display()
+            )
+        })?;
+    }
+    Ok(state)
+}
+
 /// How this host deploys; the private directory is swept of files left by dead runs.
-fn deploy_options(detected: Option<Compose>) -> anyhow::Result<DeployOptions> {
+fn deploy_options(detected: Option<Compose>, state: &Path) -> anyhow::Result<DeployOptions> {
     Ok(DeployOptions {
         compose: compose_setting(detected)?,
-        allowed_roots: allowed_roots(),
-        private_dir: swept_private_dir(),
+        allowed_roots: allowed_roots(std::env::var_os("STAGELY_ALLOWED_ROOTS").as_deref())?,
+        private_dir: swept_private_dir(state.join("private")),
         up_timeout: Duration::from_secs(600),
         health_timeout: Duration::from_secs(120),
         settle: Duration::from_millis(1500),
@@ -226,41 +320,48 @@ fn compose_setting(detected: Option<Compose>) -> anyhow::Result<Compose> {
 }
 
 /// `STAGELY_ALLOWED_ROOTS`: colon-separated directories projects must live under; unset means
-/// anywhere on the host.
-fn allowed_roots() -> Vec<PathBuf> {
-    std::env::var("STAGELY_ALLOWED_ROOTS")
-        .map(|roots| {
-            roots
-                .split(':')
-                .filter(|r| !r.is_empty())
-                .map(PathBuf::from)
-                .collect()
-        })
-        .unwrap_or_default()
+/// anywhere on the host. Set to no directory at all (`""`, `":"`) is a mistake, not "anywhere".
+fn allowed_roots(setting: Option<&OsStr>) -> anyhow::Result<Vec<PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(setting) = setting else {
+        return Ok(Vec::new());
+    };
+    let roots: Vec<PathBuf> = setting
+        .as_bytes()
+        .split(|&byte| byte == b':')
+        .filter(|root| !root.is_empty())
+        .map(|root| PathBuf::from(OsStr::from_bytes(root)))
+        .collect();
+    if roots.is_empty() {
+        anyhow::bail!(
+            "STAGELY_ALLOWED_ROOTS={setting:?} names no directory: list the directories projects \
+             may live in, separated by ':', or unset it to allow the whole host"
+        );
+    }
+    Ok(roots)
 }
 
-/// The directory override files are written to, cleared of files left by dead runs.
-fn swept_private_dir() -> PathBuf {
-    let private_dir = state_dir().join("private");
+/// The directory override files are written to, cleared of files left by dead runs, here and
+/// where older agents kept them by default.
+fn swept_private_dir(private_dir: PathBuf) -> PathBuf {
     let swept = override_file::sweep(&private_dir);
     if swept > 0 {
         tracing::info!(swept, dir = %private_dir.display(), "removed override files left by an earlier run");
     }
+    let uid = private_fs::current_uid();
+    for old in private_fs::old_private_dirs(uid, |name| std::env::var_os(name)) {
+        if old == private_dir {
+            continue;
+        }
+        match override_file::sweep_old_location(&old) {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(removed, dir = %old.display(), "removed override files an older agent left where it kept them")
+            }
+            Err(left) => tracing::warn!("{left}"),
+        }
+    }
     private_dir
-}
-
-/// `STAGELY_STATE_DIR`, else `$XDG_RUNTIME_DIR/stagely`, else `/tmp/stagely-<uid>`: the agent's
-/// private working files (override files live in its `private/` directory, 0700).
-fn state_dir() -> PathBuf {
-    if let Ok(state) = std::env::var("STAGELY_STATE_DIR") {
-        return PathBuf::from(state);
-    }
-    if let Ok(runtime) = std::env::var("XDG_RUNTIME_DIR") {
-        return Path::new(&runtime).join("stagely");
-    }
-    // SAFETY: getuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("stagely-{uid}"))
 }
 
 /// The secrets file, the project name and the services, as a deploy would see them.
@@ -276,11 +377,18 @@ fn read_local(project: &LocalProject) -> anyhow::Result<(Vec<Secret>, ProjectNam
     Ok((secrets, name))
 }
 
+/// Prints the override file `deploy` would write for `project`, by the same renderer: the owner
+/// labels (no project id, as `deploy` has none) and the environment.
 fn render(project: LocalProject, show_values: bool) -> anyhow::Result<()> {
-    let (secrets, _) = read_local(&project)?;
+    let (secrets, name) = read_local(&project)?;
     let found = compose::load(&project.dir, project.file.as_deref(), &[])?;
     let environment = override_file::environment_by_service(&found.services, &secrets)?;
-    print!("{}", override_file::render(&environment, !show_values));
+    let owner = override_file::Owner {
+        project: &name,
+        project_id: None,
+    };
+    let text = override_file::render_deploy(&found.services, &environment, &owner, !show_values);
+    print!("{}", text.as_str());
     Ok(())
 }
 
@@ -290,12 +398,13 @@ async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
     if detected.is_none() && std::env::var("STAGELY_COMPOSE").is_err() {
         anyhow::bail!("neither `docker compose` nor `docker-compose` answers");
     }
-    let options = deploy_options(detected)?;
+    let options = deploy_options(detected, &prepared_state_dir()?)?;
     let request = DeployRequest {
         project: &name,
         directory: &project.dir,
         compose_file: project.file.as_deref(),
         secrets: &secrets,
+        project_id: None,
     };
     let result = deploy::deploy(&request, &options, |event| match event {
         JobEvent::Step { name } => eprintln!("==> {name}"),
@@ -354,5 +463,41 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn allowed_roots_set_to_nothing_stop_the_agent_naming_the_variable() {
+        for setting in ["", ":", "::"] {
+            let error = match allowed_roots(Some(OsStr::new(setting))) {
+                Ok(roots) => panic!("{setting:?} was taken as {roots:?}"),
+                Err(error) => error.to_string(),
+            };
+            assert!(
+                error.contains("STAGELY_ALLOWED_ROOTS"),
+                "{setting:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_allowed_root_that_is_not_text_still_confines() {
+        // Once taken as unset, which allows everything.
+        let root = OsStr::from_bytes(b"/srv/\xff");
+        assert_eq!(allowed_roots(Some(root)).unwrap(), [PathBuf::from(root)]);
+    }
+
+    #[test]
+    fn allowed_roots_are_the_directories_listed_or_anywhere_when_unset() {
+        assert_eq!(allowed_roots(None).unwrap(), Vec::<PathBuf>::new());
+        assert_eq!(
+            allowed_roots(Some(OsStr::new("/srv/apps::/opt/stacks:"))).unwrap(),
+            [PathBuf::from("/srv/apps"), PathBuf::from("/opt/stacks")]
+        );
     }
 }

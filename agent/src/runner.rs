@@ -2,7 +2,12 @@
 //!
 //! - argv only, never a shell string, so no value is ever parsed by a shell;
 //! - secrets never go on the command line (they travel in files the runner does not see), and
-//!   every captured or streamed line passes through a [`Redactor`] first;
+//!   every captured or streamed line passes through a [`Redactor`] first, before a line that is
+//!   too long is cut, so a cut cannot split a value into two pieces that each escape it;
+//! - a child gets a cleared environment plus the few variables Docker needs
+//!   ([`CHILD_ENVIRONMENT`]): a compose file that lists `STAGELY_AGENT_TOKEN` (or anything else
+//!   the agent was started with) under `environment:` without a value, or interpolates it as
+//!   `${…}`, finds nothing;
 //! - a timeout, and cancellation by dropping the future, both kill the whole process group, so a
 //!   `docker compose` that spawned helpers leaves nothing behind;
 //! - output is delivered line by line as it is printed, and also captured (bounded) into a
@@ -15,49 +20,143 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+pub use crate::redact::Redactor;
+
+/// The variables of the agent's own environment a child process is given (when set); nothing
+/// else is passed on.
+pub const CHILD_ENVIRONMENT: [&str; 8] = [
+    "PATH",
+    "HOME",
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "LANG",
+];
+
 /// At most this much of each stream is kept in [`CommandOutput`] (the tail is dropped).
 const CAPTURE_LIMIT: usize = 1 << 20;
-/// A line longer than this is handed over in pieces of this size, so a program that prints
-/// megabytes without a newline cannot make the agent buffer them.
+/// A line longer than this is handed over in pieces of this size (or of the longest span a
+/// secret can take, if that is more), so a program that prints megabytes without a newline
+/// cannot make the agent buffer them.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// Splits a pipe into lines without trusting it: bytes that are not UTF-8 are replaced (a
-/// Latin-1 build log must not abort a deploy) and lines are bounded in length.
+/// Splits a pipe into redacted lines without trusting it: bytes that are not UTF-8 are replaced
+/// (a Latin-1 build log must not abort a deploy) and lines are bounded in length.
+///
+/// A longer line is redacted before it is cut: the last [`Redactor::widest_occurrence`] bytes
+/// before each cut stay in the buffer and are searched again with what follows, so a secret
+/// that straddles a cut is found whole and masked on both sides of it.
 struct Lines<R> {
     reader: BufReader<R>,
     buffer: Vec<u8>,
+    /// How many bytes at the start of `buffer` were already handed over (kept as context).
+    handed_over: usize,
+    /// The longest piece of a line handed over at once ([`MAX_LINE_BYTES`]; less in tests).
+    max_line: usize,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> Lines<R> {
     fn new(reader: R) -> Self {
+        Self::with_max_line(reader, MAX_LINE_BYTES)
+    }
+
+    /// Hands over lines longer than `max_line` bytes (taken as at least 1) in pieces.
+    fn with_max_line(reader: R, max_line: usize) -> Self {
         Self {
             reader: BufReader::new(reader),
             buffer: Vec::new(),
+            handed_over: 0,
+            max_line: max_line.max(1),
         }
     }
 
-    /// The next line, or `None` at the end of the stream.
+    /// The next line (or piece of a long one), redacted, or `None` at the end of the stream.
     ///
     /// Cancel-safe, as `select!` between stdout and stderr needs: bytes read by a call that
     /// is dropped stay in `buffer` and the next call carries on from them.
-    async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+    async fn next_line(&mut self, redactor: &Redactor) -> std::io::Result<Option<String>> {
         use tokio::io::AsyncReadExt;
-        let room = MAX_LINE_BYTES.saturating_sub(self.buffer.len()) as u64;
-        let limited = (&mut self.reader).take(room);
-        tokio::pin!(limited);
-        let read = limited.read_until(b'\n', &mut self.buffer).await?;
-        if read == 0 && self.buffer.is_empty() {
-            return Ok(None);
+        let context = redactor.widest_occurrence();
+        // Never shorter than the context, so every piece moves the line forward.
+        let piece = self.max_line.max(context);
+        let full = self.handed_over + piece + context;
+        // Two bytes more are read before cutting, so a line that ends right after a piece
+        // (`\n` or `\r\n`) is handed over whole, not followed by an empty piece. A line cut
+        // before its end of line was handed over keeps it in `buffer`: nothing more is read
+        // until that line is done.
+        if self.buffer.last() != Some(&b'\n') {
+            let room = (full + 2).saturating_sub(self.buffer.len()) as u64;
+            let limited = (&mut self.reader).take(room);
+            tokio::pin!(limited);
+            limited.read_until(b'\n', &mut self.buffer).await?;
         }
-        if self.buffer.last() == Some(&b'\n') {
-            self.buffer.pop();
-            if self.buffer.last() == Some(&b'\r') {
-                self.buffer.pop();
+        let start = self.handed_over;
+        let ended = self.buffer.last() == Some(&b'\n');
+        // Where the text of the line ends: before its `\n` or `\r\n`.
+        let mut end = self.buffer.len();
+        if ended {
+            end -= 1;
+            if end > start && self.buffer[end - 1] == b'\r' {
+                end -= 1;
             }
         }
-        let line = String::from_utf8_lossy(&self.buffer).into_owned();
+        if end > start + piece {
+            // More than a piece to hand over (no end of line in reach, or the stream ended, or
+            // the line ends just beyond): hand over one piece, and keep what follows it plus
+            // `context` bytes before it, to be searched again with the rest of the line.
+            let cut = start + piece;
+            let line = redactor.redact_part(&self.buffer, start..cut);
+            let keep_from = cut - context;
+            self.buffer.drain(..keep_from);
+            self.handed_over = cut - keep_from;
+            return Ok(Some(line));
+        }
+        if !ended && self.buffer.len() == start {
+            self.buffer.clear();
+            self.handed_over = 0;
+            return Ok(None);
+        }
+        let line = redactor.redact_part(&self.buffer, start..end);
         self.buffer.clear();
+        self.handed_over = 0;
         Ok(Some(line))
+    }
+}
+
+/// The lines [`run`] hands over for output that arrives in `chunks`, one read each, with lines
+/// longer than `max_line_bytes` handed over in pieces: the runner's own splitting and
+/// redaction, without a process. For tests and fuzzing (`fuzz/fuzz_targets/redactor.rs`).
+pub fn split_output(chunks: &[&[u8]], max_line_bytes: usize, redactor: &Redactor) -> Vec<String> {
+    use futures_util::FutureExt;
+    let mut lines = Lines::with_max_line(Chunks(chunks.to_vec()), max_line_bytes);
+    let mut out = Vec::new();
+    // Reading from memory never waits, so each call completes when first polled; `None` would
+    // mean it waited, which cannot happen, and ends the output rather than looping.
+    while let Some(Ok(Some(line))) = lines.next_line(redactor).now_or_never() {
+        out.push(line);
+    }
+    out
+}
+
+/// Bytes in memory, read back at most one chunk per read, as a pipe delivers what was written.
+struct Chunks<'a>(Vec<&'a [u8]>);
+
+impl tokio::io::AsyncRead for Chunks<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // An empty chunk would read as the end of the stream.
+        self.0.retain(|chunk| !chunk.is_empty());
+        if let Some(chunk) = self.0.first_mut() {
+            let size = chunk.len().min(buf.remaining());
+            buf.put_slice(&chunk[..size]);
+            *chunk = &chunk[size..];
+        }
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -159,55 +258,6 @@ pub enum RunError {
     },
 }
 
-/// Replaces secret values with `***` in text that leaves the host.
-#[derive(Clone, Debug, Default)]
-pub struct Redactor {
-    /// Longest first, so a secret that contains another is replaced whole.
-    values: Vec<String>,
-}
-
-impl Redactor {
-    /// Values shorter than 4 characters are not redacted: they would mangle ordinary output
-    /// while hiding nothing an attacker could not guess.
-    pub fn new<I, S>(values: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        // Output is redacted line by line, so a multi-line secret (a PEM key) is also matched by
-        // each of its lines.
-        let mut values: Vec<String> = values
-            .into_iter()
-            .map(Into::into)
-            .flat_map(|value: String| {
-                let lines: Vec<String> = if value.contains('\n') {
-                    value
-                        .lines()
-                        .map(|line| line.trim_end_matches('\r').to_string())
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                std::iter::once(value).chain(lines)
-            })
-            .filter(|value| value.chars().count() >= 4)
-            .collect();
-        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
-        values.dedup();
-        Self { values }
-    }
-
-    pub fn redact(&self, line: &str) -> String {
-        let mut line = line.to_string();
-        for value in &self.values {
-            if line.contains(value.as_str()) {
-                line = line.replace(value.as_str(), "***");
-            }
-        }
-        line
-    }
-}
-
 /// Kills the process group on drop unless disarmed: covers timeouts, cancellation and panics.
 struct GroupKiller {
     pgid: Option<i32>,
@@ -243,6 +293,12 @@ pub async fn run(
     let mut child_command = Command::new(&spec.program);
     child_command
         .args(&spec.args)
+        .env_clear()
+        .envs(
+            CHILD_ENVIRONMENT
+                .iter()
+                .filter_map(|name| std::env::var_os(name).map(|value| (name, value))),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -273,20 +329,20 @@ pub async fn run(
     let finished = with_timeout(spec.timeout, async {
         while stdout.is_some() || stderr.is_some() {
             tokio::select! {
-                line = async { stdout.as_mut()?.next_line().await.transpose() }, if stdout.is_some() => {
+                line = async { stdout.as_mut()?.next_line(redactor).await.transpose() }, if stdout.is_some() => {
                     match line {
                         Some(line) => {
-                            let line = redactor.redact(&line.map_err(io_error)?);
+                            let line = line.map_err(io_error)?;
                             capture(&mut captured_out, &line);
                             on_line(OutputLine::Stdout(line));
                         }
                         None => stdout = None,
                     }
                 }
-                line = async { stderr.as_mut()?.next_line().await.transpose() }, if stderr.is_some() => {
+                line = async { stderr.as_mut()?.next_line(redactor).await.transpose() }, if stderr.is_some() => {
                     match line {
                         Some(line) => {
-                            let line = redactor.redact(&line.map_err(io_error)?);
+                            let line = line.map_err(io_error)?;
                             capture(&mut captured_err, &line);
                             on_line(OutputLine::Stderr(line));
                         }
@@ -342,6 +398,46 @@ fn capture(buffer: &mut String, line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_exactly_as_long_as_a_piece_is_not_followed_by_an_empty_line() {
+        let redactor = Redactor::default();
+        for output in [&b"abcd\nef\n"[..], b"abcd\r\nef\n"] {
+            assert_eq!(split_output(&[output], 4, &redactor), ["abcd", "ef"]);
+        }
+        let pieces = split_output(&[b"ab", b"cdefgh", b"\r\nij"], 4, &redactor);
+        assert_eq!(pieces, ["abcd", "efgh", "ij"]);
+    }
+
+    #[test]
+    fn a_line_longer_than_a_piece_is_cut_even_when_it_ends_within_the_context() {
+        // A value of 4 bytes: pieces of 24 bytes, and 24 bytes of context.
+        let redactor = Redactor::new(["abcd"]);
+        let line = "x".repeat(40);
+        for output in [format!("{line}\n"), line.clone()] {
+            let pieces = split_output(&[output.as_bytes()], 1, &redactor);
+            assert_eq!(pieces, [&line[..24], &line[24..]], "{output:?}");
+        }
+    }
+
+    #[test]
+    fn a_json_escaped_secret_after_an_escaped_backslash_is_masked_across_a_cut() {
+        // Four control characters: JSON-escaped they take the longest span a value of 4 bytes
+        // can (24 bytes), which is both the piece size here and the context kept at a cut.
+        let redactor = Redactor::new(["\u{1}\u{2}\u{3}\u{4}"]);
+        // An escaped backslash (`\\`) at 23..25, then the value at 25..49: the second cut is at
+        // 48, and the context kept for the third piece starts at 24, between the two backslashes.
+        let line = format!(r#"{}\\\u0001\u0002\u0003\u0004 tail"#, "a".repeat(23));
+        let pieces = split_output(&[line.as_bytes()], 1, &redactor);
+        assert_eq!(
+            pieces,
+            [
+                format!("{}\\", "a".repeat(23)),
+                "\\***".into(),
+                "*** tail".into()
+            ]
+        );
+    }
 
     #[tokio::test]
     async fn lines_arrive_in_order_and_are_captured() {
@@ -408,16 +504,6 @@ mod tests {
         assert_eq!(longest, Some(MAX_LINE_BYTES));
     }
 
-    #[test]
-    fn every_line_of_a_multi_line_secret_is_redacted() {
-        let key = "-----BEGIN KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX\n-----END KEY-----";
-        let redactor = Redactor::new([key]);
-        assert_eq!(
-            redactor.redact("MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX"),
-            "***"
-        );
-    }
-
     #[tokio::test]
     async fn a_timeout_kills_the_whole_process_group() {
         let dir = tempfile::tempdir().unwrap();
@@ -450,6 +536,83 @@ mod tests {
             !marker.exists(),
             "the command kept running after cancellation"
         );
+    }
+
+    #[tokio::test]
+    async fn a_secret_written_in_two_pieces_is_masked() {
+        let script = "printf %s first-half; sleep 0.2; printf '%s\\n' second-half";
+        let spec = CommandSpec::new("sh", ["-c", script]);
+        let redactor = Redactor::new(["first-halfsecond-half"]);
+        let mut lines = Vec::new();
+        let output = run(&spec, &redactor, |line| lines.push(line))
+            .await
+            .unwrap();
+        assert_eq!(output.stdout, "***\n");
+        assert_eq!(lines, [OutputLine::Stdout("***".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_secret_straddling_the_line_length_cap_is_still_masked() {
+        // The runner hands over an endless line in pieces; wherever the first cut falls inside
+        // the value (or inside its encoded form), no piece may carry part of it in the clear.
+        let value = "straddling-secret-value";
+        let escaped = "straddling\\u002dsecret\\u002Dvalue";
+        let redactor = Redactor::new([value]);
+        let after = "y".repeat(4096);
+        for (form, printed) in [("plain", value), ("json-escaped", escaped)] {
+            for before_cap in 1..printed.len() {
+                let padding = MAX_LINE_BYTES - before_cap;
+                let script = format!(
+                    "head -c {padding} /dev/zero | tr '\\0' x; printf '%s%s\\nnext\\n' '{printed}' {after}"
+                );
+                let spec = CommandSpec::new("sh", ["-c", script.as_str()]);
+                let output = run(&spec, &redactor, |_| {}).await.unwrap();
+                let pieces: Vec<&str> = output.stdout.lines().collect();
+                assert!(
+                    pieces.len() > 2,
+                    "{form}: the line was not cut: {}",
+                    pieces.len()
+                );
+                // Each piece masks its side of the value: `***` then `***`.
+                let joined = pieces.concat();
+                let masked = joined.trim_start_matches('x');
+                let rest = masked.trim_start_matches('*');
+                assert!(
+                    masked.starts_with("***") && rest == format!("{after}next"),
+                    "{form}, {before_cap} bytes before the cap: {:?}",
+                    &masked[..masked.len().min(64)]
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn children_see_only_the_allowed_environment() {
+        // The test process has plenty more (CARGO_*, RUST_*, …); none of it may reach a child.
+        let spec = CommandSpec::new("env", Vec::<String>::new());
+        let output = run(&spec, &Redactor::default(), |_| {}).await.unwrap();
+        let names: Vec<&str> = output
+            .stdout
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .collect();
+        let allowed = [
+            "PATH",
+            "HOME",
+            "DOCKER_HOST",
+            "DOCKER_CONTEXT",
+            "DOCKER_CONFIG",
+            "DOCKER_CERT_PATH",
+            "DOCKER_TLS_VERIFY",
+            "LANG",
+        ];
+        assert!(
+            names.iter().all(|name| allowed.contains(name)),
+            "a child saw {names:?}"
+        );
+        if std::env::var_os("PATH").is_some() {
+            assert!(names.contains(&"PATH"), "PATH is passed on: {names:?}");
+        }
     }
 
     #[tokio::test]

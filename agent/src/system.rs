@@ -1,6 +1,7 @@
 //! What the agent knows about its host: its name, and which Docker and Compose it can drive.
 
 use crate::runner::{self, CommandSpec, Redactor};
+use crate::wire;
 use std::time::Duration;
 
 /// How Compose is invoked on this host.
@@ -61,17 +62,18 @@ async fn short_version(spec: CommandSpec) -> Option<String> {
         .await
         .ok()?;
     let version = output.stdout.lines().next()?.trim().trim_start_matches('v');
-    (output.success() && !version.is_empty()).then(|| version.to_string())
+    (output.success() && !version.is_empty()).then(|| wire::hello_field(version))
 }
 
-/// The host's name as the kernel knows it.
+/// The host's name as the kernel knows it (cut to fit the hello).
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|name| name.trim().to_string())
         .filter(|name| !name.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
+        .unwrap_or_else(|| "unknown".into());
+    wire::hello_field(&name)
 }
 
 #[cfg(test)]

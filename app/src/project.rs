@@ -205,6 +205,13 @@ fn Project(id: ProjectId) -> impl IntoView {
                                         "Deploy"
                                     </button>
                                 </div>
+                                {project.name_clash.then(|| view! {
+                                    <p class="error" role="alert">
+                                        "Another project on this agent is also named "
+                                        <code>{project.name.to_string()}</code>
+                                        ". Rename this project: until then it shows no logs, and a deploy may be refused."
+                                    </p>
+                                })}
                                 {move || {
                                     deploy_action
                                         .value()
@@ -536,7 +543,22 @@ fn SecretRow(
 
     view! {
         <tr data-secret-key=secret.key.to_string()>
-            <td><code>{secret.key.to_string()}</code></td>
+            <td>
+                <code>{secret.key.to_string()}</code>
+                {secret
+                    .weak_redaction
+                    .then(|| {
+                        view! {
+                            " "
+                            <span
+                                class="badge badge-weak"
+                                title="Values under 6 characters cannot be masked reliably in logs; use a longer one"
+                            >
+                                "short: may not be masked in logs"
+                            </span>
+                        }
+                    })}
+            </td>
             <td>{scope}</td>
             <td class="value">
                 <Show

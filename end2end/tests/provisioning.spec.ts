@@ -15,12 +15,17 @@ test('a new server added with the one-line command appears on the open Servers p
   await page.getByLabel('Name (optional)').fill('edge-e2e');
   await page.getByRole('button', { name: 'Add server', exact: true }).click();
   const command = (await page.getByTestId('join-command').textContent()) ?? '';
-  expect(command).toMatch(/^curl -fsSL http:\/\/127\.0\.0\.1:\d+\/install\.sh \| sh -s -- --token stj_\S+$/);
-  // The cloud-init file offered for download runs the same command.
+  // The join token goes in the environment of `sh`, never in an argument list.
+  expect(command).toMatch(/^curl -fsSL http:\/\/127\.0\.0\.1:\d+\/install\.sh \| STAGELY_JOIN_TOKEN=stj_[A-Za-z0-9_-]+ sh$/);
+  // The cloud-init file offered for download runs the same installer, the same token in a
+  // root-only file rather than on the command line of the shell cloud-init starts.
   const href = (await page.getByRole('link', { name: 'cloud-init.yaml' }).getAttribute('href')) ?? '';
   const cloudInit = decodeURIComponent(href.slice(href.indexOf(',') + 1));
   expect(cloudInit).toMatch(/^#cloud-config\n/);
-  expect(cloudInit).toContain(command);
+  const token = command.match(/STAGELY_JOIN_TOKEN=(\S+)/)?.[1] ?? '';
+  expect(cloudInit).toContain(`content: ${token}`);
+  expect(cloudInit).toContain("permissions: '0600'");
+  expect(cloudInit).toContain(command.split(' | ')[0] + ' | STAGELY_JOIN_TOKEN_FILE=/run/stagely-join-token sh');
 
   // busybox has wget, not curl; the script works with either.
   const onHost = `${command.replace('curl -fsSL', 'wget -qO-')} && set -a && . /etc/stagely/agent.env && set +a && exec stagely-agent`;

@@ -20,13 +20,16 @@ pub struct Config {
     /// `STAGELY_PUBLIC_URL`: how browsers and agents reach this server.
     pub public_url: String,
     /// `APP_MASTER_KEY`: base64 of 32 bytes; `None` means "use or create the one in data_dir".
-    pub master_key: Option<String>,
+    /// Taken out (and wiped) when the server opens its vault, so the running server's config no
+    /// longer holds it.
+    pub master_key: Option<SecretSetting>,
     /// `STAGELY_SITE_ROOT`: the directory cargo-leptos wrote the WASM, JS and CSS into.
     pub site_root: PathBuf,
     /// `STAGELY_HEARTBEAT_SECS`: how often agents send a heartbeat.
     pub heartbeat_interval: Duration,
-    /// `APP_MASTER_KEY_PREVIOUS`: the key before a rotation, still accepted for decryption.
-    pub master_key_previous: Option<String>,
+    /// `APP_MASTER_KEY_PREVIOUS`: the key before a rotation, still accepted for decryption;
+    /// taken out like `master_key`.
+    pub master_key_previous: Option<SecretSetting>,
     /// `STAGELY_JOB_EXPIRY_SECS`: an open deployment with no word from its agent for this long
     /// is marked timed out.
     pub job_expiry: Duration,
@@ -159,10 +162,11 @@ impl Config {
             data_dir,
             database_url,
             public_url,
-            master_key: secret(&lookup, "APP_MASTER_KEY")?,
+            master_key: secret(&lookup, "APP_MASTER_KEY")?.map(SecretSetting::from),
             site_root,
             heartbeat_interval: Duration::from_secs(heartbeat_secs),
-            master_key_previous: secret(&lookup, "APP_MASTER_KEY_PREVIOUS")?,
+            master_key_previous: secret(&lookup, "APP_MASTER_KEY_PREVIOUS")?
+                .map(SecretSetting::from),
             job_expiry: Duration::from_secs(job_expiry_secs),
             github,
             downloads_dir: PathBuf::from(
@@ -215,19 +219,54 @@ fn list(value: Option<String>) -> Vec<String> {
         .collect()
 }
 
+/// A secret setting (a master key): wiped from memory when dropped, and never printed.
+#[derive(Clone)]
+pub struct SecretSetting(zeroize::Zeroizing<String>);
+
+impl SecretSetting {
+    /// The value, for the one place that parses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretSetting {
+    fn from(value: String) -> Self {
+        Self(zeroize::Zeroizing::new(value))
+    }
+}
+
+impl From<&str> for SecretSetting {
+    fn from(value: &str) -> Self {
+        Self::from(value.to_string())
+    }
+}
+
+impl fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Reads `NAME`, or the file `NAME_FILE` points to (trailing newline removed).
 fn secret(
     lookup: &impl Fn(&str) -> Option<String>,
     name: &'static str,
 ) -> Result<Option<String>, ConfigError> {
-    if let Some(value) = lookup(name).filter(|value| !value.trim().is_empty()) {
-        return Ok(Some(value.trim().to_string()));
+    if let Some(mut value) = lookup(name).filter(|value| !value.trim().is_empty()) {
+        let trimmed = value.trim().to_string();
+        zeroize::Zeroize::zeroize(&mut value);
+        return Ok(Some(trimmed));
     }
     let Some(path) = lookup(&format!("{name}_FILE")).filter(|path| !path.is_empty()) else {
         return Ok(None);
     };
     match std::fs::read_to_string(&path) {
-        Ok(contents) => Ok(Some(contents.trim().to_string())),
+        Ok(mut contents) => {
+            let trimmed = contents.trim().to_string();
+            zeroize::Zeroize::zeroize(&mut contents);
+            Ok(Some(trimmed))
+        }
         Err(source) => Err(ConfigError::File { name, path, source }),
     }
 }
@@ -330,7 +369,10 @@ mod tests {
             ("DATABASE_URL", "postgres://stagely:pa55word@db/stagely"),
         ])
         .unwrap();
-        assert_eq!(config.master_key.as_deref(), Some("c2VjcmV0LWtleQ=="));
+        assert_eq!(
+            config.master_key.as_ref().map(SecretSetting::expose),
+            Some("c2VjcmV0LWtleQ==")
+        );
         assert!(config.uses_postgres());
         let printed = format!("{config:?}");
         assert!(!printed.contains("pa55word"), "{printed}");

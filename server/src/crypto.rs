@@ -116,14 +116,17 @@ impl MasterKey {
             path: path.clone(),
             source,
         };
-        match std::fs::read_to_string(&path) {
+        // The file's text and the encoded new key are wiped once used, like the key itself.
+        match std::fs::read_to_string(&path).map(Zeroizing::new) {
             Ok(encoded) => {
                 let key = Self::parse(&encoded, &path.display().to_string())?;
                 Ok((key, KeyOrigin::File(path)))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate();
-                write_private(&path, STANDARD.encode(key.0).as_bytes()).map_err(io)?;
+                // By reference: `key.0` by value would leave a copy of the key on the stack.
+                let encoded = Zeroizing::new(STANDARD.encode(key.as_bytes()));
+                write_private(&path, encoded.as_bytes()).map_err(io)?;
                 Ok((key, KeyOrigin::Generated(path)))
             }
             Err(error) => Err(io(error)),
@@ -247,6 +250,12 @@ const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// The length of an encrypted empty secret.
 const MIN_LEN: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
+
+/// How many bytes of plaintext a stored value holds, told by its length alone (sealing adds a
+/// fixed header, nonce and tag), so sizes can be budgeted without opening anything.
+pub fn plaintext_len(stored: &[u8]) -> usize {
+    stored.len().saturating_sub(MIN_LEN)
+}
 
 /// A stored value split into its parts; nothing is checked but the lengths and the version.
 struct Sealed<'a> {

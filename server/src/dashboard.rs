@@ -118,7 +118,7 @@ impl Dashboard for ServerDashboard {
 
     fn list_secrets(&self, session: Session, project: ProjectId) -> Answer<'_, Vec<SecretSummary>> {
         self.as_user(session, move |state, user| async move {
-            ops::secrets::list(&state.store, &user, project).await
+            ops::secrets::list(&state.store, &state.vault, &user, project).await
         })
     }
 
@@ -141,7 +141,7 @@ impl Dashboard for ServerDashboard {
 
     fn delete_secret(&self, session: Session, id: SecretId) -> Answer<'_, ()> {
         self.as_user(session, move |state, user| async move {
-            ops::secrets::delete(&state.store, &user, id).await
+            ops::secrets::delete(&state.store, &state.vault, &user, id).await
         })
     }
 

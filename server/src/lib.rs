@@ -6,7 +6,7 @@
 //!
 //! 1. adapters — [`http`] (REST API), [`dashboard`] (server functions), [`ws`] (the agent,
 //!    join and browser sockets), [`housekeeping`] (background tasks), and `main.rs` (admin CLI);
-//! 2. [`auth`] — every credential question;
+//! 2. [`auth`] — every credential question; [`error_response`] — `OpError` as an HTTP answer;
 //! 3. [`state`] — what adapters hand to operations;
 //! 4. [`ops`] — the operations, one module per resource;
 //! 5. [`hub`], [`log_feeds`], [`vault`] — live sessions, watched log feeds, sealed secrets;
@@ -17,6 +17,7 @@ pub mod config;
 pub mod crypto;
 pub mod dashboard;
 pub mod db;
+pub mod error_response;
 pub mod housekeeping;
 pub mod http;
 pub mod hub;

@@ -182,6 +182,7 @@ mod tests {
             path: shared::ProjectPath::parse("/srv/shop").unwrap(),
             compose_file: None,
             created_at: time::OffsetDateTime::now_utc(),
+            name_clash: false,
         }
     }
 

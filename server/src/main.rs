@@ -213,7 +213,9 @@ async fn agents(command: AgentsCommand, config: Config) -> anyhow::Result<()> {
             println!("{}", created.token);
             eprintln!(
                 "Registered agent {:?} ({}). The token above is shown only once.\n\
-                 Start the agent with:\n  stagely-agent --server {} --token <token>",
+                 Save it in a file only the agent's user can read (or put it in the agent's \
+                 environment as STAGELY_AGENT_TOKEN; never on its command line) and start the \
+                 agent with:\n  stagely-agent --server {} --token-file <file>",
                 created.agent.name, created.agent.id, config.public_url
             );
         }
@@ -299,7 +301,8 @@ async fn rotate_key(config: Config) -> anyhow::Result<()> {
         );
     }
     let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
-    let vault = server::state::open_vault(&config)?;
+    let mut config = config;
+    let vault = server::state::open_vault(&mut config)?;
     let done = ops::secrets::rotate_all(&store, &vault)
         .await
         .map_err(refused)?;

@@ -2,7 +2,7 @@
 //! hand to the operations. Operations themselves never take it whole: each takes only the parts
 //! it uses (`&Store`, `&Hub`, `&Vault`, …), so its signature says what it touches.
 
-use crate::config::Config;
+use crate::config::{Config, SecretSetting};
 use crate::crypto::{KeyOrigin, Keyring, MasterKey};
 use crate::db::Store;
 use crate::hub::Hub;
@@ -35,9 +35,9 @@ pub struct AppState {
 
 impl AppState {
     /// Opens the database (applying migrations) and resolves the master key.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
-        let vault = open_vault(&config)?;
+        let vault = open_vault(&mut config)?;
         let leptos_options = LeptosOptions::builder()
             .output_name("stagely")
             .site_root(config.site_root.to_string_lossy().into_owned())
@@ -57,10 +57,11 @@ impl AppState {
 }
 
 /// The vault over the configured master key (generated on first use in embedded mode) and,
-/// during a rotation, the previous one.
-pub fn open_vault(config: &Config) -> anyhow::Result<Vault> {
+/// during a rotation, the previous one. The keys' text is taken out of `config` and wiped.
+pub fn open_vault(config: &mut Config) -> anyhow::Result<Vault> {
+    let configured = config.master_key.take();
     let (master_key, origin) = MasterKey::resolve(
-        config.master_key.as_deref(),
+        configured.as_ref().map(SecretSetting::expose),
         &config.data_dir,
         !config.uses_postgres(),
     )?;
@@ -77,8 +78,8 @@ pub fn open_vault(config: &Config) -> anyhow::Result<Vault> {
     }
     let previous = config
         .master_key_previous
-        .as_deref()
-        .map(|encoded| MasterKey::parse(encoded, "APP_MASTER_KEY_PREVIOUS"))
+        .take()
+        .map(|encoded| MasterKey::parse(encoded.expose(), "APP_MASTER_KEY_PREVIOUS"))
         .transpose()?;
     Ok(Vault::new(Keyring::new(master_key, previous)))
 }

@@ -4,9 +4,13 @@
 //! the cipher ([`Keyring`]); every operation that stores, reveals, deploys or rotates a secret
 //! goes through it, so the rules are written once: a value is bound to its project, secret id and
 //! key name, and every failure to open one is the same [`VaultError`], whoever asked.
+//!
+//! A value a secret had before a change or a delete ([`PreviousRow`]) is sealed again under its
+//! own row, so it can never be copied back over the secret's current value and still open.
 
 use crate::crypto::{CryptoError, KeyId, Keyring, SecretAad};
 use shared::{EnvKey, ProjectId, SecretId, SecretValue};
+use uuid::Uuid;
 
 /// The row a sealed value belongs to.
 #[derive(Clone, Copy, Debug)]
@@ -14,6 +18,14 @@ pub struct SecretRow<'a> {
     pub project_id: ProjectId,
     pub secret_id: SecretId,
     pub key: &'a EnvKey,
+}
+
+/// The row of a value `secret` had before, kept while a container may still run it.
+#[derive(Clone, Copy, Debug)]
+pub struct PreviousRow<'a> {
+    pub secret: SecretRow<'a>,
+    /// The previous value's own id.
+    pub id: Uuid,
 }
 
 /// Why a stored value could not be opened. The message names the secret by its key name and the
@@ -50,16 +62,51 @@ impl Vault {
 
     /// Decrypts a value sealed for `row`, under either master key.
     pub fn open(&self, row: SecretRow<'_>, stored: &[u8]) -> Result<SecretValue, VaultError> {
-        let plaintext =
-            self.keyring
-                .decrypt(stored, &aad(row))
-                .map_err(|source| VaultError::Crypto {
-                    key: row.key.clone(),
-                    source,
-                })?;
-        let value = std::str::from_utf8(&plaintext).map_err(|_| VaultError::NotUtf8 {
-            key: row.key.clone(),
-        })?;
+        self.open_for(&aad(row), row.key, stored)
+    }
+
+    /// Decrypts a previous value sealed by [`Vault::retire`].
+    pub fn open_previous(
+        &self,
+        row: PreviousRow<'_>,
+        stored: &[u8],
+    ) -> Result<SecretValue, VaultError> {
+        self.open_for(&previous_aad(row), row.secret.key, stored)
+    }
+
+    /// A secret's current value (`stored`, sealed for `current`) sealed again as the previous
+    /// value `previous`, under the current key; the plaintext never leaves the vault.
+    pub fn retire(
+        &self,
+        current: SecretRow<'_>,
+        stored: &[u8],
+        previous: PreviousRow<'_>,
+    ) -> Result<Vec<u8>, VaultError> {
+        let plaintext = self
+            .keyring
+            .decrypt(stored, &aad(current))
+            .map_err(|source| VaultError::Crypto {
+                key: current.key.clone(),
+                source,
+            })?;
+        Ok(self.keyring.encrypt(&plaintext, &previous_aad(previous)))
+    }
+
+    fn open_for(
+        &self,
+        aad: &SecretAad,
+        key: &EnvKey,
+        stored: &[u8],
+    ) -> Result<SecretValue, VaultError> {
+        let plaintext = self
+            .keyring
+            .decrypt(stored, aad)
+            .map_err(|source| VaultError::Crypto {
+                key: key.clone(),
+                source,
+            })?;
+        let value = std::str::from_utf8(&plaintext)
+            .map_err(|_| VaultError::NotUtf8 { key: key.clone() })?;
         Ok(SecretValue::new(value.to_string()))
     }
 
@@ -78,6 +125,25 @@ impl Vault {
             })
     }
 
+    /// [`Vault::reseal`] for a previous value.
+    pub fn reseal_previous(
+        &self,
+        row: PreviousRow<'_>,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        self.keyring
+            .reencrypt(stored, &previous_aad(row))
+            .map_err(|source| VaultError::Crypto {
+                key: row.secret.key.clone(),
+                source,
+            })
+    }
+
+    /// How many bytes the value sealed in `stored` has, without opening it.
+    pub fn value_len(stored: &[u8]) -> usize {
+        crate::crypto::plaintext_len(stored)
+    }
+
     /// The id of the key new values are sealed under.
     pub fn current_key_id(&self) -> KeyId {
         self.keyring.current_id()
@@ -86,6 +152,21 @@ impl Vault {
 
 fn aad(row: SecretRow<'_>) -> SecretAad {
     SecretAad::for_row(row.project_id, row.secret_id, row.key)
+}
+
+/// The secret's row with `<secret id>/previous/<previous id>` as its id: no secret has that id
+/// (ids are UUIDs), and the length-prefixed encoding keeps the fields apart.
+fn previous_aad(row: PreviousRow<'_>) -> SecretAad {
+    let secret = row.secret;
+    SecretAad::new(
+        secret.project_id.0.hyphenated().to_string(),
+        format!(
+            "{}/previous/{}",
+            secret.secret_id.0.hyphenated(),
+            row.id.hyphenated()
+        ),
+        secret.key.as_str(),
+    )
 }
 
 #[cfg(test)]
@@ -112,6 +193,42 @@ mod tests {
         let message = error.to_string();
         assert!(message.starts_with("secret DB_PASSWORD: "), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn a_sealed_values_length_in_bytes_is_told_without_opening_it() {
+        let vault = Vault::new(Keyring::new(MasterKey::generate(), None));
+        let key = EnvKey::parse("TOKEN").unwrap();
+        for value in ["", "hunter2", "éèêëà", &"x".repeat(64 * 1024)] {
+            let sealed = vault.seal(row(&key), &SecretValue::new(value));
+            assert_eq!(Vault::value_len(&sealed), value.len(), "{value:.10}");
+        }
+        assert_eq!(Vault::value_len(b"short"), 0);
+    }
+
+    #[test]
+    fn a_previous_value_opens_in_its_own_row_only() {
+        let vault = Vault::new(Keyring::new(MasterKey::generate(), None));
+        let key = EnvKey::parse("DB_PASSWORD").unwrap();
+        let current = row(&key);
+        let sealed = vault.seal(current, &SecretValue::new("hunter2"));
+        let previous = PreviousRow {
+            secret: current,
+            id: uuid::Uuid::new_v4(),
+        };
+        let retired = vault.retire(current, &sealed, previous).unwrap();
+        assert_eq!(
+            vault.open_previous(previous, &retired).unwrap().expose(),
+            "hunter2"
+        );
+        // Copied back over the secret's value, or to another previous value, it does not open.
+        assert!(vault.open(current, &retired).is_err());
+        let other = PreviousRow {
+            id: uuid::Uuid::new_v4(),
+            ..previous
+        };
+        assert!(vault.open_previous(other, &retired).is_err());
+        assert!(vault.open_previous(previous, &sealed).is_err());
     }
 
     #[test]

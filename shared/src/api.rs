@@ -82,6 +82,11 @@ pub struct Project {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub created_at: OffsetDateTime,
+    /// Another project on the same agent has this name too (kept from before names were unique
+    /// per agent). Compose would see the two as one stack, so this one streams no logs and
+    /// must be renamed; the mark goes with the rename.
+    #[serde(default)]
+    pub name_clash: bool,
 }
 
 /// `POST /api/v1/projects`.
@@ -92,8 +97,8 @@ pub struct CreateProject {
     pub agent_id: AgentId,
     /// The project's directory on the agent's host.
     pub path: ProjectPath,
-    /// The compose file inside `path`; missing means "as Compose finds it".
-    #[serde(default)]
+    /// The compose file inside `path`; missing, `null` or `""` means "as Compose finds it".
+    #[serde(default, deserialize_with = "blank_as_none")]
     pub compose_file: Option<ComposeFile>,
 }
 
@@ -159,6 +164,10 @@ pub struct SecretSummary {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub updated_at: OffsetDateTime,
+    /// The value is shorter than 6 characters: logs cannot reliably be masked for it (a short
+    /// string also occurs in ordinary output, and the agent leaves the shortest ones as they are).
+    #[serde(default)]
+    pub weak_redaction: bool,
 }
 
 /// `POST /api/v1/secrets`.
@@ -437,12 +446,15 @@ pub struct CreateJoinToken {
     pub expires_in_secs: Option<u64>,
 }
 
-/// An optional agent name where `null`, `""` and whitespace all mean "none given".
-fn blank_as_none<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<AgentName>, D::Error> {
+/// An optional name where `null`, `""` and whitespace all mean "none given".
+fn blank_as_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<String>,
+    T::Error: fmt::Display,
+{
     match Option::<String>::deserialize(deserializer)? {
-        Some(name) if !name.trim().is_empty() => AgentName::parse(name)
+        Some(name) if !name.trim().is_empty() => T::try_from(name)
             .map(Some)
             .map_err(serde::de::Error::custom),
         _ => Ok(None),
@@ -458,9 +470,12 @@ pub struct JoinTokenCreated {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub expires_at: OffsetDateTime,
-    /// `curl -fsSL <public url>/install.sh | sh -s -- --token <token>`, to run as root on the host.
+    /// `curl -fsSL <public url>/install.sh | STAGELY_JOIN_TOKEN=<token> sh`, to run as root on
+    /// the host (the token goes in the environment of `sh`, never on a command line).
     pub command: String,
-    /// A cloud-init user-data file whose `runcmd` runs the same command.
+    /// A cloud-init user-data file that does the same on the first boot: `write_files` puts the
+    /// token in a root-only file and `runcmd` runs the installer with
+    /// `STAGELY_JOIN_TOKEN_FILE` naming it (a `runcmd` line is on a shell's command line).
     pub cloud_init: String,
 }
 

@@ -16,6 +16,53 @@ use serde::{Deserialize, Serialize};
 /// Bumped only on an incompatible change; checked in [`Hello`].
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The largest frame the server reads from an agent, as JSON text. A larger one ends the
+/// connection, so the agent builds every frame within the [`budget`]s below, which leave room
+/// for the frame around them.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// The largest frame (and message) the agent reads from the server, as JSON text. The agent's
+/// WebSocket refuses a larger one by dropping the connection, and the server would send it
+/// again after every reconnect, so the server never builds one: a `Deploy` or `StartLogs` that
+/// would not fit is refused, naming both sizes. Only secret values make those large (up to six
+/// bytes of JSON per byte of value), and the server caps what a project holds well below this.
+pub const MAX_FRAME_TO_AGENT_BYTES: usize = 16 << 20;
+
+/// What the agent lets each part of a frame grow to, in bytes of encoded JSON (a quote or a
+/// control character takes more room than in the text). Text over its budget is cut at a
+/// character boundary and ends with a visible `… N bytes cut`.
+pub mod budget {
+    /// A job's result message ([`JobEvent::Finished`](super::JobEvent::Finished)), or why a
+    /// compose file could not be read ([`Inspected`](super::Inspected)).
+    pub const MESSAGE: usize = 64 * 1024;
+    /// One line of command output ([`JobEvent::Output`](super::JobEvent::Output)) or of a
+    /// container's log ([`LogMessage`](super::LogMessage)).
+    pub const LINE: usize = 16 * 1024;
+    /// The messages of one [`LogBatch`](super::LogBatch), together.
+    pub const LOG_BATCH: usize = 256 * 1024;
+    /// The service names of one [`Inspected`](super::Inspected) answer, together.
+    pub const SERVICES: usize = 256 * 1024;
+    /// Each string of a [`Hello`](super::Hello) (host name, versions).
+    pub const HELLO_FIELD: usize = 256;
+}
+
+// Every budget, with a generous frame around it, fits the server's limit.
+const _: () = assert!(budget::LOG_BATCH + budget::LINE + 4096 <= MAX_FRAME_BYTES);
+const _: () = assert!(budget::SERVICES + budget::MESSAGE + 4096 <= MAX_FRAME_BYTES);
+const _: () = assert!(budget::MESSAGE + 4096 <= MAX_FRAME_BYTES);
+
+/// Numbers the server sends that the agent accepts; anything outside is clamped into them, so
+/// a bad value can neither overflow a timer nor ask for unbounded work.
+pub mod limits {
+    /// [`Welcome::heartbeat_interval_secs`](super::Welcome::heartbeat_interval_secs), the same
+    /// range the server's `STAGELY_HEARTBEAT_SECS` allows.
+    pub const HEARTBEAT_INTERVAL_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
+    /// [`Welcome::reconnect_window_secs`](super::Welcome::reconnect_window_secs), at most.
+    pub const MAX_RECONNECT_WINDOW_SECS: u64 = 600;
+    /// [`StartLogs::tail`](super::StartLogs::tail), at most (the server keeps 1,000 lines).
+    pub const MAX_LOG_TAIL: u32 = 5_000;
+}
+
 /// Frames the agent sends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
@@ -163,13 +210,15 @@ pub enum JobEvent {
 /// A step of a deploy, in the order the agent runs them. On the wire it is the step's name
 /// (`"up"`); a name this build does not know (a newer agent's step) is kept as [`Self::Other`],
 /// so an old server still records and shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
 pub enum DeployStep {
     /// Reading the compose file to learn its services.
     Parse,
     /// Writing the secrets into the override file.
     Render,
+    /// Making sure the compose project name is not another stack's on this host.
+    Claim,
     /// `docker compose up`.
     Up,
     /// Waiting for the containers to run and turn healthy.
@@ -185,6 +234,7 @@ impl DeployStep {
         match self {
             Self::Parse => "parse",
             Self::Render => "render",
+            Self::Claim => "claim",
             Self::Up => "up",
             Self::Health => "health",
             Self::Other(name) => name,
@@ -197,6 +247,7 @@ impl From<&str> for DeployStep {
         match name {
             "parse" => Self::Parse,
             "render" => Self::Render,
+            "claim" => Self::Claim,
             "up" => Self::Up,
             "health" => Self::Health,
             other => Self::Other(other.to_string()),
@@ -225,6 +276,21 @@ impl From<DeployStep> for String {
 impl std::fmt::Display for DeployStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Steps are equal when their names are: `Other("health")` (built by hand) is `Health`.
+impl PartialEq for DeployStep {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for DeployStep {}
+
+impl std::hash::Hash for DeployStep {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
@@ -330,6 +396,7 @@ mod tests {
         for (step, name) in [
             (DeployStep::Parse, "parse"),
             (DeployStep::Render, "render"),
+            (DeployStep::Claim, "claim"),
             (DeployStep::Up, "up"),
             (DeployStep::Health, "health"),
             (DeployStep::Other("migrate".into()), "migrate"),

@@ -1,6 +1,6 @@
 //! Secrets as they travel from the server to an agent, and the deploy job that carries them.
 
-use crate::{EnvKey, JobId, ProjectName, ServiceName};
+use crate::{EnvKey, JobId, ProjectId, ProjectName, ServiceName};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -27,7 +27,8 @@ impl fmt::Display for SecretScope {
     }
 }
 
-/// A secret's plaintext. Its `Debug` prints `***` so it never lands in a log by accident.
+/// A secret's plaintext. Its `Debug` prints `***` so it never lands in a log by accident, and
+/// its memory is wiped when it is dropped.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
@@ -41,6 +42,12 @@ impl SecretValue {
     /// The plaintext; call sites are the few places that must see it (override file, redaction).
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl Drop for SecretValue {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -76,6 +83,10 @@ pub struct DeployPayload {
     /// The decrypted secrets to inject.
     #[serde(default)]
     pub secrets: Vec<Secret>,
+    /// The Stagely project, which the agent labels every container with so it can tell its own
+    /// stack from another one using the same compose project name; `None` from older servers.
+    #[serde(default)]
+    pub project_id: Option<ProjectId>,
 }
 
 #[cfg(test)]

@@ -65,6 +65,71 @@ async fn render_prints_the_override_masked_unless_asked_for_values() {
 }
 
 #[tokio::test]
+async fn render_piped_into_compose_config_shows_the_labels_and_values_a_deploy_gives() {
+    // As the README shows it: `render --show-values | docker compose -f compose.yaml -f - config`.
+    let yaml = format!(
+        "services:\n  web:\n    image: {{image}}\n    command: {IDLE_COMMAND}\n    labels:\n      - com.example.team=shop\n  db:\n    image: {{image}}\n"
+    );
+    let project = TestProject::new(Compose::V2, &yaml).await;
+    let work = tempfile::tempdir().unwrap();
+    let secrets = write_secrets(
+        work.path(),
+        r#"[{"key":"DB_PASSWORD","value":"pa$$word","scope":"global"}]"#,
+    );
+    let dir = project.dir.path().to_str().unwrap();
+    let rendered = agent(
+        &[
+            "render",
+            "--dir",
+            dir,
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--show-values",
+        ],
+        work.path(),
+    );
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+
+    let mut compose = Command::new("docker")
+        .args(["compose", "-f", &format!("{dir}/compose.yaml"), "-f", "-"])
+        .args(["config", "--format", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut compose.stdin.take().unwrap(), &rendered.stdout).unwrap();
+    let config = compose.wait_with_output().unwrap();
+    assert!(
+        config.status.success(),
+        "{}",
+        String::from_utf8_lossy(&config.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
+    let name = config["name"].as_str().unwrap();
+    for service in ["web", "db"] {
+        let service = &config["services"][service];
+        assert_eq!(
+            service["labels"]["dev.stagely.project"], name,
+            "every service is labelled with the project Compose runs: {config}"
+        );
+        // `config` escapes its output for Compose again: `$$` there is one `$`.
+        assert_eq!(
+            service["environment"]["DB_PASSWORD"], "pa$$$$word",
+            "{config}"
+        );
+    }
+    assert_eq!(
+        config["services"]["web"]["labels"]["com.example.team"], "shop",
+        "the project's own labels stay"
+    );
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_clear_error_and_a_non_zero_exit() {
     let yaml = format!("services:\n  web:\n    image: {{image}}\n    command: {IDLE_COMMAND}\n");
     let project = TestProject::new(Compose::V2, &yaml).await;
@@ -213,4 +278,52 @@ async fn an_override_left_by_a_killed_run_is_swept_by_the_next_one() {
         Vec::<String>::new(),
         "the leftover was not swept"
     );
+}
+
+#[tokio::test]
+async fn a_compose_file_cannot_read_the_agents_own_environment() {
+    // A variable listed without a value takes it from Compose's environment: the agent's token
+    // (or anything else the agent was started with) must not be what Compose finds there.
+    let yaml = format!(
+        "services:\n  web:\n    image: {{image}}\n    command: {IDLE_COMMAND}\n    environment:\n      - STAGELY_AGENT_TOKEN\n      - SOME_OTHER\n      - GREETING\n"
+    );
+    let project = TestProject::new(Compose::V2, &yaml).await;
+    let work = tempfile::tempdir().unwrap();
+    let secrets = write_secrets(
+        work.path(),
+        r#"[{"key":"GREETING","value":"hello","scope":"global"}]"#,
+    );
+    let output = Command::new(AGENT)
+        .args(["deploy", "--dir", project.dir.path().to_str().unwrap()])
+        .args([
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--project",
+            project.name.as_str(),
+        ])
+        .env("STAGELY_STATE_DIR", work.path())
+        .env("STAGELY_AGENT_TOKEN", "agent-token-that-must-stay-home")
+        .env("SOME_OTHER", "another-value-of-the-agent")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let env = project.container_env("web").await;
+    assert!(
+        env.contains(&"GREETING=hello".to_string()),
+        "the project's own secret still arrives: {env:?}"
+    );
+    for leaked in [
+        "agent-token-that-must-stay-home",
+        "another-value-of-the-agent",
+    ] {
+        assert!(
+            !env.iter().any(|entry| entry.contains(leaked)),
+            "the container got the agent's {leaked:?}: {env:?}"
+        );
+    }
 }

@@ -51,6 +51,7 @@ async fn run_deploy(
         directory: project.dir.path(),
         compose_file: None,
         secrets,
+        project_id: None,
     };
     let mut events = Vec::new();
     let result = deploy::deploy(
@@ -97,7 +98,7 @@ async fn secrets_land_exactly_where_they_belong(compose: Compose) {
             _ => None,
         })
         .collect();
-    assert_eq!(steps, ["parse", "render", "up", "health"]);
+    assert_eq!(steps, ["parse", "render", "claim", "up", "health"]);
     assert!(
         events.iter().any(|e| matches!(e, JobEvent::Output { line } if line.contains("Started") || line.contains("Creating") || line.contains("Created"))),
         "compose's progress lines are streamed: {events:?}"

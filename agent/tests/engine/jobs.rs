@@ -61,6 +61,7 @@ async fn a_job_sent_again_is_acknowledged_but_never_run_twice() {
             value: SecretValue::new("abcdef"),
             scope: SecretScope::Global,
         }],
+        project_id: None,
     };
 
     // Sent, then re-sent while it runs (as after a reconnect).
@@ -104,6 +105,7 @@ async fn the_job_ledger_survives_an_agent_restart() {
         directory: project.dir.path().display().to_string(),
         compose_file: None,
         secrets: Vec::new(),
+        project_id: None,
     };
     {
         let (executor, mut events) = executor_with_ledger(private.path(), Some(ledger.clone()));

@@ -3,6 +3,10 @@
 
 mod cli;
 mod compose_up;
+mod confinement;
 mod deploy;
 mod helpers;
 mod jobs;
+mod namespace;
+mod private_state;
+mod props;

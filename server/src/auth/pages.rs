@@ -64,9 +64,11 @@ async fn setup(
     State(state): State<AppState>,
     Form(form): Form<SetupForm>,
 ) -> Result<Response, OpError> {
-    let login = match Login::parse(form.login) {
-        Ok(login) => login,
-        Err(error) => return Ok(back_with_error("/setup", &capitalized(&error.to_string()))),
+    // The message never repeats what was typed: it ends up in the URL (and browser history),
+    // and people do type a password into the wrong field.
+    let Ok(login) = Login::parse(form.login) else {
+        let message = "The username must be 1 to 64 letters, digits, dots, dashes or underscores.";
+        return Ok(back_with_error("/setup", message));
     };
     if let Err(error) = ops::users::check_password(&form.password) {
         return Ok(back_with_error("/setup", &error.to_string()));
@@ -84,15 +86,6 @@ async fn setup(
             "This instance is already set up; sign in instead.",
         )),
     }
-}
-
-/// A rule's message as the first words of a sentence on the page.
-fn capitalized(message: &str) -> String {
-    let mut chars = message.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
 }
 
 #[derive(Deserialize)]

@@ -194,21 +194,22 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
+        // A kind this build does not know (written by a newer server sharing the database) is
+        // left out rather than making the whole deployment unreadable.
         deployment.events = events
             .into_iter()
-            .map(|(at, kind, body)| {
-                let kind = EventKind::parse(&kind).ok_or_else(|| {
-                    DbError::Other(sqlx::Error::Decode(
-                        format!("unknown event kind {kind:?}").into(),
-                    ))
-                })?;
-                Ok(DeploymentEvent {
+            .filter_map(|(at, kind, body)| match EventKind::parse(&kind) {
+                Some(kind) => Some(DeploymentEvent {
                     at: from_ms(at),
                     kind,
                     body,
-                })
+                }),
+                None => {
+                    tracing::warn!(%id, kind, "skipping a deployment event of an unknown kind");
+                    None
+                }
             })
-            .collect::<Result<_, DbError>>()?;
+            .collect();
         Ok(deployment)
     }
 

@@ -15,7 +15,8 @@ mod users;
 pub use agents::Agent;
 pub use deployments::{NewEvent, PendingJob};
 pub use join_tokens::JoinTokenState;
-pub use secrets::StoredSecret;
+pub use projects::NameInUse;
+pub use secrets::{PreviousValue, StoredSecret};
 pub use sessions::LoginAttempt;
 pub use users::User;
 

@@ -2,7 +2,7 @@
 
 use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
 use shared::api::{CreateProject, Project, UpdateProject};
-use shared::{ComposeFile, ProjectId, ProjectName, ProjectPath};
+use shared::{AgentId, ComposeFile, ProjectId, ProjectName, ProjectPath};
 use uuid::Uuid;
 
 #[derive(sqlx::FromRow)]
@@ -13,6 +13,7 @@ struct ProjectRow {
     path: String,
     compose_file: Option<String>,
     created_at: i64,
+    legacy_name_clash: bool,
 }
 
 impl TryFrom<ProjectRow> for Project {
@@ -33,11 +34,22 @@ impl TryFrom<ProjectRow> for Project {
                 .transpose()
                 .map_err(decode)?,
             created_at: from_ms(row.created_at),
+            name_clash: row.legacy_name_clash,
         })
     }
 }
 
-const PROJECT_COLUMNS: &str = "id, name, agent_id, path, compose_file, created_at";
+const PROJECT_COLUMNS: &str =
+    "id, name, agent_id, path, compose_file, created_at, legacy_name_clash";
+
+/// Who else already uses a project name, as far as the naming rules care.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameInUse {
+    /// Another project of the same owner, on any agent.
+    pub by_owner: bool,
+    /// Another project on the same agent, whoever owns it.
+    pub on_agent: bool,
+}
 
 impl Store {
     /// Creates a project owned by `owner`; its agent must already be checked as visible.
@@ -97,7 +109,37 @@ impl Store {
         rows.into_iter().map(Project::try_from).collect()
     }
 
-    /// Applies the given changes in one statement.
+    /// Whether a project of `owner` on `agent` could be named `name`: which other projects
+    /// (`except` is the one being changed) already use it.
+    pub async fn project_name_in_use(
+        &self,
+        owner: &User,
+        agent: AgentId,
+        name: &ProjectName,
+        except: Option<ProjectId>,
+    ) -> Result<NameInUse, DbError> {
+        let rows: Vec<(String, String)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT owner_id, agent_id FROM projects \
+                 WHERE name = $1 AND id <> $2 AND (owner_id = $3 OR agent_id = $4)",
+            )
+            .bind(name.as_str())
+            .bind(except.map(|id| id.to_string()).unwrap_or_default())
+            .bind(owner.id.to_string())
+            .bind(agent.to_string())
+            .fetch_all(pool)
+            .await?
+        });
+        let (owner, agent) = (owner.id.to_string(), agent.to_string());
+        Ok(NameInUse {
+            by_owner: rows.iter().any(|(row_owner, _)| *row_owner == owner),
+            on_agent: rows.iter().any(|(_, row_agent)| *row_agent == agent),
+        })
+    }
+
+    /// Applies the given changes in one statement. A project that shared its name on its agent
+    /// before names were unique per agent (migration 0006) loses that exemption as soon as its
+    /// name or agent changes.
     pub async fn update_project(
         &self,
         owner: &User,
@@ -115,7 +157,8 @@ impl Store {
         };
         on_pool!(self, pool => {
             sqlx::query(
-                "UPDATE projects SET name = $3, agent_id = $4, path = $5, compose_file = $6 \
+                "UPDATE projects SET name = $3, agent_id = $4, path = $5, compose_file = $6, \
+                 legacy_name_clash = (legacy_name_clash AND name = $3 AND agent_id = $4) \
                  WHERE id = $1 AND owner_id = $2",
             )
             .bind(id.to_string())

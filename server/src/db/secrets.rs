@@ -1,8 +1,10 @@
-//! Secrets as stored: key, scope and the AES-GCM ciphertext. Plaintext never reaches this module.
+//! Secrets as stored: key, scope and the AES-GCM ciphertext, and the values they had before a
+//! change or a delete while a container may still run them. Plaintext never reaches this module.
 
 use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
-use shared::{EnvKey, ProjectId, SecretId, SecretScope, ServiceName};
+use shared::{DeploymentId, EnvKey, ProjectId, SecretId, SecretScope, ServiceName, UserId};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 /// One secret row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +16,9 @@ pub struct StoredSecret {
     /// Format version, key id, nonce, ciphertext and tag (see `crypto`).
     pub ciphertext: Vec<u8>,
     pub updated_at: OffsetDateTime,
+    /// Whether the value is too short to be masked reliably in logs; `None` for a row written
+    /// before this was stored.
+    pub weak_redaction: Option<bool>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -24,6 +29,7 @@ struct SecretRow {
     scope: String,
     ciphertext: Vec<u8>,
     updated_at: i64,
+    weak_redaction: Option<bool>,
 }
 
 fn decode_error(error: impl std::error::Error + Send + Sync + 'static) -> DbError {
@@ -46,8 +52,75 @@ impl TryFrom<SecretRow> for StoredSecret {
             scope,
             ciphertext: row.ciphertext,
             updated_at: from_ms(row.updated_at),
+            weak_redaction: row.weak_redaction,
         })
     }
+}
+
+/// A value a secret had before it was changed or deleted, sealed under its own row (see
+/// `vault::PreviousRow`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviousValue {
+    /// The previous value's own id.
+    pub id: Uuid,
+    pub project_id: ProjectId,
+    /// The secret it was a value of (which may be deleted since).
+    pub secret_id: SecretId,
+    pub key: EnvKey,
+    /// Format version, key id, nonce, ciphertext and tag (see `crypto`).
+    pub ciphertext: Vec<u8>,
+    pub replaced_at: OffsetDateTime,
+    pub replaced_by: Option<UserId>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PreviousValueRow {
+    id: String,
+    project_id: String,
+    secret_id: String,
+    key: String,
+    ciphertext: Vec<u8>,
+    replaced_at: i64,
+    replaced_by: Option<String>,
+}
+
+impl TryFrom<PreviousValueRow> for PreviousValue {
+    type Error = DbError;
+
+    fn try_from(row: PreviousValueRow) -> Result<Self, DbError> {
+        Ok(Self {
+            id: parse_id(&row.id)?,
+            project_id: parse_id(&row.project_id)?,
+            secret_id: parse_id(&row.secret_id)?,
+            key: EnvKey::parse(row.key).map_err(decode_error)?,
+            ciphertext: row.ciphertext,
+            replaced_at: from_ms(row.replaced_at),
+            replaced_by: row.replaced_by.as_deref().map(parse_id).transpose()?,
+        })
+    }
+}
+
+const PREVIOUS_COLUMNS: &str =
+    "id, project_id, secret_id, key, ciphertext, replaced_at, replaced_by";
+
+/// Keeps `previous` inside the transaction that replaces or deletes its secret.
+macro_rules! insert_previous {
+    ($tx:expr, $previous:expr) => {
+        sqlx::query(
+            "INSERT INTO secret_previous_values \
+             (id, project_id, secret_id, key, ciphertext, replaced_at, replaced_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind($previous.id.to_string())
+        .bind($previous.project_id.to_string())
+        .bind($previous.secret_id.to_string())
+        .bind($previous.key.as_str())
+        .bind(&$previous.ciphertext)
+        .bind(super::to_ms($previous.replaced_at))
+        .bind($previous.replaced_by.map(|user| user.to_string()))
+        .execute(&mut *$tx)
+        .await?
+    };
 }
 
 /// How a scope is stored: `''` for global, else the service name.
@@ -58,7 +131,8 @@ fn scope_column(scope: &SecretScope) -> &str {
     }
 }
 
-const SECRET_COLUMNS: &str = "s.id, s.project_id, s.key, s.scope, s.ciphertext, s.updated_at";
+const SECRET_COLUMNS: &str =
+    "s.id, s.project_id, s.key, s.scope, s.ciphertext, s.updated_at, s.weak_redaction";
 
 impl Store {
     /// Stores a new secret; the same key and scope twice in a project is a `Conflict`.
@@ -66,8 +140,8 @@ impl Store {
         let now = now_ms();
         on_pool!(self, pool => {
             sqlx::query(
-                "INSERT INTO secrets (id, project_id, key, scope, ciphertext, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                "INSERT INTO secrets (id, project_id, key, scope, ciphertext, created_at, updated_at, weak_redaction) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
             )
             .bind(secret.id.to_string())
             .bind(secret.project_id.to_string())
@@ -75,6 +149,7 @@ impl Store {
             .bind(scope_column(&secret.scope))
             .bind(&secret.ciphertext)
             .bind(now)
+            .bind(secret.weak_redaction)
             .execute(pool)
             .await?
             .rows_affected()
@@ -140,16 +215,178 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Deletes one of `owner`'s secrets.
-    pub async fn delete_secret(&self, owner: &User, id: SecretId) -> Result<(), DbError> {
-        let secret = self.secret(owner, id).await?;
-        on_pool!(self, pool => {
-            sqlx::query("DELETE FROM secrets WHERE id = $1")
+    /// Gives a secret a new value only if it still has `expected`, keeping the one it had as
+    /// `previous`. Returns whether the row changed.
+    pub async fn replace_secret_value(
+        &self,
+        id: SecretId,
+        expected: &[u8],
+        ciphertext: &[u8],
+        weak_redaction: bool,
+        previous: Option<&PreviousValue>,
+    ) -> Result<bool, DbError> {
+        let changed = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE secrets SET ciphertext = $3, weak_redaction = $4, updated_at = $5 \
+                 WHERE id = $1 AND ciphertext = $2",
+            )
+            .bind(id.to_string())
+            .bind(expected)
+            .bind(ciphertext)
+            .bind(weak_redaction)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if let (1, Some(previous)) = (changed, previous) {
+                insert_previous!(tx, previous);
+            }
+            tx.commit().await?;
+            changed
+        });
+        if let (1, Some(previous)) = (changed, previous) {
+            self.stamp_replaced(previous.id).await?;
+        }
+        Ok(changed == 1)
+    }
+
+    /// Deletes a secret only if it still has the value it was read with, keeping that value as
+    /// `previous`. Returns whether it was deleted.
+    pub async fn delete_secret(
+        &self,
+        secret: &StoredSecret,
+        previous: Option<&PreviousValue>,
+    ) -> Result<bool, DbError> {
+        let deleted = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM secrets WHERE id = $1 AND ciphertext = $2")
                 .bind(secret.id.to_string())
+                .bind(&secret.ciphertext)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if let (1, Some(previous)) = (deleted, previous) {
+                insert_previous!(tx, previous);
+            }
+            tx.commit().await?;
+            deleted
+        });
+        if let (1, Some(previous)) = (deleted, previous) {
+            self.stamp_replaced(previous.id).await?;
+        }
+        Ok(deleted == 1)
+    }
+
+    /// Dates a previous value again once the change that made it is committed. A deploy that
+    /// read the secrets before that commit was given this value; such a deploy was created
+    /// before the commit, so "replaced before the deploy was created" never matches it.
+    async fn stamp_replaced(&self, id: Uuid) -> Result<(), DbError> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE secret_previous_values SET replaced_at = $2 WHERE id = $1")
+                .bind(id.to_string())
+                .bind(now_ms())
                 .execute(pool)
                 .await?
                 .rows_affected()
         });
         Ok(())
+    }
+
+    /// Records whether a secret's value is too short to be masked reliably, unless its value
+    /// changed meanwhile (the change recorded its own).
+    pub async fn set_weak_redaction(
+        &self,
+        id: SecretId,
+        ciphertext: &[u8],
+        weak_redaction: bool,
+    ) -> Result<(), DbError> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE secrets SET weak_redaction = $3 WHERE id = $1 AND ciphertext = $2")
+                .bind(id.to_string())
+                .bind(ciphertext)
+                .bind(weak_redaction)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// The values a project's secrets had before, oldest first.
+    pub async fn previous_values_of_project(
+        &self,
+        project: ProjectId,
+    ) -> Result<Vec<PreviousValue>, DbError> {
+        let sql = format!(
+            "SELECT {PREVIOUS_COLUMNS} FROM secret_previous_values WHERE project_id = $1 \
+             ORDER BY replaced_at, id"
+        );
+        let rows: Vec<PreviousValueRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(project.to_string()).fetch_all(pool).await?
+        });
+        rows.into_iter().map(PreviousValue::try_from).collect()
+    }
+
+    /// Every previous value of every project, for key rotation.
+    pub async fn all_previous_values(&self) -> Result<Vec<PreviousValue>, DbError> {
+        let sql = format!("SELECT {PREVIOUS_COLUMNS} FROM secret_previous_values ORDER BY id");
+        let rows: Vec<PreviousValueRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).fetch_all(pool).await?
+        });
+        rows.into_iter().map(PreviousValue::try_from).collect()
+    }
+
+    /// Replaces a previous value's ciphertext only if it is still `expected`. Returns whether
+    /// the row changed.
+    pub async fn replace_previous_ciphertext(
+        &self,
+        id: Uuid,
+        expected: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<bool, DbError> {
+        let changed = on_pool!(self, pool => {
+            sqlx::query("UPDATE secret_previous_values SET ciphertext = $3 WHERE id = $1 AND ciphertext = $2")
+                .bind(id.to_string())
+                .bind(expected)
+                .bind(ciphertext)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
+    /// Forgets one previous value (one too many to keep).
+    pub async fn delete_previous_value(&self, id: Uuid) -> Result<(), DbError> {
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM secret_previous_values WHERE id = $1")
+                .bind(id.to_string())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Forgets the previous values of `project` replaced before `deployment` was created: once
+    /// it succeeded, its containers run the values it was given. Returns how many were dropped.
+    pub async fn forget_previous_values(
+        &self,
+        project: ProjectId,
+        deployment: DeploymentId,
+    ) -> Result<u64, DbError> {
+        let forgotten = on_pool!(self, pool => {
+            sqlx::query(
+                "DELETE FROM secret_previous_values WHERE project_id = $1 AND replaced_at < \
+                 (SELECT created_at FROM deployments WHERE id = $2 AND project_id = $1)",
+            )
+            .bind(project.to_string())
+            .bind(deployment.to_string())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(forgotten)
     }
 }

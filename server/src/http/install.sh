@@ -2,8 +2,16 @@
 # Installs the Stagely agent on this host and registers it with the Stagely server at
 # __STAGELY_URL__ (served by that server at /install.sh).
 #
-#   curl -fsSL __STAGELY_URL__/install.sh | sh -s -- --token <join token>
-#   wget -qO- __STAGELY_URL__/install.sh | sh -s -- --token <join token>
+#   curl -fsSL __STAGELY_URL__/install.sh | STAGELY_JOIN_TOKEN=<join token> sh
+#   wget -qO- __STAGELY_URL__/install.sh | STAGELY_JOIN_TOKEN=<join token> sh
+#
+# The join token comes in the environment: an argument list is visible to every user of the
+# host (ps, /proc), so no token is ever passed as an argument by this script either. (`--token
+# <join token>` is still accepted for scripts written before, at that cost.) Or it comes in a
+# file only root can read, named by STAGELY_JOIN_TOKEN_FILE (the cloud-init file the server
+# offers writes one): the file is deleted once the host has joined.
+#
+#   curl -fsSL __STAGELY_URL__/install.sh | STAGELY_JOIN_TOKEN_FILE=/run/stagely-join-token sh
 #
 # Downloads the static agent binary from the server, checks its SHA-256 against the sum the
 # server publishes, installs it, trades the single-use join token for the agent's own token
@@ -26,14 +34,20 @@ fail() {
 
 usage() {
   cat <<USAGE
-usage: install.sh --token <join token>     install (or upgrade) and register this host
-       install.sh                          upgrade an agent that is already registered
-       install.sh --uninstall              stop and remove the agent, its configuration and state
+usage: STAGELY_JOIN_TOKEN=<join token> install.sh  install (or upgrade) and register this host
+       STAGELY_JOIN_TOKEN_FILE=<file> install.sh   the same, the token read from a root-only file
+                                                   (deleted once the host has joined)
+       install.sh                                  upgrade an agent that is already registered
+       install.sh --uninstall                      stop and remove the agent, its config and state
 options: --server <url> (default $SERVER_URL)
 USAGE
 }
 
-token=""
+# Kept in a shell variable and handed only to `stagely-agent join`, not to every command run here.
+token="${STAGELY_JOIN_TOKEN:-}"
+unset STAGELY_JOIN_TOKEN
+join_token_file="${STAGELY_JOIN_TOKEN_FILE:-}"
+unset STAGELY_JOIN_TOKEN_FILE
 action=install
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,6 +61,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 SERVER_URL="${SERVER_URL%/}"
+
+if [ -n "$join_token_file" ]; then
+  [ -z "$token" ] || fail "a join token is given twice: keep STAGELY_JOIN_TOKEN_FILE or the token itself, not both"
+  [ -f "$join_token_file" ] && [ -r "$join_token_file" ] ||
+    fail "cannot read the join token file $join_token_file (STAGELY_JOIN_TOKEN_FILE)"
+  # `read` is built into the shell: the token is on no command line.
+  read -r token <"$join_token_file" || true
+  [ -n "$token" ] || fail "the join token file $join_token_file is empty"
+fi
 
 has_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 
@@ -116,14 +139,16 @@ install_agent() {
   if [ -n "$token" ]; then
     # A new registration (also for a host whose old agent was revoked): the old token is
     # replaced only once the server has accepted the new one.
-    # The join token goes through the environment, not the agent's command line.
-    STAGELY_JOIN_TOKEN="$token" "$tmp/stagely-agent" join --server "$SERVER_URL" --token-file "$tmp/agent.token" ||
-      fail "the server refused to register this host (the reason is above)"
-    mv -f "$tmp/agent.token" "$token_file"
+    # The join token goes through the environment, not the agent's command line; the agent
+    # writes its own token (0600) in place of the old one only once the server accepted it.
+    STAGELY_JOIN_TOKEN="$token" "$tmp/stagely-agent" join --server "$SERVER_URL" --token-file "$token_file" ||
+      fail "could not register this host (the reason is above)"
+    # Spent: nothing is left to protect, but nothing needs it either.
+    if [ -n "$join_token_file" ]; then rm -f "$join_token_file"; fi
   elif [ -s "$token_file" ]; then
     say "upgrading the agent in place (its registration is kept)"
   else
-    fail "no --token: create a join token in the dashboard (Servers → Add server)"
+    fail "no join token: create one in the dashboard (Servers → Add server) and run the command it shows (STAGELY_JOIN_TOKEN=<join token>)"
   fi
   # Replacing the file (rather than writing into it) is safe while the old agent still runs.
   mv -f "$tmp/stagely-agent" "$BIN_DIR/stagely-agent"

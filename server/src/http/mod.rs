@@ -3,8 +3,8 @@
 //! [`ROUTES`](routes) is the one table of the API: the router is built from it and so is the
 //! OpenAPI document (`openapi`), so the two cannot drift. Each handler is a thin adapter: it
 //! extracts the caller ([`CurrentUser`]) and the typed input, calls one operation in
-//! [`crate::ops`] and wraps the result; [`error`] maps an [`OpError`] to a status code, the one
-//! place that does.
+//! [`crate::ops`] and wraps the result; `error_response` maps an [`OpError`] to a status code,
+//! the one place that does.
 //!
 //! Every lookup goes through the caller, so another user's id answers 404 exactly like an id
 //! that does not exist.
@@ -12,7 +12,6 @@
 pub mod agents;
 pub mod deployments;
 pub mod downloads;
-pub mod error;
 pub mod join_tokens;
 pub mod openapi;
 pub mod projects;
@@ -46,6 +45,9 @@ pub struct ApiRoute {
     /// One line for the OpenAPI document.
     pub summary: &'static str,
     pub request: Option<SchemaFn>,
+    /// Whether a request without a body is refused (every field of an optional one has a
+    /// default).
+    pub body_required: bool,
     /// The status of a success.
     pub status: StatusCode,
     pub response: Option<SchemaFn>,
@@ -71,6 +73,7 @@ impl ApiRoute {
             path,
             summary,
             request: None,
+            body_required: false,
             status,
             response: None,
             handler: axum::routing::on(filter, handler),
@@ -80,6 +83,14 @@ impl ApiRoute {
     /// The JSON body the operation takes.
     fn takes<T: JsonSchema>(mut self) -> Self {
         self.request = Some(|generator| generator.subschema_for::<T>());
+        self.body_required = true;
+        self
+    }
+
+    /// A JSON body the operation takes when there is one.
+    fn may_take<T: JsonSchema>(mut self) -> Self {
+        self.request = Some(|generator| generator.subschema_for::<T>());
+        self.body_required = false;
         self
     }
 
@@ -127,7 +138,7 @@ pub fn routes() -> Vec<ApiRoute> {
             S::CREATED,
             join_tokens::create,
         )
-        .takes::<CreateJoinToken>()
+        .may_take::<CreateJoinToken>()
         .returns::<JoinTokenCreated>(),
         ApiRoute::new(
             post.clone(),

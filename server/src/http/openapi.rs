@@ -14,6 +14,7 @@ struct Operation {
     path: &'static str,
     summary: &'static str,
     request: Option<Value>,
+    body_required: bool,
     status: String,
     response: Option<Value>,
 }
@@ -35,6 +36,7 @@ pub fn build() -> Value {
             path: route.path,
             summary: route.summary,
             request: route.request.map(&mut schema),
+            body_required: route.body_required,
             status: route.status.as_u16().to_string(),
             response: route.response.map(&mut schema),
         })
@@ -70,8 +72,7 @@ pub fn build() -> Value {
         let mut entry =
             json!({"summary": operation.summary, "parameters": parameters, "responses": responses});
         if let Some(body) = operation.request {
-            entry["requestBody"] =
-                json!({"required": true, "content": {"application/json": {"schema": body}}});
+            entry["requestBody"] = json!({"required": operation.body_required, "content": {"application/json": {"schema": body}}});
         }
         let path = paths.entry(operation.path).or_insert_with(|| json!({}));
         path[operation.method] = entry;

@@ -24,7 +24,7 @@ pub async fn list(
     ApiPath(project): ApiPath<ProjectId>,
 ) -> Result<Json<Vec<SecretSummary>>, OpError> {
     Ok(Json(
-        ops::secrets::list(&state.store, &user, project).await?,
+        ops::secrets::list(&state.store, &state.vault, &user, project).await?,
     ))
 }
 
@@ -43,7 +43,7 @@ pub async fn delete(
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<SecretId>,
 ) -> Result<StatusCode, OpError> {
-    ops::secrets::delete(&state.store, &user, id).await?;
+    ops::secrets::delete(&state.store, &state.vault, &user, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -35,6 +35,7 @@ pub async fn start(
     let (deployment_id, job_id) = store.create_deployment(project.id, by.id).await?;
     if let Err(error) = dispatch(store, vault, hub, deployment_id, job_id, &project).await {
         // Nothing was sent: say so on the deployment instead of leaving it queued for good.
+        tracing::error!(error = format!("{error:#}"), %deployment_id, "a deploy could not be prepared");
         let message = format!("the deploy could not be prepared: {error}");
         set_status(
             store,
@@ -75,8 +76,11 @@ pub async fn dispatch(
         directory: project.path.to_string(),
         compose_file: project.compose_file.as_ref().map(|file| file.to_string()),
         secrets: super::secrets::values_of_project(store, vault, project.id).await?,
+        project_id: Some(project.id),
     };
-    match hub.send(project.agent_id, ServerToAgent::Deploy(payload)) {
+    let message = ServerToAgent::Deploy(payload);
+    super::secrets::check_frame_to_agent(&message)?;
+    match hub.send(project.agent_id, message) {
         Ok(()) => {
             set_status(
                 store,
@@ -162,7 +166,9 @@ pub async fn record_update(
                 kind: EventKind::Step,
                 body: name.to_string(),
             };
-            add_event(store, hub, id, project, event).await.and(moved)
+            let added = add_event(store, hub, id, project, event).await;
+            log_failure(moved, id);
+            added
         }
         JobEvent::Output { line } => {
             let event = NewEvent {
@@ -177,11 +183,25 @@ pub async fn record_update(
             } else {
                 DeploymentStatus::Failed
             };
-            set_status(store, hub, id, project, status, Some(&message)).await
+            let moved = set_status(store, hub, id, project, status, Some(&message)).await;
+            if success {
+                // Its containers run the values it was given: the ones replaced before it no
+                // longer need masking in the project's logs.
+                let forgotten = super::secrets::forget_previous_values(store, project, id).await;
+                log_failure(moved, id);
+                forgotten
+            } else {
+                moved
+            }
         }
     };
+    log_failure(result, id);
+}
+
+/// Logs why recording part of a job update failed; each part is logged on its own.
+fn log_failure(result: OpResult<()>, deployment: DeploymentId) {
     if let Err(error) = result {
-        tracing::error!(?error, deployment_id = %id, "could not record a job update");
+        tracing::error!(?error, deployment_id = %deployment, "could not record a job update");
     }
 }
 

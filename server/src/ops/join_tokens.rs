@@ -39,27 +39,57 @@ pub async fn create(
         .create_join_token(&token.hash(), by.id, name, crate::db::to_ms(expires_at))
         .await?;
     tracing::info!(user = %by.login, expires_at = %expires_at, "join token created");
-    let command = install_command(public_url, token.expose());
     Ok(JoinTokenCreated {
         token: token.expose().to_string(),
         expires_at,
-        cloud_init: cloud_init(&command),
-        command,
+        command: install_command(public_url, token.expose()),
+        cloud_init: cloud_init(public_url, token.expose()),
     })
 }
 
-/// The one line that installs and registers an agent.
+/// The one line that installs and registers an agent. The join token reaches the script in the
+/// environment of `sh`, never in an argument list (which every user of the host can read in
+/// `ps`); it is made of URL-safe base64, so it needs no quoting. POSIX sh; `wget -qO-` may stand
+/// in for `curl -fsSL`.
 pub fn install_command(public_url: &str, token: &str) -> String {
-    format!("curl -fsSL {public_url}/install.sh | sh -s -- --token {token}")
+    format!("curl -fsSL {public_url}/install.sh | STAGELY_JOIN_TOKEN={token} sh")
 }
 
-/// A cloud-init user-data file that runs `command` once, on the first boot.
-pub fn cloud_init(command: &str) -> String {
+/// Where a cloud-init file puts the join token: on `/run` (memory, gone at the next boot at the
+/// latest), readable by root alone; the installer deletes it once the host has joined.
+pub const JOIN_TOKEN_FILE: &str = "/run/stagely-join-token";
+
+/// A cloud-init user-data file that installs and registers the machine on its first boot.
+///
+/// cloud-init hands each `runcmd` entry to a shell on that shell's command line, where every
+/// user of the machine can read it (`ps`) for as long as the install runs. So the join token
+/// is not in it: `write_files` puts it in [`JOIN_TOKEN_FILE`] (0600, root), and the entry runs
+/// the installer with `STAGELY_JOIN_TOKEN_FILE` naming that file.
+pub fn cloud_init(public_url: &str, token: &str) -> String {
     #[derive(serde::Serialize)]
     struct UserData<'a> {
-        runcmd: [&'a str; 1],
+        write_files: [WriteFile<'a>; 1],
+        runcmd: [String; 1],
     }
-    let body = serde_yaml::to_string(&UserData { runcmd: [command] }).unwrap_or_default();
+    #[derive(serde::Serialize)]
+    struct WriteFile<'a> {
+        path: &'a str,
+        permissions: &'a str,
+        owner: &'a str,
+        content: &'a str,
+    }
+    let user_data = UserData {
+        write_files: [WriteFile {
+            path: JOIN_TOKEN_FILE,
+            permissions: "0600",
+            owner: "root:root",
+            content: token,
+        }],
+        runcmd: [format!(
+            "curl -fsSL {public_url}/install.sh | STAGELY_JOIN_TOKEN_FILE={JOIN_TOKEN_FILE} sh"
+        )],
+    };
+    let body = serde_yaml::to_string(&user_data).unwrap_or_default();
     format!("#cloud-config\n# Registers this machine as a Stagely agent on its first boot.\n{body}")
 }
 
@@ -124,12 +154,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cloud_init_file_runs_the_install_command_once() {
-        let command = install_command("https://deploy.example.com", "stj_abc-DEF_123");
-        let file = cloud_init(&command);
+    fn the_cloud_init_file_writes_the_join_token_to_a_root_only_file_and_runs_the_installer_once() {
+        let token = "stj_abc-DEF_123";
+        let file = cloud_init("https://deploy.example.com", token);
         assert!(file.starts_with("#cloud-config\n"), "{file}");
+        // A quoted string: YAML 1.1 (cloud-init's PyYAML) reads a bare 0600 as the number 384.
+        assert!(file.contains("permissions: '0600'"), "{file}");
         let parsed: serde_yaml::Value = serde_yaml::from_str(&file).unwrap();
-        assert_eq!(parsed["runcmd"][0].as_str(), Some(command.as_str()));
+        let written = &parsed["write_files"];
+        assert_eq!(written.as_sequence().map(Vec::len), Some(1), "{file}");
+        assert_eq!(written[0]["path"].as_str(), Some(JOIN_TOKEN_FILE));
+        assert_eq!(written[0]["permissions"].as_str(), Some("0600"));
+        assert_eq!(written[0]["owner"].as_str(), Some("root:root"));
+        assert_eq!(written[0]["content"].as_str().map(str::trim), Some(token));
         assert_eq!(parsed["runcmd"].as_sequence().map(Vec::len), Some(1));
+        assert_eq!(
+            parsed["runcmd"][0].as_str(),
+            Some(
+                "curl -fsSL https://deploy.example.com/install.sh | \
+                 STAGELY_JOIN_TOKEN_FILE=/run/stagely-join-token sh"
+            )
+        );
+    }
+
+    #[test]
+    fn the_command_carries_the_join_token_in_the_environment_of_sh_and_cloud_init_in_a_file() {
+        let token = "stj_abc-DEF_123";
+        let command = install_command("https://deploy.example.com", token);
+        assert_eq!(
+            command,
+            "curl -fsSL https://deploy.example.com/install.sh | STAGELY_JOIN_TOKEN=stj_abc-DEF_123 sh"
+        );
+        assert_eq!(command.matches(token).count(), 1, "{command}");
+        let file = cloud_init("https://deploy.example.com", token);
+        // cloud-init runs a `runcmd` entry as `sh -c '<entry>'`: the whole entry is on that
+        // shell's command line for as long as the install runs, so the token must not be in it.
+        assert_eq!(file.matches(token).count(), 1, "{file}");
+        let parsed: serde_yaml::Value = serde_yaml::from_str(&file).unwrap();
+        let runcmd = parsed["runcmd"][0].as_str().unwrap_or_default();
+        assert!(!runcmd.contains(token), "{runcmd}");
+        assert!(!file.contains("STAGELY_JOIN_TOKEN="), "{file}");
+        for text in [command.as_str(), file.as_str()] {
+            assert!(!text.contains("--token"), "{text}");
+            assert!(!text.contains("sh -s"), "{text}");
+        }
     }
 }

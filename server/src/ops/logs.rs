@@ -2,12 +2,13 @@
 //! does, and the lines are relayed to the watching tabs.
 //!
 //! The first watcher starts `compose logs -f` on the project's agent ([`StartLogs`], carrying
-//! the project's secret values so the agent redacts them); the last one to leave stops it. The
-//! stream is restarted when the agent reconnects and when a deploy has (re)created the
-//! containers; [`LogFeeds`] numbers the lines and drops those a restart replays.
+//! the project's secret values, and those replaced since its last successful deploy, so the
+//! agent redacts them); the last one to leave stops it. The stream is restarted when the agent
+//! reconnects and when a deploy has (re)created the containers; [`LogFeeds`] numbers the lines
+//! and drops those a restart replays. A project that still shares its name with another on its
+//! agent ([`Project::name_clash`]) gets no stream: Compose would mix in the other's containers.
 
-use super::OpResult;
-use crate::db::{Store, User};
+use crate::db::Store;
 use crate::hub::{Hub, HubEvent};
 use crate::log_feeds::LogFeeds;
 use crate::vault::Vault;
@@ -21,23 +22,22 @@ const FIRST_TAIL: u32 = 200;
 /// Past lines asked for when a stream restarts; those already sent are dropped by timestamp.
 const RESTART_TAIL: u32 = 500;
 
-/// A tab starts watching one of the person's projects: returns the project and the lines to show
-/// first (those after `resume`, when the tab had seen some).
+/// A tab starts watching `project` — one the person's operation already resolved (e.g.
+/// [`super::projects::show`]): returns the lines to show first (those after `resume`, when the
+/// tab had seen some).
 pub async fn watch(
     store: &Store,
     vault: &Vault,
     hub: &Hub,
     feeds: &LogFeeds,
-    by: &User,
-    project: ProjectId,
+    project: &Project,
     resume: Option<LogCursor>,
-) -> OpResult<(Project, LogLines)> {
-    let project = store.project(by, project).await?;
-    let (replay, started) = feeds.watch(&project, resume);
+) -> LogLines {
+    let (replay, started) = feeds.watch(project, resume);
     if let Some(stream_id) = started {
-        start(store, vault, hub, feeds, &project, stream_id, FIRST_TAIL).await;
+        start(store, vault, hub, feeds, project, stream_id, FIRST_TAIL).await;
     }
-    Ok((project, replay))
+    replay
 }
 
 /// A tab stops watching `project` (it closed, or watches another project now).
@@ -84,7 +84,8 @@ pub fn relay(hub: &Hub, feeds: &LogFeeds, agent: AgentId, batch: LogBatch) {
     }
 }
 
-/// Asks the agent for the stream; the project's secrets go along so the agent redacts them.
+/// Asks the agent for the stream; the project's secret values (current, and earlier ones that a
+/// container may still run) go along so the agent redacts them.
 async fn start(
     store: &Store,
     vault: &Vault,
@@ -94,8 +95,15 @@ async fn start(
     stream_id: JobId,
     tail: u32,
 ) {
-    let redact = match super::secrets::values_of_project(store, vault, project.id).await {
-        Ok(secrets) => secrets.into_iter().map(|secret| secret.value).collect(),
+    if project.name_clash {
+        // `compose logs -p <name>` would show the containers of the other project of that name
+        // on the agent too, masked only with this project's values: stream nothing until it is
+        // renamed. Its page says so.
+        tracing::warn!(project_id = %project.id, agent_id = %project.agent_id, "no log stream for a project that shares its name on its agent; it must be renamed");
+        return;
+    }
+    let redact = match super::secrets::values_to_redact(store, vault, project.id).await {
+        Ok(values) => values,
         Err(error) => {
             // Without the values the agent could not redact: stream nothing.
             tracing::error!(?error, project_id = %project.id, "cannot stream logs without the secrets to redact");
@@ -116,6 +124,12 @@ async fn start(
         tail,
         redact,
     };
+    let request = ServerToAgent::StartLogs(request);
+    if let Err(error) = super::secrets::check_frame_to_agent(&request) {
+        // The agent would drop the connection over it, and be sent it again on reconnect.
+        tracing::error!(%error, project_id = %project.id, "cannot stream logs");
+        return;
+    }
     // An agent that is offline gets it on reconnect (`restart_for_agent`).
-    let _ = hub.send(project.agent_id, ServerToAgent::StartLogs(request));
+    let _ = hub.send(project.agent_id, request);
 }

@@ -1,11 +1,17 @@
 //! Projects: a compose project on one agent's host, always reached through its owner, so
 //! another person's project is simply not found.
+//!
+//! A project's name is also its compose project name (`docker compose -p`), a namespace on its
+//! agent's host, so it is unique twice over: among the person's projects, and among the
+//! projects on its agent, whoever owns them. A clash on the agent is told as "agent X already
+//! runs a project named N", which names only what the person chose; the database holds the same
+//! rule against two requests racing (migrations `0006_project_name_per_agent.sql`).
 
 use super::{OpError, OpResult};
-use crate::db::{DbError, Store, User};
+use crate::db::{Agent, DbError, Store, User};
 use crate::hub::Hub;
 use shared::api::{CreateProject, Project, UpdateProject};
-use shared::{AgentId, ProjectId, ServiceName};
+use shared::{AgentId, ProjectId, ProjectName, ServiceName};
 use std::time::Duration;
 
 /// How long the Project page waits for the agent to read a compose file.
@@ -14,16 +20,12 @@ const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Creates a project on one of the person's agents. The path and compose file were checked when
 /// the input was parsed.
 pub async fn create(store: &Store, by: &User, input: CreateProject) -> OpResult<Project> {
-    agent_must_be_visible(store, by, input.agent_id).await?;
-    store
-        .create_project(by, &input)
-        .await
-        .map_err(|error| match error {
-            DbError::Conflict(_) => {
-                OpError::Conflict(format!("you already have a project named {}", input.name))
-            }
-            other => other.into(),
-        })
+    let agent = agent_must_be_visible(store, by, input.agent_id).await?;
+    name_must_be_free(store, by, &agent, &input.name, None).await?;
+    match store.create_project(by, &input).await {
+        Ok(project) => Ok(project),
+        Err(error) => Err(explain_write(store, by, &agent, &input.name, None, error).await),
+    }
 }
 
 pub async fn list(store: &Store, by: &User) -> OpResult<Vec<Project>> {
@@ -34,17 +36,33 @@ pub async fn show(store: &Store, by: &User, id: ProjectId) -> OpResult<Project> 
     Ok(store.project(by, id).await?)
 }
 
-/// Applies the given changes; a new agent must be one the person may see.
+/// Applies the given changes; a new agent must be one the person may see, and a new name or
+/// agent must leave the name free where the project lands.
 pub async fn update(
     store: &Store,
     by: &User,
     id: ProjectId,
     changes: UpdateProject,
 ) -> OpResult<Project> {
-    if let Some(agent_id) = changes.agent_id {
-        agent_must_be_visible(store, by, agent_id).await?;
+    let current = store.project(by, id).await?;
+    let agent = match changes.agent_id {
+        Some(agent_id) => Some(agent_must_be_visible(store, by, agent_id).await?),
+        None => None,
+    };
+    let name = changes.name.as_ref().unwrap_or(&current.name);
+    let agent_id = agent.as_ref().map_or(current.agent_id, |agent| agent.id);
+    if *name == current.name && agent_id == current.agent_id {
+        return Ok(store.update_project(by, id, &changes).await?);
     }
-    Ok(store.update_project(by, id, &changes).await?)
+    let agent = match agent {
+        Some(agent) => agent,
+        None => store.agent(agent_id).await?,
+    };
+    name_must_be_free(store, by, &agent, name, Some(id)).await?;
+    match store.update_project(by, id, &changes).await {
+        Ok(project) => Ok(project),
+        Err(error) => Err(explain_write(store, by, &agent, name, Some(id), error).await),
+    }
 }
 
 /// Deletes a project with its secrets and deployments.
@@ -70,10 +88,56 @@ pub async fn services(
     .map_err(OpError::Invalid)
 }
 
-async fn agent_must_be_visible(store: &Store, by: &User, agent_id: AgentId) -> OpResult<()> {
+async fn agent_must_be_visible(store: &Store, by: &User, agent_id: AgentId) -> OpResult<Agent> {
     store
         .agent_visible_to(by, agent_id)
         .await
-        .map(drop)
         .map_err(|_| OpError::Invalid(format!("agent {agent_id} does not exist")))
+}
+
+/// Refuses `name` for a project of `by` on `agent` while another project (not `except`) holds
+/// it: one of the person's own, on any agent, or anyone's on that agent.
+async fn name_must_be_free(
+    store: &Store,
+    by: &User,
+    agent: &Agent,
+    name: &ProjectName,
+    except: Option<ProjectId>,
+) -> OpResult<()> {
+    let in_use = store
+        .project_name_in_use(by, agent.id, name, except)
+        .await?;
+    if in_use.by_owner {
+        Err(OpError::Conflict(format!(
+            "you already have a project named {name}"
+        )))
+    } else if in_use.on_agent {
+        Err(OpError::Conflict(format!(
+            "agent {} already runs a project named {name}",
+            agent.name
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// A write the database refused: a duplicate that appeared after [`name_must_be_free`] looked
+/// is told the same way.
+async fn explain_write(
+    store: &Store,
+    by: &User,
+    agent: &Agent,
+    name: &ProjectName,
+    except: Option<ProjectId>,
+    error: DbError,
+) -> OpError {
+    match error {
+        DbError::Conflict(_) => match name_must_be_free(store, by, agent, name, except).await {
+            Err(explained) => explained,
+            Ok(()) => OpError::Conflict(format!(
+                "the project name {name} was taken meanwhile; try again"
+            )),
+        },
+        other => other.into(),
+    }
 }

@@ -1,17 +1,57 @@
 //! Secrets: sealed by the vault before they are stored, listed masked, revealed only by an
 //! audited call, opened for a deploy or to redact a project's logs, re-sealed by a key rotation.
+//!
+//! Redaction has to hold for the containers that run now, not only for the values stored now:
+//! a change or a delete keeps the value it replaces (sealed, as a previous value), and a
+//! project's logs are masked for those too until a deploy of the project succeeds, since from
+//! then on its containers run the values that deploy was given.
+//!
+//! Every value a project holds travels in one frame to its agent (a `Deploy` carries the
+//! current ones, a `StartLogs` those and the kept previous ones), and the agent reads no frame
+//! over [`MAX_FRAME_TO_AGENT_BYTES`]. So a project holds at most [`MAX_SECRETS_PER_PROJECT`]
+//! secrets of [`MAX_PROJECT_BYTES`] together, keeps at most [`MAX_PREVIOUS_PER_SECRET`]
+//! previous values per secret within [`MAX_PREVIOUS_BYTES`] (the oldest go first, and masking
+//! them is best effort from then on), and a message that would still not fit (secrets stored
+//! before these limits) is refused with both sizes rather than sent.
 
 use super::{OpError, OpResult};
-use crate::db::{DbError, Store, StoredSecret, User};
-use crate::vault::{SecretRow, Vault};
+use crate::db::{DbError, PreviousValue, Store, StoredSecret, User};
+use crate::vault::{PreviousRow, SecretRow, Vault};
 use shared::api::{CreateSecret, RevealedSecret, SecretSummary, UpdateSecret};
-use shared::{ProjectId, Secret, SecretId, SecretValue};
+use shared::protocol::MAX_FRAME_TO_AGENT_BYTES;
+use shared::{DeploymentId, ProjectId, Secret, SecretId, SecretValue, ServerToAgent};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Largest secret value accepted.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Most secrets one project may have.
+const MAX_SECRETS_PER_PROJECT: usize = 1000;
+/// Most bytes a project's secret values may hold together.
+const MAX_PROJECT_BYTES: usize = 1024 * 1024;
+/// Most previous values kept per secret: the newest.
+const MAX_PREVIOUS_PER_SECRET: usize = 3;
+/// Most previous values kept per project, whichever secrets they were values of (empty values
+/// take no bytes, but still room in a frame).
+const MAX_PREVIOUS_VALUES: usize = 1000;
+/// Most bytes a project's kept previous values may hold together.
+const MAX_PREVIOUS_BYTES: usize = 1024 * 1024;
+
+// Whatever a project holds fits one frame: a byte of a value takes at most six bytes of JSON
+// (`\u0001`), and 1 MiB is far more than the keys (up to 256 bytes), scopes, quotes and commas
+// of 1,000 secrets and 1,000 previous values.
+const _: () =
+    assert!(6 * (MAX_PROJECT_BYTES + MAX_PREVIOUS_BYTES) + (1 << 20) <= MAX_FRAME_TO_AGENT_BYTES);
+
 /// What a listed secret shows instead of its value.
 const MASK: &str = "********";
+/// A value shorter than this (in characters) is flagged as not reliably masked in logs: the
+/// agent leaves the shortest values alone, and a short one also matches ordinary output.
+const RELIABLY_MASKED_CHARS: usize = 6;
+
+fn weak_redaction(value: &SecretValue) -> bool {
+    value.expose().chars().count() < RELIABLY_MASKED_CHARS
+}
 
 fn check_value(value: &SecretValue) -> OpResult<()> {
     if value.expose().len() > MAX_VALUE_BYTES {
@@ -28,11 +68,83 @@ fn check_value(value: &SecretValue) -> OpResult<()> {
     Ok(())
 }
 
+/// Whether a project with `secrets` has room for `value`, as a new secret or (`replacing`) as
+/// the new value of one of them. A project over the limit (from before it) may still shrink.
+fn check_room(
+    secrets: &[StoredSecret],
+    replacing: Option<SecretId>,
+    value: &SecretValue,
+) -> OpResult<()> {
+    if replacing.is_none() && secrets.len() >= MAX_SECRETS_PER_PROJECT {
+        return Err(OpError::Invalid(format!(
+            "a project may have at most {MAX_SECRETS_PER_PROJECT} secrets"
+        )));
+    }
+    let now: usize = secrets
+        .iter()
+        .map(|secret| Vault::value_len(&secret.ciphertext))
+        .sum();
+    let replaced = secrets
+        .iter()
+        .find(|secret| Some(secret.id) == replacing)
+        .map_or(0, |secret| Vault::value_len(&secret.ciphertext));
+    let total = now - replaced + value.expose().len();
+    if total > MAX_PROJECT_BYTES && total > now {
+        return Err(OpError::Invalid(format!(
+            "a project's secrets may hold at most {} MiB together; this one would make it {total} bytes",
+            MAX_PROJECT_BYTES / (1024 * 1024)
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a message to an agent that would not fit in one frame the agent reads. Only secret
+/// values make a message that large, so the error says so, with both sizes.
+pub(super) fn check_frame_to_agent(message: &ServerToAgent) -> OpResult<()> {
+    let size = encoded_len(message);
+    if size > MAX_FRAME_TO_AGENT_BYTES {
+        return Err(OpError::Invalid(format!(
+            "the project's secrets are too large to send ({size} bytes, limit {MAX_FRAME_TO_AGENT_BYTES})"
+        )));
+    }
+    Ok(())
+}
+
+/// The length of `message` as the JSON text the hub sends, counted without keeping a copy (it
+/// holds secret values).
+fn encoded_len(message: &ServerToAgent) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // A counter never fails to write, and these types always serialize.
+    let _ = serde_json::to_writer(&mut counter, message);
+    counter.0
+}
+
 fn row_of(secret: &StoredSecret) -> SecretRow<'_> {
     SecretRow {
         project_id: secret.project_id,
         secret_id: secret.id,
         key: &secret.key,
+    }
+}
+
+fn previous_row(previous: &PreviousValue) -> PreviousRow<'_> {
+    PreviousRow {
+        secret: SecretRow {
+            project_id: previous.project_id,
+            secret_id: previous.secret_id,
+            key: &previous.key,
+        },
+        id: previous.id,
     }
 }
 
@@ -44,6 +156,7 @@ fn summary(secret: StoredSecret) -> SecretSummary {
         scope: secret.scope,
         value: MASK.into(),
         updated_at: secret.updated_at,
+        weak_redaction: secret.weak_redaction.unwrap_or(false),
     }
 }
 
@@ -56,6 +169,11 @@ pub async fn create(
 ) -> OpResult<SecretSummary> {
     check_value(&input.value)?;
     let project = store.project(by, input.project_id).await?;
+    check_room(
+        &store.secrets_of_project(project.id).await?,
+        None,
+        &input.value,
+    )?;
     let id = SecretId(Uuid::new_v4());
     let row = SecretRow {
         project_id: project.id,
@@ -69,6 +187,7 @@ pub async fn create(
         scope: input.scope.clone(),
         ciphertext: vault.seal(row, &input.value),
         updated_at: time::OffsetDateTime::now_utc(),
+        weak_redaction: Some(weak_redaction(&input.value)),
     };
     store
         .insert_secret(&stored)
@@ -84,10 +203,57 @@ pub async fn create(
 }
 
 /// A project's secrets, values masked.
-pub async fn list(store: &Store, by: &User, project: ProjectId) -> OpResult<Vec<SecretSummary>> {
+pub async fn list(
+    store: &Store,
+    vault: &Vault,
+    by: &User,
+    project: ProjectId,
+) -> OpResult<Vec<SecretSummary>> {
     let project = store.project(by, project).await?;
-    let secrets = store.secrets_of_project(project.id).await?;
+    let mut secrets = store.secrets_of_project(project.id).await?;
+    for secret in secrets
+        .iter_mut()
+        .filter(|secret| secret.weak_redaction.is_none())
+    {
+        // Stored before the flag was: worked out from the value this once, then kept.
+        match vault.open(row_of(secret), &secret.ciphertext) {
+            Ok(value) => {
+                let weak = weak_redaction(&value);
+                store
+                    .set_weak_redaction(secret.id, &secret.ciphertext, weak)
+                    .await?;
+                secret.weak_redaction = Some(weak);
+            }
+            Err(error) => {
+                tracing::warn!(%error, secret_id = %secret.id, "cannot tell whether a secret is long enough to be masked")
+            }
+        }
+    }
     Ok(secrets.into_iter().map(summary).collect())
+}
+
+/// The value `secret` has now, sealed as a previous value replaced by `by`. A value the vault
+/// cannot open could not be masked either: it is not kept, and the change goes ahead.
+fn previous_value(vault: &Vault, secret: &StoredSecret, by: &User) -> Option<PreviousValue> {
+    let mut previous = PreviousValue {
+        id: Uuid::new_v4(),
+        project_id: secret.project_id,
+        secret_id: secret.id,
+        key: secret.key.clone(),
+        ciphertext: Vec::new(),
+        replaced_at: time::OffsetDateTime::now_utc(),
+        replaced_by: Some(by.id),
+    };
+    match vault.retire(row_of(secret), &secret.ciphertext, previous_row(&previous)) {
+        Ok(ciphertext) => {
+            previous.ciphertext = ciphertext;
+            Some(previous)
+        }
+        Err(error) => {
+            tracing::warn!(%error, secret_id = %secret.id, "the value being replaced cannot be opened, so it is not kept for masking logs");
+            None
+        }
+    }
 }
 
 /// Gives a secret a new value; a change made meanwhile by someone else is a `Conflict`.
@@ -100,20 +266,97 @@ pub async fn update(
 ) -> OpResult<SecretSummary> {
     check_value(&input.value)?;
     let current = store.secret(by, id).await?;
+    check_room(
+        &store.secrets_of_project(current.project_id).await?,
+        Some(id),
+        &input.value,
+    )?;
     let ciphertext = vault.seal(row_of(&current), &input.value);
+    let previous = previous_value(vault, &current, by);
+    let weak = weak_redaction(&input.value);
     if !store
-        .replace_ciphertext(id, &current.ciphertext, &ciphertext)
+        .replace_secret_value(
+            id,
+            &current.ciphertext,
+            &ciphertext,
+            weak,
+            previous.as_ref(),
+        )
         .await?
     {
         return Err(OpError::Conflict(
             "the secret changed meanwhile; try again".into(),
         ));
     }
+    if previous.is_some() {
+        keep_previous_values_bounded(store, current.project_id).await;
+    }
     Ok(summary(store.secret(by, id).await?))
 }
 
-pub async fn delete(store: &Store, by: &User, id: SecretId) -> OpResult<()> {
-    Ok(store.delete_secret(by, id).await?)
+/// Deletes a secret, keeping its value for masking logs until the next successful deploy.
+pub async fn delete(store: &Store, vault: &Vault, by: &User, id: SecretId) -> OpResult<()> {
+    let secret = store.secret(by, id).await?;
+    let previous = previous_value(vault, &secret, by);
+    if !store.delete_secret(&secret, previous.as_ref()).await? {
+        return Err(OpError::Conflict(
+            "the secret changed meanwhile; try again".into(),
+        ));
+    }
+    if previous.is_some() {
+        keep_previous_values_bounded(store, secret.project_id).await;
+    }
+    Ok(())
+}
+
+/// After a change kept a previous value: drops those of `project` beyond what is kept (see
+/// [`excess_previous_values`]), each logged once, by key name. The change itself is done, so a
+/// failure here is logged too, and the next change tries again.
+async fn keep_previous_values_bounded(store: &Store, project: ProjectId) {
+    let result = async {
+        let kept = store.previous_values_of_project(project).await?;
+        for previous in excess_previous_values(&kept) {
+            store.delete_previous_value(previous.id).await?;
+            tracing::warn!(
+                project_id = %project,
+                secret_id = %previous.secret_id,
+                key = %previous.key,
+                "an earlier value of this secret is no longer masked in the project's logs: at most {MAX_PREVIOUS_PER_SECRET} per secret and {} MiB per project are kept; deploy the project so no container runs it",
+                MAX_PREVIOUS_BYTES / (1024 * 1024)
+            );
+        }
+        Ok::<_, DbError>(())
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::error!(%error, project_id = %project, "could not drop the earlier values beyond those kept");
+    }
+}
+
+/// Which of a project's previous values (oldest first) are too many to keep: all but the
+/// [`MAX_PREVIOUS_PER_SECRET`] newest of each secret, and, going from the newest, every one
+/// from the first that no longer fits [`MAX_PREVIOUS_VALUES`] and [`MAX_PREVIOUS_BYTES`].
+fn excess_previous_values(kept: &[PreviousValue]) -> Vec<&PreviousValue> {
+    let mut of_secret = HashMap::<SecretId, usize>::new();
+    let (mut count, mut bytes, mut full) = (0, 0, false);
+    let mut excess = Vec::new();
+    for previous in kept.iter().rev() {
+        let newer_of_secret = of_secret.entry(previous.secret_id).or_default();
+        *newer_of_secret += 1;
+        if *newer_of_secret > MAX_PREVIOUS_PER_SECRET {
+            excess.push(previous);
+            continue;
+        }
+        let size = Vault::value_len(&previous.ciphertext);
+        full = full || count == MAX_PREVIOUS_VALUES || bytes + size > MAX_PREVIOUS_BYTES;
+        if full {
+            excess.push(previous);
+        } else {
+            count += 1;
+            bytes += size;
+        }
+    }
+    excess
 }
 
 /// Returns the plaintext and records who asked.
@@ -138,7 +381,7 @@ pub async fn reveal(
 
 /// A project's secrets in the clear, for a deploy or for the agent to redact its logs. Only the
 /// server calls this, for a project an operation already resolved.
-pub async fn values_of_project(
+pub(super) async fn values_of_project(
     store: &Store,
     vault: &Vault,
     project: ProjectId,
@@ -157,7 +400,48 @@ pub async fn values_of_project(
         .collect()
 }
 
-/// What a key rotation did.
+/// What the agent masks in a project's logs: the current value of every secret, and every value
+/// replaced or deleted since the project's last successful deploy (a container may still run
+/// it). Only the server calls this, for a project an operation already resolved.
+pub async fn values_to_redact(
+    store: &Store,
+    vault: &Vault,
+    project: ProjectId,
+) -> OpResult<Vec<SecretValue>> {
+    let mut values: Vec<SecretValue> = values_of_project(store, vault, project)
+        .await?
+        .into_iter()
+        .map(|secret| secret.value)
+        .collect();
+    for previous in store.previous_values_of_project(project).await? {
+        match vault.open_previous(previous_row(&previous), &previous.ciphertext) {
+            Ok(value) => values.push(value),
+            // It could not be masked anyway; the others still can.
+            Err(error) => tracing::warn!(
+                %error,
+                project_id = %project,
+                previous_value_id = %previous.id,
+                "an earlier value cannot be opened, so it is not masked in the project's logs"
+            ),
+        }
+    }
+    values.sort_by(|a, b| a.expose().cmp(b.expose()));
+    values.dedup_by(|a, b| a.expose() == b.expose());
+    Ok(values)
+}
+
+/// After `deployment` of `project` succeeded: its containers run the values it was given, so
+/// the values replaced before it was created need no masking any more.
+pub async fn forget_previous_values(
+    store: &Store,
+    project: ProjectId,
+    deployment: DeploymentId,
+) -> OpResult<()> {
+    store.forget_previous_values(project, deployment).await?;
+    Ok(())
+}
+
+/// What a key rotation did, counting secrets and their kept previous values.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Rotation {
     /// Re-sealed under the current key.
@@ -166,8 +450,9 @@ pub struct Rotation {
     pub current: usize,
 }
 
-/// Re-seals every secret under the current key, one row at a time: a row is either still under
-/// the previous key or already under the new one, so stopping halfway loses nothing.
+/// Re-seals every secret (and every kept previous value) under the current key, one row at a
+/// time: a row is either still under the previous key or already under the new one, so
+/// stopping halfway loses nothing.
 pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
     let mut done = Rotation::default();
     for secret in store.all_secrets().await? {
@@ -175,9 +460,25 @@ pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
             done.current += 1;
             continue;
         }
-        let ciphertext = vault.reseal(row_of(&secret), &secret.ciphertext)?;
+        // Key names repeat across projects: the id says which row it was.
+        let ciphertext = vault
+            .reseal(row_of(&secret), &secret.ciphertext)
+            .map_err(|error| OpError::Unreadable(format!("{error} (secret id {})", secret.id)))?;
         if store
             .replace_ciphertext(secret.id, &secret.ciphertext, &ciphertext)
+            .await?
+        {
+            done.rotated += 1;
+        }
+    }
+    for previous in store.all_previous_values().await? {
+        if !vault.needs_rotation(&previous.ciphertext) {
+            done.current += 1;
+            continue;
+        }
+        let ciphertext = vault.reseal_previous(previous_row(&previous), &previous.ciphertext)?;
+        if store
+            .replace_previous_ciphertext(previous.id, &previous.ciphertext, &ciphertext)
             .await?
         {
             done.rotated += 1;

@@ -21,8 +21,9 @@ use shared::{AgentId, AgentToServer, ServerToAgent};
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
-/// Largest frame an agent may send; log batches are split well below this.
-pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Largest frame an agent may send: the protocol's limit, which the agent's budgets for log
+/// batches, results and answers stay well below.
+pub const MAX_MESSAGE_BYTES: usize = shared::protocol::MAX_FRAME_BYTES;
 /// Sustained frames per second an agent may send, and the burst above it. The burst exceeds the
 /// agent's event queue (4,096), so an agent flushing what it kept during an outage is not cut off.
 const RATE_PER_SEC: f64 = 500.0;

@@ -128,16 +128,14 @@ async fn handle(
 ) -> Option<DashboardEvent> {
     let DashboardRequest::Watch { project_id, resume } = request;
     // Not the person's project: nothing changes and nothing is said.
-    ops::projects::show(&state.store, user, project_id)
+    let project = ops::projects::show(&state.store, user, project_id)
         .await
         .ok()?;
     if let Some(previous) = watching.project.take() {
         ops::logs::unwatch(&state.hub, &state.logs, previous);
     }
     let (store, vault, hub, feeds) = (&state.store, &state.vault, &state.hub, &state.logs);
-    let (project, replay) = ops::logs::watch(store, vault, hub, feeds, user, project_id, resume)
-        .await
-        .ok()?;
+    let replay = ops::logs::watch(store, vault, hub, feeds, &project, resume).await;
     watching.project = Some(project.id);
     Some(DashboardEvent::Logs(replay))
 }

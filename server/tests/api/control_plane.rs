@@ -106,7 +106,7 @@ async fn a_deploy_through_the_api_puts_each_secret_where_it_belongs() {
             .filter(|e| e.kind == "step")
             .map(|e| e.body.as_str())
             .collect();
-        assert_eq!(steps, ["parse", "render", "up", "health"]);
+        assert_eq!(steps, ["parse", "render", "claim", "up", "health"]);
         assert!(deployment
             .events
             .iter()
@@ -442,4 +442,62 @@ async fn the_openapi_document_describes_every_route_with_resolvable_schemas() {
         let name = target.strip_prefix("#/components/schemas/").expect(target);
         assert!(schemas[name].is_object(), "dangling reference {target}");
     }
+}
+
+#[tokio::test]
+async fn a_service_that_dies_printing_megabytes_fails_the_deploy_with_a_cut_message() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (_, api) = app.user("alice").await;
+    let (agent, process) = connected_agent(&app, &api).await;
+    // 50 lines of 64 KiB of quotes, as a service logging escaped JSON prints them, then exit 1.
+    // Encoded as JSON the tail Compose hands back is far over the server's 1 MiB frame limit.
+    let host = HostProject::new(
+        r#"services:
+  noisy:
+    image: {image}
+    command: ["sh", "-c", "for i in $$(seq 50); do head -c 65536 /dev/zero | tr '\\0' '\"'; echo; done; exit 1"]
+"#,
+    )
+    .await;
+    let project = create_project(&api, &agent, &host).await;
+
+    let accepted: DeployAccepted = api
+        .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
+        .await;
+    let done = wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(90)).await;
+
+    assert_eq!(
+        done.status,
+        DeploymentStatus::Failed,
+        "agent log:\n{}",
+        process.log_text()
+    );
+    let message = done.message.unwrap_or_default();
+    assert!(
+        message.starts_with("service noisy exited with code 1"),
+        "{}",
+        message.chars().take(300).collect::<String>()
+    );
+    // The end of what the service printed is kept (it says why it failed); what was cut is
+    // counted in a marker before it.
+    let cut = message
+        .split_once("… ")
+        .and_then(|(_, rest)| rest.split_once(" bytes cut\n"))
+        .map(|(count, _)| count)
+        .unwrap_or_default();
+    assert!(
+        cut.parse::<usize>().is_ok_and(|cut| cut > 0),
+        "the message has no cut marker: {}",
+        message.chars().take(300).collect::<String>()
+    );
+    assert!(
+        // Encoded, without its quotes.
+        serde_json::to_string(&message).unwrap().len() - 2 <= shared::protocol::budget::MESSAGE,
+        "the message is larger than its budget"
+    );
+    let log = process.log_text();
+    assert!(
+        !log.contains("lost the link") && !log.contains("reconnected"),
+        "the agent lost its link:\n{log}"
+    );
 }

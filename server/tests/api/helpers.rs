@@ -308,12 +308,22 @@ pub fn agent_binary() -> PathBuf {
 }
 
 impl AgentProcess {
+    /// An agent with its token in its environment (`STAGELY_AGENT_TOKEN`).
     pub fn spawn(server_url: &str, token: &str, log_dir: &Path) -> Self {
+        Self::spawn_with(
+            &["--server", server_url],
+            &[("STAGELY_AGENT_TOKEN", token)],
+            log_dir,
+        )
+    }
+
+    /// An agent started with `args` and `env` (and a state directory in `log_dir`).
+    pub fn spawn_with(args: &[&str], env: &[(&str, &str)], log_dir: &Path) -> Self {
         let log = log_dir.join(format!("agent-{}.log", uuid::Uuid::new_v4().simple()));
         let log_file = std::fs::File::create(&log).unwrap();
         let child = tokio::process::Command::new(agent_binary())
-            .args(["--server", server_url])
-            .env("STAGELY_AGENT_TOKEN", token)
+            .args(args)
+            .envs(env.iter().copied())
             .env("STAGELY_STATE_DIR", log_dir.join("agent-state"))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -328,6 +338,16 @@ impl AgentProcess {
     /// SIGKILL: the agent gets no chance to say goodbye.
     pub async fn kill_9(&mut self) {
         self.child.kill().await.unwrap();
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether the process has ended (it refused to start, or crashed).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     pub fn log_text(&self) -> String {

@@ -27,7 +27,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
     // 1. Adapters: turn HTTP requests, sockets, pages and timers into calls on the layers below.
     &["http", "ws", "dashboard", "housekeeping"],
     // 2. Who is asking: every credential check, sign-in and sessions.
-    &["auth"],
+    &["auth", "error_response"],
     // 3. The state the adapters are handed.
     &["state"],
     // 4. The operations the adapters share.

@@ -7,6 +7,8 @@ mod control_plane;
 mod dashboard;
 mod helpers;
 mod layers;
+mod project_names;
 mod provisioning;
+mod redaction;
 mod secrets_at_rest;
 mod storage;

@@ -2,7 +2,7 @@
 //! throw-away busybox container on the host network (its own root file system, no systemd),
 //! downloads the static agent, trades the join token and the agent connects.
 
-use crate::helpers::{downloads_dir, eventually, spawn_app, ApiClient, TestDb};
+use crate::helpers::{downloads_dir, eventually, spawn_app, AgentProcess, ApiClient, TestDb};
 use agent::testing::test_image;
 use shared::api::{AgentStatus, AgentSummary, JoinTokenCreated};
 use std::process::Output;
@@ -94,16 +94,12 @@ async fn the_one_line_command_installs_an_agent_that_registers_and_connects() {
     let app = spawn_app(&TestDb::Sqlite).await;
     let (_, client) = app.user("ops").await;
     let created = join_token(&client).await;
+    // The join token reaches the script through the environment of `sh`, not its arguments.
     assert!(created.command.starts_with(&format!(
-        "curl -fsSL {}/install.sh | sh -s -- --token stj_",
+        "curl -fsSL {}/install.sh | STAGELY_JOIN_TOKEN=stj_",
         app.url()
     )));
-    // The cloud-init file runs exactly that command.
-    let cloud_init: serde_yaml::Value = serde_yaml::from_str(&created.cloud_init).unwrap();
-    assert_eq!(
-        cloud_init["runcmd"][0].as_str(),
-        Some(created.command.as_str())
-    );
+    assert!(created.command.ends_with(" sh"), "{}", created.command);
 
     let host = Host::start().await;
     let install = host.sh(&with_wget(&created)).await;
@@ -171,6 +167,56 @@ async fn the_one_line_command_installs_an_agent_that_registers_and_connects() {
 }
 
 #[tokio::test]
+async fn the_cloud_init_file_registers_a_host_with_the_join_token_read_from_a_root_only_file() {
+    require_static_agent();
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (_, client) = app.user("ops").await;
+    let created = join_token(&client).await;
+    let user_data: serde_yaml::Value = serde_yaml::from_str(&created.cloud_init).unwrap();
+    let runcmd = user_data["runcmd"][0].as_str().expect("one runcmd entry");
+    assert!(!runcmd.contains(&created.token), "{runcmd}");
+
+    // What cloud-init does on the first boot: `write_files` first, then each `runcmd` entry as
+    // `sh -c '<entry>'`.
+    let host = Host::start().await;
+    let staged = tempfile::tempdir().unwrap();
+    let mut written = Vec::new();
+    for file in user_data["write_files"].as_sequence().expect("write_files") {
+        let path = file["path"].as_str().expect("a path");
+        let permissions = file["permissions"]
+            .as_str()
+            .expect("permissions as a string");
+        let local = staged.path().join("content");
+        std::fs::write(&local, file["content"].as_str().unwrap_or_default()).unwrap();
+        let dir = std::path::Path::new(path)
+            .parent()
+            .unwrap()
+            .display()
+            .to_string();
+        assert!(host.sh(&format!("mkdir -p {dir}")).await.status.success());
+        let copy = docker(&["cp", local.to_str().unwrap(), &format!("{}:{path}", host.0)]).await;
+        assert!(copy.status.success(), "{}", text(&copy));
+        let chmod = host.sh(&format!("chmod {permissions} {path}")).await;
+        assert!(chmod.status.success(), "{}", text(&chmod));
+        written.push(path.to_string());
+    }
+    assert_eq!(written.len(), 1, "{}", created.cloud_init);
+
+    let install = host.sh(&runcmd.replace("curl -fsSL", "wget -qO-")).await;
+    let said = text(&install);
+    assert!(install.status.success(), "{said}");
+    assert!(said.contains("registered as agent"), "{said}");
+    assert!(!said.contains(&created.token), "{said}");
+    let left = host.sh(&format!("test -e {}", written[0])).await;
+    assert!(
+        !left.status.success(),
+        "the join token file is deleted once the join succeeded"
+    );
+    let listed = agents(&client).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
+
+#[tokio::test]
 async fn a_used_or_expired_join_token_is_refused_and_the_script_says_why() {
     require_static_agent();
     let app = spawn_app(&TestDb::Sqlite).await;
@@ -213,6 +259,24 @@ async fn a_used_or_expired_join_token_is_refused_and_the_script_says_why() {
         text(&late)
     );
 
+    // A token file that is not there is named, before anything is downloaded.
+    let command = format!(
+        "wget -qO- {}/install.sh | STAGELY_JOIN_TOKEN_FILE=/run/no-such-token sh",
+        app.url()
+    );
+    let missing = second.sh(&command).await;
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("/run/no-such-token"),
+        "{}",
+        text(&missing)
+    );
+    assert!(!second
+        .sh("test -e /usr/local/bin/stagely-agent")
+        .await
+        .status
+        .success());
+
     assert_eq!(
         agents(&client).await.len(),
         1,
@@ -241,4 +305,100 @@ async fn a_join_token_needs_no_body_and_a_bad_name_is_refused_with_the_rule() {
     assert_eq!(status, 400, "{json}");
     let message = json["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("1 to 64"), "{message}");
+}
+
+#[tokio::test]
+async fn a_running_agent_never_has_its_token_on_its_command_line() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let state = app.data_dir.path();
+    let url = app.url();
+
+    // Every way an agent could be handed its token; each must connect or refuse to start.
+    let (in_env, env_token) = app.add_agent("from-env").await;
+    let (in_file, file_token) = app.add_agent("from-file").await;
+    let (on_argv, argv_token) = app.add_agent("from-argv").await;
+    let token_file = state.join("from-file.token");
+    std::fs::write(&token_file, file_token.expose()).unwrap();
+    let token_file = token_file.to_str().unwrap();
+    let ways = [
+        (
+            in_env,
+            env_token.expose(),
+            AgentProcess::spawn_with(
+                &["--server", &url],
+                &[("STAGELY_AGENT_TOKEN", env_token.expose())],
+                state,
+            ),
+        ),
+        (
+            in_file,
+            file_token.expose(),
+            AgentProcess::spawn_with(&["--server", &url, "--token-file", token_file], &[], state),
+        ),
+        (
+            on_argv,
+            argv_token.expose(),
+            AgentProcess::spawn_with(
+                &["--server", &url, "--token", argv_token.expose()],
+                &[],
+                state,
+            ),
+        ),
+    ];
+
+    let mut connected = Vec::new();
+    for (agent_id, token, mut agent) in ways {
+        eventually(
+            Duration::from_secs(20),
+            "the agent to connect or to refuse to start",
+            || {
+                let done = agent.has_exited() || app.state.hub.is_connected(agent_id);
+                async move { done }
+            },
+        )
+        .await;
+        if agent.has_exited() {
+            assert!(
+                !app.state.hub.is_connected(agent_id),
+                "{}",
+                agent.log_text()
+            );
+            continue;
+        }
+        let pid = agent.pid().expect("a running agent has a pid");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !cmdline.contains(token),
+            "a running agent shows its token to every user: {cmdline}"
+        );
+        assert!(
+            !agent.log_text().contains(token),
+            "the agent logged its token: {}",
+            agent.log_text()
+        );
+        connected.push(agent_id);
+    }
+    assert_eq!(
+        connected,
+        [in_env, in_file],
+        "the environment and the token file still work"
+    );
+}
+
+#[tokio::test]
+async fn adding_an_agent_at_the_command_line_shows_how_to_start_it_without_its_token_in_argv() {
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stagely-server"))
+        .args(["agents", "add", "web-1"])
+        .env("STAGELY_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    let hint = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{hint}");
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(token.starts_with("stg_"), "{token}");
+    assert!(hint.contains("--token-file"), "{hint}");
+    assert!(!hint.contains("--token "), "{hint}");
+    assert!(!hint.contains(&token), "{hint}");
 }

@@ -237,3 +237,33 @@ async fn key_rotation_keeps_every_secret_readable_even_when_killed_halfway() {
 fn api_for(server: &ServerProcess, api: &ApiClient) -> ApiClient {
     ApiClient::new(&server.url(), &api.token)
 }
+
+#[tokio::test]
+async fn the_running_servers_configuration_keeps_no_copy_of_the_master_keys() {
+    let data = tempfile::tempdir().unwrap();
+    let vars = [
+        ("STAGELY_DATA_DIR", data.path().display().to_string()),
+        (
+            "APP_MASTER_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_string(),
+        ),
+        (
+            "APP_MASTER_KEY_PREVIOUS",
+            "HxwdHhsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=".to_string(),
+        ),
+    ];
+    let config = server::config::Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.clone())
+    })
+    .unwrap();
+    assert!(config.master_key.is_some() && config.master_key_previous.is_some());
+    let state = server::AppState::build(config).await.unwrap();
+    assert!(state.config.master_key.is_none(), "APP_MASTER_KEY kept");
+    assert!(
+        state.config.master_key_previous.is_none(),
+        "APP_MASTER_KEY_PREVIOUS kept"
+    );
+    state.store.close().await;
+}

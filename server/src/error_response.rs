@@ -1,4 +1,5 @@
-//! How an [`OpError`] becomes an HTTP answer: the one place that maps errors to status codes.
+//! How an [`OpError`] becomes an HTTP answer: the one place that maps errors to status codes,
+//! for the REST API and for every other HTTP handler (sign-in pages, socket upgrades).
 //!
 //! The body is always `{"error": {"code", "message"}}`. Client errors say what to fix; a server
 //! error says only "internal error" and the cause chain goes to the log.
