@@ -33,6 +33,7 @@ pub use state::AppState;
 use anyhow::Context;
 use app::ssr::DashboardContext;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -81,6 +82,13 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // A page is written in several pieces: with Nagle's algorithm on, the last one waits for
+    // the browser's delayed ACK, 40 ms on every kept-alive request. Send each piece at once.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY on a connection");
+        }
+    });
     let housekeeping = housekeeping::spawn(&state);
     let hub = state.hub.clone();
     let shutdown = async move {
