@@ -11,7 +11,7 @@
 //! [`decode`] into [`shared::protocol::limits`] before anything uses them, so a bad value can
 //! neither overflow a timer nor ask for unbounded work.
 
-use serde::Serialize;
+pub use shared::protocol::encoded_len;
 use shared::protocol::{budget, limits, MAX_FRAME_BYTES};
 use shared::{AgentToServer, ServerToAgent, ServiceName};
 
@@ -74,24 +74,6 @@ pub fn cut_keeping_end(text: &str, budget: usize) -> String {
 
 fn marker(cut_bytes: usize) -> String {
     format!("… {cut_bytes} bytes cut")
-}
-
-/// How many bytes `value` takes as JSON, without writing it anywhere.
-pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    // Writing to a counter cannot fail, and the protocol's types always serialize.
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
 }
 
 /// A frame as the text sent on the socket; an error (naming the frame's kind and size, never

@@ -28,6 +28,26 @@ pub const MAX_FRAME_BYTES: usize = 1 << 20;
 /// bytes of JSON per byte of value), and the server caps what a project holds well below this.
 pub const MAX_FRAME_TO_AGENT_BYTES: usize = 16 << 20;
 
+/// How many bytes `value` takes as the JSON a frame carries, counted without writing it anywhere
+/// (so a frame holding secret values is measured without a copy of them). Both ends measure
+/// their frames against the limits above with it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and the protocol's types always serialize.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
 /// What the agent lets each part of a frame grow to, in bytes of encoded JSON (a quote or a
 /// control character takes more room than in the text). Text over its budget is cut at a
 /// character boundary and ends with a visible `… N bytes cut`.

@@ -101,32 +101,13 @@ fn check_room(
 /// Refuses a message to an agent that would not fit in one frame the agent reads. Only secret
 /// values make a message that large, so the error says so, with both sizes.
 pub(super) fn check_frame_to_agent(message: &ServerToAgent) -> OpResult<()> {
-    let size = encoded_len(message);
+    let size = shared::protocol::encoded_len(message);
     if size > MAX_FRAME_TO_AGENT_BYTES {
         return Err(OpError::Invalid(format!(
             "the project's secrets are too large to send ({size} bytes, limit {MAX_FRAME_TO_AGENT_BYTES})"
         )));
     }
     Ok(())
-}
-
-/// The length of `message` as the JSON text the hub sends, counted without keeping a copy (it
-/// holds secret values).
-fn encoded_len(message: &ServerToAgent) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    // A counter never fails to write, and these types always serialize.
-    let _ = serde_json::to_writer(&mut counter, message);
-    counter.0
 }
 
 fn row_of(secret: &StoredSecret) -> SecretRow<'_> {

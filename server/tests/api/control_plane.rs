@@ -2,8 +2,8 @@
 //! real agent process deploying to the real Docker engine.
 
 use crate::helpers::{
-    eventually, spawn_app, wait_for_deployment, AgentProcess, ApiClient, HostProject, TestApp,
-    TestDb, WEB_AND_WORKER,
+    eventually, spawn_app, wait_for_deployment, AgentProcess, ApiClient, HostProject, TestDb,
+    WEB_AND_WORKER,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -12,38 +12,14 @@ use shared::api::{
 };
 use std::time::Duration;
 
-/// Registers an agent through the API and starts a real agent process with its token.
-async fn connected_agent(app: &TestApp, api: &ApiClient) -> (AgentCreated, AgentProcess) {
-    let created: AgentCreated = api
-        .expect(
-            Method::POST,
-            "/agents",
-            Some(json!({"name": "host-1"})),
-            201,
-        )
-        .await;
-    let agent = AgentProcess::spawn(&app.url(), &created.token, app.data_dir.path());
-    let id = created.agent.id;
-    eventually(Duration::from_secs(10), "the agent to connect", || async {
-        app.state.hub.is_connected(id)
-    })
-    .await;
-    (created, agent)
-}
-
-async fn create_project(api: &ApiClient, agent: &AgentCreated, host: &HostProject) -> Project {
-    let body = json!({"name": host.name, "agent_id": agent.agent.id, "path": host.path()});
-    api.expect(Method::POST, "/projects", Some(body), 201).await
-}
-
 #[tokio::test]
 async fn a_deploy_through_the_api_puts_each_secret_where_it_belongs() {
     for db in TestDb::all().await {
         let app = spawn_app(&db).await;
         let (_, api) = app.user("alice").await;
-        let (agent, _process) = connected_agent(&app, &api).await;
+        let (agent, _process) = api.connected_agent(&app.url(), app.data_dir.path()).await;
         let host = HostProject::new(WEB_AND_WORKER).await;
-        let project = create_project(&api, &agent, &host).await;
+        let project = api.create_project(&agent, &host).await;
 
         let secrets = [
             json!({"project_id": project.id, "key": "DB_PASSWORD", "value": "global-pw-$1", "scope": "global"}),
@@ -279,7 +255,7 @@ async fn a_job_for_an_offline_agent_waits_queued_and_runs_once_when_it_connects(
         .expect(Method::POST, "/agents", Some(json!({"name": "later"})), 201)
         .await;
     let host = HostProject::new(WEB_AND_WORKER).await;
-    let project = create_project(&api, &agent, &host).await;
+    let project = api.create_project(&agent, &host).await;
     let accepted: DeployAccepted = api
         .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
         .await;
@@ -336,7 +312,7 @@ async fn a_server_killed_mid_deploy_leaves_no_deployment_running_after_restart()
 "#,
     )
     .await;
-    let project = create_project(&api, &agent, &host).await;
+    let project = api.create_project(&agent, &host).await;
     eventually(Duration::from_secs(10), "the agent to connect", || async {
         server.dashboard_shows("h", "Connected").await
     })
@@ -448,7 +424,7 @@ async fn the_openapi_document_describes_every_route_with_resolvable_schemas() {
 async fn a_service_that_dies_printing_megabytes_fails_the_deploy_with_a_cut_message() {
     let app = spawn_app(&TestDb::Sqlite).await;
     let (_, api) = app.user("alice").await;
-    let (agent, process) = connected_agent(&app, &api).await;
+    let (agent, process) = api.connected_agent(&app.url(), app.data_dir.path()).await;
     // 50 lines of 64 KiB of quotes, as a service logging escaped JSON prints them, then exit 1.
     // Encoded as JSON the tail Compose hands back is far over the server's 1 MiB frame limit.
     let host = HostProject::new(
@@ -459,7 +435,7 @@ async fn a_service_that_dies_printing_megabytes_fails_the_deploy_with_a_cut_mess
 "#,
     )
     .await;
-    let project = create_project(&api, &agent, &host).await;
+    let project = api.create_project(&agent, &host).await;
 
     let accepted: DeployAccepted = api
         .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)

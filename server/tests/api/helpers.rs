@@ -616,6 +616,44 @@ impl ApiClient {
         (agent, project)
     }
 
+    /// Registers an agent (`host-1`) through the API, starts a real agent process with its token
+    /// against the server at `base` (logging into `log_dir`) and waits until the API lists it
+    /// Connected.
+    pub async fn connected_agent(
+        &self,
+        base: &str,
+        log_dir: &Path,
+    ) -> (shared::api::AgentCreated, AgentProcess) {
+        let body = serde_json::json!({"name": "host-1"});
+        let created: shared::api::AgentCreated = self
+            .expect(reqwest::Method::POST, "/agents", Some(body), 201)
+            .await;
+        let agent = AgentProcess::spawn(base, &created.token, log_dir);
+        let id = created.agent.id;
+        eventually(Duration::from_secs(10), "the agent to connect", || async {
+            let agents: Vec<shared::api::AgentSummary> = self
+                .expect(reqwest::Method::GET, "/agents", None, 200)
+                .await;
+            agents
+                .iter()
+                .any(|agent| agent.id == id && agent.status == shared::api::AgentStatus::Connected)
+        })
+        .await;
+        (created, agent)
+    }
+
+    /// Creates the project of a [`HostProject`] on `agent`.
+    pub async fn create_project(
+        &self,
+        agent: &shared::api::AgentCreated,
+        host: &HostProject,
+    ) -> shared::api::Project {
+        let body =
+            serde_json::json!({"name": host.name, "agent_id": agent.agent.id, "path": host.path()});
+        self.expect(reqwest::Method::POST, "/projects", Some(body), 201)
+            .await
+    }
+
     /// A project's secrets as listed (values masked).
     pub async fn secrets_of(&self, project: shared::ProjectId) -> Vec<shared::api::SecretSummary> {
         let path = format!("/projects/{project}/secrets");

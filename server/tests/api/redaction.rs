@@ -164,37 +164,6 @@ async fn the_project_page_marks_a_short_secret_as_possibly_unmasked_in_logs() {
     assert!(!row("API_KEY").contains(warning), "{}", row("API_KEY"));
 }
 
-/// Registers an agent through the API and starts a real agent process with its token.
-async fn connected_agent(
-    base: &str,
-    api: &ApiClient,
-    log_dir: &std::path::Path,
-) -> (AgentCreated, AgentProcess) {
-    let created: AgentCreated = api
-        .expect(
-            Method::POST,
-            "/agents",
-            Some(json!({"name": "host-1"})),
-            201,
-        )
-        .await;
-    let agent = AgentProcess::spawn(base, &created.token, log_dir);
-    let id = created.agent.id;
-    eventually(Duration::from_secs(10), "the agent to connect", || async {
-        let agents: Vec<AgentSummary> = api.expect(Method::GET, "/agents", None, 200).await;
-        agents
-            .iter()
-            .any(|agent| agent.id == id && agent.status == AgentStatus::Connected)
-    })
-    .await;
-    (created, agent)
-}
-
-async fn create_project(api: &ApiClient, agent: &AgentCreated, host: &HostProject) -> Project {
-    let body = json!({"name": host.name, "agent_id": agent.agent.id, "path": host.path()});
-    api.expect(Method::POST, "/projects", Some(body), 201).await
-}
-
 async fn deploy(api: &ApiClient, project: ProjectId) -> shared::api::Deployment {
     let accepted: DeployAccepted = api
         .expect(Method::POST, &format!("/deploy/{project}"), None, 202)
@@ -261,9 +230,9 @@ const PRINTS_ITS_SECRETS: &str = r#"services:
 async fn a_container_still_running_a_replaced_value_has_it_masked_in_the_live_logs() {
     let app = spawn_app(&TestDb::Sqlite).await;
     let (_, api) = app.user("alice").await;
-    let (agent, _process) = connected_agent(&app.url(), &api, app.data_dir.path()).await;
+    let (agent, _process) = api.connected_agent(&app.url(), app.data_dir.path()).await;
     let host = HostProject::new(PRINTS_ITS_SECRETS).await;
-    let project = create_project(&api, &agent, &host).await;
+    let project = api.create_project(&agent, &host).await;
     let token = api
         .add_secret(project.id, "TOKEN", "first-token-value-1f2e")
         .await;
