@@ -203,7 +203,11 @@ impl Executor {
                     if let JobState::Finished { success, message } = state {
                         // A ledger written by an older agent may hold a longer message.
                         let message = wire::cut(&message, budget::MESSAGE);
-                        let finished = JobEvent::Finished { success, message };
+                        let finished = JobEvent::Finished {
+                            success,
+                            message,
+                            images: Vec::new(),
+                        };
                         let _ = events.send(update(job_id, finished)).await;
                     }
                 });
@@ -251,7 +255,14 @@ impl Executor {
                 message: message.clone(),
             },
         );
-        let finished = update(job_id, JobEvent::Finished { success, message });
+        let finished = update(
+            job_id,
+            JobEvent::Finished {
+                success,
+                message,
+                images: Vec::new(),
+            },
+        );
         // Results wait for room in the queue rather than being dropped.
         let _ = self.events.send(finished).await;
     }

@@ -87,6 +87,7 @@ pub fn encode(message: &AgentToServer) -> Result<String, String> {
             AgentToServer::JobUpdate(_) => "job update",
             AgentToServer::Log(_) => "log batch",
             AgentToServer::Inspected(_) => "inspect answer",
+            AgentToServer::ServiceStates(_) => "service states",
         };
         return Err(format!(
             "a {kind} frame of {} bytes is over the server's limit of {MAX_FRAME_BYTES}",
@@ -238,6 +239,7 @@ mod tests {
             event: JobEvent::Finished {
                 success: false,
                 message,
+                images: Vec::new(),
             },
         });
         let text = encode(&frame).unwrap();

@@ -168,7 +168,9 @@ fn Project(id: ProjectId) -> impl IntoView {
                     });
                 }
                 Live::Event(DashboardEvent::Logs(lines)) => logs.push(lines),
-                Live::Event(DashboardEvent::AgentStatus { .. }) => {}
+                Live::Event(
+                    DashboardEvent::AgentStatus { .. } | DashboardEvent::ServiceStates { .. },
+                ) => {}
             }),
             std::rc::Rc::new(move || {
                 Some(DashboardRequest::Watch {

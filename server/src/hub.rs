@@ -12,6 +12,7 @@
 use crate::db::Store;
 use shared::api::{AgentStatus, DeploymentEvent, DeploymentStatus, LogLines};
 use shared::protocol::{Inspect, Inspected};
+use shared::runtime::ServiceState;
 use shared::{AgentId, DeploymentId, JobId, ProjectId, ServerToAgent, ServiceName};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,6 +48,12 @@ pub enum HubEvent {
     },
     /// Container log lines of a watched project (see `ops::logs`).
     Logs(Arc<LogLines>),
+    /// A project's containers as its agent reports them now (see `ops::services`).
+    ServiceStates {
+        project_id: ProjectId,
+        agent_id: AgentId,
+        containers: Arc<Vec<ServiceState>>,
+    },
 }
 
 /// An agent's answer to an inspection: the compose file's services, or why it could not be read.

@@ -1,5 +1,6 @@
 //! Bodies of the dashboard's server functions and of the REST API.
 
+use crate::runtime::{JobKind, LifecycleAction, ServiceImage, ServiceState};
 use crate::{
     AgentId, AgentName, ComposeFile, DeploymentId, EnvKey, JobId, ProjectId, ProjectName,
     ProjectPath, SecretId, SecretScope, SecretValue, ServiceName, UserId,
@@ -196,6 +197,59 @@ pub struct RevealedSecret {
     pub value: SecretValue,
 }
 
+/// One value a secret has had. Values stay hidden; revealing one is its own, audited call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SecretVersion {
+    /// 1 for the first value, counting up with every change.
+    pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
+    pub created_at: OffsetDateTime,
+    /// The login of who set it, if they still exist.
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// The secret's value now.
+    pub current: bool,
+}
+
+/// `POST /api/v1/projects/{id}/actions` → 202: a lifecycle job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LifecycleRequest {
+    pub action: LifecycleAction,
+    /// One service; missing for the whole project. Not allowed with `down`.
+    #[serde(default)]
+    pub service: Option<ServiceName>,
+    /// With `down`: remove the project's volumes too (their data is lost).
+    #[serde(default)]
+    pub remove_volumes: bool,
+}
+
+/// `DELETE /api/v1/projects/{id}?down=true&remove_volumes=false`: with `down`, the project's
+/// containers and networks are taken down on its host first, and the project is deleted only
+/// once that succeeded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct DeleteProject {
+    #[serde(default)]
+    pub down: bool,
+    #[serde(default)]
+    pub remove_volumes: bool,
+}
+
+/// `GET /api/v1/projects/{id}/services`: the project's containers as its agent last reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ProjectServices {
+    pub project_id: ProjectId,
+    pub containers: Vec<ServiceState>,
+    /// When the agent last reported them; `None` if it never has.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub updated_at: Option<OffsetDateTime>,
+}
+
 /// `POST /api/v1/deploy/{project_id}` → 202.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -344,6 +398,24 @@ pub struct Deployment {
     /// Empty in lists; filled by `GET /deployments/{id}`.
     #[serde(default)]
     pub events: Vec<DeploymentEvent>,
+    /// A deploy, or a lifecycle action.
+    #[serde(default)]
+    pub kind: JobKind,
+    /// The one service a lifecycle action was for.
+    #[serde(default)]
+    pub service: Option<ServiceName>,
+    /// A `down` that removed volumes too.
+    #[serde(default)]
+    pub remove_volumes: bool,
+    /// This deploy runs the snapshot of that earlier one (its secret values and images).
+    #[serde(default)]
+    pub redeploy_of: Option<DeploymentId>,
+    /// Who asked for it (a login), if they still exist.
+    #[serde(default)]
+    pub requested_by: Option<String>,
+    /// The image each service ran, once a deploy succeeded.
+    #[serde(default)]
+    pub images: Vec<ServiceImage>,
 }
 
 /// The body of every API error: `{"error": {"code", "message"}}`.
@@ -385,6 +457,12 @@ pub enum DashboardEvent {
     },
     /// Container log lines of the watched project.
     Logs(LogLines),
+    /// The containers of one of the person's projects changed (any project, watched or not:
+    /// the Projects list shows a summary of each).
+    ServiceStates {
+        project_id: ProjectId,
+        containers: Vec<ServiceState>,
+    },
 }
 
 /// What the browser sends on the live feed.

@@ -10,6 +10,7 @@ pub mod api;
 pub mod ids;
 pub mod names;
 pub mod protocol;
+pub mod runtime;
 pub mod secret;
 
 pub use ids::{AgentId, DeploymentId, JobId, ProjectId, SecretId, UserId};

@@ -9,8 +9,9 @@
 //! variants keep an alias, and [`PROTOCOL_VERSION`] changes only when an old peer could no
 //! longer be served; a mismatch is refused with a reason the agent logs once.
 
+use crate::runtime::{LifecycleAction, ServiceImage, ServiceState};
 use crate::secret::{DeployPayload, SecretValue};
-use crate::{AgentId, JobId, ProjectName, ServiceName};
+use crate::{AgentId, JobId, ProjectId, ProjectName, ServiceName};
 use serde::{Deserialize, Serialize};
 
 /// Bumped only on an incompatible change; checked in [`Hello`].
@@ -64,12 +65,16 @@ pub mod budget {
     pub const SERVICES: usize = 256 * 1024;
     /// Each string of a [`Hello`](super::Hello) (host name, versions).
     pub const HELLO_FIELD: usize = 256;
+    /// One [`ServiceStates`](super::ServiceStates) frame; containers beyond it are left out
+    /// (and the agent logs how many).
+    pub const SERVICE_STATES: usize = 768 * 1024;
 }
 
 // Every budget, with a generous frame around it, fits the server's limit.
 const _: () = assert!(budget::LOG_BATCH + budget::LINE + 4096 <= MAX_FRAME_BYTES);
 const _: () = assert!(budget::SERVICES + budget::MESSAGE + 4096 <= MAX_FRAME_BYTES);
 const _: () = assert!(budget::MESSAGE + 4096 <= MAX_FRAME_BYTES);
+const _: () = assert!(budget::SERVICE_STATES + 4096 <= MAX_FRAME_BYTES);
 
 /// Numbers the server sends that the agent accepts; anything outside is clamped into them, so
 /// a bad value can neither overflow a timer nor ask for unbounded work.
@@ -97,6 +102,8 @@ pub enum AgentToServer {
     Log(LogBatch),
     /// The answer to an [`Inspect`].
     Inspected(Inspected),
+    /// The containers of the projects this agent deployed, as they are now.
+    ServiceStates(ServiceStates),
 }
 
 /// Frames the server sends.
@@ -119,6 +126,52 @@ pub enum ServerToAgent {
     Inspect(Inspect),
     /// On `/api/v1/join` only: the join token was redeemed; this is the agent's own token.
     Joined(Joined),
+    /// Start, stop, restart or take down a project's containers; a job like a deploy (same
+    /// ledger, same [`JobUpdate`]s).
+    Lifecycle(LifecyclePayload),
+}
+
+/// A lifecycle job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecyclePayload {
+    /// Identifies this run, as for a deploy; the agent never runs one id twice.
+    pub job_id: JobId,
+    /// The Compose project name.
+    pub project: ProjectName,
+    /// The Stagely project: only containers labelled with it are acted on.
+    pub project_id: ProjectId,
+    /// The project's directory on the host (Compose v1 needs the file).
+    pub directory: String,
+    #[serde(default)]
+    pub compose_file: Option<String>,
+    pub action: LifecycleAction,
+    /// One service only; `None` for the whole project. Never set with `Down`.
+    #[serde(default)]
+    pub service: Option<ServiceName>,
+    /// With `Down`: remove the project's named volumes too.
+    #[serde(default)]
+    pub remove_volumes: bool,
+}
+
+/// The containers of deployed projects (those labelled `dev.stagely.project-id`).
+///
+/// Each entry of `projects` is the complete list of that project's containers and replaces
+/// what the server held for it. With `full`, the frame lists every project the agent has
+/// containers of, so a project the server holds states for and that is missing here has none
+/// left. The agent sends a full frame after every welcome (once) and every few minutes, and
+/// a partial one (the projects that changed) within moments of a `docker events` change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStates {
+    #[serde(default)]
+    pub full: bool,
+    pub projects: Vec<ProjectContainers>,
+}
+
+/// One project's containers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectContainers {
+    pub project_id: ProjectId,
+    pub containers: Vec<ServiceState>,
 }
 
 /// A new agent's identity, sent once in exchange for a join token.
@@ -223,8 +276,13 @@ pub enum JobEvent {
     Step { name: DeployStep },
     /// A line of command output, secrets already redacted.
     Output { line: String },
-    /// The job ended.
-    Finished { success: bool, message: String },
+    /// The job ended. A successful deploy lists the image each service runs.
+    Finished {
+        success: bool,
+        message: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<ServiceImage>,
+    },
 }
 
 /// A step of a deploy, in the order the agent runs them. On the wire it is the step's name

@@ -1,5 +1,6 @@
 //! Secrets as they travel from the server to an agent, and the deploy job that carries them.
 
+use crate::runtime::ServiceImage;
 use crate::{EnvKey, JobId, ProjectId, ProjectName, ServiceName};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -87,6 +88,11 @@ pub struct DeployPayload {
     /// stack from another one using the same compose project name; `None` from older servers.
     #[serde(default)]
     pub project_id: Option<ProjectId>,
+    /// A redeploy of an earlier deployment: run each listed service on exactly the image it
+    /// ran then (`image: <image_id>` in the override). Before anything runs, the agent checks
+    /// every listed image is still on the host and fails the job naming the first that is not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned_images: Vec<ServiceImage>,
 }
 
 #[cfg(test)]

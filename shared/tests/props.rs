@@ -98,6 +98,7 @@ fn server_to_agent() -> impl Strategy<Value = ServerToAgent> {
                 compose_file,
                 secrets,
                 project_id: None,
+                pinned_images: Vec::new(),
             })
         });
     let start_logs = (
@@ -173,8 +174,11 @@ fn agent_to_server() -> impl Strategy<Value = AgentToServer> {
         Just(JobEvent::Received),
         step().prop_map(|name| JobEvent::Step { name }),
         text().prop_map(|line| JobEvent::Output { line }),
-        (any::<bool>(), text())
-            .prop_map(|(success, message)| JobEvent::Finished { success, message }),
+        (any::<bool>(), text()).prop_map(|(success, message)| JobEvent::Finished {
+            success,
+            message,
+            images: Vec::new(),
+        }),
     ];
     let job_update = (job_id(), event)
         .prop_map(|(job_id, event)| AgentToServer::JobUpdate(JobUpdate { job_id, event }));

@@ -62,6 +62,7 @@ async fn a_job_sent_again_is_acknowledged_but_never_run_twice() {
             scope: SecretScope::Global,
         }],
         project_id: None,
+        pinned_images: Vec::new(),
     };
 
     // Sent, then re-sent while it runs (as after a reconnect).
@@ -75,7 +76,9 @@ async fn a_job_sent_again_is_acknowledged_but_never_run_twice() {
         match update.event {
             JobEvent::Received => received += 1,
             JobEvent::Step { name } if name == "up" => ups += 1,
-            JobEvent::Finished { success, message } => break (success, message),
+            JobEvent::Finished {
+                success, message, ..
+            } => break (success, message),
             _ => {}
         }
     };
@@ -106,6 +109,7 @@ async fn the_job_ledger_survives_an_agent_restart() {
         compose_file: None,
         secrets: Vec::new(),
         project_id: None,
+        pinned_images: Vec::new(),
     };
     {
         let (executor, mut events) = executor_with_ledger(private.path(), Some(ledger.clone()));

@@ -59,6 +59,12 @@ impl TryFrom<DeploymentRow> for Deployment {
             updated_at: from_ms(row.updated_at),
             finished_at: row.finished_at.map(from_ms),
             events: Vec::new(),
+            kind: Default::default(),
+            service: None,
+            remove_volumes: false,
+            redeploy_of: None,
+            requested_by: None,
+            images: Vec::new(),
         })
     }
 }

@@ -77,6 +77,7 @@ pub async fn dispatch(
         compose_file: project.compose_file.as_ref().map(|file| file.to_string()),
         secrets: super::secrets::values_of_project(store, vault, project.id).await?,
         project_id: Some(project.id),
+        pinned_images: Vec::new(),
     };
     let message = ServerToAgent::Deploy(payload);
     super::secrets::check_frame_to_agent(&message)?;
@@ -177,7 +178,9 @@ pub async fn record_update(
             };
             add_event(store, hub, id, project, event).await
         }
-        JobEvent::Finished { success, message } => {
+        JobEvent::Finished {
+            success, message, ..
+        } => {
             let status = if success {
                 DeploymentStatus::Succeeded
             } else {

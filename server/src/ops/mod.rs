@@ -16,6 +16,7 @@ pub mod join_tokens;
 pub mod logs;
 pub mod projects;
 pub mod secrets;
+pub mod services;
 pub mod users;
 
 pub use error::{OpError, OpResult};

@@ -108,6 +108,9 @@ pub async fn run_session<S>(
                     }
                     Ok(AgentToServer::Log(batch)) => ops::logs::relay(&state.hub, &state.logs, agent, batch),
                     Ok(AgentToServer::Inspected(answer)) => state.hub.complete_inspection(answer),
+                    Ok(AgentToServer::ServiceStates(states)) => {
+                        ops::services::record(&state.store, &state.hub, agent, states).await;
+                    }
                     Ok(AgentToServer::Hello(_)) => {
                         tracing::debug!(agent_id = %agent, "ignoring a repeated hello");
                     }

@@ -67,7 +67,7 @@ async fn relay(mut socket: WebSocket, state: AppState, user: User, headers: Head
         state: state.clone(),
         project: None,
     };
-    let mut visible = HashMap::<AgentId, bool>::new();
+    let mut visible = Visible::default();
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
@@ -140,27 +140,60 @@ async fn handle(
     Some(DashboardEvent::Logs(replay))
 }
 
+/// What this tab's person may see, looked up once per agent and project.
+#[derive(Default)]
+struct Visible {
+    agents: HashMap<AgentId, bool>,
+    projects: HashMap<ProjectId, bool>,
+}
+
+impl Visible {
+    async fn agent(&mut self, state: &AppState, user: &User, agent_id: AgentId) -> bool {
+        if let Some(may_see) = self.agents.get(&agent_id) {
+            return *may_see;
+        }
+        let may_see = user.is_admin || state.store.agent_visible_to(user, agent_id).await.is_ok();
+        self.agents.insert(agent_id, may_see);
+        may_see
+    }
+
+    async fn project(&mut self, state: &AppState, user: &User, project_id: ProjectId) -> bool {
+        if let Some(may_see) = self.projects.get(&project_id) {
+            return *may_see;
+        }
+        let may_see = state.store.project(user, project_id).await.is_ok();
+        self.projects.insert(project_id, may_see);
+        may_see
+    }
+}
+
 /// What the tab is told about a hub event, if anything: agent statuses for agents the person
-/// may see, everything else only about the watched project.
+/// may see, container states of any of their projects, everything else only about the watched
+/// project.
 async fn translate(
     state: &AppState,
     user: &User,
-    visible: &mut HashMap<AgentId, bool>,
+    visible: &mut Visible,
     watched: Option<ProjectId>,
     event: HubEvent,
 ) -> Option<DashboardEvent> {
     match event {
-        HubEvent::AgentStatus { agent_id, status } => {
-            let may_see = match visible.get(&agent_id) {
-                Some(may_see) => *may_see,
-                None => {
-                    let may_see =
-                        user.is_admin || state.store.agent_visible_to(user, agent_id).await.is_ok();
-                    visible.insert(agent_id, may_see);
-                    may_see
-                }
-            };
-            may_see.then_some(DashboardEvent::AgentStatus { agent_id, status })
+        HubEvent::AgentStatus { agent_id, status } => visible
+            .agent(state, user, agent_id)
+            .await
+            .then_some(DashboardEvent::AgentStatus { agent_id, status }),
+        HubEvent::ServiceStates {
+            project_id,
+            containers,
+            ..
+        } => {
+            visible
+                .project(state, user, project_id)
+                .await
+                .then(|| DashboardEvent::ServiceStates {
+                    project_id,
+                    containers: (*containers).clone(),
+                })
         }
         HubEvent::DeploymentStatus {
             deployment_id,

@@ -1,0 +1,299 @@
+//! What runs on a host after a deploy, as the agent reports it and the dashboard shows it: the
+//! state of each container, the image it runs, and the lifecycle actions a person can ask for.
+//!
+//! The same types travel in the agent protocol (`ServiceStates`, `Lifecycle`, a deploy's result)
+//! and in the REST API, so the server stores and forwards what the agent said without a second
+//! shape in between.
+
+use crate::ServiceName;
+use serde::{Deserialize, Serialize};
+
+/// What Docker says a container is doing (`State.Status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerStatus {
+    Created,
+    Running,
+    Restarting,
+    Paused,
+    Exited,
+    Dead,
+    Removing,
+}
+
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Paused => "paused",
+            Self::Exited => "exited",
+            Self::Dead => "dead",
+            Self::Removing => "removing",
+        }
+    }
+
+    /// The status Docker names `value` (`docker inspect`'s `State.Status`, `compose ps`'s
+    /// `State`), if it is one.
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Self::Created,
+            Self::Running,
+            Self::Restarting,
+            Self::Paused,
+            Self::Exited,
+            Self::Dead,
+            Self::Removing,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == value)
+    }
+}
+
+/// A container's healthcheck verdict; `None` where the service has no healthcheck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerHealth {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl ContainerHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Starting, Self::Healthy, Self::Unhealthy]
+            .into_iter()
+            .find(|health| health.as_str() == value)
+    }
+}
+
+/// One container of a deployed project, as the agent last saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ServiceState {
+    /// The compose service the container belongs to.
+    pub service: ServiceName,
+    /// The container's id, 12 hex digits as `docker ps` prints it.
+    pub container_id: String,
+    pub status: ContainerStatus,
+    /// The exit code, when `status` is `exited` or `dead`.
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub health: Option<ContainerHealth>,
+    /// When the container last started (RFC 3339, as Docker gives it).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// How many times Docker restarted it (its restart policy).
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The id of the image it runs (`sha256:…`).
+    #[serde(default)]
+    pub image_id: Option<String>,
+}
+
+impl ServiceState {
+    /// Running, and healthy where it has a healthcheck (`starting` still counts as up).
+    pub fn is_up(&self) -> bool {
+        self.status == ContainerStatus::Running && self.health != Some(ContainerHealth::Unhealthy)
+    }
+
+    /// What the dashboard shows for it: `running`, `running (healthy)`, `exited (1)`.
+    pub fn label(&self) -> String {
+        let mut label = self.status.as_str().to_string();
+        if let (ContainerStatus::Exited | ContainerStatus::Dead, Some(code)) =
+            (self.status, self.exit_code)
+        {
+            label.push_str(&format!(" ({code})"));
+        }
+        if let Some(health) = self.health {
+            if self.status == ContainerStatus::Running {
+                label.push_str(&format!(" ({})", health.as_str()));
+            }
+        }
+        label
+    }
+}
+
+/// One line for a project's containers, as the Projects list shows it: `3/3 running` while
+/// all are up, otherwise the first that is not (`worker exited (1)`, `web unhealthy`) with the
+/// count, and `no containers` when none are known.
+pub fn summarize(states: &[ServiceState]) -> String {
+    if states.is_empty() {
+        return "no containers".into();
+    }
+    let up = states.iter().filter(|state| state.is_up()).count();
+    let count = format!("{up}/{} running", states.len());
+    match states.iter().find(|state| !state.is_up()) {
+        None => count,
+        Some(down) => {
+            let what = if down.status == ContainerStatus::Running {
+                "unhealthy".to_string()
+            } else {
+                down.label()
+            };
+            format!("{} {what} · {count}", down.service)
+        }
+    }
+}
+
+/// The image a service ran in a deployment: what the compose file named and what it resolved
+/// to on the host. A redeploy pins the service to `image_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ServiceImage {
+    pub service: ServiceName,
+    /// The reference the container was created from (`registry/app:latest`).
+    pub image: String,
+    /// The local image id (`sha256:…`), which names exactly that image on that host.
+    pub image_id: String,
+    /// The registry digest (`registry/app@sha256:…`), when the image came from a registry.
+    #[serde(default)]
+    pub repo_digest: Option<String>,
+}
+
+/// What a lifecycle job does to a project's containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleAction {
+    /// `compose start`: start the stopped containers (nothing is created).
+    Start,
+    /// `compose stop`.
+    Stop,
+    /// `compose restart`.
+    Restart,
+    /// `compose down`: remove the containers and networks; volumes only when asked.
+    Down,
+}
+
+impl LifecycleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// What a job of a project's history did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// A deploy (also a redeploy of an earlier deployment).
+    #[default]
+    Deploy,
+    Start,
+    Stop,
+    Restart,
+    Down,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploy => "deploy",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Down => "down",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Self::Deploy,
+            Self::Start,
+            Self::Stop,
+            Self::Restart,
+            Self::Down,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == value)
+    }
+}
+
+impl From<LifecycleAction> for JobKind {
+    fn from(action: LifecycleAction) -> Self {
+        match action {
+            LifecycleAction::Start => Self::Start,
+            LifecycleAction::Stop => Self::Stop,
+            LifecycleAction::Restart => Self::Restart,
+            LifecycleAction::Down => Self::Down,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(service: &str, status: ContainerStatus) -> ServiceState {
+        ServiceState {
+            service: ServiceName::parse(service).unwrap(),
+            container_id: "0123456789ab".into(),
+            status,
+            exit_code: None,
+            health: None,
+            started_at: None,
+            restart_count: 0,
+            image_id: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_names_the_first_service_that_is_not_up() {
+        assert_eq!(summarize(&[]), "no containers");
+        let web = state("web", ContainerStatus::Running);
+        let db = state("db", ContainerStatus::Running);
+        assert_eq!(summarize(&[web.clone(), db.clone()]), "2/2 running");
+        let worker = ServiceState {
+            exit_code: Some(1),
+            ..state("worker", ContainerStatus::Exited)
+        };
+        assert_eq!(
+            summarize(&[web.clone(), worker, db.clone()]),
+            "worker exited (1) · 2/3 running"
+        );
+        let sick = ServiceState {
+            health: Some(ContainerHealth::Unhealthy),
+            ..web
+        };
+        assert_eq!(summarize(&[sick, db]), "web unhealthy · 1/2 running");
+    }
+
+    #[test]
+    fn statuses_and_kinds_read_back_from_their_words() {
+        for status in [
+            "created",
+            "running",
+            "restarting",
+            "paused",
+            "exited",
+            "dead",
+        ] {
+            assert_eq!(ContainerStatus::parse(status).unwrap().as_str(), status);
+        }
+        for kind in ["deploy", "start", "stop", "restart", "down"] {
+            assert_eq!(JobKind::parse(kind).unwrap().as_str(), kind);
+        }
+        assert_eq!(
+            serde_json::to_string(&LifecycleAction::Down).unwrap(),
+            "\"down\""
+        );
+    }
+}
