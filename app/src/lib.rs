@@ -26,9 +26,9 @@ pub mod ssr {
     //! The server side of the dashboard's server functions.
 
     use shared::api::{
-        AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeployAccepted, Deployment,
-        JoinTokenCreated, Project, RevealedSecret, SecretSummary, SignInOptions, UpdateSecret,
-        Viewer,
+        AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeleteProject, DeployAccepted,
+        Deployment, JoinTokenCreated, LifecycleRequest, Project, ProjectServices, RevealedSecret,
+        SecretSummary, SecretVersion, SignInOptions, UpdateSecret, Viewer,
     };
     use shared::{AgentId, DeploymentId, ProjectId, SecretId, ServiceName};
     use std::future::Future;
@@ -81,6 +81,35 @@ pub mod ssr {
         fn deploy(&self, session: Session, project: ProjectId) -> Answer<'_, DeployAccepted>;
         fn deployments(&self, session: Session, project: ProjectId) -> Answer<'_, Vec<Deployment>>;
         fn deployment(&self, session: Session, id: DeploymentId) -> Answer<'_, Deployment>;
+        fn redeploy(&self, session: Session, id: DeploymentId) -> Answer<'_, DeployAccepted>;
+        fn act(
+            &self,
+            session: Session,
+            project: ProjectId,
+            request: LifecycleRequest,
+        ) -> Answer<'_, DeployAccepted>;
+        fn delete_project(
+            &self,
+            session: Session,
+            project: ProjectId,
+            options: DeleteProject,
+        ) -> Answer<'_, ()>;
+        /// A project's containers as its agent last reported them.
+        fn service_states(
+            &self,
+            session: Session,
+            project: ProjectId,
+        ) -> Answer<'_, ProjectServices>;
+        /// The containers of each of the person's projects that has any.
+        fn service_overview(&self, session: Session) -> Answer<'_, Vec<ProjectServices>>;
+        fn secret_versions(&self, session: Session, id: SecretId)
+            -> Answer<'_, Vec<SecretVersion>>;
+        fn reveal_secret_version(
+            &self,
+            session: Session,
+            id: SecretId,
+            version: i64,
+        ) -> Answer<'_, RevealedSecret>;
     }
 
     /// The context value server functions look up.

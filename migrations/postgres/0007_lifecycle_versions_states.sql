@@ -35,7 +35,9 @@ CREATE TABLE secret_versions (
 CREATE INDEX secret_versions_by_project ON secret_versions (project_id);
 ALTER TABLE secrets ADD COLUMN current_version TEXT;
 
--- Exactly which secret values a deploy ran: one row per secret version it was given.
+-- Exactly which secret values a deploy ran: one row per secret version it was given. A deploy
+-- written before this migration has none and runs the values current when it is sent.
+ALTER TABLE deployments ADD COLUMN secrets_snapshot BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE TABLE deployment_secrets (
     deployment_id TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
     version_id    TEXT NOT NULL REFERENCES secret_versions (id) ON DELETE CASCADE,

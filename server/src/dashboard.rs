@@ -8,8 +8,9 @@ use crate::ops::{self, Actor, OpError};
 use crate::state::AppState;
 use app::ssr::{Answer, Dashboard, Session};
 use shared::api::{
-    AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeployAccepted, Deployment,
-    JoinTokenCreated, Project, RevealedSecret, SecretSummary, SignInOptions, UpdateSecret, Viewer,
+    AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeleteProject, DeployAccepted,
+    Deployment, JoinTokenCreated, LifecycleRequest, Project, ProjectServices, RevealedSecret,
+    SecretSummary, SecretVersion, SignInOptions, UpdateSecret, Viewer,
 };
 use shared::{AgentId, DeploymentId, ProjectId, SecretId, ServiceName};
 use std::future::Future;
@@ -167,6 +168,66 @@ impl Dashboard for ServerDashboard {
     fn deployment(&self, session: Session, id: DeploymentId) -> Answer<'_, Deployment> {
         self.as_user(session, move |state, user| async move {
             ops::deployments::show(&state.store, &user, id).await
+        })
+    }
+
+    fn redeploy(&self, session: Session, id: DeploymentId) -> Answer<'_, DeployAccepted> {
+        self.as_user(session, move |state, user| async move {
+            let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
+            ops::deployments::redeploy(store, vault, hub, &user, id).await
+        })
+    }
+
+    fn act(
+        &self,
+        session: Session,
+        project: ProjectId,
+        request: LifecycleRequest,
+    ) -> Answer<'_, DeployAccepted> {
+        self.as_user(session, move |state, user| async move {
+            let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
+            ops::deployments::act(store, vault, hub, &user, project, request).await
+        })
+    }
+
+    fn delete_project(
+        &self,
+        session: Session,
+        project: ProjectId,
+        options: DeleteProject,
+    ) -> Answer<'_, ()> {
+        self.as_user(session, move |state, user| async move {
+            let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
+            ops::projects::delete(store, vault, hub, &user, project, options).await
+        })
+    }
+
+    fn service_states(&self, session: Session, project: ProjectId) -> Answer<'_, ProjectServices> {
+        self.as_user(session, move |state, user| async move {
+            ops::services::of_project(&state.store, &user, project).await
+        })
+    }
+
+    fn service_overview(&self, session: Session) -> Answer<'_, Vec<ProjectServices>> {
+        self.as_user(session, |state, user| async move {
+            ops::services::overview(&state.store, &user).await
+        })
+    }
+
+    fn secret_versions(&self, session: Session, id: SecretId) -> Answer<'_, Vec<SecretVersion>> {
+        self.as_user(session, move |state, user| async move {
+            ops::secrets::versions(&state.store, &user, id).await
+        })
+    }
+
+    fn reveal_secret_version(
+        &self,
+        session: Session,
+        id: SecretId,
+        version: i64,
+    ) -> Answer<'_, RevealedSecret> {
+        self.as_user(session, move |state, user| async move {
+            ops::secrets::reveal_version(&state.store, &state.vault, &user, id, version).await
         })
     }
 }

@@ -5,7 +5,7 @@
 //! error says only "internal error" and the cause chain goes to the log.
 
 use crate::ops::OpError;
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -50,6 +50,12 @@ impl From<JsonRejection> for OpError {
 
 impl From<PathRejection> for OpError {
     fn from(rejection: PathRejection) -> Self {
+        OpError::Invalid(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for OpError {
+    fn from(rejection: QueryRejection) -> Self {
         OpError::Invalid(rejection.body_text())
     }
 }

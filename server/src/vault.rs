@@ -28,6 +28,14 @@ pub struct PreviousRow<'a> {
     pub id: Uuid,
 }
 
+/// The row of one version of a secret's value (its history, and what deployments ran).
+#[derive(Clone, Copy, Debug)]
+pub struct VersionRow<'a> {
+    pub secret: SecretRow<'a>,
+    /// The version's own id.
+    pub id: Uuid,
+}
+
 /// Why a stored value could not be opened. The message names the secret by its key name and the
 /// problem (a missing master key, a modified row) and never holds any part of the value.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +98,59 @@ impl Vault {
                 source,
             })?;
         Ok(self.keyring.encrypt(&plaintext, &previous_aad(previous)))
+    }
+
+    /// Encrypts `value` as a previous value of its secret (one a container may still run).
+    pub fn seal_previous(&self, row: PreviousRow<'_>, value: &SecretValue) -> Vec<u8> {
+        self.keyring
+            .encrypt(value.expose().as_bytes(), &previous_aad(row))
+    }
+
+    /// Encrypts `value` as the version `row` of its secret.
+    pub fn seal_version(&self, row: VersionRow<'_>, value: &SecretValue) -> Vec<u8> {
+        self.keyring
+            .encrypt(value.expose().as_bytes(), &version_aad(row))
+    }
+
+    /// Decrypts a version sealed by [`Vault::seal_version`] or [`Vault::keep_as_version`].
+    pub fn open_version(
+        &self,
+        row: VersionRow<'_>,
+        stored: &[u8],
+    ) -> Result<SecretValue, VaultError> {
+        self.open_for(&version_aad(row), row.secret.key, stored)
+    }
+
+    /// A secret's current value (`stored`, sealed for `current`) sealed again as its version
+    /// `version`, under the current key; the plaintext never leaves the vault.
+    pub fn keep_as_version(
+        &self,
+        current: SecretRow<'_>,
+        stored: &[u8],
+        version: VersionRow<'_>,
+    ) -> Result<Vec<u8>, VaultError> {
+        let plaintext = self
+            .keyring
+            .decrypt(stored, &aad(current))
+            .map_err(|source| VaultError::Crypto {
+                key: current.key.clone(),
+                source,
+            })?;
+        Ok(self.keyring.encrypt(&plaintext, &version_aad(version)))
+    }
+
+    /// [`Vault::reseal`] for a version.
+    pub fn reseal_version(
+        &self,
+        row: VersionRow<'_>,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        self.keyring
+            .reencrypt(stored, &version_aad(row))
+            .map_err(|source| VaultError::Crypto {
+                key: row.secret.key.clone(),
+                source,
+            })
     }
 
     fn open_for(
@@ -169,6 +230,20 @@ fn previous_aad(row: PreviousRow<'_>) -> SecretAad {
     )
 }
 
+/// The secret's row with `<secret id>/version/<version id>` as its id (see [`previous_aad`]).
+fn version_aad(row: VersionRow<'_>) -> SecretAad {
+    let secret = row.secret;
+    SecretAad::new(
+        secret.project_id.0.hyphenated().to_string(),
+        format!(
+            "{}/version/{}",
+            secret.secret_id.0.hyphenated(),
+            row.id.hyphenated()
+        ),
+        secret.key.as_str(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +304,37 @@ mod tests {
         };
         assert!(vault.open_previous(other, &retired).is_err());
         assert!(vault.open_previous(previous, &sealed).is_err());
+    }
+
+    #[test]
+    fn a_version_opens_in_its_own_row_only() {
+        let vault = Vault::new(Keyring::new(MasterKey::generate(), None));
+        let key = EnvKey::parse("DB_PASSWORD").unwrap();
+        let current = row(&key);
+        let sealed = vault.seal(current, &SecretValue::new("hunter2"));
+        let version = VersionRow {
+            secret: current,
+            id: uuid::Uuid::new_v4(),
+        };
+        let kept = vault.keep_as_version(current, &sealed, version).unwrap();
+        assert_eq!(
+            vault.open_version(version, &kept).unwrap().expose(),
+            "hunter2"
+        );
+        assert!(vault.open(current, &kept).is_err());
+        let previous = PreviousRow {
+            secret: current,
+            id: version.id,
+        };
+        assert!(
+            vault.open_previous(previous, &kept).is_err(),
+            "a version is not a previous value of the same id"
+        );
+        let other = VersionRow {
+            id: uuid::Uuid::new_v4(),
+            ..version
+        };
+        assert!(vault.open_version(other, &kept).is_err());
     }
 
     #[test]

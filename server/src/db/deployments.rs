@@ -3,7 +3,8 @@
 
 use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
 use shared::api::{Deployment, DeploymentEvent, DeploymentStatus, EventKind};
-use shared::{AgentId, DeploymentId, JobId, ProjectId, UserId};
+use shared::runtime::{JobKind, ServiceImage};
+use shared::{AgentId, DeploymentId, JobId, ProjectId, ServiceName, UserId};
 use uuid::Uuid;
 
 /// Events kept per deployment; output beyond this is counted, not stored.
@@ -16,6 +17,19 @@ pub struct NewEvent {
     pub body: String,
 }
 
+/// A job to queue: a deploy (with the secret versions it runs) or a lifecycle action.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub project: ProjectId,
+    pub requested_by: UserId,
+    pub kind: JobKind,
+    pub service: Option<ServiceName>,
+    pub remove_volumes: bool,
+    pub redeploy_of: Option<DeploymentId>,
+    /// For a deploy: the secret versions it runs (see `secret_versions`).
+    pub secrets: Vec<Uuid>,
+}
+
 /// A deployment an agent still owes an answer for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingJob {
@@ -23,6 +37,7 @@ pub struct PendingJob {
     pub job_id: JobId,
     pub project_id: ProjectId,
     pub status: DeploymentStatus,
+    pub kind: JobKind,
 }
 
 #[derive(sqlx::FromRow)]
@@ -35,6 +50,20 @@ struct DeploymentRow {
     created_at: i64,
     updated_at: i64,
     finished_at: Option<i64>,
+    kind: String,
+    service: Option<String>,
+    remove_volumes: bool,
+    redeploy_of: Option<String>,
+    requested_by: Option<String>,
+    images: Option<String>,
+}
+
+fn parse_kind(value: &str) -> Result<JobKind, DbError> {
+    JobKind::parse(value).ok_or_else(|| {
+        DbError::Other(sqlx::Error::Decode(
+            format!("unknown job kind {value:?}").into(),
+        ))
+    })
 }
 
 fn parse_status(value: &str) -> Result<DeploymentStatus, DbError> {
@@ -59,43 +88,65 @@ impl TryFrom<DeploymentRow> for Deployment {
             updated_at: from_ms(row.updated_at),
             finished_at: row.finished_at.map(from_ms),
             events: Vec::new(),
-            kind: Default::default(),
-            service: None,
-            remove_volumes: false,
-            redeploy_of: None,
-            requested_by: None,
-            images: Vec::new(),
+            kind: parse_kind(&row.kind)?,
+            service: row
+                .service
+                .map(ServiceName::parse)
+                .transpose()
+                .map_err(|error| DbError::Other(sqlx::Error::Decode(Box::new(error))))?,
+            remove_volumes: row.remove_volumes,
+            redeploy_of: row.redeploy_of.as_deref().map(parse_id).transpose()?,
+            requested_by: row.requested_by,
+            // Written by this server from the agent's report; unreadable means none recorded.
+            images: row
+                .images
+                .and_then(|images| serde_json::from_str(&images).ok())
+                .unwrap_or_default(),
         })
     }
 }
 
 const DEPLOYMENT_COLUMNS: &str =
-    "d.id, d.project_id, d.job_id, d.status, d.message, d.created_at, d.updated_at, d.finished_at";
+    "d.id, d.project_id, d.job_id, d.status, d.message, d.created_at, d.updated_at, d.finished_at, \
+     d.kind, d.service, d.remove_volumes, d.redeploy_of, u.login AS requested_by, d.images";
+/// Joined after `FROM deployments d` so `requested_by` reads as a login.
+const REQUESTER_JOIN: &str = "LEFT JOIN users u ON u.id = d.requested_by";
 const OPEN_STATUSES: &str = "('queued', 'sent', 'received', 'running')";
 
 impl Store {
-    /// A new deployment in `Queued`, with its first status event.
-    pub async fn create_deployment(
-        &self,
-        project: ProjectId,
-        requested_by: UserId,
-    ) -> Result<(DeploymentId, JobId), DbError> {
+    /// A new job in `Queued`, with its first status event and, for a deploy, the secret
+    /// versions it runs.
+    pub async fn create_job(&self, job: &NewJob) -> Result<(DeploymentId, JobId), DbError> {
         let id = DeploymentId(Uuid::new_v4());
         let job_id = JobId(Uuid::new_v4());
         let now = now_ms();
+        let snapshot = job.kind == JobKind::Deploy;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
-                "INSERT INTO deployments (id, project_id, job_id, status, requested_by, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $5)",
+                "INSERT INTO deployments (id, project_id, job_id, status, requested_by, created_at, updated_at, \
+                 kind, service, remove_volumes, redeploy_of, secrets_snapshot) \
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $5, $6, $7, $8, $9, $10)",
             )
             .bind(id.to_string())
-            .bind(project.to_string())
+            .bind(job.project.to_string())
             .bind(job_id.to_string())
-            .bind(requested_by.to_string())
+            .bind(job.requested_by.to_string())
             .bind(now)
+            .bind(job.kind.as_str())
+            .bind(job.service.as_ref().map(ServiceName::as_str))
+            .bind(job.remove_volumes)
+            .bind(job.redeploy_of.map(|id| id.to_string()))
+            .bind(snapshot)
             .execute(&mut *tx)
             .await?;
+            for version in &job.secrets {
+                sqlx::query("INSERT INTO deployment_secrets (deployment_id, version_id) VALUES ($1, $2)")
+                    .bind(id.to_string())
+                    .bind(version.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query("INSERT INTO deployment_events (deployment_id, at, kind, body) VALUES ($1, $2, 'status', 'queued')")
                 .bind(id.to_string())
                 .bind(now)
@@ -188,7 +239,7 @@ impl Store {
     pub async fn deployment(&self, owner: &User, id: DeploymentId) -> Result<Deployment, DbError> {
         let sql = format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d JOIN projects p ON p.id = d.project_id \
-             WHERE d.id = $1 AND p.owner_id = $2"
+             {REQUESTER_JOIN} WHERE d.id = $1 AND p.owner_id = $2"
         );
         let row: DeploymentRow = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(id.to_string()).bind(owner.id.to_string()).fetch_one(pool).await?
@@ -227,7 +278,8 @@ impl Store {
     ) -> Result<Vec<Deployment>, DbError> {
         self.project(owner, project).await?;
         let sql = format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE d.project_id = $1 ORDER BY d.created_at DESC, d.id"
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d {REQUESTER_JOIN} \
+             WHERE d.project_id = $1 ORDER BY d.created_at DESC, d.id"
         );
         let rows: Vec<DeploymentRow> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(project.to_string()).fetch_all(pool).await?
@@ -241,9 +293,9 @@ impl Store {
         agent: AgentId,
         job: JobId,
     ) -> Result<Option<PendingJob>, DbError> {
-        let row: Option<(String, String, String, String)> = on_pool!(self, pool => {
+        let row: Option<PendingRow> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT d.id, d.job_id, d.project_id, d.status FROM deployments d \
+                "SELECT d.id, d.job_id, d.project_id, d.status, d.kind FROM deployments d \
                  JOIN projects p ON p.id = d.project_id WHERE d.job_id = $1 AND p.agent_id = $2",
             )
             .bind(job.to_string())
@@ -257,14 +309,80 @@ impl Store {
     /// Deployments of `agent`'s projects that are not final yet, oldest first.
     pub async fn open_jobs_of_agent(&self, agent: AgentId) -> Result<Vec<PendingJob>, DbError> {
         let sql = format!(
-            "SELECT d.id, d.job_id, d.project_id, d.status FROM deployments d \
+            "SELECT d.id, d.job_id, d.project_id, d.status, d.kind FROM deployments d \
              JOIN projects p ON p.id = d.project_id \
              WHERE p.agent_id = $1 AND d.status IN {OPEN_STATUSES} ORDER BY d.created_at, d.id"
         );
-        let rows: Vec<(String, String, String, String)> = on_pool!(self, pool => {
+        let rows: Vec<PendingRow> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(agent.to_string()).fetch_all(pool).await?
         });
         rows.into_iter().map(pending_job).collect()
+    }
+
+    /// A job as stored, whoever's it is (for sending it to its agent).
+    pub async fn job(&self, id: DeploymentId) -> Result<Deployment, DbError> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d {REQUESTER_JOIN} WHERE d.id = $1"
+        );
+        let row: DeploymentRow = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(id.to_string()).fetch_one(pool).await?
+        });
+        row.try_into()
+    }
+
+    /// The secret versions a deploy runs; `None` for a deploy written before snapshots were
+    /// kept (it runs the values current when it is sent).
+    pub async fn snapshot_of(&self, id: DeploymentId) -> Result<Option<Vec<Uuid>>, DbError> {
+        let (has_snapshot,): (bool,) = on_pool!(self, pool => {
+            sqlx::query_as("SELECT secrets_snapshot FROM deployments WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_one(pool)
+                .await?
+        });
+        if !has_snapshot {
+            return Ok(None);
+        }
+        let rows: Vec<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT version_id FROM deployment_secrets WHERE deployment_id = $1")
+                .bind(id.to_string())
+                .fetch_all(pool)
+                .await?
+        });
+        rows.iter()
+            .map(|(id,)| parse_id(id))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    /// Records the images a deploy's services run, from its agent's result.
+    pub async fn set_deployment_images(
+        &self,
+        id: DeploymentId,
+        images: &[ServiceImage],
+    ) -> Result<(), DbError> {
+        let json = serde_json::to_string(images)
+            .map_err(|error| DbError::Other(sqlx::Error::Encode(Box::new(error))))?;
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE deployments SET images = $2 WHERE id = $1")
+                .bind(id.to_string())
+                .bind(json)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// The newest job of a project, if any.
+    pub async fn latest_job(&self, project: ProjectId) -> Result<Option<Deployment>, DbError> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d {REQUESTER_JOIN} \
+             WHERE d.project_id = $1 ORDER BY d.created_at DESC, d.id DESC LIMIT 1"
+        );
+        let row: Option<DeploymentRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(project.to_string()).fetch_optional(pool).await?
+        });
+        row.map(Deployment::try_from).transpose()
     }
 
     /// Open deployments not updated since `before` (Unix ms): their agent never answered.
@@ -306,13 +424,14 @@ fn earlier_statuses(status: DeploymentStatus) -> String {
     }
 }
 
-fn pending_job(
-    (id, job_id, project_id, status): (String, String, String, String),
-) -> Result<PendingJob, DbError> {
+type PendingRow = (String, String, String, String, String);
+
+fn pending_job((id, job_id, project_id, status, kind): PendingRow) -> Result<PendingJob, DbError> {
     Ok(PendingJob {
         deployment_id: parse_id(&id)?,
         job_id: parse_id(&job_id)?,
         project_id: parse_id(&project_id)?,
         status: parse_status(&status)?,
+        kind: parse_kind(&kind)?,
     })
 }

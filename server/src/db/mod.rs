@@ -9,14 +9,15 @@ mod deployments;
 mod join_tokens;
 mod projects;
 mod secrets;
+mod services;
 mod sessions;
 mod users;
 
 pub use agents::Agent;
-pub use deployments::{NewEvent, PendingJob};
+pub use deployments::{NewEvent, NewJob, PendingJob};
 pub use join_tokens::JoinTokenState;
 pub use projects::NameInUse;
-pub use secrets::{PreviousValue, StoredSecret};
+pub use secrets::{PreviousValue, StoredSecret, StoredVersion};
 pub use sessions::LoginAttempt;
 pub use users::User;
 

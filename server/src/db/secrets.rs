@@ -19,6 +19,9 @@ pub struct StoredSecret {
     /// Whether the value is too short to be masked reliably in logs; `None` for a row written
     /// before this was stored.
     pub weak_redaction: Option<bool>,
+    /// The row of `secret_versions` holding the current value; `None` for a value written
+    /// before versions were kept (its version is written when a deploy first needs it).
+    pub current_version: Option<Uuid>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -30,21 +33,28 @@ struct SecretRow {
     ciphertext: Vec<u8>,
     updated_at: i64,
     weak_redaction: Option<bool>,
+    current_version: Option<String>,
 }
 
 fn decode_error(error: impl std::error::Error + Send + Sync + 'static) -> DbError {
     DbError::Other(sqlx::Error::Decode(Box::new(error)))
 }
 
+fn parse_scope(scope: String) -> Result<SecretScope, DbError> {
+    if scope.is_empty() {
+        Ok(SecretScope::Global)
+    } else {
+        Ok(SecretScope::Service(
+            ServiceName::parse(scope).map_err(decode_error)?,
+        ))
+    }
+}
+
 impl TryFrom<SecretRow> for StoredSecret {
     type Error = DbError;
 
     fn try_from(row: SecretRow) -> Result<Self, DbError> {
-        let scope = if row.scope.is_empty() {
-            SecretScope::Global
-        } else {
-            SecretScope::Service(ServiceName::parse(row.scope).map_err(decode_error)?)
-        };
+        let scope = parse_scope(row.scope)?;
         Ok(Self {
             id: parse_id(&row.id)?,
             project_id: parse_id(&row.project_id)?,
@@ -53,8 +63,94 @@ impl TryFrom<SecretRow> for StoredSecret {
             ciphertext: row.ciphertext,
             updated_at: from_ms(row.updated_at),
             weak_redaction: row.weak_redaction,
+            current_version: row.current_version.as_deref().map(parse_id).transpose()?,
         })
     }
+}
+
+/// One value a secret has had, sealed under its own row (see `vault::VersionRow`). It outlives
+/// a deleted secret, so an earlier deployment can run again with exactly what it ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// The version's own id.
+    pub id: Uuid,
+    pub project_id: ProjectId,
+    pub secret_id: SecretId,
+    /// 1, 2, … per secret.
+    pub version: i64,
+    pub key: EnvKey,
+    pub scope: SecretScope,
+    /// Format version, key id, nonce, ciphertext and tag (see `crypto`).
+    pub ciphertext: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    pub created_by: Option<UserId>,
+    /// The login of `created_by`, when read for a listing.
+    pub created_by_login: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    id: String,
+    project_id: String,
+    secret_id: String,
+    version: i64,
+    key: String,
+    scope: String,
+    ciphertext: Vec<u8>,
+    created_at: i64,
+    created_by: Option<String>,
+    created_by_login: Option<String>,
+}
+
+impl TryFrom<VersionRow> for StoredVersion {
+    type Error = DbError;
+
+    fn try_from(row: VersionRow) -> Result<Self, DbError> {
+        Ok(Self {
+            id: parse_id(&row.id)?,
+            project_id: parse_id(&row.project_id)?,
+            secret_id: parse_id(&row.secret_id)?,
+            version: row.version,
+            key: EnvKey::parse(row.key).map_err(decode_error)?,
+            scope: parse_scope(row.scope)?,
+            ciphertext: row.ciphertext,
+            created_at: from_ms(row.created_at),
+            created_by: row.created_by.as_deref().map(parse_id).transpose()?,
+            created_by_login: row.created_by_login,
+        })
+    }
+}
+
+const VERSION_COLUMNS: &str = "v.id, v.project_id, v.secret_id, v.version, v.key, v.scope, \
+     v.ciphertext, v.created_at, v.created_by, u.login AS created_by_login";
+
+/// Keeps `version` (its `version` number is the secret's next) inside the transaction that
+/// writes its value, and points the secret at it.
+macro_rules! insert_version {
+    ($tx:expr, $version:expr) => {{
+        sqlx::query(
+            "INSERT INTO secret_versions \
+             (id, project_id, secret_id, version, key, scope, ciphertext, created_at, created_by) \
+             VALUES ($1, $2, $3, \
+                     (SELECT COALESCE(MAX(version), 0) + 1 FROM secret_versions WHERE secret_id = $3), \
+                     $4, $5, $6, $7, $8)",
+        )
+        .bind($version.id.to_string())
+        .bind($version.project_id.to_string())
+        .bind($version.secret_id.to_string())
+        .bind($version.key.as_str())
+        .bind(scope_column(&$version.scope))
+        .bind(&$version.ciphertext)
+        .bind(now_ms())
+        .bind($version.created_by.map(|user| user.to_string()))
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query("UPDATE secrets SET current_version = $2 WHERE id = $1")
+            .bind($version.secret_id.to_string())
+            .bind($version.id.to_string())
+            .execute(&mut *$tx)
+            .await?;
+    }};
 }
 
 /// A value a secret had before it was changed or deleted, sealed under its own row (see
@@ -131,14 +227,20 @@ fn scope_column(scope: &SecretScope) -> &str {
     }
 }
 
-const SECRET_COLUMNS: &str =
-    "s.id, s.project_id, s.key, s.scope, s.ciphertext, s.updated_at, s.weak_redaction";
+const SECRET_COLUMNS: &str = "s.id, s.project_id, s.key, s.scope, s.ciphertext, s.updated_at, \
+     s.weak_redaction, s.current_version";
 
 impl Store {
-    /// Stores a new secret; the same key and scope twice in a project is a `Conflict`.
-    pub async fn insert_secret(&self, secret: &StoredSecret) -> Result<(), DbError> {
+    /// Stores a new secret with its first version; the same key and scope twice in a project
+    /// is a `Conflict`.
+    pub async fn insert_secret(
+        &self,
+        secret: &StoredSecret,
+        version: &StoredVersion,
+    ) -> Result<(), DbError> {
         let now = now_ms();
         on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO secrets (id, project_id, key, scope, ciphertext, created_at, updated_at, weak_redaction) \
                  VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
@@ -150,11 +252,120 @@ impl Store {
             .bind(&secret.ciphertext)
             .bind(now)
             .bind(secret.weak_redaction)
-            .execute(pool)
-            .await?
-            .rows_affected()
+            .execute(&mut *tx)
+            .await?;
+            insert_version!(tx, version);
+            tx.commit().await?
         });
         Ok(())
+    }
+
+    /// Writes the version row of a secret's current value written before versions were kept,
+    /// unless the value changed meanwhile (the change wrote its own). Returns the id of the
+    /// current version either way.
+    pub async fn keep_current_version(
+        &self,
+        secret: &StoredSecret,
+        version: &StoredVersion,
+    ) -> Result<Option<Uuid>, DbError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let unchanged: Option<(String,)> = sqlx::query_as(
+                "SELECT id FROM secrets WHERE id = $1 AND ciphertext = $2 AND current_version IS NULL",
+            )
+            .bind(secret.id.to_string())
+            .bind(&secret.ciphertext)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if unchanged.is_some() {
+                insert_version!(tx, version);
+            }
+            tx.commit().await?
+        });
+        let current: Option<(Option<String>,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT current_version FROM secrets WHERE id = $1")
+                .bind(secret.id.to_string())
+                .fetch_optional(pool)
+                .await?
+        });
+        current
+            .and_then(|(id,)| id)
+            .as_deref()
+            .map(parse_id)
+            .transpose()
+    }
+
+    /// The versions of one of `owner`'s secrets, newest first.
+    pub async fn versions_of_secret(
+        &self,
+        owner: &User,
+        secret: SecretId,
+    ) -> Result<Vec<StoredVersion>, DbError> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM secret_versions v \
+             JOIN projects p ON p.id = v.project_id \
+             LEFT JOIN users u ON u.id = v.created_by \
+             WHERE v.secret_id = $1 AND p.owner_id = $2 ORDER BY v.version DESC"
+        );
+        let rows: Vec<VersionRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(secret.to_string())
+                .bind(owner.id.to_string())
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(StoredVersion::try_from).collect()
+    }
+
+    /// The versions with these ids (a deployment's snapshot), sorted by key then scope.
+    pub async fn versions_by_id(&self, ids: &[Uuid]) -> Result<Vec<StoredVersion>, DbError> {
+        let mut versions = Vec::with_capacity(ids.len());
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM secret_versions v \
+             LEFT JOIN users u ON u.id = v.created_by WHERE v.id = $1"
+        );
+        for id in ids {
+            let row: Option<VersionRow> = on_pool!(self, pool => {
+                sqlx::query_as(&sql).bind(id.to_string()).fetch_optional(pool).await?
+            });
+            if let Some(row) = row {
+                versions.push(StoredVersion::try_from(row)?);
+            }
+        }
+        versions.sort_by(|a, b| (&a.key, &a.scope).cmp(&(&b.key, &b.scope)));
+        Ok(versions)
+    }
+
+    /// Every version of every secret, for key rotation.
+    pub async fn all_versions(&self) -> Result<Vec<StoredVersion>, DbError> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM secret_versions v \
+             LEFT JOIN users u ON u.id = v.created_by ORDER BY v.id"
+        );
+        let rows: Vec<VersionRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).fetch_all(pool).await?
+        });
+        rows.into_iter().map(StoredVersion::try_from).collect()
+    }
+
+    /// Replaces a version's ciphertext only if it is still `expected`. Returns whether the row
+    /// changed.
+    pub async fn replace_version_ciphertext(
+        &self,
+        id: Uuid,
+        expected: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<bool, DbError> {
+        let changed = on_pool!(self, pool => {
+            sqlx::query("UPDATE secret_versions SET ciphertext = $3 WHERE id = $1 AND ciphertext = $2")
+                .bind(id.to_string())
+                .bind(expected)
+                .bind(ciphertext)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed == 1)
     }
 
     /// A project's secrets, sorted by key then scope.
@@ -224,6 +435,7 @@ impl Store {
         ciphertext: &[u8],
         weak_redaction: bool,
         previous: Option<&PreviousValue>,
+        version: &StoredVersion,
     ) -> Result<bool, DbError> {
         let changed = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -241,6 +453,9 @@ impl Store {
             .rows_affected();
             if let (1, Some(previous)) = (changed, previous) {
                 insert_previous!(tx, previous);
+            }
+            if changed == 1 {
+                insert_version!(tx, version);
             }
             tx.commit().await?;
             changed
@@ -355,6 +570,16 @@ impl Store {
                 .rows_affected()
         });
         Ok(changed == 1)
+    }
+
+    /// Keeps a value a container may run again (a redeploy of an earlier snapshot).
+    pub async fn insert_previous_value(&self, previous: &PreviousValue) -> Result<(), DbError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            insert_previous!(tx, previous);
+            tx.commit().await?
+        });
+        Ok(())
     }
 
     /// Forgets one previous value (one too many to keep).

@@ -37,3 +37,14 @@ pub async fn history(
         ops::deployments::history(&state.store, &user, project).await?,
     ))
 }
+
+/// Runs an earlier successful deployment again, exactly: 202 with the new deployment's id.
+pub async fn redeploy(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<DeploymentId>,
+) -> Result<(StatusCode, Json<DeployAccepted>), OpError> {
+    let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
+    let accepted = ops::deployments::redeploy(store, vault, hub, &user, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}

@@ -27,8 +27,8 @@ use axum::Router;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use shared::api::{
     AgentCreated, AgentSummary, CreateAgent, CreateJoinToken, CreateProject, CreateSecret,
-    DeployAccepted, Deployment, JoinTokenCreated, Project, RevealedSecret, SecretSummary,
-    UpdateProject, UpdateSecret,
+    DeployAccepted, Deployment, JoinTokenCreated, LifecycleRequest, Project, ProjectServices,
+    RevealedSecret, SecretSummary, SecretVersion, UpdateProject, UpdateSecret,
 };
 
 pub use crate::auth::CurrentUser;
@@ -51,6 +51,8 @@ pub struct ApiRoute {
     /// The status of a success.
     pub status: StatusCode,
     pub response: Option<SchemaFn>,
+    /// Optional query parameters: name and JSON type.
+    pub query: &'static [(&'static str, &'static str)],
     pub handler: MethodRouter<AppState>,
 }
 
@@ -76,6 +78,7 @@ impl ApiRoute {
             body_required: false,
             status,
             response: None,
+            query: &[],
             handler: axum::routing::on(filter, handler),
         }
     }
@@ -91,6 +94,12 @@ impl ApiRoute {
     fn may_take<T: JsonSchema>(mut self) -> Self {
         self.request = Some(|generator| generator.subschema_for::<T>());
         self.body_required = false;
+        self
+    }
+
+    /// The optional query parameters it reads (name, JSON type).
+    fn with_query(mut self, query: &'static [(&'static str, &'static str)]) -> Self {
+        self.query = query;
         self
     }
 
@@ -177,10 +186,37 @@ pub fn routes() -> Vec<ApiRoute> {
         ApiRoute::new(
             delete.clone(),
             "/projects/{id}",
-            "Delete a project with its secrets and history",
+            "Delete a project with its secrets and history; with ?down=true its containers and \
+             networks are taken down first (and its volumes with &remove_volumes=true)",
             S::NO_CONTENT,
             projects::delete,
-        ),
+        )
+        .with_query(&[("down", "boolean"), ("remove_volumes", "boolean")]),
+        ApiRoute::new(
+            post.clone(),
+            "/projects/{id}/actions",
+            "Start, stop, restart (the project or one service) or take down a project, as a job",
+            S::ACCEPTED,
+            projects::act,
+        )
+        .takes::<LifecycleRequest>()
+        .returns::<DeployAccepted>(),
+        ApiRoute::new(
+            get.clone(),
+            "/projects/{id}/services",
+            "A project's containers as its agent last reported them",
+            S::OK,
+            projects::services,
+        )
+        .returns::<ProjectServices>(),
+        ApiRoute::new(
+            get.clone(),
+            "/service-states",
+            "The containers of each of your projects that has any",
+            S::OK,
+            projects::services_overview,
+        )
+        .returns::<Vec<ProjectServices>>(),
         ApiRoute::new(
             get.clone(),
             "/projects/{id}/secrets",
@@ -231,6 +267,30 @@ pub fn routes() -> Vec<ApiRoute> {
         )
         .returns::<RevealedSecret>(),
         ApiRoute::new(
+            get.clone(),
+            "/secrets/{id}/versions",
+            "The values a secret has had, newest first (hidden)",
+            S::OK,
+            secrets::versions,
+        )
+        .returns::<Vec<SecretVersion>>(),
+        ApiRoute::new(
+            post.clone(),
+            "/secrets/{id}/versions/{version}/reveal",
+            "Reveal an earlier value of a secret (recorded in the audit trail)",
+            S::OK,
+            secrets::reveal_version,
+        )
+        .returns::<RevealedSecret>(),
+        ApiRoute::new(
+            post.clone(),
+            "/deployments/{id}/redeploy",
+            "Run an earlier successful deployment again: its secret values, its images",
+            S::ACCEPTED,
+            deployments::redeploy,
+        )
+        .returns::<DeployAccepted>(),
+        ApiRoute::new(
             post,
             "/deploy/{project_id}",
             "Deploy a project",
@@ -265,6 +325,11 @@ pub fn api() -> Router<AppState> {
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(OpError))]
 pub struct ApiJson<T>(pub T);
+
+/// `Query` whose rejections (a flag that is not `true`/`false`) are API errors.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(OpError))]
+pub struct ApiQuery<T>(pub T);
 
 /// `Path` whose rejections (an id that is not a UUID) are API errors.
 #[derive(FromRequestParts)]

@@ -17,6 +17,7 @@ struct Operation {
     body_required: bool,
     status: String,
     response: Option<Value>,
+    query: &'static [(&'static str, &'static str)],
 }
 
 pub async fn document() -> Json<Value> {
@@ -39,6 +40,7 @@ pub fn build() -> Value {
             body_required: route.body_required,
             status: route.status.as_u16().to_string(),
             response: route.response.map(&mut schema),
+            query: route.query,
         })
         .collect();
     let error = schema(|generator| generator.subschema_for::<ApiError>());
@@ -67,7 +69,18 @@ pub fn build() -> Value {
             .path
             .split('/')
             .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}))
+            .map(|name| {
+                // Ids are UUIDs; the one other path parameter is a secret's version number.
+                let schema = if name == "version" {
+                    json!({"type": "integer", "minimum": 1})
+                } else {
+                    json!({"type": "string", "format": "uuid"})
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
+            })
+            .chain(operation.query.iter().map(|(name, kind)| {
+                json!({"name": name, "in": "query", "required": false, "schema": {"type": kind}})
+            }))
             .collect();
         let mut entry =
             json!({"summary": operation.summary, "parameters": parameters, "responses": responses});

@@ -1,12 +1,15 @@
 //! `/projects`: a compose project on one agent's host.
 
-use super::{ApiJson, ApiPath, CurrentUser};
+use super::{ApiJson, ApiPath, ApiQuery, CurrentUser};
 use crate::ops::{self, OpError};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use shared::api::{CreateProject, Project, UpdateProject};
+use shared::api::{
+    CreateProject, DeleteProject, DeployAccepted, LifecycleRequest, Project, ProjectServices,
+    UpdateProject,
+};
 use shared::ProjectId;
 
 pub async fn create(
@@ -48,7 +51,38 @@ pub async fn delete(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<ProjectId>,
+    ApiQuery(options): ApiQuery<DeleteProject>,
 ) -> Result<StatusCode, OpError> {
-    ops::projects::delete(&state.store, &user, id).await?;
+    let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
+    ops::projects::delete(store, vault, hub, &user, id, options).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Queues a lifecycle job (start, stop, restart, down): 202 with its id.
+pub async fn act(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<ProjectId>,
+    ApiJson(request): ApiJson<LifecycleRequest>,
+) -> Result<(StatusCode, Json<DeployAccepted>), OpError> {
+    let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
+    let accepted = ops::deployments::act(store, vault, hub, &user, id, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+pub async fn services(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<ProjectId>,
+) -> Result<Json<ProjectServices>, OpError> {
+    Ok(Json(
+        ops::services::of_project(&state.store, &user, id).await?,
+    ))
+}
+
+pub async fn services_overview(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<Vec<ProjectServices>>, OpError> {
+    Ok(Json(ops::services::overview(&state.store, &user).await?))
 }

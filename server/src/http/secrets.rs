@@ -6,7 +6,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use shared::api::{CreateSecret, RevealedSecret, SecretSummary, UpdateSecret};
+use shared::api::{CreateSecret, RevealedSecret, SecretSummary, SecretVersion, UpdateSecret};
 use shared::{ProjectId, SecretId};
 
 pub async fn create(
@@ -54,5 +54,25 @@ pub async fn reveal(
     ApiPath(id): ApiPath<SecretId>,
 ) -> Result<Json<RevealedSecret>, OpError> {
     let revealed = ops::secrets::reveal(&state.store, &state.vault, &user, id).await?;
+    Ok(Json(revealed))
+}
+
+/// The values a secret has had, newest first, hidden.
+pub async fn versions(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<SecretId>,
+) -> Result<Json<Vec<SecretVersion>>, OpError> {
+    Ok(Json(ops::secrets::versions(&state.store, &user, id).await?))
+}
+
+/// Returns one earlier value's plaintext and records who asked.
+pub async fn reveal_version(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath((id, version)): ApiPath<(SecretId, i64)>,
+) -> Result<Json<RevealedSecret>, OpError> {
+    let revealed =
+        ops::secrets::reveal_version(&state.store, &state.vault, &user, id, version).await?;
     Ok(Json(revealed))
 }

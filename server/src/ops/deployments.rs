@@ -12,18 +12,21 @@
 //! Deploys of one project are serialized on the agent, in the order they arrive; a second
 //! deploy requested while one runs waits its turn (`Sent`/`Received`) rather than being refused.
 
-use super::OpResult;
-use crate::db::{NewEvent, PendingJob, Store, User};
+use super::{OpError, OpResult};
+use crate::db::{NewEvent, NewJob, PendingJob, Store, User};
 use crate::hub::{Hub, HubEvent, SendError};
 use crate::log_feeds::LogFeeds;
 use crate::vault::Vault;
-use shared::api::{DeployAccepted, Deployment, DeploymentStatus, EventKind, Project};
-use shared::protocol::{DeployStep, JobEvent, JobUpdate};
+use shared::api::{
+    DeployAccepted, Deployment, DeploymentStatus, EventKind, LifecycleRequest, Project,
+};
+use shared::protocol::{DeployStep, JobEvent, JobUpdate, LifecyclePayload};
+use shared::runtime::{JobKind, LifecycleAction};
 use shared::{AgentId, DeployPayload, DeploymentId, JobId, ProjectId, ServerToAgent};
 use std::time::Duration;
 
 /// Queues a deployment of one of the person's projects and hands it to the agent if it is
-/// connected.
+/// connected. It runs the project's secret values as they are now, recorded as its snapshot.
 pub async fn start(
     store: &Store,
     vault: &Vault,
@@ -32,8 +35,118 @@ pub async fn start(
     project_id: ProjectId,
 ) -> OpResult<DeployAccepted> {
     let project = store.project(by, project_id).await?;
-    let (deployment_id, job_id) = store.create_deployment(project.id, by.id).await?;
-    if let Err(error) = dispatch(store, vault, hub, deployment_id, job_id, &project).await {
+    let secrets = super::secrets::snapshot(store, vault, project.id).await?;
+    let job = NewJob {
+        project: project.id,
+        requested_by: by.id,
+        kind: JobKind::Deploy,
+        service: None,
+        remove_volumes: false,
+        redeploy_of: None,
+        secrets,
+    };
+    queue(store, vault, hub, &project, &job).await
+}
+
+/// Runs an earlier successful deployment of one of the person's projects again, exactly: the
+/// secret values it ran and each service pinned to the image it ran.
+pub async fn redeploy(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    by: &User,
+    earlier: DeploymentId,
+) -> OpResult<DeployAccepted> {
+    let earlier = store.deployment(by, earlier).await?;
+    if earlier.kind != JobKind::Deploy || earlier.status != DeploymentStatus::Succeeded {
+        return Err(OpError::Conflict(
+            "only a deployment that succeeded can be run again".into(),
+        ));
+    }
+    let Some(secrets) = store.snapshot_of(earlier.id).await? else {
+        return Err(OpError::Conflict(
+            "that deployment was made before Stagely recorded what each deploy ran, so it cannot be run again exactly".into(),
+        ));
+    };
+    if earlier.images.is_empty() {
+        return Err(OpError::Conflict(
+            "that deployment did not record the images its services ran (an older agent), so it cannot be run again exactly".into(),
+        ));
+    }
+    let project = store.project(by, earlier.project_id).await?;
+    // Opened now, so a snapshot that can no longer be read is refused before anything is queued.
+    let values = super::secrets::values_of_snapshot(store, vault, &secrets).await?;
+    let job = NewJob {
+        project: project.id,
+        requested_by: by.id,
+        kind: JobKind::Deploy,
+        service: None,
+        remove_volumes: false,
+        redeploy_of: Some(earlier.id),
+        secrets,
+    };
+    let (deployment_id, job_id) = store.create_job(&job).await?;
+    // Created after the job, so that the job's own success does not forget them.
+    super::secrets::mask_while_running(store, vault, by, project.id, &values).await?;
+    drop(values);
+    send_or_fail(store, vault, hub, deployment_id, job_id, &project).await
+}
+
+/// Starts, stops, restarts or takes down one of the person's projects (or one service), as a
+/// job like a deploy.
+pub async fn act(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    by: &User,
+    project_id: ProjectId,
+    request: LifecycleRequest,
+) -> OpResult<DeployAccepted> {
+    if request.action == LifecycleAction::Down && request.service.is_some() {
+        return Err(OpError::Invalid(
+            "down takes the whole project down; to stop one service, use stop".into(),
+        ));
+    }
+    if request.remove_volumes && request.action != LifecycleAction::Down {
+        return Err(OpError::Invalid(
+            "remove_volumes goes with the down action only".into(),
+        ));
+    }
+    let project = store.project(by, project_id).await?;
+    let job = NewJob {
+        project: project.id,
+        requested_by: by.id,
+        kind: request.action.into(),
+        service: request.service,
+        remove_volumes: request.remove_volumes,
+        redeploy_of: None,
+        secrets: Vec::new(),
+    };
+    queue(store, vault, hub, &project, &job).await
+}
+
+/// Stores a job and hands it to the agent.
+async fn queue(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    project: &Project,
+    job: &NewJob,
+) -> OpResult<DeployAccepted> {
+    let (deployment_id, job_id) = store.create_job(job).await?;
+    send_or_fail(store, vault, hub, deployment_id, job_id, project).await
+}
+
+/// Hands a stored job to its agent; a job that cannot even be prepared is marked failed.
+async fn send_or_fail(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    deployment_id: DeploymentId,
+    job_id: JobId,
+    project: &Project,
+) -> OpResult<DeployAccepted> {
+    if let Err(error) = dispatch(store, vault, hub, deployment_id, job_id, project).await {
         // Nothing was sent: say so on the deployment instead of leaving it queued for good.
         tracing::error!(error = format!("{error:#}"), %deployment_id, "a deploy could not be prepared");
         let message = format!("the deploy could not be prepared: {error}");
@@ -51,6 +164,43 @@ pub async fn start(
     Ok(DeployAccepted { deployment_id })
 }
 
+/// Waits for a job to reach a final status (with `events` subscribed before it was queued),
+/// for at most `timeout`; the stored status answers when events were missed.
+pub async fn wait_until_final(
+    store: &Store,
+    events: &mut tokio::sync::broadcast::Receiver<HubEvent>,
+    id: DeploymentId,
+    timeout: Duration,
+) -> OpResult<(DeploymentStatus, Option<String>)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let job = store.job(id).await?;
+        if job.status.is_final() {
+            return Ok((job.status, job.message));
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => {
+                    return Err(OpError::Conflict(format!(
+                        "the job is still {} after {} s; its progress is in the project's history",
+                        job.status.as_str(),
+                        timeout.as_secs()
+                    )))
+                }
+                Ok(Ok(HubEvent::DeploymentStatus {
+                    deployment_id,
+                    status,
+                    message,
+                    ..
+                })) if deployment_id == id && status.is_final() => return Ok((status, message)),
+                Ok(Ok(_)) => continue,
+                // Missed events: read the stored status again.
+                Ok(Err(_)) => break,
+            }
+        }
+    }
+}
+
 /// A deployment of one of the person's projects, with its history.
 pub async fn show(store: &Store, by: &User, id: DeploymentId) -> OpResult<Deployment> {
     Ok(store.deployment(by, id).await?)
@@ -62,6 +212,8 @@ pub async fn history(store: &Store, by: &User, project: ProjectId) -> OpResult<V
 }
 
 /// Hands a job to its agent if it is connected; otherwise it stays queued until it connects.
+/// A deploy carries the secret values of its snapshot (and, for a redeploy, the images to
+/// pin), so a job re-sent later runs exactly what it ran the first time.
 pub async fn dispatch(
     store: &Store,
     vault: &Vault,
@@ -70,16 +222,46 @@ pub async fn dispatch(
     job_id: JobId,
     project: &Project,
 ) -> OpResult<()> {
-    let payload = DeployPayload {
-        job_id,
-        project: project.name.clone(),
-        directory: project.path.to_string(),
-        compose_file: project.compose_file.as_ref().map(|file| file.to_string()),
-        secrets: super::secrets::values_of_project(store, vault, project.id).await?,
-        project_id: Some(project.id),
-        pinned_images: Vec::new(),
+    let job = store.job(deployment).await?;
+    let compose_file = project.compose_file.as_ref().map(|file| file.to_string());
+    let message = match job.kind {
+        JobKind::Deploy => {
+            let secrets = match store.snapshot_of(deployment).await? {
+                Some(versions) => {
+                    super::secrets::values_of_snapshot(store, vault, &versions).await?
+                }
+                None => super::secrets::values_of_project(store, vault, project.id).await?,
+            };
+            let pinned_images = match job.redeploy_of {
+                Some(earlier) => store.job(earlier).await?.images,
+                None => Vec::new(),
+            };
+            ServerToAgent::Deploy(DeployPayload {
+                job_id,
+                project: project.name.clone(),
+                directory: project.path.to_string(),
+                compose_file,
+                secrets,
+                project_id: Some(project.id),
+                pinned_images,
+            })
+        }
+        kind => ServerToAgent::Lifecycle(LifecyclePayload {
+            job_id,
+            project: project.name.clone(),
+            project_id: project.id,
+            directory: project.path.to_string(),
+            compose_file,
+            action: match kind {
+                JobKind::Start => LifecycleAction::Start,
+                JobKind::Stop => LifecycleAction::Stop,
+                JobKind::Restart => LifecycleAction::Restart,
+                _ => LifecycleAction::Down,
+            },
+            service: job.service,
+            remove_volumes: job.remove_volumes,
+        }),
     };
-    let message = ServerToAgent::Deploy(payload);
     super::secrets::check_frame_to_agent(&message)?;
     match hub.send(project.agent_id, message) {
         Ok(()) => {
@@ -154,13 +336,14 @@ pub async fn record_update(
     };
     let id = job.deployment_id;
     let project = job.project_id;
+    let deploy = job.kind == JobKind::Deploy;
     let result = match update.event {
         JobEvent::Received => {
             set_status(store, hub, id, project, DeploymentStatus::Received, None).await
         }
         JobEvent::Step { name } => {
             let moved = set_status(store, hub, id, project, DeploymentStatus::Running, None).await;
-            if name == DeployStep::Health {
+            if deploy && name == DeployStep::Health {
                 super::logs::restart(store, vault, hub, feeds, project).await;
             }
             let event = NewEvent {
@@ -179,15 +362,27 @@ pub async fn record_update(
             add_event(store, hub, id, project, event).await
         }
         JobEvent::Finished {
-            success, message, ..
+            success,
+            message,
+            images,
         } => {
             let status = if success {
                 DeploymentStatus::Succeeded
             } else {
                 DeploymentStatus::Failed
             };
+            if deploy && success && !images.is_empty() {
+                // Before the status moves, so whoever sees it succeed can run it again.
+                if let Err(error) = store.set_deployment_images(id, &images).await {
+                    tracing::error!(%error, deployment_id = %id, "could not record a deploy's images");
+                }
+            }
             let moved = set_status(store, hub, id, project, status, Some(&message)).await;
-            if success {
+            if success && matches!(job.kind, JobKind::Start | JobKind::Restart) {
+                // The containers started again: a watched project's stream follows them anew.
+                super::logs::restart(store, vault, hub, feeds, project).await;
+            }
+            if deploy && success {
                 // Its containers run the values it was given: the ones replaced before it no
                 // longer need masking in the project's logs.
                 let forgotten = super::secrets::forget_previous_values(store, project, id).await;

@@ -10,9 +10,16 @@
 use super::{OpError, OpResult};
 use crate::db::{Agent, DbError, Store, User};
 use crate::hub::Hub;
-use shared::api::{CreateProject, Project, UpdateProject};
+use crate::vault::Vault;
+use shared::api::{
+    CreateProject, DeleteProject, DeploymentStatus, LifecycleRequest, Project, UpdateProject,
+};
+use shared::runtime::LifecycleAction;
 use shared::{AgentId, ProjectId, ProjectName, ServiceName};
 use std::time::Duration;
+
+/// How long deleting a project waits for its containers to be taken down.
+const DOWN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// How long the Project page waits for the agent to read a compose file.
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,8 +72,47 @@ pub async fn update(
     }
 }
 
-/// Deletes a project with its secrets and deployments.
-pub async fn delete(store: &Store, by: &User, id: ProjectId) -> OpResult<()> {
+/// Deletes a project with its secrets and deployments. With `down`, its containers and
+/// networks (and volumes, if asked) are taken down on its host first, as a job of its history;
+/// the project is deleted only once that succeeded, and kept, with the job's reason, if not.
+pub async fn delete(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    by: &User,
+    id: ProjectId,
+    options: DeleteProject,
+) -> OpResult<()> {
+    let project = store.project(by, id).await?;
+    if options.down {
+        if !hub.is_connected(project.agent_id) {
+            return Err(OpError::Conflict(
+                "the project's agent is not connected, so its containers cannot be taken down now; \
+                 try again once it is, or delete the project without taking them down"
+                    .into(),
+            ));
+        }
+        let mut events = hub.subscribe();
+        let down = LifecycleRequest {
+            action: LifecycleAction::Down,
+            service: None,
+            remove_volumes: options.remove_volumes,
+        };
+        let accepted = super::deployments::act(store, vault, hub, by, id, down).await?;
+        let (status, message) = super::deployments::wait_until_final(
+            store,
+            &mut events,
+            accepted.deployment_id,
+            DOWN_TIMEOUT,
+        )
+        .await?;
+        if status != DeploymentStatus::Succeeded {
+            let why = message.unwrap_or_else(|| status.as_str().to_string());
+            return Err(OpError::Conflict(format!(
+                "taking the containers down did not succeed, so the project was kept: {why}"
+            )));
+        }
+    }
     Ok(store.delete_project(by, id).await?)
 }
 

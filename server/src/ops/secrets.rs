@@ -15,9 +15,9 @@
 //! before these limits) is refused with both sizes rather than sent.
 
 use super::{OpError, OpResult};
-use crate::db::{DbError, PreviousValue, Store, StoredSecret, User};
-use crate::vault::{PreviousRow, SecretRow, Vault};
-use shared::api::{CreateSecret, RevealedSecret, SecretSummary, UpdateSecret};
+use crate::db::{DbError, PreviousValue, Store, StoredSecret, StoredVersion, User};
+use crate::vault::{PreviousRow, SecretRow, Vault, VersionRow};
+use shared::api::{CreateSecret, RevealedSecret, SecretSummary, SecretVersion, UpdateSecret};
 use shared::protocol::MAX_FRAME_TO_AGENT_BYTES;
 use shared::{DeploymentId, ProjectId, Secret, SecretId, SecretValue, ServerToAgent};
 use std::collections::HashMap;
@@ -129,6 +129,40 @@ fn previous_row(previous: &PreviousValue) -> PreviousRow<'_> {
     }
 }
 
+fn version_row(version: &StoredVersion) -> VersionRow<'_> {
+    VersionRow {
+        secret: SecretRow {
+            project_id: version.project_id,
+            secret_id: version.secret_id,
+            key: &version.key,
+        },
+        id: version.id,
+    }
+}
+
+/// A new version of `secret` holding `value` (its number is given when it is stored).
+fn new_version(
+    vault: &Vault,
+    secret: &StoredSecret,
+    value: &SecretValue,
+    by: Option<&User>,
+) -> StoredVersion {
+    let mut version = StoredVersion {
+        id: Uuid::new_v4(),
+        project_id: secret.project_id,
+        secret_id: secret.id,
+        version: 0,
+        key: secret.key.clone(),
+        scope: secret.scope.clone(),
+        ciphertext: Vec::new(),
+        created_at: time::OffsetDateTime::now_utc(),
+        created_by: by.map(|user| user.id),
+        created_by_login: None,
+    };
+    version.ciphertext = vault.seal_version(version_row(&version), value);
+    version
+}
+
 fn summary(secret: StoredSecret) -> SecretSummary {
     SecretSummary {
         id: secret.id,
@@ -169,9 +203,11 @@ pub async fn create(
         ciphertext: vault.seal(row, &input.value),
         updated_at: time::OffsetDateTime::now_utc(),
         weak_redaction: Some(weak_redaction(&input.value)),
+        current_version: None,
     };
+    let version = new_version(vault, &stored, &input.value, Some(by));
     store
-        .insert_secret(&stored)
+        .insert_secret(&stored, &version)
         .await
         .map_err(|error| match error {
             DbError::Conflict(_) => OpError::Conflict(format!(
@@ -255,6 +291,7 @@ pub async fn update(
     let ciphertext = vault.seal(row_of(&current), &input.value);
     let previous = previous_value(vault, &current, by);
     let weak = weak_redaction(&input.value);
+    let version = new_version(vault, &current, &input.value, Some(by));
     if !store
         .replace_secret_value(
             id,
@@ -262,6 +299,7 @@ pub async fn update(
             &ciphertext,
             weak,
             previous.as_ref(),
+            &version,
         )
         .await?
     {
@@ -362,6 +400,145 @@ pub async fn reveal(
 
 /// A project's secrets in the clear, for a deploy or for the agent to redact its logs. Only the
 /// server calls this, for a project an operation already resolved.
+/// The values one of the person's secrets has had, newest first; the values stay hidden.
+pub async fn versions(store: &Store, by: &User, id: SecretId) -> OpResult<Vec<SecretVersion>> {
+    let secret = store.secret(by, id).await?;
+    let versions = store.versions_of_secret(by, id).await?;
+    Ok(versions
+        .into_iter()
+        .map(|version| SecretVersion {
+            version: version.version,
+            created_at: version.created_at,
+            created_by: version.created_by_login,
+            current: secret.current_version == Some(version.id),
+        })
+        .collect())
+}
+
+/// The plaintext of one earlier value of a secret; recorded in the audit log like a reveal.
+pub async fn reveal_version(
+    store: &Store,
+    vault: &Vault,
+    by: &User,
+    id: SecretId,
+    number: i64,
+) -> OpResult<RevealedSecret> {
+    let version = store
+        .versions_of_secret(by, id)
+        .await?
+        .into_iter()
+        .find(|version| version.version == number)
+        .ok_or(OpError::NotFound)?;
+    let value = vault.open_version(version_row(&version), &version.ciphertext)?;
+    store
+        .audit(
+            by.id,
+            "reveal_secret_version",
+            &format!("secret:{id}/version:{number}"),
+        )
+        .await?;
+    tracing::info!(user = %by.login, secret_id = %id, key = %version.key, version = number, "secret version revealed");
+    Ok(RevealedSecret {
+        id,
+        key: version.key,
+        value,
+    })
+}
+
+/// The versions holding a project's current values, for a deploy to record as what it runs.
+/// A value written before versions were kept gets its version row now.
+pub(super) async fn snapshot(
+    store: &Store,
+    vault: &Vault,
+    project: ProjectId,
+) -> OpResult<Vec<Uuid>> {
+    let mut versions = Vec::new();
+    for secret in store.secrets_of_project(project).await? {
+        let id = match secret.current_version {
+            Some(id) => id,
+            None => {
+                let mut version = new_version(vault, &secret, &SecretValue::new(""), None);
+                version.ciphertext = vault.keep_as_version(
+                    row_of(&secret),
+                    &secret.ciphertext,
+                    version_row(&version),
+                )?;
+                store
+                    .keep_current_version(&secret, &version)
+                    .await?
+                    .ok_or_else(|| {
+                        OpError::Conflict(format!(
+                            "secret {} changed meanwhile; deploy again",
+                            secret.key
+                        ))
+                    })?
+            }
+        };
+        versions.push(id);
+    }
+    Ok(versions)
+}
+
+/// The secrets a deploy runs: its snapshot's versions, opened.
+pub(super) async fn values_of_snapshot(
+    store: &Store,
+    vault: &Vault,
+    versions: &[Uuid],
+) -> OpResult<Vec<Secret>> {
+    let stored = store.versions_by_id(versions).await?;
+    if stored.len() != versions.len() {
+        return Err(OpError::Conflict(
+            "some secret values this deployment ran are no longer stored".into(),
+        ));
+    }
+    stored
+        .into_iter()
+        .map(|version| {
+            let value = vault.open_version(version_row(&version), &version.ciphertext)?;
+            Ok(Secret {
+                key: version.key,
+                value,
+                scope: version.scope,
+            })
+        })
+        .collect()
+}
+
+/// Keeps the values of a redeploy's snapshot that differ from the project's current ones as
+/// previous values, so the project's logs are masked for them while its containers run them
+/// (until a later deploy succeeds), like a value replaced by a change.
+pub(super) async fn mask_while_running(
+    store: &Store,
+    vault: &Vault,
+    by: &User,
+    project: ProjectId,
+    snapshot: &[Secret],
+) -> OpResult<()> {
+    let current = values_of_project(store, vault, project).await?;
+    for secret in snapshot {
+        if current
+            .iter()
+            .any(|now| now.value.expose() == secret.value.expose())
+        {
+            continue;
+        }
+        let mut previous = PreviousValue {
+            id: Uuid::new_v4(),
+            project_id: project,
+            // The value is not a secret's current one; its own id keeps its row apart.
+            secret_id: SecretId(Uuid::new_v4()),
+            key: secret.key.clone(),
+            ciphertext: Vec::new(),
+            replaced_at: time::OffsetDateTime::now_utc(),
+            replaced_by: Some(by.id),
+        };
+        previous.ciphertext = vault.seal_previous(previous_row(&previous), &secret.value);
+        store.insert_previous_value(&previous).await?;
+    }
+    keep_previous_values_bounded(store, project).await;
+    Ok(())
+}
+
 pub(super) async fn values_of_project(
     store: &Store,
     vault: &Vault,
@@ -447,6 +624,19 @@ pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
             .map_err(|error| OpError::Unreadable(format!("{error} (secret id {})", secret.id)))?;
         if store
             .replace_ciphertext(secret.id, &secret.ciphertext, &ciphertext)
+            .await?
+        {
+            done.rotated += 1;
+        }
+    }
+    for version in store.all_versions().await? {
+        if !vault.needs_rotation(&version.ciphertext) {
+            done.current += 1;
+            continue;
+        }
+        let ciphertext = vault.reseal_version(version_row(&version), &version.ciphertext)?;
+        if store
+            .replace_version_ciphertext(version.id, &version.ciphertext, &ciphertext)
             .await?
         {
             done.rotated += 1;
