@@ -11,7 +11,9 @@ pub mod live;
 pub mod logs;
 pub mod project;
 pub mod projects;
+pub mod secrets;
 pub mod servers;
+pub mod services;
 pub mod widgets;
 
 use leptos::prelude::*;

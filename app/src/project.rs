@@ -1,18 +1,21 @@
-//! The Project page: its secrets, the Deploy button, the deployment history with each
-//! deployment's log, and the live container logs.
+//! The Project page: the Deploy button, its live containers with the lifecycle actions, its
+//! secrets, the job history (deploys, redeploys and actions) with each job's log, and the live
+//! container logs.
 //!
-//! While the page is open its tab watches the project on the live feed, which brings the
-//! deployments' progress and the log lines as they happen.
+//! While the page is open its tab watches the project on the live feed, which brings the jobs'
+//! progress, the containers' state and the log lines as they happen.
 
 use crate::logs::{Ansi, LogBuffer, LogPanel};
-use crate::widgets::{error_text, format_time, SubmitRow};
+use crate::secrets::Secrets;
+use crate::services::ServicesPanel;
+use crate::widgets::{error_text, format_time};
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_navigate, use_params_map};
 use shared::api::{
     DeployAccepted, Deployment, DeploymentEvent, DeploymentStatus, EventKind, Project,
-    SecretSummary,
 };
-use shared::{DeploymentId, ProjectId, SecretId, SecretScope, ServiceName};
+use shared::runtime::JobKind;
+use shared::{DeploymentId, ProjectId};
 use std::collections::HashMap;
 
 #[server]
@@ -20,66 +23,29 @@ pub async fn get_project(id: ProjectId) -> Result<Project, ServerFnError> {
     crate::call!(project, id)
 }
 
-/// The services the agent found in the project's compose file, for the scope selector.
-#[server]
-pub async fn project_services(id: ProjectId) -> Result<Vec<ServiceName>, ServerFnError> {
-    crate::call!(project_services, id)
-}
-
-#[server]
-pub async fn list_secrets(project: ProjectId) -> Result<Vec<SecretSummary>, ServerFnError> {
-    crate::call!(list_secrets, project)
-}
-
-/// Adds a secret. `scope` is `global` or a service name.
-#[server]
-pub async fn add_secret(
-    project: ProjectId,
-    key: String,
-    value: String,
-    scope: String,
-) -> Result<SecretSummary, ServerFnError> {
-    let key = shared::EnvKey::parse(key.trim())
-        .map_err(|error| ServerFnError::new(format!("Key: {error}")))?;
-    let scope = match scope.as_str() {
-        "" | "global" => SecretScope::Global,
-        service => SecretScope::Service(
-            ServiceName::parse(service)
-                .map_err(|error| ServerFnError::new(format!("Scope: {error}")))?,
-        ),
-    };
-    let body = shared::api::CreateSecret {
-        project_id: project,
-        key,
-        value: shared::SecretValue::new(value),
-        scope,
-    };
-    crate::call!(create_secret, body)
-}
-
-#[server]
-pub async fn change_secret(id: SecretId, value: String) -> Result<SecretSummary, ServerFnError> {
-    let body = shared::api::UpdateSecret {
-        value: shared::SecretValue::new(value),
-    };
-    crate::call!(update_secret, id, body)
-}
-
-#[server]
-pub async fn delete_secret(id: SecretId) -> Result<(), ServerFnError> {
-    crate::call!(delete_secret, id)
-}
-
-/// The plaintext of a secret; the server records who revealed it.
-#[server]
-pub async fn reveal_secret(id: SecretId) -> Result<String, ServerFnError> {
-    let revealed: shared::api::RevealedSecret = crate::call!(reveal_secret, id)?;
-    Ok(revealed.value.expose().to_string())
-}
-
 #[server]
 pub async fn deploy(project: ProjectId) -> Result<DeployAccepted, ServerFnError> {
     crate::call!(deploy, project)
+}
+
+/// Runs an earlier successful deployment again: the same secret values and images.
+#[server]
+pub async fn redeploy(id: DeploymentId) -> Result<DeployAccepted, ServerFnError> {
+    crate::call!(redeploy, id)
+}
+
+/// Deletes the project; with `down`, its containers are taken down first.
+#[server]
+pub async fn delete_project(
+    id: ProjectId,
+    down: bool,
+    remove_volumes: bool,
+) -> Result<(), ServerFnError> {
+    let options = shared::api::DeleteProject {
+        down,
+        remove_volumes,
+    };
+    crate::call!(delete_project, id, options)
 }
 
 #[server]
@@ -129,12 +95,17 @@ fn Project(id: ProjectId) -> impl IntoView {
     let logs = LogBuffer::default();
     let deploy_action = ServerAction::<Deploy>::new();
     let current = RwSignal::new(None::<DeploymentId>);
+    let follow = move |job: DeploymentId| {
+        current.set(Some(job));
+        deployments.refetch();
+    };
     Effect::new(move |_| {
         if let Some(Ok(accepted)) = deploy_action.value().get() {
-            current.set(Some(accepted.deployment_id));
-            deployments.refetch();
+            follow(accepted.deployment_id);
         }
     });
+    let states = RwSignal::new(None);
+    let agent_back = RwSignal::new(0u64);
 
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
@@ -142,7 +113,10 @@ fn Project(id: ProjectId) -> impl IntoView {
         use shared::api::{DashboardEvent, DashboardRequest};
         let feed = subscribe(
             std::rc::Rc::new(move |message| match message {
-                Live::Opened | Live::Event(DashboardEvent::Resync) => deployments.refetch(),
+                Live::Opened | Live::Event(DashboardEvent::Resync) => {
+                    deployments.refetch();
+                    agent_back.update(|back| *back += 1);
+                }
                 Live::Event(DashboardEvent::DeploymentStatus {
                     deployment_id,
                     status,
@@ -168,9 +142,23 @@ fn Project(id: ProjectId) -> impl IntoView {
                     });
                 }
                 Live::Event(DashboardEvent::Logs(lines)) => logs.push(lines),
-                Live::Event(
-                    DashboardEvent::AgentStatus { .. } | DashboardEvent::ServiceStates { .. },
-                ) => {}
+                Live::Event(DashboardEvent::ServiceStates {
+                    project_id,
+                    containers,
+                }) => {
+                    if project_id == id {
+                        states.set(Some(containers));
+                    }
+                }
+                Live::Event(DashboardEvent::AgentStatus { agent_id, status }) => {
+                    let ours = project
+                        .get_untracked()
+                        .and_then(Result::ok)
+                        .is_some_and(|project| project.agent_id == agent_id);
+                    if ours && status == shared::api::AgentStatus::Connected {
+                        agent_back.update(|back| *back += 1);
+                    }
+                }
             }),
             std::rc::Rc::new(move || {
                 Some(DashboardRequest::Watch {
@@ -197,15 +185,18 @@ fn Project(id: ProjectId) -> impl IntoView {
                                             {project.compose_file.clone().map(|file| view! { " · " <code>{file.to_string()}</code> })}
                                         </p>
                                     </div>
-                                    <button
-                                        class="btn btn-primary"
-                                        disabled=move || deploy_action.pending().get()
-                                        on:click=move |_| {
-                                            deploy_action.dispatch(Deploy { project: id });
-                                        }
-                                    >
-                                        "Deploy"
-                                    </button>
+                                    <div class="actions">
+                                        <button
+                                            class="btn btn-primary"
+                                            disabled=move || deploy_action.pending().get()
+                                            on:click=move |_| {
+                                                deploy_action.dispatch(Deploy { project: id });
+                                            }
+                                        >
+                                            "Deploy"
+                                        </button>
+                                        <DeleteButton id />
+                                    </div>
                                 </div>
                                 {project.name_clash.then(|| view! {
                                     <p class="error" role="alert">
@@ -230,12 +221,77 @@ fn Project(id: ProjectId) -> impl IntoView {
                 }
             })}
         </Transition>
-        <Secrets project=id />
+        <ServicesPanel project=id states started=follow />
+        <Secrets project=id agent_back=agent_back.read_only() />
         <section class="panel">
             <LogPanel buffer=logs />
         </section>
-        <History deployments live />
+        <History deployments live started=follow />
     }
+}
+
+/// Deletes the project after a confirming second click, by default taking its containers down
+/// first (the project is kept if that fails, with the reason shown).
+#[component]
+fn DeleteButton(id: ProjectId) -> impl IntoView {
+    let armed = RwSignal::new(false);
+    let down = RwSignal::new(true);
+    let remove_volumes = RwSignal::new(false);
+    let pending = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let navigate = use_navigate();
+    let delete = move |_| {
+        if !armed.get_untracked() {
+            armed.set(true);
+            return;
+        }
+        pending.set(true);
+        let navigate = navigate.clone();
+        leptos::task::spawn_local(async move {
+            let result =
+                delete_project(id, down.get_untracked(), remove_volumes.get_untracked()).await;
+            pending.set(false);
+            match result {
+                Ok(()) => navigate("/projects", Default::default()),
+                Err(failure) => error.set(Some(error_text(&failure))),
+            }
+        });
+    };
+    view! {
+        <button class="btn btn-danger" disabled=move || pending.get() on:click=delete>
+            {move || match (pending.get(), armed.get()) {
+                (true, _) => "Deleting…",
+                (false, true) => "Confirm delete",
+                (false, false) => "Delete project",
+            }}
+        </button>
+        <Show when=move || armed.get()>
+            <div class="confirm" role="group" aria-label="How to delete">
+                <label class="inline">
+                    <input
+                        type="checkbox"
+                        name="down"
+                        prop:checked=move || down.get()
+                        on:change=move |event| down.set(event_target_checked(&event))
+                    />
+                    " Take its containers and networks down first"
+                </label>
+                <label class="inline">
+                    <input
+                        type="checkbox"
+                        name="remove_volumes"
+                        prop:disabled=move || !down.get()
+                        prop:checked=move || remove_volumes.get()
+                        on:change=move |event| remove_volumes.set(event_target_checked(&event))
+                    />
+                    " and its volumes (their data is lost)"
+                </label>
+                <button class="btn btn-quiet" on:click=move |_| armed.set(false)>"Cancel"</button>
+            </div>
+        </Show>
+        {move || error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
+    }
+    .into_any()
 }
 
 /// The status of a deployment: what the live feed said last, else what was loaded.
@@ -317,6 +373,7 @@ fn EventLog(events: Vec<DeploymentEvent>) -> impl IntoView {
 fn History(
     deployments: Resource<Result<Vec<Deployment>, ServerFnError>>,
     live: LiveDeployments,
+    started: impl Fn(DeploymentId) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     view! {
         <section class="panel">
@@ -332,7 +389,7 @@ fn History(
                                 <ul class="history">
                                     {list
                                         .into_iter()
-                                        .map(|deployment| view! { <HistoryRow deployment live /> })
+                                        .map(|deployment| view! { <HistoryRow deployment live started /> })
                                         .collect_view()}
                                 </ul>
                             }
@@ -346,10 +403,64 @@ fn History(
     }
 }
 
+/// What a job was, as its history row says: `Deploy`, `Redeploy of 2025-…`, `Stop web`.
+fn job_title(deployment: &Deployment, earlier: Option<&Deployment>) -> String {
+    let what = match deployment.kind {
+        JobKind::Deploy if deployment.redeploy_of.is_some() => "Redeploy",
+        JobKind::Deploy => "Deploy",
+        JobKind::Start => "Start",
+        JobKind::Stop => "Stop",
+        JobKind::Restart => "Restart",
+        JobKind::Down if deployment.remove_volumes => "Down (with volumes)",
+        JobKind::Down => "Down",
+    };
+    let mut title = what.to_string();
+    if let Some(service) = &deployment.service {
+        title.push_str(&format!(" {service}"));
+    }
+    match (deployment.redeploy_of, earlier) {
+        (Some(_), Some(earlier)) => {
+            title.push_str(&format!(" of {}", format_time(earlier.created_at)))
+        }
+        (Some(earlier), None) => title.push_str(&format!(" of {earlier}")),
+        _ => {}
+    }
+    title
+}
+
 #[component]
-fn HistoryRow(deployment: Deployment, live: LiveDeployments) -> impl IntoView {
+fn HistoryRow(
+    deployment: Deployment,
+    live: LiveDeployments,
+    started: impl Fn(DeploymentId) + Copy + Send + Sync + 'static,
+    #[prop(optional)] earlier: Option<Deployment>,
+) -> impl IntoView {
     let id = deployment.id;
-    let started = format_time(deployment.created_at);
+    let title = job_title(&deployment, earlier.as_ref());
+    let who = deployment
+        .requested_by
+        .clone()
+        .map(|login| format!("by {login}"));
+    let can_redeploy = deployment.kind == JobKind::Deploy && !deployment.images.is_empty();
+    let images = deployment
+        .images
+        .iter()
+        .map(|image| format!("{} {}", image.service, image.image))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let redeploy_error = RwSignal::new(None::<String>);
+    let run_again = move |_| {
+        leptos::task::spawn_local(async move {
+            match redeploy(id).await {
+                Ok(accepted) => {
+                    redeploy_error.set(None);
+                    started(accepted.deployment_id);
+                }
+                Err(failure) => redeploy_error.set(Some(error_text(&failure))),
+            }
+        });
+    };
+    let started_at = format_time(deployment.created_at);
     let status = {
         let deployment = deployment.clone();
         Memo::new(move |_| status_of(live, &deployment))
@@ -369,12 +480,25 @@ fn HistoryRow(deployment: Deployment, live: LiveDeployments) -> impl IntoView {
         <li data-deployment-id=id.to_string()>
             <div class="history-row">
                 {move || view! { <StatusBadge status=status.get().0 /> }}
-                <span>{started}</span>
+                <span class="job" data-kind=deployment.kind.as_str()>{title}</span>
+                <span>{started_at}</span>
+                <span class="muted">{who}</span>
                 <span class="muted">{move || status.get().1.unwrap_or_default()}</span>
                 <button class="btn btn-quiet" on:click=move |_| open.update(|open| *open = !*open)>
                     {move || if open.get() { "Hide log" } else { "Log" }}
                 </button>
+                <Show when=move || can_redeploy && status.get().0 == DeploymentStatus::Succeeded>
+                    <button
+                        class="btn btn-quiet"
+                        title="Run exactly this deployment again: its secret values and images"
+                        on:click=run_again
+                    >
+                        "Redeploy"
+                    </button>
+                </Show>
             </div>
+            {(!images.is_empty()).then(|| view! { <p class="muted images">"Images: " {images.clone()}</p> })}
+            {move || redeploy_error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
             <Show when=move || open.get()>
                 <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
                     {move || Suspend::new(async move {
@@ -386,216 +510,5 @@ fn HistoryRow(deployment: Deployment, live: LiveDeployments) -> impl IntoView {
                 </Transition>
             </Show>
         </li>
-    }
-}
-
-/// The secret manager: masked values, reveal on request, add, change and delete.
-#[component]
-fn Secrets(project: ProjectId) -> impl IntoView {
-    let secrets = Resource::new(move || project, list_secrets);
-    let services = Resource::new(move || project, project_services);
-    let add = ServerAction::<AddSecret>::new();
-    Effect::new(move |_| {
-        if let Some(Ok(_)) = add.value().get() {
-            secrets.refetch();
-        }
-    });
-    let changed = move || secrets.refetch();
-
-    view! {
-        <section class="panel">
-            <h2>"Secrets"</h2>
-            <p class="muted">
-                "Stored encrypted. Global secrets go to every service, scoped ones to one service; the compose files are never changed."
-            </p>
-            <Transition fallback=|| view! { <p class="muted">"Loading secrets…"</p> }>
-                {move || Suspend::new(async move {
-                    match secrets.await {
-                        Ok(list) if list.is_empty() => {
-                            view! { <p class="muted">"No secrets yet."</p> }.into_any()
-                        }
-                        Ok(list) => {
-                            view! {
-                                <table class="secrets">
-                                    <thead>
-                                        <tr>
-                                            <th>"Key"</th>
-                                            <th>"Scope"</th>
-                                            <th>"Value"</th>
-                                            <th></th>
-                                        </tr>
-                                    </thead>
-                                    <tbody>
-                                        {list
-                                            .into_iter()
-                                            .map(|secret| view! { <SecretRow secret changed /> })
-                                            .collect_view()}
-                                    </tbody>
-                                </table>
-                            }
-                                .into_any()
-                        }
-                        Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
-                    }
-                })}
-            </Transition>
-            <h3>"Add a secret"</h3>
-            <ActionForm action=add attr:class="grid-form">
-                <input type="hidden" name="project" value=project.to_string() />
-                <label>"Key" <input name="key" placeholder="DATABASE_URL" required /></label>
-                <label>
-                    "Value" <input name="value" type="password" autocomplete="off" required />
-                </label>
-                <label>
-                    "Scope"
-                    <select name="scope">
-                        <option value="global">"Global (every service)"</option>
-                        <Transition fallback=|| ()>
-                            {move || Suspend::new(async move {
-                                services
-                                    .await
-                                    .unwrap_or_default()
-                                    .into_iter()
-                                    .map(|service| {
-                                        let name = service.to_string();
-                                        view! { <option value=name.clone()>{format!("Service {name}")}</option> }
-                                    })
-                                    .collect_view()
-                            })}
-                        </Transition>
-                    </select>
-                </label>
-                <Transition fallback=|| ()>
-                    {move || Suspend::new(async move {
-                        services.await.err().map(|error| {
-                            view! {
-                                <p class="muted hint">
-                                    "Only Global for now: the services are unknown ("
-                                    {error_text(&error)} ")."
-                                </p>
-                            }
-                        })
-                    })}
-                </Transition>
-                <SubmitRow
-                    label="Add secret"
-                    pending=add.pending()
-                    error=Signal::derive(move || add.value().get().and_then(Result::err))
-                />
-            </ActionForm>
-        </section>
-    }
-}
-
-#[component]
-fn SecretRow(
-    secret: SecretSummary,
-    changed: impl Fn() + Copy + Send + Sync + 'static,
-) -> impl IntoView {
-    let id = secret.id;
-    let revealed = RwSignal::new(None::<String>);
-    let editing = RwSignal::new(false);
-    let armed = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
-    let new_value = RwSignal::new(String::new());
-    let scope = match &secret.scope {
-        SecretScope::Global => "Global".to_string(),
-        SecretScope::Service(service) => service.to_string(),
-    };
-
-    let reveal = move |_| {
-        if revealed.get_untracked().is_some() {
-            revealed.set(None);
-            return;
-        }
-        leptos::task::spawn_local(async move {
-            match reveal_secret(id).await {
-                Ok(value) => revealed.set(Some(value)),
-                Err(failure) => error.set(Some(error_text(&failure))),
-            }
-        });
-    };
-    let save = move |_| {
-        let value = new_value.get_untracked();
-        leptos::task::spawn_local(async move {
-            match change_secret(id, value).await {
-                Ok(_) => {
-                    editing.set(false);
-                    revealed.set(None);
-                    new_value.set(String::new());
-                    error.set(None);
-                    changed();
-                }
-                Err(failure) => error.set(Some(error_text(&failure))),
-            }
-        });
-    };
-    let delete = move |_| {
-        if !armed.get_untracked() {
-            armed.set(true);
-            return;
-        }
-        leptos::task::spawn_local(async move {
-            match delete_secret(id).await {
-                Ok(()) => changed(),
-                Err(failure) => error.set(Some(error_text(&failure))),
-            }
-        });
-    };
-
-    view! {
-        <tr data-secret-key=secret.key.to_string()>
-            <td>
-                <code>{secret.key.to_string()}</code>
-                {secret
-                    .weak_redaction
-                    .then(|| {
-                        view! {
-                            " "
-                            <span
-                                class="badge badge-weak"
-                                title="Values under 6 characters cannot be masked reliably in logs; use a longer one"
-                            >
-                                "short: may not be masked in logs"
-                            </span>
-                        }
-                    })}
-            </td>
-            <td>{scope}</td>
-            <td class="value">
-                <Show
-                    when=move || editing.get()
-                    fallback=move || {
-                        view! {
-                            <code>{move || revealed.get().unwrap_or_else(|| "••••••••".into())}</code>
-                        }
-                    }
-                >
-                    <label class="inline">
-                        <span class="visually-hidden">"New value"</span>
-                        <input
-                            type="password"
-                            autocomplete="off"
-                            placeholder="New value"
-                            prop:value=move || new_value.get()
-                            on:input=move |event| new_value.set(event_target_value(&event))
-                        />
-                    </label>
-                    <button class="btn btn-primary" on:click=save>"Save"</button>
-                </Show>
-                {move || error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
-            </td>
-            <td class="actions">
-                <button class="btn btn-quiet" on:click=reveal>
-                    {move || if revealed.get().is_some() { "Hide" } else { "Reveal" }}
-                </button>
-                <button class="btn btn-quiet" on:click=move |_| editing.update(|editing| *editing = !*editing)>
-                    {move || if editing.get() { "Cancel" } else { "Edit" }}
-                </button>
-                <button class="btn btn-danger" on:click=delete>
-                    {move || if armed.get() { "Confirm delete" } else { "Delete" }}
-                </button>
-            </td>
-        </tr>
     }
 }

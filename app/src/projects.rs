@@ -1,11 +1,16 @@
-//! The Projects page: the person's compose projects, and a form to add one.
+//! The Projects page: the person's compose projects with a live summary of their containers
+//! ("3/3 running", "worker exited (1)"), and a form to add one.
 
 use crate::servers::list_agents;
+use crate::services::service_overview;
 use crate::widgets::SubmitRow;
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_navigate;
 use shared::api::Project;
+use shared::runtime::{summarize, ServiceState};
+use shared::ProjectId;
+use std::collections::HashMap;
 
 #[server]
 pub async fn list_projects() -> Result<Vec<Project>, ServerFnError> {
@@ -43,6 +48,41 @@ pub async fn add_project(
 pub fn ProjectsPage() -> impl IntoView {
     let projects = Resource::new(|| (), |_| list_projects());
     let agents = Resource::new(|| (), |_| list_agents());
+    let overview = Resource::new(|| (), |_| service_overview());
+    // What the live feed said since the page loaded, newer than `overview`.
+    let live = RwSignal::new(HashMap::<ProjectId, Vec<ServiceState>>::new());
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        use crate::live::{close_on_cleanup, subscribe, Live};
+        use shared::api::DashboardEvent;
+        let feed = subscribe(
+            std::rc::Rc::new(move |message| match message {
+                Live::Opened | Live::Event(DashboardEvent::Resync) => {
+                    live.update(HashMap::clear);
+                    overview.refetch();
+                }
+                Live::Event(DashboardEvent::ServiceStates {
+                    project_id,
+                    containers,
+                }) => live.update(|states| {
+                    states.insert(project_id, containers);
+                }),
+                Live::Event(_) => {}
+            }),
+            std::rc::Rc::new(|| None),
+        );
+        close_on_cleanup(feed);
+    });
+    let summary = move |project: ProjectId| -> Option<String> {
+        live.with(|states| states.get(&project).map(|states| summarize(states)))
+            .or_else(|| {
+                overview.get().and_then(Result::ok).and_then(|list| {
+                    list.into_iter()
+                        .find(|entry| entry.project_id == project)
+                        .map(|entry| summarize(&entry.containers))
+                })
+            })
+    };
     let add = ServerAction::<AddProject>::new();
     let navigate = use_navigate();
     Effect::new(move |_| {
@@ -62,7 +102,7 @@ pub fn ProjectsPage() -> impl IntoView {
                         Ok(list) if list.is_empty() => {
                             view! { <p class="muted">"No projects yet: add one below."</p> }.into_any()
                         }
-                        Ok(list) => view! { <ProjectTable projects=list /> }.into_any(),
+                        Ok(list) => view! { <ProjectTable projects=list summary /> }.into_any(),
                         Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
                     }
                 })}
@@ -109,12 +149,16 @@ pub fn ProjectsPage() -> impl IntoView {
 }
 
 #[component]
-fn ProjectTable(projects: Vec<Project>) -> impl IntoView {
+fn ProjectTable(
+    projects: Vec<Project>,
+    summary: impl Fn(ProjectId) -> Option<String> + Copy + Send + Sync + 'static,
+) -> impl IntoView {
     view! {
         <table>
             <thead>
                 <tr>
                     <th>"Name"</th>
+                    <th>"Containers"</th>
                     <th>"Directory"</th>
                     <th>"Compose file"</th>
                 </tr>
@@ -123,10 +167,16 @@ fn ProjectTable(projects: Vec<Project>) -> impl IntoView {
                 {projects
                     .into_iter()
                     .map(|project| {
+                        let id = project.id;
+                        let name = project.name.to_string();
+                        let marker = name.clone();
                         view! {
-                            <tr>
+                            <tr data-project=marker>
                                 <td class="name">
-                                    <A href=format!("/projects/{}", project.id)>{project.name.to_string()}</A>
+                                    <A href=format!("/projects/{id}")>{name}</A>
+                                </td>
+                                <td class="summary" data-summary>
+                                    {move || summary(id).unwrap_or_else(|| "no containers".into())}
                                 </td>
                                 <td><code>{project.path.to_string()}</code></td>
                                 <td>{project.compose_file.map_or_else(|| "default".into(), String::from)}</td>

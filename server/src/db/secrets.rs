@@ -231,12 +231,12 @@ const SECRET_COLUMNS: &str = "s.id, s.project_id, s.key, s.scope, s.ciphertext, 
      s.weak_redaction, s.current_version";
 
 impl Store {
-    /// Stores a new secret with its first version; the same key and scope twice in a project
-    /// is a `Conflict`.
+    /// Stores a new secret with its first version (`None` only as a server before versions
+    /// did); the same key and scope twice in a project is a `Conflict`.
     pub async fn insert_secret(
         &self,
         secret: &StoredSecret,
-        version: &StoredVersion,
+        version: Option<&StoredVersion>,
     ) -> Result<(), DbError> {
         let now = now_ms();
         on_pool!(self, pool => {
@@ -254,7 +254,9 @@ impl Store {
             .bind(secret.weak_redaction)
             .execute(&mut *tx)
             .await?;
-            insert_version!(tx, version);
+            if let Some(version) = version {
+                insert_version!(tx, version);
+            }
             tx.commit().await?
         });
         Ok(())

@@ -207,7 +207,7 @@ pub async fn create(
     };
     let version = new_version(vault, &stored, &input.value, Some(by));
     store
-        .insert_secret(&stored, &version)
+        .insert_secret(&stored, Some(&version))
         .await
         .map_err(|error| match error {
             DbError::Conflict(_) => OpError::Conflict(format!(

@@ -144,7 +144,15 @@ async fn a_live_history_entry_carries_the_time_it_was_stored_under() {
 
     let (deployment, job_id) = app
         .store()
-        .create_deployment(project.id, alice.id)
+        .create_job(&server::db::NewJob {
+            project: project.id,
+            requested_by: alice.id,
+            kind: shared::runtime::JobKind::Deploy,
+            service: None,
+            remove_volumes: false,
+            redeploy_of: None,
+            secrets: Vec::new(),
+        })
         .await
         .unwrap();
     let state = &app.state;

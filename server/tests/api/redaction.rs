@@ -745,8 +745,9 @@ async fn store_secret(app: &TestApp, project: ProjectId, key: &str, value: &str)
         scope: shared::SecretScope::Global,
         updated_at: time::OffsetDateTime::now_utc(),
         weak_redaction: Some(false),
+        current_version: None,
     };
-    app.store().insert_secret(&secret).await.unwrap();
+    app.store().insert_secret(&secret, None).await.unwrap();
 }
 
 /// The masked values, as the sorted list of their first `n` characters.
