@@ -1,10 +1,11 @@
 //! The agent link end to end: real `stagely-agent` processes against the real server.
 
+use crate::helpers::send_frame;
 use crate::helpers::{
-    eventually, spawn_app, spawn_app_with, AgentProcess, AppOptions, Relay, ServerProcess, TestDb,
+    eventually, hello, next_message, raw_agent, spawn_app, spawn_app_with, AgentProcess,
+    AppOptions, RawSocket, Relay, ServerProcess, TestDb,
 };
-use futures_util::{SinkExt, StreamExt};
-use shared::protocol::Hello;
+use futures_util::StreamExt;
 use shared::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -109,10 +110,7 @@ async fn a_second_connection_with_the_same_identity_replaces_the_first() {
 
     // The second session is the live one: it still answers heartbeats.
     let beat = AgentToServer::Heartbeat(shared::protocol::Heartbeat { seq: 42 });
-    second
-        .send(Message::text(serde_json::to_string(&beat).unwrap()))
-        .await
-        .unwrap();
+    send_frame(&mut second, &beat).await;
     let answer = next_message(&mut second).await;
     assert_eq!(
         answer,
@@ -203,49 +201,6 @@ async fn connect_status(url: &str, bearer: Option<&str>) -> Option<u16> {
         Ok(_) => None,
         Err(tungstenite::Error::Http(response)) => Some(response.status().as_u16()),
         Err(other) => panic!("unexpected error: {other}"),
-    }
-}
-
-type RawSocket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn raw_agent(url: &str, token: &str) -> RawSocket {
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
-}
-
-async fn hello(socket: &mut RawSocket, protocol_version: u32) -> ServerToAgent {
-    let hello = AgentToServer::Hello(Hello {
-        protocol_version,
-        agent_version: "test".into(),
-        hostname: "test-host".into(),
-        os: "linux".into(),
-        arch: "x86_64".into(),
-        docker_version: None,
-        compose_version: None,
-    });
-    socket
-        .send(Message::text(serde_json::to_string(&hello).unwrap()))
-        .await
-        .unwrap();
-    next_message(socket).await
-}
-
-async fn next_message(socket: &mut RawSocket) -> ServerToAgent {
-    loop {
-        match tokio::time::timeout(SOON, socket.next())
-            .await
-            .expect("no message")
-            .unwrap()
-            .unwrap()
-        {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => continue,
-        }
     }
 }
 

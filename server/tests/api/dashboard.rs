@@ -1,7 +1,6 @@
 //! The server-rendered dashboard, read as a browser without JavaScript would.
 
-use crate::helpers::{dashboard_row, spawn_app, AgentProcess, TestDb};
-use std::time::Duration;
+use crate::helpers::{dashboard_row, next_event, spawn_app, AgentProcess, TestDb};
 
 #[tokio::test]
 async fn the_dashboard_lists_agents_with_their_live_status() {
@@ -83,51 +82,16 @@ async fn the_live_feed_tells_the_browser_when_an_agent_comes_and_goes() {
     );
 }
 
-async fn next_event<S>(feed: &mut S) -> shared::api::DashboardEvent
-where
-    S: futures_util::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
-{
-    use futures_util::StreamExt;
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), feed.next())
-            .await
-            .expect("no event within 10 s")
-            .expect("the feed closed")
-            .unwrap();
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_live_history_entry_carries_the_time_it_was_stored_under() {
     use futures_util::SinkExt;
     use shared::api::{DashboardEvent, DashboardRequest, EventKind};
     use shared::protocol::{JobEvent, JobUpdate};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let app = spawn_app(&TestDb::Sqlite).await;
     let (alice, api) = app.user("alice").await;
     let (agent, project) = api.shop_project().await;
-    let session = server::token::Token::generate();
-    app.store()
-        .create_session(alice.id, &session.hash(), Duration::from_secs(600))
-        .await
-        .unwrap();
-    let mut request = format!("ws://{}/api/v1/events", app.address)
-        .into_client_request()
-        .unwrap();
-    let headers = request.headers_mut();
-    headers.insert("origin", app.url().parse().unwrap());
-    let cookie = format!("{}={}", server::auth::SESSION_COOKIE, session.expose());
-    headers.insert("cookie", cookie.parse().unwrap());
-    let (mut feed, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut feed = app.feed(&alice).await;
     let watch = DashboardRequest::Watch {
         project_id: project.id,
         resume: None,

@@ -785,3 +785,103 @@ pub async fn wait_for_deployment(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A WebSocket as a test drives it by hand (a hostile or fake agent, a browser tab).
+pub type RawSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the agent stream at `url` with `token`, without saying hello.
+pub async fn raw_agent(url: &str, token: &str) -> RawSocket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+/// Sends one agent frame.
+pub async fn send_frame(socket: &mut RawSocket, frame: &shared::AgentToServer) {
+    use futures_util::SinkExt;
+    let text = serde_json::to_string(frame).unwrap();
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(text))
+        .await
+        .unwrap();
+}
+
+/// Says hello with `protocol_version` and returns the server's answer.
+pub async fn hello(socket: &mut RawSocket, protocol_version: u32) -> shared::ServerToAgent {
+    let hello = shared::AgentToServer::Hello(shared::protocol::Hello {
+        protocol_version,
+        agent_version: "test".into(),
+        hostname: "test-host".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        docker_version: None,
+        compose_version: None,
+    });
+    send_frame(socket, &hello).await;
+    next_message(socket).await
+}
+
+/// The next message the server sends an agent socket (within 10 s).
+pub async fn next_message(socket: &mut RawSocket) -> shared::ServerToAgent {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no message")
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => continue,
+        }
+    }
+}
+
+impl TestApp {
+    /// A dashboard tab's live feed (`/api/v1/events`) for `user`, signed in with a session.
+    pub async fn feed(&self, user: &server::db::User) -> RawSocket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let session = Token::generate();
+        self.store()
+            .create_session(user.id, &session.hash(), Duration::from_secs(600))
+            .await
+            .unwrap();
+        let mut request = format!("ws://{}/api/v1/events", self.address)
+            .into_client_request()
+            .unwrap();
+        let headers = request.headers_mut();
+        headers.insert("origin", self.url().parse().unwrap());
+        let cookie = format!("{}={}", server::auth::SESSION_COOKIE, session.expose());
+        headers.insert("cookie", cookie.parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.unwrap().0
+    }
+}
+
+/// The next event a dashboard feed sends, within `timeout`; `None` if none came.
+pub async fn next_event_within(
+    feed: &mut RawSocket,
+    timeout: Duration,
+) -> Option<shared::api::DashboardEvent> {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, feed.next()).await.ok()?;
+        let frame = frame.expect("the feed closed").unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            return Some(serde_json::from_str(&text).unwrap());
+        }
+    }
+}
+
+/// The next event a dashboard feed sends (within 10 s).
+pub async fn next_event(feed: &mut RawSocket) -> shared::api::DashboardEvent {
+    next_event_within(feed, Duration::from_secs(10))
+        .await
+        .expect("no event within 10 s")
+}

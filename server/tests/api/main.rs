@@ -1,6 +1,7 @@
 //! Integration tests of `stagely-server`: the real app on a loopback port, real agent
 //! processes, SQLite always and PostgreSQL when `TEST_DATABASE_URL` is set.
 
+mod after_deploy;
 mod agent_link;
 mod auth;
 mod control_plane;
