@@ -243,7 +243,9 @@ impl Hub {
             })
     }
 
-    /// Asks an agent which services a compose project defines, waiting up to `timeout`.
+    /// Asks an agent which services a compose project defines, waiting up to `timeout`. A
+    /// question sent to a session that was replaced meanwhile (the agent reconnected) went down
+    /// with that session's queue, so it is asked again on the new one.
     pub async fn inspect(
         &self,
         agent_id: AgentId,
@@ -252,22 +254,48 @@ impl Hub {
         timeout: std::time::Duration,
     ) -> InspectResult {
         let request_id = JobId(uuid::Uuid::new_v4());
-        let (answer_tx, answer) = oneshot::channel();
+        let (answer_tx, mut answer) = oneshot::channel();
         lock(&self.inner.inspections).insert(request_id, answer_tx);
         let request = Inspect {
             request_id,
             directory,
             compose_file,
         };
-        let result = match self.send(agent_id, ServerToAgent::Inspect(request)) {
-            Err(error) => Err(format!("{error}")),
-            Ok(()) => match tokio::time::timeout(timeout, answer).await {
-                Ok(Ok(result)) => result,
-                _ => Err("the agent did not answer in time".into()),
-            },
-        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let result = async {
+            let mut asked = None;
+            loop {
+                let session = self.session_of(agent_id);
+                if session.is_none() {
+                    return Err(SendError::NotConnected.to_string());
+                }
+                if session != asked {
+                    self.send(agent_id, ServerToAgent::Inspect(request.clone()))
+                        .map_err(|error| error.to_string())?;
+                    asked = session;
+                }
+                let check = (tokio::time::Instant::now() + std::time::Duration::from_millis(500))
+                    .min(deadline);
+                match tokio::time::timeout_at(check, &mut answer).await {
+                    Ok(Ok(result)) => return result,
+                    Ok(Err(_)) => return Err("the agent did not answer".into()),
+                    Err(_) if tokio::time::Instant::now() >= deadline => {
+                        return Err("the agent did not answer in time".into())
+                    }
+                    Err(_) => continue,
+                }
+            }
+        }
+        .await;
         lock(&self.inner.inspections).remove(&request_id);
         result
+    }
+
+    /// The number of the agent's live session, if it has one.
+    fn session_of(&self, agent_id: AgentId) -> Option<u64> {
+        lock(&self.inner.sessions)
+            .get(&agent_id)
+            .map(|entry| entry.session)
     }
 
     /// Hands an agent's answer to the [`Hub::inspect`] waiting for it.
@@ -358,6 +386,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use uuid::Uuid;
 
     fn agent() -> AgentId {
@@ -421,6 +450,49 @@ mod tests {
         hub.shut_down();
         assert_eq!(session.close.await.unwrap(), "server shutting down");
         assert!(hub.register(agent()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_inspection_is_asked_again_when_the_agent_reconnects_before_answering() {
+        let hub = Hub::new();
+        let id = agent();
+        let mut first = hub.register(id).unwrap();
+        let asking = {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                hub.inspect(id, "/srv/shop".into(), None, Duration::from_secs(10))
+                    .await
+            })
+        };
+        let Some(message) = first.outbound.recv().await else {
+            panic!("nothing asked");
+        };
+        assert!(matches!(*message, ServerToAgent::Inspect(_)));
+        // The agent reconnects; the question went down with the first session.
+        let mut second = hub.register(id).unwrap();
+        drop(first);
+        let Some(message) = second.outbound.recv().await else {
+            panic!("not asked again");
+        };
+        let ServerToAgent::Inspect(request) = *message else {
+            panic!("not an inspection");
+        };
+        hub.complete_inspection(Inspected {
+            request_id: request.request_id,
+            result: Ok(vec![ServiceName::parse("web").unwrap()]),
+        });
+        let services = asking.await.unwrap().unwrap();
+        assert_eq!(services, [ServiceName::parse("web").unwrap()]);
+    }
+
+    #[tokio::test]
+    async fn an_inspection_of_an_agent_that_is_not_connected_fails_at_once() {
+        let hub = Hub::new();
+        let error = hub
+            .inspect(agent(), "/srv".into(), None, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert_eq!(error, "the agent is not connected");
     }
 
     #[test]

@@ -45,7 +45,9 @@ const SERVER_ALIASES: &[(&str, &str)] = &[];
 const APP_LAYERS: &[&[&str]] = &[
     // 1. Pages.
     &["project", "projects", "servers", "auth"],
-    // 2. What the pages share, and the server side of the server functions.
+    // 2. Panels of a page, with their server functions.
+    &["secrets", "services"],
+    // 3. What the pages share, and the server side of the server functions.
     &["logs", "live", "widgets", "ssr"],
 ];
 

@@ -670,8 +670,17 @@ async fn a_key_rotation_keeps_replaced_values_maskable_under_the_new_key_alone()
 
     let rotating = Vault::new(Keyring::new(new.clone(), Some(old)));
     let done = secrets::rotate_all(&store, &rotating).await.unwrap();
-    assert_eq!((done.rotated, done.current), (2, 0), "{done:?}");
+    // The secret, the value it replaced, and its two versions.
+    assert_eq!((done.rotated, done.current), (4, 0), "{done:?}");
     let after = Vault::new(Keyring::new(new, None));
+    let first = secrets::reveal_version(&store, &after, &alice, secret.id, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.value.expose(),
+        "first-value",
+        "versions open under the new key alone"
+    );
     let values = secrets::values_to_redact(&store, &after, project.id)
         .await
         .unwrap();
