@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod claim;
 pub mod compose;
 pub mod deploy;
+pub mod engine;
 pub mod health;
 pub mod jobs;
 pub mod join;
