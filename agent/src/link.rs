@@ -206,6 +206,8 @@ async fn connect_and_serve(
         None => tracing::info!(agent_id = %welcome.agent_id, "reconnected to the server"),
     }
     *ever_connected = true;
+    // The server holds container states from before the link broke: it gets a full list.
+    jobs.executor.connected();
     config
         .backoff
         .set_window(Duration::from_secs(welcome.reconnect_window_secs));
