@@ -308,6 +308,34 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_docker_inspect_entry_is_read() {
+        // Trimmed from `docker inspect` of a Compose container that was created, never started.
+        let json = r#"[{"Id":"4f1c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffe",
+            "Created":"2026-11-30T12:00:00Z","Path":"sh","Args":[],
+            "State":{"Status":"created","Running":false,"Paused":false,"Restarting":false,
+                     "OOMKilled":false,"Dead":false,"Pid":0,"ExitCode":0,"Error":"",
+                     "StartedAt":"0001-01-01T00:00:00Z","FinishedAt":"0001-01-01T00:00:00Z"},
+            "Image":"sha256:93089526db36aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "Name":"/shop-web-1","RestartCount":0,
+            "Config":{"Hostname":"4f1c","Image":"app:1.0","Labels":{
+                "com.docker.compose.project":"shop","com.docker.compose.service":"web",
+                "dev.stagely.project-id":"not-a-uuid"}}}]"#;
+        let containers = parse_inspected(json).unwrap();
+        let web = &containers[0];
+        assert_eq!(web.service(), Some("web"));
+        assert_eq!(web.status, "created");
+        assert_eq!(web.started_at, None, "never started");
+        assert_eq!(web.image, "app:1.0");
+        assert!(web.image_id.starts_with("sha256:93089526db36"));
+        assert_eq!(web.project_id(), None, "not a project id");
+        let state = web.service_state().unwrap();
+        assert_eq!(state.container_id, "4f1c0ffee0c0");
+        assert_eq!(state.exit_code, None, "only exited containers carry a code");
+        assert_eq!(parse_inspected("").unwrap(), vec![]);
+        assert!(parse_inspected("Error: No such object").is_err());
+    }
+
+    #[test]
     fn a_project_is_ready_when_everything_runs_healthy_or_finished_cleanly() {
         let ready = [
             container("web", "running", None, 0),

@@ -580,6 +580,47 @@ mod ledger_tests {
     }
 
     #[test]
+    fn a_finished_jobs_images_survive_a_restart_and_an_older_ledger_still_loads() {
+        let state = tempfile::tempdir().unwrap();
+        let ledger_file = state.path().join("jobs.json");
+        let job = a_job();
+        let images = vec![ServiceImage {
+            service: shared::ServiceName::parse("web").unwrap(),
+            image: "app:1.0".into(),
+            image_id: format!("sha256:{}", "a".repeat(64)),
+            repo_digest: Some("reg/app@sha256:bbbb".into()),
+        }];
+        Ledger::load(ledger_file.clone()).remember(
+            job,
+            JobState::Finished {
+                success: true,
+                message: "1 container(s) running".into(),
+                images: images.clone(),
+            },
+        );
+        match Ledger::load(ledger_file.clone()).jobs.get(&job) {
+            Some(JobState::Finished { images: loaded, .. }) => assert_eq!(*loaded, images),
+            other => panic!("{other:?}"),
+        }
+
+        // Written before images were kept: no `images` field at all.
+        let old = a_job();
+        let older = format!(
+            r#"[{{"job_id":"{}","success":false,"message":"boom"}}]"#,
+            old.0
+        );
+        std::fs::write(&ledger_file, older).unwrap();
+        match Ledger::load(ledger_file).jobs.get(&old) {
+            Some(JobState::Finished {
+                success: false,
+                message,
+                images,
+            }) => assert!(message == "boom" && images.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn the_ledger_is_readable_by_the_agent_only() {
         let state = tempfile::tempdir().unwrap();
         let ledger_file = state.path().join("jobs.json");
