@@ -120,7 +120,9 @@ pub async fn run(
     .await
     {
         Ok(project) => Some((project.file, project.dir)),
-        Err(error) if is_gone(&error) => {
+        Err(error)
+            if is_gone(&error) && within_roots(request.directory, &options.allowed_roots) =>
+        {
             let by_name_only = matches!(action, LifecycleAction::Stop | LifecycleAction::Down);
             match (&options.compose, by_name_only) {
                 (Compose::V2, true) => {
@@ -185,6 +187,16 @@ fn is_gone(error: &ComposeError) -> bool {
         ComposeError::NoComposeFile { .. } => true,
         _ => false,
     }
+}
+
+/// Whether `dir`, which no longer exists, was inside one of `roots` (all of them when there
+/// are none): a path is compared as written and against each root as written and resolved.
+fn within_roots(dir: &Path, roots: &[PathBuf]) -> bool {
+    roots.is_empty()
+        || roots.iter().any(|root| {
+            dir.starts_with(root)
+                || std::fs::canonicalize(root).is_ok_and(|resolved| dir.starts_with(resolved))
+        })
 }
 
 /// `compose -p <project> [-f <file> --project-directory <dir>] <action…> [service]`.
@@ -297,6 +309,34 @@ mod tests {
             v1.display(),
             "docker-compose -p shop -f /srv/shop/compose.yaml --project-directory /srv/shop start"
         );
+    }
+
+    #[tokio::test]
+    async fn a_gone_directory_outside_the_allowed_roots_is_not_acted_on_by_name() {
+        let name = ProjectName::parse("shop").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let options = DeployOptions {
+            compose: Compose::V2,
+            allowed_roots: vec![root.path().to_owned()],
+            private_dir: root.path().join("private"),
+            up_timeout: std::time::Duration::from_secs(1),
+            health_timeout: std::time::Duration::from_secs(1),
+            settle: std::time::Duration::ZERO,
+        };
+        let mut events = Vec::new();
+        let error = run(
+            &request(&name, LifecycleAction::Down, None, false),
+            &options,
+            |event| events.push(event),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, LifecycleError::Compose(_)), "{error}");
+        assert!(within_roots(
+            &root.path().join("gone"),
+            &options.allowed_roots
+        ));
+        assert!(within_roots(Path::new("/anywhere"), &[]));
     }
 
     #[tokio::test]
