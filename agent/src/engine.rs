@@ -1,5 +1,5 @@
 //! What the Docker engine says about containers and images, read with `docker ps`,
-//! `docker inspect` and `docker image inspect` through the [`runner`](crate::runner).
+//! `docker inspect` and `docker image inspect` through the [`crate::runner`].
 //!
 //! The live states, the images a deploy reports and the check of pinned images all read the
 //! engine the same way: list container ids by label, then inspect them in a few calls (a

@@ -55,8 +55,11 @@ pub enum PinError {
 
 /// `sha256:0123456789ab…`, for messages.
 fn short(image_id: &str) -> String {
-    match image_id.strip_prefix("sha256:") {
-        Some(hex) if hex.len() > 12 => format!("sha256:{}…", &hex[..12]),
+    match image_id
+        .strip_prefix("sha256:")
+        .and_then(|hex| hex.get(..12))
+    {
+        Some(start) if image_id.len() > "sha256:".len() + 12 => format!("sha256:{start}…"),
         _ => image_id.to_owned(),
     }
 }

@@ -5,7 +5,8 @@
 //! socket, silent server) ends the attempt and the agent retries after a [`Backoff`] delay, so
 //! a network blip or a server restart heals by itself. An outage is logged once when it starts
 //! and once when it ends; the attempts in between log at debug level. Only `shutdown` makes
-//! [`run`] return.
+//! [`run`] return. Every welcome is passed on to the executor ([`Executor::connected`]): the
+//! server then gets a full list of container states, whatever it missed while the link was down.
 //!
 //! Every frame passes [`wire`] on its way: out, it must fit the server's frame limit (a frame
 //! over it would end the connection, again after every reconnect); in, the numbers the server
