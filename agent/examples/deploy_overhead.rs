@@ -67,6 +67,7 @@ async fn main() {
             compose_file: None,
             secrets: &secrets,
             project_id: None,
+            pinned_images: &[],
         };
         let start = Instant::now();
         deploy::deploy(&request, &options, |_| {}).await.unwrap();

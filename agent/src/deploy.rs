@@ -1,8 +1,10 @@
 //! One deploy of a Compose project, start to finish:
 //!
 //! 1. **parse** the user's compose file to learn its services (nothing runs on a bad file);
+//!    a redeploy first checks that every image it pins is still on the host (`crate::images`);
 //! 2. **render** the secrets into an override file in the agent's private directory, with the
-//!    labels that mark every service as this project's;
+//!    labels that mark every service as this project's (and, for a redeploy, the image id each
+//!    pinned service runs);
 //! 3. **claim** the compose project name: if containers of another stack already use it, stop
 //!    here and touch nothing (`crate::claim`);
 //! 4. **up**: `compose -p <project> -f <user file> -f <override> --project-directory <dir>
@@ -11,7 +13,8 @@
 //!    nothing and a change scoped to one service restarts only that service;
 //! 5. **health**: wait until every container runs (and is healthy where it has a healthcheck)
 //!    and has stayed so for a short settle time; a container that exits with an error fails
-//!    the deploy with its exit code and last lines.
+//!    the deploy with its exit code and last lines. Then the image each service runs is read
+//!    for the result, so the deployment can be redeployed exactly later.
 //!
 //! The override file is removed when this returns or is cancelled, whatever happened. Every line
 //! that leaves this module has the project's secret values replaced by `***`.
@@ -19,11 +22,13 @@
 use crate::claim::{self, ClaimError};
 use crate::compose::{self, ComposeError, ComposeProject};
 use crate::health::{self, ContainerState, Verdict};
+use crate::images::{self, PinError};
 use crate::override_file::{self, OverrideError, OverrideFile, Owner};
 use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
 use crate::system::Compose;
 use crate::wire;
 use shared::protocol::{budget, DeployStep, JobEvent};
+use shared::runtime::ServiceImage;
 use shared::{ProjectId, ProjectName, Secret};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -55,6 +60,16 @@ pub struct DeployRequest<'a> {
     pub secrets: &'a [Secret],
     /// The Stagely project, labelled on every container; `None` for a deploy without a server.
     pub project_id: Option<ProjectId>,
+    /// A redeploy: the image id each listed service must run (empty for a plain deploy).
+    pub pinned_images: &'a [ServiceImage],
+}
+
+/// What a successful deploy left running.
+#[derive(Clone, Debug)]
+pub struct Deployed {
+    pub containers: Vec<ContainerState>,
+    /// The image each service runs, for the job's result.
+    pub images: Vec<ServiceImage>,
 }
 
 /// Why a deploy failed; the message is what the user sees.
@@ -66,6 +81,8 @@ pub enum DeployError {
     Override(#[from] OverrideError),
     #[error(transparent)]
     Claim(#[from] ClaimError),
+    #[error(transparent)]
+    Pin(#[from] PinError),
     #[error(transparent)]
     Command(#[from] RunError),
     #[error("`docker compose up` failed (exit code {exit_code:?}):\n{output}")]
@@ -101,10 +118,13 @@ pub async fn deploy(
     request: &DeployRequest<'_>,
     options: &DeployOptions,
     mut report: impl FnMut(JobEvent),
-) -> Result<Vec<ContainerState>, DeployError> {
+) -> Result<Deployed, DeployError> {
     let redactor = Redactor::new(request.secrets.iter().map(|secret| secret.value.expose()));
 
     report(step(DeployStep::Parse));
+    // Before anything else: a redeploy whose image is gone must touch nothing.
+    let pull_policy_never = options.compose == Compose::V2;
+    let pins = images::check_pinned(request.pinned_images, pull_policy_never, &redactor).await?;
     // On a blocking thread: a big project takes a while to read.
     let project = compose::load_in_background(
         request.directory.to_owned(),
@@ -119,7 +139,16 @@ pub async fn deploy(
         project: request.project,
         project_id: request.project_id,
     };
-    let rendered = override_file::render_deploy(&project.services, &environment, &owner, false);
+    for service in pins.images.keys() {
+        if !project.services.contains(service) {
+            let line = format!(
+                "service {service} is no longer in the compose file; its pinned image is not used"
+            );
+            report(JobEvent::Output { line });
+        }
+    }
+    let rendered =
+        override_file::render_pinned(&project.services, &environment, &pins, &owner, false);
     // Removed on drop: when this function returns, fails or is cancelled.
     let override_file = OverrideFile::write(&options.private_dir, request.project, &rendered)?;
 
@@ -167,7 +196,23 @@ pub async fn deploy(
             Verdict::Ready => {
                 let since = *ready_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() >= options.settle {
-                    return Ok(containers);
+                    let images =
+                        match images::of_project(request.project, request.pinned_images, &redactor)
+                            .await
+                        {
+                            Ok(images) => images,
+                            Err(error) => {
+                                // The deploy worked; only an exact redeploy of it will not.
+                                tracing::warn!(%error, "could not read the images the deploy runs");
+                                let line = wire::cut(
+                                    &format!("could not read the images the services run: {error}"),
+                                    budget::LINE,
+                                );
+                                report(JobEvent::Output { line });
+                                Vec::new()
+                            }
+                        };
+                    return Ok(Deployed { containers, images });
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

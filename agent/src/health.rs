@@ -7,6 +7,9 @@
 //! `docker inspect`.
 
 use serde::Deserialize;
+use shared::runtime::{ContainerHealth, ContainerStatus, ServiceState};
+use shared::{ProjectId, ServiceName};
+use std::collections::HashMap;
 
 /// One container of a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,12 +117,77 @@ pub fn parse_compose_ps(output: &str) -> Result<Vec<ContainerState>, serde_json:
         .collect()
 }
 
+/// One container as `docker inspect` describes it: what the agent reports about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InspectedContainer {
+    /// The full id (64 hex digits).
+    pub id: String,
+    /// `State.Status`: `running`, `exited`, …
+    pub status: String,
+    pub exit_code: Option<i64>,
+    /// `State.Health.Status` when the container has a healthcheck.
+    pub health: Option<String>,
+    /// `State.StartedAt`; `None` for a container that never started.
+    pub started_at: Option<String>,
+    pub restart_count: u64,
+    /// `.Image`: the image id (`sha256:…`).
+    pub image_id: String,
+    /// `Config.Image`: the reference the container was created from.
+    pub image: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// The label Compose puts on every container: its service.
+pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
+
+impl InspectedContainer {
+    /// The compose service, from its label.
+    pub fn service(&self) -> Option<&str> {
+        self.labels.get(COMPOSE_SERVICE_LABEL).map(String::as_str)
+    }
+
+    /// The Stagely project, from [`crate::override_file::PROJECT_ID_LABEL`].
+    pub fn project_id(&self) -> Option<ProjectId> {
+        self.labels
+            .get(crate::override_file::PROJECT_ID_LABEL)?
+            .parse()
+            .ok()
+    }
+
+    /// What the server is told about it; `None` when it is no compose service's or Docker
+    /// names a status this build does not know.
+    pub fn service_state(&self) -> Option<ServiceState> {
+        let service = ServiceName::parse(self.service()?).ok()?;
+        let status = ContainerStatus::parse(&self.status)?;
+        let exit_code = match status {
+            ContainerStatus::Exited | ContainerStatus::Dead => self.exit_code,
+            _ => None,
+        };
+        Some(ServiceState {
+            service,
+            container_id: self.id.chars().take(12).collect(),
+            status,
+            exit_code,
+            health: self.health.as_deref().and_then(ContainerHealth::parse),
+            started_at: self.started_at.clone(),
+            restart_count: u32::try_from(self.restart_count).unwrap_or(u32::MAX),
+            image_id: Some(self.image_id.clone()).filter(|id| !id.is_empty()),
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct InspectEntry {
+    #[serde(rename = "Id", default)]
+    id: String,
     #[serde(rename = "State")]
     state: InspectState,
     #[serde(rename = "Config")]
     config: InspectConfig,
+    #[serde(rename = "RestartCount", default)]
+    restart_count: u64,
+    #[serde(rename = "Image", default)]
+    image_id: String,
 }
 
 #[derive(Deserialize)]
@@ -130,6 +198,8 @@ struct InspectState {
     exit_code: Option<i64>,
     #[serde(rename = "Health", default)]
     health: Option<InspectHealth>,
+    #[serde(rename = "StartedAt", default)]
+    started_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -141,23 +211,54 @@ struct InspectHealth {
 #[derive(Deserialize)]
 struct InspectConfig {
     #[serde(rename = "Labels", default)]
-    labels: Option<std::collections::HashMap<String, String>>,
+    labels: Option<HashMap<String, String>>,
+    #[serde(rename = "Image", default)]
+    image: String,
+}
+
+/// Docker's `StartedAt` of a container that never started.
+const NEVER: &str = "0001-01-01T00:00:00Z";
+
+/// Parses `docker inspect <containers…>`: a JSON array, one object per container. (A
+/// container removed between listing and inspecting is missing from it, not an error here.)
+pub fn parse_inspected(output: &str) -> Result<Vec<InspectedContainer>, serde_json::Error> {
+    let trimmed = output.trim();
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries: Vec<InspectEntry> = serde_json::from_str(trimmed)?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| InspectedContainer {
+            id: entry.id,
+            status: entry.state.status.to_lowercase(),
+            exit_code: entry.state.exit_code,
+            health: entry
+                .state
+                .health
+                .map(|health| health.status)
+                .filter(|health| !health.is_empty()),
+            started_at: entry
+                .state
+                .started_at
+                .filter(|at| !at.is_empty() && at != NEVER),
+            restart_count: entry.restart_count,
+            image_id: entry.image_id,
+            image: entry.config.image,
+            labels: entry.config.labels.unwrap_or_default(),
+        })
+        .collect())
 }
 
 /// Parses `docker inspect <containers…>` of Compose-made containers.
 pub fn parse_inspect(output: &str) -> Result<Vec<ContainerState>, serde_json::Error> {
-    let entries: Vec<InspectEntry> = serde_json::from_str(output.trim())?;
-    Ok(entries
+    Ok(parse_inspected(output)?
         .into_iter()
-        .map(|entry| ContainerState {
-            service: entry
-                .config
-                .labels
-                .and_then(|mut labels| labels.remove("com.docker.compose.service"))
-                .unwrap_or_default(),
-            state: entry.state.status,
-            health: entry.state.health.map(|health| health.status),
-            exit_code: entry.state.exit_code,
+        .map(|container| ContainerState {
+            service: container.service().unwrap_or_default().to_owned(),
+            state: container.status,
+            health: container.health,
+            exit_code: container.exit_code,
         })
         .collect())
 }
@@ -204,6 +305,34 @@ mod tests {
                 container("web", "running", Some("healthy"), 0),
             ]
         );
+    }
+
+    #[test]
+    fn a_whole_docker_inspect_entry_is_read() {
+        // Trimmed from `docker inspect` of a Compose container that was created, never started.
+        let json = r#"[{"Id":"4f1c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffe",
+            "Created":"2026-11-30T12:00:00Z","Path":"sh","Args":[],
+            "State":{"Status":"created","Running":false,"Paused":false,"Restarting":false,
+                     "OOMKilled":false,"Dead":false,"Pid":0,"ExitCode":0,"Error":"",
+                     "StartedAt":"0001-01-01T00:00:00Z","FinishedAt":"0001-01-01T00:00:00Z"},
+            "Image":"sha256:93089526db36aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "Name":"/shop-web-1","RestartCount":0,
+            "Config":{"Hostname":"4f1c","Image":"app:1.0","Labels":{
+                "com.docker.compose.project":"shop","com.docker.compose.service":"web",
+                "dev.stagely.project-id":"not-a-uuid"}}}]"#;
+        let containers = parse_inspected(json).unwrap();
+        let web = &containers[0];
+        assert_eq!(web.service(), Some("web"));
+        assert_eq!(web.status, "created");
+        assert_eq!(web.started_at, None, "never started");
+        assert_eq!(web.image, "app:1.0");
+        assert!(web.image_id.starts_with("sha256:93089526db36"));
+        assert_eq!(web.project_id(), None, "not a project id");
+        let state = web.service_state().unwrap();
+        assert_eq!(state.container_id, "4f1c0ffee0c0");
+        assert_eq!(state.exit_code, None, "only exited containers carry a code");
+        assert_eq!(parse_inspected("").unwrap(), vec![]);
+        assert!(parse_inspected("Error: No such object").is_err());
     }
 
     #[test]

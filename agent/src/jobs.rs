@@ -1,10 +1,14 @@
-//! Runs what the server asks for: deploys and log streams.
+//! Runs what the server asks for: deploys, lifecycle jobs (start, stop, restart, down) and log
+//! streams, and watches the containers they make.
 //!
-//! - A deploy job runs at most once per job id: a job re-sent after a reconnect is answered
-//!   with `Received` again (and its result, if it has one) but not run again. The ledger of job
-//!   ids is kept in a file, so this holds across agent restarts too; a job that was running
-//!   when the agent died is reported failed ("deploy again") rather than run a second time.
-//! - Deploys of one project run one after another; different projects run side by side.
+//! - A job (deploy or lifecycle) runs at most once per job id: a job re-sent after a reconnect
+//!   is answered with `Received` again (and its result, images included, if it has one) but not
+//!   run again. The ledger of job ids is kept in a file, so this holds across agent restarts
+//!   too; a job that was running when the agent died is reported failed ("run it again")
+//!   rather than run a second time.
+//! - Jobs of one project run one after another; different projects run side by side.
+//! - After a job, the project's live state is read again (`crate::states`); after every welcome,
+//!   every project's.
 //! - Every event goes into one bounded queue that the link drains into whichever connection is
 //!   up, so a deploy that finishes while the server is unreachable still reports its result
 //!   when the link returns. Output lines are dropped when that queue is full; steps and results
@@ -16,10 +20,15 @@
 
 use crate::compose::{self, ComposeError, ComposeProject};
 use crate::deploy::{self, DeployOptions, DeployRequest};
+use crate::lifecycle::{self, LifecycleRequest};
 use crate::logs::{self, LogRequest};
 use crate::runner::Redactor;
+use crate::states::{self, Refresh};
 use crate::wire;
-use shared::protocol::{budget, Inspect, Inspected, JobEvent, JobUpdate, StartLogs};
+use shared::protocol::{
+    budget, Inspect, Inspected, JobEvent, JobUpdate, LifecyclePayload, StartLogs,
+};
+use shared::runtime::ServiceImage;
 use shared::{AgentToServer, DeployPayload, JobId, ProjectName, ServerToAgent};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -40,7 +49,12 @@ pub const MAX_READS_AT_ONCE: usize = 2;
 #[derive(Clone, Debug)]
 enum JobState {
     Running,
-    Finished { success: bool, message: String },
+    Finished {
+        success: bool,
+        message: String,
+        /// What a successful deploy ran, replayed with its result.
+        images: Vec<ServiceImage>,
+    },
 }
 
 #[derive(Default)]
@@ -59,6 +73,9 @@ struct LedgerEntry {
     success: Option<bool>,
     #[serde(default)]
     message: String,
+    /// Added after the first ledgers were written: missing in those.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    images: Vec<ServiceImage>,
 }
 
 impl Ledger {
@@ -78,11 +95,12 @@ impl Ledger {
                 Some(success) => JobState::Finished {
                     success,
                     message: entry.message,
+                    images: entry.images,
                 },
                 None => JobState::Finished {
                     success: false,
-                    message: "the agent restarted while this deploy was running; deploy again"
-                        .into(),
+                    message: "the agent restarted while this job was running; run it again".into(),
+                    images: Vec::new(),
                 },
             };
             ledger.insert(entry.job_id, state);
@@ -118,14 +136,19 @@ impl Ledger {
             .order
             .iter()
             .filter_map(|job_id| {
-                let (success, message) = match self.jobs.get(job_id)? {
-                    JobState::Running => (None, String::new()),
-                    JobState::Finished { success, message } => (Some(*success), message.clone()),
+                let (success, message, images) = match self.jobs.get(job_id)? {
+                    JobState::Running => (None, String::new(), Vec::new()),
+                    JobState::Finished {
+                        success,
+                        message,
+                        images,
+                    } => (Some(*success), message.clone(), images.clone()),
                 };
                 Some(LedgerEntry {
                     job_id: *job_id,
                     success,
                     message,
+                    images,
                 })
             })
             .collect();
@@ -154,6 +177,8 @@ pub struct Executor {
     log_streams: Arc<Mutex<HashMap<JobId, JoinHandle<()>>>>,
     /// Permits to read a compose project, [`MAX_READS_AT_ONCE`] of them.
     reads: Arc<tokio::sync::Semaphore>,
+    /// Marks projects whose containers' states to send again.
+    refresh: Refresh,
 }
 
 impl Executor {
@@ -173,14 +198,32 @@ impl Executor {
             project_locks: Arc::default(),
             log_streams: Arc::default(),
             reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS_AT_ONCE)),
+            refresh: Refresh::default(),
         };
         (executor, receiver)
+    }
+
+    /// Watches the containers of deployed projects and queues their states with the other
+    /// events, for as long as the returned future runs (the agent spawns it once).
+    pub fn watch_states(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        states::run(self.refresh.clone(), self.events.clone())
+    }
+
+    /// The link is up again (a welcome arrived): every project's state is sent in full.
+    pub fn connected(&self) {
+        self.refresh.all();
+    }
+
+    /// The marks the state watcher takes: for tests, and for callers that run no watcher.
+    pub fn refresh(&self) -> &Refresh {
+        &self.refresh
     }
 
     /// Acts on a server message; never blocks the link.
     pub fn handle(&self, message: ServerToAgent) {
         match message {
             ServerToAgent::Deploy(job) => self.deploy(job),
+            ServerToAgent::Lifecycle(job) => self.lifecycle(job),
             ServerToAgent::StartLogs(request) => self.start_logs(request),
             ServerToAgent::StopLogs(stop) => self.stop_logs(stop.stream_id),
             ServerToAgent::Inspect(request) => self.inspect(request),
@@ -190,44 +233,122 @@ impl Executor {
     }
 
     fn deploy(&self, job: DeployPayload) {
-        let job_id = job.job_id;
-        let previous = lock(&self.ledger).jobs.get(&job_id).cloned();
-        match previous {
-            Some(state) => {
-                tracing::info!(%job_id, "Received Job {job_id} again; it is not run twice");
-                // The answer may be what the server lost with a dropped connection: it waits
-                // for room in the queue rather than being dropped like an output line.
-                let events = self.events.clone();
-                tokio::spawn(async move {
-                    let _ = events.send(update(job_id, JobEvent::Received)).await;
-                    if let JobState::Finished { success, message } = state {
-                        // A ledger written by an older agent may hold a longer message.
-                        let message = wire::cut(&message, budget::MESSAGE);
-                        let finished = JobEvent::Finished {
-                            success,
-                            message,
-                            images: Vec::new(),
-                        };
-                        let _ = events.send(update(job_id, finished)).await;
-                    }
-                });
-            }
-            None => {
-                tracing::info!(%job_id, project = %job.project, "Received Job {job_id}");
-                lock(&self.ledger).remember(job_id, JobState::Running);
-                self.emit(job_id, JobEvent::Received);
-                let executor = self.clone();
-                tokio::spawn(async move { executor.run_deploy(job).await });
-            }
+        if self.accept(job.job_id, &job.project) {
+            let executor = self.clone();
+            tokio::spawn(async move { executor.run_deploy(job).await });
         }
+    }
+
+    fn lifecycle(&self, job: LifecyclePayload) {
+        if self.accept(job.job_id, &job.project) {
+            let executor = self.clone();
+            tokio::spawn(async move { executor.run_lifecycle(job).await });
+        }
+    }
+
+    /// Whether to run the job `job_id`: `true` the first time (it is recorded as running and
+    /// `Received` is sent); for an id seen before, answers with `Received` and the result it
+    /// had, if any, and returns `false`.
+    fn accept(&self, job_id: JobId, project: &ProjectName) -> bool {
+        let previous = lock(&self.ledger).jobs.get(&job_id).cloned();
+        let Some(state) = previous else {
+            tracing::info!(%job_id, %project, "Received Job {job_id}");
+            lock(&self.ledger).remember(job_id, JobState::Running);
+            self.emit(job_id, JobEvent::Received);
+            return true;
+        };
+        tracing::info!(%job_id, "Received Job {job_id} again; it is not run twice");
+        // The answer may be what the server lost with a dropped connection: it waits for room
+        // in the queue rather than being dropped like an output line.
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let _ = events.send(update(job_id, JobEvent::Received)).await;
+            if let JobState::Finished {
+                success,
+                message,
+                images,
+            } = state
+            {
+                // A ledger written by an older agent may hold a longer message.
+                let message = wire::cut(&message, budget::MESSAGE);
+                let finished = JobEvent::Finished {
+                    success,
+                    message,
+                    images,
+                };
+                let _ = events.send(update(job_id, finished)).await;
+            }
+        });
+        false
+    }
+
+    /// The lock that runs one project's jobs one after another.
+    fn project_lock(&self, project: &ProjectName) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.project_locks)
+            .entry(project.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Records a job's result and sends it; results wait for room in the queue rather than
+    /// being dropped.
+    async fn finish(
+        &self,
+        job_id: JobId,
+        success: bool,
+        message: String,
+        images: Vec<ServiceImage>,
+    ) {
+        lock(&self.ledger).remember(
+            job_id,
+            JobState::Finished {
+                success,
+                message: message.clone(),
+                images: images.clone(),
+            },
+        );
+        let finished = JobEvent::Finished {
+            success,
+            message,
+            images,
+        };
+        let _ = self.events.send(update(job_id, finished)).await;
+    }
+
+    async fn run_lifecycle(&self, job: LifecyclePayload) {
+        let job_id = job.job_id;
+        let project_lock = self.project_lock(&job.project);
+        let _serialized = project_lock.lock().await;
+        let request = LifecycleRequest {
+            project: &job.project,
+            project_id: job.project_id,
+            directory: Path::new(&job.directory),
+            compose_file: job.compose_file.as_deref(),
+            action: job.action,
+            service: job.service.as_ref(),
+            remove_volumes: job.remove_volumes,
+        };
+        let result =
+            lifecycle::run(&request, &self.options, |event| self.emit(job_id, event)).await;
+        self.refresh.project(job.project_id);
+        let action = job.action.as_str();
+        let (success, message) = match result {
+            Ok(done) => {
+                tracing::info!(%job_id, project = %job.project, action, "{done}");
+                (true, done)
+            }
+            Err(error) => {
+                let message = wire::cut(&error.to_string(), budget::MESSAGE);
+                tracing::warn!(%job_id, project = %job.project, action, %message, "lifecycle job failed");
+                (false, message)
+            }
+        };
+        self.finish(job_id, success, message, Vec::new()).await;
     }
 
     async fn run_deploy(&self, job: DeployPayload) {
         let job_id = job.job_id;
-        let project_lock = lock(&self.project_locks)
-            .entry(job.project.clone())
-            .or_default()
-            .clone();
+        let project_lock = self.project_lock(&job.project);
         let _serialized = project_lock.lock().await;
 
         let request = DeployRequest {
@@ -236,35 +357,31 @@ impl Executor {
             compose_file: job.compose_file.as_deref(),
             secrets: &job.secrets,
             project_id: job.project_id,
+            pinned_images: &job.pinned_images,
         };
         let result =
             deploy::deploy(&request, &self.options, |event| self.emit(job_id, event)).await;
-        let (success, message) = match result {
-            Ok(containers) => (true, format!("{} container(s) running", containers.len())),
-            Err(error) => (false, wire::cut(&error.to_string(), budget::MESSAGE)),
+        if let Some(project_id) = job.project_id {
+            self.refresh.project(project_id);
+        }
+        let (success, message, images) = match result {
+            Ok(deployed) => (
+                true,
+                format!("{} container(s) running", deployed.containers.len()),
+                deployed.images,
+            ),
+            Err(error) => (
+                false,
+                wire::cut(&error.to_string(), budget::MESSAGE),
+                Vec::new(),
+            ),
         };
         if success {
             tracing::info!(%job_id, project = %job.project, "deploy succeeded");
         } else {
             tracing::warn!(%job_id, project = %job.project, %message, "deploy failed");
         }
-        lock(&self.ledger).remember(
-            job_id,
-            JobState::Finished {
-                success,
-                message: message.clone(),
-            },
-        );
-        let finished = update(
-            job_id,
-            JobEvent::Finished {
-                success,
-                message,
-                images: Vec::new(),
-            },
-        );
-        // Results wait for room in the queue rather than being dropped.
-        let _ = self.events.send(finished).await;
+        self.finish(job_id, success, message, images).await;
     }
 
     fn start_logs(&self, request: StartLogs) {
@@ -460,6 +577,47 @@ mod ledger_tests {
 
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         assert!(std::fs::symlink_metadata(&ledger_file).unwrap().is_file());
+    }
+
+    #[test]
+    fn a_finished_jobs_images_survive_a_restart_and_an_older_ledger_still_loads() {
+        let state = tempfile::tempdir().unwrap();
+        let ledger_file = state.path().join("jobs.json");
+        let job = a_job();
+        let images = vec![ServiceImage {
+            service: shared::ServiceName::parse("web").unwrap(),
+            image: "app:1.0".into(),
+            image_id: format!("sha256:{}", "a".repeat(64)),
+            repo_digest: Some("reg/app@sha256:bbbb".into()),
+        }];
+        Ledger::load(ledger_file.clone()).remember(
+            job,
+            JobState::Finished {
+                success: true,
+                message: "1 container(s) running".into(),
+                images: images.clone(),
+            },
+        );
+        match Ledger::load(ledger_file.clone()).jobs.get(&job) {
+            Some(JobState::Finished { images: loaded, .. }) => assert_eq!(*loaded, images),
+            other => panic!("{other:?}"),
+        }
+
+        // Written before images were kept: no `images` field at all.
+        let old = a_job();
+        let older = format!(
+            r#"[{{"job_id":"{}","success":false,"message":"boom"}}]"#,
+            old.0
+        );
+        std::fs::write(&ledger_file, older).unwrap();
+        match Ledger::load(ledger_file).jobs.get(&old) {
+            Some(JobState::Finished {
+                success: false,
+                message,
+                images,
+            }) => assert!(message == "boom" && images.is_empty()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! socket, silent server) ends the attempt and the agent retries after a [`Backoff`] delay, so
 //! a network blip or a server restart heals by itself. An outage is logged once when it starts
 //! and once when it ends; the attempts in between log at debug level. Only `shutdown` makes
-//! [`run`] return.
+//! [`run`] return. Every welcome is passed on to the executor ([`Executor::connected`]): the
+//! server then gets a full list of container states, whatever it missed while the link was down.
 //!
 //! Every frame passes [`wire`] on its way: out, it must fit the server's frame limit (a frame
 //! over it would end the connection, again after every reconnect); in, the numbers the server
@@ -206,6 +207,8 @@ async fn connect_and_serve(
         None => tracing::info!(agent_id = %welcome.agent_id, "reconnected to the server"),
     }
     *ever_connected = true;
+    // The server holds container states from before the link broke: it gets a full list.
+    jobs.executor.connected();
     config
         .backoff
         .set_window(Duration::from_secs(welcome.reconnect_window_secs));
@@ -492,6 +495,58 @@ mod tests {
         };
         assert_eq!(answer.request_id.0, request_id);
         assert!(!agent.is_finished(), "the link ended");
+        agent.abort();
+    }
+
+    #[tokio::test]
+    async fn every_welcome_asks_for_a_full_list_of_container_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (executor, events) = idle_executor(dir.path());
+        let refresh = executor.refresh().clone();
+        let config = LinkConfig {
+            stream_url: format!("ws://{}/api/v1/stream", listener.local_addr().unwrap()),
+            token: "stg_test".into(),
+            hello: hello(),
+            backoff: Backoff::new(
+                Duration::from_millis(1),
+                Duration::from_millis(10),
+                Duration::from_secs(60),
+            ),
+        };
+        let agent = tokio::spawn(run(
+            config,
+            Jobs { executor, events },
+            std::future::pending(),
+        ));
+        // No state watcher runs here: the marks stay for the test to take.
+        assert!(!refresh.take().full, "nothing before the first welcome");
+
+        for connection in ["first", "after a reconnect"] {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut server = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            assert!(matches!(
+                next_frame(&mut server).await,
+                Some(AgentToServer::Hello(_))
+            ));
+            let welcome = serde_json::json!({"type": "welcome", "data": {
+                "agent_id": uuid::Uuid::new_v4(), "heartbeat_interval_secs": 30,
+            }});
+            server
+                .send(Message::text(welcome.to_string()))
+                .await
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !refresh.take().full {
+                assert!(
+                    Instant::now() < deadline,
+                    "{connection}: no full list asked for"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // The server goes away; the agent comes back and is welcomed again.
+            drop(server);
+        }
         agent.abort();
     }
 

@@ -223,6 +223,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "starting stagely-agent {}",
         env!("CARGO_PKG_VERSION")
     );
+    // Container states are watched for the agent's whole life; frames queue while the link is
+    // down, and every welcome asks for a full list.
+    tokio::spawn(executor.watch_states());
     link::run(config, link::Jobs { executor, events }, shutdown_signal()).await;
     Ok(())
 }
@@ -405,6 +408,7 @@ async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
         compose_file: project.file.as_deref(),
         secrets: &secrets,
         project_id: None,
+        pinned_images: &[],
     };
     let result = deploy::deploy(&request, &options, |event| match event {
         JobEvent::Step { name } => eprintln!("==> {name}"),
@@ -413,10 +417,10 @@ async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
     })
     .await;
     match result {
-        Ok(containers) => {
+        Ok(deployed) => {
             eprintln!(
                 "==> deployed {name}: {} container(s) running",
-                containers.len()
+                deployed.containers.len()
             );
             Ok(())
         }

@@ -9,6 +9,7 @@
 //! ([`PROJECT_LABEL`], [`PROJECT_ID_LABEL`]), which is how the agent later tells its own
 //! containers from another stack's under the same compose project name (`crate::claim`).
 
+use crate::images::Pins;
 use crate::private_fs::{self, PrivateDirError};
 use shared::{EnvKey, ProjectId, ProjectName, Secret, SecretScope, SecretValue, ServiceName};
 use std::collections::{BTreeMap, BTreeSet};
@@ -140,9 +141,24 @@ pub fn render_deploy(
     owner: &Owner,
     mask: bool,
 ) -> Zeroizing<String> {
+    render_pinned(services, environment, &Pins::default(), owner, mask)
+}
+
+/// [`render_deploy`], with every service of `pins` that `services` holds set to run its pinned
+/// image (`crate::images`): `image: <id>`, and `pull_policy: never` where asked for. A pin of
+/// a service not in `services` is left out (Compose would make it a new service).
+pub fn render_pinned(
+    services: &BTreeSet<ServiceName>,
+    environment: &ServiceEnvironment,
+    pins: &Pins,
+    owner: &Owner,
+    mask: bool,
+) -> Zeroizing<String> {
     // Sized up front, so the text holding the values is never reallocated (which would leave a
     // copy behind); it is wiped when dropped.
-    let mut out = Zeroizing::new(String::with_capacity(rendered_size(services, environment)));
+    let mut out = Zeroizing::new(String::with_capacity(
+        rendered_size(services, environment) + pins.images.len() * 160,
+    ));
     out.push_str(HEADER);
     out.push('\n');
     if services.is_empty() {
@@ -154,6 +170,12 @@ pub fn render_deploy(
         out.push_str(&format!("  {}:\n    labels:\n", yaml_key(service.as_str())));
         for (label, value) in owner.labels() {
             out.push_str(&format!("      {label}: {}\n", compose_string(&value)));
+        }
+        if let Some(image_id) = pins.images.get(service) {
+            out.push_str(&format!("    image: {}\n", compose_string(image_id)));
+            if pins.pull_policy_never {
+                out.push_str("    pull_policy: never\n");
+            }
         }
         if let Some(variables) = environment.get(service).filter(|vars| !vars.is_empty()) {
             push_environment(&mut out, variables, mask);
@@ -611,6 +633,36 @@ mod tests {
         let text = render_deploy(&BTreeSet::new(), &ServiceEnvironment::new(), &owner, false);
         let parsed: Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(parsed["services"], Value::Mapping(Default::default()));
+    }
+
+    #[test]
+    fn a_pinned_service_runs_its_image_id_and_a_pin_of_an_unknown_service_is_left_out() {
+        let project = ProjectName::parse("shop").unwrap();
+        let owner = Owner {
+            project: &project,
+            project_id: None,
+        };
+        let id = format!("sha256:{}", "ab".repeat(32));
+        let pins = Pins {
+            images: BTreeMap::from([(service("web"), id.clone()), (service("gone"), id.clone())]),
+            pull_policy_never: true,
+        };
+        let all = services(&["db", "web"]);
+        let text = render_pinned(&all, &ServiceEnvironment::new(), &pins, &owner, false);
+        let parsed: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(parsed["services"]["web"]["image"], id.as_str(), "{}", *text);
+        assert_eq!(parsed["services"]["web"]["pull_policy"], "never");
+        assert!(parsed["services"]["db"].get("image").is_none(), "{}", *text);
+        assert!(parsed["services"].get("gone").is_none(), "{}", *text);
+
+        let v1 = Pins {
+            pull_policy_never: false,
+            ..pins
+        };
+        let text = render_pinned(&all, &ServiceEnvironment::new(), &v1, &owner, false);
+        let parsed: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(parsed["services"]["web"]["image"], id.as_str());
+        assert!(parsed["services"]["web"].get("pull_policy").is_none());
     }
 
     #[test]

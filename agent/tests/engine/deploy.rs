@@ -41,10 +41,7 @@ async fn run_deploy(
     project: &TestProject,
     private: &TempDir,
     secrets: &[Secret],
-) -> (
-    Result<Vec<agent::health::ContainerState>, DeployError>,
-    Vec<JobEvent>,
-) {
+) -> (Result<deploy::Deployed, DeployError>, Vec<JobEvent>) {
     let name = project.project_name();
     let request = DeployRequest {
         project: &name,
@@ -52,6 +49,7 @@ async fn run_deploy(
         compose_file: None,
         secrets,
         project_id: None,
+        pinned_images: &[],
     };
     let mut events = Vec::new();
     let result = deploy::deploy(

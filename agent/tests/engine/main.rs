@@ -10,3 +10,4 @@ mod jobs;
 mod namespace;
 mod private_state;
 mod props;
+mod runtime;

@@ -35,10 +35,7 @@ async fn deploy_as(
     name: &str,
     id: Option<ProjectId>,
     private: &Path,
-) -> (
-    Result<Vec<agent::health::ContainerState>, DeployError>,
-    Vec<JobEvent>,
-) {
+) -> (Result<agent::deploy::Deployed, DeployError>, Vec<JobEvent>) {
     let name = shared::ProjectName::parse(name).unwrap();
     let request = DeployRequest {
         project: &name,
@@ -46,6 +43,7 @@ async fn deploy_as(
         compose_file: None,
         secrets: &[],
         project_id: id,
+        pinned_images: &[],
     };
     let mut events = Vec::new();
     let result = deploy::deploy(

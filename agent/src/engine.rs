@@ -1,0 +1,167 @@
+//! What the Docker engine says about containers and images, read with `docker ps`,
+//! `docker inspect` and `docker image inspect` through the [`crate::runner`].
+//!
+//! The live states, the images a deploy reports and the check of pinned images all read the
+//! engine the same way: list container ids by label, then inspect them in a few calls (a
+//! container removed in between is simply missing from the answer).
+
+use crate::health::{self, InspectedContainer};
+use crate::runner::{self, CommandSpec, Redactor};
+use std::time::Duration;
+
+/// Longest one read may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Containers inspected per `docker inspect` call, so an argv stays short.
+const INSPECT_CHUNK: usize = 100;
+
+/// Why the engine could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Command(#[from] runner::RunError),
+    #[error("`{command}` exited with {exit_code:?}: {stderr}")]
+    Failed {
+        command: String,
+        exit_code: Option<i32>,
+        stderr: String,
+    },
+    #[error("unexpected output of `{command}`: {source}")]
+    Parse {
+        command: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Every container (running or not) matching all `label_filters` (`key` or `key=value`).
+pub async fn containers(
+    label_filters: &[String],
+    redactor: &Redactor,
+) -> Result<Vec<InspectedContainer>, EngineError> {
+    let mut argv = vec![
+        "ps".to_owned(),
+        "-a".into(),
+        "-q".into(),
+        "--no-trunc".into(),
+    ];
+    for filter in label_filters {
+        argv.push("--filter".into());
+        argv.push(format!("label={filter}"));
+    }
+    let list = CommandSpec::new("docker", argv).timeout(READ_TIMEOUT);
+    let output = runner::run(&list, redactor, |_| {}).await?;
+    if !output.success() {
+        return Err(EngineError::Failed {
+            command: output.command,
+            exit_code: output.exit_code,
+            stderr: output.stderr.trim().to_owned(),
+        });
+    }
+    let ids: Vec<&str> = output.stdout.split_whitespace().collect();
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(INSPECT_CHUNK) {
+        let inspect = CommandSpec::new(
+            "docker",
+            std::iter::once("inspect").chain(chunk.iter().copied()),
+        )
+        .timeout(READ_TIMEOUT);
+        let output = runner::run(&inspect, redactor, |_| {}).await?;
+        // A container removed since the listing makes `inspect` exit 1 after printing the
+        // others; only an answer without any JSON is a failure.
+        match health::parse_inspected(&output.stdout) {
+            Ok(containers) => found.extend(containers),
+            Err(_) if !output.success() && output.stderr.contains("No such") => {}
+            Err(source) if output.success() => {
+                return Err(EngineError::Parse {
+                    command: output.command,
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(EngineError::Failed {
+                    command: output.command,
+                    exit_code: output.exit_code,
+                    stderr: output.stderr.trim().to_owned(),
+                })
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// An image as `docker image inspect` describes it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Image {
+    #[serde(rename = "Id")]
+    pub id: String,
+    #[serde(rename = "RepoDigests", default)]
+    pub repo_digests: Option<Vec<String>>,
+}
+
+impl Image {
+    /// The first registry digest, when the image came from a registry.
+    pub fn repo_digest(&self) -> Option<String> {
+        self.repo_digests.as_ref()?.first().cloned()
+    }
+}
+
+/// The images among `ids` (ids or references) that are on this host; missing ones are left
+/// out.
+pub async fn images(ids: &[&str], redactor: &Redactor) -> Result<Vec<Image>, EngineError> {
+    let mut found = Vec::new();
+    for chunk in ids.chunks(INSPECT_CHUNK) {
+        let argv = ["image", "inspect"]
+            .into_iter()
+            .chain(chunk.iter().copied());
+        let inspect = CommandSpec::new("docker", argv).timeout(READ_TIMEOUT);
+        let output = runner::run(&inspect, redactor, |_| {}).await?;
+        match parse_images(&output.stdout) {
+            Ok(images) => found.extend(images),
+            Err(_) if !output.success() && output.stderr.contains("No such") => {}
+            Err(source) if output.success() => {
+                return Err(EngineError::Parse {
+                    command: output.command,
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(EngineError::Failed {
+                    command: output.command,
+                    exit_code: output.exit_code,
+                    stderr: output.stderr.trim().to_owned(),
+                })
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Parses `docker image inspect <images…>`.
+pub fn parse_images(output: &str) -> Result<Vec<Image>, serde_json::Error> {
+    let trimmed = output.trim();
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(trimmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_inspect_output_gives_the_id_and_the_first_repo_digest() {
+        let json = r#"[{"Id":"sha256:aaaa","RepoTags":["app:1.0"],"RepoDigests":["reg/app@sha256:bbbb","reg/app@sha256:cccc"],"Size":1},
+                       {"Id":"sha256:dddd","RepoTags":[],"RepoDigests":[]},
+                       {"Id":"sha256:eeee","RepoDigests":null}]"#;
+        let images = parse_images(json).unwrap();
+        let digests: Vec<_> = images.iter().map(Image::repo_digest).collect();
+        assert_eq!(
+            digests,
+            [Some("reg/app@sha256:bbbb".to_owned()), None, None]
+        );
+        assert_eq!(images[1].id, "sha256:dddd");
+        // `docker image inspect` of nothing found prints an empty array.
+        assert_eq!(parse_images("[]\n").unwrap(), vec![]);
+        assert_eq!(parse_images("").unwrap(), vec![]);
+    }
+}
