@@ -42,9 +42,14 @@ const REMEMBERED_JOBS: usize = 1_000;
 pub const EVENT_QUEUE: usize = 4_096;
 /// Log streams running at once; the server asks for one per watched project.
 pub const MAX_LOG_STREAMS: usize = 128;
-/// Compose projects read at once for inspections and log streams; more wait their turn. A
-/// deploy reads its project outside this limit (deploys of a project run one at a time).
+/// Compose projects read at once for log streams; more wait their turn. A deploy reads its
+/// project outside this limit (deploys of a project run one at a time), and inspections have a
+/// permit of their own, so a person waiting for the services list never queues behind the log
+/// streams a reconnect restarts.
 pub const MAX_READS_AT_ONCE: usize = 2;
+/// How long an inspection's answer may wait for room in the event queue before it is dropped
+/// (the server has given up by then).
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 enum JobState {
@@ -175,8 +180,10 @@ pub struct Executor {
     ledger: Arc<Mutex<Ledger>>,
     project_locks: Arc<Mutex<HashMap<ProjectName, Arc<tokio::sync::Mutex<()>>>>>,
     log_streams: Arc<Mutex<HashMap<JobId, JoinHandle<()>>>>,
-    /// Permits to read a compose project, [`MAX_READS_AT_ONCE`] of them.
+    /// Permits to read a compose project for a log stream, [`MAX_READS_AT_ONCE`] of them.
     reads: Arc<tokio::sync::Semaphore>,
+    /// The one permit to read a compose project for an inspection.
+    inspections: Arc<tokio::sync::Semaphore>,
     /// Marks projects whose containers' states to send again.
     refresh: Refresh,
 }
@@ -198,6 +205,7 @@ impl Executor {
             project_locks: Arc::default(),
             log_streams: Arc::default(),
             reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS_AT_ONCE)),
+            inspections: Arc::new(tokio::sync::Semaphore::new(1)),
             refresh: Refresh::default(),
         };
         (executor, receiver)
@@ -437,17 +445,27 @@ impl Executor {
     fn inspect(&self, request: Inspect) {
         let executor = self.clone();
         tokio::spawn(async move {
-            let result = executor
-                .read_project(&request.directory, request.compose_file.as_deref())
+            let result = {
+                // Never closed, so acquiring always succeeds.
+                let _permit = executor.inspections.acquire().await;
+                compose::load_in_background(
+                    PathBuf::from(&request.directory),
+                    request.compose_file.clone(),
+                    executor.options.allowed_roots.clone(),
+                )
                 .await
-                .map(|project| project.services.into_iter().collect())
-                .map_err(|error| error.to_string());
+            }
+            .map(|project| project.services.into_iter().collect())
+            .map_err(|error| error.to_string());
             let answer = AgentToServer::Inspected(Inspected {
                 request_id: request.request_id,
                 result: wire::inspection(result),
             });
-            if executor.events.try_send(answer).is_err() {
-                tracing::debug!("event queue full; dropping an inspect answer");
+            // A person is waiting for it: it waits for room behind a burst of log lines rather
+            // than being dropped like one.
+            let sent = tokio::time::timeout(ANSWER_WAIT, executor.events.send(answer)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::warn!("the event queue stayed full; an inspect answer was dropped");
             }
         });
     }
@@ -550,6 +568,47 @@ mod inspect_tests {
             }
             other => panic!("expected the inspect answer, got {other:?}"),
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_inspect_answer_waits_for_room_and_never_for_the_log_streams_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "services:\n  web:\n    image: x\n",
+        )
+        .unwrap();
+        let options = DeployOptions {
+            compose: Compose::V2,
+            allowed_roots: vec![dir.path().to_owned()],
+            private_dir: dir.path().join("private"),
+            up_timeout: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+            settle: Duration::ZERO,
+        };
+        let (executor, mut events) = Executor::new(options, None);
+        // Log streams hold every read permit, and a burst of log lines fills the queue.
+        let _held = executor.reads.acquire_many(MAX_READS_AT_ONCE as u32).await;
+        let beat = AgentToServer::Heartbeat(shared::protocol::Heartbeat { seq: 0 });
+        while executor.events.try_send(beat.clone()).is_ok() {}
+
+        let request_id = JobId(uuid::Uuid::new_v4());
+        executor.handle(ServerToAgent::Inspect(Inspect {
+            request_id,
+            directory: dir.path().display().to_string(),
+            compose_file: None,
+        }));
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(AgentToServer::Inspected(answer)) = events.recv().await {
+                    return answer;
+                }
+            }
+        })
+        .await
+        .expect("the answer was dropped or never read");
+        assert_eq!(answer.request_id, request_id);
+        assert!(answer.result.is_ok(), "{:?}", answer.result);
     }
 }
 

@@ -96,7 +96,7 @@ test('the deploy shows container creation and then the container log lines as th
   let navigations = 0;
   page.on('framenavigated', () => navigations++);
 
-  await page.getByRole('button', { name: 'Deploy' }).click();
+  await page.getByRole('button', { name: 'Deploy', exact: true }).click();
   const steps = page.locator('.deploy-live .deploy-log');
   await expect(steps).toContainText(`${project.name}-web-1`);
   await expect(steps).toContainText(/Created|Started|Running/);

@@ -28,8 +28,8 @@ export class HostProject {
   readonly dir: string;
 
   /** `web` prints a coloured line every half second and echoes its secret (the agent must
-   * redact it); `worker` just waits. */
-  constructor(parent: string) {
+   * redact it); `worker` just waits. `extra` adds services (compose YAML, indented by two). */
+  constructor(parent: string, extra = '') {
     this.dir = join(parent, this.name);
     mkdirSync(this.dir);
     writeFileSync(
@@ -41,8 +41,14 @@ export class HostProject {
   worker:
     image: ${IMAGE}
     command: ["sh", "-c", "echo worker up; exec sleep 3600"]
-`,
+${extra}`,
     );
+  }
+
+  /** The ids of the project's containers, running or not. */
+  containers(): string[] {
+    const ids = execFileSync('docker', ['ps', '-aq', '--filter', `label=com.docker.compose.project=${this.name}`], { encoding: 'utf8' }).trim();
+    return ids ? ids.split('\n') : [];
   }
 
   /** The environment of a service's container, as Docker has it. */
@@ -83,6 +89,6 @@ export async function addSecret(page: Page, key: string, value: string, scope: s
 
 /** Clicks Deploy and waits for the deployment it started to succeed. */
 export async function deploy(page: Page) {
-  await page.getByRole('button', { name: 'Deploy' }).click();
+  await page.getByRole('button', { name: 'Deploy', exact: true }).click();
   await expect(page.locator('.deploy-live .badge')).toHaveText('Succeeded', { timeout: 60_000 });
 }

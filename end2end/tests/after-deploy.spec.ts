@@ -1,0 +1,87 @@
+// After the click, as a person sees it: a container that dies after a successful deploy turns its
+// row red without a reload (and the Projects list says so), and the lifecycle buttons stop,
+// start, restart and take down the project's containers, each as a job of its history.
+
+import { test as base, expect, hydrated, openDashboard } from './stagely';
+import { addProject, deploy, ensureImage, HostProject } from './project';
+
+// Runs long enough for the deploy to count it healthy (1.5 s), then dies with exit code 3.
+const CRASH = `  crash:
+    image: stagely-test/busybox:latest
+    command: ["sh", "-c", "echo crash soon; sleep 5; exit 3"]
+`;
+
+const test = base.extend<{ project: HostProject }>({
+  project: async ({ stagely }, use) => {
+    ensureImage();
+    const project = new HostProject(stagely.dataDir, CRASH);
+    await use(project);
+    project.remove();
+  },
+});
+
+test('a service that dies after a successful deploy turns red live, and the lifecycle buttons act on the containers', async ({ page, stagely, project }) => {
+  await openDashboard(page, stagely);
+  await addProject(page, project, stagely.agentName);
+  await hydrated(page);
+  let navigations = 0;
+  page.on('framenavigated', () => navigations++);
+
+  await deploy(page);
+  const services = page.locator('[data-panel="services"]');
+  const row = (service: string) => services.locator(`tr[data-service="${service}"]`);
+  await expect(row('web')).toHaveAttribute('data-state', 'running');
+  await expect(row('crash')).toHaveAttribute('data-state', 'running');
+  // Five seconds after the deploy succeeded, the container exits: the row follows by itself.
+  await expect(row('crash')).toHaveAttribute('data-state', 'exited', { timeout: 15_000 });
+  await expect(row('crash')).toContainText('exited (3)');
+  await expect(services.locator('[data-summary]')).toHaveText('crash exited (3) · 2/3 running');
+  expect(navigations).toBe(0);
+  await page.screenshot({ path: test.info().outputPath('crashed.png'), fullPage: true });
+
+  // Restart one service: only its container starts again.
+  const webStarted = await row('web').locator('td').nth(2).textContent();
+  const workerStarted = await row('worker').locator('td').nth(2).textContent();
+  await row('web').getByRole('button', { name: 'Restart' }).click();
+  await expect(page.locator('.history li').first().locator('.job')).toHaveText('Restart web');
+  await expect(page.locator('.history li').first().locator('.badge')).toHaveText('Succeeded', { timeout: 30_000 });
+  await expect(row('web').locator('td').nth(2)).not.toHaveText(webStarted ?? '');
+  await expect(row('worker').locator('td').nth(2)).toHaveText(workerStarted ?? '');
+
+  // Stop asks for a second click, then the row shows the container stopped; Start brings it back.
+  await row('worker').getByRole('button', { name: 'Stop' }).click();
+  await row('worker').getByRole('button', { name: 'Confirm stop' }).click();
+  await expect(row('worker')).toHaveAttribute('data-state', 'exited', { timeout: 30_000 });
+  await row('worker').getByRole('button', { name: 'Start' }).click();
+  await expect(row('worker')).toHaveAttribute('data-state', 'running', { timeout: 30_000 });
+
+  // The Projects list sums the project up, live too.
+  await page.getByRole('link', { name: 'Projects' }).click();
+  const summary = page.locator(`tr[data-project="${project.name}"] [data-summary]`);
+  await expect(summary).toHaveText('crash exited (3) · 2/3 running');
+  await page.getByRole('link', { name: project.name }).click();
+  await hydrated(page);
+
+  // Down removes every container of the project.
+  await services.getByRole('button', { name: 'Down', exact: true }).click();
+  await services.getByRole('button', { name: 'Confirm down' }).click();
+  await expect(services).toContainText('No containers', { timeout: 30_000 });
+  expect(project.containers()).toEqual([]);
+  await expect(page.locator('.history li').first().locator('.job')).toHaveText('Down');
+  await page.screenshot({ path: test.info().outputPath('down.png'), fullPage: true });
+});
+
+test('deleting a project takes its containers down first', async ({ page, stagely, project }) => {
+  await openDashboard(page, stagely);
+  await addProject(page, project, stagely.agentName);
+  await hydrated(page);
+  await deploy(page);
+  expect(project.containers().length).toBe(3);
+
+  await page.getByRole('button', { name: 'Delete project' }).click();
+  await expect(page.getByRole('checkbox', { name: 'Take its containers and networks down first' })).toBeChecked();
+  await page.getByRole('button', { name: 'Confirm delete' }).click();
+  await expect(page).toHaveURL(/\/projects$/, { timeout: 30_000 });
+  await expect(page.locator(`tr[data-project="${project.name}"]`)).toHaveCount(0);
+  expect(project.containers()).toEqual([]);
+});
