@@ -52,6 +52,73 @@ pub async fn test_image() -> &'static str {
     TEST_IMAGE
 }
 
+/// Builds `tag` from [`TEST_IMAGE`] with `/version` holding `version` (so each version is a
+/// different image); returns its id.
+pub async fn build_version_image(tag: &str, version: &str) -> String {
+    let base = test_image().await;
+    let context = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo {version} > /version\n"),
+    )
+    .expect("writing the Dockerfile");
+    let dir = context.path().display().to_string();
+    let build = CommandSpec::new("docker", ["build", "-q", "-t", tag, dir.as_str()]);
+    run_ok(build).await.expect("docker build");
+    image_id(tag).await
+}
+
+/// The id (`sha256:…`) of the image `reference` names.
+pub async fn image_id(reference: &str) -> String {
+    let spec = CommandSpec::new("docker", ["image", "inspect", "-f", "{{.Id}}", reference]);
+    run_ok(spec)
+        .await
+        .expect("docker image inspect")
+        .trim()
+        .to_owned()
+}
+
+/// The id of the image the one container of `service` in `project` runs.
+pub async fn container_image(project: &str, service: &str) -> String {
+    let id = container_of(project, service).await;
+    let inspect = CommandSpec::new("docker", ["inspect", "-f", "{{.Image}}", id.as_str()]);
+    run_ok(inspect)
+        .await
+        .expect("docker inspect")
+        .trim()
+        .to_owned()
+}
+
+/// The ids of every container of `project`, running or not.
+pub async fn container_ids(project: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.compose.project={project}");
+    let list = CommandSpec::new("docker", ["ps", "-aq", "--filter", filter.as_str()]);
+    let ids = run_ok(list).await.expect("docker ps");
+    ids.split_whitespace().map(str::to_owned).collect()
+}
+
+/// The id of the one container of `service` in `project`.
+async fn container_of(project: &str, service: &str) -> String {
+    let project = format!("label=com.docker.compose.project={project}");
+    let service = format!("label=com.docker.compose.service={service}");
+    let list = CommandSpec::new(
+        "docker",
+        [
+            "ps",
+            "-aq",
+            "--filter",
+            project.as_str(),
+            "--filter",
+            service.as_str(),
+        ],
+    );
+    let ids = run_ok(list).await.expect("docker ps");
+    ids.split_whitespace()
+        .next()
+        .expect("a container")
+        .to_string()
+}
+
 /// Runs a command and returns its stdout, or its whole output as the error.
 pub async fn run_ok(spec: CommandSpec) -> Result<String, String> {
     let spec = spec.timeout(Duration::from_secs(300));
@@ -67,25 +134,7 @@ pub async fn run_ok(spec: CommandSpec) -> Result<String, String> {
 
 /// The environment (`KEY=VALUE` entries) of the one container of `service` in `project`.
 pub async fn container_env(project: &str, service: &str) -> Vec<String> {
-    let project = format!("label=com.docker.compose.project={project}");
-    let service = format!("label=com.docker.compose.service={service}");
-    let list = CommandSpec::new(
-        "docker",
-        [
-            "ps",
-            "-aq",
-            "--filter",
-            project.as_str(),
-            "--filter",
-            service.as_str(),
-        ],
-    );
-    let ids = run_ok(list).await.expect("docker ps");
-    let id = ids
-        .split_whitespace()
-        .next()
-        .expect("a container")
-        .to_string();
+    let id = container_of(project, service).await;
     let inspect = CommandSpec::new(
         "docker",
         ["inspect", "-f", "{{json .Config.Env}}", id.as_str()],

@@ -421,32 +421,12 @@ async fn v1_says_clearly_it_needs_the_compose_file() {
     assert_eq!(left, 2, "nothing was touched");
 }
 
-/// Builds `tag` from the test image with `/version` holding `version`; returns its id.
-async fn build_image(tag: &str, version: &str) -> String {
-    let base = crate::helpers::test_image().await;
-    let context = tempfile::tempdir().unwrap();
-    std::fs::write(
-        context.path().join("Dockerfile"),
-        format!("FROM {base}\nRUN echo {version} > /version\n"),
-    )
-    .unwrap();
-    let dir = context.path().display().to_string();
-    let build = CommandSpec::new("docker", ["build", "-q", "-t", tag, dir.as_str()]);
-    run_ok(build).await.unwrap();
-    inspect_image(tag).await
-}
-
-async fn inspect_image(reference: &str) -> String {
-    let spec = CommandSpec::new("docker", ["image", "inspect", "-f", "{{.Id}}", reference]);
-    run_ok(spec).await.unwrap().trim().to_owned()
-}
-
 async fn a_redeploy_runs_exactly_the_pinned_image(compose: Compose) {
     let tag = format!(
         "stagely-test/pinned-{}:1.0",
         &Uuid::new_v4().simple().to_string()[..8]
     );
-    let v1 = build_image(&tag, "one").await;
+    let v1 = agent::testing::build_version_image(&tag, "one").await;
     // `web` could be built from its directory: a pinned redeploy must not rebuild it.
     let yaml = format!(
         "services:\n  web:\n    image: {tag}\n    build: .\n    command: {IDLE_COMMAND}\n  worker:\n    image: {tag}\n    command: {IDLE_COMMAND}\n"
@@ -477,7 +457,7 @@ async fn a_redeploy_runs_exactly_the_pinned_image(compose: Compose) {
     }
 
     // The tag moves to another build; a plain deploy would follow it, a pinned one does not.
-    let v2 = build_image(&tag, "two").await;
+    let v2 = agent::testing::build_version_image(&tag, "two").await;
     assert_ne!(v1, v2);
     let pinned = agent.deploy(&project, id, first.images.clone()).await;
     assert!(pinned.success, "{}", pinned.message);
@@ -486,7 +466,7 @@ async fn a_redeploy_runs_exactly_the_pinned_image(compose: Compose) {
         assert_eq!(inspect(&container, "{{.Image}}").await, v1, "{service}");
     }
     assert_eq!(
-        inspect_image(&tag).await,
+        agent::testing::image_id(&tag).await,
         v2,
         "nothing was built or retagged"
     );

@@ -3,7 +3,8 @@
 //! The tests that need containers run a real agent against the real Docker engine.
 
 use crate::helpers::{
-    hello, next_event_within, raw_agent, send_frame, spawn_app, RawSocket, TestDb,
+    hello, next_event_within, raw_agent, send_frame, spawn_app, wait_for_deployment, ApiClient,
+    HostProject, RawSocket, TestDb, WEB_AND_WORKER,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -325,5 +326,318 @@ async fn an_agent_reports_container_states_of_its_own_projects_only() {
             .await;
         assert_eq!(overview.len(), 1);
         assert_eq!(overview[0].project_id, bob_project.id);
+    }
+}
+
+/// Deploys a project through the API and waits for the result.
+async fn deploy(api: &ApiClient, project: ProjectId) -> Deployment {
+    let accepted: DeployAccepted = api
+        .expect(Method::POST, &format!("/deploy/{project}"), None, 202)
+        .await;
+    wait_for_deployment(api, accepted.deployment_id, Duration::from_secs(90)).await
+}
+
+/// Runs a lifecycle action through the API and waits for the job to end.
+async fn act(api: &ApiClient, project: ProjectId, body: serde_json::Value) -> Deployment {
+    let accepted: DeployAccepted = api
+        .expect(
+            Method::POST,
+            &format!("/projects/{project}/actions"),
+            Some(body),
+            202,
+        )
+        .await;
+    wait_for_deployment(api, accepted.deployment_id, Duration::from_secs(90)).await
+}
+
+/// Waits until the project's containers, as the API reports them, pass `check`.
+async fn services_until(
+    api: &ApiClient,
+    project: ProjectId,
+    what: &str,
+    check: impl Fn(&[ServiceState]) -> bool,
+) -> Vec<ServiceState> {
+    let path = format!("/projects/{project}/services");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let services: ProjectServices = api.expect(Method::GET, &path, None, 200).await;
+        if check(&services.containers) {
+            return services.containers;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            services.containers
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn state_of<'a>(states: &'a [ServiceState], service: &str) -> &'a ServiceState {
+    states
+        .iter()
+        .find(|state| state.service.as_str() == service)
+        .unwrap_or_else(|| panic!("no {service} in {states:?}"))
+}
+
+fn all_are(states: &[ServiceState], status: ContainerStatus) -> bool {
+    states.len() == 2 && states.iter().all(|state| state.status == status)
+}
+
+#[tokio::test]
+async fn lifecycle_jobs_act_on_the_containers_and_deleting_with_down_leaves_nothing() {
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        let (_, api) = app.user("alice").await;
+        let (agent, _process) = api.connected_agent(&app.url(), app.data_dir.path()).await;
+        let host = HostProject::new(WEB_AND_WORKER).await;
+        let project = api.create_project(&agent, &host).await;
+        let deployed = deploy(&api, project.id).await;
+        assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        services_until(
+            &api,
+            project.id,
+            "both running after the deploy",
+            |states| all_are(states, ContainerStatus::Running),
+        )
+        .await;
+
+        let stopped = act(&api, project.id, json!({"action": "stop"})).await;
+        assert_eq!(stopped.status, DeploymentStatus::Succeeded, "{stopped:?}");
+        assert_eq!(stopped.kind, JobKind::Stop);
+        services_until(&api, project.id, "both exited after stop", |states| {
+            all_are(states, ContainerStatus::Exited)
+        })
+        .await;
+
+        let started = act(&api, project.id, json!({"action": "start"})).await;
+        assert_eq!(started.status, DeploymentStatus::Succeeded, "{started:?}");
+        let before = services_until(&api, project.id, "both running after start", |states| {
+            all_are(states, ContainerStatus::Running)
+        })
+        .await;
+
+        let restarted = act(
+            &api,
+            project.id,
+            json!({"action": "restart", "service": "web"}),
+        )
+        .await;
+        assert_eq!(
+            restarted.status,
+            DeploymentStatus::Succeeded,
+            "{restarted:?}"
+        );
+        let web_before = state_of(&before, "web").clone();
+        let after = services_until(&api, project.id, "web started again", |states| {
+            all_are(states, ContainerStatus::Running)
+                && state_of(states, "web").started_at != web_before.started_at
+        })
+        .await;
+        assert_eq!(
+            state_of(&after, "web").container_id,
+            web_before.container_id,
+            "a restart keeps the container"
+        );
+        assert_eq!(
+            state_of(&after, "worker"),
+            state_of(&before, "worker"),
+            "only the one service was restarted"
+        );
+
+        let down = act(&api, project.id, json!({"action": "down"})).await;
+        assert_eq!(down.status, DeploymentStatus::Succeeded, "{down:?}");
+        assert_eq!(
+            agent::testing::container_ids(&host.name).await,
+            Vec::<String>::new()
+        );
+        services_until(
+            &api,
+            project.id,
+            "no containers after down",
+            <[_]>::is_empty,
+        )
+        .await;
+
+        let history: Vec<Deployment> = api
+            .expect(
+                Method::GET,
+                &format!("/projects/{}/deployments", project.id),
+                None,
+                200,
+            )
+            .await;
+        let kinds: Vec<JobKind> = history.iter().map(|job| job.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                JobKind::Down,
+                JobKind::Restart,
+                JobKind::Start,
+                JobKind::Stop,
+                JobKind::Deploy
+            ]
+        );
+
+        // Deleting with down takes the containers down first, then the project goes.
+        let redeployed = deploy(&api, project.id).await;
+        assert_eq!(redeployed.status, DeploymentStatus::Succeeded);
+        assert_eq!(agent::testing::container_ids(&host.name).await.len(), 2);
+        let path = format!("/projects/{}", project.id);
+        let (status, answer) = api
+            .call(Method::DELETE, &format!("{path}?down=true"), None)
+            .await;
+        assert_eq!(status, 204, "{answer}");
+        assert_eq!(
+            agent::testing::container_ids(&host.name).await,
+            Vec::<String>::new()
+        );
+        let (status, _) = api.call(Method::GET, &path, None).await;
+        assert_eq!(status, 404);
+    }
+}
+
+#[tokio::test]
+async fn a_redeploy_runs_the_earlier_secret_values_and_image_exactly() {
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        let (_, api) = app.user("alice").await;
+        let (agent, _process) = api.connected_agent(&app.url(), app.data_dir.path()).await;
+        let tag = format!(
+            "stagely-test/redeploy-{}:app",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let v1 = agent::testing::build_version_image(&tag, "one").await;
+        let host = HostProject::new(&format!(
+            "services:\n  web:\n    image: {tag}\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n"
+        ))
+        .await;
+        let project = api.create_project(&agent, &host).await;
+        let secret = api.add_secret(project.id, "TOKEN", "value-A-first").await;
+        let first = deploy(&api, project.id).await;
+        assert_eq!(first.status, DeploymentStatus::Succeeded, "{first:?}");
+        assert_eq!(first.images.len(), 1, "{:?}", first.images);
+        assert_eq!(first.images[0].image_id, v1);
+        assert_eq!(first.images[0].image, tag);
+
+        // v2: another secret value, and the tag moved to another build.
+        let (status, _) = api
+            .call(
+                Method::PATCH,
+                &format!("/secrets/{}", secret.id),
+                Some(json!({"value": "value-B-second"})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let v2 = agent::testing::build_version_image(&tag, "two").await;
+        assert_ne!(v1, v2);
+        let second = deploy(&api, project.id).await;
+        assert_eq!(second.status, DeploymentStatus::Succeeded, "{second:?}");
+        assert!(host
+            .env("web")
+            .await
+            .contains(&"TOKEN=value-B-second".to_string()));
+        assert_eq!(agent::testing::container_image(&host.name, "web").await, v2);
+
+        // Redeploy v1: its secret value and its image, whatever the tag and the secret say now.
+        let accepted: DeployAccepted = api
+            .expect(
+                Method::POST,
+                &format!("/deployments/{}/redeploy", first.id),
+                None,
+                202,
+            )
+            .await;
+        let third =
+            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(90)).await;
+        assert_eq!(third.status, DeploymentStatus::Succeeded, "{third:?}");
+        assert!(
+            host.env("web")
+                .await
+                .contains(&"TOKEN=value-A-first".to_string()),
+            "{:?}",
+            host.env("web").await
+        );
+        assert_eq!(agent::testing::container_image(&host.name, "web").await, v1);
+        let history: Vec<Deployment> = api
+            .expect(
+                Method::GET,
+                &format!("/projects/{}/deployments", project.id),
+                None,
+                200,
+            )
+            .await;
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[0].id, third.id);
+        assert_eq!(history[0].redeploy_of, Some(first.id));
+        assert_eq!(history[1].redeploy_of, None);
+        // The stored secret is unchanged, and the value the containers run again stays masked.
+        assert_eq!(api.reveal(secret.id).await.value.expose(), "value-B-second");
+        let masked =
+            server::ops::secrets::values_to_redact(&app.state.store, &app.state.vault, project.id)
+                .await
+                .unwrap();
+        assert!(masked.iter().any(|value| value.expose() == "value-A-first"));
+
+        // A snapshot whose image is gone fails with that reason and changes nothing.
+        let gone = std::process::Command::new("docker")
+            .args(["rmi", "-f", tag.as_str()])
+            .output()
+            .unwrap();
+        assert!(gone.status.success(), "{gone:?}");
+        let accepted: DeployAccepted = api
+            .expect(
+                Method::POST,
+                &format!("/deployments/{}/redeploy", second.id),
+                None,
+                202,
+            )
+            .await;
+        let fourth =
+            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(90)).await;
+        assert_eq!(fourth.status, DeploymentStatus::Failed, "{fourth:?}");
+        let message = fourth.message.clone().unwrap_or_default();
+        assert!(message.contains("no longer on this host"), "{message}");
+        assert_eq!(agent::testing::container_image(&host.name, "web").await, v1);
+
+        agent::testing::remove_project(&host.name);
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", v1.as_str()])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn a_container_that_dies_after_a_deploy_shows_on_the_owners_feed() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (alice, api) = app.user("alice").await;
+    let (agent, _process) = api.connected_agent(&app.url(), app.data_dir.path()).await;
+    let host = HostProject::new(WEB_AND_WORKER).await;
+    let project = api.create_project(&agent, &host).await;
+    let deployed = deploy(&api, project.id).await;
+    assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+    services_until(&api, project.id, "both running", |states| {
+        all_are(states, ContainerStatus::Running)
+    })
+    .await;
+    let mut feed = app.feed(&alice).await;
+
+    let killed = std::process::Command::new("docker")
+        .args(["kill", &format!("{}-web-1", host.name)])
+        .output()
+        .unwrap();
+    assert!(killed.status.success(), "{killed:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let states = states_on_feed(&mut feed, project.id)
+            .await
+            .expect("no container states on the feed");
+        let web = state_of(&states, "web");
+        if web.status == ContainerStatus::Exited {
+            assert_eq!(web.exit_code, Some(137), "{web:?}");
+            assert_eq!(state_of(&states, "worker").status, ContainerStatus::Running);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{states:?}");
     }
 }
