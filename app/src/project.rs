@@ -511,4 +511,5 @@ fn HistoryRow(
             </Show>
         </li>
     }
+    .into_any()
 }

@@ -391,6 +391,7 @@ fn SecretRow(
             </tr>
         </Show>
     }
+    .into_any()
 }
 
 /// The values a secret has had: who set each and when, each revealed on request (audited).
@@ -462,4 +463,5 @@ fn VersionRow(secret: SecretId, version: SecretVersion) -> impl IntoView {
             }}
         </li>
     }
+    .into_any()
 }

@@ -259,4 +259,5 @@ fn ServiceRow(
             </td>
         </tr>
     }
+    .into_any()
 }
