@@ -306,12 +306,16 @@ async fn rotate_key(config: Config) -> anyhow::Result<()> {
     let done = ops::secrets::rotate_all(&store, &vault)
         .await
         .map_err(refused)?;
+    let channels = ops::notifications::rotate_all(&store, &vault)
+        .await
+        .map_err(refused)?;
     eprintln!(
-        "Rotated {} secret(s) to key {}; {} were already under it. \
-         APP_MASTER_KEY_PREVIOUS can now be removed.",
+        "Rotated {} secret(s) and {} notification channel credential(s) to key {}; {} were \
+         already under it. APP_MASTER_KEY_PREVIOUS can now be removed.",
         done.rotated,
+        channels.rotated,
         vault.current_key_id(),
-        done.current
+        done.current + channels.current
     );
     store.close().await;
     Ok(())

@@ -7,6 +7,7 @@
 mod agents;
 mod deployments;
 mod join_tokens;
+mod notifications;
 mod projects;
 mod secrets;
 mod sessions;
@@ -15,6 +16,7 @@ mod users;
 pub use agents::Agent;
 pub use deployments::{NewEvent, PendingJob};
 pub use join_tokens::JoinTokenState;
+pub use notifications::{Attempt, ChannelColumn, ClaimedDelivery, LatestJob, StoredChannel};
 pub use projects::NameInUse;
 pub use secrets::{PreviousValue, StoredSecret};
 pub use sessions::LoginAttempt;
