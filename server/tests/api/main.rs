@@ -7,6 +7,7 @@ mod control_plane;
 mod dashboard;
 mod helpers;
 mod layers;
+mod notifications;
 mod project_names;
 mod provisioning;
 mod redaction;
