@@ -513,3 +513,46 @@ async fn channel_urls_and_signing_secrets_never_show_in_listings_or_the_server_l
     assert!(listing.to_string().contains(&format!("\"target\":\"http://{}\"", receiver.address)));
     assert!(log.contains("notification channel added"), "{log}");
 }
+
+#[tokio::test]
+async fn a_key_rotation_reseals_channel_credentials_which_open_only_in_their_own_row() {
+    use server::crypto::{Keyring, MasterKey};
+    use server::ops::notifications as ops;
+    use server::vault::{ChannelField, Vault};
+    use shared::notify::CreateChannel;
+
+    let data = tempfile::tempdir().unwrap();
+    let store = server::db::Store::connect(None, data.path()).await.unwrap();
+    let alice = store.create_user("alice", None, false).await.unwrap();
+    let (old, new) = (MasterKey::generate(), MasterKey::generate());
+    let vault = Vault::new(Keyring::new(old.clone(), None));
+    let create = |name: &str| -> CreateChannel {
+        serde_json::from_value(json!({"kind": "webhook", "name": name, "url": format!("https://example.com/{name}")}))
+            .unwrap()
+    };
+    let first = ops::create_channel(&store, &vault, &alice, create("one")).await.unwrap();
+    ops::create_channel(&store, &vault, &alice, create("two")).await.unwrap();
+
+    let rotating = Vault::new(Keyring::new(new.clone(), Some(old)));
+    let done = ops::rotate_all(&store, &rotating).await.unwrap();
+    assert_eq!((done.rotated, done.current), (4, 0), "URL and signing secret of each");
+    let again = ops::rotate_all(&store, &rotating).await.unwrap();
+    assert_eq!((again.rotated, again.current), (0, 4));
+
+    let after = Vault::new(Keyring::new(new, None));
+    let channels = store.all_channels().await.unwrap();
+    let one = channels.iter().find(|c| c.id == first.channel.id).unwrap();
+    let two = channels.iter().find(|c| c.id != first.channel.id).unwrap();
+    let url = after
+        .open_channel(ops::channel_row(one, ChannelField::Url), &one.url)
+        .unwrap();
+    assert_eq!(url.expose(), "https://example.com/one");
+    // Copied into another row, or read as another field, a sealed URL does not open.
+    assert!(after
+        .open_channel(ops::channel_row(two, ChannelField::Url), &one.url)
+        .is_err());
+    assert!(after
+        .open_channel(ops::channel_row(one, ChannelField::SigningSecret), &one.url)
+        .is_err());
+    store.close().await;
+}
