@@ -394,14 +394,23 @@ impl NotifyConfig {
             Ok::<_, ConfigError>(number(name, min, max)?.map_or(default, Duration::from_millis))
         };
         Ok(Self {
-            offline_grace: secs("STAGELY_NOTIFY_OFFLINE_GRACE_SECS", defaults.offline_grace, 86_400)?,
+            offline_grace: secs(
+                "STAGELY_NOTIFY_OFFLINE_GRACE_SECS",
+                defaults.offline_grace,
+                86_400,
+            )?,
             quiet_after_lifecycle: secs(
                 "STAGELY_NOTIFY_QUIET_SECS",
                 defaults.quiet_after_lifecycle,
                 86_400,
             )?,
             timeout: millis("STAGELY_NOTIFY_TIMEOUT_MS", defaults.timeout, 100, 600_000)?,
-            first_retry: millis("STAGELY_NOTIFY_RETRY_MS", defaults.first_retry, 10, 3_600_000)?,
+            first_retry: millis(
+                "STAGELY_NOTIFY_RETRY_MS",
+                defaults.first_retry,
+                10,
+                3_600_000,
+            )?,
             max_retry: secs("STAGELY_NOTIFY_MAX_RETRY_SECS", defaults.max_retry, 86_400)?,
             max_attempts: number("STAGELY_NOTIFY_MAX_ATTEMPTS", 1, 1000)?
                 .map_or(defaults.max_attempts, |n| n as u32),

@@ -200,7 +200,10 @@ impl fmt::Debug for ChannelCreated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChannelCreated")
             .field("channel", &self.channel)
-            .field("signing_secret", &self.signing_secret.as_ref().map(|_| "***"))
+            .field(
+                "signing_secret",
+                &self.signing_secret.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }

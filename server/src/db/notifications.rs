@@ -10,8 +10,7 @@
 
 use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
 use shared::notify::{
-    ChannelId, ChannelKind, Delivery, DeliveryId, DeliveryStatus, Notification,
-    NotificationEvent,
+    ChannelId, ChannelKind, Delivery, DeliveryId, DeliveryStatus, Notification, NotificationEvent,
 };
 use shared::runtime::JobKind;
 use shared::{AgentId, DeploymentId, ProjectId, UserId};
@@ -107,7 +106,9 @@ pub struct ClaimedDelivery {
 /// How one attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attempt {
-    Delivered { http_status: u16 },
+    Delivered {
+        http_status: u16,
+    },
     /// Try again at `next_attempt_at` (Unix ms).
     Retry {
         http_status: Option<u16>,
@@ -476,7 +477,13 @@ impl Store {
                 http_status,
                 error,
                 next_attempt_at,
-            } => ("pending", *http_status, Some(error.as_str()), *next_attempt_at, None),
+            } => (
+                "pending",
+                *http_status,
+                Some(error.as_str()),
+                *next_attempt_at,
+                None,
+            ),
             Attempt::GaveUp { http_status, error } => {
                 ("failed", *http_status, Some(error.as_str()), now, None)
             }
@@ -571,8 +578,8 @@ impl Store {
         };
         let kind = JobKind::parse(&kind)
             .ok_or_else(|| decode_error(format!("unknown job kind {kind:?}")))?;
-        let open = shared::api::DeploymentStatus::parse(&status)
-            .is_some_and(|status| !status.is_final());
+        let open =
+            shared::api::DeploymentStatus::parse(&status).is_some_and(|status| !status.is_final());
         Ok(Some(LatestJob {
             kind,
             open,

@@ -19,7 +19,8 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<CreateChannel>,
 ) -> Result<(StatusCode, Json<ChannelCreated>), OpError> {
-    let created = ops::notifications::create_channel(&state.store, &state.vault, &user, body).await?;
+    let created =
+        ops::notifications::create_channel(&state.store, &state.vault, &user, body).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -27,7 +28,9 @@ pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
 ) -> Result<Json<Vec<ChannelSummary>>, OpError> {
-    Ok(Json(ops::notifications::list_channels(&state.store, &user).await?))
+    Ok(Json(
+        ops::notifications::list_channels(&state.store, &user).await?,
+    ))
 }
 
 pub async fn delete(
@@ -55,7 +58,9 @@ pub async fn deliveries(
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<ChannelId>,
 ) -> Result<Json<Vec<Delivery>>, OpError> {
-    Ok(Json(ops::notifications::deliveries(&state.store, &user, id).await?))
+    Ok(Json(
+        ops::notifications::deliveries(&state.store, &user, id).await?,
+    ))
 }
 
 pub async fn rules(

@@ -218,7 +218,11 @@ fn outcome(
     result: Result<u16, Failure>,
 ) -> Attempt {
     let (http_status, error) = match result {
-        Ok(status @ 200..=299) => return Attempt::Delivered { http_status: status },
+        Ok(status @ 200..=299) => {
+            return Attempt::Delivered {
+                http_status: status,
+            }
+        }
         Ok(status @ 300..=399) => {
             return Attempt::GaveUp {
                 http_status: Some(status),

@@ -59,7 +59,8 @@ pub async fn run(state: AppState) {
     };
     let mut events = state.hub.subscribe();
     let mut memory = Memory::default();
-    let period = (deps.config.offline_grace / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let period =
+        (deps.config.offline_grace / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -154,7 +155,13 @@ impl Deps<'_> {
             .unwrap_or_else(|| format!("The deploy of {name} {what}."));
         let notification = Notification {
             deployment_id: Some(deployment),
-            ..notification(event, format!("{name}: deploy {what}"), message, project, name)
+            ..notification(
+                event,
+                format!("{name}: deploy {what}"),
+                message,
+                project,
+                name,
+            )
         };
         self.notify(&[project], notification).await;
     }
@@ -262,7 +269,10 @@ impl Deps<'_> {
                     (
                         change.event,
                         format!("{name}: {service} {}", change.state.label()),
-                        format!("Container {short_id} of service {service} was running and {}{code}.", change.state.status.as_str()),
+                        format!(
+                            "Container {short_id} of service {service} was running and {}{code}.",
+                            change.state.status.as_str()
+                        ),
                     )
                 }
                 _ => (
@@ -308,12 +318,22 @@ impl Deps<'_> {
     /// Queues the notification; returns how many channels get it.
     async fn notify(&self, projects: &[ProjectId], notification: Notification) -> usize {
         let event = notification.event;
-        match ops::notifications::notify(self.store, self.vault, self.config, projects, notification)
-            .await
+        match ops::notifications::notify(
+            self.store,
+            self.vault,
+            self.config,
+            projects,
+            notification,
+        )
+        .await
         {
             Ok(queued) => queued,
             Err(error) => {
-                tracing::warn!(?error, event = event.as_str(), "could not queue a notification");
+                tracing::warn!(
+                    ?error,
+                    event = event.as_str(),
+                    "could not queue a notification"
+                );
                 0
             }
         }
@@ -354,7 +374,10 @@ fn changes(before: &HashMap<String, ServiceState>, now: &[ServiceState]) -> Vec<
     now.iter()
         .filter_map(|state| {
             let was = before.get(&state.container_id)?;
-            let exited = matches!(state.status, ContainerStatus::Exited | ContainerStatus::Dead);
+            let exited = matches!(
+                state.status,
+                ContainerStatus::Exited | ContainerStatus::Dead
+            );
             let unhealthy = state.status == ContainerStatus::Running
                 && state.health == Some(ContainerHealth::Unhealthy);
             let event = if was.status == ContainerStatus::Running && exited {

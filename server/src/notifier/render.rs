@@ -182,6 +182,8 @@ mod tests {
             .headers
             .contains(&("title", "shop: deploy failed really".into())));
         assert!(ntfy.headers.contains(&("priority", "high".into())));
-        assert!(ntfy.headers.contains(&("authorization", "Bearer tk_1".into())));
+        assert!(ntfy
+            .headers
+            .contains(&("authorization", "Bearer tk_1".into())));
     }
 }

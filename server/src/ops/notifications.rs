@@ -9,7 +9,7 @@
 
 use super::{OpError, OpResult};
 use crate::config::NotifyConfig;
-use crate::db::{ChannelColumn, DbError, StoredChannel, Store, User};
+use crate::db::{ChannelColumn, DbError, Store, StoredChannel, User};
 use crate::vault::{ChannelField, ChannelRow, Vault};
 use shared::notify::{
     ChannelCreated, ChannelId, ChannelKind, ChannelRule, ChannelSummary, CreateChannel, Delivery,
@@ -180,10 +180,7 @@ pub async fn send_test(
     let notification = Notification {
         event: NotificationEvent::Test,
         title: format!("Test notification for {}", channel.name),
-        message: format!(
-            "{} sent this from Stagely: the channel works.",
-            by.login
-        ),
+        message: format!("{} sent this from Stagely: the channel works.", by.login),
         project_id: None,
         project: None,
         agent_id: None,
@@ -337,8 +334,9 @@ async fn enqueue(
     notification: &Notification,
 ) -> OpResult<DeliveryId> {
     let id = DeliveryId(uuid::Uuid::new_v4());
-    let payload = serde_json::to_string(notification)
-        .map_err(|error| OpError::Internal(anyhow::Error::new(error).context("encoding a notification")))?;
+    let payload = serde_json::to_string(notification).map_err(|error| {
+        OpError::Internal(anyhow::Error::new(error).context("encoding a notification"))
+    })?;
     let dropped = store
         .enqueue_delivery(
             id,
@@ -373,7 +371,11 @@ pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
                 ChannelField::SigningSecret,
                 channel.signing_secret.as_ref(),
             ),
-            (ChannelColumn::Token, ChannelField::Token, channel.token.as_ref()),
+            (
+                ChannelColumn::Token,
+                ChannelField::Token,
+                channel.token.as_ref(),
+            ),
         ];
         for (column, field, stored) in columns {
             let Some(stored) = stored else { continue };

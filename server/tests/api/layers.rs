@@ -44,7 +44,7 @@ const SERVER_ALIASES: &[(&str, &str)] = &[];
 /// The layers of `app/src`, top (1) first.
 const APP_LAYERS: &[&[&str]] = &[
     // 1. Pages.
-    &["project", "projects", "servers", "auth"],
+    &["project", "projects", "servers", "auth", "notifications"],
     // 2. What the pages share, and the server side of the server functions.
     &["logs", "live", "widgets", "ssr"],
 ];

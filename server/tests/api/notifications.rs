@@ -69,22 +69,20 @@ impl Receiver {
         let address = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
-        let app = axum::Router::new().fallback(
-            move |uri: Uri, headers: HeaderMap, body: Bytes| {
-                let recorded = recorded.clone();
-                async move {
-                    recorded.lock().unwrap().push(Received {
-                        path: uri.to_string(),
-                        headers,
-                        body,
-                    });
-                    if hang {
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                    }
-                    StatusCode::OK
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let recorded = recorded.clone();
+            async move {
+                recorded.lock().unwrap().push(Received {
+                    path: uri.to_string(),
+                    headers,
+                    body,
+                });
+                if hang {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
                 }
-            },
-        );
+                StatusCode::OK
+            }
+        });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { address, requests }
     }
@@ -98,9 +96,11 @@ impl Receiver {
     }
 
     async fn wait_for(&self, count: usize) -> Vec<Received> {
-        eventually(Duration::from_secs(10), "the receiver to be called", || async {
-            self.requests.lock().unwrap().len() >= count
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the receiver to be called",
+            || async { self.requests.lock().unwrap().len() >= count },
+        )
         .await;
         self.received()
     }
@@ -181,7 +181,10 @@ async fn a_webhook_gets_signed_deploy_notifications_with_secret_values_masked() 
             .await;
         let receiver = Receiver::start(false).await;
         let channel = add_channel(&api, "webhook", "ci", &receiver.url("/hooks/stagely")).await;
-        let secret = channel.signing_secret.clone().expect("a webhook has a secret");
+        let secret = channel
+            .signing_secret
+            .clone()
+            .expect("a webhook has a secret");
         let events = [
             NotificationEvent::DeploySucceeded,
             NotificationEvent::DeployFailed,
@@ -212,7 +215,10 @@ async fn a_webhook_gets_signed_deploy_notifications_with_secret_values_masked() 
         for (request, (event, deployment)) in received.iter().zip(expected) {
             assert_eq!(request.path, "/hooks/stagely", "{}", db.name());
             assert_eq!(request.header("x-stagely-event"), event.as_str());
-            assert!(request.header("x-stagely-delivery").parse::<uuid::Uuid>().is_ok());
+            assert!(request
+                .header("x-stagely-delivery")
+                .parse::<uuid::Uuid>()
+                .is_ok());
             assert_eq!(
                 request.header("x-stagely-signature"),
                 format!("sha256={}", hmac_hex(&secret, &request.body)),
@@ -226,8 +232,16 @@ async fn a_webhook_gets_signed_deploy_notifications_with_secret_values_masked() 
         }
         let failure = received[1].notification();
         let body = String::from_utf8_lossy(&received[1].body);
-        assert!(!body.contains("hunter2-correct-horse"), "{}: {body}", db.name());
-        assert!(failure.message.ends_with("with password ***"), "{}", failure.message);
+        assert!(
+            !body.contains("hunter2-correct-horse"),
+            "{}: {body}",
+            db.name()
+        );
+        assert!(
+            failure.message.ends_with("with password ***"),
+            "{}",
+            failure.message
+        );
 
         eventually(Duration::from_secs(5), "both delivered", || async {
             deliveries(&api, &channel).await.iter().all(|delivery| {
@@ -237,7 +251,11 @@ async fn a_webhook_gets_signed_deploy_notifications_with_secret_values_masked() 
         .await;
         let listed = deliveries(&api, &channel).await;
         assert_eq!(listed.len(), 2);
-        assert_eq!(listed[0].event, NotificationEvent::DeployFailed, "newest first");
+        assert_eq!(
+            listed[0].event,
+            NotificationEvent::DeployFailed,
+            "newest first"
+        );
     }
 }
 
@@ -305,7 +323,10 @@ async fn a_receiver_that_hangs_delays_neither_another_channel_nor_the_api() {
             started.elapsed()
         );
         let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
-        assert!(body["content"].as_str().unwrap().contains("Test notification for fine"));
+        assert!(body["content"]
+            .as_str()
+            .unwrap()
+            .contains("Test notification for fine"));
 
         let started = Instant::now();
         let _: Vec<ChannelSummary> = api
@@ -342,11 +363,17 @@ async fn agents_going_away_and_containers_dying_are_told_once_and_only_when_unas
 
         hub.publish(status(AgentStatus::Disconnected));
         let offline = receiver.wait_for(1).await;
-        assert_eq!(offline[0].notification().event, NotificationEvent::AgentOffline);
+        assert_eq!(
+            offline[0].notification().event,
+            NotificationEvent::AgentOffline
+        );
         assert!(offline[0].notification().message.contains("shop"));
         hub.publish(status(AgentStatus::Connected));
         let online = receiver.wait_for(2).await;
-        assert_eq!(online[1].notification().event, NotificationEvent::AgentOnline);
+        assert_eq!(
+            online[1].notification().event,
+            NotificationEvent::AgentOnline
+        );
 
         let web = |status, health| ServiceState {
             service: shared::ServiceName::parse("web").unwrap(),
@@ -363,11 +390,20 @@ async fn agents_going_away_and_containers_dying_are_told_once_and_only_when_unas
             agent_id,
             containers: Arc::new(vec![state]),
         };
-        hub.publish(report(web(ContainerStatus::Running, Some(ContainerHealth::Healthy))));
-        hub.publish(report(web(ContainerStatus::Running, Some(ContainerHealth::Unhealthy))));
+        hub.publish(report(web(
+            ContainerStatus::Running,
+            Some(ContainerHealth::Healthy),
+        )));
+        hub.publish(report(web(
+            ContainerStatus::Running,
+            Some(ContainerHealth::Unhealthy),
+        )));
         hub.publish(report(web(ContainerStatus::Exited, None)));
         let died = receiver.wait_for(4).await;
-        assert_eq!(died[2].notification().event, NotificationEvent::ServiceUnhealthy);
+        assert_eq!(
+            died[2].notification().event,
+            NotificationEvent::ServiceUnhealthy
+        );
         let exited = died[3].notification();
         assert_eq!(exited.event, NotificationEvent::ServiceExited);
         assert_eq!(exited.service.as_deref(), Some("web"));
@@ -392,13 +428,34 @@ async fn bad_channels_and_rules_are_refused_and_channels_are_private_to_their_ow
         let (_, alice) = app.user("alice").await;
         let (_, bob) = app.user("bob").await;
         let cases = [
-            (json!({"kind": "webhook", "name": "x", "url": "ftp://example.com/x"}), "http:// or https://"),
-            (json!({"kind": "webhook", "name": "x", "url": "example.com/hook"}), "not valid"),
-            (json!({"kind": "slack", "name": "x", "url": ""}), "needs a URL"),
-            (json!({"kind": "webhook", "name": "  ", "url": "https://example.com"}), "1 to 64"),
-            (json!({"kind": "slack", "name": "x", "url": "https://example.com", "token": "tk"}), "only ntfy"),
-            (json!({"kind": "ntfy", "name": "x", "url": "https://ntfy.sh/t", "token": "a b"}), "printable"),
-            (json!({"kind": "email", "name": "x", "url": "https://example.com"}), "kind"),
+            (
+                json!({"kind": "webhook", "name": "x", "url": "ftp://example.com/x"}),
+                "http:// or https://",
+            ),
+            (
+                json!({"kind": "webhook", "name": "x", "url": "example.com/hook"}),
+                "not valid",
+            ),
+            (
+                json!({"kind": "slack", "name": "x", "url": ""}),
+                "needs a URL",
+            ),
+            (
+                json!({"kind": "webhook", "name": "  ", "url": "https://example.com"}),
+                "1 to 64",
+            ),
+            (
+                json!({"kind": "slack", "name": "x", "url": "https://example.com", "token": "tk"}),
+                "only ntfy",
+            ),
+            (
+                json!({"kind": "ntfy", "name": "x", "url": "https://ntfy.sh/t", "token": "a b"}),
+                "printable",
+            ),
+            (
+                json!({"kind": "email", "name": "x", "url": "https://example.com"}),
+                "kind",
+            ),
         ];
         for (body, expected) in cases {
             let (status, answer) = alice
@@ -414,9 +471,18 @@ async fn bad_channels_and_rules_are_refused_and_channels_are_private_to_their_ow
         let (_, project) = alice.shop_project().await;
         let path = format!("/projects/{}/notifications", project.id);
         let rules = [
-            (json!({"rules": [{"channel_id": uuid::Uuid::new_v4(), "events": ["deploy_failed"]}]}), "not one of your"),
-            (json!({"rules": [{"channel_id": channel.channel.id, "events": ["test"]}]}), "cannot be chosen"),
-            (json!({"rules": [{"channel_id": channel.channel.id, "events": ["deploy_exploded"]}]}), "unknown variant"),
+            (
+                json!({"rules": [{"channel_id": uuid::Uuid::new_v4(), "events": ["deploy_failed"]}]}),
+                "not one of your",
+            ),
+            (
+                json!({"rules": [{"channel_id": channel.channel.id, "events": ["test"]}]}),
+                "cannot be chosen",
+            ),
+            (
+                json!({"rules": [{"channel_id": channel.channel.id, "events": ["deploy_exploded"]}]}),
+                "unknown variant",
+            ),
         ];
         for (body, expected) in rules {
             let (status, answer) = alice.call(Method::PUT, &path, Some(body.clone())).await;
@@ -428,10 +494,16 @@ async fn bad_channels_and_rules_are_refused_and_channels_are_private_to_their_ow
         // Bob sees none of it, and cannot use Alice's channel from his own project.
         let id = channel.channel.id;
         for (method, path) in [
-            (Method::GET, format!("/notification-channels/{id}/deliveries")),
+            (
+                Method::GET,
+                format!("/notification-channels/{id}/deliveries"),
+            ),
             (Method::POST, format!("/notification-channels/{id}/test")),
             (Method::DELETE, format!("/notification-channels/{id}")),
-            (Method::GET, format!("/projects/{}/notifications", project.id)),
+            (
+                Method::GET,
+                format!("/projects/{}/notifications", project.id),
+            ),
         ] {
             let (status, _) = bob.call(method.clone(), &path, None).await;
             assert_eq!(status, 404, "{}: {method} {path}", db.name());
@@ -454,7 +526,11 @@ async fn bad_channels_and_rules_are_refused_and_channels_are_private_to_their_ow
         assert_eq!(status, 400);
 
         alice
-            .call(Method::DELETE, &format!("/notification-channels/{id}"), None)
+            .call(
+                Method::DELETE,
+                &format!("/notification-channels/{id}"),
+                None,
+            )
             .await;
         let listed: Vec<ChannelSummary> = alice
             .expect(Method::GET, "/notification-channels", None, 200)
@@ -483,9 +559,11 @@ async fn channel_urls_and_signing_secrets_never_show_in_listings_or_the_server_l
     send_test(&api, &webhook).await;
     send_test(&api, &slack).await;
     receiver.wait_for(1).await;
-    eventually(Duration::from_secs(10), "a failed attempt on the dead channel", || async {
-        deliveries(&api, &slack).await[0].attempts >= 2
-    })
+    eventually(
+        Duration::from_secs(10),
+        "a failed attempt on the dead channel",
+        || async { deliveries(&api, &slack).await[0].attempts >= 2 },
+    )
     .await;
 
     let (_, listing) = api.call(Method::GET, "/notification-channels", None).await;
@@ -507,10 +585,15 @@ async fn channel_urls_and_signing_secrets_never_show_in_listings_or_the_server_l
     ];
     for text in [listing.to_string(), history.to_string(), log.clone()] {
         for credential in credentials {
-            assert!(!text.contains(credential), "{credential} leaked into: {text}");
+            assert!(
+                !text.contains(credential),
+                "{credential} leaked into: {text}"
+            );
         }
     }
-    assert!(listing.to_string().contains(&format!("\"target\":\"http://{}\"", receiver.address)));
+    assert!(listing
+        .to_string()
+        .contains(&format!("\"target\":\"http://{}\"", receiver.address)));
     assert!(log.contains("notification channel added"), "{log}");
 }
 
@@ -527,15 +610,25 @@ async fn a_key_rotation_reseals_channel_credentials_which_open_only_in_their_own
     let (old, new) = (MasterKey::generate(), MasterKey::generate());
     let vault = Vault::new(Keyring::new(old.clone(), None));
     let create = |name: &str| -> CreateChannel {
-        serde_json::from_value(json!({"kind": "webhook", "name": name, "url": format!("https://example.com/{name}")}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"kind": "webhook", "name": name, "url": format!("https://example.com/{name}")}),
+        )
+        .unwrap()
     };
-    let first = ops::create_channel(&store, &vault, &alice, create("one")).await.unwrap();
-    ops::create_channel(&store, &vault, &alice, create("two")).await.unwrap();
+    let first = ops::create_channel(&store, &vault, &alice, create("one"))
+        .await
+        .unwrap();
+    ops::create_channel(&store, &vault, &alice, create("two"))
+        .await
+        .unwrap();
 
     let rotating = Vault::new(Keyring::new(new.clone(), Some(old)));
     let done = ops::rotate_all(&store, &rotating).await.unwrap();
-    assert_eq!((done.rotated, done.current), (4, 0), "URL and signing secret of each");
+    assert_eq!(
+        (done.rotated, done.current),
+        (4, 0),
+        "URL and signing secret of each"
+    );
     let again = ops::rotate_all(&store, &rotating).await.unwrap();
     assert_eq!((again.rotated, again.current), (0, 4));
 
@@ -555,4 +648,37 @@ async fn a_key_rotation_reseals_channel_credentials_which_open_only_in_their_own
         .open_channel(ops::channel_row(one, ChannelField::SigningSecret), &one.url)
         .is_err());
     store.close().await;
+}
+
+#[tokio::test]
+async fn the_notifications_page_lists_the_persons_channels_by_host_only() {
+    use server::ops::notifications as ops;
+
+    let app = spawn_app_with_env(&TestDb::Sqlite, AppOptions::default(), FAST).await;
+    let cookie = app.admin_session("carol").await;
+    let carol = app.store().user_by_login("carol").await.unwrap();
+    let create = serde_json::from_value(json!({
+        "kind": "slack",
+        "name": "team chat",
+        "url": "https://hooks.slack.com/services/T0/B0/page-tok-31d9"
+    }))
+    .unwrap();
+    ops::create_channel(app.store(), &app.state.vault, &carol, create)
+        .await
+        .unwrap();
+
+    let page = crate::helpers::http_request(
+        app.address,
+        "GET",
+        "/notifications",
+        &[("Cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    let row =
+        crate::helpers::dashboard_row(&page.body, "team chat").expect("the channel is listed");
+    assert!(row.contains("https://hooks.slack.com"), "{row}");
+    assert!(!page.body.contains("page-tok-31d9"));
+    assert!(page.body.contains("Add a channel"));
 }
