@@ -682,3 +682,99 @@ async fn the_notifications_page_lists_the_persons_channels_by_host_only() {
     assert!(!page.body.contains("page-tok-31d9"));
     assert!(page.body.contains("Add a channel"));
 }
+
+#[tokio::test]
+async fn a_full_queue_drops_its_oldest_pending_deliveries() {
+    for db in TestDb::all().await {
+        let env = [
+            ("STAGELY_NOTIFY_QUEUE", "3"),
+            ("STAGELY_NOTIFY_RETRY_MS", "600000"),
+            ("STAGELY_NOTIFY_POLL_MS", "50"),
+        ];
+        let app = spawn_app_with_env(&db, AppOptions::default(), &env).await;
+        let (_, api) = app.user("alice").await;
+        let channel = add_channel(&api, "webhook", "dead", "http://127.0.0.1:9/hook").await;
+        let first = send_test(&api, &channel).await;
+        eventually(Duration::from_secs(10), "the first attempt", || async {
+            deliveries(&api, &channel).await[0].attempts == 1
+        })
+        .await;
+        let mut queued = vec![first.delivery_id];
+        for _ in 0..4 {
+            queued.push(send_test(&api, &channel).await.delivery_id);
+        }
+        let listed = deliveries(&api, &channel).await;
+        let status_of = |id| {
+            let delivery = listed.iter().find(|delivery| delivery.id == id).unwrap();
+            (
+                delivery.status,
+                delivery.last_error.clone().unwrap_or_default(),
+            )
+        };
+        for id in &queued[..2] {
+            let (status, error) = status_of(*id);
+            assert_eq!(status, DeliveryStatus::Failed, "{}", db.name());
+            assert_eq!(error, "dropped: queue full");
+        }
+        for id in &queued[2..] {
+            assert_eq!(status_of(*id).0, DeliveryStatus::Pending, "{}", db.name());
+        }
+    }
+}
+
+/// Replicas share a PostgreSQL database: each delivery is claimed by one of them only.
+#[tokio::test]
+async fn two_servers_on_one_database_send_each_delivery_once() {
+    let Some(db) = TestDb::all()
+        .await
+        .into_iter()
+        .find(|db| matches!(db, TestDb::Postgres(_)))
+    else {
+        return;
+    };
+    let first = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
+    let second = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
+    let (_, api) = first.user("alice").await;
+    let receiver = Receiver::start(false).await;
+    let mut channels = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        channels.push(add_channel(&api, "webhook", name, &receiver.url(&format!("/{name}"))).await);
+    }
+    let mut sent = Vec::new();
+    for round in 0..5 {
+        for channel in &channels {
+            sent.push((
+                channel.channel.id,
+                round,
+                send_test(&api, channel).await.delivery_id,
+            ));
+        }
+    }
+    receiver.wait_for(sent.len()).await;
+    // Time for a duplicate to arrive, if there were one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = receiver.received();
+    let received_ids: Vec<String> = received
+        .iter()
+        .map(|request| request.header("x-stagely-delivery").to_string())
+        .collect();
+    assert_eq!(received_ids.len(), sent.len(), "each delivery exactly once");
+    let unique: std::collections::HashSet<_> = received_ids.iter().collect();
+    assert_eq!(unique.len(), sent.len());
+    // Each channel's deliveries arrived in the order they were queued.
+    for channel in &channels {
+        let path = format!("/{}", channel.channel.name);
+        let order: Vec<String> = received
+            .iter()
+            .filter(|request| request.path == path)
+            .map(|request| request.header("x-stagely-delivery").to_string())
+            .collect();
+        let expected: Vec<String> = sent
+            .iter()
+            .filter(|(id, _, _)| *id == channel.channel.id)
+            .map(|(_, _, delivery)| delivery.to_string())
+            .collect();
+        assert_eq!(order, expected);
+    }
+    drop(second);
+}
