@@ -484,6 +484,29 @@ mod tests {
     }
 
     #[test]
+    fn notification_timings_come_from_the_environment() {
+        assert_eq!(config(&[]).unwrap().notifications, NotifyConfig::default());
+        let fast = config(&[
+            ("STAGELY_NOTIFY_RETRY_MS", "200"),
+            ("STAGELY_NOTIFY_OFFLINE_GRACE_SECS", "1"),
+            ("STAGELY_NOTIFY_QUEUE", "3"),
+        ])
+        .unwrap()
+        .notifications;
+        assert_eq!(fast.first_retry, Duration::from_millis(200));
+        assert_eq!(fast.offline_grace, Duration::from_secs(1));
+        assert_eq!(fast.queue_per_channel, 3);
+        for (name, value) in [
+            ("STAGELY_NOTIFY_QUEUE", "0"),
+            ("STAGELY_NOTIFY_TIMEOUT_MS", "ten"),
+            ("STAGELY_NOTIFY_MAX_ATTEMPTS", "-1"),
+        ] {
+            let error = config(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{name}={value}: {error}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let cases = [
             (("STAGELY_BIND", "localhost"), "STAGELY_BIND"),

@@ -33,6 +33,9 @@ Configuration (environment variables):
                           GitHub Enterprise [default: https://github.com, https://api.github.com]
   STAGELY_DOWNLOADS_DIR   the static agent binaries install.sh downloads
                           [default: downloads/ beside the binary, else target/downloads]
+  STAGELY_NOTIFY_OFFLINE_GRACE_SECS / _QUIET_SECS / _TIMEOUT_MS / _RETRY_MS / _MAX_RETRY_SECS /
+  _MAX_ATTEMPTS / _MAX_AGE_SECS / _QUEUE / _POLL_MS
+                          notifications [default: 30, 30, 10000, 2000, 300, 20, 86400, 500, 1000]
 APP_MASTER_KEY, APP_MASTER_KEY_PREVIOUS, DATABASE_URL and STAGELY_GITHUB_CLIENT_SECRET may instead be read from a file named by <NAME>_FILE.";
 
 /// The Stagely server: dashboard, API and the hub every agent connects to.

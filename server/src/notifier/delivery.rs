@@ -124,6 +124,9 @@ impl Worker {
     /// One attempt at one delivery, and its outcome recorded.
     async fn send(&self, delivery: &ClaimedDelivery) {
         let result = self.attempt(delivery).await;
+        if matches!(result, Err(Failure::Gone)) {
+            return;
+        }
         let attempt = outcome(&self.config, delivery, result);
         let attempts = delivery.attempts + 1;
         match &attempt {
@@ -157,11 +160,15 @@ impl Worker {
 
     /// Sends the request: the receiver's status, or why there is none.
     async fn attempt(&self, delivery: &ClaimedDelivery) -> Result<u16, Failure> {
-        let channel = self
-            .store
-            .channel_by_id(delivery.channel_id)
-            .await
-            .map_err(|error| Failure::Retry(format!("could not read the channel: {error}")))?;
+        let channel = match self.store.channel_by_id(delivery.channel_id).await {
+            Ok(channel) => channel,
+            Err(crate::db::DbError::NotFound) => return Err(Failure::Gone),
+            Err(error) => {
+                return Err(Failure::Retry(format!(
+                    "could not read the channel: {error}"
+                )))
+            }
+        };
         let notification: Notification = serde_json::from_str(&delivery.payload)
             .map_err(|error| Failure::Permanent(format!("unreadable notification: {error}")))?;
         let open = |field, stored: &[u8]| {
@@ -209,6 +216,8 @@ enum Failure {
     Retry(String),
     /// Trying again cannot help (the channel's URL cannot be opened).
     Permanent(String),
+    /// The channel was deleted meanwhile, and its deliveries with it.
+    Gone,
 }
 
 /// What to record after an attempt.
@@ -240,6 +249,12 @@ fn outcome(
             return Attempt::GaveUp {
                 http_status: None,
                 error,
+            }
+        }
+        Err(Failure::Gone) => {
+            return Attempt::GaveUp {
+                http_status: None,
+                error: "the channel was deleted".into(),
             }
         }
         Err(Failure::Retry(error)) => (None, error),
