@@ -393,6 +393,7 @@ pub fn ProjectNotifications(project: ProjectId) -> impl IntoView {
                                         .into_iter()
                                         .map(|channel| {
                                             let id = channel.id;
+                                            let name = channel.name.clone();
                                             view! {
                                                 <tr>
                                                     <td class="name">{channel.name}</td>
@@ -404,7 +405,7 @@ pub fn ProjectNotifications(project: ProjectId) -> impl IntoView {
                                                                 <td>
                                                                     <input
                                                                         type="checkbox"
-                                                                        aria-label=format!("{} {}", channel.kind.label(), event.label())
+                                                                        aria-label=format!("{name}: {}", event.label())
                                                                         prop:checked=move || ticked.with(|t| t.contains(&cell))
                                                                         on:change=move |ev| {
                                                                             let on = event_target_checked(&ev);
