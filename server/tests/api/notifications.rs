@@ -778,3 +778,73 @@ async fn two_servers_on_one_database_send_each_delivery_once() {
     }
     drop(second);
 }
+
+/// The whole path with a real agent and Docker: a deploy that succeeds and one that fails,
+/// each told to the webhook once, the failure's output masked.
+#[tokio::test]
+async fn real_deploys_notify_their_result_with_the_failures_output_masked() {
+    use crate::helpers::{wait_for_deployment, HostProject, WEB_AND_WORKER};
+    use shared::api::DeployAccepted;
+
+    for db in TestDb::all().await {
+        let app = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
+        let (_, api) = app.user("alice").await;
+        let (agent, process) = api.connected_agent(&app.url(), app.data_dir.path()).await;
+        let receiver = Receiver::start(false).await;
+        let channel = add_channel(&api, "webhook", "ci", &receiver.url("/")).await;
+        let events = [
+            NotificationEvent::DeploySucceeded,
+            NotificationEvent::DeployFailed,
+        ];
+
+        let fine = HostProject::new(WEB_AND_WORKER).await;
+        let broken = HostProject::new(
+            r#"services:
+  app:
+    image: {image}
+    command: ["sh", "-c", "echo login with $$DB_PASSWORD refused; exit 1"]
+"#,
+        )
+        .await;
+        let mut results = Vec::new();
+        for host in [&fine, &broken] {
+            let project = api.create_project(&agent, host).await;
+            subscribe(&api, project.id, &channel, &events).await;
+            api.add_secret(project.id, "DB_PASSWORD", "pw-7Hq2-zebra-lamp")
+                .await;
+            let accepted: DeployAccepted = api
+                .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
+                .await;
+            let done =
+                wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(90)).await;
+            results.push((done.id, done.status));
+        }
+        assert_eq!(
+            results
+                .iter()
+                .map(|(_, status)| *status)
+                .collect::<Vec<_>>(),
+            [DeploymentStatus::Succeeded, DeploymentStatus::Failed],
+            "{}: agent log:\n{}",
+            db.name(),
+            process.log_text()
+        );
+
+        let received = receiver.wait_for(2).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(receiver.received().len(), 2, "one notification per deploy");
+        let succeeded = received[0].notification();
+        assert_eq!(succeeded.event, NotificationEvent::DeploySucceeded);
+        assert_eq!(succeeded.deployment_id, Some(results[0].0));
+        let failed = received[1].notification();
+        assert_eq!(failed.event, NotificationEvent::DeployFailed);
+        assert_eq!(failed.deployment_id, Some(results[1].0));
+        assert!(
+            failed.message.contains("login with *** refused"),
+            "{}",
+            failed.message
+        );
+        let body = String::from_utf8_lossy(&received[1].body);
+        assert!(!body.contains("pw-7Hq2-zebra-lamp"), "{body}");
+    }
+}
