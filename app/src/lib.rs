@@ -9,6 +9,7 @@ pub mod auth;
 #[cfg(feature = "hydrate")]
 pub mod live;
 pub mod logs;
+pub mod notifications;
 pub mod project;
 pub mod projects;
 pub mod secrets;
@@ -112,6 +113,38 @@ pub mod ssr {
             id: SecretId,
             version: i64,
         ) -> Answer<'_, RevealedSecret>;
+        fn list_channels(
+            &self,
+            session: Session,
+        ) -> Answer<'_, Vec<shared::notify::ChannelSummary>>;
+        fn create_channel(
+            &self,
+            session: Session,
+            body: shared::notify::CreateChannel,
+        ) -> Answer<'_, shared::notify::ChannelCreated>;
+        fn delete_channel(&self, session: Session, id: shared::notify::ChannelId)
+            -> Answer<'_, ()>;
+        fn test_channel(
+            &self,
+            session: Session,
+            id: shared::notify::ChannelId,
+        ) -> Answer<'_, shared::notify::TestQueued>;
+        fn channel_deliveries(
+            &self,
+            session: Session,
+            id: shared::notify::ChannelId,
+        ) -> Answer<'_, Vec<shared::notify::Delivery>>;
+        fn project_notifications(
+            &self,
+            session: Session,
+            project: ProjectId,
+        ) -> Answer<'_, shared::notify::ProjectNotifications>;
+        fn set_project_notifications(
+            &self,
+            session: Session,
+            project: ProjectId,
+            body: shared::notify::ProjectNotifications,
+        ) -> Answer<'_, shared::notify::ProjectNotifications>;
     }
 
     /// The context value server functions look up.
@@ -194,6 +227,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/setup") view=auth::SetupPage />
                         <Route path=path!("/projects") view=projects::ProjectsPage />
                         <Route path=path!("/projects/:id") view=project::ProjectPage />
+                        <Route path=path!("/notifications") view=notifications::NotificationsPage />
                     </Routes>
                 </main>
             </div>
@@ -221,6 +255,7 @@ fn TopBar() -> impl IntoView {
                                 <nav>
                                     <A href="/" exact=true>"Servers"</A>
                                     <A href="/projects">"Projects"</A>
+                                    <A href="/notifications">"Notifications"</A>
                                 </nav>
                                 <form class="whoami" method="post" action="/auth/logout">
                                     <span class="muted">{viewer.login}</span>

@@ -6,6 +6,7 @@
 //! progress, the containers' state and the log lines as they happen.
 
 use crate::logs::{Ansi, LogBuffer, LogPanel};
+use crate::notifications::ProjectNotifications;
 use crate::secrets::Secrets;
 use crate::services::ServicesPanel;
 use crate::widgets::{error_text, format_time};
@@ -223,6 +224,7 @@ fn Project(id: ProjectId) -> impl IntoView {
         </Transition>
         <ServicesPanel project=id states started=follow />
         <Secrets project=id agent_back=agent_back.read_only() />
+        <ProjectNotifications project=id />
         <section class="panel">
             <LogPanel buffer=logs />
         </section>

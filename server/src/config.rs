@@ -38,6 +38,8 @@ pub struct Config {
     /// `STAGELY_DOWNLOADS_DIR`: the static agent binaries `install.sh` downloads
     /// (`stagely-agent-x86_64`, `stagely-agent-aarch64`).
     pub downloads_dir: PathBuf,
+    /// `STAGELY_NOTIFY_*`: how notifications are derived and delivered.
+    pub notifications: NotifyConfig,
 }
 
 /// `STAGELY_GITHUB_*`: an OAuth app on GitHub (or a GitHub Enterprise / compatible server).
@@ -173,6 +175,7 @@ impl Config {
                 non_empty("STAGELY_DOWNLOADS_DIR")
                     .unwrap_or_else(|| beside_exe_or("downloads", "target/downloads")),
             ),
+            notifications: NotifyConfig::from_lookup(&non_empty)?,
         })
     }
 
@@ -305,6 +308,7 @@ impl fmt::Debug for Config {
             )
             .field("job_expiry", &self.job_expiry)
             .field("downloads_dir", &self.downloads_dir)
+            .field("notifications", &self.notifications)
             .field(
                 "github",
                 &self.github.as_ref().map(|github| {
@@ -319,6 +323,102 @@ impl fmt::Debug for Config {
                 }),
             )
             .finish()
+    }
+}
+
+/// `STAGELY_NOTIFY_*`: the timings of notifications, short in tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// `STAGELY_NOTIFY_OFFLINE_GRACE_SECS` (30): an agent disconnected this long is offline.
+    pub offline_grace: Duration,
+    /// `STAGELY_NOTIFY_QUIET_SECS` (30): container exits within this long after a stop, down
+    /// or restart the person asked for are not reported.
+    pub quiet_after_lifecycle: Duration,
+    /// `STAGELY_NOTIFY_TIMEOUT_MS` (10000): one attempt to reach a receiver.
+    pub timeout: Duration,
+    /// `STAGELY_NOTIFY_RETRY_MS` (2000): the wait after a first failed attempt, doubled after
+    /// each one.
+    pub first_retry: Duration,
+    /// `STAGELY_NOTIFY_MAX_RETRY_SECS` (300): the longest wait between attempts.
+    pub max_retry: Duration,
+    /// `STAGELY_NOTIFY_MAX_ATTEMPTS` (20): a delivery is given up after this many attempts…
+    pub max_attempts: u32,
+    /// `STAGELY_NOTIFY_MAX_AGE_SECS` (86400): …or once it is this old.
+    pub max_age: Duration,
+    /// `STAGELY_NOTIFY_QUEUE` (500): pending deliveries kept per channel; beyond it the oldest
+    /// are dropped.
+    pub queue_per_channel: u32,
+    /// `STAGELY_NOTIFY_POLL_MS` (1000): how often the worker looks for due deliveries when
+    /// nothing woke it (a retry coming due, another replica's queue).
+    pub poll: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            offline_grace: Duration::from_secs(30),
+            quiet_after_lifecycle: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            first_retry: Duration::from_secs(2),
+            max_retry: Duration::from_secs(300),
+            max_attempts: 20,
+            max_age: Duration::from_secs(24 * 3600),
+            queue_per_channel: 500,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+impl NotifyConfig {
+    fn from_lookup(non_empty: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let number = |name: &'static str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
+            non_empty(name)
+                .map(|value| {
+                    value
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|number| (min..=max).contains(number))
+                        .ok_or_else(|| ConfigError::Invalid {
+                            name,
+                            reason: format!("{value:?} is not a whole number from {min} to {max}"),
+                        })
+                })
+                .transpose()
+        };
+        let defaults = Self::default();
+        let secs = |name, default: Duration, max| {
+            Ok::<_, ConfigError>(number(name, 0, max)?.map_or(default, Duration::from_secs))
+        };
+        let millis = |name, default: Duration, min, max| {
+            Ok::<_, ConfigError>(number(name, min, max)?.map_or(default, Duration::from_millis))
+        };
+        Ok(Self {
+            offline_grace: secs(
+                "STAGELY_NOTIFY_OFFLINE_GRACE_SECS",
+                defaults.offline_grace,
+                86_400,
+            )?,
+            quiet_after_lifecycle: secs(
+                "STAGELY_NOTIFY_QUIET_SECS",
+                defaults.quiet_after_lifecycle,
+                86_400,
+            )?,
+            timeout: millis("STAGELY_NOTIFY_TIMEOUT_MS", defaults.timeout, 100, 600_000)?,
+            first_retry: millis(
+                "STAGELY_NOTIFY_RETRY_MS",
+                defaults.first_retry,
+                10,
+                3_600_000,
+            )?,
+            max_retry: secs("STAGELY_NOTIFY_MAX_RETRY_SECS", defaults.max_retry, 86_400)?,
+            max_attempts: number("STAGELY_NOTIFY_MAX_ATTEMPTS", 1, 1000)?
+                .map_or(defaults.max_attempts, |n| n as u32),
+            max_age: secs("STAGELY_NOTIFY_MAX_AGE_SECS", defaults.max_age, 30 * 86_400)?,
+            queue_per_channel: number("STAGELY_NOTIFY_QUEUE", 1, 100_000)?
+                .map_or(defaults.queue_per_channel, |n| n as u32),
+            poll: millis("STAGELY_NOTIFY_POLL_MS", defaults.poll, 10, 60_000)?,
+        })
     }
 }
 
@@ -381,6 +481,29 @@ mod tests {
             printed.contains("postgres://stagely:***@db/stagely"),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn notification_timings_come_from_the_environment() {
+        assert_eq!(config(&[]).unwrap().notifications, NotifyConfig::default());
+        let fast = config(&[
+            ("STAGELY_NOTIFY_RETRY_MS", "200"),
+            ("STAGELY_NOTIFY_OFFLINE_GRACE_SECS", "1"),
+            ("STAGELY_NOTIFY_QUEUE", "3"),
+        ])
+        .unwrap()
+        .notifications;
+        assert_eq!(fast.first_retry, Duration::from_millis(200));
+        assert_eq!(fast.offline_grace, Duration::from_secs(1));
+        assert_eq!(fast.queue_per_channel, 3);
+        for (name, value) in [
+            ("STAGELY_NOTIFY_QUEUE", "0"),
+            ("STAGELY_NOTIFY_TIMEOUT_MS", "ten"),
+            ("STAGELY_NOTIFY_MAX_ATTEMPTS", "-1"),
+        ] {
+            let error = config(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{name}={value}: {error}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use shared::api::{
     Deployment, JoinTokenCreated, LifecycleRequest, Project, ProjectServices, RevealedSecret,
     SecretSummary, SecretVersion, SignInOptions, UpdateSecret, Viewer,
 };
+use shared::notify;
 use shared::{AgentId, DeploymentId, ProjectId, SecretId, ServiceName};
 use std::future::Future;
 
@@ -228,6 +229,70 @@ impl Dashboard for ServerDashboard {
     ) -> Answer<'_, RevealedSecret> {
         self.as_user(session, move |state, user| async move {
             ops::secrets::reveal_version(&state.store, &state.vault, &user, id, version).await
+        })
+    }
+
+    fn list_channels(&self, session: Session) -> Answer<'_, Vec<notify::ChannelSummary>> {
+        self.as_user(session, |state, user| async move {
+            ops::notifications::list_channels(&state.store, &user).await
+        })
+    }
+
+    fn create_channel(
+        &self,
+        session: Session,
+        body: notify::CreateChannel,
+    ) -> Answer<'_, notify::ChannelCreated> {
+        self.as_user(session, |state, user| async move {
+            ops::notifications::create_channel(&state.store, &state.vault, &user, body).await
+        })
+    }
+
+    fn delete_channel(&self, session: Session, id: notify::ChannelId) -> Answer<'_, ()> {
+        self.as_user(session, move |state, user| async move {
+            ops::notifications::delete_channel(&state.store, &user, id).await
+        })
+    }
+
+    fn test_channel(
+        &self,
+        session: Session,
+        id: notify::ChannelId,
+    ) -> Answer<'_, notify::TestQueued> {
+        self.as_user(session, move |state, user| async move {
+            let config = &state.config.notifications;
+            ops::notifications::send_test(&state.store, config, &user, id).await
+        })
+    }
+
+    fn channel_deliveries(
+        &self,
+        session: Session,
+        id: notify::ChannelId,
+    ) -> Answer<'_, Vec<notify::Delivery>> {
+        self.as_user(session, move |state, user| async move {
+            ops::notifications::deliveries(&state.store, &user, id).await
+        })
+    }
+
+    fn project_notifications(
+        &self,
+        session: Session,
+        project: ProjectId,
+    ) -> Answer<'_, notify::ProjectNotifications> {
+        self.as_user(session, move |state, user| async move {
+            ops::notifications::project_rules(&state.store, &user, project).await
+        })
+    }
+
+    fn set_project_notifications(
+        &self,
+        session: Session,
+        project: ProjectId,
+        body: notify::ProjectNotifications,
+    ) -> Answer<'_, notify::ProjectNotifications> {
+        self.as_user(session, move |state, user| async move {
+            ops::notifications::set_project_rules(&state.store, &user, project, body).await
         })
     }
 }

@@ -28,12 +28,12 @@ impl Drop for Housekeeping {
 
 /// Starts every background task.
 pub fn spawn(state: &AppState) -> Housekeeping {
-    Housekeeping {
-        tasks: vec![
-            tokio::spawn(agents_every_second(state.clone())),
-            tokio::spawn(expiry(state.clone())),
-        ],
-    }
+    let mut tasks = vec![
+        tokio::spawn(agents_every_second(state.clone())),
+        tokio::spawn(expiry(state.clone())),
+    ];
+    tasks.extend(crate::notifier::spawn(state));
+    Housekeeping { tasks }
 }
 
 async fn agents_every_second(state: AppState) {

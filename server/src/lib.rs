@@ -22,6 +22,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod hub;
 pub mod log_feeds;
+pub mod notifier;
 pub mod ops;
 pub mod state;
 pub mod token;

@@ -33,6 +33,9 @@ Configuration (environment variables):
                           GitHub Enterprise [default: https://github.com, https://api.github.com]
   STAGELY_DOWNLOADS_DIR   the static agent binaries install.sh downloads
                           [default: downloads/ beside the binary, else target/downloads]
+  STAGELY_NOTIFY_OFFLINE_GRACE_SECS / _QUIET_SECS / _TIMEOUT_MS / _RETRY_MS / _MAX_RETRY_SECS /
+  _MAX_ATTEMPTS / _MAX_AGE_SECS / _QUEUE / _POLL_MS
+                          notifications [default: 30, 30, 10000, 2000, 300, 20, 86400, 500, 1000]
 APP_MASTER_KEY, APP_MASTER_KEY_PREVIOUS, DATABASE_URL and STAGELY_GITHUB_CLIENT_SECRET may instead be read from a file named by <NAME>_FILE.";
 
 /// The Stagely server: dashboard, API and the hub every agent connects to.
@@ -306,12 +309,16 @@ async fn rotate_key(config: Config) -> anyhow::Result<()> {
     let done = ops::secrets::rotate_all(&store, &vault)
         .await
         .map_err(refused)?;
+    let channels = ops::notifications::rotate_all(&store, &vault)
+        .await
+        .map_err(refused)?;
     eprintln!(
-        "Rotated {} secret(s) to key {}; {} were already under it. \
-         APP_MASTER_KEY_PREVIOUS can now be removed.",
+        "Rotated {} secret(s) and {} notification channel credential(s) to key {}; {} were \
+         already under it. APP_MASTER_KEY_PREVIOUS can now be removed.",
         done.rotated,
+        channels.rotated,
         vault.current_key_id(),
-        done.current
+        done.current + channels.current
     );
     store.close().await;
     Ok(())

@@ -9,7 +9,8 @@
 //! own row, so it can never be copied back over the secret's current value and still open.
 
 use crate::crypto::{CryptoError, KeyId, Keyring, SecretAad};
-use shared::{EnvKey, ProjectId, SecretId, SecretValue};
+use shared::notify::ChannelId;
+use shared::{EnvKey, ProjectId, SecretId, SecretValue, UserId};
 use uuid::Uuid;
 
 /// The row a sealed value belongs to.
@@ -48,6 +49,13 @@ pub enum VaultError {
     },
     #[error("secret {key}: the stored value is not valid UTF-8")]
     NotUtf8 { key: EnvKey },
+    #[error("notification channel {channel}, its {field}: {source}")]
+    Channel {
+        channel: ChannelId,
+        field: &'static str,
+        #[source]
+        source: CryptoError,
+    },
 }
 
 /// Seals and opens secret values under the server's master keys; cheap to clone.
@@ -209,6 +217,76 @@ impl Vault {
     pub fn current_key_id(&self) -> KeyId {
         self.keyring.current_id()
     }
+}
+
+/// The row a notification channel's credential belongs to: its URL (Slack and Discord URLs
+/// embed a token), a webhook's signing secret or an ntfy token.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelRow {
+    pub owner: UserId,
+    pub channel: ChannelId,
+    pub field: ChannelField,
+}
+
+/// Which credential of a channel a sealed value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelField {
+    Url,
+    SigningSecret,
+    Token,
+}
+
+impl ChannelField {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Url => "url",
+            Self::SigningSecret => "signing_secret",
+            Self::Token => "token",
+        }
+    }
+}
+
+/// Notification channels' credentials, sealed like secret values and bound to their row.
+impl Vault {
+    pub fn seal_channel(&self, row: ChannelRow, value: &SecretValue) -> Vec<u8> {
+        self.keyring
+            .encrypt(value.expose().as_bytes(), &channel_aad(row))
+    }
+
+    pub fn open_channel(&self, row: ChannelRow, stored: &[u8]) -> Result<SecretValue, VaultError> {
+        let plaintext = self
+            .keyring
+            .decrypt(stored, &channel_aad(row))
+            .map_err(|source| channel_error(row, source))?;
+        let value = String::from_utf8(plaintext.to_vec())
+            .map_err(|_| channel_error(row, CryptoError::Forged))?;
+        Ok(SecretValue::new(value))
+    }
+
+    /// [`Vault::reseal`] for a channel's credential.
+    pub fn reseal_channel(&self, row: ChannelRow, stored: &[u8]) -> Result<Vec<u8>, VaultError> {
+        self.keyring
+            .reencrypt(stored, &channel_aad(row))
+            .map_err(|source| channel_error(row, source))
+    }
+}
+
+fn channel_error(row: ChannelRow, source: CryptoError) -> VaultError {
+    VaultError::Channel {
+        channel: row.channel,
+        field: row.field.as_str(),
+        source,
+    }
+}
+
+/// `notification-channel/<owner id>` where a secret has its project id (always a bare UUID, so
+/// the two never meet), the channel id, and the field.
+fn channel_aad(row: ChannelRow) -> SecretAad {
+    SecretAad::new(
+        format!("notification-channel/{}", row.owner.0.hyphenated()),
+        row.channel.0.hyphenated().to_string(),
+        row.field.as_str(),
+    )
 }
 
 fn aad(row: SecretRow<'_>) -> SecretAad {

@@ -29,6 +29,7 @@ macro_rules! id_type {
         }
     };
 }
+pub(crate) use id_type;
 
 id_type!(
     /// One registered agent, i.e. one host running `stagely-agent`.

@@ -9,6 +9,7 @@ pub mod ansi;
 pub mod api;
 pub mod ids;
 pub mod names;
+pub mod notify;
 pub mod protocol;
 pub mod runtime;
 pub mod secret;

@@ -373,18 +373,6 @@ impl Store {
         Ok(())
     }
 
-    /// The newest job of a project, if any.
-    pub async fn latest_job(&self, project: ProjectId) -> Result<Option<Deployment>, DbError> {
-        let sql = format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d {REQUESTER_JOIN} \
-             WHERE d.project_id = $1 ORDER BY d.created_at DESC, d.id DESC LIMIT 1"
-        );
-        let row: Option<DeploymentRow> = on_pool!(self, pool => {
-            sqlx::query_as(&sql).bind(project.to_string()).fetch_optional(pool).await?
-        });
-        row.map(Deployment::try_from).transpose()
-    }
-
     /// Open deployments not updated since `before` (Unix ms): their agent never answered.
     pub async fn stale_open_deployments(
         &self,

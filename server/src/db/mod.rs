@@ -7,6 +7,7 @@
 mod agents;
 mod deployments;
 mod join_tokens;
+mod notifications;
 mod projects;
 mod secrets;
 mod services;
@@ -16,6 +17,7 @@ mod users;
 pub use agents::Agent;
 pub use deployments::{NewEvent, NewJob, PendingJob};
 pub use join_tokens::JoinTokenState;
+pub use notifications::{Attempt, ChannelColumn, ClaimedDelivery, LatestJob, StoredChannel};
 pub use projects::NameInUse;
 pub use secrets::{PreviousValue, StoredSecret, StoredVersion};
 pub use sessions::LoginAttempt;

@@ -13,6 +13,7 @@ pub mod agents;
 pub mod deployments;
 pub mod downloads;
 pub mod join_tokens;
+pub mod notifications;
 pub mod openapi;
 pub mod projects;
 pub mod secrets;
@@ -115,6 +116,7 @@ impl ApiRoute {
 pub fn routes() -> Vec<ApiRoute> {
     use StatusCode as S;
     let (get, post, patch, delete) = (Method::GET, Method::POST, Method::PATCH, Method::DELETE);
+    use shared::notify as n;
     vec![
         ApiRoute::new(
             post.clone(),
@@ -290,6 +292,63 @@ pub fn routes() -> Vec<ApiRoute> {
             deployments::redeploy,
         )
         .returns::<DeployAccepted>(),
+        ApiRoute::new(
+            post.clone(),
+            "/notification-channels",
+            "Add a notification channel; a webhook's signing secret is returned only here",
+            S::CREATED,
+            notifications::create,
+        )
+        .takes::<n::CreateChannel>()
+        .returns::<n::ChannelCreated>(),
+        ApiRoute::new(
+            get.clone(),
+            "/notification-channels",
+            "List your notification channels (URLs as scheme and host only)",
+            S::OK,
+            notifications::list,
+        )
+        .returns::<Vec<n::ChannelSummary>>(),
+        ApiRoute::new(
+            Method::DELETE,
+            "/notification-channels/{id}",
+            "Delete a notification channel with its rules and deliveries",
+            S::NO_CONTENT,
+            notifications::delete,
+        ),
+        ApiRoute::new(
+            post.clone(),
+            "/notification-channels/{id}/test",
+            "Queue a test notification for a channel",
+            S::ACCEPTED,
+            notifications::test,
+        )
+        .returns::<n::TestQueued>(),
+        ApiRoute::new(
+            get.clone(),
+            "/notification-channels/{id}/deliveries",
+            "A channel's latest deliveries, newest first",
+            S::OK,
+            notifications::deliveries,
+        )
+        .returns::<Vec<n::Delivery>>(),
+        ApiRoute::new(
+            get.clone(),
+            "/projects/{id}/notifications",
+            "Which events of a project go to which of your channels",
+            S::OK,
+            notifications::rules,
+        )
+        .returns::<n::ProjectNotifications>(),
+        ApiRoute::new(
+            Method::PUT,
+            "/projects/{id}/notifications",
+            "Replace which events of a project go to which of your channels",
+            S::OK,
+            notifications::set_rules,
+        )
+        .takes::<n::ProjectNotifications>()
+        .returns::<n::ProjectNotifications>(),
         ApiRoute::new(
             post,
             "/deploy/{project_id}",

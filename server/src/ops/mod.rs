@@ -14,6 +14,7 @@ pub mod deployments;
 pub mod error;
 pub mod join_tokens;
 pub mod logs;
+pub mod notifications;
 pub mod projects;
 pub mod secrets;
 pub mod services;

@@ -106,19 +106,7 @@ async fn a_live_history_entry_carries_the_time_it_was_stored_under() {
         DashboardEvent::Logs(_)
     ));
 
-    let (deployment, job_id) = app
-        .store()
-        .create_job(&server::db::NewJob {
-            project: project.id,
-            requested_by: alice.id,
-            kind: shared::runtime::JobKind::Deploy,
-            service: None,
-            remove_volumes: false,
-            redeploy_of: None,
-            secrets: Vec::new(),
-        })
-        .await
-        .unwrap();
+    let (deployment, job_id) = app.queue_deploy(project.id, alice.id).await;
     let state = &app.state;
     let update = JobUpdate {
         job_id,

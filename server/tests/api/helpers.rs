@@ -101,16 +101,22 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
 }
 
 pub async fn spawn_app_with(db: &TestDb, options: AppOptions) -> TestApp {
+    spawn_app_with_env(db, options, &[]).await
+}
+
+/// [`spawn_app_with`], with more settings for the server's config (`STAGELY_NOTIFY_*`, …).
+pub async fn spawn_app_with_env(db: &TestDb, options: AppOptions, env: &[(&str, &str)]) -> TestApp {
     init_logs();
     let data_dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let vars = [
+    let mut vars = vec![
         ("STAGELY_BIND", address.to_string()),
         ("STAGELY_DATA_DIR", data_dir.path().display().to_string()),
         ("STAGELY_HEARTBEAT_SECS", options.heartbeat_secs.to_string()),
         ("DATABASE_URL", db.url().unwrap_or_default().to_string()),
     ];
+    vars.extend(env.iter().map(|(name, value)| (*name, value.to_string())));
     let config = Config::from_lookup(|name| {
         vars.iter()
             .find(|(key, _)| *key == name)
@@ -844,6 +850,27 @@ pub async fn next_message(socket: &mut RawSocket) -> shared::ServerToAgent {
 }
 
 impl TestApp {
+    /// Stores a deploy of `project` requested by `user`, as the Deploy button does, without
+    /// sending it anywhere.
+    pub async fn queue_deploy(
+        &self,
+        project: shared::ProjectId,
+        user: shared::UserId,
+    ) -> (shared::DeploymentId, shared::JobId) {
+        self.store()
+            .create_job(&server::db::NewJob {
+                project,
+                requested_by: user,
+                kind: shared::runtime::JobKind::Deploy,
+                service: None,
+                remove_volumes: false,
+                redeploy_of: None,
+                secrets: Vec::new(),
+            })
+            .await
+            .unwrap()
+    }
+
     /// A dashboard tab's live feed (`/api/v1/events`) for `user`, signed in with a session.
     pub async fn feed(&self, user: &server::db::User) -> RawSocket {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -25,7 +25,7 @@ use std::path::Path;
 /// The layers of `server/src`, top (1) first.
 const SERVER_LAYERS: &[&[&str]] = &[
     // 1. Adapters: turn HTTP requests, sockets, pages and timers into calls on the layers below.
-    &["http", "ws", "dashboard", "housekeeping"],
+    &["http", "ws", "dashboard", "housekeeping", "notifier"],
     // 2. Who is asking: every credential check, sign-in and sessions.
     &["auth", "error_response"],
     // 3. The state the adapters are handed.
@@ -45,8 +45,9 @@ const SERVER_ALIASES: &[(&str, &str)] = &[];
 const APP_LAYERS: &[&[&str]] = &[
     // 1. Pages.
     &["project", "projects", "servers", "auth"],
-    // 2. Panels of a page, with their server functions.
-    &["secrets", "services"],
+    // 2. Panels of a page, with their server functions (the Notifications page also has the
+    //    Project page's notification panel).
+    &["secrets", "services", "notifications"],
     // 3. What the pages share, and the server side of the server functions.
     &["logs", "live", "widgets", "ssr"],
 ];

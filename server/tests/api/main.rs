@@ -8,6 +8,7 @@ mod control_plane;
 mod dashboard;
 mod helpers;
 mod layers;
+mod notifications;
 mod project_names;
 mod provisioning;
 mod redaction;
