@@ -351,6 +351,10 @@ pub struct NotifyConfig {
     /// `STAGELY_NOTIFY_POLL_MS` (1000): how often the worker looks for due deliveries when
     /// nothing woke it (a retry coming due, another replica's queue).
     pub poll: Duration,
+    /// `STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS` (`0`): whether a channel may point at this host
+    /// or a private network (a LAN ntfy). Off, any signed-in person could otherwise make the
+    /// server send requests to services only it can reach.
+    pub allow_private_networks: bool,
 }
 
 impl Default for NotifyConfig {
@@ -365,6 +369,7 @@ impl Default for NotifyConfig {
             max_age: Duration::from_secs(24 * 3600),
             queue_per_channel: 500,
             poll: Duration::from_secs(1),
+            allow_private_networks: false,
         }
     }
 }
@@ -418,6 +423,19 @@ impl NotifyConfig {
             queue_per_channel: number("STAGELY_NOTIFY_QUEUE", 1, 100_000)?
                 .map_or(defaults.queue_per_channel, |n| n as u32),
             poll: millis("STAGELY_NOTIFY_POLL_MS", defaults.poll, 10, 60_000)?,
+            allow_private_networks: match non_empty("STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS")
+                .as_deref()
+                .map(str::trim)
+            {
+                None | Some("0") | Some("false") => false,
+                Some("1") | Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS",
+                        reason: format!("{other:?} is not 1 or 0"),
+                    })
+                }
+            },
         })
     }
 }

@@ -244,7 +244,14 @@ impl Dashboard for ServerDashboard {
         body: notify::CreateChannel,
     ) -> Answer<'_, notify::ChannelCreated> {
         self.as_user(session, |state, user| async move {
-            ops::notifications::create_channel(&state.store, &state.vault, &user, body).await
+            ops::notifications::create_channel(
+                &state.store,
+                &state.vault,
+                &state.config.notifications,
+                &user,
+                body,
+            )
+            .await
         })
     }
 

@@ -19,8 +19,14 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<CreateChannel>,
 ) -> Result<(StatusCode, Json<ChannelCreated>), OpError> {
-    let created =
-        ops::notifications::create_channel(&state.store, &state.vault, &user, body).await?;
+    let created = ops::notifications::create_channel(
+        &state.store,
+        &state.vault,
+        &state.config.notifications,
+        &user,
+        body,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

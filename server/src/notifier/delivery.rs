@@ -17,7 +17,7 @@
 use super::render::{render, Credentials};
 use crate::config::NotifyConfig;
 use crate::db::{Attempt, ClaimedDelivery, Store};
-use crate::ops::notifications::{channel_row, KEPT_DELIVERIES};
+use crate::ops::notifications::{channel_row, receiver_addresses, Refused, KEPT_DELIVERIES};
 use crate::state::AppState;
 use crate::vault::{ChannelField, Vault};
 use shared::notify::{ChannelId, Notification};
@@ -46,16 +46,20 @@ struct Worker {
     wake: Notify,
 }
 
-pub async fn run(state: AppState) {
-    let config = state.config.notifications.clone();
-    let http = match reqwest::Client::builder()
+/// How every request to a receiver is made.
+fn client(config: &NotifyConfig) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .timeout(config.timeout)
         .connect_timeout(config.timeout)
-        // A redirect would carry the body somewhere the person did not name.
+        // A redirect would carry the body somewhere the person did not name (and could lead
+        // to an address the check below never saw).
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("Stagely/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+}
+
+pub async fn run(state: AppState) {
+    let config = state.config.notifications.clone();
+    let http = match client(&config).build() {
         Ok(http) => http,
         Err(error) => {
             tracing::error!(%error, "cannot build the HTTP client: notifications are not sent");
@@ -198,7 +202,31 @@ impl Worker {
             &delivery.payload,
             &credentials,
         );
-        let mut request = self.http.post(url.expose()).body(rendered.body);
+        // Checked at every send, not only when the channel was added: a name can be made to
+        // resolve elsewhere later. The request then goes to exactly the addresses checked.
+        let addresses =
+            match receiver_addresses(url.expose(), self.config.allow_private_networks).await {
+                Ok(addresses) => addresses,
+                Err(refused @ Refused::Unresolved { .. }) => {
+                    return Err(Failure::Retry(refused.to_string()))
+                }
+                Err(refused) => return Err(Failure::Permanent(refused.to_string())),
+            };
+        let pinned;
+        let http = match reqwest::Url::parse(url.expose())
+            .ok()
+            .and_then(|url| url.domain().map(str::to_owned))
+        {
+            Some(domain) => {
+                pinned = client(&self.config)
+                    .resolve_to_addrs(&domain, &addresses)
+                    .build()
+                    .map_err(|error| Failure::Retry(describe(&self.config, error)))?;
+                &pinned
+            }
+            None => &self.http,
+        };
+        let mut request = http.post(url.expose()).body(rendered.body);
         for (name, value) in rendered.headers {
             request = request.header(name, value);
         }

@@ -17,6 +17,7 @@ use shared::notify::{
 };
 use shared::{ProjectId, SecretValue};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 
 /// Deliveries kept per channel once finished; older ones are forgotten.
 pub const KEPT_DELIVERIES: u32 = 50;
@@ -48,6 +49,95 @@ pub fn channel_row(channel: &StoredChannel, field: ChannelField) -> ChannelRow {
         owner: channel.owner_id,
         channel: channel.id,
         field,
+    }
+}
+
+/// Why a receiver's address is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Its name does not resolve now (worth trying again later).
+    #[error("the receiver's host {host} cannot be resolved: {reason}")]
+    Unresolved { host: String, reason: String },
+    /// It is this server's own host or a private network.
+    #[error(
+        "the receiver's host {host} is at {address}, on this server or a private network; \
+         such receivers are refused unless the server's operator sets \
+         STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS=1"
+    )]
+    Private { host: String, address: IpAddr },
+    #[error("the URL is not valid")]
+    Invalid,
+}
+
+/// The addresses a receiver's URL leads to, every one of them public unless `allow_private`.
+/// The sender connects to exactly these (no second lookup that could answer differently), so a
+/// name that resolves to a public address when it is checked cannot lead inside when it is used.
+pub async fn receiver_addresses(
+    url: &str,
+    allow_private: bool,
+) -> Result<Vec<SocketAddr>, Refused> {
+    let url = reqwest::Url::parse(url).map_err(|_| Refused::Invalid)?;
+    let port = url.port_or_known_default().ok_or(Refused::Invalid)?;
+    let (host, addresses) = match url.host().ok_or(Refused::Invalid)? {
+        url::Host::Ipv4(ip) => (ip.to_string(), vec![SocketAddr::new(ip.into(), port)]),
+        url::Host::Ipv6(ip) => (ip.to_string(), vec![SocketAddr::new(ip.into(), port)]),
+        url::Host::Domain(domain) => {
+            let unresolved = |reason: String| Refused::Unresolved {
+                host: domain.to_string(),
+                reason,
+            };
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((domain, port))
+                .await
+                .map_err(|error| unresolved(error.to_string()))?
+                .collect();
+            if found.is_empty() {
+                return Err(unresolved("no address".into()));
+            }
+            (domain.to_string(), found)
+        }
+    };
+    if !allow_private {
+        if let Some(private) = addresses.iter().find(|address| !is_public(address.ip())) {
+            return Err(Refused::Private {
+                host,
+                address: private.ip(),
+            });
+        }
+    }
+    Ok(addresses)
+}
+
+/// Whether `ip` is a public Internet address: not this host, a private or shared network,
+/// link-local (cloud metadata services live there), multicast or reserved.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let [a, b, ..] = ip.octets();
+            !(ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || ip.is_multicast()
+                || ip.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && ip.octets()[2] == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(ip) => {
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = ip.segments()[0];
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0)
+        }
     }
 }
 
@@ -124,11 +214,17 @@ fn signing_secret() -> SecretValue {
 pub async fn create_channel(
     store: &Store,
     vault: &Vault,
+    config: &NotifyConfig,
     by: &User,
     input: CreateChannel,
 ) -> OpResult<ChannelCreated> {
     let name = check_name(&input.name)?;
     let target = check_url(&input.url)?;
+    match receiver_addresses(input.url.trim(), config.allow_private_networks).await {
+        // A name that does not resolve now may later; every send checks again.
+        Ok(_) | Err(Refused::Unresolved { .. }) => {}
+        Err(refused) => return Err(OpError::Invalid(refused.to_string())),
+    }
     let token = check_token(input.kind, input.token.as_deref())?;
     let secret = (input.kind == ChannelKind::Webhook).then(signing_secret);
     let mut channel = StoredChannel {
@@ -401,6 +497,50 @@ pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_public_addresses_count_as_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.10",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["1.1.1.1", "140.82.112.3", "2606:4700:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_receiver_on_this_host_or_a_private_network_is_refused_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/x",
+            "http://10.0.0.7/x",
+        ] {
+            let refused = receiver_addresses(url, false).await.unwrap_err();
+            assert!(
+                refused
+                    .to_string()
+                    .contains("STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS=1"),
+                "{url}: {refused}"
+            );
+            assert!(receiver_addresses(url, true).await.is_ok(), "{url}");
+        }
+    }
 
     #[test]
     fn urls_are_checked_and_shown_as_scheme_and_host() {

@@ -29,6 +29,8 @@ const FAST: &[(&str, &str)] = &[
     ("STAGELY_NOTIFY_MAX_RETRY_SECS", "1"),
     ("STAGELY_NOTIFY_TIMEOUT_MS", "2000"),
     ("STAGELY_NOTIFY_OFFLINE_GRACE_SECS", "1"),
+    // The receivers are local processes.
+    ("STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS", "1"),
 ];
 
 /// One request a receiver got.
@@ -592,6 +594,7 @@ async fn channel_urls_and_signing_secrets_never_show_in_listings_or_the_server_l
 
 #[tokio::test]
 async fn a_key_rotation_reseals_channel_credentials_which_open_only_in_their_own_row() {
+    use server::config::NotifyConfig;
     use server::crypto::{Keyring, MasterKey};
     use server::ops::notifications as ops;
     use server::vault::{ChannelField, Vault};
@@ -608,12 +611,24 @@ async fn a_key_rotation_reseals_channel_credentials_which_open_only_in_their_own
         )
         .unwrap()
     };
-    let first = ops::create_channel(&store, &vault, &alice, create("one"))
-        .await
-        .unwrap();
-    ops::create_channel(&store, &vault, &alice, create("two"))
-        .await
-        .unwrap();
+    let first = ops::create_channel(
+        &store,
+        &vault,
+        &NotifyConfig::default(),
+        &alice,
+        create("one"),
+    )
+    .await
+    .unwrap();
+    ops::create_channel(
+        &store,
+        &vault,
+        &NotifyConfig::default(),
+        &alice,
+        create("two"),
+    )
+    .await
+    .unwrap();
 
     let rotating = Vault::new(Keyring::new(new.clone(), Some(old)));
     let done = ops::rotate_all(&store, &rotating).await.unwrap();
@@ -656,7 +671,8 @@ async fn the_notifications_page_lists_the_persons_channels_by_host_only() {
         "url": "https://hooks.slack.com/services/T0/B0/page-tok-31d9"
     }))
     .unwrap();
-    ops::create_channel(app.store(), &app.state.vault, &carol, create)
+    let config = &app.state.config.notifications;
+    ops::create_channel(app.store(), &app.state.vault, config, &carol, create)
         .await
         .unwrap();
 
@@ -681,6 +697,7 @@ async fn a_full_queue_drops_its_oldest_pending_deliveries() {
     for db in TestDb::all().await {
         let env = [
             ("STAGELY_NOTIFY_QUEUE", "3"),
+            ("STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS", "1"),
             ("STAGELY_NOTIFY_RETRY_MS", "600000"),
             ("STAGELY_NOTIFY_POLL_MS", "50"),
         ];
@@ -840,4 +857,71 @@ async fn real_deploys_notify_their_result_with_the_failures_output_masked() {
         let body = String::from_utf8_lossy(&received[1].body);
         assert!(!body.contains("pw-7Hq2-zebra-lamp"), "{body}");
     }
+}
+
+#[tokio::test]
+async fn a_channel_cannot_make_the_server_call_its_own_host_or_a_private_network() {
+    // The default settings: no STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS.
+    let strict: Vec<(&str, &str)> = FAST
+        .iter()
+        .copied()
+        .filter(|(name, _)| *name != "STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS")
+        .collect();
+    let app = spawn_app_with_env(&TestDb::Sqlite, AppOptions::default(), &strict).await;
+    let (alice, api) = app.user("alice").await;
+    let receiver = Receiver::start(false).await;
+    for url in [
+        receiver.url("/hook"),
+        "http://localhost:2375/containers/json".to_string(),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://[::1]:5432/".to_string(),
+    ] {
+        let body = json!({"kind": "webhook", "name": "inside", "url": url});
+        let (status, answer) = api
+            .call(Method::POST, "/notification-channels", Some(body))
+            .await;
+        assert_eq!(status, 400, "{url}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS=1"),
+            "{message}"
+        );
+    }
+
+    // A channel stored while the operator allowed it (or whose name now resolves inside) is
+    // checked again when it is used: nothing reaches the receiver.
+    let permissive = server::config::NotifyConfig {
+        allow_private_networks: true,
+        ..app.state.config.notifications.clone()
+    };
+    let body: shared::notify::CreateChannel = serde_json::from_value(
+        json!({"kind": "webhook", "name": "old", "url": receiver.url("/hook")}),
+    )
+    .unwrap();
+    let created = server::ops::notifications::create_channel(
+        app.store(),
+        &app.state.vault,
+        &permissive,
+        &alice,
+        body,
+    )
+    .await
+    .unwrap();
+    let queued = send_test(&api, &created).await;
+    eventually(
+        Duration::from_secs(10),
+        "the delivery to be given up",
+        || async {
+            deliveries(&api, &created).await.iter().any(|delivery| {
+                delivery.id == queued.delivery_id
+                    && delivery.status == DeliveryStatus::Failed
+                    && delivery
+                        .last_error
+                        .as_deref()
+                        .is_some_and(|error| error.contains("private network"))
+            })
+        },
+    )
+    .await;
+    assert!(receiver.received().is_empty());
 }
