@@ -1,8 +1,12 @@
 // After the click, as a person sees it: a container that dies after a successful deploy turns its
-// row red without a reload (and the Projects list says so), and the lifecycle buttons stop,
-// start, restart and take down the project's containers, each as a job of its history.
+// row red without a reload (and the Projects list says so) and is told to a signed webhook, and
+// the lifecycle buttons stop, start, restart and take down the project's containers, each as a
+// job of its history.
 
-import { test as base, expect, hydrated, openDashboard } from './stagely';
+import { createHmac } from 'node:crypto';
+import { createServer, IncomingHttpHeaders } from 'node:http';
+import { AddressInfo } from 'node:net';
+import { test as base, expect, hydrated, openDashboard, Stagely } from './stagely';
 import { addProject, deploy, ensureImage, HostProject } from './project';
 
 // Runs long enough for the deploy to count it healthy (1.5 s), then dies with exit code 3.
@@ -21,6 +25,9 @@ const test = base.extend<{ project: HostProject }>({
 });
 
 test('a service that dies after a successful deploy turns red live, and the lifecycle buttons act on the containers', async ({ page, stagely, project }) => {
+  // Compose gives a container that ignores SIGTERM 10 s before killing it, and the restart, the
+  // stop and the down here each wait that long.
+  test.setTimeout(120_000);
   await openDashboard(page, stagely);
   await addProject(page, project, stagely.agentName);
   await hydrated(page);
@@ -84,4 +91,61 @@ test('deleting a project takes its containers down first', async ({ page, stagel
   await expect(page).toHaveURL(/\/projects$/, { timeout: 30_000 });
   await expect(page.locator(`tr[data-project="${project.name}"]`)).toHaveCount(0);
   expect(project.containers()).toEqual([]);
+});
+
+/** A local HTTP receiver standing in for a webhook endpoint: it records every request. */
+async function startReceiver() {
+  const requests: { headers: IncomingHttpHeaders; body: string }[] = [];
+  const server = createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => {
+      requests.push({ headers: request.headers, body });
+      response.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/hook`, requests, close: () => server.close() };
+}
+
+test('a service that dies after a deploy is told to a webhook, signed', async ({ page }) => {
+  const receiver = await startReceiver();
+  // The receiver is on this host, which the operator must allow for notifications.
+  const stagely = await Stagely.start('local', { STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS: '1', STAGELY_NOTIFY_POLL_MS: '100' });
+  ensureImage();
+  const project = new HostProject(stagely.dataDir, CRASH);
+  try {
+    await openDashboard(page, stagely);
+    await page.getByRole('navigation').getByRole('link', { name: 'Notifications' }).click();
+    await page.getByRole('combobox', { name: 'Kind' }).selectOption({ label: 'Webhook' });
+    await page.getByLabel('Name', { exact: true }).fill('on-call');
+    await page.getByLabel('URL').fill(receiver.url);
+    await page.getByRole('button', { name: 'Add channel' }).click();
+    // The signing secret is shown once, right after the channel is added.
+    const secret = (await page.locator('pre.signing-secret').textContent())?.trim() ?? '';
+    expect(secret.length).toBeGreaterThan(20);
+
+    await addProject(page, project, stagely.agentName);
+    await hydrated(page);
+    await page.getByRole('checkbox', { name: 'on-call: Service exited' }).check();
+    await page.getByRole('button', { name: 'Save notifications' }).click();
+    await expect(page.getByText('Saved.')).toBeVisible();
+    await deploy(page);
+    await expect(page.locator('tr[data-service="crash"]')).toHaveAttribute('data-state', 'exited', { timeout: 15_000 });
+
+    await expect.poll(() => receiver.requests.length, { timeout: 15_000 }).toBeGreaterThan(0);
+    const delivered = receiver.requests.find((request) => request.headers['x-stagely-event'] === 'service_exited');
+    expect(delivered, JSON.stringify(receiver.requests.map((request) => request.headers))).toBeDefined();
+    const expected = 'sha256=' + createHmac('sha256', secret).update(delivered!.body).digest('hex');
+    expect(delivered!.headers['x-stagely-signature']).toBe(expected);
+    const body = JSON.parse(delivered!.body);
+    expect(body.project).toBe(project.name);
+    expect(body.service).toBe('crash');
+    expect(body.message).toContain('3');
+  } finally {
+    await stagely.stop();
+    project.remove();
+    receiver.close();
+  }
 });
