@@ -108,6 +108,24 @@ fn Project(id: ProjectId) -> impl IntoView {
     let states = RwSignal::new(None);
     let agent_back = RwSignal::new(0u64);
 
+    // What the feed's handler needs to know of the loaded data, kept by effects: the handler
+    // runs outside any effect or suspense, where reading a resource is not allowed.
+    #[cfg(feature = "hydrate")]
+    let (listed, agent) = {
+        let listed = StoredValue::new(std::collections::HashSet::<DeploymentId>::new());
+        let agent = StoredValue::new(None::<shared::AgentId>);
+        Effect::new(move |_| {
+            if let Some(Ok(list)) = deployments.get() {
+                listed.set_value(list.iter().map(|deployment| deployment.id).collect());
+            }
+        });
+        Effect::new(move |_| {
+            if let Some(Ok(project)) = project.get() {
+                agent.set_value(Some(project.agent_id));
+            }
+        });
+        (listed, agent)
+    };
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         use crate::live::{close_on_cleanup, subscribe, Live};
@@ -123,10 +141,7 @@ fn Project(id: ProjectId) -> impl IntoView {
                     status,
                     message,
                 }) => {
-                    let known = deployments
-                        .get_untracked()
-                        .and_then(Result::ok)
-                        .is_some_and(|list| list.iter().any(|d| d.id == deployment_id));
+                    let known = listed.with_value(|listed| listed.contains(&deployment_id));
                     live.status.update(|statuses| {
                         statuses.insert(deployment_id, (status, message));
                     });
@@ -152,10 +167,7 @@ fn Project(id: ProjectId) -> impl IntoView {
                     }
                 }
                 Live::Event(DashboardEvent::AgentStatus { agent_id, status }) => {
-                    let ours = project
-                        .get_untracked()
-                        .and_then(Result::ok)
-                        .is_some_and(|project| project.agent_id == agent_id);
+                    let ours = agent.get_value() == Some(agent_id);
                     if ours && status == shared::api::AgentStatus::Connected {
                         agent_back.update(|back| *back += 1);
                     }

@@ -73,16 +73,6 @@ pub fn ProjectsPage() -> impl IntoView {
         );
         close_on_cleanup(feed);
     });
-    let summary = move |project: ProjectId| -> Option<String> {
-        live.with(|states| states.get(&project).map(|states| summarize(states)))
-            .or_else(|| {
-                overview.get().and_then(Result::ok).and_then(|list| {
-                    list.into_iter()
-                        .find(|entry| entry.project_id == project)
-                        .map(|entry| summarize(&entry.containers))
-                })
-            })
-    };
     let add = ServerAction::<AddProject>::new();
     let navigate = use_navigate();
     Effect::new(move |_| {
@@ -102,7 +92,20 @@ pub fn ProjectsPage() -> impl IntoView {
                         Ok(list) if list.is_empty() => {
                             view! { <p class="muted">"No projects yet: add one below."</p> }.into_any()
                         }
-                        Ok(list) => view! { <ProjectTable projects=list summary /> }.into_any(),
+                        Ok(list) => {
+                            // As stored when the page loaded; the live feed's reports win.
+                            let stored: HashMap<ProjectId, Vec<ServiceState>> = overview
+                                .await
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|entry| (entry.project_id, entry.containers))
+                                .collect();
+                            let summary = move |project: ProjectId| {
+                                live.with(|states| states.get(&project).map(|states| summarize(states)))
+                                    .or_else(|| stored.get(&project).map(|states| summarize(states)))
+                            };
+                            view! { <ProjectTable projects=list summary /> }.into_any()
+                        }
                         Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
                     }
                 })}
@@ -151,7 +154,7 @@ pub fn ProjectsPage() -> impl IntoView {
 #[component]
 fn ProjectTable(
     projects: Vec<Project>,
-    summary: impl Fn(ProjectId) -> Option<String> + Copy + Send + Sync + 'static,
+    summary: impl Fn(ProjectId) -> Option<String> + Clone + Send + Sync + 'static,
 ) -> impl IntoView {
     view! {
         <table>
@@ -168,6 +171,7 @@ fn ProjectTable(
                     .into_iter()
                     .map(|project| {
                         let id = project.id;
+                        let summary = summary.clone();
                         let name = project.name.to_string();
                         let marker = name.clone();
                         view! {

@@ -47,6 +47,17 @@ pub fn ServersPage() -> impl IntoView {
         }
     });
 
+    // The listed ids, kept by an effect for the feed's handler (which may not read a resource).
+    #[cfg(feature = "hydrate")]
+    let known = {
+        let known = StoredValue::new(std::collections::HashSet::<AgentId>::new());
+        Effect::new(move |_| {
+            if let Some(Ok(list)) = agents.get() {
+                known.set_value(list.iter().map(|agent| agent.id).collect());
+            }
+        });
+        known
+    };
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         use crate::live::{close_on_cleanup, subscribe, Live};
@@ -62,10 +73,7 @@ pub fn ServersPage() -> impl IntoView {
                         statuses.insert(agent_id, status);
                     });
                     // A server that just joined is not in the list yet.
-                    let listed = agents
-                        .get_untracked()
-                        .and_then(Result::ok)
-                        .is_some_and(|list| list.iter().any(|agent| agent.id == agent_id));
+                    let listed = known.with_value(|known| known.contains(&agent_id));
                     if !listed {
                         agents.refetch();
                     }

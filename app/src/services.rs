@@ -81,14 +81,6 @@ pub fn ServicesPanel(
             }
         });
     };
-    let current = move || {
-        states.get().or_else(|| {
-            loaded
-                .get()
-                .and_then(Result::ok)
-                .map(|loaded| loaded.containers)
-        })
-    };
     let remove_volumes = RwSignal::new(false);
     let down_armed = RwSignal::new(false);
 
@@ -130,38 +122,56 @@ pub fn ServicesPanel(
                 </p>
             </Show>
             {move || error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
-            {move || match current() {
-                None => view! { <p class="muted">"Waiting for the agent's report…"</p> }.into_any(),
-                Some(list) if list.is_empty() => {
-                    view! { <p class="muted">"No containers: not deployed, or taken down."</p> }.into_any()
-                }
-                Some(list) => {
-                    let summary = summarize(&list);
-                    view! {
-                        <p class="muted" data-summary>{summary}</p>
-                        <table class="services">
-                            <thead>
-                                <tr>
-                                    <th>"Service"</th>
-                                    <th>"State"</th>
-                                    <th>"Started"</th>
-                                    <th>"Restarts"</th>
-                                    <th>"Image"</th>
-                                    <th></th>
-                                </tr>
-                            </thead>
-                            <tbody>
-                                {list
-                                    .into_iter()
-                                    .map(|state| view! { <ServiceRow state run /> })
-                                    .collect_view()}
-                            </tbody>
-                        </table>
-                    }
-                        .into_any()
-                }
-            }}
+            <Transition fallback=|| view! { <p class="muted">"Loading the containers…"</p> }>
+                {move || Suspend::new(async move {
+                    // What was stored when the page loaded (`None`: never reported); the live
+                    // feed's reports replace it.
+                    let reported = loaded
+                        .await
+                        .ok()
+                        .and_then(|loaded| loaded.updated_at.map(|_| loaded.containers));
+                    view! { {move || containers(states.get().or_else(|| reported.clone()), run)} }
+                })}
+            </Transition>
         </section>
+    }
+}
+
+/// The rows of a project's containers, or why there are none.
+fn containers(
+    list: Option<Vec<ServiceState>>,
+    run: impl Fn(&'static str, Option<ServiceName>, bool) + Copy + Send + Sync + 'static,
+) -> AnyView {
+    match list {
+        None => view! { <p class="muted">"Waiting for the agent's report…"</p> }.into_any(),
+        Some(list) if list.is_empty() => {
+            view! { <p class="muted">"No containers: not deployed, or taken down."</p> }.into_any()
+        }
+        Some(list) => {
+            let summary = summarize(&list);
+            view! {
+                <p class="muted" data-summary>{summary}</p>
+                <table class="services">
+                    <thead>
+                        <tr>
+                            <th>"Service"</th>
+                            <th>"State"</th>
+                            <th>"Started"</th>
+                            <th>"Restarts"</th>
+                            <th>"Image"</th>
+                            <th></th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        {list
+                            .into_iter()
+                            .map(|state| view! { <ServiceRow state run /> })
+                            .collect_view()}
+                    </tbody>
+                </table>
+            }
+            .into_any()
+        }
     }
 }
 

@@ -28,6 +28,10 @@ test('a service that dies after a successful deploy turns red live, and the life
   // Compose gives a container that ignores SIGTERM 10 s before killing it, and the restart, the
   // stop and the down here each wait that long.
   test.setTimeout(120_000);
+  const problems: string[] = [];
+  page.on('console', (message) => {
+    if (message.type() === 'error' || message.text().includes('hydration')) problems.push(message.text());
+  });
   await openDashboard(page, stagely);
   await addProject(page, project, stagely.agentName);
   await hydrated(page);
@@ -68,6 +72,11 @@ test('a service that dies after a successful deploy turns red live, and the life
   await expect(summary).toHaveText('crash exited (3) · 2/3 running');
   await page.getByRole('link', { name: project.name }).click();
   await hydrated(page);
+  // Rendered on the server this time: the rows are there at once, and the page hydrates cleanly.
+  await page.reload();
+  await hydrated(page);
+  await expect(row('crash')).toHaveAttribute('data-state', 'exited');
+  expect(problems).toEqual([]);
 
   // Down removes every container of the project.
   await services.getByRole('button', { name: 'Down', exact: true }).click();
