@@ -4,6 +4,7 @@
 mod after_deploy;
 mod agent_link;
 mod auth;
+mod bench_live_state;
 mod control_plane;
 mod dashboard;
 mod helpers;
