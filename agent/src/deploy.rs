@@ -294,7 +294,10 @@ impl ProjectCommand<'_> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                let inspect = CommandSpec::new("docker", std::iter::once("inspect").chain(ids));
+                let argv = ["inspect", "--format", health::INSPECT_FORMAT]
+                    .into_iter()
+                    .chain(ids);
+                let inspect = CommandSpec::new("docker", argv);
                 let stdout = quiet(&inspect, redactor).await?;
                 health::parse_inspect(&stdout)
                     .map_err(|error| DeployError::State(error.to_string()))

@@ -59,11 +59,10 @@ pub async fn containers(
     let ids: Vec<&str> = output.stdout.split_whitespace().collect();
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(INSPECT_CHUNK) {
-        let inspect = CommandSpec::new(
-            "docker",
-            std::iter::once("inspect").chain(chunk.iter().copied()),
-        )
-        .timeout(READ_TIMEOUT);
+        let argv = ["inspect", "--format", health::INSPECT_FORMAT]
+            .into_iter()
+            .chain(chunk.iter().copied());
+        let inspect = CommandSpec::new("docker", argv).timeout(READ_TIMEOUT);
         let output = runner::run(&inspect, redactor, |_| {}).await?;
         // A container removed since the listing makes `inspect` exit 1 after printing the
         // others; only an answer without any JSON is a failure.

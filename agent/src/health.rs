@@ -210,6 +210,7 @@ struct InspectHealth {
 
 #[derive(Deserialize)]
 struct InspectConfig {
+    // `null` for a container without labels.
     #[serde(rename = "Labels", default)]
     labels: Option<HashMap<String, String>>,
     #[serde(rename = "Image", default)]
@@ -219,14 +220,35 @@ struct InspectConfig {
 /// Docker's `StartedAt` of a container that never started.
 const NEVER: &str = "0001-01-01T00:00:00Z";
 
-/// Parses `docker inspect <containers…>`: a JSON array, one object per container. (A
-/// container removed between listing and inspecting is missing from it, not an error here.)
+/// The `--format` of `docker inspect` that prints one line per container with only what the
+/// agent reads, in the shape of the full entry. The full entry carries the container's
+/// environment (secret values) and can be large: with many containers it would exceed what a
+/// command's output may hold, and a long line would be split.
+pub const INSPECT_FORMAT: &str = concat!(
+    r#"{"Id":{{json .Id}},"Image":{{json .Image}},"RestartCount":{{json .RestartCount}},"#,
+    // The whole state: a container without a healthcheck has no `Health` key to name (the
+    // template fails on a missing key), and the state holds no environment.
+    r#""State":{{json .State}},"#,
+    r#""Config":{"Image":{{json .Config.Image}},"Labels":{{json .Config.Labels}}}}"#,
+);
+
+/// Parses `docker inspect <containers…>`: a JSON array of full entries, or one line per
+/// container printed with [`INSPECT_FORMAT`]. (A container removed between listing and
+/// inspecting is missing from it, not an error here.)
 pub fn parse_inspected(output: &str) -> Result<Vec<InspectedContainer>, serde_json::Error> {
     let trimmed = output.trim();
     if trimmed.is_empty() {
         return Ok(Vec::new());
     }
-    let entries: Vec<InspectEntry> = serde_json::from_str(trimmed)?;
+    let entries: Vec<InspectEntry> = if trimmed.starts_with('[') {
+        serde_json::from_str(trimmed)?
+    } else {
+        trimmed
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?
+    };
     Ok(entries
         .into_iter()
         .map(|entry| InspectedContainer {
@@ -332,6 +354,17 @@ mod tests {
         assert_eq!(state.container_id, "4f1c0ffee0c0");
         assert_eq!(state.exit_code, None, "only exited containers carry a code");
         assert_eq!(parse_inspected("").unwrap(), vec![]);
+        let lines = concat!(
+            r#"{"Id":"a1","Image":"sha256:1","RestartCount":2,"State":{"Status":"running","ExitCode":0,"StartedAt":"2026-11-30T10:00:00Z","Health":null},"Config":{"Image":"app:1","Labels":null}}"#,
+            "\n",
+            r#"{"Id":"b2","Image":"sha256:2","RestartCount":0,"State":{"Status":"exited","ExitCode":3,"StartedAt":"2026-11-30T10:00:00Z","Health":{"Status":"unhealthy"}},"Config":{"Image":"app:2","Labels":{"k":"v"}}}"#,
+            "\n"
+        );
+        let parsed = parse_inspected(lines).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].restart_count, 2);
+        assert_eq!(parsed[1].exit_code, Some(3));
+        assert_eq!(parsed[1].health.as_deref(), Some("unhealthy"));
         assert!(parse_inspected("Error: No such object").is_err());
     }
 

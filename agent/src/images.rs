@@ -64,16 +64,6 @@ fn short(image_id: &str) -> String {
     }
 }
 
-/// Whether `id` is an image id as Docker writes it: `sha256:` and 64 lowercase hex digits.
-pub fn is_image_id(id: &str) -> bool {
-    id.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
 /// Checks every pinned image is on this host and returns the pins; fails naming the first
 /// that is not. Reads the engine, changes nothing.
 pub async fn check_pinned(
@@ -83,7 +73,7 @@ pub async fn check_pinned(
 ) -> Result<Pins, PinError> {
     let mut images = BTreeMap::new();
     for pin in pinned {
-        if !is_image_id(&pin.image_id) {
+        if !shared::runtime::is_image_id(&pin.image_id) {
             return Err(PinError::NotAnId {
                 service: pin.service.clone(),
                 image_id: pin.image_id.clone(),
@@ -199,7 +189,7 @@ mod tests {
     #[test]
     fn only_full_sha256_ids_are_image_ids() {
         let id = format!("sha256:{}", "0a".repeat(32));
-        assert!(is_image_id(&id));
+        assert!(shared::runtime::is_image_id(&id));
         for bad in [
             "app:1.0".to_owned(),
             "sha256:abc".to_owned(),
@@ -208,7 +198,7 @@ mod tests {
             format!("sha512:{}", "0".repeat(64)),
             "0".repeat(64),
         ] {
-            assert!(!is_image_id(&bad), "{bad:?}");
+            assert!(!shared::runtime::is_image_id(&bad), "{bad:?}");
         }
     }
 

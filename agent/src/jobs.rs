@@ -219,7 +219,12 @@ impl Executor {
 
     /// The link is up again (a welcome arrived): every project's state is sent in full.
     pub fn connected(&self) {
-        self.refresh.all();
+        self.refresh.link(true);
+    }
+
+    /// The link is down: no state frames are queued until it is up again.
+    pub fn disconnected(&self) {
+        self.refresh.link(false);
     }
 
     /// The marks the state watcher takes: for tests, and for callers that run no watcher.

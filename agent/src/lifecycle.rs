@@ -11,8 +11,9 @@
 //! 4. **act**: `compose -p <project> -f <file> --project-directory <dir> start|stop|restart
 //!    [service]`, or `down --remove-orphans [--volumes]`, its output streamed line by line.
 //!
-//! The payload carries no secret, but every line still passes a [`Redactor`] like any other
-//! command's. The executor refreshes the project's live state when this returns.
+//! The payload carries no secret values, so the [`Redactor`] its output passes is empty: a line a
+//! container prints while it stops is not forwarded (only Compose's own lines are). The executor
+//! refreshes the project's live state when this returns.
 
 use crate::claim::{self, ClaimError};
 use crate::compose::{self, ComposeError};

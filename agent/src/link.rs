@@ -142,6 +142,7 @@ pub async fn run(
         .await;
         // Log streams were asked for by that connection; a new one asks again if it wants.
         jobs.executor.stop_all_logs();
+        jobs.executor.disconnected();
         let reason = match ended {
             Ended::Shutdown => {
                 tracing::info!("agent stopped");

@@ -76,6 +76,10 @@ pub struct Refresh {
 struct Marks {
     pending: Mutex<Pending>,
     wake: Notify,
+    /// Whether the link is up: frames are queued only then. A frame queued during an outage
+    /// would be stale by the time it is sent (the welcome asks for a full one anyway) and
+    /// would take the room of job results in the queue.
+    link_up: std::sync::atomic::AtomicBool,
 }
 
 /// Marks taken at once.
@@ -103,6 +107,23 @@ impl Refresh {
     pub fn all(&self) {
         self.pending().full = true;
         self.inner.wake.notify_one();
+    }
+
+    /// The link came up (states are sent from now on, starting with a full frame) or went
+    /// down (nothing is queued until it is up again).
+    pub fn link(&self, up: bool) {
+        self.inner
+            .link_up
+            .store(up, std::sync::atomic::Ordering::Release);
+        if up {
+            self.all();
+        }
+    }
+
+    fn link_is_up(&self) -> bool {
+        self.inner
+            .link_up
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Takes every mark set so far.
@@ -222,7 +243,8 @@ async fn publish(refresh: Refresh, out: mpsc::Sender<AgentToServer>) {
         }
         tokio::time::sleep(DEBOUNCE).await;
         let pending = refresh.take();
-        if pending.is_empty() {
+        // While the link is down the marks are dropped: the welcome asks for a full frame.
+        if pending.is_empty() || !refresh.link_is_up() {
             continue;
         }
         let projects = match read(&pending, &redactor).await {

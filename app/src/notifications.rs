@@ -136,6 +136,8 @@ fn ChannelTable(
     test: ServerAction<TestChannel>,
     delete: ServerAction<DeleteChannel>,
 ) -> impl IntoView {
+    // The channel whose Delete was clicked once: the next click deletes it.
+    let armed = RwSignal::new(None::<ChannelId>);
     view! {
         <div class="table-scroll">
             <table>
@@ -174,13 +176,19 @@ fn ChannelTable(
                                         <button
                                             class="btn btn-danger"
                                             on:click=move |_| {
+                                                // The first click arms, the second deletes.
+                                                if armed.get_untracked() != Some(id) {
+                                                    armed.set(Some(id));
+                                                    return;
+                                                }
+                                                armed.set(None);
                                                 if shown.get_untracked() == Some(id) {
                                                     shown.set(None);
                                                 }
                                                 delete.dispatch(DeleteChannel { id });
                                             }
                                         >
-                                            "Delete"
+                                            {move || if armed.get() == Some(id) { "Confirm delete" } else { "Delete" }}
                                         </button>
                                     </td>
                                 </tr>

@@ -463,14 +463,30 @@ fn HistoryRow(
         .collect::<Vec<_>>()
         .join(", ");
     let redeploy_error = RwSignal::new(None::<String>);
+    // A redeploy brings back older secret values and images: the first click arms it.
+    let armed = RwSignal::new(false);
+    let pending = RwSignal::new(false);
     let run_again = move |_| {
+        if !armed.get_untracked() {
+            armed.set(true);
+            return;
+        }
+        if pending.get_untracked() {
+            return;
+        }
+        armed.set(false);
+        pending.set(true);
         leptos::task::spawn_local(async move {
-            match redeploy(id).await {
+            let result = redeploy(id).await;
+            pending.try_set(false);
+            match result {
                 Ok(accepted) => {
-                    redeploy_error.set(None);
+                    redeploy_error.try_set(None);
                     started(accepted.deployment_id);
                 }
-                Err(failure) => redeploy_error.set(Some(error_text(&failure))),
+                Err(failure) => {
+                    redeploy_error.try_set(Some(error_text(&failure)));
+                }
             }
         });
     };
@@ -505,9 +521,10 @@ fn HistoryRow(
                     <button
                         class="btn btn-quiet"
                         title="Run exactly this deployment again: its secret values and images"
+                        disabled=move || pending.get()
                         on:click=run_again
                     >
-                        "Redeploy"
+                        {move || if armed.get() { "Confirm redeploy" } else { "Redeploy" }}
                     </button>
                 </Show>
             </div>

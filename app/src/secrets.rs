@@ -202,27 +202,28 @@ impl ServiceList {
                 list.result.set(None);
                 leptos::task::spawn_local(async move {
                     let answer = project_services(project).await.map_err(|e| error_text(&e));
-                    if generation.get_value() != this_try {
-                        return; // A newer read started meanwhile.
+                    // The page may be gone by now (its values with it), or a newer read started.
+                    if generation.try_get_value() != Some(this_try) {
+                        return;
                     }
                     match &answer {
                         Ok(_) => failures.set_value(0),
                         Err(_) => {
-                            let failed = failures.get_value() + 1;
+                            let failed = failures.try_get_value().unwrap_or(0) + 1;
                             failures.set_value(failed);
                             let delay = (1u64 << failed.min(5)).min(30);
                             list.retry_in.set(delay);
                             set_timeout(
                                 move || {
-                                    if generation.get_value() == this_try {
-                                        list.again.update(|again| *again += 1);
+                                    if generation.try_get_value() == Some(this_try) {
+                                        list.again.try_update(|again| *again += 1);
                                     }
                                 },
                                 std::time::Duration::from_secs(delay),
                             );
                         }
                     }
-                    list.result.set(Some(answer));
+                    list.result.try_set(Some(answer));
                 });
             });
         }

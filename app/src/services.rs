@@ -1,7 +1,8 @@
 //! A project's running containers: one live row per container (status, health, started, restarts,
 //! image), and the lifecycle actions on the project or on one service.
 //!
-//! The rows come from what the agent reports (`docker events`, reconciled with `compose ps`) and
+//! The rows come from what the agent reports (`docker events`, reconciled with a full reading of
+//! the labelled containers on every connect and every few minutes) and
 //! arrive on the live feed, so a container that dies shows without a reload. Every action is a
 //! job like a deploy: it shows in the history with its output. Destructive ones (stop, down)
 //! ask for a confirming second click.
@@ -98,6 +99,8 @@ pub fn ServicesPanel(
                             if down_armed.get_untracked() {
                                 down_armed.set(false);
                                 run("down", None, remove_volumes.get_untracked());
+                                // Removing the volumes is asked for each time, never remembered.
+                                remove_volumes.set(false);
                             } else {
                                 down_armed.set(true);
                             }

@@ -11,6 +11,9 @@ ALTER TABLE deployments ADD COLUMN remove_volumes BOOLEAN NOT NULL DEFAULT FALSE
 ALTER TABLE deployments ADD COLUMN redeploy_of TEXT REFERENCES deployments (id) ON DELETE SET NULL;
 -- JSON list of shared::runtime::ServiceImage, from the agent's result of a successful deploy.
 ALTER TABLE deployments ADD COLUMN images TEXT;
+-- The agent the job was for: image ids name images on one host only, so a redeploy must go to
+-- the same one. NULL for rows written before.
+ALTER TABLE deployments ADD COLUMN agent_id TEXT;
 
 -- Every value a secret has had, sealed like secrets.ciphertext and bound to its own row. The
 -- secret's current value is also in secrets.ciphertext; secrets.current_version names its

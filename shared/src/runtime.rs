@@ -163,6 +163,16 @@ pub struct ServiceImage {
     pub repo_digest: Option<String>,
 }
 
+/// Whether `id` is an image id as Docker writes it: `sha256:` and 64 lowercase hex digits.
+pub fn is_image_id(id: &str) -> bool {
+    id.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// What a lifecycle job does to a project's containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -234,6 +244,21 @@ impl From<LifecycleAction> for JobKind {
             LifecycleAction::Stop => Self::Stop,
             LifecycleAction::Restart => Self::Restart,
             LifecycleAction::Down => Self::Down,
+        }
+    }
+}
+
+/// The lifecycle action a job of this kind runs; a deploy has none (the kind is the error).
+impl TryFrom<JobKind> for LifecycleAction {
+    type Error = JobKind;
+
+    fn try_from(kind: JobKind) -> Result<Self, JobKind> {
+        match kind {
+            JobKind::Start => Ok(Self::Start),
+            JobKind::Stop => Ok(Self::Stop),
+            JobKind::Restart => Ok(Self::Restart),
+            JobKind::Down => Ok(Self::Down),
+            JobKind::Deploy => Err(kind),
         }
     }
 }

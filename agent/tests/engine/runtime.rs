@@ -59,6 +59,8 @@ impl Agent {
             None,
         );
         let watcher = tokio::spawn(executor.watch_states());
+        // As after a welcome: state frames are sent while the link is up.
+        executor.connected();
         Self {
             executor,
             events,
@@ -198,7 +200,9 @@ async fn a_killed_container_shows_on_the_server_within_moments_and_a_welcome_get
     // A welcome (as the link reports it): every project, in one full frame.
     agent.executor.connected();
     let full = agent
-        .state_frame(Duration::from_secs(10), |frame| frame.full)
+        .state_frame(Duration::from_secs(10), |frame| {
+            frame.full && containers_of(frame, id).is_some()
+        })
         .await;
     let ours = containers_of(&full, id).expect("the project is in the full frame");
     let services: Vec<_> = ours.iter().map(|state| state.service.as_str()).collect();
@@ -254,21 +258,19 @@ async fn a_project_marked_for_refresh_is_read_and_sent_by_the_watcher_alone() {
     let (out, mut frames) = mpsc::channel(16);
     let refresh = Refresh::default();
     let watcher = tokio::spawn(states::run(refresh.clone(), out));
+    // While the link is down nothing is queued: the frame would be stale when it went out.
     refresh.project(id);
-    // Other tests' containers change meanwhile, and their projects may share the frame.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let frame = loop {
-        let frame = tokio::time::timeout_at(deadline, frames.recv())
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), frames.recv())
             .await
-            .expect("no frame with the project within 10 s")
-            .unwrap();
-        let AgentToServer::ServiceStates(frame) = frame else {
-            panic!("not a state frame: {frame:?}")
-        };
-        if containers_of(&frame, id).is_some() {
-            break frame;
-        }
-    };
+            .is_err(),
+        "a state frame was queued while the link was down"
+    );
+    // The link comes up: a full frame first, as after a welcome.
+    refresh.link(true);
+    assert!(next_with_project(&mut frames, id).await.full);
+    refresh.project(id);
+    let frame = next_with_project(&mut frames, id).await;
     assert!(!frame.full);
     assert_eq!(containers_of(&frame, id).unwrap().len(), 2);
     watcher.abort();
@@ -555,4 +557,25 @@ async fn a_resent_deploy_replays_its_images() {
     assert!(again.success);
     assert_eq!(again.images, first.images);
     assert!(again.steps.is_empty(), "it ran again: {:?}", again.steps);
+}
+
+/// The next state frame that has `project` in it (other tests' containers change meanwhile,
+/// and their projects may come first or share the frame).
+async fn next_with_project(
+    frames: &mut mpsc::Receiver<AgentToServer>,
+    project: ProjectId,
+) -> ServiceStates {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, frames.recv())
+            .await
+            .expect("no frame with the project within 10 s")
+            .unwrap();
+        let AgentToServer::ServiceStates(frame) = frame else {
+            panic!("not a state frame: {frame:?}")
+        };
+        if containers_of(&frame, project).is_some() {
+            return frame;
+        }
+    }
 }

@@ -21,6 +21,12 @@ pub struct NewEvent {
 #[derive(Clone, Debug)]
 pub struct NewJob {
     pub project: ProjectId,
+    /// The agent the project is on now.
+    pub agent: AgentId,
+    /// When it counts as created (Unix ms): a deploy takes this before it reads the secrets it
+    /// records, so a value replaced while they are read is dated after it and stays masked
+    /// (see `forget_previous_values`).
+    pub created_at: i64,
     pub requested_by: UserId,
     pub kind: JobKind,
     pub service: Option<ServiceName>,
@@ -119,14 +125,14 @@ impl Store {
     pub async fn create_job(&self, job: &NewJob) -> Result<(DeploymentId, JobId), DbError> {
         let id = DeploymentId(Uuid::new_v4());
         let job_id = JobId(Uuid::new_v4());
-        let now = now_ms();
+        let now = job.created_at;
         let snapshot = job.kind == JobKind::Deploy;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO deployments (id, project_id, job_id, status, requested_by, created_at, updated_at, \
-                 kind, service, remove_volumes, redeploy_of, secrets_snapshot) \
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $5, $6, $7, $8, $9, $10)",
+                 kind, service, remove_volumes, redeploy_of, secrets_snapshot, agent_id) \
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(id.to_string())
             .bind(job.project.to_string())
@@ -138,6 +144,7 @@ impl Store {
             .bind(job.remove_volumes)
             .bind(job.redeploy_of.map(|id| id.to_string()))
             .bind(snapshot)
+            .bind(job.agent.to_string())
             .execute(&mut *tx)
             .await?;
             for version in &job.secrets {
@@ -352,6 +359,17 @@ impl Store {
             .map(|(id,)| parse_id(id))
             .collect::<Result<_, _>>()
             .map(Some)
+    }
+
+    /// The agent a job was for; `None` for a job written before this was kept.
+    pub async fn agent_of_job(&self, id: DeploymentId) -> Result<Option<AgentId>, DbError> {
+        let (agent,): (Option<String>,) = on_pool!(self, pool => {
+            sqlx::query_as("SELECT agent_id FROM deployments WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_one(pool)
+                .await?
+        });
+        agent.as_deref().map(parse_id).transpose()
     }
 
     /// Records the images a deploy's services run, from its agent's result.

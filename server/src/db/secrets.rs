@@ -124,9 +124,10 @@ impl TryFrom<VersionRow> for StoredVersion {
 const VERSION_COLUMNS: &str = "v.id, v.project_id, v.secret_id, v.version, v.key, v.scope, \
      v.ciphertext, v.created_at, v.created_by, u.login AS created_by_login";
 
-/// Keeps `version` (its `version` number is the secret's next) inside the transaction that
-/// writes its value, and points the secret at it.
-macro_rules! insert_version {
+/// Adds `version` (numbered the secret's next) inside a transaction that has already written
+/// the secret's row: that write holds the row, so two changes of one secret cannot both take
+/// the same number.
+macro_rules! insert_version_row {
     ($tx:expr, $version:expr) => {{
         sqlx::query(
             "INSERT INTO secret_versions \
@@ -145,6 +146,13 @@ macro_rules! insert_version {
         .bind($version.created_by.map(|user| user.to_string()))
         .execute(&mut *$tx)
         .await?;
+    }};
+}
+
+/// [`insert_version_row`], and the secret points at it as its current value.
+macro_rules! insert_version {
+    ($tx:expr, $version:expr) => {{
+        insert_version_row!($tx, $version);
         sqlx::query("UPDATE secrets SET current_version = $2 WHERE id = $1")
             .bind($version.secret_id.to_string())
             .bind($version.id.to_string())
@@ -272,15 +280,20 @@ impl Store {
     ) -> Result<Option<Uuid>, DbError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let unchanged: Option<(String,)> = sqlx::query_as(
-                "SELECT id FROM secrets WHERE id = $1 AND ciphertext = $2 AND current_version IS NULL",
+            // Claims the row first, only while it still holds the value that was read and has
+            // no version: a change committed meanwhile wrote its own, and wins.
+            let claimed = sqlx::query(
+                "UPDATE secrets SET current_version = $3 \
+                 WHERE id = $1 AND ciphertext = $2 AND current_version IS NULL",
             )
             .bind(secret.id.to_string())
             .bind(&secret.ciphertext)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if unchanged.is_some() {
-                insert_version!(tx, version);
+            .bind(version.id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed == 1 {
+                insert_version_row!(tx, version);
             }
             tx.commit().await?
         });

@@ -54,6 +54,8 @@ fn client(config: &NotifyConfig) -> reqwest::ClientBuilder {
         // A redirect would carry the body somewhere the person did not name (and could lead
         // to an address the check below never saw).
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve the name itself, past the check of its addresses.
+        .no_proxy()
         .user_agent(concat!("Stagely/", env!("CARGO_PKG_VERSION")))
 }
 

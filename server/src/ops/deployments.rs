@@ -21,7 +21,7 @@ use shared::api::{
     DeployAccepted, Deployment, DeploymentStatus, EventKind, LifecycleRequest, Project,
 };
 use shared::protocol::{DeployStep, JobEvent, JobUpdate, LifecyclePayload};
-use shared::runtime::{JobKind, LifecycleAction};
+use shared::runtime::{JobKind, LifecycleAction, ServiceImage};
 use shared::{AgentId, DeployPayload, DeploymentId, JobId, ProjectId, ServerToAgent};
 use std::time::Duration;
 
@@ -35,9 +35,14 @@ pub async fn start(
     project_id: ProjectId,
 ) -> OpResult<DeployAccepted> {
     let project = store.project(by, project_id).await?;
+    // Before the secrets are read: a value replaced while they are is dated after the deploy
+    // and stays masked until a later deploy succeeds.
+    let created_at = crate::db::now_ms();
     let secrets = super::secrets::snapshot(store, vault, project.id).await?;
     let job = NewJob {
         project: project.id,
+        agent: project.agent_id,
+        created_at,
         requested_by: by.id,
         kind: JobKind::Deploy,
         service: None,
@@ -70,14 +75,28 @@ pub async fn redeploy(
     };
     if earlier.images.is_empty() {
         return Err(OpError::Conflict(
-            "that deployment did not record the images its services ran (an older agent), so it cannot be run again exactly".into(),
+            "that deployment did not record the images its services ran (an older agent, or its report could not be kept), so it cannot be run again exactly".into(),
         ));
     }
     let project = store.project(by, earlier.project_id).await?;
+    if let Some(ran_on) = store.agent_of_job(earlier.id).await? {
+        if ran_on != project.agent_id {
+            return Err(OpError::Conflict(
+                "that deployment ran on another server than the project's now, where its images may not exist; deploy instead".into(),
+            ));
+        }
+    }
+    let created_at = crate::db::now_ms();
     // Opened now, so a snapshot that can no longer be read is refused before anything is queued.
     let values = super::secrets::values_of_snapshot(store, vault, &secrets).await?;
+    // Kept before the job exists (so it never runs without them) and dated after `created_at`
+    // (so its own success does not forget them): the project's logs are masked for them.
+    super::secrets::mask_while_running(store, vault, by, project.id, &values).await?;
+    drop(values);
     let job = NewJob {
         project: project.id,
+        agent: project.agent_id,
+        created_at,
         requested_by: by.id,
         kind: JobKind::Deploy,
         service: None,
@@ -85,11 +104,7 @@ pub async fn redeploy(
         redeploy_of: Some(earlier.id),
         secrets,
     };
-    let (deployment_id, job_id) = store.create_job(&job).await?;
-    // Created after the job, so that the job's own success does not forget them.
-    super::secrets::mask_while_running(store, vault, by, project.id, &values).await?;
-    drop(values);
-    send_or_fail(store, vault, hub, deployment_id, job_id, &project).await
+    queue(store, vault, hub, &project, &job).await
 }
 
 /// Starts, stops, restarts or takes down one of the person's projects (or one service), as a
@@ -115,6 +130,8 @@ pub async fn act(
     let project = store.project(by, project_id).await?;
     let job = NewJob {
         project: project.id,
+        agent: project.agent_id,
+        created_at: crate::db::now_ms(),
         requested_by: by.id,
         kind: request.action.into(),
         service: request.service,
@@ -252,12 +269,12 @@ pub async fn dispatch(
             project_id: project.id,
             directory: project.path.to_string(),
             compose_file,
-            action: match kind {
-                JobKind::Start => LifecycleAction::Start,
-                JobKind::Stop => LifecycleAction::Stop,
-                JobKind::Restart => LifecycleAction::Restart,
-                _ => LifecycleAction::Down,
-            },
+            action: LifecycleAction::try_from(kind).map_err(|kind| {
+                OpError::Internal(anyhow::anyhow!(
+                    "a {} job has no lifecycle action",
+                    kind.as_str()
+                ))
+            })?,
             service: job.service,
             remove_volumes: job.remove_volumes,
         }),
@@ -372,10 +389,7 @@ pub async fn record_update(
                 DeploymentStatus::Failed
             };
             if deploy && success && !images.is_empty() {
-                // Before the status moves, so whoever sees it succeed can run it again.
-                if let Err(error) = store.set_deployment_images(id, &images).await {
-                    tracing::error!(%error, deployment_id = %id, "could not record a deploy's images");
-                }
+                record_images(store, id, images).await;
             }
             let moved = set_status(store, hub, id, project, status, Some(&message)).await;
             if success && matches!(job.kind, JobKind::Start | JobKind::Restart) {
@@ -394,6 +408,27 @@ pub async fn record_update(
         }
     };
     log_failure(result, id);
+}
+
+/// Keeps the images a deploy ran, before its status moves, so whoever sees it succeed can run
+/// it again. What an agent says is checked: an image id that is not one (or a reference too
+/// long to be one) is not kept, so a redeploy can never send it anywhere.
+async fn record_images(store: &Store, id: DeploymentId, images: Vec<ServiceImage>) {
+    let (valid, invalid): (Vec<_>, Vec<_>) = images.into_iter().partition(|image| {
+        shared::runtime::is_image_id(&image.image_id)
+            && image.image.len() <= 1024
+            && image
+                .repo_digest
+                .as_ref()
+                .is_none_or(|digest| digest.len() <= 1024)
+    });
+    if !invalid.is_empty() {
+        tracing::warn!(deployment_id = %id, dropped = invalid.len(), "the agent reported images that are not image ids; the deployment cannot be run again exactly");
+        return;
+    }
+    if let Err(error) = store.set_deployment_images(id, &valid).await {
+        tracing::error!(%error, deployment_id = %id, "could not record a deploy's images; it cannot be run again exactly");
+    }
 }
 
 /// Logs why recording part of a job update failed; each part is logged on its own.

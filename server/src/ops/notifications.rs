@@ -130,7 +130,24 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = ip.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = ip.segments()[0];
+            let segments = ip.segments();
+            let embedded = |high: u16, low: u16| {
+                IpAddr::V4(std::net::Ipv4Addr::from(
+                    (u32::from(high) << 16) | u32::from(low),
+                ))
+            };
+            // Addresses that carry an IPv4 address lead wherever that one does: NAT64
+            // (64:ff9b::/96) and 6to4 (2002::/16); Teredo (2001::/32) hides it, so it is refused.
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(embedded(segments[6], segments[7]));
+            }
+            if segments[0] == 0x2002 {
+                return is_public(embedded(segments[1], segments[2]));
+            }
+            if segments[0] == 0x2001 && segments[1] == 0 {
+                return false;
+            }
+            let first = segments[0];
             !(ip.is_loopback()
                 || ip.is_unspecified()
                 || ip.is_multicast()
@@ -514,10 +531,19 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["1.1.1.1", "140.82.112.3", "2606:4700:4700::1111"] {
+        for public in [
+            "1.1.1.1",
+            "140.82.112.3",
+            "2606:4700:4700::1111",
+            "64:ff9b::101:101",
+            "2002:101:101::",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

@@ -84,23 +84,29 @@ pub async fn delete(
     options: DeleteProject,
 ) -> OpResult<()> {
     let project = store.project(by, id).await?;
-    if options.down {
-        if !hub.is_connected(project.agent_id) {
-            return Err(OpError::Conflict(
-                "the project's agent is not connected, so its containers cannot be taken down now; \
-                 try again once it is, or delete the project without taking them down"
-                    .into(),
-            ));
-        }
+    if !options.down {
+        return Ok(store.delete_project(by, id).await?);
+    }
+    if !hub.is_connected(project.agent_id) {
+        return Err(OpError::Conflict(
+            "the project's agent is not connected, so its containers cannot be taken down now; \
+             try again once it is, or delete the project without taking them down"
+                .into(),
+        ));
+    }
+    // In a task of its own: a client (or a proxy) that stops waiting does not leave the
+    // containers down and the project kept.
+    let (store, vault, hub, by) = (store.clone(), vault.clone(), hub.clone(), by.clone());
+    let down_then_delete = tokio::spawn(async move {
         let mut events = hub.subscribe();
         let down = LifecycleRequest {
             action: LifecycleAction::Down,
             service: None,
             remove_volumes: options.remove_volumes,
         };
-        let accepted = super::deployments::act(store, vault, hub, by, id, down).await?;
+        let accepted = super::deployments::act(&store, &vault, &hub, &by, id, down).await?;
         let (status, message) = super::deployments::wait_until_final(
-            store,
+            &store,
             &mut events,
             accepted.deployment_id,
             DOWN_TIMEOUT,
@@ -112,8 +118,11 @@ pub async fn delete(
                 "taking the containers down did not succeed, so the project was kept: {why}"
             )));
         }
-    }
-    Ok(store.delete_project(by, id).await?)
+        Ok(store.delete_project(&by, id).await?)
+    });
+    down_then_delete.await.map_err(|error| {
+        OpError::Internal(anyhow::anyhow!("deleting a project stopped: {error}"))
+    })?
 }
 
 /// The services the project's agent finds in its compose file (nothing is run).

@@ -398,8 +398,6 @@ pub async fn reveal(
     })
 }
 
-/// A project's secrets in the clear, for a deploy or for the agent to redact its logs. Only the
-/// server calls this, for a project an operation already resolved.
 /// The values one of the person's secrets has had, newest first; the values stay hidden.
 pub async fn versions(store: &Store, by: &User, id: SecretId) -> OpResult<Vec<SecretVersion>> {
     let secret = store.secret(by, id).await?;
@@ -539,6 +537,8 @@ pub(super) async fn mask_while_running(
     Ok(())
 }
 
+/// A project's secrets in the clear, for a deploy or for the agent to redact its logs. Only the
+/// server calls this, for a project an operation already resolved.
 pub(super) async fn values_of_project(
     store: &Store,
     vault: &Vault,

@@ -161,9 +161,18 @@ impl Visible {
         if let Some(may_see) = self.projects.get(&project_id) {
             return *may_see;
         }
-        let may_see = state.store.project(user, project_id).await.is_ok();
-        self.projects.insert(project_id, may_see);
-        may_see
+        match state.store.project(user, project_id).await {
+            Ok(_) => {
+                self.projects.insert(project_id, true);
+                true
+            }
+            Err(crate::db::DbError::NotFound) => {
+                self.projects.insert(project_id, false);
+                false
+            }
+            // Not remembered: the next event asks again.
+            Err(_) => false,
+        }
     }
 }
 

@@ -860,6 +860,8 @@ impl TestApp {
         self.store()
             .create_job(&server::db::NewJob {
                 project,
+                agent: self.store().project_by_id(project).await.unwrap().agent_id,
+                created_at: server::db::now_ms(),
                 requested_by: user,
                 kind: shared::runtime::JobKind::Deploy,
                 service: None,
