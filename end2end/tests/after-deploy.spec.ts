@@ -158,3 +158,20 @@ test('a service that dies after a deploy is told to a webhook, signed', async ({
     receiver.close();
   }
 });
+
+test('the scope selector says why the services are unknown and fills in by itself once the agent is back', async ({ page, stagely, project }) => {
+  await openDashboard(page, stagely);
+  await stagely.killAgent();
+  await addProject(page, project, stagely.agentName);
+  await hydrated(page);
+  const scope = page.getByRole('combobox', { name: 'Scope' }).locator('option');
+  const hint = page.locator('[data-services="unknown"]');
+  await expect(hint).toContainText('not connected');
+  await expect(hint).toContainText('Trying again in');
+  await expect(scope).toHaveText(['Global (every service)']);
+
+  // No reload, no click: the agent's return is enough.
+  await stagely.startAgent();
+  await expect(scope).toHaveText(['Global (every service)', 'Service crash', 'Service web', 'Service worker'], { timeout: 15_000 });
+  await expect(hint).toHaveCount(0);
+});
