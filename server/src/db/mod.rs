@@ -83,6 +83,46 @@ pub struct Store {
     pool: Pool,
 }
 
+/// Makes the data directory 0700 and the SQLite database 0600 (creating them if need be) before
+/// SQLite opens it: SQLite gives its WAL and shared-memory files the database file's mode, and
+/// all three hold every secret's ciphertext and every session's hash. A directory or database
+/// left open to others (a `mkdir` under umask 022, an older server) is closed up.
+fn private_database(data_dir: &Path, database: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let close_up = |path: &Path, mode: u32| -> std::io::Result<()> {
+        let metadata = std::fs::symlink_metadata(path)?;
+        if metadata.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "closing up a data file others could read");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)?;
+    close_up(data_dir, 0o700)?;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(database)
+    {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    for file in ["", "-wal", "-shm"] {
+        let mut name = database.as_os_str().to_owned();
+        name.push(file);
+        match close_up(Path::new(&name), 0o600) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens PostgreSQL when `database_url` is `postgres://…`, otherwise SQLite at
     /// `data_dir/stagely.db` (or the `sqlite:` URL given), then applies pending migrations.
@@ -105,7 +145,7 @@ impl Store {
             Some(url) => Self::open_sqlite(SqliteConnectOptions::from_str(url), url).await?,
             None => {
                 let path = data_dir.join("stagely.db");
-                std::fs::create_dir_all(data_dir).map_err(|error| DbError::Open {
+                private_database(data_dir, &path).map_err(|error| DbError::Open {
                     target: data_dir.display().to_string(),
                     source: sqlx::Error::Io(error),
                 })?;

@@ -102,3 +102,38 @@ async fn store_dump(store: &Store) -> String {
     let agents = store.list_agents().await.unwrap();
     format!("{agents:?}")
 }
+
+#[tokio::test]
+async fn the_sqlite_database_and_its_wal_are_private_to_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let parent = tempfile::tempdir().unwrap();
+    // A data directory the operator made readable by everyone, as `mkdir` under umask 022 does.
+    let data_dir = parent.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = Store::connect(None, &data_dir).await.unwrap();
+    // A write, so the WAL and its shared-memory index exist.
+    store.create_user("alice", None, false).await.unwrap();
+    assert_eq!(mode(&data_dir), 0o700, "the data directory");
+    for file in ["stagely.db", "stagely.db-wal", "stagely.db-shm"] {
+        assert_eq!(mode(&data_dir.join(file)), 0o600, "{file}");
+    }
+    store.close().await;
+
+    // A database left readable by an older server is closed up when it is opened again.
+    std::fs::set_permissions(
+        data_dir.join("stagely.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let store = Store::connect(None, &data_dir).await.unwrap();
+    assert_eq!(mode(&data_dir.join("stagely.db")), 0o600);
+    store.close().await;
+}
