@@ -1,6 +1,6 @@
 //! Dashboard sign-in: sessions, GitHub logins in flight, and the lookups logging in needs.
 
-use super::{now_ms, on_pool, DbError, Store};
+use super::{now_ms, on_pool, DbError, Pool, Store};
 use crate::token::TokenHash;
 use shared::UserId;
 use std::time::Duration;
@@ -14,6 +14,9 @@ pub struct LoginAttempt {
     pub pkce_verifier: String,
     pub created_at: i64,
 }
+
+/// The PostgreSQL advisory lock the first-admin setup takes (any constant of Stagely's own).
+const FIRST_ADMIN_LOCK: i64 = 0x5374_6167_0001;
 
 impl Store {
     /// Starts a session for `user` that ends after `lifetime`.
@@ -139,19 +142,38 @@ impl Store {
         password_hash: &str,
     ) -> Result<Option<User>, DbError> {
         let id = UserId(Uuid::new_v4());
-        let created = on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO users (id, login, password_hash, is_admin, created_at) \
-                 SELECT $1, $2, $3, TRUE, $4 WHERE NOT EXISTS (SELECT 1 FROM users)",
-            )
-            .bind(id.to_string())
-            .bind(login)
-            .bind(password_hash)
-            .bind(now_ms())
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let insert = "INSERT INTO users (id, login, password_hash, is_admin, created_at) \
+                      SELECT $1, $2, $3, TRUE, $4 WHERE NOT EXISTS (SELECT 1 FROM users)";
+        let created = match &self.pool {
+            // One write at a time: the check and the insert see the same users.
+            Pool::Sqlite(pool) => sqlx::query(insert)
+                .bind(id.to_string())
+                .bind(login)
+                .bind(password_hash)
+                .bind(now_ms())
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            // Under READ COMMITTED two setups would each see no users and both insert: they
+            // take turns on a transaction-scoped lock, so the second sees the first's admin.
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(FIRST_ADMIN_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let created = sqlx::query(insert)
+                    .bind(id.to_string())
+                    .bind(login)
+                    .bind(password_hash)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                created
+            }
+        };
         Ok((created == 1).then(|| User {
             id,
             login: login.to_string(),

@@ -137,3 +137,36 @@ async fn the_sqlite_database_and_its_wal_are_private_to_the_server() {
     assert_eq!(mode(&data_dir.join("stagely.db")), 0o600);
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_many_setups_racing_exactly_one_creates_the_first_admin() {
+    // Several rounds, each on fresh databases: a race lost once in a while is a race lost.
+    for round in 0..10 {
+        for db in TestDb::all().await {
+            let data_dir = tempfile::tempdir().unwrap();
+            let store = Store::connect(db.url(), data_dir.path()).await.unwrap();
+            // Every connection open first, so the setups reach the database together.
+            let warm = (0..16).map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.has_users().await.unwrap() })
+            });
+            futures_util::future::join_all(warm).await;
+            let attempts = (0..16).map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .create_first_admin(&format!("admin{n}"), "hash")
+                        .await
+                        .unwrap()
+                })
+            });
+            let created = futures_util::future::join_all(attempts)
+                .await
+                .into_iter()
+                .filter(|created| created.as_ref().unwrap().is_some())
+                .count();
+            assert_eq!(created, 1, "{} round {round}", db.name());
+            store.close().await;
+        }
+    }
+}
