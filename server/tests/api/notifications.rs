@@ -260,7 +260,9 @@ async fn a_webhook_gets_signed_deploy_notifications_with_secret_values_masked() 
 #[tokio::test]
 async fn a_receiver_that_is_down_gets_the_notification_exactly_once_when_it_comes_up() {
     for db in TestDb::all().await {
-        let app = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
+        // Retries every second at most, and enough of them to outlast 20 s down.
+        let env = [&[("STAGELY_NOTIFY_MAX_ATTEMPTS", "100")], FAST].concat();
+        let app = spawn_app_with_env(&db, AppOptions::default(), &env).await;
         let (_, api) = app.user("alice").await;
         let address = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -268,6 +270,7 @@ async fn a_receiver_that_is_down_gets_the_notification_exactly_once_when_it_come
         };
         let url = format!("http://{address}/hook");
         let channel = add_channel(&api, "webhook", "later", &url).await;
+        let down_since = tokio::time::Instant::now();
         let queued = send_test(&api, &channel).await;
         eventually(Duration::from_secs(10), "a failed attempt", || async {
             deliveries(&api, &channel).await.iter().any(|delivery| {
@@ -279,6 +282,8 @@ async fn a_receiver_that_is_down_gets_the_notification_exactly_once_when_it_come
         })
         .await;
 
+        // Down for 20 s in all, as a receiver being redeployed might be.
+        tokio::time::sleep_until(down_since + Duration::from_secs(20)).await;
         let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let receiver = Receiver::serve(listener, false);
         let received = receiver.wait_for(1).await;
