@@ -111,10 +111,10 @@ pub async fn create_api_token(store: &Store, login: &str) -> OpResult<Token> {
     Ok(token)
 }
 
-/// Forgets expired sessions and abandoned GitHub sign-ins.
+/// Forgets abandoned GitHub sign-ins (expired sessions go with the retention pass).
 pub async fn forget_expired_sign_ins(store: &Store) {
     if let Err(error) = store.delete_expired_logins(SIGN_IN_ATTEMPT_LIFETIME).await {
-        tracing::warn!(%error, "could not delete expired sessions");
+        tracing::warn!(%error, "could not forget abandoned GitHub sign-ins");
     }
 }
 
