@@ -10,7 +10,7 @@ use crate::token::Token;
 use shared::Login;
 
 /// The shortest password a local account accepts.
-pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MIN_PASSWORD_CHARS: usize = shared::api::MIN_PASSWORD_CHARS;
 
 /// How long an abandoned GitHub sign-in is kept (its `state` and PKCE verifier).
 pub const SIGN_IN_ATTEMPT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
