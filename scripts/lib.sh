@@ -8,6 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Keep in step with the `wasm-bindgen` pin in Cargo.toml.
 WASM_BINDGEN_VERSION=0.2.130
 CARGO_LEPTOS_VERSION=0.3.10
+CARGO_DENY_VERSION=0.20.2
 export PATH="$HOME/.cargo/bin:$ROOT/node_modules/.bin:$PATH"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -80,4 +81,47 @@ ensure_node_tools() {
     say "installing the workspace's npm packages (binaryen, Playwright)"
     (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
   fi
+}
+
+# cargo-deny, pinned like the other cargo tools (about 10 minutes on 2 cores, once).
+ensure_cargo_deny() {
+  if [ "$(cargo deny --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DENY_VERSION" ]; then
+    say "installing cargo-deny $CARGO_DENY_VERSION (about 10 minutes, once)"
+    cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked
+  fi
+}
+
+# `cargo deny check` (advisories, bans, licenses, sources; see deny.toml), offline, against a
+# snapshot of the RustSec advisory database kept beside the repository. The snapshot is plain
+# files (see its SNAPSHOT file); cargo-deny reads a git repository, so it gets a throw-away one.
+# STAGELY_ADVISORY_DB names the snapshot; by default the first of ../shared/advisory-db (beside
+# this checkout) and /work/shared/advisory-db that exists.
+cargo_deny_check() {
+  local snapshot="${STAGELY_ADVISORY_DB:-}"
+  if [ -z "$snapshot" ]; then
+    for candidate in "$ROOT/../shared/advisory-db" /work/shared/advisory-db; do
+      if [ -f "$candidate/SNAPSHOT" ] || [ -d "$candidate/crates" ]; then
+        snapshot="$candidate"
+        break
+      fi
+    done
+  fi
+  if [ -z "$snapshot" ] || [ ! -d "$snapshot/crates" ]; then
+    echo "No RustSec advisory database snapshot found: set STAGELY_ADVISORY_DB to one (a copy of" >&2
+    echo "github.com/rustsec/advisory-db), or put it at $ROOT/../shared/advisory-db." >&2
+    return 1
+  fi
+  local home
+  home="$(mktemp -d)"
+  # deny.toml reads the databases from $STAGELY_ADVISORY_DB_HOME, each in the directory
+  # cargo-deny derives from its URL (this name belongs to the pinned cargo-deny version).
+  local db="$home/advisory-db-3157b0e258782691"
+  cp -r "$snapshot" "$db"
+  (cd "$db" && git init -q && git add -A &&
+    git -c user.name=stagely -c user.email=stagely@localhost commit -qm "snapshot: $(head -c 200 SNAPSHOT 2>/dev/null || echo unknown)")
+  local status=0
+  # --frozen: Cargo.lock as committed, and nothing fetched (crates or advisories).
+  STAGELY_ADVISORY_DB_HOME="$home" cargo deny --frozen check || status=$?
+  rm -rf "$home"
+  return "$status"
 }

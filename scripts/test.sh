@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests need (when missing), then runs every check:
-#   cargo fmt --check, clippy (native and wasm32), every cargo test on SQLite and PostgreSQL,
-#   and the Playwright suite in Debian's Chromium against real server and agent processes.
+#   cargo fmt --check, clippy (native and wasm32), cargo deny (offline, against the advisory
+#   database snapshot), every cargo test on SQLite and PostgreSQL, and the Playwright suite in Debian's Chromium against real server and agent processes.
 # Needs root (or sudo) for apt-get, dockerd and PostgreSQL.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -72,6 +72,7 @@ ensure_postgres() {
 }
 
 ensure_rust_tools
+ensure_cargo_deny
 ensure_system_packages
 ensure_compose_v2
 ensure_dockerd
@@ -83,6 +84,9 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --all-targets -- -D warnings
 cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
+
+say "cargo deny check (advisories, bans, licenses, sources; offline)"
+cargo_deny_check
 
 say "cargo test (SQLite and PostgreSQL)"
 # The server's tests start real agent processes, and the installer tests download the static

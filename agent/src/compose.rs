@@ -21,6 +21,11 @@
 //!   budget;
 //! - every error names the file it is about, so a person knows where to look, and names a path
 //!   as the file writes it, never where its symlinks lead (that may be another user's directory).
+//!
+//! This module (with its child [`paths`]) is the only code of Stagely that parses YAML in
+//! production: `serde_yaml` is unmaintained (RUSTSEC-2024-0320, see `deny.toml`), so it stays
+//! behind this one door and can be swapped here alone. Tests elsewhere use it only to read
+//! back what the code wrote.
 
 use serde::de::{self, DeserializeSeed, Visitor};
 use serde_yaml::Value;

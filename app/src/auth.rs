@@ -1,9 +1,9 @@
 //! The sign-in pages. Both are plain HTML forms posting to the server's `/auth/…` routes, which
-//! redirect back with `?error=…` on failure, so signing in works before (or without) the WASM.
+//! redirect back with `?error=<code>` on failure, so signing in works before (or without) the WASM.
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use shared::api::{SignInOptions, Viewer};
+use shared::api::{SignInError, SignInOptions, Viewer};
 
 /// The signed-in person; an error when nobody is.
 #[server]
@@ -18,14 +18,16 @@ pub async fn get_sign_in_options() -> Result<SignInOptions, ServerFnError> {
     Ok(dashboard.sign_in_options())
 }
 
-/// The `?error=` the server redirected back with, shown next to the form.
+/// The sentence of the `?error=` code the server redirected back with, shown next to the form.
+/// Anything but one of the server's codes shows nothing: the page never repeats the URL.
 fn form_error() -> impl IntoView {
     let query = use_query_map();
     move || {
         query
             .read()
             .get("error")
-            .map(|message| view! { <p class="error" role="alert">{message}</p> })
+            .and_then(|code| SignInError::parse(&code))
+            .map(|error| view! { <p class="error" role="alert">{error.message()}</p> })
     }
 }
 

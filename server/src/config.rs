@@ -40,6 +40,8 @@ pub struct Config {
     pub downloads_dir: PathBuf,
     /// `STAGELY_NOTIFY_*`: how notifications are derived and delivered.
     pub notifications: NotifyConfig,
+    /// `STAGELY_KEEP_*`, `STAGELY_PURGE_INTERVAL_SECS`: how much history is kept.
+    pub retention: RetentionConfig,
 }
 
 /// `STAGELY_GITHUB_*`: an OAuth app on GitHub (or a GitHub Enterprise / compatible server).
@@ -176,6 +178,7 @@ impl Config {
                     .unwrap_or_else(|| beside_exe_or("downloads", "target/downloads")),
             ),
             notifications: NotifyConfig::from_lookup(&non_empty)?,
+            retention: RetentionConfig::from_lookup(&non_empty)?,
         })
     }
 
@@ -309,6 +312,7 @@ impl fmt::Debug for Config {
             .field("job_expiry", &self.job_expiry)
             .field("downloads_dir", &self.downloads_dir)
             .field("notifications", &self.notifications)
+            .field("retention", &self.retention)
             .field(
                 "github",
                 &self.github.as_ref().map(|github| {
@@ -376,21 +380,7 @@ impl Default for NotifyConfig {
 
 impl NotifyConfig {
     fn from_lookup(non_empty: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let number = |name: &'static str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
-            non_empty(name)
-                .map(|value| {
-                    value
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|number| (min..=max).contains(number))
-                        .ok_or_else(|| ConfigError::Invalid {
-                            name,
-                            reason: format!("{value:?} is not a whole number from {min} to {max}"),
-                        })
-                })
-                .transpose()
-        };
+        let number = |name, min, max| whole_number(non_empty, name, min, max);
         let defaults = Self::default();
         let secs = |name, default: Duration, max| {
             Ok::<_, ConfigError>(number(name, 0, max)?.map_or(default, Duration::from_secs))
@@ -436,6 +426,89 @@ impl NotifyConfig {
                     })
                 }
             },
+        })
+    }
+}
+
+/// `name` as a whole number from `min` to `max`; `None` when it is not set.
+fn whole_number(
+    non_empty: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, ConfigError> {
+    non_empty(name)
+        .map(|value| {
+            value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|number| (min..=max).contains(number))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name,
+                    reason: format!("{value:?} is not a whole number from {min} to {max}"),
+                })
+        })
+        .transpose()
+}
+
+/// `STAGELY_KEEP_*`: how much history the server keeps; housekeeping purges the rest every
+/// `purge_interval` (see `ops::retention`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// `STAGELY_KEEP_DEPLOYMENTS` (100): finished jobs kept per project, with their output.
+    /// Older ones go, except the newest successful deploy and any a kept job redeploys.
+    pub deployments_per_project: u32,
+    /// `STAGELY_KEEP_SECRET_VERSIONS` (10): versions kept per secret besides its current one
+    /// and those a kept deployment ran.
+    pub secret_versions: u32,
+    /// `STAGELY_KEEP_AUDIT_DAYS` (365): audit entries older than this go.
+    pub audit: Duration,
+    /// `STAGELY_KEEP_DELIVERIES_DAYS` (30): finished notification deliveries older than this
+    /// go (each channel also keeps at most its newest `STAGELY_NOTIFY_QUEUE`).
+    pub deliveries: Duration,
+    /// `STAGELY_PURGE_INTERVAL_SECS` (300): how often a purge pass runs.
+    pub purge_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            deployments_per_project: 100,
+            secret_versions: 10,
+            audit: Duration::from_secs(365 * DAY),
+            deliveries: Duration::from_secs(30 * DAY),
+            purge_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+const DAY: u64 = 86_400;
+
+impl RetentionConfig {
+    fn from_lookup(non_empty: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let count = |name, default: u32| {
+            Ok::<_, ConfigError>(
+                whole_number(non_empty, name, 1, 1_000_000)?.map_or(default, |n| n as u32),
+            )
+        };
+        let days = |name, default: Duration| {
+            Ok::<_, ConfigError>(
+                whole_number(non_empty, name, 1, 36_500)?
+                    .map_or(default, |days| Duration::from_secs(days * DAY)),
+            )
+        };
+        Ok(Self {
+            deployments_per_project: count(
+                "STAGELY_KEEP_DEPLOYMENTS",
+                defaults.deployments_per_project,
+            )?,
+            secret_versions: count("STAGELY_KEEP_SECRET_VERSIONS", defaults.secret_versions)?,
+            audit: days("STAGELY_KEEP_AUDIT_DAYS", defaults.audit)?,
+            deliveries: days("STAGELY_KEEP_DELIVERIES_DAYS", defaults.deliveries)?,
+            purge_interval: whole_number(non_empty, "STAGELY_PURGE_INTERVAL_SECS", 1, DAY)?
+                .map_or(defaults.purge_interval, Duration::from_secs),
         })
     }
 }
@@ -518,6 +591,33 @@ mod tests {
             ("STAGELY_NOTIFY_QUEUE", "0"),
             ("STAGELY_NOTIFY_TIMEOUT_MS", "ten"),
             ("STAGELY_NOTIFY_MAX_ATTEMPTS", "-1"),
+        ] {
+            let error = config(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{name}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn retention_comes_from_the_environment() {
+        assert_eq!(config(&[]).unwrap().retention, RetentionConfig::default());
+        let short = config(&[
+            ("STAGELY_KEEP_DEPLOYMENTS", "5"),
+            ("STAGELY_KEEP_SECRET_VERSIONS", "2"),
+            ("STAGELY_KEEP_AUDIT_DAYS", "7"),
+            ("STAGELY_KEEP_DELIVERIES_DAYS", "1"),
+            ("STAGELY_PURGE_INTERVAL_SECS", "60"),
+        ])
+        .unwrap()
+        .retention;
+        assert_eq!(short.deployments_per_project, 5);
+        assert_eq!(short.secret_versions, 2);
+        assert_eq!(short.audit, Duration::from_secs(7 * 86_400));
+        assert_eq!(short.deliveries, Duration::from_secs(86_400));
+        assert_eq!(short.purge_interval, Duration::from_secs(60));
+        for (name, value) in [
+            ("STAGELY_KEEP_DEPLOYMENTS", "0"),
+            ("STAGELY_KEEP_AUDIT_DAYS", "a year"),
+            ("STAGELY_PURGE_INTERVAL_SECS", "0"),
         ] {
             let error = config(&[(name, value)]).unwrap_err().to_string();
             assert!(error.contains(name), "{name}={value}: {error}");

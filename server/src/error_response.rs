@@ -44,18 +44,73 @@ impl IntoResponse for OpError {
 
 impl From<JsonRejection> for OpError {
     fn from(rejection: JsonRejection) -> Self {
-        OpError::Invalid(rejection.body_text())
+        OpError::Invalid(without_type_names(&rejection.body_text()))
     }
 }
 
 impl From<PathRejection> for OpError {
     fn from(rejection: PathRejection) -> Self {
-        OpError::Invalid(rejection.body_text())
+        OpError::Invalid(without_type_names(&rejection.body_text()))
     }
 }
 
 impl From<QueryRejection> for OpError {
     fn from(rejection: QueryRejection) -> Self {
-        OpError::Invalid(rejection.body_text())
+        OpError::Invalid(without_type_names(&rejection.body_text()))
+    }
+}
+
+/// serde's words with the server's Rust type names taken out: `expected struct CreateProject`
+/// becomes `expected an object`, `expected enum X` becomes `expected one of its values`.
+/// What the client sent and which field it was stay, since they say what to fix.
+fn without_type_names(text: &str) -> String {
+    const KINDS: [(&str, &str); 4] = [
+        ("expected tuple struct ", "expected a list"),
+        ("expected unit struct ", "expected null"),
+        ("expected struct ", "expected an object"),
+        ("expected enum ", "expected one of its values"),
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while !rest.is_empty() {
+        for (kind, replacement) in KINDS {
+            if let Some(after) = rest.strip_prefix(kind) {
+                let name_len = after
+                    .find(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | ':' | '<' | '>')))
+                    .unwrap_or(after.len());
+                out.push_str(replacement);
+                rest = &after[name_len..];
+                continue 'scan;
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_type_names;
+
+    #[test]
+    fn rejection_texts_lose_the_servers_type_names() {
+        assert_eq!(
+            without_type_names(
+                "Failed to deserialize the JSON body into the target type: invalid type: \
+                 string \"x\", expected struct CreateProject at line 1 column 3"
+            ),
+            "Failed to deserialize the JSON body into the target type: invalid type: \
+             string \"x\", expected an object at line 1 column 3"
+        );
+        assert_eq!(
+            without_type_names("scope: invalid type: integer `1`, expected enum SecretScope"),
+            "scope: invalid type: integer `1`, expected one of its values"
+        );
+        let plain = "name: unknown variant `x`, expected `global` or `service`";
+        assert_eq!(without_type_names(plain), plain);
     }
 }

@@ -5,7 +5,10 @@
 //!   revoked (here, on another replica or with `agents revoke`) are closed; every ten rounds the
 //!   registered fleet is counted, which sizes the reconnect window agents are told;
 //! - every 10 s: deployments whose agent stopped answering are timed out;
-//! - every minute: expired sign-in sessions and abandoned GitHub sign-ins are forgotten.
+//! - every minute: abandoned GitHub sign-ins are forgotten;
+//! - every `STAGELY_PURGE_INTERVAL_SECS` (5 min): one retention pass (`ops::retention`) drops old
+//!   jobs with their output, unused secret versions, old audit entries, spent join tokens,
+//!   expired sessions and old notification deliveries, in bounded batches.
 //!
 //! The tasks run until the [`Housekeeping`] handle is stopped or dropped.
 
@@ -31,6 +34,7 @@ pub fn spawn(state: &AppState) -> Housekeeping {
     let mut tasks = vec![
         tokio::spawn(agents_every_second(state.clone())),
         tokio::spawn(expiry(state.clone())),
+        tokio::spawn(retention(state.clone())),
     ];
     tasks.extend(crate::notifier::spawn(state));
     Housekeeping { tasks }
@@ -64,6 +68,23 @@ async fn expiry(state: AppState) {
             .await;
         if round % 6 == 0 {
             crate::ops::users::forget_expired_sign_ins(&state.store).await;
+        }
+    }
+}
+
+async fn retention(state: AppState) {
+    let keep = &state.config.retention;
+    // Not at start: a server restarting in a loop should not purge in a loop too.
+    let first = tokio::time::Instant::now() + keep.purge_interval;
+    let mut tick = tokio::time::interval_at(first, keep.purge_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = time::OffsetDateTime::now_utc();
+        match crate::ops::retention::purge(&state.store, keep, now).await {
+            Ok(purged) if purged.any() => tracing::info!(?purged, "purged old history"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not purge old history"),
         }
     }
 }

@@ -572,10 +572,123 @@ pub struct SignInOptions {
     pub github: bool,
 }
 
+/// The fewest characters a local account's password may have.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Why a sign-in (or the first-admin setup) did not happen: the server redirects back to the
+/// form with `?error=<code>` and the page shows [`SignInError::message`]. Only these codes are
+/// ever shown: a link with any other `?error=` (say, `<script>…` or "Database error") shows
+/// nothing, so nobody can make the sign-in page say what they like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignInError {
+    WrongPassword,
+    BadUsername,
+    ShortPassword,
+    PasswordsDiffer,
+    AlreadySetUp,
+    GitHubNotConfigured,
+    GitHubDenied,
+    Expired,
+    Mismatch,
+    NoCode,
+    GitHubRejectedCode,
+    NotAllowed,
+    LocalAccountExists,
+    ServerError,
+}
+
+impl SignInError {
+    pub const ALL: [Self; 14] = [
+        Self::WrongPassword,
+        Self::BadUsername,
+        Self::ShortPassword,
+        Self::PasswordsDiffer,
+        Self::AlreadySetUp,
+        Self::GitHubNotConfigured,
+        Self::GitHubDenied,
+        Self::Expired,
+        Self::Mismatch,
+        Self::NoCode,
+        Self::GitHubRejectedCode,
+        Self::NotAllowed,
+        Self::LocalAccountExists,
+        Self::ServerError,
+    ];
+
+    /// What goes into `?error=`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::WrongPassword => "wrong_password",
+            Self::BadUsername => "bad_username",
+            Self::ShortPassword => "short_password",
+            Self::PasswordsDiffer => "passwords_differ",
+            Self::AlreadySetUp => "already_set_up",
+            Self::GitHubNotConfigured => "github_not_configured",
+            Self::GitHubDenied => "github_denied",
+            Self::Expired => "expired",
+            Self::Mismatch => "mismatch",
+            Self::NoCode => "no_code",
+            Self::GitHubRejectedCode => "github_rejected_code",
+            Self::NotAllowed => "not_allowed",
+            Self::LocalAccountExists => "local_account_exists",
+            Self::ServerError => "server_error",
+        }
+    }
+
+    /// The code of a `?error=`; `None` for anything the server does not send.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|error| error.code() == code)
+    }
+
+    /// What the person reads next to the form.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::WrongPassword => "Wrong username or password.",
+            Self::BadUsername => {
+                "The username must be 1 to 64 letters, digits, dots, dashes or underscores."
+            }
+            Self::ShortPassword => "The password must be at least 8 characters.",
+            Self::PasswordsDiffer => "The two passwords differ.",
+            Self::AlreadySetUp => "This instance is already set up; sign in instead.",
+            Self::GitHubNotConfigured => "GitHub sign-in is not configured on this server.",
+            Self::GitHubDenied => "GitHub did not sign you in.",
+            Self::Expired => "This sign-in expired or was already used; start again.",
+            Self::Mismatch => {
+                "The sign-in did not match the one this browser started; start again."
+            }
+            Self::NoCode => "GitHub sent no authorization code.",
+            Self::GitHubRejectedCode => "GitHub did not accept the sign-in; start again.",
+            Self::NotAllowed => "This GitHub account is not allowed to sign in to this server.",
+            Self::LocalAccountExists => {
+                "A local account has this GitHub account's name; sign in with its password."
+            }
+            Self::ServerError => "Sign-in failed on the server; its log has the details.",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn sign_in_errors_are_a_closed_set_of_codes() {
+        for error in SignInError::ALL {
+            assert_eq!(SignInError::parse(error.code()), Some(error));
+        }
+        assert!(SignInError::ShortPassword
+            .message()
+            .contains(&MIN_PASSWORD_CHARS.to_string()));
+        for arbitrary in [
+            "<script>alert(1)</script>",
+            "Database error",
+            "",
+            "Wrong username",
+        ] {
+            assert_eq!(SignInError::parse(arbitrary), None);
+        }
+    }
 
     #[test]
     fn a_blank_join_token_name_means_none() {

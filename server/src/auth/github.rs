@@ -22,6 +22,7 @@ use oauth2::{
     EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse, TokenUrl,
 };
 use serde::Deserialize;
+use shared::api::SignInError;
 use std::time::Duration;
 
 /// The pre-login cookie, scoped to the GitHub routes.
@@ -55,7 +56,7 @@ fn configured(state: &AppState) -> Option<&GitHubConfig> {
 }
 
 fn not_configured() -> Response {
-    back_with_error("/login", "GitHub sign-in is not configured on this server.")
+    back_with_error("/login", SignInError::GitHubNotConfigured)
 }
 
 /// Redirects to GitHub's consent page.
@@ -109,9 +110,9 @@ pub async fn callback(
     let outcome = finish(&state, github, &headers, callback).await;
     let mut response = match outcome {
         Ok(user) => sign_in(&state, &user).await?,
-        Err(Refusal(message)) => {
-            tracing::info!(reason = %message, "GitHub sign-in refused");
-            back_with_error("/login", &message)
+        Err(Refusal(error)) => {
+            tracing::info!(reason = error.message(), "GitHub sign-in refused");
+            back_with_error("/login", error)
         }
     };
     // Appended: the sign-in's session cookie is in the same response.
@@ -119,13 +120,13 @@ pub async fn callback(
     Ok(response)
 }
 
-/// Why a GitHub sign-in did not happen, worded for the person.
-struct Refusal(String);
+/// Why a GitHub sign-in did not happen: one of the fixed codes the login page words.
+struct Refusal(SignInError);
 
 impl From<OpError> for Refusal {
     fn from(error: OpError) -> Self {
         tracing::error!(error = format!("{error:#}"), "GitHub sign-in failed");
-        Refusal("GitHub sign-in failed on the server; see its log.".into())
+        Refusal(SignInError::ServerError)
     }
 }
 
@@ -136,10 +137,12 @@ async fn finish(
     callback: Callback,
 ) -> Result<crate::db::User, Refusal> {
     if let Some(error) = callback.error {
+        // GitHub's words come from the URL, which anyone can write: logged, not shown.
         let detail = callback.error_description.unwrap_or(error);
-        return Err(Refusal(format!("GitHub did not sign you in: {detail}")));
+        tracing::info!(%detail, "GitHub did not sign the person in");
+        return Err(Refusal(SignInError::GitHubDenied));
     }
-    let expired = || Refusal("This sign-in expired or was already used; start again.".into());
+    let expired = || Refusal(SignInError::Expired);
     let browser = cookie(headers, LOGIN_COOKIE).ok_or_else(expired)?;
     let attempt = state
         .store
@@ -152,13 +155,9 @@ async fn finish(
     }
     let returned_state = callback.state.unwrap_or_default();
     if !constant_time_eq(returned_state.as_bytes(), attempt.state.as_bytes()) {
-        return Err(Refusal(
-            "The sign-in did not match the one this browser started; start again.".into(),
-        ));
+        return Err(Refusal(SignInError::Mismatch));
     }
-    let code = callback
-        .code
-        .ok_or_else(|| Refusal("GitHub sent no authorization code.".into()))?;
+    let code = callback.code.ok_or(Refusal(SignInError::NoCode))?;
 
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -174,25 +173,23 @@ async fn finish(
         .await
         .map_err(|error| {
             tracing::warn!(error = %error, "GitHub refused the authorization code");
-            Refusal("GitHub did not accept the sign-in; start again.".into())
+            Refusal(SignInError::GitHubRejectedCode)
         })?;
     let access = token.access_token().secret();
     let person: GitHubUser = api_get(&http, github, access, "/user").await?;
     if !allowed(&http, github, access, &person.login).await? {
-        return Err(Refusal(format!(
-            "The GitHub account {} is not allowed to sign in to this server.",
-            person.login
-        )));
+        tracing::info!(login = %person.login, "GitHub account not allowed to sign in");
+        return Err(Refusal(SignInError::NotAllowed));
     }
     state
         .store
         .github_user(person.id, &person.login)
         .await
         .map_err(|error| match error {
-            crate::db::DbError::Conflict(_) => Refusal(format!(
-                "A local account named {} already exists; sign in with its password.",
-                person.login
-            )),
+            crate::db::DbError::Conflict(_) => {
+                tracing::info!(login = %person.login, "a local account has this GitHub login");
+                Refusal(SignInError::LocalAccountExists)
+            }
             other => OpError::from(other).into(),
         })
 }

@@ -2,8 +2,9 @@
 //! that keeps pages behind a session.
 //!
 //! The login and setup pages are plain HTML forms that post here and are redirected back, so
-//! signing in works without JavaScript; errors come back as `?error=…` and are shown next to
-//! the form. Every sign-in issues a new session token, so a session id planted before login is
+//! signing in works without JavaScript; errors come back as `?error=<code>`, one of the fixed
+//! [`SignInError`] codes, whose sentence the page shows next to the form (never text from the
+//! URL). Every sign-in issues a new session token, so a session id planted before login is
 //! worthless. Pages are guarded by [`require_session`]: without a session a fresh instance sends
 //! people to `/setup` (which creates the first admin), any other to `/login`.
 
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
+use shared::api::SignInError;
 use shared::Login;
 use std::time::Duration;
 
@@ -46,10 +48,9 @@ pub async fn sign_in(state: &AppState, user: &User) -> Result<Response, OpError>
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response())
 }
 
-/// Back to a form page with a message shown next to it.
-pub fn back_with_error(page: &str, message: &str) -> Response {
-    let query = shared::percent_encode(message);
-    Redirect::to(&format!("{page}?error={query}")).into_response()
+/// Back to a form page with the sentence of `error` shown next to it.
+pub fn back_with_error(page: &str, error: SignInError) -> Response {
+    Redirect::to(&format!("{page}?error={}", error.code())).into_response()
 }
 
 #[derive(Deserialize)]
@@ -67,24 +68,20 @@ async fn setup(
     // The message never repeats what was typed: it ends up in the URL (and browser history),
     // and people do type a password into the wrong field.
     let Ok(login) = Login::parse(form.login) else {
-        let message = "The username must be 1 to 64 letters, digits, dots, dashes or underscores.";
-        return Ok(back_with_error("/setup", message));
+        return Ok(back_with_error("/setup", SignInError::BadUsername));
     };
-    if let Err(error) = ops::users::check_password(&form.password) {
-        return Ok(back_with_error("/setup", &error.to_string()));
+    if ops::users::check_password(&form.password).is_err() {
+        return Ok(back_with_error("/setup", SignInError::ShortPassword));
     }
     if form.password != form.password_confirm {
-        return Ok(back_with_error("/setup", "The two passwords differ."));
+        return Ok(back_with_error("/setup", SignInError::PasswordsDiffer));
     }
     match ops::users::set_up_first_admin(&state.store, login, form.password).await? {
         Some(admin) => {
             tracing::info!(user = %admin.login, "first admin created through the setup page");
             sign_in(&state, &admin).await
         }
-        None => Ok(back_with_error(
-            "/login",
-            "This instance is already set up; sign in instead.",
-        )),
+        None => Ok(back_with_error("/login", SignInError::AlreadySetUp)),
     }
 }
 
@@ -102,7 +99,7 @@ async fn login(
         Some(user) => sign_in(&state, &user).await,
         None => {
             tracing::info!(login = %form.login.trim(), "failed sign-in");
-            Ok(back_with_error("/login", "Wrong username or password."))
+            Ok(back_with_error("/login", SignInError::WrongPassword))
         }
     }
 }

@@ -9,6 +9,7 @@ mod deployments;
 mod join_tokens;
 mod notifications;
 mod projects;
+mod retention;
 mod secrets;
 mod services;
 mod sessions;

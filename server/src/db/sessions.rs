@@ -68,15 +68,11 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets expired sessions and GitHub logins older than `attempt_lifetime`.
+    /// Forgets GitHub logins older than `attempt_lifetime` (expired sessions go with the
+    /// retention pass, `purge_sessions`).
     pub async fn delete_expired_logins(&self, attempt_lifetime: Duration) -> Result<(), DbError> {
-        let now = now_ms();
-        let oldest_attempt = now - attempt_lifetime.as_millis() as i64;
+        let oldest_attempt = now_ms() - attempt_lifetime.as_millis() as i64;
         on_pool!(self, pool => {
-            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-                .bind(now)
-                .execute(pool)
-                .await?;
             sqlx::query("DELETE FROM login_attempts WHERE created_at < $1")
                 .bind(oldest_attempt)
                 .execute(pool)

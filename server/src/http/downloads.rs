@@ -41,10 +41,11 @@ pub async fn download(
     let bytes = match tokio::fs::read(&path).await {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            // Where it was looked for is the operator's business, not the downloader's.
+            tracing::warn!(path = %path.display(), "an agent binary was asked for but is missing: build it with scripts/build-agent.sh");
             return Err(OpError::Invalid(format!(
-                "this server has no {name}: build it with scripts/build-agent.sh into {}",
-                state.config.downloads_dir.display()
-            )))
+                "this server has no {name} to hand out; its operator can build it with scripts/build-agent.sh"
+            )));
         }
         Err(error) => return Err(OpError::Internal(error.into())),
     };

@@ -2,7 +2,7 @@
 //!
 //! Every operation in [`crate::ops`] returns it, and so do the credential checks in
 //! [`crate::auth`]. It knows nothing about HTTP: the REST API maps it to a status code in one
-//! place (`http::error`), the dashboard turns it into a sentence for the person, and the admin
+//! place (`error_response`), the dashboard turns it into a sentence for the person, and the admin
 //! CLI prints it. Messages of client errors say what to fix; `Internal` keeps its cause for the
 //! log and is never shown.
 
@@ -41,10 +41,15 @@ pub enum OpError {
 pub type OpResult<T> = Result<T, OpError>;
 
 impl From<DbError> for OpError {
+    /// A conflict an operation did not word itself becomes a fixed sentence: the database's
+    /// own message names tables, columns and constraints, which are for the log only.
     fn from(error: DbError) -> Self {
         match error {
             DbError::NotFound => Self::NotFound,
-            DbError::Conflict(what) => Self::Conflict(what),
+            DbError::Conflict(what) => {
+                tracing::info!(conflict = %what, "refused: already exists");
+                Self::Conflict("it already exists, or changed meanwhile; reload and retry".into())
+            }
             other => Self::Internal(other.into()),
         }
     }

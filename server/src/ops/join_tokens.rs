@@ -66,31 +66,26 @@ pub const JOIN_TOKEN_FILE: &str = "/run/stagely-join-token";
 /// is not in it: `write_files` puts it in [`JOIN_TOKEN_FILE`] (0600, root), and the entry runs
 /// the installer with `STAGELY_JOIN_TOKEN_FILE` naming that file.
 pub fn cloud_init(public_url: &str, token: &str) -> String {
-    #[derive(serde::Serialize)]
-    struct UserData<'a> {
-        write_files: [WriteFile<'a>; 1],
-        runcmd: [String; 1],
-    }
-    #[derive(serde::Serialize)]
-    struct WriteFile<'a> {
-        path: &'a str,
-        permissions: &'a str,
-        owner: &'a str,
-        content: &'a str,
-    }
-    let user_data = UserData {
-        write_files: [WriteFile {
-            path: JOIN_TOKEN_FILE,
-            permissions: "0600",
-            owner: "root:root",
-            content: token,
-        }],
-        runcmd: [format!(
-            "curl -fsSL {public_url}/install.sh | STAGELY_JOIN_TOKEN_FILE={JOIN_TOKEN_FILE} sh"
-        )],
-    };
-    let body = serde_yaml::to_string(&user_data).unwrap_or_default();
-    format!("#cloud-config\n# Registers this machine as a Stagely agent on its first boot.\n{body}")
+    // Every scalar is a double-quoted YAML string written as a JSON string: JSON's escapes are
+    // a subset of YAML's, and quoting keeps YAML 1.1 (cloud-init's PyYAML) from reading 0600
+    // as the number 384. Written by hand, so the server needs no YAML library.
+    let quoted = |text: &str| serde_json::Value::from(text).to_string();
+    let runcmd = format!(
+        "curl -fsSL {public_url}/install.sh | STAGELY_JOIN_TOKEN_FILE={JOIN_TOKEN_FILE} sh"
+    );
+    format!(
+        "#cloud-config\n\
+         # Registers this machine as a Stagely agent on its first boot.\n\
+         write_files:\n\
+         - path: {path}\n  permissions: {permissions}\n  owner: {owner}\n  content: {content}\n\
+         runcmd:\n\
+         - {runcmd}\n",
+        path = quoted(JOIN_TOKEN_FILE),
+        permissions = quoted("0600"),
+        owner = quoted("root:root"),
+        content = quoted(token),
+        runcmd = quoted(&runcmd),
+    )
 }
 
 /// Whether a presented join token can still be used; the error says why not, in words for the
@@ -155,11 +150,29 @@ mod tests {
 
     #[test]
     fn the_cloud_init_file_writes_the_join_token_to_a_root_only_file_and_runs_the_installer_once() {
+        for (url, token) in [
+            ("https://deploy.example.com", "stj_abc-DEF_123"),
+            // What YAML would read otherwise: a comment, a flow sequence, an escape.
+            ("https://deploy.example.com/a #b", "stj_'\"\\: [x] {y}"),
+        ] {
+            let file = cloud_init(url, token);
+            let parsed: serde_yaml::Value = serde_yaml::from_str(&file).unwrap();
+            assert_eq!(
+                parsed["write_files"][0]["content"].as_str(),
+                Some(token),
+                "{file}"
+            );
+            let runcmd = parsed["runcmd"][0].as_str().unwrap_or_default();
+            assert!(
+                runcmd.starts_with(&format!("curl -fsSL {url}/install.sh")),
+                "{file}"
+            );
+        }
         let token = "stj_abc-DEF_123";
         let file = cloud_init("https://deploy.example.com", token);
         assert!(file.starts_with("#cloud-config\n"), "{file}");
         // A quoted string: YAML 1.1 (cloud-init's PyYAML) reads a bare 0600 as the number 384.
-        assert!(file.contains("permissions: '0600'"), "{file}");
+        assert!(file.contains("permissions: \"0600\""), "{file}");
         let parsed: serde_yaml::Value = serde_yaml::from_str(&file).unwrap();
         let written = &parsed["write_files"];
         assert_eq!(written.as_sequence().map(Vec::len), Some(1), "{file}");

@@ -59,12 +59,14 @@ pub enum Refused {
     #[error("the receiver's host {host} cannot be resolved: {reason}")]
     Unresolved { host: String, reason: String },
     /// It is this server's own host or a private network.
+    /// The address is not in the message: what the server's resolver says about a private
+    /// name is its network's business.
     #[error(
-        "the receiver's host {host} is at {address}, on this server or a private network; \
+        "the receiver's host {host} is on this server or a private network; \
          such receivers are refused unless the server's operator sets \
          STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS=1"
     )]
-    Private { host: String, address: IpAddr },
+    Private { host: String },
     #[error("the URL is not valid")]
     Invalid,
 }
@@ -98,10 +100,8 @@ pub async fn receiver_addresses(
     };
     if !allow_private {
         if let Some(private) = addresses.iter().find(|address| !is_public(address.ip())) {
-            return Err(Refused::Private {
-                host,
-                address: private.ip(),
-            });
+            tracing::info!(%host, address = %private.ip(), "refused a private notification receiver");
+            return Err(Refused::Private { host });
         }
     }
     Ok(addresses)

@@ -10,7 +10,7 @@ use crate::token::Token;
 use shared::Login;
 
 /// The shortest password a local account accepts.
-pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MIN_PASSWORD_CHARS: usize = shared::api::MIN_PASSWORD_CHARS;
 
 /// How long an abandoned GitHub sign-in is kept (its `state` and PKCE verifier).
 pub const SIGN_IN_ATTEMPT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
@@ -111,10 +111,10 @@ pub async fn create_api_token(store: &Store, login: &str) -> OpResult<Token> {
     Ok(token)
 }
 
-/// Forgets expired sessions and abandoned GitHub sign-ins.
+/// Forgets abandoned GitHub sign-ins (expired sessions go with the retention pass).
 pub async fn forget_expired_sign_ins(store: &Store) {
     if let Err(error) = store.delete_expired_logins(SIGN_IN_ATTEMPT_LIFETIME).await {
-        tracing::warn!(%error, "could not delete expired sessions");
+        tracing::warn!(%error, "could not forget abandoned GitHub sign-ins");
     }
 }
 

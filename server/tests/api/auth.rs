@@ -112,7 +112,7 @@ async fn signing_in_checks_the_password_and_issues_a_new_session_each_time() {
     let wrong = sign_in("guess").await;
     assert_eq!(
         wrong.header("location"),
-        Some("/login?error=Wrong%20username%20or%20password.")
+        Some("/login?error=wrong_password")
     );
     assert!(wrong.cookie(SESSION).is_none());
     let unknown = http_request(
@@ -164,7 +164,7 @@ async fn github_sign_in_is_refused_clearly_when_not_configured() {
     assert!(start
         .header("location")
         .unwrap()
-        .starts_with("/login?error=GitHub%20sign-in%20is%20not%20configured"));
+        .starts_with("/login?error=github_not_configured"));
     let callback = http_request(
         app.address,
         "GET",
@@ -177,4 +177,67 @@ async fn github_sign_in_is_refused_clearly_when_not_configured() {
         .header("location")
         .unwrap()
         .starts_with("/login?error="));
+}
+
+#[tokio::test]
+async fn the_sign_in_pages_show_only_sentences_the_server_chose() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let page = |path: &'static str| async move {
+        let response = http_request(app.address, "GET", path, &[], "").await;
+        assert_eq!(response.status, 200, "{path}");
+        response.body
+    };
+    // A fresh instance: the setup page shows its own codes.
+    let setup = page("/setup?error=passwords_differ").await;
+    assert!(setup.contains("The two passwords differ."), "{setup}");
+    let forged = page("/setup?error=Database%20error%20at%20%2Fvar%2Flib").await;
+    assert!(!forged.contains("Database error"), "{forged}");
+
+    app.store().create_user("dev", None, false).await.unwrap();
+    let wrong = page("/login?error=wrong_password").await;
+    assert!(wrong.contains("Wrong username or password."), "{wrong}");
+    for (path, planted) in [
+        (
+            "/login?error=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            "alert(1)",
+        ),
+        ("/login?error=Database%20error", "Database error"),
+        (
+            "/login?error=Your%20session%20expired%3B%20sign%20in%20at%20evil.example",
+            "evil.example",
+        ),
+        (
+            "/login?error=Wrong%20username%20or%20password.",
+            "Wrong username",
+        ),
+    ] {
+        let html = page(path).await;
+        assert!(!html.contains(planted), "{path} shows {planted:?}");
+        assert!(!html.contains("role=\"alert\""), "{path} shows an error");
+    }
+}
+
+#[tokio::test]
+async fn a_github_error_from_the_url_is_not_repeated_on_the_login_page() {
+    let app = crate::helpers::spawn_app_with_env(
+        &TestDb::Sqlite,
+        Default::default(),
+        &[
+            ("STAGELY_GITHUB_CLIENT_ID", "Iv1.test"),
+            ("STAGELY_GITHUB_CLIENT_SECRET", "shh"),
+        ],
+    )
+    .await;
+    let callback = http_request(
+        app.address,
+        "GET",
+        "/auth/github/callback?error=access_denied&error_description=Database%20error%20%3Cscript%3E",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        callback.header("location"),
+        Some("/login?error=github_denied")
+    );
 }

@@ -232,12 +232,83 @@ async fn bad_input_is_refused_with_a_message_and_nothing_is_written() {
     for (path, body, expected, message) in cases {
         let (status, json) = api.call(Method::POST, path, Some(body.clone())).await;
         assert_eq!(status, expected, "{path} {body}: {json}");
+        assert_no_internals(&format!("{path} {body}"), &json.to_string());
         let error: ApiError = serde_json::from_value(json).unwrap();
         assert!(
             error.error.message.contains(message),
             "{path} {body}: {}",
             error.error.message
         );
+    }
+    // Bodies serde or axum refuse, paths that do not parse, a file this server lacks: the
+    // answer says what is wrong, in the API's words, and names no type, table or directory.
+    let http = reqwest::Client::new();
+    let raw_cases: [(Method, String, Option<&str>, u16, &str); 6] = [
+        (
+            Method::POST,
+            "/api/v1/projects".into(),
+            Some("\"shop\""),
+            400,
+            "expected an object",
+        ),
+        (
+            Method::POST,
+            "/api/v1/projects".into(),
+            Some("{\"name\": "),
+            400,
+            "EOF",
+        ),
+        (
+            Method::POST,
+            "/api/v1/secrets".into(),
+            Some("{\"project_id\": 7}"),
+            400,
+            "invalid type",
+        ),
+        (
+            Method::GET,
+            "/api/v1/projects/not-a-uuid".into(),
+            None,
+            400,
+            "UUID",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/projects/{p}/x"),
+            None,
+            404,
+            "",
+        ),
+        (
+            Method::GET,
+            "/downloads/stagely-agent-aarch64".into(),
+            None,
+            400,
+            "scripts/build-agent.sh",
+        ),
+    ];
+    for (method, path, body, expected, message) in raw_cases {
+        let mut request = http
+            .request(method.clone(), format!("{}{path}", app.url()))
+            .bearer_auth(&api.token);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, expected, "{method} {path} {body:?}: {text}");
+        assert!(text.contains(message), "{method} {path} {body:?}: {text}");
+        assert_no_internals(&format!("{method} {path} {body:?}"), &text);
+        for dir in [
+            app.data_dir.path(),
+            app.state.config.downloads_dir.as_path(),
+        ] {
+            let dir = dir.display().to_string();
+            assert!(!text.contains(&dir), "{method} {path}: {text} names {dir}");
+        }
     }
     let projects: Vec<Project> = api.expect(Method::GET, "/projects", None, 200).await;
     assert_eq!(projects.len(), 1, "a refused project was written");
@@ -476,4 +547,68 @@ async fn a_service_that_dies_printing_megabytes_fails_the_deploy_with_a_cut_mess
         !log.contains("lost the link") && !log.contains("reconnected"),
         "the agent lost its link:\n{log}"
     );
+}
+
+/// What no error body may contain: the database's words, file-system paths, Rust internals.
+const INTERNALS: [&str; 19] = [
+    "UNIQUE constraint",
+    "unique constraint",
+    "duplicate key",
+    "violates",
+    "FOREIGN KEY",
+    "sqlx",
+    "SQLSTATE",
+    "sqlite",
+    "postgres",
+    "/tmp/",
+    "/var/",
+    "/work/",
+    "/home/",
+    ".rs:",
+    "panicked",
+    "INSERT INTO",
+    "SELECT ",
+    "expected struct",
+    "expected enum",
+];
+
+pub fn assert_no_internals(what: &str, body: &str) {
+    for internal in INTERNALS {
+        assert!(
+            !body.contains(internal),
+            "{what}: {body} shows {internal:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_conflict_the_database_reports_reaches_the_client_without_its_words() {
+    use axum::response::IntoResponse;
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        app.store().create_user("twice", None, false).await.unwrap();
+        let error = app
+            .store()
+            .create_user("twice", None, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, server::db::DbError::Conflict(_)),
+            "{}: {error:?}",
+            db.name()
+        );
+        let response = server::ops::OpError::from(error).into_response();
+        assert_eq!(response.status(), 409);
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert_no_internals(db.name(), &body);
+        assert!(body.contains("already exists"), "{body}");
+        assert!(
+            !body.contains("users"),
+            "{}: {body} names the table",
+            db.name()
+        );
+    }
 }

@@ -83,6 +83,35 @@ fn app_modules_form_layers_without_cycles() {
     );
 }
 
+/// `serde_yaml` is unmaintained (see `deny.toml`): production code reaches it only through the
+/// agent's `compose` module, so it can be replaced there alone. Tests anywhere may use it to read
+/// back YAML the code wrote (after a `#[cfg(test)]` in their file).
+#[test]
+fn serde_yaml_is_used_only_behind_the_agents_compose_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut outside = Vec::new();
+    for src in ["agent/src", "server/src", "shared/src", "app/src"] {
+        for (path, text) in read_sources(&root.join(src)) {
+            if src == "agent/src" && (path == "compose.rs" || path.starts_with("compose/")) {
+                continue;
+            }
+            let mut in_tests = false;
+            for (number, line) in text.lines().enumerate() {
+                let code = line.trim_start();
+                in_tests |= code.starts_with("#[cfg(test)]");
+                if !in_tests && !code.starts_with("//") && code.contains("serde_yaml") {
+                    outside.push(format!("{src}/{path}:{}: {code}", number + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "serde_yaml outside agent::compose:\n{}",
+        outside.join("\n")
+    );
+}
+
 fn assert_layered(rules: &Rules, dir: &Path) {
     let files = read_sources(dir);
     assert!(

@@ -13,5 +13,6 @@ mod notifications;
 mod project_names;
 mod provisioning;
 mod redaction;
+mod retention;
 mod secrets_at_rest;
 mod storage;
