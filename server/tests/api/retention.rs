@@ -202,6 +202,8 @@ async fn job(
     tokio::time::sleep(Duration::from_millis(3)).await;
     let job = NewJob {
         project,
+        agent: app.store().project_by_id(project).await.unwrap().agent_id,
+        created_at: server::db::now_ms(),
         requested_by: by,
         kind,
         service: None,
