@@ -13,4 +13,5 @@ mod project_names;
 mod provisioning;
 mod redaction;
 mod secrets_at_rest;
+mod security_headers;
 mod storage;
