@@ -3,16 +3,17 @@
 //! The installer runs it once, in the foreground, so that a refused token (used, expired,
 //! unknown) is reported to the person running the installer with the server's reason.
 
-use crate::link::{self, next_message, open, send, AgentToken};
+use crate::link::{self, next_message, open, send, AgentToken, PlainHttp};
 use crate::private_fs::{self, PrivateDirError};
 use shared::protocol::{Hello, Joined};
 use shared::{AgentId, AgentToServer, ServerToAgent};
 use std::path::Path;
 use zeroize::Zeroizing;
 
-/// `ws(s)://…/api/v1/join` for a server URL.
-pub fn join_url(server: &str) -> Result<String, String> {
-    let stream = link::stream_url(server)?;
+/// `ws(s)://…/api/v1/join` for a server URL (plain `ws` to another host only when
+/// `plain_http` allows it).
+pub fn join_url(server: &str, plain_http: PlainHttp) -> Result<String, String> {
+    let stream = link::stream_url(server, plain_http)?;
     Ok(format!(
         "{}/api/v1/join",
         stream.trim_end_matches("/api/v1/stream")
@@ -39,9 +40,15 @@ impl From<Joined> for Registered {
     }
 }
 
-/// Introduces this host with `hello` and returns the identity the server gave it.
-pub async fn join(server: &str, join_token: &str, hello: Hello) -> Result<Registered, String> {
-    let mut socket = open(&join_url(server)?, join_token).await?;
+/// Introduces this host with `hello` and returns the identity the server gave it. The join
+/// token is sent only once the URL passed the plain-http check.
+pub async fn join(
+    server: &str,
+    plain_http: PlainHttp,
+    join_token: &str,
+    hello: Hello,
+) -> Result<Registered, String> {
+    let mut socket = open(&join_url(server, plain_http)?, join_token).await?;
     send(&mut socket, &AgentToServer::Hello(hello)).await?;
     match next_message(&mut socket).await? {
         ServerToAgent::Joined(joined) => Ok(Registered::from(joined)),
@@ -84,13 +91,33 @@ mod tests {
     #[test]
     fn join_urls_sit_beside_the_stream() {
         assert_eq!(
-            join_url("https://deploy.example.com/").unwrap(),
+            join_url("https://deploy.example.com/", PlainHttp::LoopbackOnly).unwrap(),
             "wss://deploy.example.com/api/v1/join"
         );
         assert_eq!(
-            join_url("http://127.0.0.1:3000").unwrap(),
+            join_url("http://127.0.0.1:3000", PlainHttp::LoopbackOnly).unwrap(),
             "ws://127.0.0.1:3000/api/v1/join"
         );
+    }
+
+    #[tokio::test]
+    async fn a_join_token_is_never_sent_over_plain_http_to_another_host() {
+        let hello = Hello {
+            protocol_version: shared::PROTOCOL_VERSION,
+            agent_version: "test".into(),
+            hostname: "h".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            docker_version: None,
+            compose_version: None,
+        };
+        // Refused before any connection: the name does not even resolve.
+        let server = "http://stagely.example.invalid:3000";
+        let error = join(server, PlainHttp::LoopbackOnly, "stj_secret", hello)
+            .await
+            .unwrap_err();
+        assert!(error.contains("in the clear"), "{error}");
+        assert!(error.contains("STAGELY_ALLOW_INSECURE_HTTP"), "{error}");
     }
 
     #[test]

@@ -84,8 +84,20 @@ impl std::fmt::Debug for LinkConfig {
     }
 }
 
-/// The stream URL for a server given as `http(s)://host[:port][/prefix]` or `ws(s)://…`.
-pub fn stream_url(server: &str) -> Result<String, String> {
+/// Whether the agent may reach a server on another host over plain `http`/`ws`, where its
+/// token and the secret values it deploys could be read on the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// Only to this host (127.0.0.0/8, `::1`, `localhost`); elsewhere `https`/`wss` only.
+    LoopbackOnly,
+    /// Anywhere: `--allow-insecure-http` or `STAGELY_ALLOW_INSECURE_HTTP=1`, for a network the
+    /// operator trusts.
+    Allowed,
+}
+
+/// The stream URL for a server given as `http(s)://host[:port][/prefix]` or `ws(s)://…`;
+/// plain `http`/`ws` to another host only when `plain_http` allows it.
+pub fn stream_url(server: &str, plain_http: PlainHttp) -> Result<String, String> {
     let server = server.trim().trim_end_matches('/');
     let rest = |scheme: &str| server.strip_prefix(scheme).filter(|rest| !rest.is_empty());
     let base = if let Some(rest) = rest("https://").or_else(|| rest("wss://")) {
@@ -97,6 +109,17 @@ pub fn stream_url(server: &str) -> Result<String, String> {
             "the server URL {server:?} must start with http://, https://, ws:// or wss://"
         ));
     };
+    if plain_http == PlainHttp::LoopbackOnly
+        && shared::transport::is_cleartext_to_another_host(&base)
+    {
+        return Err(format!(
+            "the server URL {server:?} is plain http to another host: the agent's token and the \
+             secrets it deploys would cross the network in the clear. Use the server's https:// \
+             URL (a TLS-terminating proxy such as Caddy or nginx in front of it), or, on a \
+             network you trust, set {}=1 (or pass --allow-insecure-http)",
+            shared::transport::ALLOW_INSECURE_HTTP
+        ));
+    }
     if base.ends_with("/api/v1/stream") {
         Ok(base)
     } else {
@@ -563,15 +586,43 @@ mod tests {
                 "https://example.com/stagely",
                 "wss://example.com/stagely/api/v1/stream",
             ),
-            ("ws://h:1/api/v1/stream", "ws://h:1/api/v1/stream"),
+            (
+                "ws://localhost:1/api/v1/stream",
+                "ws://localhost:1/api/v1/stream",
+            ),
         ];
         for (input, expected) in cases {
-            assert_eq!(stream_url(input).unwrap(), expected, "{input}");
+            let url = stream_url(input, PlainHttp::LoopbackOnly);
+            assert_eq!(url.unwrap(), expected, "{input}");
         }
-        assert!(stream_url("example.com")
+        assert!(stream_url("example.com", PlainHttp::Allowed)
             .unwrap_err()
             .contains("must start with"));
-        assert!(stream_url("http://").is_err());
+        assert!(stream_url("http://", PlainHttp::Allowed).is_err());
+    }
+
+    #[test]
+    fn plain_http_to_another_host_is_refused_unless_allowed() {
+        for server in [
+            "http://deploy.example.com",
+            "ws://10.0.0.5:3000/api/v1/stream",
+            "http://127.0.0.1.evil.example",
+        ] {
+            let error = stream_url(server, PlainHttp::LoopbackOnly).unwrap_err();
+            assert!(error.contains("in the clear"), "{server}: {error}");
+            assert!(
+                error.contains("STAGELY_ALLOW_INSECURE_HTTP=1"),
+                "{server}: {error}"
+            );
+            assert!(
+                stream_url(server, PlainHttp::Allowed).is_ok(),
+                "{server} with the opt-in"
+            );
+        }
+        assert_eq!(
+            stream_url("http://[::1]:3000", PlainHttp::LoopbackOnly).unwrap(),
+            "ws://[::1]:3000/api/v1/stream"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use agent::backoff::Backoff;
 use agent::deploy::{self, DeployOptions, DeployRequest};
 use agent::jobs::Executor;
-use agent::link::{self, AgentToken, LinkConfig};
+use agent::link::{self, AgentToken, LinkConfig, PlainHttp};
 use agent::system::{self, Compose};
 use agent::{compose, override_file, private_fs};
 use anyhow::Context;
@@ -58,6 +58,8 @@ enum Command {
         /// Where to save the agent token (created 0600).
         #[arg(long, env = "STAGELY_AGENT_TOKEN_FILE")]
         token_file: PathBuf,
+        #[command(flatten)]
+        insecure: InsecureHttp,
         /// Refused: tokens are never taken from the command line.
         #[arg(long = "join-token", hide = true)]
         refused_join_token: Option<String>,
@@ -75,6 +77,30 @@ struct RunArgs {
     /// Refused: tokens are never taken from the command line.
     #[arg(long = "token", hide = true)]
     refused_token: Option<String>,
+    #[command(flatten)]
+    insecure: InsecureHttp,
+}
+
+#[derive(Args)]
+struct InsecureHttp {
+    /// Allow a plain http:// (ws://) server on another host: the agent's token and the
+    /// secrets it deploys then cross the network in the clear. Loopback needs no opt-in.
+    #[arg(
+        long = "allow-insecure-http",
+        env = "STAGELY_ALLOW_INSECURE_HTTP",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    allowed: bool,
+}
+
+impl InsecureHttp {
+    fn plain_http(&self) -> PlainHttp {
+        if self.allowed {
+            PlainHttp::Allowed
+        } else {
+            PlainHttp::LoopbackOnly
+        }
+    }
 }
 
 /// Why a token on the command line is refused, and what to do instead.
@@ -124,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Join {
             server,
             token_file,
+            insecure,
             refused_join_token,
         }) => {
             if refused_join_token.is_some() {
@@ -140,19 +167,25 @@ async fn main() -> anyhow::Result<()> {
                     "no join token: set STAGELY_JOIN_TOKEN (the dashboard gives one under \
                      Servers → Add server)",
                 )?;
-            join(&server, &join_token, &token_file).await
+            join(&server, insecure.plain_http(), &join_token, &token_file).await
         }
     }
 }
 
-async fn join(server: &str, join_token: &str, token_file: &Path) -> anyhow::Result<()> {
-    // Checked before the single-use join token is spent.
+async fn join(
+    server: &str,
+    plain_http: PlainHttp,
+    join_token: &str,
+    token_file: &Path,
+) -> anyhow::Result<()> {
+    // Checked before the single-use join token is spent, like the server URL.
+    agent::join::join_url(server, plain_http).map_err(anyhow::Error::msg)?;
     agent::join::prepare_token_dir(token_file)
         .with_context(|| format!("cannot save the agent token at {}", token_file.display()))?;
     let (docker_version, compose) =
         tokio::join!(system::docker_version(), system::detect_compose());
     let hello = hello(docker_version, compose.map(|(_, version)| version));
-    let joined = agent::join::join(server, join_token.trim(), hello)
+    let joined = agent::join::join(server, plain_http, join_token.trim(), hello)
         .await
         .map_err(|reason| anyhow::anyhow!("could not join {server}: {reason}"))?;
     agent::join::save_token(token_file, &joined.token)
@@ -191,10 +224,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let server = args
         .server
         .context("no server: pass --server <url> or set STAGELY_SERVER_URL")?;
+    let stream_url =
+        link::stream_url(&server, args.insecure.plain_http()).map_err(anyhow::Error::msg)?;
     let state = prepared_state_dir()?;
     let token = agent_token(args.token_file.as_deref())?;
     sweep_temporaries(&state, args.token_file.as_deref());
-    let stream_url = link::stream_url(&server).map_err(anyhow::Error::msg)?;
 
     let (docker_version, compose) =
         tokio::join!(system::docker_version(), system::detect_compose());
@@ -474,6 +508,42 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn plain_http_is_allowed_by_the_flag_alone_from_the_command_line() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            match cli.command {
+                Some(Command::Join { insecure, .. }) => insecure.plain_http(),
+                _ => cli.run.insecure.plain_http(),
+            }
+        };
+        assert_eq!(
+            parse(&["stagely-agent", "--server", "http://10.0.0.5:3000"]),
+            PlainHttp::LoopbackOnly
+        );
+        assert_eq!(
+            parse(&[
+                "stagely-agent",
+                "--server",
+                "http://10.0.0.5",
+                "--allow-insecure-http"
+            ]),
+            PlainHttp::Allowed
+        );
+        assert_eq!(
+            parse(&[
+                "stagely-agent",
+                "join",
+                "--server",
+                "http://10.0.0.5",
+                "--token-file",
+                "/tmp/t",
+                "--allow-insecure-http"
+            ]),
+            PlainHttp::Allowed
+        );
+    }
 
     #[test]
     fn allowed_roots_set_to_nothing_stop_the_agent_naming_the_variable() {

@@ -52,6 +52,8 @@ pub mod ssr {
     /// What the dashboard needs from the server. `stagely-server` implements it over its store
     /// and hub, with the same checks as its REST API.
     pub trait Dashboard: Send + Sync + 'static {
+        /// The name of the session cookie this server sets (`__Host-…` over https).
+        fn session_cookie(&self) -> &'static str;
         fn sign_in_options(&self) -> SignInOptions;
         fn viewer(&self, session: Session) -> Answer<'_, Viewer>;
         fn list_agents(&self, session: Session) -> Answer<'_, Vec<AgentSummary>>;
@@ -156,17 +158,18 @@ pub mod ssr {
         let dashboard = leptos::prelude::use_context::<DashboardContext>()
             .map(|context| context.0)
             .ok_or_else(|| leptos::prelude::ServerFnError::new("dashboard context is missing"))?;
+        let name = dashboard.session_cookie();
         let session = leptos::prelude::use_context::<http::request::Parts>()
-            .and_then(|parts| session_cookie(&parts.headers).map(str::to_string));
+            .and_then(|parts| session_cookie(&parts.headers, name).map(str::to_string));
         Ok((dashboard, Session(session)))
     }
 
-    fn session_cookie(headers: &http::HeaderMap) -> Option<&str> {
+    fn session_cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
         headers
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .find_map(|value| shared::cookie_value(value, shared::SESSION_COOKIE))
+            .find_map(|value| shared::cookie_value(value, name))
     }
 }
 

@@ -42,6 +42,9 @@ pub struct Config {
     pub notifications: NotifyConfig,
     /// `STAGELY_KEEP_*`, `STAGELY_PURGE_INTERVAL_SECS`: how much history is kept.
     pub retention: RetentionConfig,
+    /// `STAGELY_ALLOW_INSECURE_HTTP` (`0`): whether `STAGELY_PUBLIC_URL` may be plain http to a
+    /// host that is not loopback. Off, such a URL stops the server at start.
+    pub allow_insecure_http: bool,
 }
 
 /// `STAGELY_GITHUB_*`: an OAuth app on GitHub (or a GitHub Enterprise / compatible server).
@@ -114,6 +117,20 @@ impl Config {
                 reason: format!("{public_url:?} must start with http:// or https://"),
             });
         }
+        let allow_insecure_http = flag(&non_empty, shared::transport::ALLOW_INSECURE_HTTP)?;
+        if shared::transport::is_cleartext_to_another_host(&public_url) && !allow_insecure_http {
+            return Err(ConfigError::Invalid {
+                name: "STAGELY_PUBLIC_URL",
+                reason: format!(
+                    "{public_url:?} is plain http to another host: sessions, agent and join \
+                     tokens and secret values would cross the network in the clear. Put a TLS \
+                     terminating reverse proxy in front of Stagely (Caddy or nginx; the README \
+                     shows both under \"Behind a reverse proxy\"), keep STAGELY_BIND on \
+                     127.0.0.1 and set STAGELY_PUBLIC_URL=https://<your host>. On a network you \
+                     trust, STAGELY_ALLOW_INSECURE_HTTP=1 allows plain http anyway."
+                ),
+            });
+        }
         let site_root = PathBuf::from(
             non_empty("STAGELY_SITE_ROOT").unwrap_or_else(|| beside_exe_or("site", "target/site")),
         );
@@ -179,12 +196,18 @@ impl Config {
             ),
             notifications: NotifyConfig::from_lookup(&non_empty)?,
             retention: RetentionConfig::from_lookup(&non_empty)?,
+            allow_insecure_http,
         })
     }
 
     /// True when browsers reach the server over https, so cookies must be `Secure`.
     pub fn is_https(&self) -> bool {
         self.public_url.starts_with("https://")
+    }
+
+    /// The name of the session cookie: `__Host-…` over https.
+    pub fn session_cookie(&self) -> &'static str {
+        shared::session_cookie_name(self.is_https())
     }
 
     /// True when the database is PostgreSQL (shared by replicas) rather than embedded SQLite.
@@ -313,6 +336,7 @@ impl fmt::Debug for Config {
             .field("downloads_dir", &self.downloads_dir)
             .field("notifications", &self.notifications)
             .field("retention", &self.retention)
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .field(
                 "github",
                 &self.github.as_ref().map(|github| {
@@ -413,19 +437,7 @@ impl NotifyConfig {
             queue_per_channel: number("STAGELY_NOTIFY_QUEUE", 1, 100_000)?
                 .map_or(defaults.queue_per_channel, |n| n as u32),
             poll: millis("STAGELY_NOTIFY_POLL_MS", defaults.poll, 10, 60_000)?,
-            allow_private_networks: match non_empty("STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS")
-                .as_deref()
-                .map(str::trim)
-            {
-                None | Some("0") | Some("false") => false,
-                Some("1") | Some("true") => true,
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        name: "STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS",
-                        reason: format!("{other:?} is not 1 or 0"),
-                    })
-                }
-            },
+            allow_private_networks: flag(non_empty, "STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS")?,
         })
     }
 }
@@ -510,6 +522,21 @@ impl RetentionConfig {
             purge_interval: whole_number(non_empty, "STAGELY_PURGE_INTERVAL_SECS", 1, DAY)?
                 .map_or(defaults.purge_interval, Duration::from_secs),
         })
+    }
+}
+
+/// An on/off setting: `1`/`true` or `0`/`false`, off when unset.
+fn flag(
+    non_empty: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<bool, ConfigError> {
+    match non_empty(name).as_deref().map(str::trim) {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            reason: format!("{other:?} is not 1 or 0"),
+        }),
     }
 }
 
@@ -625,11 +652,59 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_to_another_host_stops_the_server_unless_allowed() {
+        for url in ["http://deploy.example.com", "http://10.0.0.5:3000"] {
+            let error = config(&[("STAGELY_PUBLIC_URL", url)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("STAGELY_PUBLIC_URL"), "{url}: {error}");
+            assert!(error.contains("reverse proxy"), "{url}: {error}");
+            assert!(
+                error.contains("STAGELY_ALLOW_INSECURE_HTTP=1"),
+                "{url}: {error}"
+            );
+        }
+        // Listening on every interface without saying how people reach the server is the same.
+        let error = config(&[("STAGELY_BIND", "0.0.0.0:3000")]).unwrap_err();
+        assert!(
+            error.to_string().contains("\"http://0.0.0.0:3000\""),
+            "{error}"
+        );
+
+        let allowed = config(&[
+            ("STAGELY_PUBLIC_URL", "http://deploy.example.com"),
+            ("STAGELY_ALLOW_INSECURE_HTTP", "1"),
+        ])
+        .unwrap();
+        assert!(allowed.allow_insecure_http);
+        for url in [
+            "https://deploy.example.com",
+            "http://127.0.0.1:3000",
+            "http://localhost:3000",
+            "http://[::1]:3000",
+        ] {
+            let config = config(&[("STAGELY_PUBLIC_URL", url)]).unwrap();
+            assert_eq!(config.public_url, url);
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_host_prefixed_over_https_only() {
+        let https = config(&[("STAGELY_PUBLIC_URL", "https://deploy.example.com")]).unwrap();
+        assert_eq!(https.session_cookie(), "__Host-stagely_session");
+        assert_eq!(config(&[]).unwrap().session_cookie(), "stagely_session");
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let cases = [
             (("STAGELY_BIND", "localhost"), "STAGELY_BIND"),
             (("DATABASE_URL", "mysql://x"), "DATABASE_URL"),
             (("STAGELY_PUBLIC_URL", "example.com"), "STAGELY_PUBLIC_URL"),
+            (
+                ("STAGELY_ALLOW_INSECURE_HTTP", "yes"),
+                "STAGELY_ALLOW_INSECURE_HTTP",
+            ),
             (("STAGELY_HEARTBEAT_SECS", "0"), "STAGELY_HEARTBEAT_SECS"),
             (
                 ("STAGELY_GITHUB_CLIENT_ID", "Iv1.abc"),

@@ -56,6 +56,10 @@ fn message(error: OpError) -> String {
 }
 
 impl Dashboard for ServerDashboard {
+    fn session_cookie(&self) -> &'static str {
+        self.state.config.session_cookie()
+    }
+
     fn sign_in_options(&self) -> SignInOptions {
         SignInOptions {
             github: self.state.config.github.is_some(),

@@ -5,7 +5,8 @@
 //! `tests/api/layers.rs` keeps imports pointing downwards and free of cycles):
 //!
 //! 1. adapters — [`http`] (REST API), [`dashboard`] (server functions), [`ws`] (the agent,
-//!    join and browser sockets), [`housekeeping`] (background tasks), and `main.rs` (admin CLI);
+//!    join and browser sockets), [`housekeeping`] (background tasks), [`security_headers`]
+//!    (CSP and friends on every response), and `main.rs` (admin CLI);
 //! 2. [`auth`] — every credential question; [`error_response`] — `OpError` as an HTTP answer;
 //! 3. [`state`] — what adapters hand to operations;
 //! 4. [`ops`] — the operations, one module per resource;
@@ -24,6 +25,7 @@ pub mod hub;
 pub mod log_feeds;
 pub mod notifier;
 pub mod ops;
+pub mod security_headers;
 pub mod state;
 pub mod token;
 pub mod vault;
@@ -41,12 +43,14 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::future::Future;
 use std::sync::Arc;
 
-/// The whole HTTP surface: dashboard pages, server functions, health, the API and the sockets.
+/// The whole HTTP surface: dashboard pages, server functions, health, the API and the sockets,
+/// every response with the security headers.
 pub fn router(state: AppState) -> Router {
     let dashboard = DashboardContext(Arc::new(dashboard::ServerDashboard {
         state: state.clone(),
     }));
     let options = state.leptos_options.clone();
+    let headers = security_headers::SecurityHeaders::new(&state.config);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/stream", get(ws::agent::agent_stream))
@@ -59,15 +63,26 @@ pub fn router(state: AppState) -> Router {
         .leptos_routes_with_context(
             &state,
             generate_route_list(app::App),
-            move || provide_context(dashboard.clone()),
+            move || {
+                provide_context(dashboard.clone());
+                security_headers::provide_request_nonce();
+            },
             move || app::shell(options.clone()),
         )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
-            app::shell,
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(
+            security_headers::provide_request_nonce, app::shell
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_session,
+        ))
+        // Outermost, so the redirects and refusals of the session guard carry the headers too.
+        .layer(axum::middleware::from_fn_with_state(
+            headers,
+            security_headers::security_headers,
         ))
         .with_state(state)
 }

@@ -17,6 +17,9 @@ Configuration (environment variables):
   STAGELY_DATA_DIR        SQLite database and generated key   [default: ./data]
   DATABASE_URL            postgres://… to use PostgreSQL instead of SQLite
   STAGELY_PUBLIC_URL      URL browsers and agents use         [default: http://<bind>]
+                          https://… behind a TLS proxy; plain http only to loopback
+  STAGELY_ALLOW_INSECURE_HTTP=1
+                          allow a plain http public URL to another host anyway
   APP_MASTER_KEY          base64 of 32 bytes; encrypts secrets (generated in the data dir
                           when unset and using SQLite)
   STAGELY_SITE_ROOT       dashboard assets built by cargo-leptos [default: target/site]

@@ -13,6 +13,7 @@ pub mod notify;
 pub mod protocol;
 pub mod runtime;
 pub mod secret;
+pub mod transport;
 
 pub use ids::{AgentId, DeploymentId, JobId, ProjectId, SecretId, UserId};
 pub use names::{
@@ -24,6 +25,20 @@ pub use secret::{DeployPayload, Secret, SecretScope, SecretValue};
 /// The name of the dashboard's session cookie: the server sets it at sign-in, and the dashboard's
 /// server functions read it.
 pub const SESSION_COOKIE: &str = "stagely_session";
+/// The session cookie's name when the server is reached over https: the `__Host-` prefix makes
+/// the browser accept it only if it is `Secure`, has `Path=/` and no `Domain`, so a sibling
+/// subdomain or a plain-http page cannot plant or shadow it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-stagely_session";
+
+/// The session cookie's name for a server reached over https or not: the server sets and
+/// reads only this one, and so do the dashboard's server functions.
+pub fn session_cookie_name(https: bool) -> &'static str {
+    if https {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// The value of cookie `name` in one `Cookie` header (`a=1; b=2`), if set and not empty. Used
 /// by the server and by the dashboard's server functions alike.

@@ -3,12 +3,15 @@
 //! and the session cookie itself.
 //!
 //! The sign-in pages and the page guard live in [`pages`], GitHub's OAuth flow in [`github`].
-//! A session is a random token in an HttpOnly, SameSite=Lax cookie (Secure over https); the
-//! database keeps only its hash.
+//! A session is a random token in an HttpOnly, SameSite=Lax cookie (over https `Secure` and
+//! named `__Host-stagely_session`, see [`Config::session_cookie`]); the database keeps only its
+//! hash.
 
 pub mod github;
 pub mod pages;
 
+#[cfg(doc)]
+use crate::config::Config;
 use crate::db::{Agent, Store, User};
 use crate::ops::OpError;
 use crate::state::AppState;
@@ -20,7 +23,6 @@ use std::time::Duration;
 
 pub use pages::{require_session, routes};
 
-pub use shared::SESSION_COOKIE;
 /// How long a session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(14 * 24 * 3600);
 
@@ -65,20 +67,30 @@ pub async fn user_of_session(store: &Store, token: &str) -> Result<Option<User>,
     Ok(store.user_by_session(&TokenHash::of(token)).await?)
 }
 
-/// The user whose session cookie the request carries, if it is valid.
-pub async fn session_user(store: &Store, headers: &HeaderMap) -> Result<Option<User>, OpError> {
-    match cookie(headers, SESSION_COOKIE) {
+/// The user whose session cookie (named `cookie_name`, [`Config::session_cookie`]) the request
+/// carries, if it is valid.
+pub async fn session_user(
+    store: &Store,
+    headers: &HeaderMap,
+    cookie_name: &str,
+) -> Result<Option<User>, OpError> {
+    match cookie(headers, cookie_name) {
         Some(token) => user_of_session(store, token).await,
         None => Ok(None),
     }
 }
 
 /// Whom a request's credentials name: its API token when it carries one, else its session
-/// cookie. (Where the request came from is the caller's to check: see [`CurrentUser`].)
-pub async fn user_of(store: &Store, headers: &HeaderMap) -> Result<Option<User>, OpError> {
+/// cookie `cookie_name`. (Where the request came from is the caller's to check: see
+/// [`CurrentUser`].)
+pub async fn user_of(
+    store: &Store,
+    headers: &HeaderMap,
+    cookie_name: &str,
+) -> Result<Option<User>, OpError> {
     match bearer_token(headers) {
         Some(token) => Ok(store.user_by_api_token(&TokenHash::of(token)).await?),
-        None => session_user(store, headers).await,
+        None => session_user(store, headers, cookie_name).await,
     }
 }
 
@@ -111,7 +123,8 @@ impl FromRequestParts<AppState> for CurrentUser {
                 "cross-origin requests are refused".into(),
             ));
         }
-        match user_of(&state.store, &parts.headers).await? {
+        let cookie_name = state.config.session_cookie();
+        match user_of(&state.store, &parts.headers, cookie_name).await? {
             Some(user) => Ok(CurrentUser(user)),
             None if bearer => Err(OpError::Unauthorized("unknown API token".into())),
             None => Err(OpError::Unauthorized(
@@ -160,10 +173,11 @@ mod tests {
             header::COOKIE,
             "a=1; stagely_session=abc; b=2".parse().unwrap(),
         );
-        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&headers, shared::SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&headers, shared::SECURE_SESSION_COOKIE), None);
         assert_eq!(cookie(&headers, "stagely"), None);
         headers.insert(header::COOKIE, "stagely_session=".parse().unwrap());
-        assert_eq!(cookie(&headers, SESSION_COOKIE), None);
+        assert_eq!(cookie(&headers, shared::SESSION_COOKIE), None);
     }
 
     #[test]

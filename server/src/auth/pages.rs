@@ -8,9 +8,7 @@
 //! worthless. Pages are guarded by [`require_session`]: without a session a fresh instance sends
 //! people to `/setup` (which creates the first admin), any other to `/login`.
 
-use super::{
-    bearer_token, cookie, same_origin, session_user, set_cookie, SESSION_COOKIE, SESSION_LIFETIME,
-};
+use super::{bearer_token, cookie, same_origin, session_user, set_cookie, SESSION_LIFETIME};
 use crate::db::User;
 use crate::ops::{self, OpError};
 use crate::state::AppState;
@@ -44,7 +42,8 @@ pub async fn sign_in(state: &AppState, user: &User) -> Result<Response, OpError>
         .create_session(user.id, &token.hash(), SESSION_LIFETIME)
         .await?;
     tracing::info!(user = %user.login, "signed in");
-    let cookie = set_cookie(state, SESSION_COOKIE, token.expose(), "/", SESSION_LIFETIME);
+    let name = state.config.session_cookie();
+    let cookie = set_cookie(state, name, token.expose(), "/", SESSION_LIFETIME);
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response())
 }
 
@@ -105,10 +104,11 @@ async fn login(
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, OpError> {
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+    let name = state.config.session_cookie();
+    if let Some(token) = cookie(&headers, name) {
         state.store.delete_session(&TokenHash::of(token)).await?;
     }
-    let expired = set_cookie(&state, SESSION_COOKIE, "", "/", Duration::ZERO);
+    let expired = set_cookie(&state, name, "", "/", Duration::ZERO);
     Ok(([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response())
 }
 
@@ -140,7 +140,8 @@ pub async fn require_session(
     if !reads || is_public(path) {
         return next.run(request).await;
     }
-    let signed_in = match session_user(&state.store, request.headers()).await {
+    let cookie_name = state.config.session_cookie();
+    let signed_in = match session_user(&state.store, request.headers(), cookie_name).await {
         Ok(user) => user.is_some(),
         Err(error) => return error.into_response(),
     };

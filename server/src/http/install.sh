@@ -18,6 +18,12 @@
 # (kept in a 0600 file), writes the agent's configuration and, where systemd runs, installs and
 # starts the stagely-agent service. Running it again upgrades the agent in place and keeps its
 # registration. `--uninstall` removes everything it installed.
+#
+# Over https every download is https only, TLS 1.2 or later, and no redirect may leave https
+# (curl, or GNU wget; BusyBox wget cannot be held to that and is refused). Plain http is used
+# only for a server on this host (127.0.0.0/8, ::1, localhost), or anywhere when
+# STAGELY_ALLOW_INSECURE_HTTP=1 says the network is trusted: the join token, the agent's token
+# and the secrets it deploys would otherwise cross the network in the clear.
 set -eu
 
 SERVER_URL="${STAGELY_SERVER_URL:-__STAGELY_URL__}"
@@ -71,14 +77,65 @@ if [ -n "$join_token_file" ]; then
   [ -n "$token" ] || fail "the join token file $join_token_file is empty"
 fi
 
+allow_insecure_http="${STAGELY_ALLOW_INSECURE_HTTP:-0}"
+case "$allow_insecure_http" in
+  1 | true) allow_insecure_http=1 ;;
+  0 | false | "") allow_insecure_http=0 ;;
+  *) fail "STAGELY_ALLOW_INSECURE_HTTP=$allow_insecure_http: use 1 or 0" ;;
+esac
+
+# is_loopback <host>: localhost, 127.0.0.0/8 or ::1.
+is_loopback() {
+  case "$(printf '%s' "$1" | tr 'A-Z' 'a-z')" in
+    localhost | localhost. | ::1) return 0 ;;
+    *[!0-9.]*) return 1 ;;
+    127.*.*.*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# Sets $secure (1 for https) and refuses plain http to another host without the opt-in.
+check_server_url() {
+  case "$SERVER_URL" in
+    https://?*) secure=1; return 0 ;;
+    http://?*) secure=0 ;;
+    *) fail "the server URL $SERVER_URL must start with https:// (or http:// for a server on this host)" ;;
+  esac
+  authority="${SERVER_URL#http://}"
+  authority="${authority%%/*}"
+  authority="${authority##*@}"
+  case "$authority" in
+    \[*) host="${authority#\[}"; host="${host%%]*}" ;;
+    *) host="${authority%%:*}" ;;
+  esac
+  if is_loopback "$host"; then return 0; fi
+  if [ "$allow_insecure_http" = 1 ]; then
+    say "warning: $SERVER_URL is plain http: tokens and secrets cross the network in the clear (STAGELY_ALLOW_INSECURE_HTTP=1)"
+    return 0
+  fi
+  fail "refusing plain http to another host ($SERVER_URL): the join token, the agent's token and the secrets it deploys would cross the network in the clear. Use the server's https:// URL (put a TLS-terminating proxy such as Caddy or nginx in front of Stagely), or, on a network you trust, run the command again with STAGELY_ALLOW_INSECURE_HTTP=1"
+}
+
 has_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 
-# fetch <url> <file>: curl or wget, failing on HTTP errors.
+# fetch <url> <file>: curl or wget, failing on HTTP errors; for an https server https only,
+# TLS 1.2 or later, and no redirect away from https.
 fetch() {
   if command -v curl >/dev/null 2>&1; then
-    curl -fsSL "$1" -o "$2"
+    if [ "$secure" = 1 ]; then
+      curl --proto '=https' --proto-redir '=https' --tlsv1.2 -fsSL "$1" -o "$2"
+    else
+      curl -fsSL "$1" -o "$2"
+    fi
   elif command -v wget >/dev/null 2>&1; then
-    wget -q -O "$2" "$1"
+    if [ "$secure" = 1 ]; then
+      # Only GNU wget can be held to https; it follows no redirect at all here.
+      wget --version 2>/dev/null | grep 'GNU Wget' >/dev/null ||
+        fail "this wget cannot be limited to https (BusyBox?): install curl or GNU wget"
+      wget -q --https-only --secure-protocol=TLSv1_2 --max-redirect=0 -O "$2" "$1"
+    else
+      wget -q -O "$2" "$1"
+    fi
   else
     fail "neither curl nor wget is installed"
   fi
@@ -114,6 +171,7 @@ uninstall() {
 }
 
 install_agent() {
+  check_server_url
   arch="$(detect_arch)"
   # Minimal systems may lack /tmp: fall back to beside the state directory.
   tmp_root="${TMPDIR:-/tmp}"
@@ -141,7 +199,8 @@ install_agent() {
     # replaced only once the server has accepted the new one.
     # The join token goes through the environment, not the agent's command line; the agent
     # writes its own token (0600) in place of the old one only once the server accepted it.
-    STAGELY_JOIN_TOKEN="$token" "$tmp/stagely-agent" join --server "$SERVER_URL" --token-file "$token_file" ||
+    STAGELY_JOIN_TOKEN="$token" STAGELY_ALLOW_INSECURE_HTTP="$allow_insecure_http" \
+      "$tmp/stagely-agent" join --server "$SERVER_URL" --token-file "$token_file" ||
       fail "could not register this host (the reason is above)"
     # Spent: nothing is left to protect, but nothing needs it either.
     if [ -n "$join_token_file" ]; then rm -f "$join_token_file"; fi
@@ -159,6 +218,9 @@ STAGELY_SERVER_URL=$SERVER_URL
 STAGELY_AGENT_TOKEN_FILE=$token_file
 STAGELY_STATE_DIR=$STATE_DIR
 ENV
+  if [ "$allow_insecure_http" = 1 ]; then
+    echo "STAGELY_ALLOW_INSECURE_HTTP=1" >>"$CONFIG_DIR/agent.env"
+  fi
 
   if has_systemd; then
     cat >"$UNIT_FILE" <<UNIT

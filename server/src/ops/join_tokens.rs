@@ -52,7 +52,25 @@ pub async fn create(
 /// `ps`); it is made of URL-safe base64, so it needs no quoting. POSIX sh; `wget -qO-` may stand
 /// in for `curl -fsSL`.
 pub fn install_command(public_url: &str, token: &str) -> String {
-    format!("curl -fsSL {public_url}/install.sh | STAGELY_JOIN_TOKEN={token} sh")
+    let (fetch, opt_in) = fetch_and_opt_in(public_url);
+    format!("{fetch} {public_url}/install.sh | {opt_in}STAGELY_JOIN_TOKEN={token} sh")
+}
+
+/// How to fetch the installer from `public_url` (https only, TLS 1.2 or later, for an https
+/// server), and the opt-in the installer and agent need for plain http to another host (which
+/// this server only runs with when its operator allowed it).
+fn fetch_and_opt_in(public_url: &str) -> (&'static str, &'static str) {
+    let fetch = if public_url.starts_with("https://") {
+        "curl --proto '=https' --tlsv1.2 -fsSL"
+    } else {
+        "curl -fsSL"
+    };
+    let opt_in = if shared::transport::is_cleartext_to_another_host(public_url) {
+        "STAGELY_ALLOW_INSECURE_HTTP=1 "
+    } else {
+        ""
+    };
+    (fetch, opt_in)
 }
 
 /// Where a cloud-init file puts the join token: on `/run` (memory, gone at the next boot at the
@@ -70,8 +88,9 @@ pub fn cloud_init(public_url: &str, token: &str) -> String {
     // a subset of YAML's, and quoting keeps YAML 1.1 (cloud-init's PyYAML) from reading 0600
     // as the number 384. Written by hand, so the server needs no YAML library.
     let quoted = |text: &str| serde_json::Value::from(text).to_string();
+    let (fetch, opt_in) = fetch_and_opt_in(public_url);
     let runcmd = format!(
-        "curl -fsSL {public_url}/install.sh | STAGELY_JOIN_TOKEN_FILE={JOIN_TOKEN_FILE} sh"
+        "{fetch} {public_url}/install.sh | {opt_in}STAGELY_JOIN_TOKEN_FILE={JOIN_TOKEN_FILE} sh"
     );
     format!(
         "#cloud-config\n\
@@ -184,7 +203,7 @@ mod tests {
         assert_eq!(
             parsed["runcmd"][0].as_str(),
             Some(
-                "curl -fsSL https://deploy.example.com/install.sh | \
+                "curl --proto '=https' --tlsv1.2 -fsSL https://deploy.example.com/install.sh | \
                  STAGELY_JOIN_TOKEN_FILE=/run/stagely-join-token sh"
             )
         );
@@ -196,7 +215,18 @@ mod tests {
         let command = install_command("https://deploy.example.com", token);
         assert_eq!(
             command,
-            "curl -fsSL https://deploy.example.com/install.sh | STAGELY_JOIN_TOKEN=stj_abc-DEF_123 sh"
+            "curl --proto '=https' --tlsv1.2 -fsSL https://deploy.example.com/install.sh | \
+             STAGELY_JOIN_TOKEN=stj_abc-DEF_123 sh"
+        );
+        // Plain http: to this host as it is, elsewhere only with the opt-in the server had.
+        assert_eq!(
+            install_command("http://127.0.0.1:3000", token),
+            "curl -fsSL http://127.0.0.1:3000/install.sh | STAGELY_JOIN_TOKEN=stj_abc-DEF_123 sh"
+        );
+        assert_eq!(
+            install_command("http://10.0.0.5:3000", token),
+            "curl -fsSL http://10.0.0.5:3000/install.sh | STAGELY_ALLOW_INSECURE_HTTP=1 \
+             STAGELY_JOIN_TOKEN=stj_abc-DEF_123 sh"
         );
         assert_eq!(command.matches(token).count(), 1, "{command}");
         let file = cloud_init("https://deploy.example.com", token);

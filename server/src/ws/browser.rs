@@ -43,7 +43,10 @@ pub async fn browser_events(
 /// Whether the credentials the feed was opened with still name a person.
 async fn still_signed_in(state: &AppState, headers: &HeaderMap) -> bool {
     // A database hiccup is not a sign-out.
-    !matches!(auth::user_of(&state.store, headers).await, Ok(None))
+    !matches!(
+        auth::user_of(&state.store, headers, state.config.session_cookie()).await,
+        Ok(None)
+    )
 }
 
 /// Stops watching a project's logs when the tab's connection ends, however it ends.

@@ -708,7 +708,7 @@ impl TestApp {
             .create_session(user.id, &token.hash(), std::time::Duration::from_secs(600))
             .await
             .unwrap();
-        format!("{}={}", server::auth::SESSION_COOKIE, token.expose())
+        format!("{}={}", self.state.config.session_cookie(), token.expose())
     }
 
     pub async fn user(&self, login: &str) -> (server::db::User, ApiClient) {
@@ -886,7 +886,11 @@ impl TestApp {
             .unwrap();
         let headers = request.headers_mut();
         headers.insert("origin", self.url().parse().unwrap());
-        let cookie = format!("{}={}", server::auth::SESSION_COOKIE, session.expose());
+        let cookie = format!(
+            "{}={}",
+            self.state.config.session_cookie(),
+            session.expose()
+        );
         headers.insert("cookie", cookie.parse().unwrap());
         tokio_tungstenite::connect_async(request).await.unwrap().0
     }

@@ -25,7 +25,14 @@ use std::path::Path;
 /// The layers of `server/src`, top (1) first.
 const SERVER_LAYERS: &[&[&str]] = &[
     // 1. Adapters: turn HTTP requests, sockets, pages and timers into calls on the layers below.
-    &["http", "ws", "dashboard", "housekeeping", "notifier"],
+    &[
+        "http",
+        "ws",
+        "dashboard",
+        "housekeeping",
+        "notifier",
+        "security_headers",
+    ],
     // 2. Who is asking: every credential check, sign-in and sessions.
     &["auth", "error_response"],
     // 3. The state the adapters are handed.

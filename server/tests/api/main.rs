@@ -15,4 +15,5 @@ mod provisioning;
 mod redaction;
 mod retention;
 mod secrets_at_rest;
+mod security_headers;
 mod storage;

@@ -378,7 +378,7 @@ async fn a_project_still_sharing_its_name_on_its_agent_streams_no_logs_and_says_
                     .create_session(user.id, &token.hash(), Duration::from_secs(600))
                     .await
                     .unwrap();
-                let cookie = format!("{}={}", server::auth::SESSION_COOKIE, token.expose());
+                let cookie = format!("{}={}", app.state.config.session_cookie(), token.expose());
                 let path = format!("/projects/{project}");
                 let page =
                     http_request(app.address, "GET", &path, &[("Cookie", &cookie)], "").await;

@@ -285,6 +285,86 @@ async fn a_used_or_expired_join_token_is_refused_and_the_script_says_why() {
 }
 
 #[tokio::test]
+async fn the_script_sends_no_token_over_plain_http_to_another_host_and_holds_https_to_tls() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let host = Host::start().await;
+    let fetched = host
+        .sh(&format!(
+            "mkdir -p /tmp && wget -qO /tmp/install.sh {}/install.sh",
+            app.url()
+        ))
+        .await;
+    assert!(fetched.status.success(), "{}", text(&fetched));
+    let installed = || async {
+        host.sh("test -e /usr/local/bin/stagely-agent || test -e /etc/stagely/agent.env")
+            .await
+            .status
+            .success()
+    };
+
+    // Plain http to another host: refused before anything is downloaded or sent.
+    for server in [
+        "http://stagely.example.invalid",
+        "http://10.1.2.3:3000/stagely",
+    ] {
+        let refused = host
+            .sh(&format!(
+                "STAGELY_JOIN_TOKEN=stj_secret sh /tmp/install.sh --server {server}"
+            ))
+            .await;
+        let said = text(&refused);
+        assert!(!refused.status.success(), "{server}: {said}");
+        assert!(said.contains("refusing plain http"), "{server}: {said}");
+        assert!(
+            said.contains("STAGELY_ALLOW_INSECURE_HTTP=1"),
+            "{server}: {said}"
+        );
+        assert!(!said.contains("downloading"), "{server}: {said}");
+        assert!(!installed().await, "{server}");
+    }
+    // With the opt-in it goes on (and fails only because nothing answers there).
+    let allowed = host
+        .sh(
+            "STAGELY_ALLOW_INSECURE_HTTP=1 STAGELY_JOIN_TOKEN=stj_secret \
+             sh /tmp/install.sh --server http://stagely.example.invalid",
+        )
+        .await;
+    let said = text(&allowed);
+    assert!(said.contains("plain http"), "{said}");
+    assert!(
+        said.contains("downloading the agent for x86_64 from http://stagely.example.invalid"),
+        "{said}"
+    );
+
+    // Over https, curl is asked for https only (redirects included) and TLS 1.2 or later: a
+    // stand-in curl records what it was asked.
+    let stand_in = "mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho \"$*\" >>/tmp/curl-args\\nexit 22\\n' \
+                    >/usr/local/bin/curl && chmod +x /usr/local/bin/curl";
+    assert!(host.sh(stand_in).await.status.success());
+    let https = host
+        .sh("STAGELY_JOIN_TOKEN=stj_secret sh /tmp/install.sh --server https://stagely.example.invalid")
+        .await;
+    assert!(!https.status.success(), "{}", text(&https));
+    let asked = text(&host.sh("cat /tmp/curl-args").await);
+    assert!(
+        asked.starts_with(
+            "--proto =https --proto-redir =https --tlsv1.2 -fsSL \
+             https://stagely.example.invalid/downloads/stagely-agent-x86_64 -o "
+        ),
+        "{asked}"
+    );
+    // BusyBox wget follows any redirect and cannot be limited to https: refused for https.
+    assert!(host.sh("rm /usr/local/bin/curl").await.status.success());
+    let busybox = host
+        .sh("STAGELY_JOIN_TOKEN=stj_secret sh /tmp/install.sh --server https://stagely.example.invalid")
+        .await;
+    let said = text(&busybox);
+    assert!(!busybox.status.success(), "{said}");
+    assert!(said.contains("cannot be limited to https"), "{said}");
+    assert!(!installed().await);
+}
+
+#[tokio::test]
 async fn a_join_token_needs_no_body_and_a_bad_name_is_refused_with_the_rule() {
     let app = spawn_app(&TestDb::Sqlite).await;
     let (_, client) = app.user("ops").await;

@@ -135,7 +135,7 @@ async fn session_of(app: &TestApp, user: &server::db::User) -> String {
         .create_session(user.id, &token.hash(), Duration::from_secs(600))
         .await
         .unwrap();
-    format!("{}={}", server::auth::SESSION_COOKIE, token.expose())
+    format!("{}={}", app.state.config.session_cookie(), token.expose())
 }
 
 #[tokio::test]
