@@ -182,8 +182,11 @@ mod tests {
                 "{file}"
             );
             let runcmd = parsed["runcmd"][0].as_str().unwrap_or_default();
+            // Over https the download is held to https, redirects included.
             assert!(
-                runcmd.starts_with(&format!("curl -fsSL {url}/install.sh")),
+                runcmd.starts_with(&format!(
+                    "curl --proto '=https' --tlsv1.2 -fsSL {url}/install.sh"
+                )),
                 "{file}"
             );
         }
