@@ -23,8 +23,9 @@ test('a new server added with the one-line command appears on the open Servers p
   const cloudInit = decodeURIComponent(href.slice(href.indexOf(',') + 1));
   expect(cloudInit).toMatch(/^#cloud-config\n/);
   const token = command.match(/STAGELY_JOIN_TOKEN=(\S+)/)?.[1] ?? '';
-  expect(cloudInit).toContain(`content: ${token}`);
-  expect(cloudInit).toContain("permissions: '0600'");
+  // Every value is a double-quoted YAML string (a bare 0600 would be read as a number).
+  expect(cloudInit).toContain(`content: "${token}"`);
+  expect(cloudInit).toContain('permissions: "0600"');
   expect(cloudInit).toContain(command.split(' | ')[0] + ' | STAGELY_JOIN_TOKEN_FILE=/run/stagely-join-token sh');
 
   // busybox has wget, not curl; the script works with either.
