@@ -57,17 +57,26 @@ pub async fn containers(
         });
     }
     let ids: Vec<&str> = output.stdout.split_whitespace().collect();
+    let inspect = ["inspect", "--format", health::INSPECT_FORMAT];
+    inspect_in_chunks(&inspect, &ids, redactor, health::parse_inspected).await
+}
+
+/// Runs `docker <command…> <ids…>` in chunks of [`INSPECT_CHUNK`] and parses each answer. An
+/// object removed since it was listed makes `docker` exit 1 after printing the others; only an
+/// answer without any JSON is a failure.
+async fn inspect_in_chunks<T>(
+    command: &[&str],
+    ids: &[&str],
+    redactor: &Redactor,
+    parse: fn(&str) -> Result<Vec<T>, serde_json::Error>,
+) -> Result<Vec<T>, EngineError> {
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(INSPECT_CHUNK) {
-        let argv = ["inspect", "--format", health::INSPECT_FORMAT]
-            .into_iter()
-            .chain(chunk.iter().copied());
+        let argv = command.iter().chain(chunk).copied();
         let inspect = CommandSpec::new("docker", argv).timeout(READ_TIMEOUT);
         let output = runner::run(&inspect, redactor, |_| {}).await?;
-        // A container removed since the listing makes `inspect` exit 1 after printing the
-        // others; only an answer without any JSON is a failure.
-        match health::parse_inspected(&output.stdout) {
-            Ok(containers) => found.extend(containers),
+        match parse(&output.stdout) {
+            Ok(parsed) => found.extend(parsed),
             Err(_) if !output.success() && output.stderr.contains("No such") => {}
             Err(source) if output.success() => {
                 return Err(EngineError::Parse {
@@ -106,32 +115,7 @@ impl Image {
 /// The images among `ids` (ids or references) that are on this host; missing ones are left
 /// out.
 pub async fn images(ids: &[&str], redactor: &Redactor) -> Result<Vec<Image>, EngineError> {
-    let mut found = Vec::new();
-    for chunk in ids.chunks(INSPECT_CHUNK) {
-        let argv = ["image", "inspect"]
-            .into_iter()
-            .chain(chunk.iter().copied());
-        let inspect = CommandSpec::new("docker", argv).timeout(READ_TIMEOUT);
-        let output = runner::run(&inspect, redactor, |_| {}).await?;
-        match parse_images(&output.stdout) {
-            Ok(images) => found.extend(images),
-            Err(_) if !output.success() && output.stderr.contains("No such") => {}
-            Err(source) if output.success() => {
-                return Err(EngineError::Parse {
-                    command: output.command,
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(EngineError::Failed {
-                    command: output.command,
-                    exit_code: output.exit_code,
-                    stderr: output.stderr.trim().to_owned(),
-                })
-            }
-        }
-    }
-    Ok(found)
+    inspect_in_chunks(&["image", "inspect"], ids, redactor, parse_images).await
 }
 
 /// Parses `docker image inspect <images…>`.

@@ -126,14 +126,7 @@ async fn lifecycle_requests_are_checked_and_queued_as_jobs_of_the_history() {
                 202,
             )
             .await;
-        let history: Vec<Deployment> = api
-            .expect(
-                Method::GET,
-                &format!("/projects/{}/deployments", project.id),
-                None,
-                200,
-            )
-            .await;
+        let history = history(&api, project.id).await;
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].id, stop.deployment_id);
         assert_eq!(history[0].kind, JobKind::Stop);
@@ -337,6 +330,30 @@ async fn deploy(api: &ApiClient, project: ProjectId) -> Deployment {
     wait_for_deployment(api, accepted.deployment_id, Duration::from_secs(90)).await
 }
 
+/// Runs an earlier deployment again through the API and waits for the result.
+async fn redeploy(api: &ApiClient, earlier: shared::DeploymentId) -> Deployment {
+    let accepted: DeployAccepted = api
+        .expect(
+            Method::POST,
+            &format!("/deployments/{earlier}/redeploy"),
+            None,
+            202,
+        )
+        .await;
+    wait_for_deployment(api, accepted.deployment_id, Duration::from_secs(90)).await
+}
+
+/// A project's jobs, newest first.
+async fn history(api: &ApiClient, project: ProjectId) -> Vec<Deployment> {
+    api.expect(
+        Method::GET,
+        &format!("/projects/{project}/deployments"),
+        None,
+        200,
+    )
+    .await
+}
+
 /// Runs a lifecycle action through the API and waits for the job to end.
 async fn act(api: &ApiClient, project: ProjectId, body: serde_json::Value) -> Deployment {
     let accepted: DeployAccepted = api
@@ -459,14 +476,7 @@ async fn lifecycle_jobs_act_on_the_containers_and_deleting_with_down_leaves_noth
         )
         .await;
 
-        let history: Vec<Deployment> = api
-            .expect(
-                Method::GET,
-                &format!("/projects/{}/deployments", project.id),
-                None,
-                200,
-            )
-            .await;
+        let history = history(&api, project.id).await;
         let kinds: Vec<JobKind> = history.iter().map(|job| job.kind).collect();
         assert_eq!(
             kinds,
@@ -540,16 +550,7 @@ async fn a_redeploy_runs_the_earlier_secret_values_and_image_exactly() {
         assert_eq!(agent::testing::container_image(&host.name, "web").await, v2);
 
         // Redeploy v1: its secret value and its image, whatever the tag and the secret say now.
-        let accepted: DeployAccepted = api
-            .expect(
-                Method::POST,
-                &format!("/deployments/{}/redeploy", first.id),
-                None,
-                202,
-            )
-            .await;
-        let third =
-            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(90)).await;
+        let third = redeploy(&api, first.id).await;
         assert_eq!(third.status, DeploymentStatus::Succeeded, "{third:?}");
         assert!(
             host.env("web")
@@ -559,14 +560,7 @@ async fn a_redeploy_runs_the_earlier_secret_values_and_image_exactly() {
             host.env("web").await
         );
         assert_eq!(agent::testing::container_image(&host.name, "web").await, v1);
-        let history: Vec<Deployment> = api
-            .expect(
-                Method::GET,
-                &format!("/projects/{}/deployments", project.id),
-                None,
-                200,
-            )
-            .await;
+        let history = history(&api, project.id).await;
         assert_eq!(history.len(), 3);
         assert_eq!(history[0].id, third.id);
         assert_eq!(history[0].redeploy_of, Some(first.id));
@@ -585,16 +579,7 @@ async fn a_redeploy_runs_the_earlier_secret_values_and_image_exactly() {
             .output()
             .unwrap();
         assert!(gone.status.success(), "{gone:?}");
-        let accepted: DeployAccepted = api
-            .expect(
-                Method::POST,
-                &format!("/deployments/{}/redeploy", second.id),
-                None,
-                202,
-            )
-            .await;
-        let fourth =
-            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(90)).await;
+        let fourth = redeploy(&api, second.id).await;
         assert_eq!(fourth.status, DeploymentStatus::Failed, "{fourth:?}");
         let message = fourth.message.clone().unwrap_or_default();
         assert!(message.contains("no longer on this host"), "{message}");
