@@ -345,7 +345,9 @@ impl Store {
     }
 
     /// Queues a delivery, then keeps the channel's pending deliveries within `cap` by failing
-    /// the oldest ones (never one a worker is sending). Returns how many were dropped.
+    /// the oldest ones. One a worker is sending is never dropped but counts towards `cap`: a
+    /// pending delivery goes when `cap` others are kept ahead of it (newer ones, and older ones
+    /// in flight). Returns how many were dropped.
     pub async fn enqueue_delivery(
         &self,
         id: DeliveryId,
@@ -373,9 +375,11 @@ impl Store {
                  SET status = 'failed', last_error = 'dropped: queue full', claimed_by = NULL, claimed_until = NULL \
                  WHERE channel_id = $1 AND status = 'pending' \
                  AND (claimed_until IS NULL OR claimed_until < $2) \
-                 AND seq <= (SELECT seq FROM notification_deliveries \
-                             WHERE channel_id = $1 AND status = 'pending' \
-                             ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+                 AND (SELECT COUNT(*) FROM notification_deliveries kept \
+                      WHERE kept.channel_id = $1 AND kept.status = 'pending' \
+                      AND (kept.seq > notification_deliveries.seq \
+                           OR (kept.seq < notification_deliveries.seq \
+                               AND kept.claimed_until >= $2))) >= $3",
             )
             .bind(channel.to_string())
             .bind(now)
