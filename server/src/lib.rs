@@ -6,13 +6,15 @@
 //!
 //! 1. adapters — [`http`] (REST API), [`dashboard`] (server functions), [`ws`] (the agent,
 //!    join and browser sockets), [`housekeeping`] (background tasks), [`security_headers`]
-//!    (CSP and friends on every response), and `main.rs` (admin CLI);
+//!    (CSP and friends on every response), [`assets`] (caching of static files), and `main.rs`
+//!    (admin CLI);
 //! 2. [`auth`] — every credential question; [`error_response`] — `OpError` as an HTTP answer;
 //! 3. [`state`] — what adapters hand to operations;
 //! 4. [`ops`] — the operations, one module per resource;
 //! 5. [`hub`], [`log_feeds`], [`vault`] — live sessions, watched log feeds, sealed secrets;
 //! 6. [`db`], [`crypto`], [`token`], [`config`] — storage, ciphers, tokens, settings.
 
+pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod crypto;
@@ -79,6 +81,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_session,
         ))
+        .layer(axum::middleware::from_fn(assets::cache_control))
         // Outermost, so the redirects and refusals of the session guard carry the headers too.
         .layer(axum::middleware::from_fn_with_state(
             headers,

@@ -10,6 +10,7 @@ use crate::log_feeds::LogFeeds;
 use crate::vault::Vault;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Agent handshakes (authentication, hello, welcome) in progress at once; beyond this new agents
@@ -38,11 +39,16 @@ impl AppState {
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
         let vault = open_vault(&mut config)?;
+        // A build that hashed its file names left their hashes in the site root; pages then
+        // name `stagely.<hash>.js` and the rest (see `assets`).
+        let hash_file = hash_file(&config.site_root);
         let leptos_options = LeptosOptions::builder()
             .output_name("stagely")
             .site_root(config.site_root.to_string_lossy().into_owned())
             .site_pkg_dir("pkg")
             .site_addr(config.bind)
+            .hash_files(hash_file.is_some())
+            .hash_file(Arc::<str>::from(hash_file.unwrap_or_default()))
             .build();
         Ok(Self {
             store,
@@ -54,6 +60,16 @@ impl AppState {
             leptos_options,
         })
     }
+}
+
+/// The file, in the site root, where `cargo leptos build` wrote the hashes of the JS, WASM and
+/// CSS it named after their content (`hash-file-name` in the workspace metadata points there);
+/// absolute, as Leptos joins it to the binary's directory.
+fn hash_file(site_root: &Path) -> Option<String> {
+    let path = site_root.join("hash.txt");
+    path.is_file()
+        .then(|| std::path::absolute(&path).unwrap_or(path))
+        .map(|path| path.to_string_lossy().into_owned())
 }
 
 /// The vault over the configured master key (generated on first use in embedded mode) and,

@@ -16,4 +16,5 @@ mod redaction;
 mod retention;
 mod secrets_at_rest;
 mod security_headers;
+mod static_files;
 mod storage;
