@@ -7,8 +7,8 @@ cd "$ROOT"
 
 ensure_rust_tools
 
-say "building (cargo leptos build --release --precompress)"
-cargo leptos build --release --precompress
+say "building (cargo leptos build --release --split --precompress)"
+cargo leptos build --release --split --precompress
 
 export STAGELY_DATA_DIR="${STAGELY_DATA_DIR:-$ROOT/data}"
 export STAGELY_BIND="${STAGELY_BIND:-127.0.0.1:3000}"

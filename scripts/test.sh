@@ -95,8 +95,9 @@ cargo build --bins
 build_static_agent
 cargo test
 
-say "building the dashboard (cargo leptos build)"
-cargo leptos build
+say "building the dashboard (cargo leptos build --split)"
+# --split: each page's code is its own WASM chunk, as in run.sh's release build.
+cargo leptos build --split
 
 say "Playwright (Chromium)"
 (cd end2end && npx playwright test)

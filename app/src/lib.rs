@@ -12,6 +12,7 @@ pub mod logs;
 pub mod notifications;
 pub mod project;
 pub mod projects;
+mod routes;
 pub mod secrets;
 pub mod servers;
 pub mod services;
@@ -21,7 +22,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::{
     components::{Route, Router, Routes, A},
-    path,
+    path, Lazy, LazyRoute,
 };
 
 #[cfg(feature = "ssr")]
@@ -225,18 +226,84 @@ pub fn App() -> impl IntoView {
                 <TopBar />
                 <main>
                     <Routes fallback=|| view! { <p class="muted">"Page not found."</p> }>
-                        <Route path=path!("") view=servers::ServersPage />
-                        <Route path=path!("/login") view=auth::LoginPage />
-                        <Route path=path!("/setup") view=auth::SetupPage />
-                        <Route path=path!("/projects") view=projects::ProjectsPage />
-                        <Route path=path!("/projects/:id") view=project::ProjectPage />
-                        <Route path=path!("/notifications") view=notifications::NotificationsPage />
+                        <Route path=path!("") view={Lazy::<ServersRoute>::new()} />
+                        <Route path=path!("/login") view={Lazy::<LoginRoute>::new()} />
+                        <Route path=path!("/setup") view={Lazy::<SetupRoute>::new()} />
+                        <Route path=path!("/projects") view={Lazy::<ProjectsRoute>::new()} />
+                        <Route path=path!("/projects/:id") view={Lazy::<ProjectRoute>::new()} />
+                        <Route
+                            path=path!("/notifications")
+                            view={Lazy::<NotificationsRoute>::new()}
+                        />
                     </Routes>
                 </main>
             </div>
         </Router>
     }
 }
+
+/// A route whose page is split out of the main WASM (`cargo leptos build --split`): the browser
+/// fetches its code the first time the page is shown, so the first page a person opens does not
+/// wait for every other page's code. Each page loads its own data; the route has none.
+///
+/// Written out rather than with `#[lazy_route]`, whose loader panics when the chunk's fetch
+/// fails (a network blip, a Wi-Fi change, a server restarting) and so kills the whole
+/// dashboard: here the load is `fallible`, retried, and a page that still cannot be fetched
+/// says so (see [`routes::load`]). On the server, the page renders at once and names its chunk
+/// so the HTML preloads it.
+macro_rules! lazy_page {
+    ($route:ident, $split:ident, $preload:ident, $module:ident :: $page:ident) => {
+        #[doc = concat!("The lazily loaded route of [`", stringify!($module), "::", stringify!($page), "`].")]
+        struct $route;
+
+        #[cfg(feature = "hydrate")]
+        #[::leptos::wasm_split::wasm_split(
+            $split,
+            wasm_split_path = ::leptos::wasm_split,
+            preload(#[allow(non_snake_case)] $preload),
+            fallible
+        )]
+        fn $split() -> Result<AnyView, ::leptos::wasm_split::SplitLoaderError> {
+            Ok(view! { <$module::$page /> }.into_any())
+        }
+
+        #[cfg(not(feature = "hydrate"))]
+        async fn $split() -> Result<AnyView, std::convert::Infallible> {
+            ::leptos::prefetch_lazy_fn_on_server(stringify!($split));
+            Ok(view! { <$module::$page /> }.into_any())
+        }
+
+        impl LazyRoute for $route {
+            fn data() -> Self {
+                Self
+            }
+
+            async fn view(_this: Self) -> AnyView {
+                routes::load($split).await
+            }
+
+            async fn preload() {
+                #[cfg(feature = "hydrate")]
+                {
+                    // A failure is retried by `view` when the page is shown.
+                    let _ = $preload().await;
+                }
+            }
+        }
+    };
+}
+
+lazy_page!(ServersRoute, stagely_servers_page, preload_servers_page, servers::ServersPage);
+lazy_page!(LoginRoute, stagely_login_page, preload_login_page, auth::LoginPage);
+lazy_page!(SetupRoute, stagely_setup_page, preload_setup_page, auth::SetupPage);
+lazy_page!(ProjectsRoute, stagely_projects_page, preload_projects_page, projects::ProjectsPage);
+lazy_page!(ProjectRoute, stagely_project_page, preload_project_page, project::ProjectPage);
+lazy_page!(
+    NotificationsRoute,
+    stagely_notifications_page,
+    preload_notifications_page,
+    notifications::NotificationsPage
+);
 
 /// The brand, the navigation and who is signed in (with the sign-out button). On the sign-in
 /// pages nobody is, and only the brand shows.

@@ -57,7 +57,7 @@ const APP_LAYERS: &[&[&str]] = &[
     //    Project page's notification panel).
     &["secrets", "services", "notifications"],
     // 3. What the pages share, and the server side of the server functions.
-    &["logs", "live", "widgets", "ssr"],
+    &["logs", "live", "widgets", "routes", "ssr"],
 ];
 
 /// Names of `app/src/lib.rs` that modules may use, each with the module that owns it.
