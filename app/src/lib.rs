@@ -293,11 +293,36 @@ macro_rules! lazy_page {
     };
 }
 
-lazy_page!(ServersRoute, stagely_servers_page, preload_servers_page, servers::ServersPage);
-lazy_page!(LoginRoute, stagely_login_page, preload_login_page, auth::LoginPage);
-lazy_page!(SetupRoute, stagely_setup_page, preload_setup_page, auth::SetupPage);
-lazy_page!(ProjectsRoute, stagely_projects_page, preload_projects_page, projects::ProjectsPage);
-lazy_page!(ProjectRoute, stagely_project_page, preload_project_page, project::ProjectPage);
+lazy_page!(
+    ServersRoute,
+    stagely_servers_page,
+    preload_servers_page,
+    servers::ServersPage
+);
+lazy_page!(
+    LoginRoute,
+    stagely_login_page,
+    preload_login_page,
+    auth::LoginPage
+);
+lazy_page!(
+    SetupRoute,
+    stagely_setup_page,
+    preload_setup_page,
+    auth::SetupPage
+);
+lazy_page!(
+    ProjectsRoute,
+    stagely_projects_page,
+    preload_projects_page,
+    projects::ProjectsPage
+);
+lazy_page!(
+    ProjectRoute,
+    stagely_project_page,
+    preload_project_page,
+    project::ProjectPage
+);
 lazy_page!(
     NotificationsRoute,
     stagely_notifications_page,

@@ -753,7 +753,11 @@ async fn a_full_queue_drops_its_oldest_pending_deliveries() {
         let head = pending[0];
         let until = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 + 600_000;
         eventually(Duration::from_secs(10), "the head claimed", || async {
-            app.store().claim_delivery(head, until).await.unwrap().is_some()
+            app.store()
+                .claim_delivery(head, until)
+                .await
+                .unwrap()
+                .is_some()
         })
         .await;
         let newest = send_test(&api, &channel).await.delivery_id;

@@ -54,7 +54,10 @@ async fn pages_name_hashed_files_which_are_immutable_and_served_precompressed() 
         assert!(page.body.contains(&name), "{name} not in\n{}", page.body);
     }
     assert!(!page.body.contains("/pkg/stagely.js"), "{}", page.body);
-    assert!(page.header("cache-control").is_none(), "pages are not cached");
+    assert!(
+        page.header("cache-control").is_none(),
+        "pages are not cached"
+    );
 
     let js = format!("/pkg/stagely.{JS}.js");
     for (accepts, body, encoding) in [
