@@ -301,7 +301,8 @@ impl Store {
     /// A local account, its password hash (`None` for GitHub-only accounts) and whether it is
     /// disabled.
     pub async fn local_account(&self, login: &str) -> Result<Option<LocalAccount>, DbError> {
-        let row: Option<(String, String, bool, Option<String>, Option<i64>)> = on_pool!(self, pool => {
+        type Row = (String, String, bool, Option<String>, Option<i64>);
+        let row: Option<Row> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT id, login, is_admin, password_hash, disabled_at FROM users WHERE login = $1",
             )
