@@ -27,7 +27,12 @@ pub struct SessionClient {
 pub const MAX_USER_AGENT_CHARS: usize = 256;
 
 /// Last-used times are kept to this grain (one write a minute per session or token at most).
-pub(super) const LAST_USED_GRAIN_MS: i64 = 60_000;
+const LAST_USED_GRAIN_MS: i64 = 60_000;
+
+/// Whether a last-used time is older than its grain, so worth a write.
+pub(super) fn is_stale(last_used_at: Option<i64>, now: i64) -> bool {
+    last_used_at.is_none_or(|at| at < now - LAST_USED_GRAIN_MS)
+}
 
 /// A session as stored, for its owner's list. `token_hash` tells which one a request uses and
 /// never leaves the server.
@@ -89,12 +94,13 @@ impl Store {
     }
 
     /// The user of a session that has not expired, whose account is not disabled. Notes the
-    /// use (at most one write a minute per session).
+    /// use, at most one write a minute per session (a read alone takes no write lock).
     pub async fn user_by_session(&self, token: &TokenHash) -> Result<Option<User>, DbError> {
         let now = now_ms();
-        let row: Option<UserRow> = on_pool!(self, pool => {
+        let row: Option<(String, String, bool, Option<i64>)> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT u.id, u.login, u.is_admin FROM sessions s JOIN users u ON u.id = s.user_id \
+                "SELECT u.id, u.login, u.is_admin, s.last_used_at FROM sessions s \
+                 JOIN users u ON u.id = s.user_id \
                  WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
             )
             .bind(&token.0)
@@ -102,21 +108,25 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        if row.is_some() {
+        let Some((id, login, is_admin, last_used_at)) = row else {
+            return Ok(None);
+        };
+        if is_stale(last_used_at, now) {
             on_pool!(self, pool => {
-                sqlx::query(
-                    "UPDATE sessions SET last_used_at = $1 WHERE token_hash = $2 \
-                     AND (last_used_at IS NULL OR last_used_at < $3)",
-                )
-                .bind(now)
-                .bind(&token.0)
-                .bind(now - LAST_USED_GRAIN_MS)
-                .execute(pool)
-                .await?
-                .rows_affected()
+                sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE token_hash = $2")
+                    .bind(now)
+                    .bind(&token.0)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
             });
         }
-        row.map(User::try_from).transpose()
+        User::try_from(UserRow {
+            id,
+            login,
+            is_admin,
+        })
+        .map(Some)
     }
 
     /// The sessions of `user` that have not expired, newest first.
