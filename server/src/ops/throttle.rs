@@ -153,12 +153,17 @@ pub struct Attempt {
     pub account: Option<String>,
 }
 
+/// Account names are counted by at most this many characters (a login has at most 64), so a
+/// key never holds more than a few hundred bytes whatever was typed.
+const MAX_ACCOUNT_CHARS: usize = 64;
+
 impl Attempt {
     pub fn new(ip: Option<IpAddr>, account: Option<&str>) -> Self {
-        Self {
-            ip,
-            account: account.map(|name| name.trim().to_lowercase()),
-        }
+        let account = account.map(|name| {
+            let name: String = name.trim().chars().take(MAX_ACCOUNT_CHARS + 1).collect();
+            name.to_lowercase()
+        });
+        Self { ip, account }
     }
 }
 
@@ -320,6 +325,12 @@ mod tests {
         for _ in 0..ACCOUNT_LIMITS.free_failures {
             assert_eq!(throttle.begin_at(&attempt, later), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_huge_account_name_is_kept_short() {
+        let attempt = Attempt::new(None, Some(&"x".repeat(1_000_000)));
+        assert!(attempt.account.unwrap().len() <= 4 * (MAX_ACCOUNT_CHARS + 1));
     }
 
     #[test]
