@@ -66,6 +66,12 @@ impl Drop for Watching {
 async fn relay(mut socket: WebSocket, state: AppState, user: User, headers: HeaderMap) {
     let mut events = state.hub.subscribe();
     let mut revocations = state.hub.revocations();
+    // A revocation between the upgrade's credential check and the subscription above would
+    // otherwise go unheard until the periodic check: look once more, now that we listen.
+    if !still_signed_in(&state, &headers).await {
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     let mut watching = Watching {
         state: state.clone(),
