@@ -59,7 +59,10 @@ pub async fn build_version_image(tag: &str, version: &str) -> String {
     let context = tempfile::tempdir().expect("a temporary directory");
     std::fs::write(
         context.path().join("Dockerfile"),
-        format!("FROM {base}\nRUN echo {version} > /version\n"),
+        // The tag (random per test) goes into the image too: with the same content, the build
+        // cache would give another run's image (another worktree's tests on the same Docker
+        // daemon) this very id, and removing our tag would then leave the image in place.
+        format!("FROM {base}\nRUN echo {version} {tag} > /version\n"),
     )
     .expect("writing the Dockerfile");
     let dir = context.path().display().to_string();

@@ -5,6 +5,7 @@
 //! the page reaches data; their bodies run on the server against a [`ssr::Dashboard`] that the
 //! server provides as context, so this crate never depends on the database or the hub.
 
+pub mod account;
 pub mod auth;
 #[cfg(feature = "hydrate")]
 pub mod live;
@@ -34,7 +35,9 @@ pub mod ssr {
         Deployment, JoinTokenCreated, LifecycleRequest, Project, ProjectServices, RevealedSecret,
         SecretSummary, SecretVersion, SignInOptions, UpdateSecret, Viewer,
     };
-    use shared::{AgentId, DeploymentId, ProjectId, SecretId, ServiceName};
+    use shared::api::{ApiTokenInfo, SessionInfo, UserSummary};
+    use shared::{AgentId, ApiTokenId, DeploymentId, ProjectId, SecretId, ServiceName};
+    use shared::{SessionId, UserId};
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::Arc;
@@ -52,7 +55,7 @@ pub mod ssr {
 
     /// What the dashboard needs from the server. `stagely-server` implements it over its store
     /// and hub, with the same checks as its REST API.
-    pub trait Dashboard: Send + Sync + 'static {
+    pub trait Dashboard: Accounts + Send + Sync + 'static {
         /// The name of the session cookie this server sets (`__Host-…` over https).
         fn session_cookie(&self) -> &'static str;
         fn sign_in_options(&self) -> SignInOptions;
@@ -150,6 +153,20 @@ pub mod ssr {
         ) -> Answer<'_, shared::notify::ProjectNotifications>;
     }
 
+    /// What the Account and Users pages need from the server (issue 15, revocation).
+    pub trait Accounts {
+        /// The person's sessions, the one of this request marked `current`.
+        fn list_sessions(&self, session: Session) -> Answer<'_, Vec<SessionInfo>>;
+        /// Ends one of the person's sessions; true when it was this request's (signed out).
+        fn revoke_session(&self, session: Session, id: SessionId) -> Answer<'_, bool>;
+        fn list_api_tokens(&self, session: Session) -> Answer<'_, Vec<ApiTokenInfo>>;
+        fn revoke_api_token(&self, session: Session, id: ApiTokenId) -> Answer<'_, ()>;
+        /// Every user (admins).
+        fn list_users(&self, session: Session) -> Answer<'_, Vec<UserSummary>>;
+        fn disable_user(&self, session: Session, id: UserId) -> Answer<'_, UserSummary>;
+        fn enable_user(&self, session: Session, id: UserId) -> Answer<'_, UserSummary>;
+    }
+
     /// The context value server functions look up.
     #[derive(Clone)]
     pub struct DashboardContext(pub Arc<dyn Dashboard>);
@@ -235,6 +252,7 @@ pub fn App() -> impl IntoView {
                             path=path!("/notifications")
                             view={Lazy::<NotificationsRoute>::new()}
                         />
+                        <Route path=path!("/account") view={Lazy::<AccountRoute>::new()} />
                     </Routes>
                 </main>
             </div>
@@ -324,6 +342,12 @@ lazy_page!(
     project::ProjectPage
 );
 lazy_page!(
+    AccountRoute,
+    stagely_account_page,
+    preload_account_page,
+    account::AccountPage
+);
+lazy_page!(
     NotificationsRoute,
     stagely_notifications_page,
     preload_notifications_page,
@@ -351,6 +375,7 @@ fn TopBar() -> impl IntoView {
                                     <A href="/" exact=true>"Servers"</A>
                                     <A href="/projects">"Projects"</A>
                                     <A href="/notifications">"Notifications"</A>
+                                    <A href="/account">"Account"</A>
                                 </nav>
                                 <form class="whoami" method="post" action="/auth/logout">
                                     <span class="muted">{viewer.login}</span>

@@ -45,6 +45,55 @@ pub struct Config {
     /// `STAGELY_ALLOW_INSECURE_HTTP` (`0`): whether `STAGELY_PUBLIC_URL` may be plain http to a
     /// host that is not loopback. Off, such a URL stops the server at start.
     pub allow_insecure_http: bool,
+    /// `STAGELY_TRUSTED_PROXIES`: comma-separated addresses or CIDR ranges of the reverse
+    /// proxies in front of Stagely (e.g. `127.0.0.1,::1` or `172.16.0.0/12`). Only a request
+    /// from one of them has its `X-Forwarded-For` believed when the client's address is needed
+    /// (sign-in throttling, the session list); empty (the default), the peer address counts.
+    pub trusted_proxies: Vec<IpRange>,
+}
+
+/// An address or a CIDR range: `10.0.0.1`, `10.0.0.0/8`, `fd00::/8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn parse(text: &str) -> Option<Self> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: std::net::IpAddr = address.trim().parse().ok()?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix.trim().parse().ok().filter(|bits| *bits <= max)?,
+            None => max,
+        };
+        Some(Self { network, prefix })
+    }
+
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        let address = match address {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, Into::into),
+            v4 => v4,
+        };
+        let (network, address, bits) = match (self.network, address) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+                (u128::from(u32::from(n)), u128::from(u32::from(a)), 32)
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+                (u128::from(n), u128::from(a), 128)
+            }
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        if shift >= 128 {
+            return true;
+        }
+        network >> shift == address >> shift
+    }
 }
 
 /// `STAGELY_GITHUB_*`: an OAuth app on GitHub (or a GitHub Enterprise / compatible server).
@@ -59,7 +108,8 @@ pub struct GitHubConfig {
     /// `STAGELY_GITHUB_API_URL`: the REST API (`/user`, `/user/orgs`); default
     /// `https://api.github.com`.
     pub api_url: String,
-    /// `STAGELY_GITHUB_ALLOWED_USERS`: comma-separated logins that may sign in.
+    /// `STAGELY_GITHUB_ALLOWED_USERS`: comma-separated GitHub users who may sign in: numeric
+    /// user ids (`12345`, which survive a rename) or logins.
     pub allowed_users: Vec<String>,
     /// `STAGELY_GITHUB_ALLOWED_ORGS`: comma-separated organizations whose members may sign in.
     pub allowed_orgs: Vec<String>,
@@ -178,6 +228,18 @@ impl Config {
             }),
         };
 
+        let trusted_proxies = list(non_empty("STAGELY_TRUSTED_PROXIES"))
+            .into_iter()
+            .map(|item| {
+                IpRange::parse(&item).ok_or_else(|| ConfigError::Invalid {
+                    name: "STAGELY_TRUSTED_PROXIES",
+                    reason: format!(
+                        "{item:?} is not an IP address or a CIDR range like 10.0.0.0/8"
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
         Ok(Self {
             bind,
             data_dir,
@@ -197,6 +259,7 @@ impl Config {
             notifications: NotifyConfig::from_lookup(&non_empty)?,
             retention: RetentionConfig::from_lookup(&non_empty)?,
             allow_insecure_http,
+            trusted_proxies,
         })
     }
 
@@ -337,6 +400,7 @@ impl fmt::Debug for Config {
             .field("notifications", &self.notifications)
             .field("retention", &self.retention)
             .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field(
                 "github",
                 &self.github.as_ref().map(|github| {

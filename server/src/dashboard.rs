@@ -6,14 +6,17 @@ use crate::auth;
 use crate::db::User;
 use crate::ops::{self, Actor, OpError};
 use crate::state::AppState;
-use app::ssr::{Answer, Dashboard, Session};
+use crate::token::TokenHash;
+use app::ssr::{Accounts, Answer, Dashboard, Session};
 use shared::api::{
     AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeleteProject, DeployAccepted,
     Deployment, JoinTokenCreated, LifecycleRequest, Project, ProjectServices, RevealedSecret,
     SecretSummary, SecretVersion, SignInOptions, UpdateSecret, Viewer,
 };
+use shared::api::{ApiTokenInfo, SessionInfo, UserSummary};
 use shared::notify;
 use shared::{AgentId, DeploymentId, ProjectId, SecretId, ServiceName};
+use shared::{ApiTokenId, SessionId, UserId};
 use std::future::Future;
 
 pub struct ServerDashboard {
@@ -52,6 +55,54 @@ fn message(error: OpError) -> String {
             "Something went wrong on the server; its log has the details.".into()
         }
         other => other.to_string(),
+    }
+}
+
+impl Accounts for ServerDashboard {
+    fn list_sessions(&self, session: Session) -> Answer<'_, Vec<SessionInfo>> {
+        let current = session.0.as_deref().map(TokenHash::of);
+        self.as_user(session, move |state, user| async move {
+            ops::users::sessions(&state.store, &user, current.as_ref()).await
+        })
+    }
+
+    fn revoke_session(&self, session: Session, id: SessionId) -> Answer<'_, bool> {
+        let current = session.0.as_deref().map(TokenHash::of);
+        self.as_user(session, move |state, user| async move {
+            let (store, hub) = (&state.store, &state.hub);
+            ops::users::revoke_session(store, hub, &user, id, current.as_ref()).await
+        })
+    }
+
+    fn list_api_tokens(&self, session: Session) -> Answer<'_, Vec<ApiTokenInfo>> {
+        // A dashboard call never carries an API token: none is marked current.
+        self.as_user(session, |state, user| async move {
+            ops::users::api_tokens(&state.store, &user, None).await
+        })
+    }
+
+    fn revoke_api_token(&self, session: Session, id: ApiTokenId) -> Answer<'_, ()> {
+        self.as_user(session, move |state, user| async move {
+            ops::users::revoke_api_token(&state.store, &state.hub, &user, id).await
+        })
+    }
+
+    fn list_users(&self, session: Session) -> Answer<'_, Vec<UserSummary>> {
+        self.as_user(session, |state, user| async move {
+            ops::users::list(&state.store, &user).await
+        })
+    }
+
+    fn disable_user(&self, session: Session, id: UserId) -> Answer<'_, UserSummary> {
+        self.as_user(session, move |state, user| async move {
+            ops::users::disable(&state.store, &state.hub, &user, id).await
+        })
+    }
+
+    fn enable_user(&self, session: Session, id: UserId) -> Answer<'_, UserSummary> {
+        self.as_user(session, move |state, user| async move {
+            ops::users::enable(&state.store, &user, id).await
+        })
     }
 }
 

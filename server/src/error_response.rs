@@ -19,6 +19,7 @@ impl IntoResponse for OpError {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             Self::Unreadable(_) => (StatusCode::INTERNAL_SERVER_ERROR, "secret_unreadable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -38,8 +39,19 @@ impl IntoResponse for OpError {
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, retry_after.into());
         }
+        if let Self::Throttled { retry_after } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                retry_after_secs(retry_after).into(),
+            );
+        }
         response
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up (at least 1).
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
 impl From<JsonRejection> for OpError {

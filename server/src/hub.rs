@@ -13,7 +13,7 @@ use crate::db::Store;
 use shared::api::{AgentStatus, DeploymentEvent, DeploymentStatus, LogLines};
 use shared::protocol::{Inspect, Inspected};
 use shared::runtime::ServiceState;
-use shared::{AgentId, DeploymentId, JobId, ProjectId, ServerToAgent, ServiceName};
+use shared::{AgentId, DeploymentId, JobId, ProjectId, ServerToAgent, ServiceName, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -87,6 +87,9 @@ struct Inner {
     closing: tokio::sync::watch::Sender<bool>,
     /// Inspections sent to agents, waiting for their answer.
     inspections: Mutex<HashMap<JobId, oneshot::Sender<InspectResult>>>,
+    /// Users some of whose credentials were just revoked (a session, a token, a disabled
+    /// account): their live feeds check theirs again at once.
+    revoked: broadcast::Sender<UserId>,
 }
 
 impl Default for Inner {
@@ -100,6 +103,7 @@ impl Default for Inner {
             fleet_size: std::sync::atomic::AtomicUsize::new(0),
             closing: tokio::sync::watch::channel(false).0,
             inspections: Mutex::default(),
+            revoked: broadcast::channel(256).0,
         }
     }
 }
@@ -339,6 +343,18 @@ impl Hub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Says that some credentials of `user` were revoked, so their open feeds check theirs
+    /// again now rather than at their next periodic check.
+    pub fn credentials_revoked(&self, user: UserId) {
+        let _ = self.inner.revoked.send(user);
+    }
+
+    /// Revocations as [`Hub::credentials_revoked`] announces them. A receiver that lags has
+    /// missed some: it should check its credentials.
+    pub fn revocations(&self) -> broadcast::Receiver<UserId> {
+        self.inner.revoked.subscribe()
     }
 
     /// Tells the dashboard's listeners; nobody listening is fine.

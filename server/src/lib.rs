@@ -43,6 +43,7 @@ use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The whole HTTP surface: dashboard pages, server functions, health, the API and the sockets,
@@ -115,7 +116,9 @@ pub async fn run(
         // Agent sockets never end on their own: close them so the graceful shutdown can finish.
         hub.shut_down();
     };
-    axum::serve(listener, router(state.clone()))
+    // Peer addresses reach handlers (`auth::ClientIp`), for the sign-in throttle.
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;

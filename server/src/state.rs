@@ -7,6 +7,7 @@ use crate::crypto::{KeyOrigin, Keyring, MasterKey};
 use crate::db::Store;
 use crate::hub::Hub;
 use crate::log_feeds::LogFeeds;
+use crate::ops::throttle::Throttle;
 use crate::vault::Vault;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub handshakes: Arc<tokio::sync::Semaphore>,
     /// Container logs of the projects dashboard tabs are watching.
     pub logs: LogFeeds,
+    /// Password attempts per client address and account (see [`Throttle`]).
+    pub throttle: Arc<Throttle>,
     pub leptos_options: LeptosOptions,
 }
 
@@ -57,6 +60,7 @@ impl AppState {
             vault,
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
             logs: LogFeeds::default(),
+            throttle: Arc::new(Throttle::default()),
             leptos_options,
         })
     }

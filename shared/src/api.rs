@@ -2,8 +2,8 @@
 
 use crate::runtime::{JobKind, LifecycleAction, ServiceImage, ServiceState};
 use crate::{
-    AgentId, AgentName, ComposeFile, DeploymentId, EnvKey, JobId, ProjectId, ProjectName,
-    ProjectPath, SecretId, SecretScope, SecretValue, ServiceName, UserId,
+    AgentId, AgentName, ApiTokenId, ComposeFile, DeploymentId, EnvKey, JobId, ProjectId,
+    ProjectName, ProjectPath, SecretId, SecretScope, SecretValue, ServiceName, SessionId, UserId,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -565,6 +565,65 @@ pub struct Viewer {
     pub is_admin: bool,
 }
 
+/// One of the caller's dashboard sessions, as `GET /api/v1/sessions` lists it. It never
+/// carries the session's secret: `id` is a public handle for revoking it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SessionInfo {
+    pub id: SessionId,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
+    pub created_at: OffsetDateTime,
+    /// When it last authenticated a request (to the minute), if since it was created.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
+    pub expires_at: OffsetDateTime,
+    /// The browser's `User-Agent` at sign-in (at most 256 characters).
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// The address the sign-in came from (see `STAGELY_TRUSTED_PROXIES`).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The session of this very request: revoking it signs you out.
+    pub current: bool,
+}
+
+/// One of the caller's API tokens, as `GET /api/v1/api-tokens` lists it: never the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ApiTokenInfo {
+    pub id: ApiTokenId,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
+    pub created_at: OffsetDateTime,
+    /// When it last authenticated a request (to the minute), if ever since this was tracked.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// The token this very request carries.
+    pub current: bool,
+}
+
+/// A user as an admin sees it in `GET /api/v1/users`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct UserSummary {
+    pub id: UserId,
+    pub login: String,
+    pub is_admin: bool,
+    /// Signs in with GitHub (matched by GitHub's numeric user id).
+    #[serde(default)]
+    pub github_id: Option<i64>,
+    /// A disabled user cannot sign in, and has no sessions or API tokens.
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
+    pub created_at: OffsetDateTime,
+}
+
 /// How people may sign in to this server, for the login page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignInOptions {
@@ -595,10 +654,13 @@ pub enum SignInError {
     NotAllowed,
     LocalAccountExists,
     ServerError,
+    TooManyAttempts,
+    Disabled,
+    NameTaken,
 }
 
 impl SignInError {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 17] = [
         Self::WrongPassword,
         Self::BadUsername,
         Self::ShortPassword,
@@ -613,6 +675,9 @@ impl SignInError {
         Self::NotAllowed,
         Self::LocalAccountExists,
         Self::ServerError,
+        Self::TooManyAttempts,
+        Self::Disabled,
+        Self::NameTaken,
     ];
 
     /// What goes into `?error=`.
@@ -632,6 +697,9 @@ impl SignInError {
             Self::NotAllowed => "not_allowed",
             Self::LocalAccountExists => "local_account_exists",
             Self::ServerError => "server_error",
+            Self::TooManyAttempts => "too_many_attempts",
+            Self::Disabled => "disabled",
+            Self::NameTaken => "name_taken",
         }
     }
 
@@ -663,6 +731,15 @@ impl SignInError {
                 "A local account has this GitHub account's name; sign in with its password."
             }
             Self::ServerError => "Sign-in failed on the server; its log has the details.",
+            Self::TooManyAttempts => {
+                "Too many sign-in attempts from this address or for this account; wait a few \
+                 minutes and try again."
+            }
+            Self::Disabled => "This account is disabled; ask an administrator.",
+            Self::NameTaken => {
+                "Another account already uses this GitHub account's name (GitHub accounts are \
+                 matched by their id, and this one is new here); ask an administrator."
+            }
         }
     }
 }

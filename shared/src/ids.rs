@@ -56,3 +56,11 @@ id_type!(
     /// One user account.
     UserId
 );
+id_type!(
+    /// One dashboard session of a user (its public id: never the cookie's secret nor its hash).
+    SessionId
+);
+id_type!(
+    /// One API token of a user (its public id: never the token nor its hash).
+    ApiTokenId
+);

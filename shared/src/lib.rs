@@ -15,7 +15,7 @@ pub mod runtime;
 pub mod secret;
 pub mod transport;
 
-pub use ids::{AgentId, DeploymentId, JobId, ProjectId, SecretId, UserId};
+pub use ids::{AgentId, ApiTokenId, DeploymentId, JobId, ProjectId, SecretId, SessionId, UserId};
 pub use names::{
     AgentName, ComposeFile, EnvKey, Login, NameError, ProjectName, ProjectPath, ServiceName,
 };

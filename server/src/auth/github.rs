@@ -7,7 +7,7 @@
 //! signs them in. Every failure sends the person back to the login page with the reason.
 
 use super::pages::{back_with_error, sign_in};
-use super::{cookie, set_cookie};
+use super::{cookie, set_cookie, ClientIp};
 use crate::config::GitHubConfig;
 use crate::ops::OpError;
 use crate::state::AppState;
@@ -100,6 +100,7 @@ pub struct Callback {
 /// GitHub sends the person back here with a code (or an error).
 pub async fn callback(
     State(state): State<AppState>,
+    client: ClientIp,
     headers: HeaderMap,
     Query(callback): Query<Callback>,
 ) -> Result<Response, OpError> {
@@ -109,7 +110,7 @@ pub async fn callback(
     let clear = set_cookie(&state, LOGIN_COOKIE, "", COOKIE_PATH, Duration::ZERO);
     let outcome = finish(&state, github, &headers, callback).await;
     let mut response = match outcome {
-        Ok(user) => sign_in(&state, &user).await?,
+        Ok(user) => sign_in(&state, &user, client, &headers).await?,
         Err(Refusal(error)) => {
             tracing::info!(reason = error.message(), "GitHub sign-in refused");
             back_with_error("/login", error)
@@ -177,21 +178,34 @@ async fn finish(
         })?;
     let access = token.access_token().secret();
     let person: GitHubUser = api_get(&http, github, access, "/user").await?;
-    if !allowed(&http, github, access, &person.login).await? {
-        tracing::info!(login = %person.login, "GitHub account not allowed to sign in");
+    if !allowed(&http, github, access, &person).await? {
+        tracing::info!(login = %person.login, id = person.id, "GitHub account not allowed to sign in");
         return Err(Refusal(SignInError::NotAllowed));
     }
-    state
-        .store
-        .github_user(person.id, &person.login)
-        .await
-        .map_err(|error| match error {
-            crate::db::DbError::Conflict(_) => {
-                tracing::info!(login = %person.login, "a local account has this GitHub login");
-                Refusal(SignInError::LocalAccountExists)
-            }
-            other => OpError::from(other).into(),
-        })
+    let store = &state.store;
+    match store.github_user(person.id, &person.login).await {
+        Ok((user, false)) => Ok(user),
+        Ok((_, true)) => {
+            tracing::info!(login = %person.login, "GitHub sign-in of a disabled account refused");
+            Err(Refusal(SignInError::Disabled))
+        }
+        // Someone new here whose GitHub login another user has: a local account, or the
+        // GitHub account that had this login before a rename (matched by its id, it keeps its
+        // Stagely account; the newcomer does not get it).
+        Err(crate::db::DbError::Conflict(_)) => {
+            let github = store
+                .login_is_github(&person.login)
+                .await
+                .map_err(OpError::from)?;
+            tracing::info!(login = %person.login, id = person.id, "a user has this GitHub login");
+            Err(Refusal(if github {
+                SignInError::NameTaken
+            } else {
+                SignInError::LocalAccountExists
+            }))
+        }
+        Err(other) => Err(OpError::from(other).into()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -205,18 +219,26 @@ struct GitHubOrg {
     login: String,
 }
 
-/// Allowed when the login is listed, or the person belongs to a listed organization.
+/// Whether the allow-list names this GitHub user: by numeric id (which survives a rename) or
+/// by login.
+fn listed(allowed_users: &[String], person: &GitHubUser) -> bool {
+    allowed_users.iter().any(|entry| {
+        let entry = entry.trim();
+        match entry.parse::<i64>() {
+            Ok(id) => id == person.id,
+            Err(_) => entry.eq_ignore_ascii_case(&person.login),
+        }
+    })
+}
+
+/// Allowed when the user is listed, or belongs to a listed organization.
 async fn allowed(
     http: &reqwest::Client,
     github: &GitHubConfig,
     access: &str,
-    login: &str,
+    person: &GitHubUser,
 ) -> Result<bool, Refusal> {
-    if github
-        .allowed_users
-        .iter()
-        .any(|user| user.eq_ignore_ascii_case(login))
-    {
+    if listed(&github.allowed_users, person) {
         return Ok(true);
     }
     if github.allowed_orgs.is_empty() {
@@ -257,4 +279,23 @@ async fn api_get<T: serde::de::DeserializeOwned>(
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allow_list_matches_numeric_ids_and_logins() {
+        let allowed = vec!["583231".to_string(), "Octocat".to_string()];
+        let person = |id, login: &str| GitHubUser {
+            id,
+            login: login.into(),
+        };
+        assert!(listed(&allowed, &person(583231, "renamed-login")));
+        assert!(listed(&allowed, &person(1, "octocat")));
+        assert!(!listed(&allowed, &person(2, "someone")));
+        // A login that looks like a number is not an id of someone else.
+        assert!(!listed(&["42".to_string()], &person(7, "42x")));
+    }
 }

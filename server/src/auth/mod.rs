@@ -12,13 +12,15 @@ pub mod pages;
 
 #[cfg(doc)]
 use crate::config::Config;
+use crate::config::IpRange;
 use crate::db::{Agent, Store, User};
 use crate::ops::OpError;
 use crate::state::AppState;
 use crate::token::TokenHash;
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub use pages::{require_session, routes};
@@ -106,6 +108,72 @@ pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
         .unwrap_or(origin);
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     origin == public_url || Some(origin_host) == host
+}
+
+/// The address a request comes from: the peer's, or, when the peer is one of the reverse
+/// proxies `STAGELY_TRUSTED_PROXIES` names, the nearest address in `X-Forwarded-For` that is
+/// not one of them (the proxies append, so addresses further left could be the client's own
+/// invention). `None` when the server was started without peer addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl ClientIp {
+    /// From the peer address and the request's headers.
+    pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpRange]) -> Self {
+        let is_trusted = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
+        let Some(peer) = peer else {
+            return Self(None);
+        };
+        if !is_trusted(peer) {
+            return Self(Some(peer));
+        }
+        let forwarded: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        let mut client = peer;
+        for item in forwarded.iter().rev() {
+            // Something that is not an address: the hop before it is the last one to believe.
+            let Ok(ip) = item.parse::<IpAddr>() else {
+                break;
+            };
+            client = ip;
+            if !is_trusted(ip) {
+                break;
+            }
+        }
+        Self(Some(client))
+    }
+}
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| address.ip());
+        Ok(Self::resolve(
+            peer,
+            &parts.headers,
+            &state.config.trusted_proxies,
+        ))
+    }
+}
+
+/// The hash of the credential a request authenticates with (its API token, else its session
+/// cookie), to mark "this session" / "this token" in the lists.
+pub fn credential_hash(headers: &HeaderMap, cookie_name: &str) -> Option<TokenHash> {
+    bearer_token(headers)
+        .or_else(|| cookie(headers, cookie_name))
+        .map(TokenHash::of)
 }
 
 /// The authenticated user of an API call or live feed: `Authorization: Bearer <user API
@@ -199,6 +267,40 @@ mod tests {
             headers.insert(header::ORIGIN, origin.parse().unwrap());
         }
         headers
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_a_trusted_proxy() {
+        let trusted = [
+            IpRange::parse("127.0.0.1").unwrap(),
+            IpRange::parse("10.0.0.0/8").unwrap(),
+        ];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 203.0.113.7, 10.1.2.3".parse().unwrap(),
+        );
+        let peer = |ip: &str| Some(ip.parse::<IpAddr>().unwrap());
+        let ip = |text: &str| ClientIp(peer(text));
+        // Through the trusted proxies: the nearest address that is not one of them.
+        assert_eq!(
+            ClientIp::resolve(peer("127.0.0.1"), &headers, &trusted),
+            ip("203.0.113.7")
+        );
+        // From anyone else the header is ignored.
+        assert_eq!(
+            ClientIp::resolve(peer("198.51.100.1"), &headers, &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            ClientIp::resolve(peer("127.0.0.1"), &headers, &[]),
+            ip("127.0.0.1")
+        );
+        // A trusted proxy without the header is the client.
+        assert_eq!(
+            ClientIp::resolve(peer("127.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]

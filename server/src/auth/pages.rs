@@ -5,16 +5,22 @@
 //! signing in works without JavaScript; errors come back as `?error=<code>`, one of the fixed
 //! [`SignInError`] codes, whose sentence the page shows next to the form (never text from the
 //! URL). Every sign-in issues a new session token, so a session id planted before login is
-//! worthless. Pages are guarded by [`require_session`]: without a session a fresh instance sends
-//! people to `/setup` (which creates the first admin), any other to `/login`.
+//! worthless. Password attempts (sign-in and setup) pass the sign-in throttle
+//! ([`crate::ops::throttle`]) before any hashing; a refused one is answered 429 with
+//! `Retry-After` and a page saying how long to wait. Pages are guarded by [`require_session`]:
+//! without a session a fresh instance sends people to `/setup` (which creates the first admin),
+//! any other to `/login`.
 
-use super::{bearer_token, cookie, same_origin, session_user, set_cookie, SESSION_LIFETIME};
-use crate::db::User;
+use super::{
+    bearer_token, cookie, same_origin, session_user, set_cookie, ClientIp, SESSION_LIFETIME,
+};
+use crate::db::{SessionClient, User, MAX_USER_AGENT_CHARS};
+use crate::ops::users::LocalSignIn;
 use crate::ops::{self, OpError};
 use crate::state::AppState;
 use crate::token::{Token, TokenHash};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -34,17 +40,62 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/github/callback", get(super::github::callback))
 }
 
-/// Starts a fresh session for `user` and sends the browser to the dashboard.
-pub async fn sign_in(state: &AppState, user: &User) -> Result<Response, OpError> {
+/// Starts a fresh session for `user` and sends the browser to the dashboard. The session
+/// keeps the browser's `User-Agent` and address, so its owner can tell it apart in their list.
+pub async fn sign_in(
+    state: &AppState,
+    user: &User,
+    ClientIp(ip): ClientIp,
+    headers: &HeaderMap,
+) -> Result<Response, OpError> {
     let token = Token::generate();
+    let client = SessionClient {
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(|agent| agent.chars().take(MAX_USER_AGENT_CHARS).collect()),
+        ip: ip.map(|ip| ip.to_string()),
+    };
     state
         .store
-        .create_session(user.id, &token.hash(), SESSION_LIFETIME)
+        .create_session_from(user.id, &token.hash(), SESSION_LIFETIME, &client)
         .await?;
     tracing::info!(user = %user.login, "signed in");
     let name = state.config.session_cookie();
     let cookie = set_cookie(state, name, token.expose(), "/", SESSION_LIFETIME);
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response())
+}
+
+/// The answer to a sign-in form the throttle refused: 429 with `Retry-After`, and a page that
+/// says so in words (the browser shows this page, since it posted the form).
+pub fn too_many_attempts(retry_after: Duration, page: &str) -> Response {
+    let seconds = crate::error_response::retry_after_secs(retry_after);
+    let wait = if seconds >= 120 {
+        format!("{} minutes", seconds.div_ceil(60))
+    } else {
+        format!("{seconds} seconds")
+    };
+    let body = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Too many sign-in attempts - Stagely</title>\
+         <link rel=\"stylesheet\" href=\"/pkg/stagely.css\"></head>\
+         <body><main><section class=\"panel narrow\"><h1>Too many sign-in attempts</h1>\
+         <p class=\"error\" role=\"alert\">{}</p><p>Try again in {wait}.</p>\
+         <p><a class=\"btn\" href=\"{page}\">Back</a></p></section></main></body></html>\n",
+        SignInError::TooManyAttempts.message()
+    );
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (header::RETRY_AFTER, HeaderValue::from(seconds)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Back to a form page with the sentence of `error` shown next to it.
@@ -62,6 +113,8 @@ struct SetupForm {
 /// Creates the first admin of a fresh instance and signs them in.
 async fn setup(
     State(state): State<AppState>,
+    client: ClientIp,
+    headers: HeaderMap,
     Form(form): Form<SetupForm>,
 ) -> Result<Response, OpError> {
     // The message never repeats what was typed: it ends up in the URL (and browser history),
@@ -75,12 +128,22 @@ async fn setup(
     if form.password != form.password_confirm {
         return Ok(back_with_error("/setup", SignInError::PasswordsDiffer));
     }
-    match ops::users::set_up_first_admin(&state.store, login, form.password).await? {
-        Some(admin) => {
+    let created = ops::users::set_up_first_admin(
+        &state.store,
+        &state.throttle,
+        client.0,
+        login,
+        form.password,
+    )
+    .await;
+    match created {
+        Ok(Some(admin)) => {
             tracing::info!(user = %admin.login, "first admin created through the setup page");
-            sign_in(&state, &admin).await
+            sign_in(&state, &admin, client, &headers).await
         }
-        None => Ok(back_with_error("/login", SignInError::AlreadySetUp)),
+        Ok(None) => Ok(back_with_error("/login", SignInError::AlreadySetUp)),
+        Err(OpError::Throttled { retry_after }) => Ok(too_many_attempts(retry_after, "/setup")),
+        Err(error) => Err(error),
     }
 }
 
@@ -92,14 +155,33 @@ struct LoginForm {
 
 async fn login(
     State(state): State<AppState>,
+    client: ClientIp,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, OpError> {
-    match ops::users::verify_local(&state.store, &form.login, form.password).await? {
-        Some(user) => sign_in(&state, &user).await,
-        None => {
+    let outcome = ops::users::sign_in_local(
+        &state.store,
+        &state.throttle,
+        client.0,
+        &form.login,
+        form.password,
+    )
+    .await;
+    match outcome {
+        Ok(LocalSignIn::Accepted(user)) => sign_in(&state, &user, client, &headers).await,
+        Ok(LocalSignIn::Refused) => {
             tracing::info!(login = %form.login.trim(), "failed sign-in");
             Ok(back_with_error("/login", SignInError::WrongPassword))
         }
+        Ok(LocalSignIn::Disabled) => {
+            tracing::info!(login = %form.login.trim(), "sign-in of a disabled account refused");
+            Ok(back_with_error("/login", SignInError::Disabled))
+        }
+        Err(OpError::Throttled { retry_after }) => {
+            tracing::info!(login = %form.login.trim(), ip = ?client.0, "sign-in throttled");
+            Ok(too_many_attempts(retry_after, "/login"))
+        }
+        Err(error) => Err(error),
     }
 }
 

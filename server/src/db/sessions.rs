@@ -1,8 +1,8 @@
 //! Dashboard sign-in: sessions, GitHub logins in flight, and the lookups logging in needs.
 
-use super::{now_ms, on_pool, DbError, Pool, Store};
+use super::{now_ms, on_pool, parse_id, DbError, Pool, Store};
 use crate::token::TokenHash;
-use shared::UserId;
+use shared::{SessionId, UserId};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -15,6 +15,38 @@ pub struct LoginAttempt {
     pub created_at: i64,
 }
 
+/// Where a session was started from, as the browser said.
+#[derive(Clone, Debug, Default)]
+pub struct SessionClient {
+    /// `User-Agent`, cut to [`MAX_USER_AGENT_CHARS`].
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// The longest `User-Agent` kept with a session.
+pub const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// Last-used times are kept to this grain (one write a minute per session or token at most).
+const LAST_USED_GRAIN_MS: i64 = 60_000;
+
+/// Whether a last-used time is older than its grain, so worth a write.
+pub(super) fn is_stale(last_used_at: Option<i64>, now: i64) -> bool {
+    last_used_at.is_none_or(|at| at < now - LAST_USED_GRAIN_MS)
+}
+
+/// A session as stored, for its owner's list. `token_hash` tells which one a request uses and
+/// never leaves the server.
+#[derive(Clone, Debug)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub token_hash: TokenHash,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: i64,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
 /// The PostgreSQL advisory lock the first-admin setup takes (any constant of Stagely's own).
 const FIRST_ADMIN_LOCK: i64 = 0x5374_6167_0001;
 
@@ -25,35 +57,134 @@ impl Store {
         user: UserId,
         token: &TokenHash,
         lifetime: Duration,
-    ) -> Result<(), DbError> {
-        let now = now_ms();
-        let expires = now + lifetime.as_millis() as i64;
-        on_pool!(self, pool => {
-            sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-                .bind(&token.0)
-                .bind(user.to_string())
-                .bind(now)
-                .bind(expires)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(())
+    ) -> Result<SessionId, DbError> {
+        self.create_session_from(user, token, lifetime, &SessionClient::default())
+            .await
     }
 
-    /// The user of a session that has not expired.
-    pub async fn user_by_session(&self, token: &TokenHash) -> Result<Option<User>, DbError> {
-        let row: Option<UserRow> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT u.id, u.login, u.is_admin FROM sessions s JOIN users u ON u.id = s.user_id \
-                 WHERE s.token_hash = $1 AND s.expires_at > $2",
+    /// Starts a session for `user` that ends after `lifetime`, noting the browser it was
+    /// started from (shown in the list of sessions, so the person can tell them apart).
+    pub async fn create_session_from(
+        &self,
+        user: UserId,
+        token: &TokenHash,
+        lifetime: Duration,
+        client: &SessionClient,
+    ) -> Result<SessionId, DbError> {
+        let now = now_ms();
+        let expires = now + lifetime.as_millis() as i64;
+        let id = SessionId(Uuid::new_v4());
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, id, user_agent, ip) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&token.0)
-            .bind(now_ms())
+            .bind(user.to_string())
+            .bind(now)
+            .bind(expires)
+            .bind(id.to_string())
+            .bind(client.user_agent.as_deref())
+            .bind(client.ip.as_deref())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(id)
+    }
+
+    /// The user of a session that has not expired, whose account is not disabled. Notes the
+    /// use, at most one write a minute per session (a read alone takes no write lock).
+    pub async fn user_by_session(&self, token: &TokenHash) -> Result<Option<User>, DbError> {
+        let now = now_ms();
+        let row: Option<(String, String, bool, Option<i64>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT u.id, u.login, u.is_admin, s.last_used_at FROM sessions s \
+                 JOIN users u ON u.id = s.user_id \
+                 WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
+            )
+            .bind(&token.0)
+            .bind(now)
             .fetch_optional(pool)
             .await?
         });
-        row.map(User::try_from).transpose()
+        let Some((id, login, is_admin, last_used_at)) = row else {
+            return Ok(None);
+        };
+        if is_stale(last_used_at, now) {
+            on_pool!(self, pool => {
+                sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE token_hash = $2")
+                    .bind(now)
+                    .bind(&token.0)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            });
+        }
+        User::try_from(UserRow {
+            id,
+            login,
+            is_admin,
+        })
+        .map(Some)
+    }
+
+    /// The sessions of `user` that have not expired, newest first.
+    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<SessionRecord>, DbError> {
+        type Row = (
+            String,
+            String,
+            i64,
+            Option<i64>,
+            i64,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, token_hash, created_at, last_used_at, expires_at, user_agent, ip \
+                 FROM sessions WHERE user_id = $1 AND expires_at > $2 \
+                 ORDER BY created_at DESC, id",
+            )
+            .bind(user.to_string())
+            .bind(now_ms())
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(
+                |(id, token_hash, created_at, last_used_at, expires_at, user_agent, ip)| {
+                    Ok(SessionRecord {
+                        id: parse_id(&id)?,
+                        token_hash: TokenHash(token_hash),
+                        created_at,
+                        last_used_at,
+                        expires_at,
+                        user_agent,
+                        ip,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Ends the session `id` of `user`; `None` when `user` has no such session, else the hash
+    /// of the ended session's token.
+    pub async fn delete_session_of(
+        &self,
+        user: UserId,
+        id: SessionId,
+    ) -> Result<Option<TokenHash>, DbError> {
+        let hash: Option<String> = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "DELETE FROM sessions WHERE user_id = $1 AND id = $2 RETURNING token_hash",
+            )
+            .bind(user.to_string())
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(hash.map(TokenHash))
     }
 
     /// Ends a session (logout); ending one that does not exist is not an error.
@@ -177,38 +308,53 @@ impl Store {
         }))
     }
 
-    /// A local account and its password hash (`None` for GitHub-only accounts).
-    pub async fn local_account(
-        &self,
-        login: &str,
-    ) -> Result<Option<(User, Option<String>)>, DbError> {
-        let row: Option<(String, String, bool, Option<String>)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, login, is_admin, password_hash FROM users WHERE login = $1")
-                .bind(login)
-                .fetch_optional(pool)
-                .await?
+    /// A local account, its password hash (`None` for GitHub-only accounts) and whether it is
+    /// disabled.
+    pub async fn local_account(&self, login: &str) -> Result<Option<LocalAccount>, DbError> {
+        type Row = (String, String, bool, Option<String>, Option<i64>);
+        let row: Option<Row> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, login, is_admin, password_hash, disabled_at FROM users WHERE login = $1",
+            )
+            .bind(login)
+            .fetch_optional(pool)
+            .await?
         });
-        row.map(|(id, login, is_admin, hash)| {
+        row.map(|(id, login, is_admin, password_hash, disabled_at)| {
             let user = User::try_from(UserRow {
                 id,
                 login,
                 is_admin,
             })?;
-            Ok((user, hash))
+            Ok(LocalAccount {
+                user,
+                password_hash,
+                disabled: disabled_at.is_some(),
+            })
         })
         .transpose()
     }
 
-    /// The user linked to a GitHub account, created on its first login.
-    pub async fn github_user(&self, github_id: i64, login: &str) -> Result<User, DbError> {
-        let existing: Option<UserRow> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, login, is_admin FROM users WHERE github_id = $1")
-                .bind(github_id)
-                .fetch_optional(pool)
-                .await?
+    /// The user linked to a GitHub account, found by GitHub's numeric id (a login can be
+    /// renamed and then taken by someone else), created on its first sign-in; with whether the
+    /// account is disabled. A new account whose login another user already has is a
+    /// `Conflict`.
+    pub async fn github_user(&self, github_id: i64, login: &str) -> Result<(User, bool), DbError> {
+        let existing: Option<(String, String, bool, Option<i64>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, login, is_admin, disabled_at FROM users WHERE github_id = $1",
+            )
+            .bind(github_id)
+            .fetch_optional(pool)
+            .await?
         });
-        if let Some(row) = existing {
-            return row.try_into();
+        if let Some((id, login, is_admin, disabled_at)) = existing {
+            let user = User::try_from(UserRow {
+                id,
+                login,
+                is_admin,
+            })?;
+            return Ok((user, disabled_at.is_some()));
         }
         let id = UserId(Uuid::new_v4());
         on_pool!(self, pool => {
@@ -223,10 +369,31 @@ impl Store {
             .await?
             .rows_affected()
         });
-        Ok(User {
+        let user = User {
             id,
             login: login.to_string(),
             is_admin: false,
-        })
+        };
+        Ok((user, false))
     }
+
+    /// Whether the user named `login` signs in with GitHub (another GitHub account than one
+    /// that now has this name, if that one is new here).
+    pub async fn login_is_github(&self, login: &str) -> Result<bool, DbError> {
+        let github_id: Option<Option<i64>> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT github_id FROM users WHERE login = $1")
+                .bind(login)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(matches!(github_id, Some(Some(_))))
+    }
+}
+
+/// A local account as signing in needs it.
+pub struct LocalAccount {
+    pub user: User,
+    /// argon2id PHC string; `None` for GitHub-only accounts.
+    pub password_hash: Option<String>,
+    pub disabled: bool,
 }

@@ -9,6 +9,7 @@
 //! Every lookup goes through the caller, so another user's id answers 404 exactly like an id
 //! that does not exist.
 
+pub mod account;
 pub mod agents;
 pub mod deployments;
 pub mod downloads;
@@ -17,6 +18,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod projects;
 pub mod secrets;
+pub mod users;
 
 use crate::ops::OpError;
 use crate::state::AppState;
@@ -27,9 +29,10 @@ use axum::routing::{get, MethodFilter, MethodRouter};
 use axum::Router;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use shared::api::{
-    AgentCreated, AgentSummary, CreateAgent, CreateJoinToken, CreateProject, CreateSecret,
-    DeployAccepted, Deployment, JoinTokenCreated, LifecycleRequest, Project, ProjectServices,
-    RevealedSecret, SecretSummary, SecretVersion, UpdateProject, UpdateSecret,
+    AgentCreated, AgentSummary, ApiTokenInfo, CreateAgent, CreateJoinToken, CreateProject,
+    CreateSecret, DeployAccepted, Deployment, JoinTokenCreated, LifecycleRequest, Project,
+    ProjectServices, RevealedSecret, SecretSummary, SecretVersion, SessionInfo, UpdateProject,
+    UpdateSecret, UserSummary,
 };
 
 pub use crate::auth::CurrentUser;
@@ -349,6 +352,61 @@ pub fn routes() -> Vec<ApiRoute> {
         )
         .takes::<n::ProjectNotifications>()
         .returns::<n::ProjectNotifications>(),
+        ApiRoute::new(
+            get.clone(),
+            "/sessions",
+            "Your dashboard sessions (never their secrets); `current` is this request's",
+            S::OK,
+            account::sessions,
+        )
+        .returns::<Vec<SessionInfo>>(),
+        ApiRoute::new(
+            Method::DELETE,
+            "/sessions/{id}",
+            "End one of your sessions; ending this request's own signs you out",
+            S::NO_CONTENT,
+            account::revoke_session,
+        ),
+        ApiRoute::new(
+            get.clone(),
+            "/api-tokens",
+            "Your API tokens (never the tokens); `current` is this request's",
+            S::OK,
+            account::api_tokens,
+        )
+        .returns::<Vec<ApiTokenInfo>>(),
+        ApiRoute::new(
+            Method::DELETE,
+            "/api-tokens/{id}",
+            "Revoke one of your API tokens",
+            S::NO_CONTENT,
+            account::revoke_api_token,
+        ),
+        ApiRoute::new(
+            get.clone(),
+            "/users",
+            "Every user (administrators only)",
+            S::OK,
+            users::list,
+        )
+        .returns::<Vec<UserSummary>>(),
+        ApiRoute::new(
+            post.clone(),
+            "/users/{id}/disable",
+            "Disable a user: no sign-in, and their sessions, API tokens and live feeds end \
+             (administrators only; not yourself, not the last administrator)",
+            S::OK,
+            users::disable,
+        )
+        .returns::<UserSummary>(),
+        ApiRoute::new(
+            post.clone(),
+            "/users/{id}/enable",
+            "Let a disabled user sign in again (administrators only)",
+            S::OK,
+            users::enable,
+        )
+        .returns::<UserSummary>(),
         ApiRoute::new(
             post,
             "/deploy/{project_id}",

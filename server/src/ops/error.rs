@@ -29,6 +29,10 @@ pub enum OpError {
     /// Too much at once (agents reconnecting after a restart): come back in a few seconds.
     #[error("{0}; retry in a few seconds")]
     Busy(String),
+    /// Too many sign-in attempts from this address or for this account: come back after
+    /// `retry_after` (see [`crate::ops::throttle`]).
+    #[error("too many sign-in attempts; retry in {} seconds", retry_after.as_secs().max(1))]
+    Throttled { retry_after: std::time::Duration },
     /// A stored secret that cannot be decrypted (wrong key, tampered row): the message names
     /// the problem and holds nothing secret.
     #[error("{0}")]

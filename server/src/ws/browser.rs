@@ -65,6 +65,13 @@ impl Drop for Watching {
 
 async fn relay(mut socket: WebSocket, state: AppState, user: User, headers: HeaderMap) {
     let mut events = state.hub.subscribe();
+    let mut revocations = state.hub.revocations();
+    // A revocation between the upgrade's credential check and the subscription above would
+    // otherwise go unheard until the periodic check: look once more, now that we listen.
+    if !still_signed_in(&state, &headers).await {
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     let mut watching = Watching {
         state: state.clone(),
@@ -96,6 +103,20 @@ async fn relay(mut socket: WebSocket, state: AppState, user: User, headers: Head
             }
             _ = recheck.tick() => {
                 if still_signed_in(&state, &headers).await {
+                    continue;
+                }
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            // A revoked session or token, or a disabled account: ends the feed within moments
+            // instead of at the next periodic check.
+            revoked = revocations.recv() => {
+                let concerns_us = match revoked {
+                    Ok(revoked_user) => revoked_user == user.id,
+                    Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => return,
+                };
+                if !concerns_us || still_signed_in(&state, &headers).await {
                     continue;
                 }
                 let _ = socket.send(Message::Close(None)).await;

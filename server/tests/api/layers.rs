@@ -52,7 +52,7 @@ const SERVER_ALIASES: &[(&str, &str)] = &[];
 /// The layers of `app/src`, top (1) first.
 const APP_LAYERS: &[&[&str]] = &[
     // 1. Pages.
-    &["project", "projects", "servers", "auth"],
+    &["project", "projects", "servers", "auth", "account"],
     // 2. Panels of a page, with their server functions (the Notifications page also has the
     //    Project page's notification panel).
     &["secrets", "services", "notifications"],

@@ -14,6 +14,7 @@ mod project_names;
 mod provisioning;
 mod redaction;
 mod retention;
+mod revocation;
 mod secrets_at_rest;
 mod security_headers;
 mod static_files;
