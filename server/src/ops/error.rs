@@ -23,6 +23,10 @@ pub enum OpError {
     /// No such thing, or it is not the caller's: the two are never told apart.
     #[error("not found")]
     NotFound,
+    /// The input names something (an agent, a channel) that does not exist or is not the
+    /// caller's: answered like an id in the path, saying which it was.
+    #[error("{0}")]
+    NoSuch(String),
     /// It exists already, or changed meanwhile.
     #[error("{0}")]
     Conflict(String),

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Largest secret value accepted.
-const MAX_VALUE_BYTES: usize = 64 * 1024;
+const MAX_VALUE_BYTES: usize = shared::secret::MAX_SECRET_VALUE_BYTES;
 /// Most secrets one project may have.
 const MAX_SECRETS_PER_PROJECT: usize = 1000;
 /// Most bytes a project's secret values may hold together.
