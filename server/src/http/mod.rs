@@ -142,6 +142,12 @@ fn operation_id<H>() -> String {
     }
 }
 
+/// The refusal of an operation whose body names other things of the caller's.
+const NAMES_OTHERS: &[(StatusCode, &str)] = &[(
+    StatusCode::UNPROCESSABLE_ENTITY,
+    "the body names an agent, project or channel that does not exist or is not yours",
+)];
+
 /// Every operation of the API, in the order the OpenAPI document lists them. A new operation
 /// is one line here, one handler in its resource's module and one function in `ops`.
 pub fn routes() -> Vec<ApiRoute> {
@@ -190,7 +196,8 @@ pub fn routes() -> Vec<ApiRoute> {
             projects::create,
         )
         .takes::<CreateProject>()
-        .returns::<Project>(),
+        .returns::<Project>()
+        .refuses(NAMES_OTHERS),
         ApiRoute::new(
             get.clone(),
             "/projects",
@@ -215,7 +222,8 @@ pub fn routes() -> Vec<ApiRoute> {
             projects::update,
         )
         .takes::<UpdateProject>()
-        .returns::<Project>(),
+        .returns::<Project>()
+        .refuses(NAMES_OTHERS),
         ApiRoute::new(
             delete.clone(),
             "/projects/{id}",
@@ -274,7 +282,8 @@ pub fn routes() -> Vec<ApiRoute> {
             secrets::create,
         )
         .takes::<CreateSecret>()
-        .returns::<SecretSummary>(),
+        .returns::<SecretSummary>()
+        .refuses(NAMES_OTHERS),
         ApiRoute::new(
             patch,
             "/secrets/{id}",
@@ -384,7 +393,8 @@ pub fn routes() -> Vec<ApiRoute> {
             notifications::set_rules,
         )
         .takes::<n::ProjectNotifications>()
-        .returns::<n::ProjectNotifications>(),
+        .returns::<n::ProjectNotifications>()
+        .refuses(NAMES_OTHERS),
         ApiRoute::new(
             post,
             "/deploy/{project_id}",

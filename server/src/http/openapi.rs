@@ -210,11 +210,6 @@ const LINKS: [Link; 9] = [
     },
 ];
 
-/// The body a link gives an operation whose body must name other things of the caller's
-/// (JSON): rules for a new project name no channel yet, since a made-up channel id is refused
-/// with 404 like a made-up project.
-const LINK_BODIES: [(&str, &str); 1] = [("notifications.set_rules", r#"{"rules": []}"#)];
-
 /// The `links` object of each creating operation's success, by its operation id.
 fn links(operations: &[Operation]) -> std::collections::HashMap<String, Value> {
     let mut all: std::collections::HashMap<String, Value> = Default::default();
@@ -235,14 +230,10 @@ fn links(operations: &[Operation]) -> std::collections::HashMap<String, Value> {
                     .iter()
                     .filter(|op| op.path == prefix || op.path.starts_with(&under))
                 {
-                    let mut entry = json!({
+                    entries[target.id.as_str()] = json!({
                         "operationId": target.id,
                         "parameters": {parameter: value},
                     });
-                    if let Some((_, body)) = LINK_BODIES.iter().find(|(id, _)| *id == target.id) {
-                        entry["requestBody"] = serde_json::from_str(body).unwrap_or(Value::Null);
-                    }
-                    entries[target.id.as_str()] = entry;
                 }
             }
             Uses::Body(target, field) => {

@@ -23,8 +23,9 @@ pub enum OpError {
     /// No such thing, or it is not the caller's: the two are never told apart.
     #[error("not found")]
     NotFound,
-    /// The input names something (an agent, a channel) that does not exist or is not the
-    /// caller's: answered like an id in the path, saying which it was.
+    /// The body names something (an agent, a project, a channel) that does not exist or is not
+    /// the caller's: the request is well formed, its target is there, what it refers to is not
+    /// (422, saying which). The two cases are never told apart, as with ids in the path.
     #[error("{0}")]
     NoSuch(String),
     /// It exists already, or changed meanwhile.

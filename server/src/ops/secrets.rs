@@ -183,7 +183,13 @@ pub async fn create(
     input: CreateSecret,
 ) -> OpResult<SecretSummary> {
     check_value(&input.value)?;
-    let project = store.project(by, input.project_id).await?;
+    let project = match store.project(by, input.project_id).await {
+        Err(DbError::NotFound) => {
+            let message = format!("project {} does not exist", input.project_id);
+            return Err(OpError::NoSuch(message));
+        }
+        found => found?,
+    };
     check_room(
         &store.secrets_of_project(project.id).await?,
         None,

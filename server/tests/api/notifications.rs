@@ -477,7 +477,7 @@ async fn bad_channels_and_rules_are_refused_and_channels_are_private_to_their_ow
         let rules = [
             (
                 json!({"rules": [{"channel_id": uuid::Uuid::new_v4(), "events": ["deploy_failed"]}]}),
-                404,
+                422,
                 "not one of your",
             ),
             (
@@ -531,7 +531,7 @@ async fn bad_channels_and_rules_are_refused_and_channels_are_private_to_their_ow
         let path = format!("/projects/{}/notifications", bobs.id);
         let (status, _) = bob.call(Method::PUT, &path, Some(body)).await;
         // Like an id that names nothing.
-        assert_eq!(status, 404);
+        assert_eq!(status, 422);
 
         alice
             .call(
