@@ -471,7 +471,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
             type Value = T;
 
             fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str("a JSON object")
+                formatter.write_str("an object")
             }
 
             fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<T, M::Error> {
