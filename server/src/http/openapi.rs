@@ -58,13 +58,12 @@ pub fn build() -> Value {
     let mut paths = Map::new();
     for operation in operations {
         let mut responses = Map::new();
-        let success = match operation.response {
+        let mut success = match operation.response {
             Some(body) => {
                 json!({"description": "success", "content": {"application/json": {"schema": body}}})
             }
             None => json!({"description": "success, no body"}),
         };
-        let mut success = success;
         if let Some(links) = links.get(&operation.id) {
             success["links"] = links.clone();
         }

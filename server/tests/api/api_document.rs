@@ -174,6 +174,8 @@ async fn a_join_tokens_lifetime_is_refused_exactly_outside_the_documents_range()
         (json!(max + 1), false),
         (json!(-1), false),
         (json!(90.5), false),
+        // JSON Schema's integers include numbers written with a zero fraction.
+        (json!(90.0), true),
         (json!("90"), false),
         (json!(null), true),
     ] {
@@ -187,6 +189,26 @@ async fn a_join_tokens_lifetime_is_refused_exactly_outside_the_documents_range()
         assert_eq!(status == 201, expected, "{secs}: {status} {answer}");
         assert!(status == 201 || status == 400, "{secs}: {status} {answer}");
     }
+}
+
+#[tokio::test]
+async fn a_body_is_an_object_or_the_request_is_refused() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (_, api) = app.user("alice").await;
+    // serde reads a struct from an array of its fields too; the document says object.
+    for body in [json!([]), json!([null, 3600]), json!("web-1"), json!(null)] {
+        let (status, answer) = api
+            .call(Method::POST, "/join-tokens", Some(body.clone()))
+            .await;
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+    let (status, answer) = api
+        .call(Method::POST, "/agents", Some(json!(["web-1"])))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    // The join token's body is optional: none at all takes the defaults.
+    let (status, answer) = api.call(Method::POST, "/join-tokens", None).await;
+    assert_eq!(status, 201, "{answer}");
 }
 
 #[tokio::test]
