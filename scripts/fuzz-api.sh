@@ -8,11 +8,12 @@
 # it), so the calls past a create reach real rows instead of 404s. scripts/schemathesis.toml
 # holds the settings and the few exemptions, each with its reason.
 #
-#   scripts/fuzz-api.sh            the full campaign: every phase, 50 examples per operation
+#   scripts/fuzz-api.sh            the full campaign: every phase, 50 examples per operation,
+#                                  then fuzzing and links again until 5 minutes are spent
 #   scripts/fuzz-api.sh --short    what scripts/test.sh runs: 10 examples per operation, one
 #                                  worker and a fixed seed (the same requests every run), under
 #                                  a minute
-#   scripts/fuzz-api.sh N          every phase, N examples per operation
+#   scripts/fuzz-api.sh N          the same with N examples per operation
 #
 # Installs, once, what it needs: schemathesis (pinned) in a virtualenv under
 # ${XDG_CACHE_HOME:-~/.cache}/stagely/. Builds the server with cargo (debug) unless
@@ -23,11 +24,14 @@ cd "$ROOT"
 
 SCHEMATHESIS_VERSION=4.32.5
 EXAMPLES=50
+# The full campaign keeps fuzzing and following links until this many seconds are spent.
+MAX_TIME=300
 SEED=""
 case "${1:-}" in
   "") ;;
   --short)
     EXAMPLES=10
+    MAX_TIME=""
     SEED=15
     ;;
   *)
@@ -113,6 +117,9 @@ args=(
   --report-dir "$out"
   --no-color
 )
+if [ -n "$MAX_TIME" ]; then
+  args+=(--max-time "$MAX_TIME")
+fi
 if [ -n "$SEED" ]; then
   # One worker and a fixed seed: the same requests in the same order every run.
   args+=(--seed "$SEED" --workers 1)
@@ -121,7 +128,7 @@ else
   args+=(--generation-database none)
 fi
 
-say "schemathesis $SCHEMATHESIS_VERSION: --checks all, $EXAMPLES examples per operation${SEED:+, seed $SEED}"
+say "schemathesis $SCHEMATHESIS_VERSION: --checks all, $EXAMPLES examples per operation${SEED:+, seed $SEED}${MAX_TIME:+, ${MAX_TIME}s}"
 status=0
 (cd "$out" && "$ST" --config-file "$ROOT/scripts/schemathesis.toml" \
   run "$STAGELY_PUBLIC_URL/api/v1/openapi.json" "${args[@]}") |
@@ -134,7 +141,7 @@ fi
 # schemathesis' own summary, in short: operations, links followed, requests, failures.
 summary() { grep -E "$1" "$out/schemathesis.log" | head -n 1 | sed -E 's/^ +//' || true; }
 echo
-echo "API fuzzing: $EXAMPLES examples per operation${SEED:+, seed $SEED}"
+echo "API fuzzing: $EXAMPLES examples per operation${SEED:+, seed $SEED}${MAX_TIME:+, ${MAX_TIME}s}"
 echo "  $(summary '^ +Operations:')"
 echo "  $(summary '^ +API Links:')"
 echo "  requests: $(grep -A1 '^Test cases:' "$out/schemathesis.log" | tail -n 1 | sed -E 's/^ +//')"
