@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests need (when missing), then runs every check:
 #   cargo fmt --check, clippy (native and wasm32), cargo deny (offline, against the advisory
-#   database snapshot), every cargo test on SQLite and PostgreSQL, and the Playwright suite in Debian's Chromium against real server and agent processes.
+#   database snapshot), every cargo test on SQLite and PostgreSQL, a short schemathesis run
+#   against the REST API's own OpenAPI document (scripts/fuzz-api.sh --short), and the
+#   Playwright suite in Debian's Chromium against real server and agent processes.
 # Needs root (or sudo) for apt-get, dockerd and PostgreSQL.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -94,6 +96,9 @@ say "cargo test (SQLite and PostgreSQL)"
 cargo build --bins
 build_static_agent
 cargo test
+
+say "API fuzzing against the OpenAPI document (scripts/fuzz-api.sh --short)"
+"$ROOT/scripts/fuzz-api.sh" --short
 
 say "building the dashboard (cargo leptos build --split)"
 # --split: each page's code is its own WASM chunk, as in run.sh's release build.

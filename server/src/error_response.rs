@@ -17,6 +17,7 @@ impl IntoResponse for OpError {
             Self::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NoSuch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_reference"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),

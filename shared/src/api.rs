@@ -100,6 +100,10 @@ pub struct CreateProject {
     pub path: ProjectPath,
     /// The compose file inside `path`; missing, `null` or `""` means "as Compose finds it".
     #[serde(default, deserialize_with = "blank_as_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "schema::blank_or::<ComposeFile>")
+    )]
     pub compose_file: Option<ComposeFile>,
 }
 
@@ -120,7 +124,10 @@ pub struct UpdateProject {
         with = "clearable_compose_file",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "schema::empty_or::<ComposeFile>")
+    )]
     pub compose_file: Option<Option<ComposeFile>>,
 }
 
@@ -215,7 +222,6 @@ pub struct SecretVersion {
 
 /// `POST /api/v1/projects/{id}/actions` → 202: a lifecycle job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LifecycleRequest {
     pub action: LifecycleAction,
     /// One service; missing for the whole project. Not allowed with `down`.
@@ -224,6 +230,51 @@ pub struct LifecycleRequest {
     /// With `down`: remove the project's volumes too (their data is lost).
     #[serde(default)]
     pub remove_volumes: bool,
+}
+
+/// Two shapes: `start`, `stop` and `restart` may name a service and never remove volumes;
+/// `down` names none and may.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for LifecycleRequest {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LifecycleRequest".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let service = generator.subschema_for::<Option<ServiceName>>();
+        let one_service: Vec<&str> = [
+            LifecycleAction::Start,
+            LifecycleAction::Stop,
+            LifecycleAction::Restart,
+        ]
+        .iter()
+        .map(|action| action.as_str())
+        .collect();
+        schemars::json_schema!({
+            "description": "A lifecycle job: start, stop or restart the project or one service, \
+                            or take the project down (with its volumes if asked).",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["action"],
+                    "properties": {
+                        "action": {"type": "string", "enum": one_service},
+                        "service": service,
+                        "remove_volumes": {"type": "boolean", "const": false},
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["action"],
+                    "properties": {
+                        "action": {"type": "string", "const": LifecycleAction::Down.as_str()},
+                        "service": {"type": "null"},
+                        "remove_volumes": {"type": "boolean"},
+                    },
+                },
+            ],
+        })
+    }
 }
 
 /// `DELETE /api/v1/projects/{id}?down=true&remove_volumes=false`: with `down`, the project's
@@ -510,6 +561,13 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// The fewest seconds a join token may be used for (a minute).
+pub const JOIN_TOKEN_MIN_SECS: u64 = 60;
+/// The most seconds a join token may be used for (a week).
+pub const JOIN_TOKEN_MAX_SECS: u64 = 7 * 24 * 3600;
+/// How long a join token lasts unless asked otherwise (an hour).
+pub const JOIN_TOKEN_DEFAULT_SECS: u64 = 3600;
+
 /// `POST /api/v1/join-tokens`: an invitation for a new host.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -517,11 +575,59 @@ pub struct CreateJoinToken {
     /// The new agent's name; by default the host's name. An empty or blank string counts as
     /// no name.
     #[serde(default, deserialize_with = "blank_as_none")]
-    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "schema::blank_or::<AgentName>")
+    )]
     pub name: Option<AgentName>,
     /// How long the token may be used: 60 s to 7 days, default 1 hour.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = JOIN_TOKEN_MIN_SECS, max = JOIN_TOKEN_MAX_SECS))
+    )]
     pub expires_in_secs: Option<u64>,
+}
+
+/// Schemas of the fields whose wire form is wider than their type.
+#[cfg(feature = "schema")]
+mod schema {
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+
+    /// `T`, or a string of only whitespace, or `null` (all but `T` mean "none given").
+    pub fn blank_or<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+        let name = generator.subschema_for::<T>();
+        json_schema!({"anyOf": [
+            name,
+            {"type": "string", "pattern": crate::names::BLANK_PATTERN},
+            {"type": "null"},
+        ]})
+    }
+
+    /// `T`, or `""` (clear it), or `null` (leave it).
+    pub fn empty_or<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+        let name = generator.subschema_for::<T>();
+        json_schema!({"anyOf": [name, {"type": "string", "maxLength": 0}, {"type": "null"}]})
+    }
+}
+
+/// An optional count that JSON may write as `3600` or `3600.0`: JSON Schema calls both an
+/// integer, and so does the API's document.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|value| value.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(value))
+            .map(|value| value as u64)
+    });
+    whole.map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "invalid value: {number}, expected a whole number of seconds"
+        ))
+    })
 }
 
 /// An optional name where `null`, `""` and whitespace all mean "none given".

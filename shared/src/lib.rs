@@ -17,7 +17,8 @@ pub mod transport;
 
 pub use ids::{AgentId, ApiTokenId, DeploymentId, JobId, ProjectId, SecretId, SessionId, UserId};
 pub use names::{
-    AgentName, ComposeFile, EnvKey, Login, NameError, ProjectName, ProjectPath, ServiceName,
+    AgentName, ChannelName, ComposeFile, EnvKey, Login, NameError, ProjectName, ProjectPath,
+    ServiceName,
 };
 pub use protocol::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 pub use secret::{DeployPayload, Secret, SecretScope, SecretValue};

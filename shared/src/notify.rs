@@ -144,18 +144,80 @@ impl fmt::Display for NotificationEvent {
     }
 }
 
+/// The longest channel URL, in bytes.
+pub const MAX_CHANNEL_URL_BYTES: usize = 2048;
+/// The longest ntfy access token, in bytes.
+pub const MAX_CHANNEL_TOKEN_BYTES: usize = 512;
+
+/// Whether `url` (trimmed) starts with `http://` or `https://`, in any case: the part of a
+/// channel URL's rule that the API's schema states as a pattern.
+pub fn has_http_scheme(url: &str) -> bool {
+    let url = url.trim().as_bytes();
+    ["http://", "https://"].iter().any(|scheme| {
+        url.len() >= scheme.len() && url[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes())
+    })
+}
+
 /// `POST /api/v1/notification-channels`. The URL (and the ntfy token) never come back.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateChannel {
     pub kind: ChannelKind,
     /// Trimmed; 1 to 64 characters.
+    #[cfg_attr(feature = "schema", schemars(with = "crate::ChannelName"))]
     pub name: String,
     /// `http://` or `https://`: the webhook, Slack or Discord URL, or the ntfy topic URL.
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::channel_url"))]
     pub url: String,
     /// ntfy only: an access token, sent as `Authorization: Bearer …`.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::channel_token"))]
     pub token: Option<String>,
+}
+
+/// Schemas of the fields the server checks by hand, from the same constants.
+#[cfg(feature = "schema")]
+mod schema {
+    use super::{NotificationEvent, MAX_CHANNEL_TOKEN_BYTES, MAX_CHANNEL_URL_BYTES};
+    use crate::names::WHITE_SPACE;
+    use schemars::{json_schema, Schema, SchemaGenerator};
+
+    pub fn channel_url(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": format!("^{WHITE_SPACE}*[Hh][Tt][Tt][Pp][Ss]?://"),
+            "maxLength": MAX_CHANNEL_URL_BYTES,
+            "description": format!(
+                "An http:// or https:// URL of at most {MAX_CHANNEL_URL_BYTES} bytes that a URL \
+                 parser reads (WHATWG), whose host is public: a host on the server itself or on \
+                 a private network is refused (403) unless the operator allows it."
+            ),
+        })
+    }
+
+    pub fn channel_token(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": format!(
+                        "^{WHITE_SPACE}*(?:[!-~]{{1,{MAX_CHANNEL_TOKEN_BYTES}}}{WHITE_SPACE}*)?$"
+                    ),
+                    "description": "Printable ASCII without spaces; blank means none. Only ntfy \
+                                    channels take one.",
+                },
+                {"type": "null"},
+            ]
+        })
+    }
+
+    pub fn choosable_events(_: &mut SchemaGenerator) -> Schema {
+        let events: Vec<&str> = NotificationEvent::CHOOSABLE
+            .iter()
+            .map(|event| event.as_str())
+            .collect();
+        json_schema!({"type": "array", "items": {"type": "string", "enum": events}})
+    }
 }
 
 impl fmt::Debug for CreateChannel {
@@ -273,6 +335,8 @@ pub struct TestQueued {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ChannelRule {
     pub channel_id: ChannelId,
+    /// Only the events a project can choose (not `test`).
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::choosable_events"))]
     pub events: Vec<NotificationEvent>,
 }
 

@@ -31,9 +31,29 @@ impl fmt::Display for SecretScope {
 /// A secret's plaintext. Its `Debug` prints `***` so it never lands in a log by accident, and
 /// its memory is wiped when it is dropped.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct SecretValue(String);
+
+/// The most bytes one secret's value may have (the server refuses more).
+pub const MAX_SECRET_VALUE_BYTES: usize = 64 * 1024;
+
+/// The rule the server holds a value to when it is stored: at most
+/// [`MAX_SECRET_VALUE_BYTES`], no NUL (it could not reach a process's environment).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for SecretValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SecretValue".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[^\\x00]*$",
+            "maxLength": MAX_SECRET_VALUE_BYTES,
+            "description": format!("At most {MAX_SECRET_VALUE_BYTES} bytes of UTF-8, no NUL."),
+        })
+    }
+}
 
 impl SecretValue {
     pub fn new(value: impl Into<String>) -> Self {

@@ -1,9 +1,8 @@
 //! `/join-tokens`: single-use invitations for new hosts, with the command that uses them.
 
-use super::CurrentUser;
+use super::{ApiJson, CurrentUser};
 use crate::ops::{self, OpError};
 use crate::state::AppState;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -14,9 +13,9 @@ use shared::api::{CreateJoinToken, JoinTokenCreated};
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    body: Result<Option<Json<CreateJoinToken>>, JsonRejection>,
+    body: Option<ApiJson<CreateJoinToken>>,
 ) -> Result<(StatusCode, Json<JoinTokenCreated>), OpError> {
-    let input = body?.map(|Json(input)| input).unwrap_or_default();
+    let input = body.map(|ApiJson(input)| input).unwrap_or_default();
     let created =
         ops::join_tokens::create(&state.store, &state.config.public_url, &user, input).await?;
     Ok((StatusCode::CREATED, Json(created)))

@@ -22,18 +22,23 @@ pub mod users;
 
 use crate::ops::OpError;
 use crate::state::AppState;
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::handler::Handler;
 use axum::http::{Method, StatusCode};
 use axum::routing::{get, MethodFilter, MethodRouter};
 use axum::Router;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use shared::api::{
     AgentCreated, AgentSummary, ApiTokenInfo, CreateAgent, CreateJoinToken, CreateProject,
     CreateSecret, DeployAccepted, Deployment, JoinTokenCreated, LifecycleRequest, Project,
     ProjectServices, RevealedSecret, SecretSummary, SecretVersion, SessionInfo, UpdateProject,
     UpdateSecret, UserSummary,
 };
+use std::fmt;
+use std::marker::PhantomData;
 
 pub use crate::auth::CurrentUser;
 
@@ -43,6 +48,9 @@ pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 /// One operation of the API: how it is reached, what it does, what it takes and returns, and
 /// the handler that does it.
 pub struct ApiRoute {
+    /// `projects.create` for the handler `http::projects::create`: the document's `operationId`,
+    /// and what its links name.
+    pub operation_id: String,
     pub method: Method,
     /// Relative to `/api/v1`, with `{name}` for path parameters.
     pub path: &'static str,
@@ -57,6 +65,9 @@ pub struct ApiRoute {
     pub response: Option<SchemaFn>,
     /// Optional query parameters: name and JSON type.
     pub query: &'static [(&'static str, &'static str)],
+    /// Refusals of this operation beyond those every operation may answer (400, 401, 404,
+    /// and 409 for one that changes something), with what they mean.
+    pub refusals: &'static [(StatusCode, &'static str)],
     pub handler: MethodRouter<AppState>,
 }
 
@@ -75,6 +86,7 @@ impl ApiRoute {
         let filter = MethodFilter::try_from(method.clone())
             .expect("the table uses only the standard methods");
         Self {
+            operation_id: operation_id::<H>(),
             method,
             path,
             summary,
@@ -83,6 +95,7 @@ impl ApiRoute {
             status,
             response: None,
             query: &[],
+            refusals: &[],
             handler: axum::routing::on(filter, handler),
         }
     }
@@ -107,12 +120,36 @@ impl ApiRoute {
         self
     }
 
+    /// Refusals particular to this operation.
+    fn refuses(mut self, refusals: &'static [(StatusCode, &'static str)]) -> Self {
+        self.refusals = refusals;
+        self
+    }
+
     /// The JSON body a success returns.
     fn returns<T: JsonSchema>(mut self) -> Self {
         self.response = Some(|generator| generator.subschema_for::<T>());
         self
     }
 }
+
+/// `module.function` of a handler, from its path (`server::http::projects::create`): unique,
+/// since every handler is its own function, and it reads like the route table. (The tests
+/// check that every operation has its own.)
+fn operation_id<H>() -> String {
+    let mut parts = std::any::type_name::<H>().rsplit("::");
+    let function = parts.next().unwrap_or_default();
+    match parts.next() {
+        Some(module) => format!("{module}.{function}"),
+        None => function.to_string(),
+    }
+}
+
+/// The refusal of an operation whose body names other things of the caller's.
+const NAMES_OTHERS: &[(StatusCode, &str)] = &[(
+    StatusCode::UNPROCESSABLE_ENTITY,
+    "the body names an agent, project or channel that does not exist or is not yours",
+)];
 
 /// Every operation of the API, in the order the OpenAPI document lists them. A new operation
 /// is one line here, one handler in its resource's module and one function in `ops`.
@@ -162,7 +199,8 @@ pub fn routes() -> Vec<ApiRoute> {
             projects::create,
         )
         .takes::<CreateProject>()
-        .returns::<Project>(),
+        .returns::<Project>()
+        .refuses(NAMES_OTHERS),
         ApiRoute::new(
             get.clone(),
             "/projects",
@@ -187,7 +225,8 @@ pub fn routes() -> Vec<ApiRoute> {
             projects::update,
         )
         .takes::<UpdateProject>()
-        .returns::<Project>(),
+        .returns::<Project>()
+        .refuses(NAMES_OTHERS),
         ApiRoute::new(
             delete.clone(),
             "/projects/{id}",
@@ -246,7 +285,8 @@ pub fn routes() -> Vec<ApiRoute> {
             secrets::create,
         )
         .takes::<CreateSecret>()
-        .returns::<SecretSummary>(),
+        .returns::<SecretSummary>()
+        .refuses(NAMES_OTHERS),
         ApiRoute::new(
             patch,
             "/secrets/{id}",
@@ -303,7 +343,12 @@ pub fn routes() -> Vec<ApiRoute> {
             notifications::create,
         )
         .takes::<n::CreateChannel>()
-        .returns::<n::ChannelCreated>(),
+        .returns::<n::ChannelCreated>()
+        .refuses(&[(
+            S::FORBIDDEN,
+            "the URL leads to this server or a private network, which the operator has not \
+             allowed (STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS)",
+        )]),
         ApiRoute::new(
             get.clone(),
             "/notification-channels",
@@ -351,7 +396,8 @@ pub fn routes() -> Vec<ApiRoute> {
             notifications::set_rules,
         )
         .takes::<n::ProjectNotifications>()
-        .returns::<n::ProjectNotifications>(),
+        .returns::<n::ProjectNotifications>()
+        .refuses(NAMES_OTHERS),
         ApiRoute::new(
             get.clone(),
             "/sessions",
@@ -438,10 +484,64 @@ pub fn api() -> Router<AppState> {
         .fallback(|| async { OpError::NotFound })
 }
 
-/// `Json` whose rejections (bad JSON, a field that fails validation) are API errors.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(OpError))]
+/// `Json` whose rejections (bad JSON, a field that fails validation) are API errors, and which
+/// takes a JSON object only: serde would also read a struct from an array of its fields
+/// (`[null, 3600]`), which the document forbids. As an `Option`, a request without a body (and
+/// without a `Content-Type`) is `None`.
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = OpError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, OpError> {
+        let axum::Json(Object(value)) =
+            <axum::Json<Object<T>> as FromRequest<S>>::from_request(request, state).await?;
+        Ok(Self(value))
+    }
+}
+
+impl<T, S> OptionalFromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = OpError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Option<Self>, OpError> {
+        let body =
+            <axum::Json<Object<T>> as OptionalFromRequest<S>>::from_request(request, state).await?;
+        Ok(body.map(|axum::Json(Object(value))| Self(value)))
+    }
+}
+
+/// A `T` read from a JSON object and nothing else.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OnlyMaps<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OnlyMaps<T> {
+            type Value = T;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("an object")
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<T, M::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(OnlyMaps(PhantomData))
+            .map(Object)
+    }
+}
 
 /// `Query` whose rejections (a flag that is not `true`/`false`) are API errors.
 #[derive(FromRequestParts)]

@@ -23,6 +23,11 @@ pub enum OpError {
     /// No such thing, or it is not the caller's: the two are never told apart.
     #[error("not found")]
     NotFound,
+    /// The body names something (an agent, a project, a channel) that does not exist or is not
+    /// the caller's: the request is well formed, its target is there, what it refers to is not
+    /// (422, saying which). The two cases are never told apart, as with ids in the path.
+    #[error("{0}")]
+    NoSuch(String),
     /// It exists already, or changed meanwhile.
     #[error("{0}")]
     Conflict(String),

@@ -9,14 +9,13 @@
 use super::{OpError, OpResult};
 use crate::db::{JoinTokenState, Store, User};
 use crate::token::{Token, TokenHash};
-use shared::api::{CreateJoinToken, JoinTokenCreated};
+use shared::api::{
+    CreateJoinToken, JoinTokenCreated, JOIN_TOKEN_DEFAULT_SECS, JOIN_TOKEN_MAX_SECS,
+    JOIN_TOKEN_MIN_SECS,
+};
 use shared::protocol::{Hello, Joined};
 use shared::AgentName;
 use time::OffsetDateTime;
-
-/// How long a join token lasts unless asked otherwise.
-const DEFAULT_LIFETIME_SECS: u64 = 3600;
-const LIFETIME_RANGE: std::ops::RangeInclusive<u64> = 60..=7 * 24 * 3600;
 
 /// Creates a join token and the command that uses it; `public_url` is where the new host reaches
 /// this server.
@@ -26,11 +25,12 @@ pub async fn create(
     by: &User,
     input: CreateJoinToken,
 ) -> OpResult<JoinTokenCreated> {
-    let lifetime = input.expires_in_secs.unwrap_or(DEFAULT_LIFETIME_SECS);
-    if !LIFETIME_RANGE.contains(&lifetime) {
-        return Err(OpError::Invalid(
-            "expires_in_secs must be from 60 (a minute) to 604800 (a week)".into(),
-        ));
+    let lifetime = input.expires_in_secs.unwrap_or(JOIN_TOKEN_DEFAULT_SECS);
+    if !(JOIN_TOKEN_MIN_SECS..=JOIN_TOKEN_MAX_SECS).contains(&lifetime) {
+        return Err(OpError::Invalid(format!(
+            "expires_in_secs must be from {JOIN_TOKEN_MIN_SECS} (a minute) to \
+             {JOIN_TOKEN_MAX_SECS} (a week)"
+        )));
     }
     let token = Token::join();
     let expires_at = OffsetDateTime::now_utc() + time::Duration::seconds(lifetime as i64);

@@ -15,18 +15,15 @@ use shared::notify::{
     ChannelCreated, ChannelId, ChannelKind, ChannelRule, ChannelSummary, CreateChannel, Delivery,
     DeliveryId, Notification, NotificationEvent, ProjectNotifications, TestQueued,
 };
+use shared::notify::{
+    MAX_CHANNEL_TOKEN_BYTES as MAX_TOKEN_BYTES, MAX_CHANNEL_URL_BYTES as MAX_URL_BYTES,
+};
 use shared::{ProjectId, SecretValue};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 /// Deliveries kept per channel once finished; older ones are forgotten.
 pub const KEPT_DELIVERIES: u32 = 50;
-/// Longest channel name, in characters.
-const MAX_NAME_CHARS: usize = 64;
-/// Longest URL, in bytes.
-const MAX_URL_BYTES: usize = 2048;
-/// Longest ntfy token, in bytes.
-const MAX_TOKEN_BYTES: usize = 512;
 /// Values shorter than this are not masked: they match ordinary text (as in the agent's logs).
 const MASKED_MIN_CHARS: usize = 6;
 /// What a masked value becomes.
@@ -170,13 +167,15 @@ fn check_url(url: &str) -> OpResult<String> {
             "the URL may be at most {MAX_URL_BYTES} bytes long"
         )));
     }
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|error| OpError::Invalid(format!("the URL is not valid: {error}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
+    // Checked on the text, as the API's schema states it: a URL parser would also take
+    // "\u{1}http://…", and call "ftp://…" merely another scheme.
+    if !shared::notify::has_http_scheme(url) {
         return Err(OpError::Invalid(
             "the URL must start with http:// or https://".into(),
         ));
     }
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|error| OpError::Invalid(format!("the URL is not valid: {error}")))?;
     let host = parsed
         .host_str()
         .filter(|host| !host.is_empty())
@@ -188,19 +187,9 @@ fn check_url(url: &str) -> OpResult<String> {
 }
 
 fn check_name(name: &str) -> OpResult<String> {
-    let name = name.trim();
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS {
-        return Err(OpError::Invalid(format!(
-            "a channel name has 1 to {MAX_NAME_CHARS} characters"
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(OpError::Invalid(
-            "a channel name cannot contain control characters".into(),
-        ));
-    }
-    Ok(name.to_string())
+    shared::ChannelName::parse(name)
+        .map(String::from)
+        .map_err(|error| OpError::Invalid(error.to_string()))
 }
 
 fn check_token(kind: ChannelKind, token: Option<&str>) -> OpResult<Option<SecretValue>> {
@@ -240,6 +229,10 @@ pub async fn create_channel(
     match receiver_addresses(input.url.trim(), config.allow_private_networks).await {
         // A name that does not resolve now may later; every send checks again.
         Ok(_) | Err(Refused::Unresolved { .. }) => {}
+        // The URL is well formed; where it leads is the operator's call.
+        Err(refused @ Refused::Private { .. }) => {
+            return Err(OpError::Forbidden(refused.to_string()))
+        }
         Err(refused) => return Err(OpError::Invalid(refused.to_string())),
     }
     let token = check_token(input.kind, input.token.as_deref())?;
@@ -349,7 +342,7 @@ pub async fn set_project_rules(
     let mut pairs = BTreeSet::new();
     for rule in &input.rules {
         if !own.contains(&rule.channel_id) {
-            return Err(OpError::Invalid(format!(
+            return Err(OpError::NoSuch(format!(
                 "channel {} is not one of your notification channels",
                 rule.channel_id
             )));

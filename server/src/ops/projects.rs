@@ -147,7 +147,7 @@ async fn agent_must_be_visible(store: &Store, by: &User, agent_id: AgentId) -> O
     store
         .agent_visible_to(by, agent_id)
         .await
-        .map_err(|_| OpError::Invalid(format!("agent {agent_id} does not exist")))
+        .map_err(|_| OpError::NoSuch(format!("agent {agent_id} does not exist")))
 }
 
 /// Refuses `name` for a project of `by` on `agent` while another project (not `except`) holds

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Largest secret value accepted.
-const MAX_VALUE_BYTES: usize = 64 * 1024;
+const MAX_VALUE_BYTES: usize = shared::secret::MAX_SECRET_VALUE_BYTES;
 /// Most secrets one project may have.
 const MAX_SECRETS_PER_PROJECT: usize = 1000;
 /// Most bytes a project's secret values may hold together.
@@ -183,7 +183,13 @@ pub async fn create(
     input: CreateSecret,
 ) -> OpResult<SecretSummary> {
     check_value(&input.value)?;
-    let project = store.project(by, input.project_id).await?;
+    let project = match store.project(by, input.project_id).await {
+        Err(DbError::NotFound) => {
+            let message = format!("project {} does not exist", input.project_id);
+            return Err(OpError::NoSuch(message));
+        }
+        found => found?,
+    };
     check_room(
         &store.secrets_of_project(project.id).await?,
         None,

@@ -159,7 +159,8 @@ async fn another_users_things_answer_404_and_no_token_answers_401() {
             Some(json!({"name": "x", "agent_id": agent.agent.id, "path": "/srv/x"})),
         )
         .await;
-    assert_eq!(status, 400);
+    // Well formed, naming an agent that is not his: the same answer as for no such agent.
+    assert_eq!(status, 422);
     let listed: Vec<serde_json::Value> = bob.expect(Method::GET, "/projects", None, 200).await;
     assert!(listed.is_empty());
     let agents: Vec<serde_json::Value> = bob.expect(Method::GET, "/agents", None, 200).await;

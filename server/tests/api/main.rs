@@ -3,6 +3,7 @@
 
 mod after_deploy;
 mod agent_link;
+mod api_document;
 mod auth;
 mod bench_live_state;
 mod control_plane;

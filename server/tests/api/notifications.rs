@@ -434,6 +434,10 @@ async fn bad_channels_and_rules_are_refused_and_channels_are_private_to_their_ow
             ),
             (
                 json!({"kind": "webhook", "name": "x", "url": "example.com/hook"}),
+                "http:// or https://",
+            ),
+            (
+                json!({"kind": "webhook", "name": "x", "url": "https://exa mple.com/hook"}),
                 "not valid",
             ),
             (
@@ -473,20 +477,23 @@ async fn bad_channels_and_rules_are_refused_and_channels_are_private_to_their_ow
         let rules = [
             (
                 json!({"rules": [{"channel_id": uuid::Uuid::new_v4(), "events": ["deploy_failed"]}]}),
+                422,
                 "not one of your",
             ),
             (
                 json!({"rules": [{"channel_id": channel.channel.id, "events": ["test"]}]}),
+                400,
                 "cannot be chosen",
             ),
             (
                 json!({"rules": [{"channel_id": channel.channel.id, "events": ["deploy_exploded"]}]}),
+                400,
                 "unknown variant",
             ),
         ];
-        for (body, expected) in rules {
+        for (body, expected_status, expected) in rules {
             let (status, answer) = alice.call(Method::PUT, &path, Some(body.clone())).await;
-            assert_eq!(status, 400, "{body}: {answer}");
+            assert_eq!(status, expected_status, "{body}: {answer}");
             let message = answer["error"]["message"].as_str().unwrap_or_default();
             assert!(message.contains(expected), "{body}: {message}");
         }
@@ -523,7 +530,8 @@ async fn bad_channels_and_rules_are_refused_and_channels_are_private_to_their_ow
         let body = json!({"rules": [{"channel_id": id, "events": ["deploy_failed"]}]});
         let path = format!("/projects/{}/notifications", bobs.id);
         let (status, _) = bob.call(Method::PUT, &path, Some(body)).await;
-        assert_eq!(status, 400);
+        // Like an id that names nothing.
+        assert_eq!(status, 422);
 
         alice
             .call(
@@ -922,7 +930,8 @@ async fn a_channel_cannot_make_the_server_call_its_own_host_or_a_private_network
         let (status, answer) = api
             .call(Method::POST, "/notification-channels", Some(body))
             .await;
-        assert_eq!(status, 400, "{url}: {answer}");
+        // Well formed, refused by the operator's policy.
+        assert_eq!(status, 403, "{url}: {answer}");
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(
             message.contains("STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS=1"),
