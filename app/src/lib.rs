@@ -226,20 +226,30 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// Hydrates the server-rendered page, then marks the document (`<html data-hydrated="true">`):
+/// end-to-end tests wait for the mark before clicking. Hydration waits for the lazily loaded
+/// page's code (`hydrate_lazy`, spelled out to know when it ends); an effect in [`App`] would
+/// set a mark before that code has arrived and the page's handlers are attached.
+#[cfg(feature = "hydrate")]
+pub fn hydrate() {
+    wasm_bindgen_futures::spawn_local(async {
+        let body = document().body().expect("the page has a body");
+        leptos::mount::hydrate_from_async(body, App).await.forget();
+        if let Some(root) = document().document_element() {
+            let _ = root.set_attribute("data-hydrated", "true");
+        }
+    });
+}
+
 /// The dashboard's root component.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
 
-    // Effects run only in the browser, so this flips once hydration has attached the page's
-    // event handlers. End-to-end tests wait for it before clicking.
-    let hydrated = RwSignal::new(false);
-    Effect::new(move |_| hydrated.set(true));
-
     view! {
         <Title text="Stagely" />
         <Router>
-            <div class="layout" data-hydrated=move || hydrated.get().to_string()>
+            <div class="layout">
                 <TopBar />
                 <main>
                     <Routes fallback=|| view! { <p class="muted">"Page not found."</p> }>
@@ -266,8 +276,9 @@ pub fn App() -> impl IntoView {
 ///
 /// Written out rather than with `#[lazy_route]`, whose loader panics when the chunk's fetch
 /// fails (a network blip, a Wi-Fi change, a server restarting) and so kills the whole
-/// dashboard: here the load is `fallible`, retried, and a page that still cannot be fetched
-/// says so (see [`routes::load`]). On the server, the page renders at once and names its chunk
+/// dashboard: here the load is `fallible` and retried (for as long as it takes while the page
+/// the server rendered hydrates), and a page that still cannot be fetched says so (see
+/// [`routes::fetch`]). On the server, the page renders at once and names its chunk
 /// so the HTML preloads it.
 macro_rules! lazy_page {
     ($route:ident, $split:ident, $preload:ident, $module:ident :: $page:ident) => {
@@ -301,11 +312,10 @@ macro_rules! lazy_page {
             }
 
             async fn preload() {
+                // The router awaits this before it hydrates or shows the page; a failure that
+                // outlasts the retries leaves `view` to say so.
                 #[cfg(feature = "hydrate")]
-                {
-                    // A failure is retried by `view` when the page is shown.
-                    let _ = $preload().await;
-                }
+                let _ = routes::fetch($preload).await;
             }
         }
     };

@@ -6,7 +6,7 @@ use std::future::Future;
 #[cfg(feature = "hydrate")]
 use std::time::Duration;
 
-/// Pauses before each new attempt: 0.25 s, 0.5 s, 1 s, 2 s, 4 s (about 8 s in all).
+/// Pauses after each failed attempt: 0.25 s, 0.5 s, 1 s, 2 s, 4 s (about 8 s in all).
 #[cfg(feature = "hydrate")]
 const RETRY_PAUSES: [Duration; 5] = [
     Duration::from_millis(250),
@@ -16,22 +16,42 @@ const RETRY_PAUSES: [Duration; 5] = [
     Duration::from_secs(4),
 ];
 
-/// The page `load` renders once its code is there; on the server it is there already.
+/// Fetches a page's code (`attempt` is the chunk's preload): after a failure it tries again
+/// following [`RETRY_PAUSES`], and while the page the server rendered is being hydrated, for as
+/// long as it takes (every 4 s after the first pauses). The router awaits this before it
+/// hydrates or shows the page, and the only view that fits the server's HTML is that page; the
+/// HTML stays readable meanwhile.
+#[cfg(feature = "hydrate")]
+pub async fn fetch<F, Fut, E>(attempt: F) -> Result<(), E>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let hydrating =
+        Owner::current_shared_context().is_some_and(|context| context.during_hydration());
+    let mut pauses = RETRY_PAUSES.iter().copied();
+    loop {
+        let error = match attempt().await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let pause = match pauses.next() {
+            Some(pause) => pause,
+            None if hydrating => RETRY_PAUSES[RETRY_PAUSES.len() - 1],
+            None => return Err(error),
+        };
+        leptos::logging::warn!("fetching the page's code failed; trying again");
+        sleep(pause).await;
+    }
+}
+
+/// The page `load` renders, or [`PageUnavailable`] when its code could not be fetched (after
+/// [`fetch`] gave up: never while hydrating).
 pub async fn load<F, Fut, E>(load: F) -> AnyView
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<AnyView, E>>,
 {
-    #[cfg(feature = "hydrate")]
-    for pause in RETRY_PAUSES {
-        match load().await {
-            Ok(page) => return page,
-            Err(_) => {
-                leptos::logging::warn!("fetching the page's code failed; trying again");
-                sleep(pause).await;
-            }
-        }
-    }
     match load().await {
         Ok(page) => page,
         Err(_) => view! { <PageUnavailable /> }.into_any(),

@@ -3,7 +3,7 @@
 // restarting) must neither kill the dashboard nor leave a blank page.
 
 import { Page } from '@playwright/test';
-import { test, expect, openDashboard } from './stagely';
+import { test, expect, hydrated, openDashboard } from './stagely';
 
 /** The split-off code of pages, and the chunks they share. */
 const PAGE_CODE = /\/pkg\/(split_|chunk_)[^/]*\.wasm$/;
@@ -54,5 +54,26 @@ test('a page whose code never arrives says so, and the rest of the dashboard kee
   await page.unroute(PAGE_CODE);
   await page.getByRole('link', { name: 'Notifications', exact: true }).click();
   await expect(page.getByRole('heading', { name: 'Notifications', level: 1 })).toBeVisible();
+  expect(errors).toEqual([]);
+});
+
+test('a page whose code fails to arrive while it hydrates is fetched again, and then works', async ({ page, stagely }) => {
+  const errors = watchErrors(page);
+  await openDashboard(page, stagely);
+  let refused = 0;
+  await page.route(PAGE_CODE, async (route) => {
+    if (refused < 3) {
+      refused += 1;
+      await route.abort('internetdisconnected');
+    } else {
+      await route.continue();
+    }
+  });
+  // Loaded from the server: the page's HTML is there, its code must come before it hydrates.
+  await page.goto(`${stagely.url}/projects`);
+  await hydrated(page);
+  expect(refused).toBe(3);
+  await page.getByRole('link', { name: 'Servers', exact: true }).click();
+  await expect(page.getByRole('heading', { name: 'Servers', level: 1 })).toBeVisible();
   expect(errors).toEqual([]);
 });

@@ -6,8 +6,8 @@
 //!
 //! 1. adapters — [`http`] (REST API), [`dashboard`] (server functions), [`ws`] (the agent,
 //!    join and browser sockets), [`housekeeping`] (background tasks), [`security_headers`]
-//!    (CSP and friends on every response), [`assets`] (caching of static files), and `main.rs`
-//!    (admin CLI);
+//!    (CSP and friends on every response), [`assets`] (the static files and their caching),
+//!    and `main.rs` (admin CLI);
 //! 2. [`auth`] — every credential question; [`error_response`] — `OpError` as an HTTP answer;
 //! 3. [`state`] — what adapters hand to operations;
 //! 4. [`ops`] — the operations, one module per resource;
@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/install.sh", get(http::downloads::install_script))
         .route("/downloads/{file}", get(http::downloads::download))
         .nest("/api/v1", http::api())
+        .nest_service("/pkg", assets::service(&state.config.site_root))
         .merge(auth::routes())
         .leptos_routes_with_context(
             &state,
@@ -82,7 +83,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_session,
         ))
-        .layer(axum::middleware::from_fn(assets::cache_control))
         // Outermost, so the redirects and refusals of the session guard carry the headers too.
         .layer(axum::middleware::from_fn_with_state(
             headers,

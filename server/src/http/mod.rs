@@ -151,6 +151,10 @@ const NAMES_OTHERS: &[(StatusCode, &str)] = &[(
     "the body names an agent, project or channel that does not exist or is not yours",
 )];
 
+/// The refusal of an operation only administrators may call.
+const ADMINS_ONLY: &[(StatusCode, &str)] =
+    &[(StatusCode::FORBIDDEN, "the caller is not an administrator")];
+
 /// Every operation of the API, in the order the OpenAPI document lists them. A new operation
 /// is one line here, one handler in its resource's module and one function in `ops`.
 pub fn routes() -> Vec<ApiRoute> {
@@ -435,7 +439,8 @@ pub fn routes() -> Vec<ApiRoute> {
             S::OK,
             users::list,
         )
-        .returns::<Vec<UserSummary>>(),
+        .returns::<Vec<UserSummary>>()
+        .refuses(ADMINS_ONLY),
         ApiRoute::new(
             post.clone(),
             "/users/{id}/disable",
@@ -444,7 +449,8 @@ pub fn routes() -> Vec<ApiRoute> {
             S::OK,
             users::disable,
         )
-        .returns::<UserSummary>(),
+        .returns::<UserSummary>()
+        .refuses(ADMINS_ONLY),
         ApiRoute::new(
             post.clone(),
             "/users/{id}/enable",
@@ -452,7 +458,8 @@ pub fn routes() -> Vec<ApiRoute> {
             S::OK,
             users::enable,
         )
-        .returns::<UserSummary>(),
+        .returns::<UserSummary>()
+        .refuses(ADMINS_ONLY),
         ApiRoute::new(
             post,
             "/deploy/{project_id}",

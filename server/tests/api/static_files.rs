@@ -3,27 +3,45 @@
 
 use crate::helpers::{http_request, spawn_app_with_env, AppOptions, RawResponse, TestApp, TestDb};
 
-const JS: &str = "Js0123456789abcdefgh_-";
-const WASM: &str = "Wa0123456789abcdefgh_-";
-const CSS: &str = "Cs0123456789abcdefgh_-";
+/// The name cargo-leptos gives a file: its MD5 in unpadded URL-safe base64.
+fn content_hash(content: &str) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(md5::Md5::digest(content.as_bytes()))
+}
 
-/// A site root as `cargo leptos build --release --precompress` leaves it (with the hash file
-/// only when `hashed`), and a server on it.
-async fn app_on_site(hashed: bool) -> (TestApp, tempfile::TempDir) {
+/// A site root as `cargo leptos build --release --split --precompress` leaves it (with the
+/// hash file only when `hashed`), and a server on it. Returns the hashes of the JS, WASM and
+/// CSS; the JS is named after content it no longer has, as cargo-leptos leaves the main JS of
+/// a split build (it rewrites it after naming it).
+async fn app_on_site(hashed: bool) -> (TestApp, tempfile::TempDir, [String; 3]) {
     let site = tempfile::tempdir().unwrap();
     let pkg = site.path().join("pkg");
     std::fs::create_dir_all(&pkg).unwrap();
     let write = |name: &str, body: &str| std::fs::write(pkg.join(name), body).unwrap();
+    let mut hashes = [String::new(), String::new(), String::new()];
     if hashed {
-        for (hash, extension) in [(JS, "js"), (WASM, "wasm"), (CSS, "css")] {
+        for (index, extension) in ["js", "wasm", "css"].into_iter().enumerate() {
+            let plain = format!("plain {extension}");
+            let hash = content_hash(&plain);
             let name = format!("stagely.{hash}.{extension}");
-            write(&name, &format!("plain {extension}"));
+            // The JS was rewritten after it was named.
+            let served = if extension == "js" {
+                "rewritten js".to_string()
+            } else {
+                plain
+            };
+            write(&name, &served);
             write(&format!("{name}.br"), &format!("brotli {extension}"));
             write(&format!("{name}.gz"), &format!("gzip {extension}"));
+            hashes[index] = hash;
         }
         std::fs::write(
             site.path().join("hash.txt"),
-            format!("js: {JS}\nwasm: {WASM}\ncss: {CSS}\n"),
+            format!(
+                "js: {}\nwasm: {}\ncss: {}\n",
+                hashes[0], hashes[1], hashes[2]
+            ),
         )
         .unwrap();
     } else {
@@ -34,7 +52,7 @@ async fn app_on_site(hashed: bool) -> (TestApp, tempfile::TempDir) {
     let site_root = site.path().display().to_string();
     let env = [("STAGELY_SITE_ROOT", site_root.as_str())];
     let app = spawn_app_with_env(&TestDb::Sqlite, AppOptions::default(), &env).await;
-    (app, site)
+    (app, site, hashes)
 }
 
 async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> RawResponse {
@@ -42,14 +60,14 @@ async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> RawResponse
 }
 
 #[tokio::test]
-async fn pages_name_hashed_files_which_are_immutable_and_served_precompressed() {
-    let (app, _site) = app_on_site(true).await;
+async fn pages_name_hashed_files_which_are_immutable_when_their_name_is_their_content() {
+    let (app, _site, [js, wasm, css]) = app_on_site(true).await;
     let page = get(&app, "/setup", &[]).await;
     assert_eq!(page.status, 200);
     for name in [
-        format!("/pkg/stagely.{JS}.js"),
-        format!("/pkg/stagely.{WASM}.wasm"),
-        format!("/pkg/stagely.{CSS}.css"),
+        format!("/pkg/stagely.{js}.js"),
+        format!("/pkg/stagely.{wasm}.wasm"),
+        format!("/pkg/stagely.{css}.css"),
     ] {
         assert!(page.body.contains(&name), "{name} not in\n{}", page.body);
     }
@@ -59,13 +77,13 @@ async fn pages_name_hashed_files_which_are_immutable_and_served_precompressed() 
         "pages are not cached"
     );
 
-    let js = format!("/pkg/stagely.{JS}.js");
+    let wasm_path = format!("/pkg/stagely.{wasm}.wasm");
     for (accepts, body, encoding) in [
-        ("br, gzip", "brotli js", Some("br")),
-        ("gzip", "gzip js", Some("gzip")),
-        ("identity", "plain js", None),
+        ("br, gzip", "brotli wasm", Some("br")),
+        ("gzip", "gzip wasm", Some("gzip")),
+        ("identity", "plain wasm", None),
     ] {
-        let file = get(&app, &js, &[("Accept-Encoding", accepts)]).await;
+        let file = get(&app, &wasm_path, &[("Accept-Encoding", accepts)]).await;
         assert_eq!(file.status, 200, "{accepts}");
         assert_eq!(file.body, body, "{accepts}");
         assert_eq!(file.header("content-encoding"), encoding, "{accepts}");
@@ -82,18 +100,35 @@ async fn pages_name_hashed_files_which_are_immutable_and_served_precompressed() 
         );
     }
 
-    // A name without a hash may change under the same URL: the browser asks every time.
+    // A name that is not its content's hash (the main JS of a split build, rewritten after it
+    // was named) may change content under the same URL: the browser asks every time, and an
+    // unchanged file costs a bodyless 304.
+    let js_path = format!("/pkg/stagely.{js}.js");
+    let first = get(&app, &js_path, &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body, "rewritten js");
+    assert_eq!(first.header("cache-control"), Some("no-cache"));
+    let modified = first
+        .header("last-modified")
+        .expect("Last-Modified")
+        .to_string();
+    let again = get(&app, &js_path, &[("If-Modified-Since", &modified)]).await;
+    assert_eq!(again.status, 304, "{}", again.head);
+    assert_eq!(again.body, "");
     let types = get(&app, "/pkg/stagely.d.ts", &[]).await;
     assert_eq!(types.status, 200);
     assert_eq!(types.header("cache-control"), Some("no-cache"));
-    let missing = get(&app, &format!("/pkg/stagely.{JS}.css"), &[]).await;
-    assert_ne!(missing.status, 200);
+
+    // A file that is not there is a plain 404, not a page.
+    let missing = get(&app, &format!("/pkg/stagely.{js}.css"), &[]).await;
+    assert_eq!(missing.status, 404);
     assert_eq!(missing.header("cache-control"), None);
+    assert!(!missing.body.contains("<html"), "{}", missing.body);
 }
 
 #[tokio::test]
 async fn a_site_built_without_hashes_keeps_plain_names_revalidated() {
-    let (app, _site) = app_on_site(false).await;
+    let (app, _site, _) = app_on_site(false).await;
     let page = get(&app, "/setup", &[]).await;
     assert!(page.body.contains("/pkg/stagely.js"), "{}", page.body);
     assert!(page.body.contains("/pkg/stagely.css"), "{}", page.body);
