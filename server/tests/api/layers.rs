@@ -32,6 +32,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
         "housekeeping",
         "notifier",
         "security_headers",
+        "connections",
     ],
     // 2. Who is asking: every credential check, sign-in and sessions.
     &["auth", "error_response"],

@@ -5,6 +5,8 @@ mod after_deploy;
 mod agent_link;
 mod auth;
 mod bench_live_state;
+mod bench_slowloris;
+mod connections;
 mod control_plane;
 mod dashboard;
 mod helpers;
