@@ -4,6 +4,7 @@
 mod after_deploy;
 mod agent_link;
 mod auth;
+mod bench_hostile_agent;
 mod bench_live_state;
 mod bench_slowloris;
 mod connections;
@@ -19,3 +20,4 @@ mod retention;
 mod secrets_at_rest;
 mod security_headers;
 mod storage;
+mod tenant_limits;
