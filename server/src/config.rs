@@ -544,9 +544,9 @@ pub struct LimitsConfig {
     /// `STAGELY_MAX_CONNECTIONS` (10000): open connections, WebSockets included; beyond it a
     /// new connection waits in the listen queue until one closes.
     pub max_connections: usize,
-    /// `STAGELY_AGENT_BYTES_PER_SEC` (1048576): sustained bytes of log batches and command
-    /// output an agent may send (as frames on its socket); beyond it and the burst, those
-    /// frames are dropped and the lines they held counted.
+    /// `STAGELY_AGENT_BYTES_PER_SEC` (1048576): sustained bytes of log batches, command output
+    /// and container state reports an agent may send (as frames on its socket); beyond it and
+    /// the burst, those frames are dropped and the lines they held counted.
     pub agent_bytes_per_sec: u64,
     /// `STAGELY_AGENT_BURST_BYTES` (8388608): what an agent may send at once above the rate.
     pub agent_burst_bytes: u64,

@@ -6,8 +6,9 @@
 //! the agent stays silent for three heartbeat intervals, or the hub closes the session.
 //!
 //! What one agent can make the server do is bounded: a frame is at most [`MAX_MESSAGE_BYTES`],
-//! frames come at most [`RATE_PER_SEC`] a second (more ends the connection), and log batches
-//! and command output at most `STAGELY_AGENT_BYTES_PER_SEC` bytes a second ([`Throttle`]).
+//! frames come at most [`RATE_PER_SEC`] a second (more ends the connection), and log batches,
+//! command output and container state reports at most `STAGELY_AGENT_BYTES_PER_SEC` bytes a
+//! second ([`Throttle`]).
 //! Over that rate they are dropped, not queued, so a flooding agent slows nobody else down;
 //! how many lines were dropped is told where they would have appeared (the log feed's
 //! `skipped` count, a line in the deployment's output).
@@ -136,6 +137,11 @@ pub async fn run_session<S>(
                     }
                     Ok(AgentToServer::Inspected(answer)) => state.hub.complete_inspection(answer),
                     Ok(AgentToServer::ServiceStates(states)) => {
+                        // Each report is a write and a push to tabs: a flood of them is dropped
+                        // like one of logs (the agent reports again on the next change).
+                        if !throttle.allow(agent, cost) {
+                            continue;
+                        }
                         ops::services::record(&state.store, &state.hub, agent, states).await;
                     }
                     Ok(AgentToServer::Hello(_)) => {

@@ -232,6 +232,59 @@ async fn log_lines_over_an_agents_rate_are_dropped_and_counted_on_the_feed() {
 }
 
 #[tokio::test]
+async fn container_state_reports_over_an_agents_rate_are_dropped() {
+    use shared::protocol::{ProjectContainers, ServiceStates};
+    use shared::runtime::{ContainerStatus, ServiceState};
+    let app = throttled_app().await;
+    let (mallory, api) = app.user("mallory").await;
+    let (created, project) = api.shop_project().await;
+    let mut hostile = agent(&app, &created.token).await;
+    let mut feed = app.feed(&mallory).await;
+    let report = |restarts: u32, containers: usize| {
+        let state = ServiceState {
+            service: shared::ServiceName::parse("web").unwrap(),
+            container_id: "0123456789ab".into(),
+            status: ContainerStatus::Running,
+            exit_code: None,
+            health: None,
+            started_at: Some("2026-11-30T10:00:00Z".into()),
+            restart_count: restarts,
+            image_id: Some(format!("sha256:{}", "a".repeat(64))),
+        };
+        AgentToServer::ServiceStates(ServiceStates {
+            full: false,
+            projects: vec![ProjectContainers {
+                project_id: project.id,
+                containers: vec![state; containers],
+            }],
+        })
+    };
+    // 40 reports of ~75 KiB: three times the burst.
+    const REPORTS: usize = 40;
+    for n in 0..REPORTS {
+        send_frame(&mut hostile, &report(n as u32, 300)).await;
+    }
+    // Then a small one at a time until one gets through.
+    let mut received = 0;
+    'through: loop {
+        send_frame(&mut hostile, &report(9_999, 1)).await;
+        let wait = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(event) = tokio::time::timeout_at(wait, next(&mut feed)).await {
+            if let DashboardEvent::ServiceStates { containers, .. } = event {
+                if containers.iter().any(|state| state.restart_count == 9_999) {
+                    break 'through;
+                }
+                received += 1;
+            }
+        }
+    }
+    assert!(
+        received < REPORTS / 2,
+        "the flood of reports was throttled: {received} of {REPORTS} pushed to the tab"
+    );
+}
+
+#[tokio::test]
 async fn a_project_refuses_more_jobs_in_flight_than_its_limit() {
     for db in TestDb::all().await {
         let app = spawn_app(&db).await;
