@@ -291,20 +291,27 @@ pub async fn dispatch(
         }),
     };
     super::secrets::check_frame_to_agent(&message)?;
+    if !hub.is_connected(project.agent_id) {
+        tracing::info!(%deployment, agent_id = %project.agent_id, "agent offline; the deployment waits queued");
+        return Ok(());
+    }
+    // Recorded before the job is handed over: the agent's `Received` can come back before a
+    // write made after the hand-over, and a status never moves backwards, so "sent" would be
+    // missing from the history. A job that is `sent` is still open: if the hand-over fails
+    // below, it is sent again when the agent reconnects.
+    set_status(
+        store,
+        hub,
+        deployment,
+        project.id,
+        DeploymentStatus::Sent,
+        None,
+    )
+    .await?;
     match hub.send(project.agent_id, message) {
-        Ok(()) => {
-            set_status(
-                store,
-                hub,
-                deployment,
-                project.id,
-                DeploymentStatus::Sent,
-                None,
-            )
-            .await?;
-        }
+        Ok(()) => {}
         Err(SendError::NotConnected) => {
-            tracing::info!(%deployment, agent_id = %project.agent_id, "agent offline; the deployment waits queued");
+            tracing::info!(%deployment, agent_id = %project.agent_id, "agent went offline; the deployment is re-sent when it reconnects");
         }
         Err(SendError::QueueFull) => {
             tracing::warn!(%deployment, agent_id = %project.agent_id, "agent queue full; the deployment is re-sent when it reconnects");
