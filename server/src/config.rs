@@ -50,6 +50,9 @@ pub struct Config {
     /// from one of them has its `X-Forwarded-For` believed when the client's address is needed
     /// (sign-in throttling, the session list); empty (the default), the peer address counts.
     pub trusted_proxies: Vec<IpRange>,
+    /// `STAGELY_HEADER_TIMEOUT_SECS`, `STAGELY_MAX_CONNECTIONS`, `STAGELY_AGENT_*`, …: what one
+    /// client, agent or tab can make the server hold.
+    pub limits: LimitsConfig,
 }
 
 /// An address or a CIDR range: `10.0.0.1`, `10.0.0.0/8`, `fd00::/8`.
@@ -260,6 +263,7 @@ impl Config {
             retention: RetentionConfig::from_lookup(&non_empty)?,
             allow_insecure_http,
             trusted_proxies,
+            limits: LimitsConfig::from_lookup(&non_empty)?,
         })
     }
 
@@ -401,6 +405,7 @@ impl fmt::Debug for Config {
             .field("retention", &self.retention)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("limits", &self.limits)
             .field(
                 "github",
                 &self.github.as_ref().map(|github| {
@@ -589,6 +594,80 @@ impl RetentionConfig {
     }
 }
 
+/// What one client, agent or browser tab can make the server hold (README, "Limits").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `STAGELY_HEADER_TIMEOUT_SECS` (10): a request's headers must arrive whole within this
+    /// long after the server starts waiting for them, or the connection is closed. Also bounds
+    /// how long a kept-alive connection may wait before its next request starts.
+    pub header_timeout: Duration,
+    /// `STAGELY_IDLE_TIMEOUT_SECS` (60): an HTTP connection that moves no byte for this long
+    /// is closed (a request still being answered first finishes). WebSockets are not HTTP
+    /// connections any more once upgraded: their own heartbeats decide.
+    pub idle_timeout: Duration,
+    /// `STAGELY_MAX_CONNECTIONS` (10000): open connections, WebSockets included; beyond it a
+    /// new connection waits in the listen queue until one closes.
+    pub max_connections: usize,
+    /// `STAGELY_AGENT_BYTES_PER_SEC` (1048576): sustained bytes of log batches, command output
+    /// and container state reports an agent may send (as frames on its socket); beyond it and
+    /// the burst, those frames are dropped and the lines they held counted.
+    pub agent_bytes_per_sec: u64,
+    /// `STAGELY_AGENT_BURST_BYTES` (8388608): what an agent may send at once above the rate.
+    pub agent_burst_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            agent_bytes_per_sec: 1 << 20,
+            agent_burst_bytes: 8 << 20,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn from_lookup(non_empty: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let number = |name, min, max, default: u64| {
+            Ok::<_, ConfigError>(whole_number(non_empty, name, min, max)?.unwrap_or(default))
+        };
+        let secs = |name, default: Duration| {
+            Ok::<_, ConfigError>(Duration::from_secs(number(
+                name,
+                1,
+                3600,
+                default.as_secs(),
+            )?))
+        };
+        Ok(Self {
+            header_timeout: secs("STAGELY_HEADER_TIMEOUT_SECS", defaults.header_timeout)?,
+            idle_timeout: secs("STAGELY_IDLE_TIMEOUT_SECS", defaults.idle_timeout)?,
+            max_connections: number(
+                "STAGELY_MAX_CONNECTIONS",
+                1,
+                10_000_000,
+                defaults.max_connections as u64,
+            )? as usize,
+            agent_bytes_per_sec: number(
+                "STAGELY_AGENT_BYTES_PER_SEC",
+                1024,
+                1 << 40,
+                defaults.agent_bytes_per_sec,
+            )?,
+            // At least one whole frame, or a frame could never be let through.
+            agent_burst_bytes: number(
+                "STAGELY_AGENT_BURST_BYTES",
+                shared::protocol::MAX_FRAME_BYTES as u64,
+                1 << 40,
+                defaults.agent_burst_bytes,
+            )?,
+        })
+    }
+}
+
 /// An on/off setting: `1`/`true` or `0`/`false`, off when unset.
 fn flag(
     non_empty: &impl Fn(&str) -> Option<String>,
@@ -770,6 +849,15 @@ mod tests {
                 "STAGELY_ALLOW_INSECURE_HTTP",
             ),
             (("STAGELY_HEARTBEAT_SECS", "0"), "STAGELY_HEARTBEAT_SECS"),
+            (("STAGELY_MAX_CONNECTIONS", "0"), "STAGELY_MAX_CONNECTIONS"),
+            (
+                ("STAGELY_HEADER_TIMEOUT_SECS", "ten"),
+                "STAGELY_HEADER_TIMEOUT_SECS",
+            ),
+            (
+                ("STAGELY_AGENT_BURST_BYTES", "1024"),
+                "STAGELY_AGENT_BURST_BYTES",
+            ),
             (
                 ("STAGELY_GITHUB_CLIENT_ID", "Iv1.abc"),
                 "STAGELY_GITHUB_CLIENT_SECRET",

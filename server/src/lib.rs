@@ -7,7 +7,7 @@
 //! 1. adapters — [`http`] (REST API), [`dashboard`] (server functions), [`ws`] (the agent,
 //!    join and browser sockets), [`housekeeping`] (background tasks), [`security_headers`]
 //!    (CSP and friends on every response), [`assets`] (the static files and their caching),
-//!    and `main.rs` (admin CLI);
+//!    [`connections`] (the accept loop and its slow-client limits), and `main.rs` (admin CLI);
 //! 2. [`auth`] — every credential question; [`error_response`] — `OpError` as an HTTP answer;
 //! 3. [`state`] — what adapters hand to operations;
 //! 4. [`ops`] — the operations, one module per resource;
@@ -17,6 +17,7 @@
 pub mod assets;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod crypto;
 pub mod dashboard;
 pub mod db;
@@ -35,10 +36,8 @@ pub mod ws;
 
 pub use state::AppState;
 
-use anyhow::Context;
 use app::ssr::DashboardContext;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -102,13 +101,6 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // A page is written in several pieces: with Nagle's algorithm on, the last one waits for
-    // the browser's delayed ACK, 40 ms on every kept-alive request. Send each piece at once.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY on a connection");
-        }
-    });
     let housekeeping = housekeeping::spawn(&state);
     let hub = state.hub.clone();
     let shutdown = async move {
@@ -116,12 +108,13 @@ pub async fn run(
         // Agent sockets never end on their own: close them so the graceful shutdown can finish.
         hub.shut_down();
     };
-    // Peer addresses reach handlers (`auth::ClientIp`), for the sign-in throttle.
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")?;
+    connections::serve(
+        listener,
+        router(state.clone()),
+        &state.config.limits,
+        shutdown,
+    )
+    .await;
     drop(housekeeping);
     state.hub.flush_last_seen(&state.store).await;
     state.store.close().await;

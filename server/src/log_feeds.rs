@@ -21,6 +21,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// Lines kept per watched project for tabs that reconnect.
 pub const BUFFER_LINES: usize = 1_000;
 
+/// The longest line kept or relayed, in bytes: the agent's own budget for one line, enforced
+/// again here because a hostile agent need not keep to it. With [`BUFFER_LINES`] it bounds a
+/// watched project's buffer to about 16 MiB.
+pub const MAX_LINE_BYTES: usize = shared::protocol::budget::LINE;
+
+/// `text` as it is when it fits `max` bytes; otherwise as much of its start as fits, cut at a
+/// character boundary, followed by `… N bytes cut` as the agent writes it.
+pub fn cut_line(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    // The marker's length for the longest cut this text can need.
+    let room = max.saturating_sub(format!("… {} bytes cut", text.len()).len());
+    let mut end = room.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("… {cut} bytes cut"));
+    text
+}
+
 /// The log feeds of watched projects; cheap to clone.
 #[derive(Clone, Default)]
 pub struct LogFeeds {
@@ -150,7 +173,7 @@ impl LogFeeds {
                 service: message.service,
                 stderr: message.stream == shared::protocol::LogStream::Stderr,
                 timestamp: message.timestamp,
-                text: message.line,
+                text: cut_line(message.line, MAX_LINE_BYTES),
             };
             feed.next_seq += 1;
             if feed.buffer.len() == BUFFER_LINES {
@@ -253,6 +276,32 @@ mod tests {
                 batch(stream, &[("2026-01-01T00:00:09Z", "x")])
             )
             .is_none());
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_cut_before_it_is_kept() {
+        let feeds = LogFeeds::default();
+        let project = project();
+        let stream = feeds.watch(&project, None).1.unwrap();
+        // An agent that ignores its budget: a 1 MiB line, with a character across the limit.
+        let long = format!(
+            "{}é{}",
+            "a".repeat(MAX_LINE_BYTES - 20),
+            "b".repeat(1 << 20)
+        );
+        let relayed = feeds
+            .record(
+                project.agent_id,
+                batch(stream, &[("2026-01-01T00:00:01Z", long.as_str())]),
+            )
+            .unwrap();
+        let text = &relayed.lines[0].text;
+        assert!(text.len() <= MAX_LINE_BYTES, "{} bytes", text.len());
+        assert!(text.ends_with("bytes cut"), "{}", &text[text.len() - 40..]);
+        let (replay, _) = feeds.watch(&project, None);
+        assert_eq!(&replay.lines[0].text, text, "the buffer keeps the cut line");
+        assert_eq!(cut_line("short".into(), 16), "short");
+        assert_eq!(cut_line("é".repeat(10), 18), "é… 18 bytes cut");
     }
 
     #[test]

@@ -326,6 +326,17 @@ impl Store {
         rows.into_iter().map(pending_job).collect()
     }
 
+    /// How many jobs of a project are waiting or running.
+    pub async fn open_jobs_of_project(&self, project: ProjectId) -> Result<i64, DbError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM deployments WHERE project_id = $1 AND status IN {OPEN_STATUSES}"
+        );
+        let (count,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(project.to_string()).fetch_one(pool).await?
+        });
+        Ok(count)
+    }
+
     /// A job as stored, whoever's it is (for sending it to its agent).
     pub async fn job(&self, id: DeploymentId) -> Result<Deployment, DbError> {
         let sql = format!(

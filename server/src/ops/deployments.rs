@@ -15,7 +15,7 @@
 use super::{OpError, OpResult};
 use crate::db::{NewEvent, NewJob, PendingJob, Store, User};
 use crate::hub::{Hub, HubEvent, SendError};
-use crate::log_feeds::LogFeeds;
+use crate::log_feeds::{cut_line, LogFeeds, MAX_LINE_BYTES};
 use crate::vault::Vault;
 use shared::api::{
     DeployAccepted, Deployment, DeploymentStatus, EventKind, LifecycleRequest, Project,
@@ -24,6 +24,11 @@ use shared::protocol::{DeployStep, JobEvent, JobUpdate, LifecyclePayload};
 use shared::runtime::{JobKind, LifecycleAction, ServiceImage};
 use shared::{AgentId, DeployPayload, DeploymentId, JobId, ProjectId, ServerToAgent};
 use std::time::Duration;
+
+/// Jobs of one project that may wait or run at once; one more is refused until one finishes.
+/// Deploys of a project run one after another on its agent, so more would only pile up (and
+/// each holds its secret values in the agent's queue).
+pub const MAX_OPEN_JOBS_PER_PROJECT: i64 = 10;
 
 /// Queues a deployment of one of the person's projects and hands it to the agent if it is
 /// connected. It runs the project's secret values as they are now, recorded as its snapshot.
@@ -150,6 +155,12 @@ async fn queue(
     project: &Project,
     job: &NewJob,
 ) -> OpResult<DeployAccepted> {
+    if store.open_jobs_of_project(project.id).await? >= MAX_OPEN_JOBS_PER_PROJECT {
+        return Err(OpError::Conflict(format!(
+            "this project already has {MAX_OPEN_JOBS_PER_PROJECT} jobs waiting or running; \
+             wait for one to finish (or time out) and try again"
+        )));
+    }
     let (deployment_id, job_id) = store.create_job(job).await?;
     send_or_fail(store, vault, hub, deployment_id, job_id, project).await
 }
@@ -280,20 +291,27 @@ pub async fn dispatch(
         }),
     };
     super::secrets::check_frame_to_agent(&message)?;
+    if !hub.is_connected(project.agent_id) {
+        tracing::info!(%deployment, agent_id = %project.agent_id, "agent offline; the deployment waits queued");
+        return Ok(());
+    }
+    // Recorded before the job is handed over: the agent's `Received` can come back before a
+    // write made after the hand-over, and a status never moves backwards, so "sent" would be
+    // missing from the history. A job that is `sent` is still open: if the hand-over fails
+    // below, it is sent again when the agent reconnects.
+    set_status(
+        store,
+        hub,
+        deployment,
+        project.id,
+        DeploymentStatus::Sent,
+        None,
+    )
+    .await?;
     match hub.send(project.agent_id, message) {
-        Ok(()) => {
-            set_status(
-                store,
-                hub,
-                deployment,
-                project.id,
-                DeploymentStatus::Sent,
-                None,
-            )
-            .await?;
-        }
+        Ok(()) => {}
         Err(SendError::NotConnected) => {
-            tracing::info!(%deployment, agent_id = %project.agent_id, "agent offline; the deployment waits queued");
+            tracing::info!(%deployment, agent_id = %project.agent_id, "agent went offline; the deployment is re-sent when it reconnects");
         }
         Err(SendError::QueueFull) => {
             tracing::warn!(%deployment, agent_id = %project.agent_id, "agent queue full; the deployment is re-sent when it reconnects");
@@ -372,9 +390,11 @@ pub async fn record_update(
             added
         }
         JobEvent::Output { line } => {
+            // Kept events are capped in number (db::MAX_EVENTS) and each in length here, which
+            // bounds what a deployment's history holds whatever its agent sends.
             let event = NewEvent {
                 kind: EventKind::Output,
-                body: line,
+                body: cut_line(line, MAX_LINE_BYTES),
             };
             add_event(store, hub, id, project, event).await
         }
@@ -391,6 +411,7 @@ pub async fn record_update(
             if deploy && success && !images.is_empty() {
                 record_images(store, id, images).await;
             }
+            let message = cut_line(message, shared::protocol::budget::MESSAGE);
             let moved = set_status(store, hub, id, project, status, Some(&message)).await;
             if success && matches!(job.kind, JobKind::Start | JobKind::Restart) {
                 // The containers started again: a watched project's stream follows them anew.

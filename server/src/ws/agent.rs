@@ -4,6 +4,14 @@
 //! upgrade the agent has [`HELLO_TIMEOUT`] to introduce itself; then the session relays the
 //! hub's messages to the agent and the agent's frames to the hub until either side goes away,
 //! the agent stays silent for three heartbeat intervals, or the hub closes the session.
+//!
+//! What one agent can make the server do is bounded: a frame is at most [`MAX_MESSAGE_BYTES`],
+//! frames come at most [`RATE_PER_SEC`] a second (more ends the connection), and log batches,
+//! command output and container state reports at most `STAGELY_AGENT_BYTES_PER_SEC` bytes a
+//! second ([`Throttle`]).
+//! Over that rate they are dropped, not queued, so a flooding agent slows nobody else down;
+//! how many lines were dropped is told where they would have appeared (the log feed's
+//! `skipped` count, a line in the deployment's output).
 
 use super::{close, next_frame, send, HELLO_TIMEOUT};
 use crate::auth;
@@ -16,8 +24,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use futures_util::{Sink, Stream, StreamExt};
+use shared::protocol::{JobEvent, JobUpdate};
 use shared::protocol::{Rejected, Welcome};
+use shared::JobId;
 use shared::{AgentId, AgentToServer, ServerToAgent};
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
@@ -78,6 +89,7 @@ pub async fn run_session<S>(
     let silence_limit = state.config.heartbeat_interval * 3 + Duration::from_secs(5);
     let mut deadline = Instant::now() + silence_limit;
     let mut rate = RateLimit::new(RATE_PER_SEC, RATE_BURST);
+    let mut throttle = Throttle::new(&state.config.limits);
 
     let reason = loop {
         tokio::select! {
@@ -96,6 +108,7 @@ pub async fn run_session<S>(
                     break "message rate limit exceeded".into();
                 }
                 state.hub.mark_seen(agent);
+                let cost = message.len();
                 match serde_json::from_str::<AgentToServer>(&message) {
                     Ok(AgentToServer::Heartbeat(beat)) => {
                         if send(&mut tx, &ServerToAgent::HeartbeatAck(beat)).await.is_err() {
@@ -103,12 +116,32 @@ pub async fn run_session<S>(
                         }
                     }
                     Ok(AgentToServer::JobUpdate(update)) => {
+                        let is_output = matches!(update.event, JobEvent::Output { .. });
+                        if is_output && !throttle.allow(agent, cost) {
+                            throttle.dropped_output(update.job_id);
+                            continue;
+                        }
                         let (store, vault, hub, feeds) = (&state.store, &state.vault, &state.hub, &state.logs);
+                        if let Some(note) = throttle.take_output_note(update.job_id) {
+                            Box::pin(ops::deployments::record_update(store, vault, hub, feeds, agent, note)).await;
+                        }
                         Box::pin(ops::deployments::record_update(store, vault, hub, feeds, agent, update)).await;
                     }
-                    Ok(AgentToServer::Log(batch)) => ops::logs::relay(&state.hub, &state.logs, agent, batch),
+                    Ok(AgentToServer::Log(mut batch)) => {
+                        if !throttle.allow(agent, cost) {
+                            throttle.dropped_log(&batch);
+                            continue;
+                        }
+                        batch.skipped += throttle.take_skipped_lines(batch.stream_id);
+                        ops::logs::relay(&state.hub, &state.logs, agent, batch);
+                    }
                     Ok(AgentToServer::Inspected(answer)) => state.hub.complete_inspection(answer),
                     Ok(AgentToServer::ServiceStates(states)) => {
+                        // Each report is a write and a push to tabs: a flood of them is dropped
+                        // like one of logs (the agent reports again on the next change).
+                        if !throttle.allow(agent, cost) {
+                            continue;
+                        }
                         ops::services::record(&state.store, &state.hub, agent, states).await;
                     }
                     Ok(AgentToServer::Hello(_)) => {
@@ -135,6 +168,7 @@ pub async fn run_session<S>(
             }
         }
     };
+    throttle.report(agent);
     session.guard.set_reason(reason);
 }
 
@@ -214,6 +248,95 @@ async fn reject<T: Sink<Message> + Unpin>(
     None
 }
 
+/// The agent's budget for log batches and command output, in bytes of frames: what it sent
+/// over it is dropped and counted per log stream and per job, and the count goes out with the
+/// next batch of that stream (`skipped`) or as a line of that job's output.
+struct Throttle {
+    bytes: RateLimit,
+    accepted_bytes: u64,
+    dropped_bytes: u64,
+    /// Lines dropped per log stream, not yet reported.
+    skipped_lines: HashMap<JobId, u64>,
+    /// Output lines dropped per job, not yet reported.
+    dropped_output: HashMap<JobId, u64>,
+}
+
+/// Streams and jobs whose dropped lines are counted at once; a flood over more of them is
+/// still dropped, only not counted.
+const MAX_COUNTED: usize = 64;
+
+impl Throttle {
+    fn new(limits: &crate::config::LimitsConfig) -> Self {
+        Self {
+            bytes: RateLimit::new(
+                limits.agent_bytes_per_sec as f64,
+                limits.agent_burst_bytes as f64,
+            ),
+            accepted_bytes: 0,
+            dropped_bytes: 0,
+            skipped_lines: HashMap::new(),
+            dropped_output: HashMap::new(),
+        }
+    }
+
+    /// Whether a frame of `bytes` fits the budget now.
+    fn allow(&mut self, agent: AgentId, bytes: usize) -> bool {
+        if self.bytes.allow_cost(Instant::now(), bytes as f64) {
+            self.accepted_bytes += bytes as u64;
+            return true;
+        }
+        if self.dropped_bytes == 0 {
+            tracing::warn!(agent_id = %agent, "the agent sends logs or output faster than STAGELY_AGENT_BYTES_PER_SEC; dropping what is over");
+        }
+        self.dropped_bytes += bytes as u64;
+        false
+    }
+
+    fn dropped_log(&mut self, batch: &shared::protocol::LogBatch) {
+        let lines = batch.messages.len() as u64 + batch.skipped;
+        count(&mut self.skipped_lines, batch.stream_id, lines);
+    }
+
+    fn take_skipped_lines(&mut self, stream: JobId) -> u64 {
+        self.skipped_lines.remove(&stream).unwrap_or(0)
+    }
+
+    fn dropped_output(&mut self, job: JobId) {
+        count(&mut self.dropped_output, job, 1);
+    }
+
+    /// The line that tells a job's history how much of its output was dropped, if any was.
+    fn take_output_note(&mut self, job: JobId) -> Option<JobUpdate> {
+        let dropped = self.dropped_output.remove(&job)?;
+        Some(JobUpdate {
+            job_id: job,
+            event: JobEvent::Output {
+                line: format!(
+                    "… {dropped} lines of output dropped: the agent sent them faster than the server accepts (STAGELY_AGENT_BYTES_PER_SEC)"
+                ),
+            },
+        })
+    }
+
+    /// Logs what was dropped over the session, if anything.
+    fn report(&self, agent: AgentId) {
+        if self.dropped_bytes > 0 {
+            tracing::info!(
+                agent_id = %agent,
+                accepted_bytes = self.accepted_bytes,
+                dropped_bytes = self.dropped_bytes,
+                "Agent Throttled"
+            );
+        }
+    }
+}
+
+fn count(counts: &mut HashMap<JobId, u64>, key: JobId, lines: u64) {
+    if counts.len() < MAX_COUNTED || counts.contains_key(&key) {
+        *counts.entry(key).or_default() += lines;
+    }
+}
+
 /// A token bucket: `burst` frames at once, refilled at `rate` per second.
 struct RateLimit {
     rate: f64,
@@ -233,11 +356,16 @@ impl RateLimit {
     }
 
     fn allow(&mut self, now: Instant) -> bool {
+        self.allow_cost(now, 1.0)
+    }
+
+    /// Takes `cost` tokens if there are that many.
+    fn allow_cost(&mut self, now: Instant, cost: f64) -> bool {
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= cost {
+            self.tokens -= cost;
             true
         } else {
             false

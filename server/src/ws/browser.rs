@@ -3,7 +3,10 @@
 //! It carries the status changes of the agents the person may see and, for the one project the
 //! tab watches ([`DashboardRequest::Watch`]), its deployments' progress and container log
 //! lines, so the page never polls. A tab that cannot keep up misses events rather than making
-//! the server buffer them: it is sent `Resync` and reloads. The feed is authenticated like the
+//! the server buffer them: each tab reads the hub's events through its own cursor into a
+//! bounded ring, so one that falls more than the ring behind is sent `Resync` and reloads, and
+//! one whose socket takes nothing for [`SEND_TIMEOUT`] (a stalled or suspended tab) is dropped;
+//! neither ever delays the events of another tab. The feed is authenticated like the
 //! API (the session cookie, or an API token), and a cookie counts only from this server's own
 //! pages, so another site open in the same browser cannot read it.
 
@@ -23,6 +26,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// Largest message a tab may send (a watch request is about 150 bytes).
 const MAX_REQUEST_BYTES: usize = 4 * 1024;
+
+/// A tab whose socket does not take one message within this long is dropped: it holds its
+/// connection and its place in the ring, and would only be sent `Resync` once it woke.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often an open feed checks that its session (or API token) is still valid, so a
 /// sign-out or an expired session also ends the live feed.
@@ -252,9 +259,17 @@ async fn translate(
     }
 }
 
-async fn send(socket: &mut WebSocket, message: &DashboardEvent) -> Result<(), axum::Error> {
+/// Sends one message; an error when the socket failed or took nothing for [`SEND_TIMEOUT`].
+async fn send(socket: &mut WebSocket, message: &DashboardEvent) -> Result<(), ()> {
     let Ok(text) = serde_json::to_string(message) else {
         return Ok(());
     };
-    socket.send(Message::Text(text.into())).await
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(()),
+        Err(_) => {
+            tracing::debug!("a dashboard tab took nothing for 10 s; dropping it");
+            Err(())
+        }
+    }
 }

@@ -442,6 +442,11 @@ impl ServerProcess {
         format!("http://{}", self.address)
     }
 
+    /// The server's process id, to read its memory from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Runs the admin CLI (`stagely-server <args>`) against the same data directory, as an
     /// operator would, and returns what it printed on stdout.
     pub fn cli(&self, args: &[&str]) -> String {

@@ -33,6 +33,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
         "notifier",
         "security_headers",
         "assets",
+        "connections",
     ],
     // 2. Who is asking: every credential check, sign-in and sessions.
     &["auth", "error_response"],
