@@ -17,6 +17,11 @@ server=$!
 trap 'kill $server 2>/dev/null; wait 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+  if ! kill -0 "$server" 2>/dev/null; then
+    echo "stagely-server exited:" >&2
+    cat "$data/server.log" >&2
+    exit 1
+  fi
   sleep 0.1
 done
 node scripts/bench-first-load.mjs "http://127.0.0.1:$port" "$ROOT/target/site"

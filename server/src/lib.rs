@@ -42,7 +42,6 @@ use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The whole HTTP surface: dashboard pages, server functions, health, the API and the sockets,
