@@ -578,7 +578,8 @@ mod tests {
         let cases = [
             ("", "needs a URL"),
             ("ftp://example.com/x", "http:// or https://"),
-            ("not a url", "not valid"),
+            ("not a url", "http:// or https://"),
+            ("https://exa mple.com/x", "not valid"),
             ("file:///etc/passwd", "http:// or https://"),
         ];
         for (url, expected) in cases {
