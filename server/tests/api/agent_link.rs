@@ -262,6 +262,13 @@ async fn a_network_blip_mid_stream_heals_by_itself() {
         app.state.hub.is_connected(agent_id)
     })
     .await;
+    // The server lists the agent before its welcome reaches it: a cut in between is a failed
+    // connect ("cannot connect"), not a lost link. Wait for the agent's own line (written just
+    // before it counts itself connected, with no await in between).
+    eventually(SOON, "the agent to log its connection", || async {
+        agent.log_text().contains("connected to the server")
+    })
+    .await;
 
     relay.cut();
     eventually(SOON, "the server to see the agent gone", || async {
