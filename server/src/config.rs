@@ -442,8 +442,9 @@ pub struct NotifyConfig {
     pub max_attempts: u32,
     /// `STAGELY_NOTIFY_MAX_AGE_SECS` (86400): …or once it is this old.
     pub max_age: Duration,
-    /// `STAGELY_NOTIFY_QUEUE` (500): pending deliveries kept per channel; beyond it the oldest
-    /// are dropped.
+    /// `STAGELY_NOTIFY_QUEUE` (500): pending deliveries kept per channel, counting one being
+    /// sent; beyond it the oldest waiting ones are dropped. When sends in flight fill it, the
+    /// newest delivery still waits.
     pub queue_per_channel: u32,
     /// `STAGELY_NOTIFY_POLL_MS` (1000): how often the worker looks for due deliveries when
     /// nothing woke it (a retry coming due, another replica's queue).

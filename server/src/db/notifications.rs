@@ -345,9 +345,15 @@ impl Store {
     }
 
     /// Queues a delivery, then keeps the channel's pending deliveries within `cap` by failing
-    /// the oldest ones. One a worker is sending is never dropped but counts towards `cap`: a
-    /// pending delivery goes when `cap` others are kept ahead of it (newer ones, and older ones
-    /// in flight). Returns how many were dropped.
+    /// the oldest waiting ones. One a worker is sending (a live claim) is never dropped but
+    /// counts towards `cap`; when sends in flight fill it, the delivery just queued still
+    /// waits, so a new notification is never lost to old ones. Returns how many were dropped.
+    ///
+    /// The insert and the drop are one transaction, so neither is applied without the other.
+    /// On PostgreSQL (READ COMMITTED) it first locks the channel's row, so enqueues to one
+    /// channel take turns and each sees the one before, then the channel's pending rows: a
+    /// worker's claim of the head waits for the commit instead of landing between the count
+    /// of claims and the drop, which would keep `cap + 1`. SQLite runs one writer at a time.
     pub async fn enqueue_delivery(
         &self,
         id: DeliveryId,
@@ -357,7 +363,23 @@ impl Store {
         cap: u32,
     ) -> Result<u64, DbError> {
         let now = now_ms();
+        let postgres = matches!(self.pool, super::Pool::Postgres(_));
         let dropped = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if postgres {
+                // FOR NO KEY UPDATE does not block the foreign-key check of other inserts.
+                sqlx::query("SELECT id FROM notification_channels WHERE id = $1 FOR NO KEY UPDATE")
+                    .bind(channel.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "SELECT id FROM notification_deliveries \
+                     WHERE channel_id = $1 AND status = 'pending' ORDER BY seq FOR UPDATE",
+                )
+                .bind(channel.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
                 "INSERT INTO notification_deliveries \
                  (id, channel_id, event, payload, status, attempts, next_attempt_at, created_at) \
@@ -368,25 +390,36 @@ impl Store {
             .bind(event.as_str())
             .bind(payload)
             .bind(now)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
-            sqlx::query(
+            let (in_flight,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM notification_deliveries \
+                 WHERE channel_id = $1 AND status = 'pending' AND claimed_until >= $2",
+            )
+            .bind(channel.to_string())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            // The newest `keep` waiting deliveries stay, and always the one just queued.
+            let keep = (i64::from(cap) - in_flight).max(1);
+            let dropped = sqlx::query(
                 "UPDATE notification_deliveries \
                  SET status = 'failed', last_error = 'dropped: queue full', claimed_by = NULL, claimed_until = NULL \
                  WHERE channel_id = $1 AND status = 'pending' \
                  AND (claimed_until IS NULL OR claimed_until < $2) \
-                 AND (SELECT COUNT(*) FROM notification_deliveries kept \
-                      WHERE kept.channel_id = $1 AND kept.status = 'pending' \
-                      AND (kept.seq > notification_deliveries.seq \
-                           OR (kept.seq < notification_deliveries.seq \
-                               AND kept.claimed_until >= $2))) >= $3",
+                 AND seq <= (SELECT seq FROM notification_deliveries \
+                             WHERE channel_id = $1 AND status = 'pending' \
+                             AND (claimed_until IS NULL OR claimed_until < $2) \
+                             ORDER BY seq DESC LIMIT 1 OFFSET $3)",
             )
             .bind(channel.to_string())
             .bind(now)
-            .bind(i64::from(cap))
-            .execute(pool)
+            .bind(keep)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            tx.commit().await?;
+            dropped
         });
         Ok(dropped)
     }

@@ -13,8 +13,8 @@ use serde_json::json;
 use server::hub::HubEvent;
 use shared::api::{AgentStatus, DeploymentStatus, Project};
 use shared::notify::{
-    ChannelCreated, ChannelSummary, Delivery, DeliveryStatus, Notification, NotificationEvent,
-    ProjectNotifications, TestQueued,
+    ChannelCreated, ChannelSummary, Delivery, DeliveryId, DeliveryStatus, Notification,
+    NotificationEvent, ProjectNotifications, TestQueued,
 };
 use shared::runtime::{ContainerHealth, ContainerStatus, ServiceState};
 use shared::{DeploymentId, ProjectId};
@@ -779,6 +779,81 @@ async fn a_full_queue_drops_its_oldest_pending_deliveries() {
         for id in [head, pending[2], newest] {
             assert!(still_pending.contains(&id), "{}: {listed:?}", db.name());
         }
+    }
+}
+
+/// On PostgreSQL a worker's claim of the head may commit while a delivery is being queued. The
+/// enqueue waits for it (the claim's transaction is held open here until the enqueue is seen
+/// waiting) and counts it, so the channel still keeps 3 pending, not 4.
+#[tokio::test]
+async fn a_claim_committed_during_an_enqueue_counts_towards_the_cap() {
+    let Some(db) = TestDb::all()
+        .await
+        .into_iter()
+        .find(|db| matches!(db, TestDb::Postgres(_)))
+    else {
+        return;
+    };
+    // The worker stays out of the way: nothing wakes it and it polls once a minute.
+    let env = [
+        ("STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS", "1"),
+        ("STAGELY_NOTIFY_POLL_MS", "60000"),
+    ];
+    let app = spawn_app_with_env(&db, AppOptions::default(), &env).await;
+    let (_, api) = app.user("alice").await;
+    let created = add_channel(&api, "webhook", "dead", "http://127.0.0.1:9/hook").await;
+    let channel = created.channel.id;
+    let enqueue = move |store: server::db::Store| async move {
+        let id = DeliveryId(uuid::Uuid::new_v4());
+        let dropped = store
+            .enqueue_delivery(id, channel, NotificationEvent::DeployFailed, "{}", 3)
+            .await
+            .unwrap();
+        (id, dropped)
+    };
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        let (id, dropped) = enqueue(app.store().clone()).await;
+        assert_eq!(dropped, 0);
+        queued.push(id);
+    }
+
+    let raw = sqlx::PgPool::connect(db.url().unwrap()).await.unwrap();
+    let mut claim = raw.begin().await.unwrap();
+    let until = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 + 600_000;
+    sqlx::query(
+        "UPDATE notification_deliveries SET claimed_by = 'test', claimed_until = $2 WHERE id = $1",
+    )
+    .bind(queued[0].to_string())
+    .bind(until)
+    .execute(&mut *claim)
+    .await
+    .unwrap();
+    let newest = tokio::spawn(enqueue(app.store().clone()));
+    eventually(Duration::from_secs(10), "the enqueue waiting", || async {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+        waiting > 0
+    })
+    .await;
+    claim.commit().await.unwrap();
+    let (newest, dropped) = newest.await.unwrap();
+
+    let listed = deliveries(&api, &created).await;
+    let pending: Vec<_> = listed
+        .iter()
+        .filter(|delivery| delivery.status == DeliveryStatus::Pending)
+        .map(|delivery| delivery.id)
+        .collect();
+    assert_eq!(dropped, 1, "{listed:?}");
+    assert_eq!(pending.len(), 3, "{listed:?}");
+    for id in [queued[0], queued[2], newest] {
+        assert!(pending.contains(&id), "{listed:?}");
     }
 }
 
