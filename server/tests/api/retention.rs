@@ -98,15 +98,15 @@ async fn a_purge_keeps_the_newest_jobs_what_runs_and_what_is_redeployed_and_drop
             .await
             .unwrap();
         let channel = channel(&app, user.id).await;
-        // A cap of 0 fails the delivery at once ("queue full"): a finished delivery.
+        // A queue of one: the second delivery fails the first ("queue full"), a finished one.
         let (finished, pending) = (DeliveryId(Uuid::new_v4()), DeliveryId(Uuid::new_v4()));
         let event = NotificationEvent::DeployFailed;
         store
-            .enqueue_delivery(finished, channel, event, "{}", 0)
+            .enqueue_delivery(finished, channel, event, "{}", 1)
             .await
             .unwrap();
         store
-            .enqueue_delivery(pending, channel, event, "{}", 10)
+            .enqueue_delivery(pending, channel, event, "{}", 1)
             .await
             .unwrap();
 
