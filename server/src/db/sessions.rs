@@ -30,8 +30,60 @@ pub const MAX_USER_AGENT_CHARS: usize = 256;
 const LAST_USED_GRAIN_MS: i64 = 60_000;
 
 /// Whether a last-used time is older than its grain, so worth a write.
-pub(super) fn is_stale(last_used_at: Option<i64>, now: i64) -> bool {
+fn is_stale(last_used_at: Option<i64>, now: i64) -> bool {
     last_used_at.is_none_or(|at| at < now - LAST_USED_GRAIN_MS)
+}
+
+/// A bearer credential a request signs in with, found by its token hash.
+#[derive(Clone, Copy)]
+pub(super) enum Credential {
+    Session,
+    ApiToken,
+}
+
+impl Credential {
+    fn note_use_sql(self) -> &'static str {
+        match self {
+            Credential::Session => "UPDATE sessions SET last_used_at = $1 WHERE token_hash = $2",
+            Credential::ApiToken => "UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2",
+        }
+    }
+}
+
+/// What a credential lookup reads: the user's id, login and admin flag, and when the
+/// credential was last used.
+pub(super) type SignedInRow = (String, String, bool, Option<i64>);
+
+impl Store {
+    /// The user of a credential found as `row`; notes its use when the last one is older than
+    /// a minute (a read alone takes no write lock).
+    pub(super) async fn signed_in_user(
+        &self,
+        credential: Credential,
+        token: &TokenHash,
+        row: Option<SignedInRow>,
+        now: i64,
+    ) -> Result<Option<User>, DbError> {
+        let Some((id, login, is_admin, last_used_at)) = row else {
+            return Ok(None);
+        };
+        if is_stale(last_used_at, now) {
+            on_pool!(self, pool => {
+                sqlx::query(credential.note_use_sql())
+                    .bind(now)
+                    .bind(&token.0)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            });
+        }
+        User::try_from(UserRow {
+            id,
+            login,
+            is_admin,
+        })
+        .map(Some)
+    }
 }
 
 /// A session as stored, for its owner's list. `token_hash` tells which one a request uses and
@@ -97,7 +149,7 @@ impl Store {
     /// use, at most one write a minute per session (a read alone takes no write lock).
     pub async fn user_by_session(&self, token: &TokenHash) -> Result<Option<User>, DbError> {
         let now = now_ms();
-        let row: Option<(String, String, bool, Option<i64>)> = on_pool!(self, pool => {
+        let row: Option<SignedInRow> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT u.id, u.login, u.is_admin, s.last_used_at FROM sessions s \
                  JOIN users u ON u.id = s.user_id \
@@ -108,25 +160,8 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        let Some((id, login, is_admin, last_used_at)) = row else {
-            return Ok(None);
-        };
-        if is_stale(last_used_at, now) {
-            on_pool!(self, pool => {
-                sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE token_hash = $2")
-                    .bind(now)
-                    .bind(&token.0)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            });
-        }
-        User::try_from(UserRow {
-            id,
-            login,
-            is_admin,
-        })
-        .map(Some)
+        self.signed_in_user(Credential::Session, token, row, now)
+            .await
     }
 
     /// The sessions of `user` that have not expired, newest first.

@@ -1,6 +1,6 @@
 //! Users, their API tokens, and the audit trail of what they revealed.
 
-use super::sessions::is_stale;
+use super::sessions::{Credential, SignedInRow};
 use super::{now_ms, on_pool, parse_id, DbError, Pool, Store};
 use crate::token::TokenHash;
 use shared::{ApiTokenId, UserId};
@@ -150,7 +150,7 @@ impl Store {
     /// The user an API token belongs to, unless their account is disabled. Notes the use, at
     /// most one write a minute per token (a read alone takes no write lock).
     pub async fn user_by_api_token(&self, token: &TokenHash) -> Result<Option<User>, DbError> {
-        let row: Option<(String, String, bool, Option<i64>)> = on_pool!(self, pool => {
+        let row: Option<SignedInRow> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT u.id, u.login, u.is_admin, t.last_used_at FROM api_tokens t \
                  JOIN users u ON u.id = t.user_id \
@@ -160,26 +160,8 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        let Some((id, login, is_admin, last_used_at)) = row else {
-            return Ok(None);
-        };
-        let now = now_ms();
-        if is_stale(last_used_at, now) {
-            on_pool!(self, pool => {
-                sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2")
-                    .bind(now)
-                    .bind(&token.0)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            });
-        }
-        User::try_from(UserRow {
-            id,
-            login,
-            is_admin,
-        })
-        .map(Some)
+        self.signed_in_user(Credential::ApiToken, token, row, now_ms())
+            .await
     }
 
     /// The API tokens of `user`, newest first.
