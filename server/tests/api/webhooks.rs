@@ -68,6 +68,9 @@ fn sha(n: u8) -> String {
     format!("{n:x}").repeat(40).chars().take(40).collect()
 }
 
+/// A delivery's headers, name and value.
+type Headers = Vec<(String, String)>;
+
 const ZEROS: &str = "0000000000000000000000000000000000000000";
 
 /// A `push` payload as GitHub sends it (trimmed of the repository's many URL fields).
@@ -102,7 +105,7 @@ fn github_push(git_ref: &str, before: &str, after: &str) -> Vec<u8> {
 }
 
 /// GitHub's headers for `event`, signed with `secret` over `body`.
-fn github_headers(secret: &str, event: &str, delivery: &str, body: &[u8]) -> Vec<(String, String)> {
+fn github_headers(secret: &str, event: &str, delivery: &str, body: &[u8]) -> Headers {
     vec![
         ("User-Agent".into(), "GitHub-Hookshot/7b3a1f2".into()),
         ("Content-Type".into(), "application/json".into()),
@@ -153,7 +156,7 @@ fn gitlab_push(git_ref: &str, before: &str, after: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn gitlab_headers(token: &str, delivery: &str) -> Vec<(String, String)> {
+fn gitlab_headers(token: &str, delivery: &str) -> Headers {
     vec![
         ("User-Agent".into(), "GitLab/17.6.0".into()),
         ("Content-Type".into(), "application/json".into()),
@@ -198,7 +201,7 @@ fn gitea_push(git_ref: &str, before: &str, after: &str) -> Vec<u8> {
 }
 
 /// Gitea's headers: its own, and the Gogs and GitHub ones it sends too (signed alike).
-fn gitea_headers(secret: &str, delivery: &str, body: &[u8]) -> Vec<(String, String)> {
+fn gitea_headers(secret: &str, delivery: &str, body: &[u8]) -> Headers {
     let signature = hmac_hex(secret, body);
     vec![
         ("User-Agent".into(), "Go-http-client/1.1".into()),
@@ -217,7 +220,7 @@ fn gitea_headers(secret: &str, delivery: &str, body: &[u8]) -> Vec<(String, Stri
 }
 
 /// Forgejo's headers: Gitea's, plus its own `X-Forgejo-*`.
-fn forgejo_headers(secret: &str, delivery: &str, body: &[u8]) -> Vec<(String, String)> {
+fn forgejo_headers(secret: &str, delivery: &str, body: &[u8]) -> Headers {
     let mut headers = gitea_headers(secret, delivery, body);
     headers.extend([
         ("X-Forgejo-Event".into(), "push".into()),
@@ -379,7 +382,7 @@ async fn deliveries_as_github_gitlab_and_gitea_send_them_deploy_once_and_forgeri
         let main = "refs/heads/main";
         let push = github_push(main, &sha(1), &sha(2));
         let evil = github_push(main, &sha(1), &sha(0xe));
-        let mut forged: Vec<(&str, Vec<(String, String)>, Vec<u8>)> = vec![
+        let mut forged: Vec<(&str, Headers, Vec<u8>)> = vec![
             (
                 "a signature for another body",
                 github_headers(&secret, "push", "f-1", &push),
