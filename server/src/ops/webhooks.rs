@@ -222,7 +222,10 @@ pub async fn receive(
         project_id: hook.project_id,
         hook_id: &hook.id,
     };
-    let secret = vault.open_hook(row, &hook.secret)?;
+    // The caller is nobody yet: what failed (it names the project) goes to the log only.
+    let secret = vault
+        .open_hook(row, &hook.secret)
+        .map_err(|error| OpError::Internal(anyhow::Error::new(error)))?;
     let Some(provider) = verify(headers, body, &secret) else {
         return Err(OpError::Unauthorized(
             "the delivery is not signed with this webhook's secret".into(),

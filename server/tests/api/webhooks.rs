@@ -786,3 +786,119 @@ async fn a_burst_of_pushes_during_a_deploy_deploys_the_newest_commit_once_when_i
         assert_eq!(history(&api, &project).await.len(), 3);
     }
 }
+
+const OLD_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const NEW_KEY: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+/// The server process on `db` under master key `key`.
+async fn start_under(db: &TestDb, data: &Path, key: &str) -> ServerProcess {
+    let mut env = vec![("APP_MASTER_KEY", key)];
+    if let Some(url) = db.url() {
+        env.push(("DATABASE_URL", url));
+    }
+    ServerProcess::start_with(data, None, &env).await
+}
+
+#[tokio::test]
+async fn a_hooks_secret_is_sealed_to_its_row_and_still_verifies_after_a_key_rotation() {
+    for db in TestDb::all().await {
+        let data = tempfile::tempdir().unwrap();
+        let token = {
+            let store = server::db::Store::connect(db.url(), data.path())
+                .await
+                .unwrap();
+            let alice = store.create_user("alice", None, false).await.unwrap();
+            let token = server::token::Token::generate();
+            store
+                .create_api_token(alice.id, &token.hash())
+                .await
+                .unwrap();
+            store.close().await;
+            token
+        };
+        let server = start_under(&db, data.path(), OLD_KEY).await;
+        let api = ApiClient::new(&server.url(), token.expose());
+        let agent: AgentCreated = api
+            .expect(
+                Method::POST,
+                "/agents",
+                Some(json!({"name": "offline"})),
+                201,
+            )
+            .await;
+        let mut hooks = Vec::new();
+        for name in ["shop", "blog"] {
+            let body =
+                json!({"name": name, "agent_id": agent.agent.id, "path": format!("/srv/{name}")});
+            let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+            hooks.push((project.clone(), create_hook(&api, &project).await));
+        }
+        let (shop, shop_hook) = &hooks[0];
+        let (_, blog_hook) = &hooks[1];
+        let shop_secret = shop_hook.secret.expose().to_string();
+        let bearer = |secret: &str| vec![("Authorization".to_string(), format!("Bearer {secret}"))];
+
+        // At rest: sealed, never the plain secret.
+        let store = server::db::Store::connect(db.url(), data.path())
+            .await
+            .unwrap();
+        let stored = store.all_webhooks().await.unwrap();
+        for (_, hook) in &hooks {
+            let secret = hook.secret.expose().as_bytes();
+            assert!(stored
+                .iter()
+                .all(|row| !row.secret.windows(secret.len()).any(|w| w == secret)));
+        }
+        // Blog's sealed secret copied over shop's row opens for neither: no deploy, no answer
+        // that helps.
+        let shop_row = stored
+            .iter()
+            .find(|row| row.id == shop_hook.webhook.id)
+            .unwrap();
+        let blog_row = stored
+            .iter()
+            .find(|row| row.id == blog_hook.webhook.id)
+            .unwrap();
+        assert!(store
+            .replace_webhook_ciphertext(&shop_row.id, &shop_row.secret, &blog_row.secret)
+            .await
+            .unwrap());
+        let url = hook_url(&server, &shop_hook.webhook);
+        for secret in [&shop_secret, &blog_hook.secret.expose().to_string()] {
+            let (status, answer) = deliver(&url, &bearer(secret), Vec::new()).await;
+            assert_eq!(status, 500, "{answer}");
+            assert_eq!(answer["error"]["message"], "internal error", "names nothing");
+        }
+        assert!(history(&api, shop).await.is_empty());
+        assert!(store
+            .replace_webhook_ciphertext(&shop_row.id, &blog_row.secret, &shop_row.secret)
+            .await
+            .unwrap());
+        store.close().await;
+        drop(server);
+
+        // The operator rotates the master key: the hooks are re-sealed and still verify.
+        let mut rotate = std::process::Command::new(env!("CARGO_BIN_EXE_stagely-server"));
+        rotate
+            .arg("rotate-key")
+            .env("STAGELY_DATA_DIR", data.path())
+            .env("APP_MASTER_KEY", NEW_KEY)
+            .env("APP_MASTER_KEY_PREVIOUS", OLD_KEY);
+        if let Some(url) = db.url() {
+            rotate.env("DATABASE_URL", url);
+        }
+        let rotated = rotate.output().unwrap();
+        let said = String::from_utf8_lossy(&rotated.stderr);
+        assert!(rotated.status.success(), "{said}");
+        assert!(said.contains("2 webhook secret(s)"), "{said}");
+        let server = start_under(&db, data.path(), NEW_KEY).await;
+        let api = ApiClient::new(&server.url(), token.expose());
+        let url = hook_url(&server, &shop_hook.webhook);
+        let (status, answer) = deliver(&url, &bearer(&shop_secret), Vec::new()).await;
+        assert_eq!(
+            receipt(status, &answer, 202, "after the rotation").outcome,
+            DeliveryOutcome::Deployed
+        );
+        assert_eq!(history(&api, shop).await.len(), 1);
+    }
+}
