@@ -104,7 +104,18 @@ pub fn WebhookPanel(project: ProjectId, #[prop(into)] changed: Signal<usize>) ->
                             </button>
                         }
                             .into_any(),
-                        Ok(Some(hook)) => view! { <HookView hook /> }.into_any(),
+                        Ok(Some(hook)) => view! {
+                            <HookView hook />
+                            <button
+                                class="btn btn-quiet"
+                                title="A new secret; the old one stops working at once"
+                                disabled=move || pending.get()
+                                on:click=move |_| run(true)
+                            >
+                                {move || if armed.get() { "Confirm: rotate secret" } else { "Rotate secret" }}
+                            </button>
+                        }
+                            .into_any(),
                         Err(failure) => view! { <p class="error">{error_text(&failure)}</p> }.into_any(),
                     }
                 })}
@@ -119,16 +130,6 @@ pub fn WebhookPanel(project: ProjectId, #[prop(into)] changed: Signal<usize>) ->
                     <CopyButton text=secret label="Copy the secret" />
                 </div>
             })}
-            <Show when=move || matches!(hook.get(), Some(Ok(Some(_))))>
-                <button
-                    class="btn btn-quiet"
-                    title="A new secret; the old one stops working at once"
-                    disabled=move || pending.get()
-                    on:click=move |_| run(true)
-                >
-                    {move || if armed.get() { "Confirm: rotate secret" } else { "Rotate secret" }}
-                </button>
-            </Show>
             {move || error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
         </section>
     }

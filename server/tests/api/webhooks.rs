@@ -867,7 +867,10 @@ async fn a_hooks_secret_is_sealed_to_its_row_and_still_verifies_after_a_key_rota
         for secret in [&shop_secret, &blog_hook.secret.expose().to_string()] {
             let (status, answer) = deliver(&url, &bearer(secret), Vec::new()).await;
             assert_eq!(status, 500, "{answer}");
-            assert_eq!(answer["error"]["message"], "internal error", "names nothing");
+            assert_eq!(
+                answer["error"]["message"], "internal error",
+                "names nothing"
+            );
         }
         assert!(history(&api, shop).await.is_empty());
         assert!(store
@@ -901,4 +904,57 @@ async fn a_hooks_secret_is_sealed_to_its_row_and_still_verifies_after_a_key_rota
         );
         assert_eq!(history(&api, shop).await.len(), 1);
     }
+}
+
+#[tokio::test]
+async fn the_project_page_shows_the_hook_url_its_deliveries_and_which_push_started_a_deploy() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), None).await;
+    // The signed-in person owns the project.
+    let cookie = server.sign_in_admin().await;
+    let token = server.cli(&["tokens", "create", "page-reader"]);
+    let api = ApiClient::new(&server.url(), &token);
+    let agent: AgentCreated = api
+        .expect(
+            Method::POST,
+            "/agents",
+            Some(json!({"name": "offline"})),
+            201,
+        )
+        .await;
+    let body = json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"});
+    let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+    let created = create_hook(&api, &project).await;
+    let secret = created.secret.expose().to_string();
+    let push = github_push("refs/heads/main", &sha(1), &sha(2));
+    let headers = github_headers(&secret, "push", "page-1", &push);
+    let (status, answer) = deliver(&hook_url(&server, &created.webhook), &headers, push).await;
+    assert_eq!(
+        receipt(status, &answer, 202, "push").outcome,
+        DeliveryOutcome::Deployed
+    );
+
+    let page = crate::helpers::http_request(
+        server.address,
+        "GET",
+        &format!("/projects/{}", project.id),
+        &[("Cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&created.webhook.url), "the hook's URL");
+    assert!(page.body.contains("Rotate secret"));
+    assert!(
+        page.body.contains("webhook github: 2222222 by octocat"),
+        "the history says which push started the deploy"
+    );
+    assert!(
+        page.body.contains(r#"data-outcome="deployed""#),
+        "the delivery is listed"
+    );
+    assert!(
+        !page.body.contains(&secret),
+        "the secret is not on the page"
+    );
 }
