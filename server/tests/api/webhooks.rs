@@ -958,3 +958,51 @@ async fn the_project_page_shows_the_hook_url_its_deliveries_and_which_push_start
         "the secret is not on the page"
     );
 }
+
+/// Benchmark, not a test (`scripts/bench-webhook.sh` runs it and prints figures): how long a
+/// signed GitHub push takes from the start of its POST to the agent holding the deploy job, on a
+/// real server process (SQLite) with an agent that answers at once.
+#[tokio::test]
+#[ignore = "a benchmark: run scripts/bench-webhook.sh"]
+async fn bench_webhook_to_agent() {
+    const PUSHES: usize = 300;
+    let data = tempfile::tempdir().unwrap();
+    let (server, api) = start(&TestDb::Sqlite, data.path()).await;
+    let agent: AgentCreated = api
+        .expect(Method::POST, "/agents", Some(json!({"name": "bench"})), 201)
+        .await;
+    let body = json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"});
+    let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+    let created = create_hook(&api, &project).await;
+    let secret = created.secret.expose().to_string();
+    let url = hook_url(&server, &created.webhook);
+    let mut socket = fake_agent(&server, &agent.token).await;
+    let client = reqwest::Client::new();
+    let mut took = Vec::with_capacity(PUSHES);
+    for n in 0..PUSHES {
+        let after = format!("{n:040x}");
+        let push = github_push("refs/heads/main", &sha(1), &after);
+        let headers = github_headers(&secret, "push", &format!("bench-{n}"), &push);
+        let mut request = client.post(&url).body(push);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        let started = std::time::Instant::now();
+        let response = request.send().await.unwrap();
+        let job = next_deploy(&mut socket).await;
+        took.push(started.elapsed());
+        let receipt: DeliveryReceipt = response.json().await.unwrap();
+        assert_eq!(receipt.outcome, DeliveryOutcome::Deployed);
+        update(&mut socket, job, finished()).await;
+        let id = receipt.deployment_id.unwrap();
+        wait_for_deployment(&api, id, Duration::from_secs(10)).await;
+    }
+    took.sort();
+    let ms = |at: usize| took[at].as_secs_f64() * 1000.0;
+    println!(
+        "webhook -> agent has the job: {PUSHES} pushes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(PUSHES / 2),
+        ms(PUSHES * 99 / 100),
+        ms(PUSHES - 1)
+    );
+}
