@@ -1006,3 +1006,81 @@ async fn bench_webhook_to_agent() {
         ms(PUSHES - 1)
     );
 }
+
+#[tokio::test]
+async fn a_deploy_a_push_started_says_so_in_its_notification() {
+    use shared::notify::{ChannelCreated, Notification, NotificationEvent};
+    use std::sync::{Arc, Mutex};
+    for db in TestDb::all().await {
+        let app = crate::helpers::spawn_app_with_env(
+            &db,
+            crate::helpers::AppOptions::default(),
+            &[
+                ("STAGELY_NOTIFY_POLL_MS", "50"),
+                ("STAGELY_NOTIFY_ALLOW_PRIVATE_NETWORKS", "1"),
+            ],
+        )
+        .await;
+        let (_, api) = app.user("alice").await;
+        let (_, project) = api.shop_project().await;
+        // A receiver that keeps every notification it is sent.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::<Notification>::new()));
+        let keep = received.clone();
+        let receive = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                keep.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                axum::http::StatusCode::OK
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, receive).await.unwrap() });
+        let body = json!({"kind": "webhook", "name": "ci", "url": format!("http://{receiver}/n")});
+        let channel: ChannelCreated = api
+            .expect(Method::POST, "/notification-channels", Some(body), 201)
+            .await;
+        let rules = json!({"rules": [{"channel_id": channel.channel.id, "events": [NotificationEvent::DeploySucceeded]}]});
+        let path = format!("/projects/{}/notifications", project.id);
+        let _: Value = api.expect(Method::PUT, &path, Some(rules), 200).await;
+
+        let created = create_hook(&api, &project).await;
+        let push = github_push("refs/heads/main", &sha(1), &sha(2));
+        let headers = github_headers(created.secret.expose(), "push", "n-1", &push);
+        let url = format!("{}/api/v1/hooks/{}", app.url(), created.webhook.id);
+        let (status, answer) = deliver(&url, &headers, push).await;
+        let started = receipt(status, &answer, 202, "push");
+        let id = started.deployment_id.unwrap();
+        // The deploy succeeds, announced as the deploy path announces it.
+        assert!(app
+            .store()
+            .set_deployment_status(id, DeploymentStatus::Succeeded, None)
+            .await
+            .unwrap());
+        app.state
+            .hub
+            .publish(server::hub::HubEvent::DeploymentStatus {
+                deployment_id: id,
+                project_id: project.id,
+                status: DeploymentStatus::Succeeded,
+                message: None,
+            });
+        eventually(Duration::from_secs(10), "the notification", || async {
+            !received.lock().unwrap().is_empty()
+        })
+        .await;
+        let notification = received.lock().unwrap()[0].clone();
+        assert_eq!(notification.deployment_id, Some(id));
+        assert!(
+            notification
+                .message
+                .ends_with("(started by webhook github: 2222222 by octocat)"),
+            "{}: {}",
+            db.name(),
+            notification.message
+        );
+        app.stop().await;
+    }
+}
