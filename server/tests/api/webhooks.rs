@@ -980,7 +980,8 @@ async fn bench_webhook_to_agent() {
     let client = reqwest::Client::new();
     let mut took = Vec::with_capacity(PUSHES);
     for n in 0..PUSHES {
-        let after = format!("{n:040x}");
+        // Never forty zeros, which is a branch deletion.
+        let after = format!("{:040x}", n + 1);
         let push = github_push("refs/heads/main", &sha(1), &after);
         let headers = github_headers(&secret, "push", &format!("bench-{n}"), &push);
         let mut request = client.post(&url).body(push);
