@@ -1085,3 +1085,24 @@ async fn a_deploy_a_push_started_says_so_in_its_notification() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_disabled_owners_hook_deploys_nothing() {
+    for db in TestDb::all().await {
+        let app = crate::helpers::spawn_app(&db).await;
+        let (alice, api) = app.user("alice").await;
+        let (_, project) = api.shop_project().await;
+        let created = create_hook(&api, &project).await;
+        let url = format!("{}/api/v1/hooks/{}", app.url(), created.webhook.id);
+        let bearer = vec![(
+            "Authorization".to_string(),
+            format!("Bearer {}", created.secret.expose()),
+        )];
+        app.store().disable_user(alice.id).await.unwrap();
+        let (status, answer) = deliver(&url, &bearer, Vec::new()).await;
+        assert_eq!(status, 404, "{}: {answer}", db.name());
+        let deployments: i64 = app.store().open_jobs_of_project(project.id).await.unwrap();
+        assert_eq!(deployments, 0, "{}", db.name());
+        app.stop().await;
+    }
+}
