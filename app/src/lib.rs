@@ -17,6 +17,7 @@ mod routes;
 pub mod secrets;
 pub mod servers;
 pub mod services;
+pub mod webhooks;
 pub mod widgets;
 
 use leptos::prelude::*;
@@ -55,7 +56,7 @@ pub mod ssr {
 
     /// What the dashboard needs from the server. `stagely-server` implements it over its store
     /// and hub, with the same checks as its REST API.
-    pub trait Dashboard: Accounts + Send + Sync + 'static {
+    pub trait Dashboard: Accounts + Hooks + Send + Sync + 'static {
         /// The name of the session cookie this server sets (`__Host-…` over https).
         fn session_cookie(&self) -> &'static str;
         fn sign_in_options(&self) -> SignInOptions;
@@ -165,6 +166,26 @@ pub mod ssr {
         fn list_users(&self, session: Session) -> Answer<'_, Vec<UserSummary>>;
         fn disable_user(&self, session: Session, id: UserId) -> Answer<'_, UserSummary>;
         fn enable_user(&self, session: Session, id: UserId) -> Answer<'_, UserSummary>;
+    }
+
+    /// What the Push webhook panel needs from the server (issue 13).
+    pub trait Hooks {
+        /// The project's webhook, `None` if it has none.
+        fn webhook(
+            &self,
+            session: Session,
+            project: ProjectId,
+        ) -> Answer<'_, Option<shared::webhooks::Webhook>>;
+        fn create_webhook(
+            &self,
+            session: Session,
+            project: ProjectId,
+        ) -> Answer<'_, shared::webhooks::WebhookCreated>;
+        fn rotate_webhook(
+            &self,
+            session: Session,
+            project: ProjectId,
+        ) -> Answer<'_, shared::webhooks::WebhookCreated>;
     }
 
     /// The context value server functions look up.

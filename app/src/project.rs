@@ -9,6 +9,7 @@ use crate::logs::{Ansi, LogBuffer, LogPanel};
 use crate::notifications::ProjectNotifications;
 use crate::secrets::Secrets;
 use crate::services::ServicesPanel;
+use crate::webhooks::WebhookPanel;
 use crate::widgets::{error_text, format_time};
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_params_map};
@@ -237,6 +238,9 @@ fn Project(id: ProjectId) -> impl IntoView {
         <ServicesPanel project=id states started=follow />
         <Secrets project=id agent_back=agent_back.read_only() />
         <ProjectNotifications project=id />
+        <WebhookPanel project=id changed=Signal::derive(move || {
+            deployments.get().and_then(Result::ok).map_or(0, |list| list.len())
+        }) />
         <section class="panel">
             <LogPanel buffer=logs />
         </section>
@@ -451,10 +455,19 @@ fn HistoryRow(
 ) -> impl IntoView {
     let id = deployment.id;
     let title = job_title(&deployment, earlier.as_ref());
-    let who = deployment
-        .requested_by
-        .clone()
-        .map(|login| format!("by {login}"));
+    // A push says which (sender, commit, pusher); a person, who.
+    let trigger = deployment.trigger.clone();
+    let who = match &trigger {
+        shared::webhooks::DeployTrigger::Webhook { .. } => Some(trigger.describe()),
+        shared::webhooks::DeployTrigger::Manual => deployment
+            .requested_by
+            .clone()
+            .map(|login| format!("by {login}")),
+    };
+    let trigger_kind = match trigger {
+        shared::webhooks::DeployTrigger::Webhook { .. } => "webhook",
+        shared::webhooks::DeployTrigger::Manual => "manual",
+    };
     let can_redeploy = deployment.kind == JobKind::Deploy && !deployment.images.is_empty();
     let images = deployment
         .images
@@ -512,7 +525,7 @@ fn HistoryRow(
                 {move || view! { <StatusBadge status=status.get().0 /> }}
                 <span class="job" data-kind=deployment.kind.as_str()>{title}</span>
                 <span>{started_at}</span>
-                <span class="muted">{who}</span>
+                <span class="muted trigger" data-trigger=trigger_kind>{who}</span>
                 <span class="muted">{move || status.get().1.unwrap_or_default()}</span>
                 <button class="btn btn-quiet" on:click=move |_| open.update(|open| *open = !*open)>
                     {move || if open.get() { "Hide log" } else { "Log" }}

@@ -7,7 +7,7 @@ use crate::db::User;
 use crate::ops::{self, Actor, OpError};
 use crate::state::AppState;
 use crate::token::TokenHash;
-use app::ssr::{Accounts, Answer, Dashboard, Session};
+use app::ssr::{Accounts, Answer, Dashboard, Hooks, Session};
 use shared::api::{
     AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeleteProject, DeployAccepted,
     Deployment, JoinTokenCreated, LifecycleRequest, Project, ProjectServices, RevealedSecret,
@@ -55,6 +55,49 @@ fn message(error: OpError) -> String {
             "Something went wrong on the server; its log has the details.".into()
         }
         other => other.to_string(),
+    }
+}
+
+impl Hooks for ServerDashboard {
+    fn webhook(
+        &self,
+        session: Session,
+        project: ProjectId,
+    ) -> Answer<'_, Option<shared::webhooks::Webhook>> {
+        self.as_user(session, move |state, user| async move {
+            let public_url = &state.config.public_url;
+            match ops::webhooks::show(&state.store, public_url, &user, project).await {
+                Ok(hook) => Ok(Some(hook)),
+                // The project exists (the page loaded it): no hook yet.
+                Err(OpError::NotFound) => {
+                    state.store.project(&user, project).await?;
+                    Ok(None)
+                }
+                Err(error) => Err(error),
+            }
+        })
+    }
+
+    fn create_webhook(
+        &self,
+        session: Session,
+        project: ProjectId,
+    ) -> Answer<'_, shared::webhooks::WebhookCreated> {
+        self.as_user(session, move |state, user| async move {
+            let (store, vault) = (&state.store, &state.vault);
+            ops::webhooks::create(store, vault, &state.config.public_url, &user, project).await
+        })
+    }
+
+    fn rotate_webhook(
+        &self,
+        session: Session,
+        project: ProjectId,
+    ) -> Answer<'_, shared::webhooks::WebhookCreated> {
+        self.as_user(session, move |state, user| async move {
+            let (store, vault) = (&state.store, &state.vault);
+            ops::webhooks::rotate(store, vault, &state.config.public_url, &user, project).await
+        })
     }
 }
 

@@ -8,7 +8,10 @@
 //! - every minute: abandoned GitHub sign-ins are forgotten;
 //! - every `STAGELY_PURGE_INTERVAL_SECS` (5 min): one retention pass (`ops::retention`) drops old
 //!   jobs with their output, unused secret versions, old audit entries, spent join tokens,
-//!   expired sessions and old notification deliveries, in bounded batches.
+//!   expired sessions and old notification deliveries, in bounded batches, and webhook
+//!   delivery ids past their retention;
+//! - always: when a job of a project ends, the deploy a push left waiting starts
+//!   (`ops::webhooks::follow_up_pushes`).
 //!
 //! The tasks run until the [`Housekeeping`] handle is stopped or dropped.
 
@@ -35,6 +38,12 @@ pub fn spawn(state: &AppState) -> Housekeeping {
         tokio::spawn(agents_every_second(state.clone())),
         tokio::spawn(expiry(state.clone())),
         tokio::spawn(retention(state.clone())),
+        tokio::spawn(crate::ops::webhooks::follow_up_pushes(
+            state.store.clone(),
+            state.vault.clone(),
+            state.hub.clone(),
+            state.webhooks.clone(),
+        )),
     ];
     tasks.extend(crate::notifier::spawn(state));
     Housekeeping { tasks }
@@ -86,5 +95,6 @@ async fn retention(state: AppState) {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not purge old history"),
         }
+        crate::ops::webhooks::purge_deliveries(&state.store).await;
     }
 }

@@ -37,7 +37,7 @@ pub mod ws;
 pub use state::AppState;
 
 use app::ssr::DashboardContext;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stream", get(ws::agent::agent_stream))
         .route("/api/v1/events", get(ws::browser::browser_events))
         .route("/api/v1/join", get(ws::join::join))
+        .route("/api/v1/hooks/{hook_id}", post(http::webhooks::receive))
         .route("/install.sh", get(http::downloads::install_script))
         .route("/downloads/{file}", get(http::downloads::download))
         .nest("/api/v1", http::api())

@@ -8,6 +8,7 @@ use crate::db::Store;
 use crate::hub::Hub;
 use crate::log_feeds::LogFeeds;
 use crate::ops::throttle::Throttle;
+use crate::ops::webhooks::WebhookGate;
 use crate::vault::Vault;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -35,6 +36,8 @@ pub struct AppState {
     /// Password attempts per client address and account (see [`Throttle`]).
     pub throttle: Arc<Throttle>,
     pub leptos_options: LeptosOptions,
+    /// Serializes the push webhooks' "deploy now or when the running one ends" decisions.
+    pub webhooks: WebhookGate,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
             logs: LogFeeds::default(),
             throttle: Arc::new(Throttle::default()),
             leptos_options,
+            webhooks: WebhookGate::default(),
         })
     }
 }

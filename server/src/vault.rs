@@ -49,6 +49,12 @@ pub enum VaultError {
     },
     #[error("secret {key}: the stored value is not valid UTF-8")]
     NotUtf8 { key: EnvKey },
+    #[error("the push webhook of project {project}: {source}")]
+    Hook {
+        project: ProjectId,
+        #[source]
+        source: CryptoError,
+    },
     #[error("notification channel {channel}, its {field}: {source}")]
     Channel {
         channel: ChannelId,
@@ -286,6 +292,56 @@ fn channel_aad(row: ChannelRow) -> SecretAad {
         format!("notification-channel/{}", row.owner.0.hyphenated()),
         row.channel.0.hyphenated().to_string(),
         row.field.as_str(),
+    )
+}
+
+/// The row a push webhook's secret belongs to: its project and the hook's own id, so a sealed
+/// secret copied to another project's (or another hook's) row does not open.
+#[derive(Clone, Copy, Debug)]
+pub struct HookRow<'a> {
+    pub project_id: ProjectId,
+    pub hook_id: &'a str,
+}
+
+/// Push webhooks' secrets, sealed like secret values and bound to their row.
+impl Vault {
+    pub fn seal_hook(&self, row: HookRow<'_>, value: &SecretValue) -> Vec<u8> {
+        self.keyring
+            .encrypt(value.expose().as_bytes(), &hook_aad(row))
+    }
+
+    pub fn open_hook(&self, row: HookRow<'_>, stored: &[u8]) -> Result<SecretValue, VaultError> {
+        let plaintext = self
+            .keyring
+            .decrypt(stored, &hook_aad(row))
+            .map_err(|source| hook_error(row, source))?;
+        let value = String::from_utf8(plaintext.to_vec())
+            .map_err(|_| hook_error(row, CryptoError::Forged))?;
+        Ok(SecretValue::new(value))
+    }
+
+    /// [`Vault::reseal`] for a hook's secret.
+    pub fn reseal_hook(&self, row: HookRow<'_>, stored: &[u8]) -> Result<Vec<u8>, VaultError> {
+        self.keyring
+            .reencrypt(stored, &hook_aad(row))
+            .map_err(|source| hook_error(row, source))
+    }
+}
+
+fn hook_error(row: HookRow<'_>, source: CryptoError) -> VaultError {
+    VaultError::Hook {
+        project: row.project_id,
+        source,
+    }
+}
+
+/// `webhook/<project id>` where a secret has its bare project id (so the two never meet), the
+/// hook id, and `secret`.
+fn hook_aad(row: HookRow<'_>) -> SecretAad {
+    SecretAad::new(
+        format!("webhook/{}", row.project_id.0.hyphenated()),
+        row.hook_id,
+        "secret",
     )
 }
 

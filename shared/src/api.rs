@@ -467,6 +467,9 @@ pub struct Deployment {
     /// The image each service ran, once a deploy succeeded.
     #[serde(default)]
     pub images: Vec<ServiceImage>,
+    /// What started it: a person (`manual`) or a push webhook (provider, commit, pusher).
+    #[serde(default)]
+    pub trigger: crate::webhooks::DeployTrigger,
 }
 
 /// The body of every API error: `{"error": {"code", "message"}}`.

@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod secret;
 pub mod transport;
+pub mod webhooks;
 
 pub use ids::{AgentId, ApiTokenId, DeploymentId, JobId, ProjectId, SecretId, SessionId, UserId};
 pub use names::{

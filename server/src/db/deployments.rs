@@ -4,6 +4,7 @@
 use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
 use shared::api::{Deployment, DeploymentEvent, DeploymentStatus, EventKind};
 use shared::runtime::{JobKind, ServiceImage};
+use shared::webhooks::DeployTrigger;
 use shared::{AgentId, DeploymentId, JobId, ProjectId, ServiceName, UserId};
 use uuid::Uuid;
 
@@ -62,6 +63,7 @@ struct DeploymentRow {
     redeploy_of: Option<String>,
     requested_by: Option<String>,
     images: Option<String>,
+    trigger_info: Option<String>,
 }
 
 fn parse_kind(value: &str) -> Result<JobKind, DbError> {
@@ -108,13 +110,18 @@ impl TryFrom<DeploymentRow> for Deployment {
                 .images
                 .and_then(|images| serde_json::from_str(&images).ok())
                 .unwrap_or_default(),
+            // Written by this server; unreadable (a newer server's kind) reads as by hand.
+            trigger: row
+                .trigger_info
+                .and_then(|trigger| serde_json::from_str(&trigger).ok())
+                .unwrap_or_default(),
         })
     }
 }
 
 const DEPLOYMENT_COLUMNS: &str =
     "d.id, d.project_id, d.job_id, d.status, d.message, d.created_at, d.updated_at, d.finished_at, \
-     d.kind, d.service, d.remove_volumes, d.redeploy_of, u.login AS requested_by, d.images";
+     d.kind, d.service, d.remove_volumes, d.redeploy_of, u.login AS requested_by, d.images, d.trigger_info";
 /// Joined after `FROM deployments d` so `requested_by` reads as a login.
 const REQUESTER_JOIN: &str = "LEFT JOIN users u ON u.id = d.requested_by";
 const OPEN_STATUSES: &str = "('queued', 'sent', 'received', 'running')";
@@ -123,6 +130,20 @@ impl Store {
     /// A new job in `Queued`, with its first status event and, for a deploy, the secret
     /// versions it runs.
     pub async fn create_job(&self, job: &NewJob) -> Result<(DeploymentId, JobId), DbError> {
+        self.create_triggered_job(job, None).await
+    }
+
+    /// [`Store::create_job`] for a job something other than a person started (a push webhook),
+    /// recorded with it in the same transaction.
+    pub async fn create_triggered_job(
+        &self,
+        job: &NewJob,
+        trigger: Option<&DeployTrigger>,
+    ) -> Result<(DeploymentId, JobId), DbError> {
+        let trigger = trigger
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|error| DbError::Other(sqlx::Error::Encode(Box::new(error))))?;
         let id = DeploymentId(Uuid::new_v4());
         let job_id = JobId(Uuid::new_v4());
         let now = job.created_at;
@@ -131,8 +152,8 @@ impl Store {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO deployments (id, project_id, job_id, status, requested_by, created_at, updated_at, \
-                 kind, service, remove_volumes, redeploy_of, secrets_snapshot, agent_id) \
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $5, $6, $7, $8, $9, $10, $11)",
+                 kind, service, remove_volumes, redeploy_of, secrets_snapshot, agent_id, trigger_info) \
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(id.to_string())
             .bind(job.project.to_string())
@@ -145,6 +166,7 @@ impl Store {
             .bind(job.redeploy_of.map(|id| id.to_string()))
             .bind(snapshot)
             .bind(job.agent.to_string())
+            .bind(trigger.as_deref())
             .execute(&mut *tx)
             .await?;
             for version in &job.secrets {

@@ -14,6 +14,7 @@ mod secrets;
 mod services;
 mod sessions;
 mod users;
+mod webhooks;
 
 pub use agents::Agent;
 pub use deployments::{NewEvent, NewJob, PendingJob};
@@ -25,6 +26,7 @@ pub use sessions::{
     LocalAccount, LoginAttempt, SessionClient, SessionRecord, MAX_USER_AGENT_CHARS,
 };
 pub use users::{ApiTokenRecord, DisableOutcome, User, UserRecord};
+pub use webhooks::{NewDelivery, StoredHook};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod projects;
 pub mod secrets;
 pub mod users;
+pub mod webhooks;
 
 use crate::ops::OpError;
 use crate::state::AppState;
@@ -273,6 +274,37 @@ pub fn routes() -> Vec<ApiRoute> {
             secrets::list,
         )
         .returns::<Vec<SecretSummary>>(),
+        ApiRoute::new(
+            post.clone(),
+            "/projects/{id}/webhook",
+            "Create the project's push webhook; its secret is returned only here",
+            S::CREATED,
+            webhooks::create,
+        )
+        .returns::<shared::webhooks::WebhookCreated>(),
+        ApiRoute::new(
+            get.clone(),
+            "/projects/{id}/webhook",
+            "The project's push webhook (its URL, never its secret) and its latest deliveries",
+            S::OK,
+            webhooks::show,
+        )
+        .returns::<shared::webhooks::Webhook>(),
+        ApiRoute::new(
+            post.clone(),
+            "/projects/{id}/webhook/rotate",
+            "Replace the webhook's secret (the URL stays); the new one is returned only here",
+            S::OK,
+            webhooks::rotate,
+        )
+        .returns::<shared::webhooks::WebhookCreated>(),
+        ApiRoute::new(
+            Method::DELETE,
+            "/projects/{id}/webhook",
+            "Delete the project's push webhook: its URL answers 404 from then on",
+            S::NO_CONTENT,
+            webhooks::delete,
+        ),
         ApiRoute::new(
             get.clone(),
             "/projects/{id}/deployments",

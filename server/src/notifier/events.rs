@@ -24,6 +24,7 @@ use crate::vault::Vault;
 use shared::api::{AgentStatus, DeploymentStatus};
 use shared::notify::{Notification, NotificationEvent};
 use shared::runtime::{ContainerHealth, ContainerStatus, JobKind, ServiceState};
+use shared::webhooks::DeployTrigger;
 use shared::{AgentId, DeploymentId, ProjectId};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -150,9 +151,19 @@ impl Deps<'_> {
         let Some(name) = self.project_name(project).await else {
             return;
         };
-        let message = message
+        let mut message = message
             .filter(|message| !message.trim().is_empty())
             .unwrap_or_else(|| format!("The deploy of {name} {what}."));
+        // A deploy a push started says so (provider, commit, pusher); one by hand says nothing.
+        match self.store.deployment_trigger(deployment).await {
+            Ok(trigger @ DeployTrigger::Webhook { .. }) => {
+                message.push_str(&format!(" (started by {})", trigger.describe()));
+            }
+            Ok(DeployTrigger::Manual) => {}
+            Err(error) => {
+                tracing::warn!(%error, deployment_id = %deployment, "could not tell what started a deploy")
+            }
+        }
         let notification = Notification {
             deployment_id: Some(deployment),
             ..notification(

@@ -22,7 +22,8 @@ use shared::api::{
 };
 use shared::protocol::{DeployStep, JobEvent, JobUpdate, LifecyclePayload};
 use shared::runtime::{JobKind, LifecycleAction, ServiceImage};
-use shared::{AgentId, DeployPayload, DeploymentId, JobId, ProjectId, ServerToAgent};
+use shared::webhooks::DeployTrigger;
+use shared::{AgentId, DeployPayload, DeploymentId, JobId, ProjectId, ServerToAgent, UserId};
 use std::time::Duration;
 
 /// Jobs of one project that may wait or run at once; one more is refused until one finishes.
@@ -55,7 +56,35 @@ pub async fn start(
         redeploy_of: None,
         secrets,
     };
-    queue(store, vault, hub, &project, &job).await
+    queue(store, vault, hub, &project, &job, None).await
+}
+
+/// Queues a deployment that something other than a person started (a push webhook), on behalf
+/// of the project's owner (`requested_by`), with what started it recorded. Like [`start`], it
+/// runs the project's secret values as they are now, and counts against the project's
+/// [`MAX_OPEN_JOBS_PER_PROJECT`].
+pub async fn start_triggered(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    project: &Project,
+    requested_by: UserId,
+    trigger: &DeployTrigger,
+) -> OpResult<DeployAccepted> {
+    let created_at = crate::db::now_ms();
+    let secrets = super::secrets::snapshot(store, vault, project.id).await?;
+    let job = NewJob {
+        project: project.id,
+        agent: project.agent_id,
+        created_at,
+        requested_by,
+        kind: JobKind::Deploy,
+        service: None,
+        remove_volumes: false,
+        redeploy_of: None,
+        secrets,
+    };
+    queue(store, vault, hub, project, &job, Some(trigger)).await
 }
 
 /// Runs an earlier successful deployment of one of the person's projects again, exactly: the
@@ -109,7 +138,7 @@ pub async fn redeploy(
         redeploy_of: Some(earlier.id),
         secrets,
     };
-    queue(store, vault, hub, &project, &job).await
+    queue(store, vault, hub, &project, &job, None).await
 }
 
 /// Starts, stops, restarts or takes down one of the person's projects (or one service), as a
@@ -144,7 +173,7 @@ pub async fn act(
         redeploy_of: None,
         secrets: Vec::new(),
     };
-    queue(store, vault, hub, &project, &job).await
+    queue(store, vault, hub, &project, &job, None).await
 }
 
 /// Stores a job and hands it to the agent.
@@ -154,6 +183,7 @@ async fn queue(
     hub: &Hub,
     project: &Project,
     job: &NewJob,
+    trigger: Option<&DeployTrigger>,
 ) -> OpResult<DeployAccepted> {
     if store.open_jobs_of_project(project.id).await? >= MAX_OPEN_JOBS_PER_PROJECT {
         return Err(OpError::Conflict(format!(
@@ -161,7 +191,7 @@ async fn queue(
              wait for one to finish (or time out) and try again"
         )));
     }
-    let (deployment_id, job_id) = store.create_job(job).await?;
+    let (deployment_id, job_id) = store.create_triggered_job(job, trigger).await?;
     send_or_fail(store, vault, hub, deployment_id, job_id, project).await
 }
 

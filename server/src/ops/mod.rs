@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod services;
 pub mod throttle;
 pub mod users;
+pub mod webhooks;
 
 pub use error::{OpError, OpResult};
 

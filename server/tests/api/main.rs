@@ -24,3 +24,4 @@ mod security_headers;
 mod static_files;
 mod storage;
 mod tenant_limits;
+mod webhooks;
