@@ -47,13 +47,17 @@ deploy_and_wait() {
 }
 
 # The agent's `compose logs -f` processes (the docker CLI and its compose plugin), found by their
-# arguments (the plugin is the CLI's child, not the agent's).
-ticks_of_children() {
-  local total=0 child
-  for child in $(pgrep -f -- "-p $RUN_ID .*logs -f"); do
-    total=$((total + $(cpu_ticks_of "$child" 2>/dev/null || echo 0)))
+# arguments (the plugin is the CLI's child, not the agent's; `-f` tells them from the
+# `compose logs` this script runs alone): "pid ticks" lines.
+children_ticks() {
+  local child
+  for child in $(pgrep -f -- "-p $RUN_ID -f .*logs -f"); do
+    echo "$child $(cpu_ticks_of "$child" 2>/dev/null || echo 0)"
   done
-  echo "$total"
+}
+# CPU ticks the processes of snapshot $2 used since snapshot $1 (a new one counts whole).
+ticks_between() {
+  awk 'NR == FNR {before[$1] = $2; next} {total += $2 - before[$1]} END {print total + 0}' "$1" "$2"
 }
 percent() { awk -v t="$1" -v hz="$TICKS" -v s="$2" 'BEGIN {printf "%.1f%%", 100 * t / hz / s}'; }
 
@@ -66,20 +70,23 @@ measure_pipeline() {
     --clients "$CLIENTS" --warmup-secs 3 --secs "$SECS" >"$out" 2>&1 &
   local clients=$!
   sleep 3
-  local agent0 children0 server0
-  agent0="$(cpu_ticks_of "$AGENT_PID")" children0="$(ticks_of_children "$AGENT_PID")" server0="$(cpu_ticks_of "$SERVER_PID")"
+  local agent0 server0
+  agent0="$(cpu_ticks_of "$AGENT_PID")" server0="$(cpu_ticks_of "$SERVER_PID")"
+  children_ticks >"$WORK/children0"
   local began=$SECONDS
   while kill -0 "$clients" 2>/dev/null; do
     read -r rss _ < <(memory_of "$SERVER_PID")
     [ "$rss" -gt "$peak" ] && peak=$rss
     if [ $((SECONDS - began)) -ge "$SECS" ] && [ -z "${agent1:-}" ]; then
-      agent1="$(cpu_ticks_of "$AGENT_PID")" children1="$(ticks_of_children "$AGENT_PID")" server1="$(cpu_ticks_of "$SERVER_PID")"
+      agent1="$(cpu_ticks_of "$AGENT_PID")" server1="$(cpu_ticks_of "$SERVER_PID")"
+      children_ticks >"$WORK/children1"
     fi
     sleep 0.5
   done
   wait "$clients" || { cat "$out" >&2; exit 1; }
   if [ -z "${agent1:-}" ]; then
-    agent1="$(cpu_ticks_of "$AGENT_PID")" children1="$(ticks_of_children "$AGENT_PID")" server1="$(cpu_ticks_of "$SERVER_PID")"
+    agent1="$(cpu_ticks_of "$AGENT_PID")" server1="$(cpu_ticks_of "$SERVER_PID")"
+      children_ticks >"$WORK/children1"
   fi
   local elapsed=$((SECONDS - began))
   [ "$elapsed" -gt 0 ] || elapsed=1
@@ -88,8 +95,8 @@ measure_pipeline() {
   echo "   server VmRSS: $(kib_to_mib "$start_rss") MiB before, peak $(kib_to_mib "$peak") MiB; server CPU $(percent $((server1 - server0)) "$elapsed") of a core"
   local agent_rss agent_hwm
   read -r agent_rss agent_hwm < <(memory_of "$AGENT_PID")
-  echo "   agent CPU: $(percent $((agent1 - agent0)) "$elapsed") of a core (its compose logs processes: $(percent $((children1 - children0)) "$elapsed")); agent VmRSS $(kib_to_mib "$agent_rss") MiB, VmHWM $(kib_to_mib "$agent_hwm") MiB"
-  unset agent1 children1 server1
+  echo "   agent CPU: $(percent $((agent1 - agent0)) "$elapsed") of a core (its compose logs processes: $(percent "$(ticks_between "$WORK/children0" "$WORK/children1")" "$elapsed")); agent VmRSS $(kib_to_mib "$agent_rss") MiB, VmHWM $(kib_to_mib "$agent_hwm") MiB"
+  unset agent1 server1
 }
 
 # `docker compose logs -f` alone, reading the same containers, for SECS: the ceiling.
