@@ -229,46 +229,44 @@ async fn translate(
     watched: Option<ProjectId>,
     event: HubEvent,
 ) -> Option<Outgoing> {
-    let event = match event {
-        HubEvent::AgentStatus { agent_id, status } => visible
-            .agent(state, user, agent_id)
-            .await
-            .then_some(DashboardEvent::AgentStatus { agent_id, status }),
-        HubEvent::ServiceStates {
-            project_id,
-            containers,
-            ..
-        } => {
-            visible
-                .project(state, user, project_id)
+    let event =
+        match event {
+            HubEvent::AgentStatus { agent_id, status } => visible
+                .agent(state, user, agent_id)
                 .await
-                .then(|| DashboardEvent::ServiceStates {
+                .then_some(DashboardEvent::AgentStatus { agent_id, status }),
+            HubEvent::ServiceStates {
+                project_id,
+                containers,
+                ..
+            } => visible.project(state, user, project_id).await.then(|| {
+                DashboardEvent::ServiceStates {
                     project_id,
                     containers: (*containers).clone(),
-                })
-        }
-        HubEvent::DeploymentStatus {
-            deployment_id,
-            project_id,
-            status,
-            message,
-        } => (watched == Some(project_id)).then_some(DashboardEvent::DeploymentStatus {
-            deployment_id,
-            status,
-            message,
-        }),
-        HubEvent::DeploymentEvent {
-            deployment_id,
-            project_id,
-            event,
-        } => (watched == Some(project_id)).then_some(DashboardEvent::DeploymentEvent {
-            deployment_id,
-            event,
-        }),
-        HubEvent::Logs { project_id, frame } => {
-            return (watched == Some(project_id)).then_some(Outgoing::Encoded(frame));
-        }
-    };
+                }
+            }),
+            HubEvent::DeploymentStatus {
+                deployment_id,
+                project_id,
+                status,
+                message,
+            } => (watched == Some(project_id)).then_some(DashboardEvent::DeploymentStatus {
+                deployment_id,
+                status,
+                message,
+            }),
+            HubEvent::DeploymentEvent {
+                deployment_id,
+                project_id,
+                event,
+            } => (watched == Some(project_id)).then_some(DashboardEvent::DeploymentEvent {
+                deployment_id,
+                event,
+            }),
+            HubEvent::Logs { project_id, frame } => {
+                return (watched == Some(project_id)).then_some(Outgoing::Encoded(frame));
+            }
+        };
     event.map(Outgoing::Event)
 }
 
