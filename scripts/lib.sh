@@ -51,14 +51,15 @@ ensure_rust_tools() {
   ensure_node_tools
 }
 
-# The static agent that servers hand to new hosts (`/downloads/stagely-agent-x86_64`): musl, so
-# it runs on any Linux without glibc; musl-gcc builds ring's C parts for it.
+# The static agents that servers hand to new hosts (`/downloads/stagely-agent-<arch>`): musl, so
+# they run on any Linux without glibc. x86_64: musl-gcc builds ring's C parts. aarch64: a cross
+# build with Debian's aarch64 GCC (ring's C and assembly; the linker, against the musl CRT objects
+# and libc.a that rustup's aarch64-unknown-linux-musl target ships). qemu-user-static runs the
+# result in the test command.
 AGENT_TARGET=x86_64-unknown-linux-musl
+AGENT_TARGET_AARCH64=aarch64-unknown-linux-musl
 build_static_agent() {
-  if ! rustup target list --installed | grep -qx "$AGENT_TARGET"; then
-    say "adding the $AGENT_TARGET target"
-    rustup target add "$AGENT_TARGET"
-  fi
+  ensure_rust_target "$AGENT_TARGET"
   if ! command -v musl-gcc >/dev/null; then
     say "installing musl-tools (the C compiler for the static agent)"
     apt_install musl-tools
@@ -66,9 +67,36 @@ build_static_agent() {
   say "building the static agent (cargo build --profile agent-static --target $AGENT_TARGET)"
   CC_x86_64_unknown_linux_musl=musl-gcc \
     cargo build --profile agent-static --target "$AGENT_TARGET" -p agent --bin stagely-agent
+  publish_static_agent "$AGENT_TARGET" x86_64
+}
+
+build_static_agent_aarch64() {
+  ensure_rust_target "$AGENT_TARGET_AARCH64"
+  if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+    say "installing gcc-aarch64-linux-gnu (the C compiler and linker for the aarch64 agent)"
+    apt_install gcc-aarch64-linux-gnu
+  fi
+  say "building the static aarch64 agent (cargo build --profile agent-static --target $AGENT_TARGET_AARCH64)"
+  CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
+    AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
+    cargo build --profile agent-static --target "$AGENT_TARGET_AARCH64" -p agent --bin stagely-agent
+  publish_static_agent "$AGENT_TARGET_AARCH64" aarch64
+}
+
+ensure_rust_target() {
+  if ! rustup target list --installed | grep -qx "$1"; then
+    say "adding the $1 target"
+    rustup target add "$1"
+  fi
+}
+
+# Copies a built agent to target/downloads/stagely-agent-<arch> (the server's default
+# STAGELY_DOWNLOADS_DIR when run from the workspace), wherever CARGO_TARGET_DIR put it.
+publish_static_agent() {
+  local built="${CARGO_TARGET_DIR:-$ROOT/target}/$1/agent-static/stagely-agent"
   mkdir -p "$ROOT/target/downloads"
-  install -m 0755 "$ROOT/target/$AGENT_TARGET/agent-static/stagely-agent" \
-    "$ROOT/target/downloads/stagely-agent-x86_64"
+  install -m 0755 "$built" "$ROOT/target/downloads/stagely-agent-$2"
 }
 
 # wasm-opt (binaryen from npm; Debian's wasm-opt 108 silently breaks hydration) and Playwright.

@@ -21,6 +21,7 @@ agent="$ROOT/target/release/stagely-agent"
 cargo build --release -p agent
 # What /install.sh hands to new hosts (Servers → Add server).
 build_static_agent
+build_static_agent_aarch64
 
 # The local agent's token lives next to the database it is registered in.
 token_file="$STAGELY_DATA_DIR/local-agent.token"

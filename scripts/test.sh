@@ -19,6 +19,7 @@ ensure_system_packages() {
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
   command -v chromium >/dev/null || missing+=(chromium)
   command -v pip3 >/dev/null || missing+=(python3-pip)
+  command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     apt_install "${missing[@]}"
@@ -50,6 +51,38 @@ ensure_dockerd() {
   done
   echo "dockerd did not start; see /var/log/dockerd.log" >&2
   exit 1
+}
+
+# The static agents new hosts download: each at most 8 MB, and the aarch64 one, run under
+# qemu-user-static, prints its version and help and renders an override file.
+check_static_agents() {
+  local arch file size
+  for arch in x86_64 aarch64; do
+    file="$ROOT/target/downloads/stagely-agent-$arch"
+    size="$(stat -c %s "$file")"
+    if [ "$size" -gt 8000000 ]; then
+      echo "$file is $size bytes: the static agent must stay at most 8 MB (8,000,000 bytes)" >&2
+      return 1
+    fi
+    echo "$file: $size bytes (at most 8,000,000)"
+  done
+  local agent=(qemu-aarch64-static "$ROOT/target/downloads/stagely-agent-aarch64")
+  local work expected said
+  work="$(mktemp -d)"
+  expected="$("$ROOT/target/downloads/stagely-agent-x86_64" --version)"
+  said="$("${agent[@]}" --version)"
+  [ "$said" = "$expected" ] || { echo "aarch64 agent --version: '$said', expected '$expected'" >&2; return 1; }
+  said="$("${agent[@]}" --help)"
+  grep -q "^  render " <<<"$said" || { echo "aarch64 agent --help lists no render: $said" >&2; return 1; }
+  mkdir -p "$work/shop" "$work/state"
+  printf 'services:\n  web:\n    image: busybox\n  db:\n    image: busybox\n' >"$work/shop/compose.yaml"
+  printf '[{"key":"DB_PASSWORD","value":"pa$$word","scope":{"service":"db"}}]' >"$work/secrets.json"
+  said="$(STAGELY_STATE_DIR="$work/state" "${agent[@]}" render --dir "$work/shop" --secrets "$work/secrets.json" --show-values)"
+  rm -rf "$work"
+  for line in 'db:' 'DB_PASSWORD: "pa$$$$word"' 'dev.stagely.project: "shop"'; do
+    grep -qF "$line" <<<"$said" || { echo "aarch64 agent render lacks '$line':" >&2; echo "$said" >&2; return 1; }
+  done
+  echo "aarch64 agent under qemu-aarch64-static: $expected, --help and render as on x86_64"
 }
 
 pg_admin() { (cd / && as_root su postgres -c "$1"); }
@@ -95,6 +128,8 @@ say "cargo test (SQLite and PostgreSQL)"
 # agent: build every binary first.
 cargo build --bins
 build_static_agent
+build_static_agent_aarch64
+check_static_agents
 cargo test
 
 say "API fuzzing against the OpenAPI document (scripts/fuzz-api.sh --short)"

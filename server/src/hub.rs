@@ -10,7 +10,7 @@
 //! `housekeeping` calls about once a second.
 
 use crate::db::Store;
-use shared::api::{AgentStatus, DeploymentEvent, DeploymentStatus, LogLines};
+use shared::api::{AgentStatus, DeploymentEvent, DeploymentStatus};
 use shared::protocol::{Inspect, Inspected};
 use shared::runtime::ServiceState;
 use shared::{AgentId, DeploymentId, JobId, ProjectId, ServerToAgent, ServiceName, UserId};
@@ -46,8 +46,13 @@ pub enum HubEvent {
         /// As stored, with the time it was stored under.
         event: DeploymentEvent,
     },
-    /// Container log lines of a watched project (see `ops::logs`).
-    Logs(Arc<LogLines>),
+    /// Container log lines of a watched project (see `ops::logs`): the
+    /// [`DashboardEvent::Logs`](shared::api::DashboardEvent::Logs) frame every tab watching it
+    /// is sent, encoded once for all of them.
+    Logs {
+        project_id: ProjectId,
+        frame: Arc<str>,
+    },
     /// A project's containers as its agent reports them now (see `ops::services`).
     ServiceStates {
         project_id: ProjectId,

@@ -123,7 +123,7 @@ impl Deps<'_> {
                     self.containers_changed(project_id, changes).await;
                 }
             }
-            HubEvent::DeploymentEvent { .. } | HubEvent::Logs(_) => {}
+            HubEvent::DeploymentEvent { .. } | HubEvent::Logs { .. } => {}
         }
     }
 

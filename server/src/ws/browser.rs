@@ -22,6 +22,7 @@ use axum::response::Response;
 use shared::api::{DashboardEvent, DashboardRequest};
 use shared::{AgentId, ProjectId};
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
 /// Largest message a tab may send (a watch request is about 150 bytes).
@@ -139,11 +140,15 @@ async fn relay(mut socket: WebSocket, state: AppState, user: User, headers: Head
             }
             Err(RecvError::Lagged(missed)) => {
                 tracing::debug!(missed, "a dashboard tab fell behind; asking it to resync");
-                DashboardEvent::Resync
+                Outgoing::Event(DashboardEvent::Resync)
             }
             Err(RecvError::Closed) => return,
         };
-        if send(&mut socket, &message).await.is_err() {
+        let sent = match message {
+            Outgoing::Event(event) => send(&mut socket, &event).await,
+            Outgoing::Encoded(frame) => send_text(&mut socket, frame.as_ref().into()).await,
+        };
+        if sent.is_err() {
             return;
         }
     }
@@ -207,6 +212,13 @@ impl Visible {
     }
 }
 
+/// A message for the tab: an event to encode, or one the hub's publisher already encoded for
+/// every tab (log lines).
+enum Outgoing {
+    Event(DashboardEvent),
+    Encoded(Arc<str>),
+}
+
 /// What the tab is told about a hub event, if anything: agent statuses for agents the person
 /// may see, container states of any of their projects, everything else only about the watched
 /// project.
@@ -216,47 +228,46 @@ async fn translate(
     visible: &mut Visible,
     watched: Option<ProjectId>,
     event: HubEvent,
-) -> Option<DashboardEvent> {
-    match event {
-        HubEvent::AgentStatus { agent_id, status } => visible
-            .agent(state, user, agent_id)
-            .await
-            .then_some(DashboardEvent::AgentStatus { agent_id, status }),
-        HubEvent::ServiceStates {
-            project_id,
-            containers,
-            ..
-        } => {
-            visible
-                .project(state, user, project_id)
+) -> Option<Outgoing> {
+    let event =
+        match event {
+            HubEvent::AgentStatus { agent_id, status } => visible
+                .agent(state, user, agent_id)
                 .await
-                .then(|| DashboardEvent::ServiceStates {
+                .then_some(DashboardEvent::AgentStatus { agent_id, status }),
+            HubEvent::ServiceStates {
+                project_id,
+                containers,
+                ..
+            } => visible.project(state, user, project_id).await.then(|| {
+                DashboardEvent::ServiceStates {
                     project_id,
                     containers: (*containers).clone(),
-                })
-        }
-        HubEvent::DeploymentStatus {
-            deployment_id,
-            project_id,
-            status,
-            message,
-        } => (watched == Some(project_id)).then_some(DashboardEvent::DeploymentStatus {
-            deployment_id,
-            status,
-            message,
-        }),
-        HubEvent::DeploymentEvent {
-            deployment_id,
-            project_id,
-            event,
-        } => (watched == Some(project_id)).then_some(DashboardEvent::DeploymentEvent {
-            deployment_id,
-            event,
-        }),
-        HubEvent::Logs(lines) => {
-            (watched == Some(lines.project_id)).then(|| DashboardEvent::Logs((*lines).clone()))
-        }
-    }
+                }
+            }),
+            HubEvent::DeploymentStatus {
+                deployment_id,
+                project_id,
+                status,
+                message,
+            } => (watched == Some(project_id)).then_some(DashboardEvent::DeploymentStatus {
+                deployment_id,
+                status,
+                message,
+            }),
+            HubEvent::DeploymentEvent {
+                deployment_id,
+                project_id,
+                event,
+            } => (watched == Some(project_id)).then_some(DashboardEvent::DeploymentEvent {
+                deployment_id,
+                event,
+            }),
+            HubEvent::Logs { project_id, frame } => {
+                return (watched == Some(project_id)).then_some(Outgoing::Encoded(frame));
+            }
+        };
+    event.map(Outgoing::Event)
 }
 
 /// Sends one message; an error when the socket failed or took nothing for [`SEND_TIMEOUT`].
@@ -264,6 +275,11 @@ async fn send(socket: &mut WebSocket, message: &DashboardEvent) -> Result<(), ()
     let Ok(text) = serde_json::to_string(message) else {
         return Ok(());
     };
+    send_text(socket, text).await
+}
+
+/// Sends one encoded message, as [`send`].
+async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), ()> {
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(()),

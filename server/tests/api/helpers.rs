@@ -123,8 +123,14 @@ pub async fn spawn_app_with_env(db: &TestDb, options: AppOptions, env: &[(&str, 
             .map(|(_, value)| value.clone())
     })
     .unwrap();
+    // The binaries scripts/build-agent.sh built, unless the test names another directory.
+    let downloads = if env.iter().any(|(name, _)| *name == "STAGELY_DOWNLOADS_DIR") {
+        config.downloads_dir.clone()
+    } else {
+        downloads_dir()
+    };
     let config = Config {
-        downloads_dir: downloads_dir(),
+        downloads_dir: downloads,
         master_key: db
             .url()
             .map(|_| "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),

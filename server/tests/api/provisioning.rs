@@ -2,8 +2,12 @@
 //! throw-away busybox container on the host network (its own root file system, no systemd),
 //! downloads the static agent, trades the join token and the agent connects.
 
-use crate::helpers::{downloads_dir, eventually, spawn_app, AgentProcess, ApiClient, TestDb};
+use crate::helpers::{
+    downloads_dir, eventually, spawn_app, spawn_app_with_env, AgentProcess, ApiClient, AppOptions,
+    TestDb,
+};
 use agent::testing::test_image;
+use sha2::Digest;
 use shared::api::{AgentStatus, AgentSummary, JoinTokenCreated};
 use std::process::Output;
 use std::time::Duration;
@@ -82,10 +86,99 @@ async fn agents(client: &ApiClient) -> Vec<AgentSummary> {
 
 /// The server hands out what `scripts/build-agent.sh` built.
 fn require_static_agent() {
-    assert!(
-        downloads_dir().join("stagely-agent-x86_64").exists(),
-        "target/downloads/stagely-agent-x86_64 is missing: run scripts/build-agent.sh (scripts/test.sh does)"
-    );
+    for arch in ["x86_64", "aarch64"] {
+        assert!(
+            downloads_dir().join(format!("stagely-agent-{arch}")).exists(),
+            "target/downloads/stagely-agent-{arch} is missing: run scripts/build-agent.sh (scripts/test.sh does)"
+        );
+    }
+}
+
+/// `e_machine` of an ELF file (little-endian), e.g. 62 for x86_64 and 183 for AArch64.
+fn elf_machine(bytes: &[u8]) -> u16 {
+    assert_eq!(&bytes[..4], b"\x7fELF", "not an ELF file");
+    u16::from_le_bytes([bytes[18], bytes[19]])
+}
+
+#[tokio::test]
+async fn each_architecture_downloads_its_own_agent_and_the_installer_picks_it_by_uname() {
+    require_static_agent();
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let http = reqwest::Client::new();
+    for (arch, machine) in [("x86_64", 62), ("aarch64", 183)] {
+        let name = format!("stagely-agent-{arch}");
+        let url = format!("{}/downloads/{name}", app.url());
+        let binary = http.get(&url).send().await.unwrap();
+        assert_eq!(binary.status(), 200, "{url}");
+        let binary = binary.bytes().await.unwrap();
+        assert_eq!(
+            binary.as_ref(),
+            std::fs::read(downloads_dir().join(&name)).unwrap(),
+            "{url} is the file build-agent.sh built"
+        );
+        assert_eq!(elf_machine(&binary), machine, "{url} is built for {arch}");
+        let sum = http
+            .get(format!("{url}.sha256"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let digest: String = sha2::Sha256::digest(&binary)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_eq!(sum, format!("{digest}  {name}\n"));
+    }
+
+    // An arm64 host (`uname -m` says aarch64, or arm64 on some systems): the installer fetches
+    // the aarch64 agent and its checksum, which match, and runs it to register. This host is
+    // x86_64, so that run fails at exec; everything before it is what an arm64 host does.
+    // BusyBox's `uname` is an applet no PATH entry overrides; a shell function does.
+    let host = Host::start().await;
+    for reported in ["aarch64", "arm64"] {
+        let script = format!(
+            "{{ echo 'uname() {{ echo {reported}; }}'; wget -qO- {}/install.sh; }} | STAGELY_JOIN_TOKEN=stj_unused sh",
+            app.url()
+        );
+        let install = host.sh(&script).await;
+        let said = text(&install);
+        assert!(!install.status.success(), "{reported}: {said}");
+        assert!(
+            said.contains(&format!(
+                "downloading the agent for aarch64 from {}",
+                app.url()
+            )),
+            "{reported}: {said}"
+        );
+        assert!(!said.contains("corrupt"), "{reported}: {said}");
+        assert!(
+            said.contains("could not register this host"),
+            "{reported}: {said}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_server_without_an_agent_binary_says_how_to_build_it_and_not_where_it_looked() {
+    let empty = tempfile::tempdir().unwrap();
+    let dir = empty.path().display().to_string();
+    let app = spawn_app_with_env(
+        &TestDb::Sqlite,
+        AppOptions::default(),
+        &[("STAGELY_DOWNLOADS_DIR", dir.as_str())],
+    )
+    .await;
+    for file in ["stagely-agent-aarch64", "stagely-agent-x86_64.sha256"] {
+        let response = reqwest::get(format!("{}/downloads/{file}", app.url()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{file}");
+        let said = response.text().await.unwrap();
+        assert!(said.contains("scripts/build-agent.sh"), "{file}: {said}");
+        assert!(!said.contains(&dir), "{file}: {said} names {dir}");
+    }
 }
 
 #[tokio::test]
