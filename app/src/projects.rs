@@ -31,8 +31,10 @@ pub async fn add_project(
         agent_id: agent_id
             .parse::<shared::AgentId>()
             .map_err(|_| ServerFnError::new("Choose the server the project runs on."))?,
-        path: shared::ProjectPath::parse(path.trim())
-            .map_err(|error| ServerFnError::new(format!("Path: {error}")))?,
+        path: Some(
+            shared::ProjectPath::parse(path.trim())
+                .map_err(|error| ServerFnError::new(format!("Path: {error}")))?,
+        ),
         compose_file: match compose_file.trim() {
             "" => None,
             file => Some(
@@ -40,6 +42,7 @@ pub async fn add_project(
                     .map_err(|error| ServerFnError::new(format!("Compose file: {error}")))?,
             ),
         },
+        source: None,
     };
     crate::call!(create_project, body)
 }

@@ -315,13 +315,17 @@ async fn rotate_key(config: Config) -> anyhow::Result<()> {
     let channels = ops::notifications::rotate_all(&store, &vault)
         .await
         .map_err(refused)?;
+    let sources = ops::sources::rotate_all(&store, &vault)
+        .await
+        .map_err(refused)?;
     eprintln!(
-        "Rotated {} secret(s) and {} notification channel credential(s) to key {}; {} were \
-         already under it. APP_MASTER_KEY_PREVIOUS can now be removed.",
+        "Rotated {} secret(s), {} notification channel credential(s) and {} Git credential(s) \
+         to key {}; {} were already under it. APP_MASTER_KEY_PREVIOUS can now be removed.",
         done.rotated,
         channels.rotated,
+        sources.rotated,
         vault.current_key_id(),
-        done.current + channels.current
+        done.current + channels.current + sources.current
     );
     store.close().await;
     Ok(())

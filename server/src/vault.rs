@@ -49,6 +49,13 @@ pub enum VaultError {
     },
     #[error("secret {key}: the stored value is not valid UTF-8")]
     NotUtf8 { key: EnvKey },
+    #[error("the Git source of project {project}, its {field}: {source}")]
+    Source {
+        project: ProjectId,
+        field: &'static str,
+        #[source]
+        source: CryptoError,
+    },
     #[error("notification channel {channel}, its {field}: {source}")]
     Channel {
         channel: ChannelId,
@@ -285,6 +292,72 @@ fn channel_aad(row: ChannelRow) -> SecretAad {
     SecretAad::new(
         format!("notification-channel/{}", row.owner.0.hyphenated()),
         row.channel.0.hyphenated().to_string(),
+        row.field.as_str(),
+    )
+}
+
+/// The row a Git source's credential belongs to: its project and which credential.
+#[derive(Clone, Copy, Debug)]
+pub struct SourceRow {
+    pub project_id: ProjectId,
+    pub field: SourceField,
+}
+
+/// Which credential of a Git source a sealed value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceField {
+    Token,
+    SshKey,
+}
+
+impl SourceField {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::SshKey => "ssh_key",
+        }
+    }
+}
+
+/// Git sources' credentials, sealed like secret values and bound to their project and field.
+impl Vault {
+    pub fn seal_source(&self, row: SourceRow, value: &SecretValue) -> Vec<u8> {
+        self.keyring
+            .encrypt(value.expose().as_bytes(), &source_aad(row))
+    }
+
+    pub fn open_source(&self, row: SourceRow, stored: &[u8]) -> Result<SecretValue, VaultError> {
+        let plaintext = self
+            .keyring
+            .decrypt(stored, &source_aad(row))
+            .map_err(|source| source_error(row, source))?;
+        let value = String::from_utf8(plaintext.to_vec())
+            .map_err(|_| source_error(row, CryptoError::Forged))?;
+        Ok(SecretValue::new(value))
+    }
+
+    /// [`Vault::reseal`] for a Git source's credential.
+    pub fn reseal_source(&self, row: SourceRow, stored: &[u8]) -> Result<Vec<u8>, VaultError> {
+        self.keyring
+            .reencrypt(stored, &source_aad(row))
+            .map_err(|source| source_error(row, source))
+    }
+}
+
+fn source_error(row: SourceRow, source: CryptoError) -> VaultError {
+    VaultError::Source {
+        project: row.project_id,
+        field: row.field.as_str(),
+        source,
+    }
+}
+
+/// `project-source/<project id>` where a secret has its bare project id (so the two never
+/// meet), `git` where a secret has its id, and the field.
+fn source_aad(row: SourceRow) -> SecretAad {
+    SecretAad::new(
+        format!("project-source/{}", row.project_id.0.hyphenated()),
+        "git",
         row.field.as_str(),
     )
 }

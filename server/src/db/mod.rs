@@ -13,6 +13,7 @@ mod retention;
 mod secrets;
 mod services;
 mod sessions;
+mod sources;
 mod users;
 
 pub use agents::Agent;
@@ -21,6 +22,7 @@ pub use join_tokens::JoinTokenState;
 pub use notifications::{Attempt, ChannelColumn, ClaimedDelivery, LatestJob, StoredChannel};
 pub use projects::NameInUse;
 pub use secrets::{PreviousValue, StoredSecret, StoredVersion};
+pub use sources::{SourceColumn, StoredSource};
 pub use sessions::{
     LocalAccount, LoginAttempt, SessionClient, SessionRecord, MAX_USER_AGENT_CHARS,
 };
