@@ -443,6 +443,12 @@ impl Executor {
             .chain(git::secrets_of(source));
         let redactor = Redactor::new(masked);
         self.emit(job_id, JobEvent::Step { name: DeployStep::Checkout });
+        let mut source = source.clone();
+        source.max_bytes = match source.max_bytes {
+            0 => self.options.git_max_bytes,
+            asked => asked.min(self.options.git_max_bytes),
+        };
+        let source = &source;
         let checked = git::checkout(source, &layout, &redactor, |line| {
             let line = wire::cut(&line, budget::LINE);
             self.emit(job_id, JobEvent::Output { line });
@@ -633,6 +639,7 @@ mod inspect_tests {
             up_timeout: Duration::from_secs(1),
             health_timeout: Duration::from_secs(1),
             settle: Duration::ZERO,
+            git_max_bytes: crate::git::DEFAULT_MAX_BYTES,
         };
         let (executor, mut events) = Executor::new(options, None);
         let request_id = JobId(uuid::Uuid::new_v4());
@@ -673,6 +680,7 @@ mod inspect_tests {
             up_timeout: Duration::from_secs(1),
             health_timeout: Duration::from_secs(1),
             settle: Duration::ZERO,
+            git_max_bytes: crate::git::DEFAULT_MAX_BYTES,
         };
         let (executor, mut events) = Executor::new(options, None);
         // Log streams hold every read permit, and a burst of log lines fills the queue.

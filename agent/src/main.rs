@@ -349,7 +349,18 @@ fn deploy_options(detected: Option<Compose>, state: &Path) -> anyhow::Result<Dep
         up_timeout: Duration::from_secs(600),
         health_timeout: Duration::from_secs(120),
         settle: Duration::from_millis(1500),
+        git_max_bytes: git_max_bytes(std::env::var("STAGELY_GIT_MAX_BYTES").ok().as_deref())?,
     })
+}
+
+/// `STAGELY_GIT_MAX_BYTES`: the largest working copy of a Git project, in bytes.
+fn git_max_bytes(setting: Option<&str>) -> anyhow::Result<u64> {
+    match setting {
+        None => Ok(agent::git::DEFAULT_MAX_BYTES),
+        Some(value) => value.trim().parse::<u64>().ok().filter(|bytes| *bytes > 0).with_context(|| {
+            format!("STAGELY_GIT_MAX_BYTES={value:?}: give the largest Git working copy in bytes, like 536870912")
+        }),
+    }
 }
 
 /// `STAGELY_COMPOSE` (v2 or v1) when set, else what was detected (v2 when in doubt).
