@@ -396,41 +396,52 @@ async fn fetch_and_check_out(
         0 => DEFAULT_TIMEOUT,
         secs => Duration::from_secs(secs),
     };
-    let fetch = git(fetch_args(checkout), timeout);
-    let fetched = {
-        let run = run_step("fetch", &fetch, redactor, on_line);
-        tokio::pin!(run);
-        let mut watch = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                result = &mut run => break result,
-                _ = watch.tick() => {
-                    let size = dir_size(&repo);
-                    if size > limit {
-                        // Dropping the run kills git's process group.
-                        break Err(GitError::TooLarge { size, limit });
-                    }
+    let quick = Duration::from_secs(120);
+    // A redeploy's commit may already be in the working copy (an earlier deploy fetched it):
+    // then nothing is fetched. Otherwise it is fetched by its id, and where the server does
+    // not hand out commits that are not a branch's tip, the ref is fetched deeper instead.
+    let have_commit = match &checkout.commit {
+        Some(sha) => {
+            let exists = git(
+                vec!["cat-file".into(), "-e".into(), format!("{sha}^{{commit}}").into()],
+                quick,
+            );
+            runner::run(&exists, redactor, |_| {}).await?.success()
+        }
+        None => false,
+    };
+    if !have_commit {
+        let fetched = fetch_limited(&git(fetch_args(checkout), timeout), &repo, limit, redactor, on_line).await;
+        let fetched = match fetched {
+            Err(GitError::Failed { output, .. })
+                if checkout.commit.is_some() && output.contains("unadvertised object") =>
+            {
+                let mut deeper = checkout.clone();
+                deeper.commit = None;
+                let mut args = fetch_args(&deeper);
+                if let Some(depth) = args.iter().position(|arg| arg == "1") {
+                    args[depth] = "200".into();
                 }
+                fetch_limited(&git(args, timeout), &repo, limit, redactor, on_line).await
             }
+            other => other,
+        };
+        if let Err(error) = fetched {
+            if matches!(error, GitError::TooLarge { .. }) {
+                remove_copy(&repo);
+            }
+            return Err(error);
         }
-    };
-    let size = dir_size(&repo);
-    let fetched = match fetched {
-        Ok(()) if size > limit => Err(GitError::TooLarge { size, limit }),
-        other => other,
-    };
-    if let Err(error) = fetched {
-        if matches!(error, GitError::TooLarge { .. }) {
-            remove_copy(&repo);
-        }
-        return Err(error);
     }
 
-    let quick = Duration::from_secs(120);
+    let wanted = match &checkout.commit {
+        Some(sha) => format!("{sha}^{{commit}}"),
+        None => "FETCH_HEAD^{commit}".to_string(),
+    };
     let sha = capture(
         "rev-parse",
         &git(
-            vec!["rev-parse".into(), "--verify".into(), "--end-of-options".into(), "FETCH_HEAD^{commit}".into()],
+            vec!["rev-parse".into(), "--verify".into(), "--end-of-options".into(), wanted.into()],
             quick,
         ),
         redactor,
@@ -485,6 +496,38 @@ async fn fetch_and_check_out(
             author: crate::wire::cut(&author, 512),
         },
     ))
+}
+
+/// Runs a fetch while watching the working copy's size: over `limit`, the fetch is killed
+/// (dropping the run kills git's process group).
+async fn fetch_limited(
+    fetch: &CommandSpec,
+    repo: &Path,
+    limit: u64,
+    redactor: &Redactor,
+    on_line: &mut impl FnMut(String),
+) -> Result<(), GitError> {
+    let fetched = {
+        let run = run_step("fetch", fetch, redactor, on_line);
+        tokio::pin!(run);
+        let mut watch = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = watch.tick() => {
+                    let size = dir_size(repo);
+                    if size > limit {
+                        break Err(GitError::TooLarge { size, limit });
+                    }
+                }
+            }
+        }
+    };
+    let size = dir_size(repo);
+    match fetched {
+        Ok(()) if size > limit => Err(GitError::TooLarge { size, limit }),
+        other => other,
+    }
 }
 
 /// Runs one git step, streaming its lines; a non-zero exit is [`GitError::Failed`] with the
