@@ -143,8 +143,10 @@ impl Credentials {
                 .filter(|user| !user.is_empty())
                 .unwrap_or("x-access-token");
             let header = zeroize::Zeroizing::new(basic_auth(user, token.expose()));
-            let config =
-                zeroize::Zeroizing::new(format!("[http]\n\textraHeader = Authorization: Basic {}\n", *header));
+            let config = zeroize::Zeroizing::new(format!(
+                "[http]\n\textraHeader = Authorization: Basic {}\n",
+                *header
+            ));
             private_fs::write_private_file(&path, config.as_bytes())?;
             credentials.http_config = Some(path);
         }
@@ -188,7 +190,10 @@ pub fn secrets_of(checkout: &GitCheckout) -> Vec<String> {
     let mut values = Vec::new();
     if let Some(token) = &checkout.token {
         values.push(token.expose().to_string());
-        let user = checkout.token_username.as_deref().unwrap_or("x-access-token");
+        let user = checkout
+            .token_username
+            .as_deref()
+            .unwrap_or("x-access-token");
         values.push(basic_auth(user, token.expose()));
     }
     if let Some(key) = &checkout.ssh_key {
@@ -320,7 +325,9 @@ pub async fn checkout(
         .map(str::trim)
         .filter(|lines| !lines.is_empty());
     match pinned {
-        Some(lines) => private_fs::write_private_file(&known_hosts, format!("{lines}\n").as_bytes())?,
+        Some(lines) => {
+            private_fs::write_private_file(&known_hosts, format!("{lines}\n").as_bytes())?
+        }
         None => match std::fs::remove_file(&known_hosts) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -375,9 +382,12 @@ async fn fetch_and_check_out(
     let repo = layout.repo();
     let env = environment(layout, checkout.url.transport(), credentials);
     let git = |args: Vec<OsString>, timeout: Duration| {
-        CommandSpec::new("git", global_args(&repo, credentials).into_iter().chain(args))
-            .environment(env.clone())
-            .timeout(timeout)
+        CommandSpec::new(
+            "git",
+            global_args(&repo, credentials).into_iter().chain(args),
+        )
+        .environment(env.clone())
+        .timeout(timeout)
     };
     if !repo.join(".git").is_dir() {
         private_fs::ensure_private_dir(&repo)?;
@@ -403,7 +413,11 @@ async fn fetch_and_check_out(
     let have_commit = match &checkout.commit {
         Some(sha) => {
             let exists = git(
-                vec!["cat-file".into(), "-e".into(), format!("{sha}^{{commit}}").into()],
+                vec![
+                    "cat-file".into(),
+                    "-e".into(),
+                    format!("{sha}^{{commit}}").into(),
+                ],
                 quick,
             );
             runner::run(&exists, redactor, |_| {}).await?.success()
@@ -411,7 +425,14 @@ async fn fetch_and_check_out(
         None => false,
     };
     if !have_commit {
-        let fetched = fetch_limited(&git(fetch_args(checkout), timeout), &repo, limit, redactor, on_line).await;
+        let fetched = fetch_limited(
+            &git(fetch_args(checkout), timeout),
+            &repo,
+            limit,
+            redactor,
+            on_line,
+        )
+        .await;
         let fetched = match fetched {
             Err(GitError::Failed { output, .. })
                 if checkout.commit.is_some() && output.contains("unadvertised object") =>
@@ -441,7 +462,12 @@ async fn fetch_and_check_out(
     let sha = capture(
         "rev-parse",
         &git(
-            vec!["rev-parse".into(), "--verify".into(), "--end-of-options".into(), wanted.into()],
+            vec![
+                "rev-parse".into(),
+                "--verify".into(),
+                "--end-of-options".into(),
+                wanted.into(),
+            ],
             quick,
         ),
         redactor,
@@ -449,7 +475,9 @@ async fn fetch_and_check_out(
     .await?;
     let sha = sha.trim().to_string();
     if !CommitInfo::is_sha(&sha) {
-        return Err(GitError::Refused(format!("git named the fetched commit {sha:?}")));
+        return Err(GitError::Refused(format!(
+            "git named the fetched commit {sha:?}"
+        )));
     }
     if let Some(wanted) = &checkout.commit {
         if *wanted != sha {
@@ -459,7 +487,14 @@ async fn fetch_and_check_out(
         }
     }
     let checkout_step = git(
-        vec!["checkout".into(), "--quiet".into(), "--force".into(), "--detach".into(), sha.clone().into(), "--".into()],
+        vec![
+            "checkout".into(),
+            "--quiet".into(),
+            "--force".into(),
+            "--detach".into(),
+            sha.clone().into(),
+            "--".into(),
+        ],
         quick,
     );
     run_step("checkout", &checkout_step, redactor, on_line).await?;
@@ -562,7 +597,11 @@ async fn run_step(
 }
 
 /// Runs a git step that prints what it found, and returns its stdout.
-async fn capture(step: &'static str, spec: &CommandSpec, redactor: &Redactor) -> Result<String, GitError> {
+async fn capture(
+    step: &'static str,
+    spec: &CommandSpec,
+    redactor: &Redactor,
+) -> Result<String, GitError> {
     let output = runner::run(spec, redactor, |_| {}).await?;
     if output.success() {
         Ok(output.stdout)
@@ -628,7 +667,9 @@ mod tests {
     }
 
     fn strings(args: &[OsString]) -> Vec<String> {
-        args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
@@ -637,13 +678,22 @@ mod tests {
         checkout.git_ref = Some(GitRef::parse("release/1.2").unwrap());
         let args = strings(&fetch_args(&checkout));
         let dash = args.iter().position(|a| a == "--").unwrap();
-        assert_eq!(&args[dash + 1..], ["https://example.com/shop.git", "release/1.2"]);
+        assert_eq!(
+            &args[dash + 1..],
+            ["https://example.com/shop.git", "release/1.2"]
+        );
         assert!(args.contains(&"--depth".to_string()));
 
         let mut pinned = checkout.clone();
         pinned.commit = Some("a".repeat(40));
-        assert_eq!(strings(&fetch_args(&pinned)).last().unwrap(), &"a".repeat(40));
-        assert_eq!(strings(&fetch_args(&job("git@h:r.git"))).last().unwrap(), "HEAD");
+        assert_eq!(
+            strings(&fetch_args(&pinned)).last().unwrap(),
+            &"a".repeat(40)
+        );
+        assert_eq!(
+            strings(&fetch_args(&job("git@h:r.git"))).last().unwrap(),
+            "HEAD"
+        );
     }
 
     #[test]
@@ -667,7 +717,11 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" ");
         let basic = basic_auth("x-access-token", "ghp_SuperSecretToken123");
-        for secret in ["ghp_SuperSecretToken123", basic.as_str(), "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU"] {
+        for secret in [
+            "ghp_SuperSecretToken123",
+            basic.as_str(),
+            "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU",
+        ] {
             assert!(!args.contains(secret), "{args}");
             assert!(!env.contains(secret), "{env}");
         }
@@ -676,7 +730,10 @@ mod tests {
         assert!(env.contains("GIT_TERMINAL_PROMPT=0"));
         assert!(env.contains("StrictHostKeyChecking=accept-new"));
         assert!(env.contains("IdentitiesOnly=yes"));
-        assert!(!env.contains("STAGELY"), "nothing of the agent's environment");
+        assert!(
+            !env.contains("STAGELY"),
+            "nothing of the agent's environment"
+        );
     }
 
     #[test]
@@ -687,7 +744,10 @@ mod tests {
         checkout.token = Some(SecretValue::new("ghp_SuperSecretToken123"));
         checkout.ssh_key = Some(SecretValue::new("key material"));
         let credentials = Credentials::write(&checkout, dir.path()).unwrap();
-        let paths = [credentials.ssh_key.clone().unwrap(), credentials.http_config.clone().unwrap()];
+        let paths = [
+            credentials.ssh_key.clone().unwrap(),
+            credentials.http_config.clone().unwrap(),
+        ];
         for path in &paths {
             let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", path.display());

@@ -29,8 +29,8 @@ use crate::wire;
 use shared::protocol::{
     budget, DeployStep, Inspect, Inspected, JobEvent, JobUpdate, LifecyclePayload, StartLogs,
 };
-use shared::source::{CheckoutReport, GitCheckout};
 use shared::runtime::ServiceImage;
+use shared::source::{CheckoutReport, GitCheckout};
 use shared::{AgentToServer, DeployPayload, JobId, ProjectName, ServerToAgent};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -376,7 +376,8 @@ impl Executor {
                 (false, message)
             }
         };
-        self.finish(job_id, success, message, Vec::new(), None).await;
+        self.finish(job_id, success, message, Vec::new(), None)
+            .await;
     }
 
     async fn run_deploy(&self, job: DeployPayload) {
@@ -395,8 +396,7 @@ impl Executor {
                     pinned_images: &job.pinned_images,
                 };
                 let result =
-                    deploy::deploy(&request, &self.options, |event| self.emit(job_id, event))
-                        .await;
+                    deploy::deploy(&request, &self.options, |event| self.emit(job_id, event)).await;
                 (result.map_err(|error| error.to_string()), None)
             }
             Some(source) => self.deploy_from_git(&job, source).await,
@@ -417,7 +417,8 @@ impl Executor {
         } else {
             tracing::warn!(%job_id, project = %job.project, %message, "deploy failed");
         }
-        self.finish(job_id, success, message, images, checkout).await;
+        self.finish(job_id, success, message, images, checkout)
+            .await;
     }
 
     /// Checks the project's repository out into its working copy, then deploys from it: the
@@ -442,7 +443,12 @@ impl Executor {
             .map(|secret| secret.value.expose().to_string())
             .chain(git::secrets_of(source));
         let redactor = Redactor::new(masked);
-        self.emit(job_id, JobEvent::Step { name: DeployStep::Checkout });
+        self.emit(
+            job_id,
+            JobEvent::Step {
+                name: DeployStep::Checkout,
+            },
+        );
         let mut source = source.clone();
         source.max_bytes = match source.max_bytes {
             0 => self.options.git_max_bytes,
@@ -483,7 +489,10 @@ impl Executor {
             pinned_images: &job.pinned_images,
         };
         let result = deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
-        (result.map_err(|error| error.to_string()), Some(checked.report))
+        (
+            result.map_err(|error| error.to_string()),
+            Some(checked.report),
+        )
     }
 
     fn start_logs(&self, request: StartLogs) {

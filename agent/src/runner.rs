@@ -213,7 +213,10 @@ impl CommandSpec {
         K: Into<OsString>,
         V: Into<OsString>,
     {
-        let vars = vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let vars = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         self.environment = Some(vars);
         self
     }

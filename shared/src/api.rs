@@ -87,7 +87,8 @@ pub struct Project {
     /// per agent). Compose would see the two as one stack, so this one streams no logs and
     /// must be renamed; the mark goes with the rename.
     #[serde(default)]
-    pub name_clash: bool,    /// A project deployed from a Git repository (its `path` is then the agent's checkout, or
+    pub name_clash: bool,
+    /// A project deployed from a Git repository (its `path` is then the agent's checkout, or
     /// a placeholder until the first deploy); `None`: from `path` on the host.
     #[serde(default)]
     pub source: Option<crate::source::GitSourceView>,

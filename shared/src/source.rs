@@ -113,7 +113,12 @@ impl GitUrl {
         if host.is_empty() || host.starts_with('-') || host.starts_with(':') {
             return bad("it must name a host, and the host must not start with '-'");
         }
-        if let Some((user, _)) = host_and_rest.split('/').next().unwrap_or_default().split_once('@') {
+        if let Some((user, _)) = host_and_rest
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .split_once('@')
+        {
             if user.is_empty() || user.starts_with('-') {
                 return bad("the user must not be empty or start with '-'");
             }
@@ -141,7 +146,9 @@ impl GitUrl {
             .map_or(self.0.as_str(), |(_, rest)| rest);
         let authority = match self.transport() {
             Transport::Http => rest.split('/').next().unwrap_or_default(),
-            Transport::Ssh if self.0.starts_with("ssh://") => rest.split('/').next().unwrap_or_default(),
+            Transport::Ssh if self.0.starts_with("ssh://") => {
+                rest.split('/').next().unwrap_or_default()
+            }
             Transport::Ssh => rest.split(':').next().unwrap_or_default(),
         };
         let host_port = authority.rsplit('@').next().unwrap_or_default();
@@ -171,9 +178,9 @@ impl GitRef {
             && !value.contains("//")
             && !value.contains("@{")
             && value.split('/').all(|part| !part.starts_with('.'))
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b'+'));
+            && value.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b'+')
+            });
         if valid {
             Ok(Self(value))
         } else {
@@ -198,7 +205,9 @@ impl RepoSubdir {
             && value.len() <= 255
             && !value.starts_with('/')
             && !value.starts_with('-')
-            && value.split('/').all(|part| !part.is_empty() && part != ".." && part != ".")
+            && value
+                .split('/')
+                .all(|part| !part.is_empty() && part != ".." && part != ".")
             && !value.chars().any(char::is_control);
         if valid {
             Ok(Self(value))
@@ -444,9 +453,21 @@ mod tests {
     #[test]
     fn ordinary_repository_urls_are_accepted_with_their_transport_and_host() {
         for (good, transport, host) in [
-            ("https://github.com/acme/shop.git", Transport::Http, "github.com"),
-            ("http://127.0.0.1:8080/shop.git", Transport::Http, "127.0.0.1"),
-            ("ssh://git@git.example.com:2222/acme/shop.git", Transport::Ssh, "git.example.com"),
+            (
+                "https://github.com/acme/shop.git",
+                Transport::Http,
+                "github.com",
+            ),
+            (
+                "http://127.0.0.1:8080/shop.git",
+                Transport::Http,
+                "127.0.0.1",
+            ),
+            (
+                "ssh://git@git.example.com:2222/acme/shop.git",
+                Transport::Ssh,
+                "git.example.com",
+            ),
             ("git@github.com:acme/shop.git", Transport::Ssh, "github.com"),
             ("ssh://git@[::1]:22/shop.git", Transport::Ssh, "::1"),
         ] {

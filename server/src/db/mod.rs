@@ -22,10 +22,10 @@ pub use join_tokens::JoinTokenState;
 pub use notifications::{Attempt, ChannelColumn, ClaimedDelivery, LatestJob, StoredChannel};
 pub use projects::NameInUse;
 pub use secrets::{PreviousValue, StoredSecret, StoredVersion};
-pub use sources::{SourceColumn, StoredSource};
 pub use sessions::{
     LocalAccount, LoginAttempt, SessionClient, SessionRecord, MAX_USER_AGENT_CHARS,
 };
+pub use sources::{SourceColumn, StoredSource};
 pub use users::{ApiTokenRecord, DisableOutcome, User, UserRecord};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

@@ -60,7 +60,11 @@ impl TryFrom<SourceRow> for StoredSource {
             source: GitSource {
                 url: GitUrl::parse(row.url).map_err(decode)?,
                 git_ref: row.git_ref.map(GitRef::parse).transpose().map_err(decode)?,
-                subdir: row.subdir.map(RepoSubdir::parse).transpose().map_err(decode)?,
+                subdir: row
+                    .subdir
+                    .map(RepoSubdir::parse)
+                    .transpose()
+                    .map_err(decode)?,
                 compose_file: row
                     .compose_file
                     .map(ComposeFile::parse)
@@ -78,7 +82,10 @@ impl TryFrom<SourceRow> for StoredSource {
 
 impl Store {
     /// The project's Git source, if it has one.
-    pub async fn project_source(&self, project: ProjectId) -> Result<Option<StoredSource>, DbError> {
+    pub async fn project_source(
+        &self,
+        project: ProjectId,
+    ) -> Result<Option<StoredSource>, DbError> {
         let sql = format!("SELECT {SOURCE_COLUMNS} FROM project_sources WHERE project_id = $1");
         let row: Option<SourceRow> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(project.to_string()).fetch_optional(pool).await?
@@ -228,7 +235,11 @@ impl Store {
     }
 
     /// Pins a host key only if none is pinned yet (the first deploy's).
-    pub async fn pin_source_host_key(&self, project: ProjectId, host_key: &str) -> Result<(), DbError> {
+    pub async fn pin_source_host_key(
+        &self,
+        project: ProjectId,
+        host_key: &str,
+    ) -> Result<(), DbError> {
         on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE project_sources SET host_key = $2 WHERE project_id = $1 AND host_key IS NULL",

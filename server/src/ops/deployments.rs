@@ -268,8 +268,7 @@ pub async fn dispatch(
                 None => (Vec::new(), None),
             };
             // A Git project: the agent checks out the ref (or, for a redeploy, the very commit).
-            let source =
-                super::sources::checkout_for_job(store, vault, project.id, commit).await?;
+            let source = super::sources::checkout_for_job(store, vault, project.id, commit).await?;
             ServerToAgent::Deploy(DeployPayload {
                 job_id,
                 project: project.name.clone(),

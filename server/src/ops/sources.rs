@@ -227,7 +227,10 @@ pub async fn record_checkout(
             store.pin_source_host_key(project, &host_key).await?;
         }
     }
-    if let Some(path) = report.directory.and_then(|dir| ProjectPath::parse(dir).ok()) {
+    if let Some(path) = report
+        .directory
+        .and_then(|dir| ProjectPath::parse(dir).ok())
+    {
         store.set_project_checkout_path(project, &path).await?;
     }
     Ok(())
@@ -301,7 +304,10 @@ pub mod deploy_key {
             .as_ref()
             .try_into()
             .map_err(|_| OpError::Internal(anyhow::anyhow!("an Ed25519 public key is 32 bytes")))?;
-        Ok((private_key(&seed, &public, comment), public_key(&public, comment)))
+        Ok((
+            private_key(&seed, &public, comment),
+            public_key(&public, comment),
+        ))
     }
 
     fn string(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -366,11 +372,8 @@ pub mod deploy_key {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("key");
             std::fs::write(&path, private.expose()).unwrap();
-            std::fs::set_permissions(
-                &path,
-                std::os::unix::fs::PermissionsExt::from_mode(0o600),
-            )
-            .unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
             let derived = std::process::Command::new("ssh-keygen")
                 .args(["-y", "-f"])
                 .arg(&path)

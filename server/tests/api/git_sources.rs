@@ -50,7 +50,10 @@ impl GitServer {
         let bare = dir.path().join("shop.git");
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
-        git(dir.path(), &["init", "--quiet", "--bare", "-b", "main", "shop.git"]);
+        git(
+            dir.path(),
+            &["init", "--quiet", "--bare", "-b", "main", "shop.git"],
+        );
         git(&work, &["init", "--quiet", "-b", "main"]);
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
         std::fs::write(dir.path().join("authorized_keys"), "").unwrap();
@@ -95,7 +98,10 @@ impl GitServer {
 
     fn host_public_key(&self) -> String {
         let text = std::fs::read_to_string(self.path("host_key.pub")).unwrap();
-        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+        text.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Starts `sshd -D -e` and waits until it says it listens.
@@ -203,7 +209,11 @@ fn leftovers(private: &Path) -> Vec<String> {
 async fn set_source(api: &ApiClient, project: &Project, source: serde_json::Value) {
     let body = json!({ "source": { "git": source } });
     let (status, answer) = api
-        .call(Method::PATCH, &format!("/projects/{}", project.id), Some(body))
+        .call(
+            Method::PATCH,
+            &format!("/projects/{}", project.id),
+            Some(body),
+        )
         .await;
     assert_eq!(status, 200, "{answer}");
 }
@@ -227,7 +237,11 @@ async fn fails_and_changes_nothing(
     let mut now = agent::testing::container_ids(project.name.as_str()).await;
     now.sort();
     assert_eq!(now, running, "the running containers are untouched");
-    assert_eq!(leftovers(private), Vec::<String>::new(), "nothing left on disk");
+    assert_eq!(
+        leftovers(private),
+        Vec::<String>::new(),
+        "nothing left on disk"
+    );
     failed
 }
 
@@ -237,7 +251,10 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
     for db in TestDb::all().await {
         let mut repo = GitServer::start().await;
         let first = repo.commit(
-            &[("compose.yaml", WEB_ONLY.replace("{image}", image).as_bytes())],
+            &[(
+                "compose.yaml",
+                WEB_ONLY.replace("{image}", image).as_bytes(),
+            )],
             "Add the web service",
         );
 
@@ -277,7 +294,10 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
             "source": {"url": repo.url(), "ref": "main", "compose_file": "compose.yaml"},
         });
         let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
-        let source = project.source.clone().expect("a Git project shows its source");
+        let source = project
+            .source
+            .clone()
+            .expect("a Git project shows its source");
         assert!(!source.has_token && source.deploy_public_key.is_none());
 
         // The server makes the deploy key; only its public half ever comes back.
@@ -306,7 +326,11 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
         let shown: Project = api
             .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
             .await;
-        let pinned = shown.source.unwrap().pinned_host_key.expect("pinned on first use");
+        let pinned = shown
+            .source
+            .unwrap()
+            .pinned_host_key
+            .expect("pinned on first use");
         assert!(pinned.contains(&repo.host_public_key()), "{pinned}");
         assert!(
             shown.path.as_str().starts_with(private.to_str().unwrap()),
@@ -326,7 +350,10 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
         let deployed = deploy(&api, &project).await;
         assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
         let commit = deployed.commit.clone().unwrap();
-        assert_eq!((commit.sha.as_str(), commit.subject.as_str()), (second.as_str(), "Add a worker"));
+        assert_eq!(
+            (commit.sha.as_str(), commit.subject.as_str()),
+            (second.as_str(), "Add a worker")
+        );
         assert_eq!(agent::testing::container_ids(&name).await.len(), 2);
         let history: Vec<Deployment> = api
             .expect(
@@ -354,7 +381,11 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
             .await;
         let redeployed =
             wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(180)).await;
-        assert_eq!(redeployed.status, DeploymentStatus::Succeeded, "{redeployed:?}");
+        assert_eq!(
+            redeployed.status,
+            DeploymentStatus::Succeeded,
+            "{redeployed:?}"
+        );
         assert_eq!(redeployed.commit.unwrap().sha, first);
         assert_eq!(agent::testing::container_ids(&name).await.len(), 1);
 
@@ -406,7 +437,10 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
         let work = repo.path("work");
         git(&work, &["rm", "--quiet", "big.bin"]);
         git(&work, &["commit", "--quiet", "-m", "Remove the big file"]);
-        git(&work, &["push", "--quiet", "--force", "origin", "HEAD~2:main"]);
+        git(
+            &work,
+            &["push", "--quiet", "--force", "origin", "HEAD~2:main"],
+        );
 
         // A deploy key the repository does not know.
         api.expect::<GitSourceView>(
@@ -490,19 +524,24 @@ async fn hostile_repository_urls_and_refs_are_refused_before_anything_runs() {
                 "source": {"url": url},
             });
             let (status, answer) = api.call(Method::POST, "/projects", Some(body)).await;
-            assert!(
-                status == 400 || status == 422,
-                "{url}: {status} {answer}"
-            );
+            assert!(status == 400 || status == 422, "{url}: {status} {answer}");
             let message = answer["error"]["message"].as_str().unwrap_or_default();
             assert!(message.contains("not accepted"), "{url}: {message}");
         }
         for git_ref in ["--upload-pack=touch /tmp/x", "-b", "main..dev"] {
-            let body = json!({"source": {"git": {"url": "https://example.com/shop.git", "ref": git_ref}}});
+            let body =
+                json!({"source": {"git": {"url": "https://example.com/shop.git", "ref": git_ref}}});
             let (status, answer) = api
-                .call(Method::PATCH, &format!("/projects/{}", project.id), Some(body))
+                .call(
+                    Method::PATCH,
+                    &format!("/projects/{}", project.id),
+                    Some(body),
+                )
                 .await;
-            assert!(status == 400 || status == 422, "{git_ref}: {status} {answer}");
+            assert!(
+                status == 400 || status == 422,
+                "{git_ref}: {status} {answer}"
+            );
             let message = answer["error"]["message"].as_str().unwrap_or_default();
             assert!(message.contains("not accepted"), "{git_ref}: {message}");
         }
