@@ -117,7 +117,7 @@ pub struct DeployPayload {
     /// directory and deploys from there (`directory` is then not used). Carries the
     /// repository's credentials, which its `Debug` hides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<crate::source::GitCheckout>,
+    pub source: Option<Box<crate::source::GitCheckout>>,
 }
 
 #[cfg(test)]

@@ -277,7 +277,7 @@ pub async fn dispatch(
                 secrets,
                 project_id: Some(project.id),
                 pinned_images,
-                source,
+                source: source.map(Box::new),
             })
         }
         kind => ServerToAgent::Lifecycle(LifecyclePayload {
