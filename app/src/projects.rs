@@ -18,20 +18,19 @@ pub async fn list_projects() -> Result<Vec<Project>, ServerFnError> {
 }
 
 /// Adds a project; every field is checked on the server and a bad one is named in the error.
-/// Its arguments are the form's fields, those of both sources.
-#[allow(clippy::too_many_arguments)]
+/// The form sends the fields of the source it shows (the others are disabled): a repository
+/// makes a Git project.
 #[server]
 pub async fn add_project(
     name: String,
     agent_id: String,
-    path: String,
+    #[server(default)] path: String,
     compose_file: String,
-    #[server(default)] source: String,
     #[server(default)] git_url: String,
     #[server(default)] git_ref: String,
     #[server(default)] subdir: String,
 ) -> Result<Project, ServerFnError> {
-    if source == "git" {
+    if !git_url.trim().is_empty() {
         let field = |what: &'static str| {
             move |error: shared::source::SourceError| ServerFnError::new(format!("{what}: {error}"))
         };
@@ -183,24 +182,24 @@ pub fn ProjectsPage() -> impl IntoView {
                 </label>
                 <label>
                     "Source"
-                    <select name="source" on:change=move |event| from_git.set(event_target_value(&event) == "git")>
+                    <select on:change=move |event| from_git.set(event_target_value(&event) == "git")>
                         <option value="directory">"A directory on the server"</option>
                         <option value="git">"A Git repository"</option>
                     </select>
                 </label>
                 <label style:display=move || if from_git.get() { "none" } else { "" }>
                     "Directory on the server"
-                    <input name="path" placeholder="/srv/shop" required=move || !from_git.get() />
+                    <input name="path" placeholder="/srv/shop" required=move || !from_git.get() disabled=move || from_git.get() />
                 </label>
                 <label style:display=move || if from_git.get() { "" } else { "none" }>
                     "Repository (https:// or ssh)"
-                    <input name="git_url" placeholder="git@github.com:acme/shop.git" required=move || from_git.get() />
+                    <input name="git_url" placeholder="git@github.com:acme/shop.git" required=move || from_git.get() disabled=move || !from_git.get() />
                 </label>
                 <label style:display=move || if from_git.get() { "" } else { "none" }>
-                    "Branch or tag (optional)" <input name="git_ref" placeholder="main" />
+                    "Branch or tag (optional)" <input name="git_ref" placeholder="main" disabled=move || !from_git.get() />
                 </label>
                 <label style:display=move || if from_git.get() { "" } else { "none" }>
-                    "Directory in the repository (optional)" <input name="subdir" placeholder="deploy" />
+                    "Directory in the repository (optional)" <input name="subdir" placeholder="deploy" disabled=move || !from_git.get() />
                 </label>
                 <label>
                     "Compose file (optional)"
