@@ -89,26 +89,44 @@ pub async fn update(
     mut changes: UpdateProject,
 ) -> OpResult<Project> {
     let current = store.project(by, id).await?;
-    match changes.source.take() {
-        None => {}
+    // Checked first and applied once the rest is written, so a refused change changes nothing.
+    let source = changes.source.take();
+    match &source {
+        Some(ProjectSource::Git(_)) if changes.path.is_some() => {
+            return Err(OpError::Invalid(
+                "a project deployed from Git takes no path".into(),
+            ));
+        }
         Some(ProjectSource::Git(source)) => {
-            if changes.path.is_some() {
-                return Err(OpError::Invalid(
-                    "a project deployed from Git takes no path".into(),
-                ));
-            }
             changes.compose_file = Some(source.compose_file.clone());
-            super::sources::set(store, id, &source).await?;
         }
-        Some(ProjectSource::Directory) => {
-            if changes.path.is_none() && current.path == super::sources::NOT_CHECKED_OUT {
-                return Err(OpError::Invalid(
-                    "give the project's path on the agent's host with the directory source".into(),
-                ));
-            }
-            super::sources::clear(store, id).await?;
+        Some(ProjectSource::Directory)
+            if changes.path.is_none() && current.path == super::sources::NOT_CHECKED_OUT =>
+        {
+            return Err(OpError::Invalid(
+                "give the project's path on the agent's host with the directory source".into(),
+            ));
         }
+        Some(ProjectSource::Directory) | None => {}
     }
+    let mut project = update_row(store, by, id, current, changes).await?;
+    match source {
+        None => {}
+        Some(ProjectSource::Git(source)) => super::sources::set(store, id, &source).await?,
+        Some(ProjectSource::Directory) => super::sources::clear(store, id).await?,
+    }
+    super::sources::attach(store, &mut project).await?;
+    Ok(project)
+}
+
+/// The project's own row: name, agent, path and compose file.
+async fn update_row(
+    store: &Store,
+    by: &User,
+    id: ProjectId,
+    current: Project,
+    changes: UpdateProject,
+) -> OpResult<Project> {
     let agent = match changes.agent_id {
         Some(agent_id) => Some(agent_must_be_visible(store, by, agent_id).await?),
         None => None,
@@ -116,9 +134,7 @@ pub async fn update(
     let name = changes.name.as_ref().unwrap_or(&current.name);
     let agent_id = agent.as_ref().map_or(current.agent_id, |agent| agent.id);
     if *name == current.name && agent_id == current.agent_id {
-        let mut project = store.update_project(by, id, &changes).await?;
-        super::sources::attach(store, &mut project).await?;
-        return Ok(project);
+        return Ok(store.update_project(by, id, &changes).await?);
     }
     let agent = match agent {
         Some(agent) => agent,
@@ -126,10 +142,7 @@ pub async fn update(
     };
     name_must_be_free(store, by, &agent, name, Some(id)).await?;
     match store.update_project(by, id, &changes).await {
-        Ok(mut project) => {
-            super::sources::attach(store, &mut project).await?;
-            Ok(project)
-        }
+        Ok(project) => Ok(project),
         Err(error) => Err(explain_write(store, by, &agent, name, Some(id), error).await),
     }
 }
