@@ -20,6 +20,9 @@ ensure_system_packages() {
   command -v chromium >/dev/null || missing+=(chromium)
   command -v pip3 >/dev/null || missing+=(python3-pip)
   command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+  # Git project sources: the tests serve a repository with a real sshd and git's http-backend.
+  command -v git >/dev/null || missing+=(git)
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     apt_install "${missing[@]}"

@@ -40,6 +40,7 @@ async fn main() {
         up_timeout: Duration::from_secs(120),
         health_timeout: Duration::from_secs(60),
         settle: Duration::ZERO,
+        git_max_bytes: agent::git::DEFAULT_MAX_BYTES,
     };
     let compose = |args: &[&str]| {
         let mut argv = vec!["-p", name.as_str()];

@@ -49,6 +49,9 @@ pub struct DeployOptions {
     /// How long every container must stay up before the deploy counts as done: a container
     /// that is "running" for a moment and then crashes must fail the deploy, not pass it.
     pub settle: Duration,
+    /// The largest working copy of a Git project this host keeps (`STAGELY_GIT_MAX_BYTES`);
+    /// a job may ask for less.
+    pub git_max_bytes: u64,
 }
 
 /// A deploy to run: the same fields the server sends in `DeployPayload`.

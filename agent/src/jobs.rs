@@ -20,15 +20,17 @@
 
 use crate::compose::{self, ComposeError, ComposeProject};
 use crate::deploy::{self, DeployOptions, DeployRequest};
+use crate::git;
 use crate::lifecycle::{self, LifecycleRequest};
 use crate::logs::{self, LogRequest};
 use crate::runner::Redactor;
 use crate::states::{self, Refresh};
 use crate::wire;
 use shared::protocol::{
-    budget, Inspect, Inspected, JobEvent, JobUpdate, LifecyclePayload, StartLogs,
+    budget, DeployStep, Inspect, Inspected, JobEvent, JobUpdate, LifecyclePayload, StartLogs,
 };
 use shared::runtime::ServiceImage;
+use shared::source::{CheckoutReport, GitCheckout};
 use shared::{AgentToServer, DeployPayload, JobId, ProjectName, ServerToAgent};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -59,6 +61,8 @@ enum JobState {
         message: String,
         /// What a successful deploy ran, replayed with its result.
         images: Vec<ServiceImage>,
+        /// The commit a deploy from Git checked out.
+        checkout: Option<CheckoutReport>,
     },
 }
 
@@ -81,6 +85,8 @@ struct LedgerEntry {
     /// Added after the first ledgers were written: missing in those.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     images: Vec<ServiceImage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkout: Option<CheckoutReport>,
 }
 
 impl Ledger {
@@ -101,11 +107,13 @@ impl Ledger {
                     success,
                     message: entry.message,
                     images: entry.images,
+                    checkout: entry.checkout,
                 },
                 None => JobState::Finished {
                     success: false,
                     message: "the agent restarted while this job was running; run it again".into(),
                     images: Vec::new(),
+                    checkout: None,
                 },
             };
             ledger.insert(entry.job_id, state);
@@ -141,19 +149,26 @@ impl Ledger {
             .order
             .iter()
             .filter_map(|job_id| {
-                let (success, message, images) = match self.jobs.get(job_id)? {
-                    JobState::Running => (None, String::new(), Vec::new()),
+                let (success, message, images, checkout) = match self.jobs.get(job_id)? {
+                    JobState::Running => (None, String::new(), Vec::new(), None),
                     JobState::Finished {
                         success,
                         message,
                         images,
-                    } => (Some(*success), message.clone(), images.clone()),
+                        checkout,
+                    } => (
+                        Some(*success),
+                        message.clone(),
+                        images.clone(),
+                        checkout.clone(),
+                    ),
                 };
                 Some(LedgerEntry {
                     job_id: *job_id,
                     success,
                     message,
                     images,
+                    checkout,
                 })
             })
             .collect();
@@ -280,6 +295,7 @@ impl Executor {
                 success,
                 message,
                 images,
+                checkout,
             } = state
             {
                 // A ledger written by an older agent may hold a longer message.
@@ -288,6 +304,7 @@ impl Executor {
                     success,
                     message,
                     images,
+                    checkout,
                 };
                 let _ = events.send(update(job_id, finished)).await;
             }
@@ -311,6 +328,7 @@ impl Executor {
         success: bool,
         message: String,
         images: Vec<ServiceImage>,
+        checkout: Option<CheckoutReport>,
     ) {
         lock(&self.ledger).remember(
             job_id,
@@ -318,12 +336,14 @@ impl Executor {
                 success,
                 message: message.clone(),
                 images: images.clone(),
+                checkout: checkout.clone(),
             },
         );
         let finished = JobEvent::Finished {
             success,
             message,
             images,
+            checkout,
         };
         let _ = self.events.send(update(job_id, finished)).await;
     }
@@ -356,7 +376,8 @@ impl Executor {
                 (false, message)
             }
         };
-        self.finish(job_id, success, message, Vec::new()).await;
+        self.finish(job_id, success, message, Vec::new(), None)
+            .await;
     }
 
     async fn run_deploy(&self, job: DeployPayload) {
@@ -364,16 +385,22 @@ impl Executor {
         let project_lock = self.project_lock(&job.project);
         let _serialized = project_lock.lock().await;
 
-        let request = DeployRequest {
-            project: &job.project,
-            directory: Path::new(&job.directory),
-            compose_file: job.compose_file.as_deref(),
-            secrets: &job.secrets,
-            project_id: job.project_id,
-            pinned_images: &job.pinned_images,
+        let (result, checkout) = match &job.source {
+            None => {
+                let request = DeployRequest {
+                    project: &job.project,
+                    directory: Path::new(&job.directory),
+                    compose_file: job.compose_file.as_deref(),
+                    secrets: &job.secrets,
+                    project_id: job.project_id,
+                    pinned_images: &job.pinned_images,
+                };
+                let result =
+                    deploy::deploy(&request, &self.options, |event| self.emit(job_id, event)).await;
+                (result.map_err(|error| error.to_string()), None)
+            }
+            Some(source) => self.deploy_from_git(&job, source).await,
         };
-        let result =
-            deploy::deploy(&request, &self.options, |event| self.emit(job_id, event)).await;
         if let Some(project_id) = job.project_id {
             self.refresh.project(project_id);
         }
@@ -383,18 +410,89 @@ impl Executor {
                 format!("{} container(s) running", deployed.containers.len()),
                 deployed.images,
             ),
-            Err(error) => (
-                false,
-                wire::cut(&error.to_string(), budget::MESSAGE),
-                Vec::new(),
-            ),
+            Err(error) => (false, wire::cut(&error, budget::MESSAGE), Vec::new()),
         };
         if success {
             tracing::info!(%job_id, project = %job.project, "deploy succeeded");
         } else {
             tracing::warn!(%job_id, project = %job.project, %message, "deploy failed");
         }
-        self.finish(job_id, success, message, images).await;
+        self.finish(job_id, success, message, images, checkout)
+            .await;
+    }
+
+    /// Checks the project's repository out into its working copy, then deploys from it: the
+    /// compose project may not reach outside the working copy. The commit is reported whether
+    /// the deploy then worked or not.
+    async fn deploy_from_git(
+        &self,
+        job: &DeployPayload,
+        source: &GitCheckout,
+    ) -> (Result<deploy::Deployed, String>, Option<CheckoutReport>) {
+        let job_id = job.job_id;
+        let Some(project_id) = job.project_id else {
+            return (
+                Err("a deploy from Git needs the project's id (the server is too old)".into()),
+                None,
+            );
+        };
+        let layout = git::Layout::new(&self.options.private_dir, project_id);
+        let masked = job
+            .secrets
+            .iter()
+            .map(|secret| secret.value.expose().to_string())
+            .chain(git::secrets_of(source));
+        let redactor = Redactor::new(masked);
+        self.emit(
+            job_id,
+            JobEvent::Step {
+                name: DeployStep::Checkout,
+            },
+        );
+        let mut source = source.clone();
+        source.max_bytes = match source.max_bytes {
+            0 => self.options.git_max_bytes,
+            asked => asked.min(self.options.git_max_bytes),
+        };
+        let source = &source;
+        let checked = git::checkout(source, &layout, &redactor, |line| {
+            let line = wire::cut(&line, budget::LINE);
+            self.emit(job_id, JobEvent::Output { line });
+        })
+        .await;
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(error) => return (Err(error.to_string()), None),
+        };
+        self.emit(
+            job_id,
+            JobEvent::Output {
+                line: wire::cut(
+                    &format!(
+                        "checked out {} ({}) by {}",
+                        checked.report.commit.sha,
+                        checked.report.commit.subject,
+                        checked.report.commit.author
+                    ),
+                    budget::LINE,
+                ),
+            },
+        );
+        let mut options = (*self.options).clone();
+        options.allowed_roots = vec![checked.root.clone()];
+        let request = DeployRequest {
+            project: &job.project,
+            directory: &checked.directory,
+            compose_file: source.compose_file.as_ref().map(|file| file.as_str()),
+            secrets: &job.secrets,
+            project_id: job.project_id,
+            pinned_images: &job.pinned_images,
+        };
+        let result = deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
+        (
+            result.map_err(|error| error.to_string()),
+            Some(checked.report),
+        )
     }
 
     fn start_logs(&self, request: StartLogs) {
@@ -550,6 +648,7 @@ mod inspect_tests {
             up_timeout: Duration::from_secs(1),
             health_timeout: Duration::from_secs(1),
             settle: Duration::ZERO,
+            git_max_bytes: crate::git::DEFAULT_MAX_BYTES,
         };
         let (executor, mut events) = Executor::new(options, None);
         let request_id = JobId(uuid::Uuid::new_v4());
@@ -590,6 +689,7 @@ mod inspect_tests {
             up_timeout: Duration::from_secs(1),
             health_timeout: Duration::from_secs(1),
             settle: Duration::ZERO,
+            git_max_bytes: crate::git::DEFAULT_MAX_BYTES,
         };
         let (executor, mut events) = Executor::new(options, None);
         // Log streams hold every read permit, and a burst of log lines fills the queue.
@@ -660,6 +760,7 @@ mod ledger_tests {
                 success: true,
                 message: "1 container(s) running".into(),
                 images: images.clone(),
+                checkout: None,
             },
         );
         match Ledger::load(ledger_file.clone()).jobs.get(&job) {
@@ -679,6 +780,7 @@ mod ledger_tests {
                 success: false,
                 message,
                 images,
+                ..
             }) => assert!(message == "boom" && images.is_empty()),
             other => panic!("{other:?}"),
         }

@@ -8,6 +8,7 @@ pub mod claim;
 pub mod compose;
 pub mod deploy;
 pub mod engine;
+pub mod git;
 pub mod health;
 pub mod images;
 pub mod jobs;

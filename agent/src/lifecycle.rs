@@ -323,6 +323,7 @@ mod tests {
             up_timeout: std::time::Duration::from_secs(1),
             health_timeout: std::time::Duration::from_secs(1),
             settle: std::time::Duration::ZERO,
+            git_max_bytes: crate::git::DEFAULT_MAX_BYTES,
         };
         let mut events = Vec::new();
         let error = run(
@@ -352,6 +353,7 @@ mod tests {
             up_timeout: std::time::Duration::from_secs(1),
             health_timeout: std::time::Duration::from_secs(1),
             settle: std::time::Duration::ZERO,
+            git_max_bytes: crate::git::DEFAULT_MAX_BYTES,
         };
         let mut events = Vec::new();
         let error = run(

@@ -438,6 +438,7 @@ mod tests {
             up_timeout: Duration::from_secs(1),
             health_timeout: Duration::from_secs(1),
             settle: Duration::ZERO,
+            git_max_bytes: crate::git::DEFAULT_MAX_BYTES,
         };
         Executor::new(options, None)
     }

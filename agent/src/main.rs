@@ -337,14 +337,30 @@ fn prepared_state_dir() -> anyhow::Result<PathBuf> {
 
 /// How this host deploys; the private directory is swept of files left by dead runs.
 fn deploy_options(detected: Option<Compose>, state: &Path) -> anyhow::Result<DeployOptions> {
+    let mut roots = allowed_roots(std::env::var_os("STAGELY_ALLOWED_ROOTS").as_deref())?;
+    if !roots.is_empty() {
+        // Lifecycle jobs and log streams of Git projects run in the agent's own checkouts.
+        roots.push(state.join("private").join("checkouts"));
+    }
     Ok(DeployOptions {
         compose: compose_setting(detected)?,
-        allowed_roots: allowed_roots(std::env::var_os("STAGELY_ALLOWED_ROOTS").as_deref())?,
+        allowed_roots: roots,
         private_dir: swept_private_dir(state.join("private")),
         up_timeout: Duration::from_secs(600),
         health_timeout: Duration::from_secs(120),
         settle: Duration::from_millis(1500),
+        git_max_bytes: git_max_bytes(std::env::var("STAGELY_GIT_MAX_BYTES").ok().as_deref())?,
     })
+}
+
+/// `STAGELY_GIT_MAX_BYTES`: the largest working copy of a Git project, in bytes.
+fn git_max_bytes(setting: Option<&str>) -> anyhow::Result<u64> {
+    match setting {
+        None => Ok(agent::git::DEFAULT_MAX_BYTES),
+        Some(value) => value.trim().parse::<u64>().ok().filter(|bytes| *bytes > 0).with_context(|| {
+            format!("STAGELY_GIT_MAX_BYTES={value:?}: give the largest Git working copy in bytes, like 536870912")
+        }),
+    }
 }
 
 /// `STAGELY_COMPOSE` (v2 or v1) when set, else what was detected (v2 when in doubt).
@@ -381,7 +397,7 @@ fn allowed_roots(setting: Option<&OsStr>) -> anyhow::Result<Vec<PathBuf>> {
 /// The directory override files are written to, cleared of files left by dead runs, here and
 /// where older agents kept them by default.
 fn swept_private_dir(private_dir: PathBuf) -> PathBuf {
-    let swept = override_file::sweep(&private_dir);
+    let swept = override_file::sweep(&private_dir) + agent::git::sweep(&private_dir);
     if swept > 0 {
         tracing::info!(swept, dir = %private_dir.display(), "removed override files left by an earlier run");
     }

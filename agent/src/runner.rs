@@ -168,6 +168,8 @@ pub struct CommandSpec {
     current_dir: Option<PathBuf>,
     /// `None` for commands that run until cancelled (`logs -f`).
     timeout: Option<Duration>,
+    /// The child's whole environment, instead of [`CHILD_ENVIRONMENT`] from the agent's own.
+    environment: Option<Vec<(OsString, OsString)>>,
 }
 
 impl CommandSpec {
@@ -182,6 +184,7 @@ impl CommandSpec {
             args: args.into_iter().map(Into::into).collect(),
             current_dir: None,
             timeout: Some(Duration::from_secs(600)),
+            environment: None,
         }
     }
 
@@ -199,6 +202,22 @@ impl CommandSpec {
     /// Runs until it ends or the future is dropped; for streams such as `logs -f`.
     pub fn no_timeout(mut self) -> Self {
         self.timeout = None;
+        self
+    }
+
+    /// Gives the child exactly these variables and nothing of the agent's environment (`git`
+    /// runs with a private `HOME` and no user or system configuration).
+    pub fn environment<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        let vars = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.environment = Some(vars);
         self
     }
 
@@ -294,16 +313,23 @@ pub async fn run(
     child_command
         .args(&spec.args)
         .env_clear()
-        .envs(
-            CHILD_ENVIRONMENT
-                .iter()
-                .filter_map(|name| std::env::var_os(name).map(|value| (name, value))),
-        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    match &spec.environment {
+        Some(vars) => {
+            child_command.envs(vars.iter().map(|(k, v)| (k, v)));
+        }
+        None => {
+            child_command.envs(
+                CHILD_ENVIRONMENT
+                    .iter()
+                    .filter_map(|name| std::env::var_os(name).map(|value| (name, value))),
+            );
+        }
+    }
     if let Some(dir) = &spec.current_dir {
         child_command.current_dir(dir);
     }

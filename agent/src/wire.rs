@@ -240,6 +240,7 @@ mod tests {
                 success: false,
                 message,
                 images: Vec::new(),
+                checkout: None,
             },
         });
         let text = encode(&frame).unwrap();

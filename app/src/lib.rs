@@ -71,6 +71,18 @@ pub mod ssr {
         fn list_projects(&self, session: Session) -> Answer<'_, Vec<Project>>;
         fn create_project(&self, session: Session, body: CreateProject) -> Answer<'_, Project>;
         fn project(&self, session: Session, id: ProjectId) -> Answer<'_, Project>;
+        /// A new SSH deploy key for a Git project; the answer shows its public half.
+        fn generate_deploy_key(
+            &self,
+            session: Session,
+            id: ProjectId,
+        ) -> Answer<'_, shared::source::GitSourceView>;
+        /// Forgets a Git project's pinned SSH host key.
+        fn forget_host_key(
+            &self,
+            session: Session,
+            id: ProjectId,
+        ) -> Answer<'_, shared::source::GitSourceView>;
         /// The services the project's agent finds in its compose file.
         fn project_services(&self, session: Session, id: ProjectId)
             -> Answer<'_, Vec<ServiceName>>;

@@ -26,6 +26,20 @@ pub async fn get_project(id: ProjectId) -> Result<Project, ServerFnError> {
 }
 
 #[server]
+pub async fn generate_deploy_key(
+    project: ProjectId,
+) -> Result<shared::source::GitSourceView, ServerFnError> {
+    crate::call!(generate_deploy_key, project)
+}
+
+#[server]
+pub async fn forget_host_key(
+    project: ProjectId,
+) -> Result<shared::source::GitSourceView, ServerFnError> {
+    crate::call!(forget_host_key, project)
+}
+
+#[server]
 pub async fn deploy(project: ProjectId) -> Result<DeployAccepted, ServerFnError> {
     crate::call!(deploy, project)
 }
@@ -226,6 +240,7 @@ fn Project(id: ProjectId) -> impl IntoView {
                                         .and_then(Result::err)
                                         .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
                                 }}
+                                {project.source.clone().map(|source| view! { <GitSourcePanel project=id source /> })}
                                 <CurrentDeployment current live deployments />
                             </section>
                         }
@@ -245,6 +260,78 @@ fn Project(id: ProjectId) -> impl IntoView {
             <LogPanel buffer=logs />
         </section>
         <History deployments live started=follow />
+    }
+}
+
+/// A Git project's repository, its deploy key (generated on the server; the public half with a
+/// copy button, to add to the repository) and the SSH host key pinned at the first deploy.
+#[component]
+fn GitSourcePanel(project: ProjectId, source: shared::source::GitSourceView) -> impl IntoView {
+    let view_now = RwSignal::new(source.clone());
+    let generate = Action::new(move |_: &()| generate_deploy_key(project));
+    let forget = Action::new(move |_: &()| forget_host_key(project));
+    Effect::new(move |_| {
+        if let Some(Ok(updated)) = generate.value().get() {
+            view_now.set(updated);
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(updated)) = forget.value().get() {
+            view_now.set(updated);
+        }
+    });
+    let copied = RwSignal::new(false);
+    let copy = move |_| {
+        #[cfg(feature = "hydrate")]
+        if let Some(key) = view_now.get_untracked().deploy_public_key {
+            let _ = window().navigator().clipboard().write_text(&key);
+            copied.set(true);
+        }
+    };
+    let error = move || {
+        generate
+            .value()
+            .get()
+            .and_then(Result::err)
+            .or_else(|| forget.value().get().and_then(Result::err))
+            .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
+    };
+    view! {
+        <div class="git-source" data-testid="git-source">
+            <p>
+                "From Git: " <code data-testid="git-url">{source.source.url.to_string()}</code>
+                {source.source.git_ref.clone().map(|git_ref| view! { " · " <code>{git_ref.to_string()}</code> })}
+                {source.source.subdir.clone().map(|subdir| view! { " · " <code>{subdir.to_string()}</code> })}
+                {source.has_token.then_some(" · https token set")}
+            </p>
+            <div class="command">
+                {move || match view_now.get().deploy_public_key {
+                    Some(key) => view! {
+                        <pre><code data-testid="deploy-key">{key}</code></pre>
+                        <button class="btn" on:click=copy>
+                            {move || if copied.get() { "Copied" } else { "Copy" }}
+                        </button>
+                    }
+                        .into_any(),
+                    None => view! { <p class="muted">"No deploy key yet."</p> }.into_any(),
+                }}
+                <button class="btn" disabled=move || generate.pending().get() on:click=move |_| {
+                    copied.set(false);
+                    generate.dispatch(());
+                }>
+                    {move || if view_now.get().deploy_public_key.is_some() { "New deploy key" } else { "Generate deploy key" }}
+                </button>
+            </div>
+            {move || view_now.get().pinned_host_key.map(|key| view! {
+                <p>
+                    "Pinned host key: " <code data-testid="host-key">{key}</code>
+                    <button class="btn btn-quiet" on:click=move |_| { forget.dispatch(()); }>
+                        "Forget"
+                    </button>
+                </p>
+            })}
+            {error}
+        </div>
     }
 }
 
@@ -524,6 +611,14 @@ fn HistoryRow(
             <div class="history-row">
                 {move || view! { <StatusBadge status=status.get().0 /> }}
                 <span class="job" data-kind=deployment.kind.as_str()>{title}</span>
+                {deployment.commit.clone().map(|commit| {
+                    let short: String = commit.sha.chars().take(8).collect();
+                    view! {
+                        <span class="commit" data-testid="commit" title=format!("{} by {}", commit.sha, commit.author)>
+                            <code>{short}</code> " " {commit.subject}
+                        </span>
+                    }
+                })}
                 <span>{started_at}</span>
                 <span class="muted trigger" data-trigger=trigger_kind>{who}</span>
                 <span class="muted">{move || status.get().1.unwrap_or_default()}</span>

@@ -18,21 +18,64 @@ pub async fn list_projects() -> Result<Vec<Project>, ServerFnError> {
 }
 
 /// Adds a project; every field is checked on the server and a bad one is named in the error.
+/// The form sends the fields of the source it shows (the others are disabled): a repository
+/// makes a Git project.
 #[server]
 pub async fn add_project(
     name: String,
     agent_id: String,
-    path: String,
+    #[server(default)] path: String,
     compose_file: String,
+    #[server(default)] git_url: String,
+    #[server(default)] git_ref: String,
+    #[server(default)] subdir: String,
 ) -> Result<Project, ServerFnError> {
+    if !git_url.trim().is_empty() {
+        let field = |what: &'static str| {
+            move |error: shared::source::SourceError| ServerFnError::new(format!("{what}: {error}"))
+        };
+        let optional = |value: &str| {
+            Some(value.trim())
+                .filter(|value| !value.is_empty())
+                .map(str::to_string)
+        };
+        let source = shared::source::GitSource {
+            url: shared::source::GitUrl::parse(git_url).map_err(field("Repository"))?,
+            git_ref: optional(&git_ref)
+                .map(shared::source::GitRef::parse)
+                .transpose()
+                .map_err(field("Branch or tag"))?,
+            subdir: optional(&subdir)
+                .map(shared::source::RepoSubdir::parse)
+                .transpose()
+                .map_err(field("Directory in the repository"))?,
+            compose_file: optional(&compose_file)
+                .map(shared::ComposeFile::parse)
+                .transpose()
+                .map_err(|error| ServerFnError::new(format!("Compose file: {error}")))?,
+        };
+        let body = shared::api::CreateProject {
+            name: shared::ProjectName::parse(name.trim())
+                .map_err(|error| ServerFnError::new(format!("Name: {error}")))?,
+            agent_id: agent_id
+                .parse::<shared::AgentId>()
+                .map_err(|_| ServerFnError::new("Choose the server the project runs on."))?,
+            path: None,
+            compose_file: None,
+            source: Some(source),
+        };
+        return crate::call!(create_project, body);
+    }
     let body = shared::api::CreateProject {
         name: shared::ProjectName::parse(name.trim())
             .map_err(|error| ServerFnError::new(format!("Name: {error}")))?,
         agent_id: agent_id
             .parse::<shared::AgentId>()
             .map_err(|_| ServerFnError::new("Choose the server the project runs on."))?,
-        path: shared::ProjectPath::parse(path.trim())
-            .map_err(|error| ServerFnError::new(format!("Path: {error}")))?,
+        path: Some(
+            shared::ProjectPath::parse(path.trim())
+                .map_err(|error| ServerFnError::new(format!("Path: {error}")))?,
+        ),
         compose_file: match compose_file.trim() {
             "" => None,
             file => Some(
@@ -40,6 +83,7 @@ pub async fn add_project(
                     .map_err(|error| ServerFnError::new(format!("Compose file: {error}")))?,
             ),
         },
+        source: None,
     };
     crate::call!(create_project, body)
 }
@@ -74,6 +118,8 @@ pub fn ProjectsPage() -> impl IntoView {
         close_on_cleanup(feed);
     });
     let add = ServerAction::<AddProject>::new();
+    // The form shows the fields of the chosen source.
+    let from_git = RwSignal::new(false);
     let navigate = use_navigate();
     Effect::new(move |_| {
         if let Some(Ok(project)) = add.value().get() {
@@ -135,7 +181,25 @@ pub fn ProjectsPage() -> impl IntoView {
                     </select>
                 </label>
                 <label>
-                    "Directory on the server" <input name="path" placeholder="/srv/shop" required />
+                    "Source"
+                    <select on:change=move |event| from_git.set(event_target_value(&event) == "git")>
+                        <option value="directory">"A directory on the server"</option>
+                        <option value="git">"A Git repository"</option>
+                    </select>
+                </label>
+                <label style:display=move || if from_git.get() { "none" } else { "" }>
+                    "Directory on the server"
+                    <input name="path" placeholder="/srv/shop" required=move || !from_git.get() disabled=move || from_git.get() />
+                </label>
+                <label style:display=move || if from_git.get() { "" } else { "none" }>
+                    "Repository (https:// or ssh)"
+                    <input name="git_url" placeholder="git@github.com:acme/shop.git" required=move || from_git.get() disabled=move || !from_git.get() />
+                </label>
+                <label style:display=move || if from_git.get() { "" } else { "none" }>
+                    "Branch or tag (optional)" <input name="git_ref" placeholder="main" disabled=move || !from_git.get() />
+                </label>
+                <label style:display=move || if from_git.get() { "" } else { "none" }>
+                    "Directory in the repository (optional)" <input name="subdir" placeholder="deploy" disabled=move || !from_git.get() />
                 </label>
                 <label>
                     "Compose file (optional)"

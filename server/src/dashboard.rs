@@ -210,6 +210,26 @@ impl Dashboard for ServerDashboard {
         })
     }
 
+    fn generate_deploy_key(
+        &self,
+        session: Session,
+        id: ProjectId,
+    ) -> Answer<'_, shared::source::GitSourceView> {
+        self.as_user(session, move |state, user| async move {
+            ops::sources::generate_deploy_key(&state.store, &state.vault, &user, id).await
+        })
+    }
+
+    fn forget_host_key(
+        &self,
+        session: Session,
+        id: ProjectId,
+    ) -> Answer<'_, shared::source::GitSourceView> {
+        self.as_user(session, move |state, user| async move {
+            ops::sources::forget_host_key(&state.store, &user, id).await
+        })
+    }
+
     fn project_services(&self, session: Session, id: ProjectId) -> Answer<'_, Vec<ServiceName>> {
         self.as_user(session, move |state, user| async move {
             ops::projects::services(&state.store, &state.hub, &user, id).await

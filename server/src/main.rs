@@ -318,14 +318,19 @@ async fn rotate_key(config: Config) -> anyhow::Result<()> {
     let hooks = ops::webhooks::rotate_all(&store, &vault)
         .await
         .map_err(refused)?;
+    let sources = ops::sources::rotate_all(&store, &vault)
+        .await
+        .map_err(refused)?;
     eprintln!(
-        "Rotated {} secret(s), {} notification channel credential(s) and {} webhook secret(s) \
-         to key {}; {} were already under it. APP_MASTER_KEY_PREVIOUS can now be removed.",
+        "Rotated {} secret(s), {} notification channel credential(s), {} webhook secret(s) and \
+         {} Git credential(s) to key {}; {} were already under it. APP_MASTER_KEY_PREVIOUS can \
+         now be removed.",
         done.rotated,
         channels.rotated,
         hooks.rotated,
+        sources.rotated,
         vault.current_key_id(),
-        done.current + channels.current + hooks.current
+        done.current + channels.current + hooks.current + sources.current
     );
     store.close().await;
     Ok(())

@@ -55,6 +55,13 @@ pub enum VaultError {
         #[source]
         source: CryptoError,
     },
+    #[error("the Git source of project {project}, its {field}: {source}")]
+    Source {
+        project: ProjectId,
+        field: &'static str,
+        #[source]
+        source: CryptoError,
+    },
     #[error("notification channel {channel}, its {field}: {source}")]
     Channel {
         channel: ChannelId,
@@ -225,6 +232,47 @@ impl Vault {
     }
 }
 
+/// A row that holds one credential (not a secret value): a notification channel's URL or token,
+/// a push webhook's secret, a Git source's deploy key or token. Each names its own associated
+/// data, which never meets a secret's (a secret's first field is a bare project UUID; these
+/// start with their kind), and the error that names it without its value.
+pub trait CredentialRow: Copy {
+    fn aad(self) -> SecretAad;
+    fn error(self, source: CryptoError) -> VaultError;
+}
+
+/// Credentials, sealed like secret values and bound to their row.
+impl Vault {
+    pub fn seal_credential(&self, row: impl CredentialRow, value: &SecretValue) -> Vec<u8> {
+        self.keyring.encrypt(value.expose().as_bytes(), &row.aad())
+    }
+
+    pub fn open_credential(
+        &self,
+        row: impl CredentialRow,
+        stored: &[u8],
+    ) -> Result<SecretValue, VaultError> {
+        let plaintext = self
+            .keyring
+            .decrypt(stored, &row.aad())
+            .map_err(|source| row.error(source))?;
+        let value =
+            String::from_utf8(plaintext.to_vec()).map_err(|_| row.error(CryptoError::Forged))?;
+        Ok(SecretValue::new(value))
+    }
+
+    /// [`Vault::reseal`] for a credential.
+    pub fn reseal_credential(
+        &self,
+        row: impl CredentialRow,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        self.keyring
+            .reencrypt(stored, &row.aad())
+            .map_err(|source| row.error(source))
+    }
+}
+
 /// The row a notification channel's credential belongs to: its URL (Slack and Discord URLs
 /// embed a token), a webhook's signing secret or an ntfy token.
 #[derive(Clone, Copy, Debug)]
@@ -252,47 +300,23 @@ impl ChannelField {
     }
 }
 
-/// Notification channels' credentials, sealed like secret values and bound to their row.
-impl Vault {
-    pub fn seal_channel(&self, row: ChannelRow, value: &SecretValue) -> Vec<u8> {
-        self.keyring
-            .encrypt(value.expose().as_bytes(), &channel_aad(row))
+impl CredentialRow for ChannelRow {
+    /// `notification-channel/<owner id>`, the channel id, and the field.
+    fn aad(self) -> SecretAad {
+        SecretAad::new(
+            format!("notification-channel/{}", self.owner.0.hyphenated()),
+            self.channel.0.hyphenated().to_string(),
+            self.field.as_str(),
+        )
     }
 
-    pub fn open_channel(&self, row: ChannelRow, stored: &[u8]) -> Result<SecretValue, VaultError> {
-        let plaintext = self
-            .keyring
-            .decrypt(stored, &channel_aad(row))
-            .map_err(|source| channel_error(row, source))?;
-        let value = String::from_utf8(plaintext.to_vec())
-            .map_err(|_| channel_error(row, CryptoError::Forged))?;
-        Ok(SecretValue::new(value))
+    fn error(self, source: CryptoError) -> VaultError {
+        VaultError::Channel {
+            channel: self.channel,
+            field: self.field.as_str(),
+            source,
+        }
     }
-
-    /// [`Vault::reseal`] for a channel's credential.
-    pub fn reseal_channel(&self, row: ChannelRow, stored: &[u8]) -> Result<Vec<u8>, VaultError> {
-        self.keyring
-            .reencrypt(stored, &channel_aad(row))
-            .map_err(|source| channel_error(row, source))
-    }
-}
-
-fn channel_error(row: ChannelRow, source: CryptoError) -> VaultError {
-    VaultError::Channel {
-        channel: row.channel,
-        field: row.field.as_str(),
-        source,
-    }
-}
-
-/// `notification-channel/<owner id>` where a secret has its project id (always a bare UUID, so
-/// the two never meet), the channel id, and the field.
-fn channel_aad(row: ChannelRow) -> SecretAad {
-    SecretAad::new(
-        format!("notification-channel/{}", row.owner.0.hyphenated()),
-        row.channel.0.hyphenated().to_string(),
-        row.field.as_str(),
-    )
 }
 
 /// The row a push webhook's secret belongs to: its project and the hook's own id, so a sealed
@@ -303,46 +327,64 @@ pub struct HookRow<'a> {
     pub hook_id: &'a str,
 }
 
-/// Push webhooks' secrets, sealed like secret values and bound to their row.
-impl Vault {
-    pub fn seal_hook(&self, row: HookRow<'_>, value: &SecretValue) -> Vec<u8> {
-        self.keyring
-            .encrypt(value.expose().as_bytes(), &hook_aad(row))
+impl CredentialRow for HookRow<'_> {
+    /// `webhook/<project id>`, the hook id, and `secret`.
+    fn aad(self) -> SecretAad {
+        SecretAad::new(
+            format!("webhook/{}", self.project_id.0.hyphenated()),
+            self.hook_id,
+            "secret",
+        )
     }
 
-    pub fn open_hook(&self, row: HookRow<'_>, stored: &[u8]) -> Result<SecretValue, VaultError> {
-        let plaintext = self
-            .keyring
-            .decrypt(stored, &hook_aad(row))
-            .map_err(|source| hook_error(row, source))?;
-        let value = String::from_utf8(plaintext.to_vec())
-            .map_err(|_| hook_error(row, CryptoError::Forged))?;
-        Ok(SecretValue::new(value))
-    }
-
-    /// [`Vault::reseal`] for a hook's secret.
-    pub fn reseal_hook(&self, row: HookRow<'_>, stored: &[u8]) -> Result<Vec<u8>, VaultError> {
-        self.keyring
-            .reencrypt(stored, &hook_aad(row))
-            .map_err(|source| hook_error(row, source))
+    fn error(self, source: CryptoError) -> VaultError {
+        VaultError::Hook {
+            project: self.project_id,
+            source,
+        }
     }
 }
 
-fn hook_error(row: HookRow<'_>, source: CryptoError) -> VaultError {
-    VaultError::Hook {
-        project: row.project_id,
-        source,
+/// The row a Git source's credential belongs to: its project and which credential.
+#[derive(Clone, Copy, Debug)]
+pub struct SourceRow {
+    pub project_id: ProjectId,
+    pub field: SourceField,
+}
+
+/// Which credential of a Git source a sealed value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceField {
+    Token,
+    SshKey,
+}
+
+impl SourceField {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::SshKey => "ssh_key",
+        }
     }
 }
 
-/// `webhook/<project id>` where a secret has its bare project id (so the two never meet), the
-/// hook id, and `secret`.
-fn hook_aad(row: HookRow<'_>) -> SecretAad {
-    SecretAad::new(
-        format!("webhook/{}", row.project_id.0.hyphenated()),
-        row.hook_id,
-        "secret",
-    )
+impl CredentialRow for SourceRow {
+    /// `project-source/<project id>`, `git`, and the field.
+    fn aad(self) -> SecretAad {
+        SecretAad::new(
+            format!("project-source/{}", self.project_id.0.hyphenated()),
+            "git",
+            self.field.as_str(),
+        )
+    }
+
+    fn error(self, source: CryptoError) -> VaultError {
+        VaultError::Source {
+            project: self.project_id,
+            field: self.field.as_str(),
+            source,
+        }
+    }
 }
 
 fn aad(row: SecretRow<'_>) -> SecretAad {

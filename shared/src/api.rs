@@ -88,6 +88,10 @@ pub struct Project {
     /// must be renamed; the mark goes with the rename.
     #[serde(default)]
     pub name_clash: bool,
+    /// A project deployed from a Git repository (its `path` is then the agent's checkout, or
+    /// a placeholder until the first deploy); `None`: from `path` on the host.
+    #[serde(default)]
+    pub source: Option<crate::source::GitSourceView>,
 }
 
 /// `POST /api/v1/projects`.
@@ -96,8 +100,10 @@ pub struct Project {
 pub struct CreateProject {
     pub name: ProjectName,
     pub agent_id: AgentId,
-    /// The project's directory on the agent's host.
-    pub path: ProjectPath,
+    /// The project's directory on the agent's host; required unless `source` is given (a Git
+    /// project lives in the agent's own checkout and takes no path).
+    #[serde(default)]
+    pub path: Option<ProjectPath>,
     /// The compose file inside `path`; missing, `null` or `""` means "as Compose finds it".
     #[serde(default, deserialize_with = "blank_as_none")]
     #[cfg_attr(
@@ -105,6 +111,9 @@ pub struct CreateProject {
         schemars(schema_with = "schema::blank_or::<ComposeFile>")
     )]
     pub compose_file: Option<ComposeFile>,
+    /// Deploy from this Git repository instead of a directory on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::source::GitSource>,
 }
 
 /// `PATCH /api/v1/projects/{id}`: only the fields given change.
@@ -129,6 +138,10 @@ pub struct UpdateProject {
         schemars(schema_with = "schema::empty_or::<ComposeFile>")
     )]
     pub compose_file: Option<Option<ComposeFile>>,
+    /// A new source: `"directory"` (with `path`, unless the project has one already) or
+    /// `{"git": {...}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::source::ProjectSource>,
 }
 
 /// `UpdateProject::compose_file` on the wire: `""` for "clear", a name for "set".
@@ -470,6 +483,9 @@ pub struct Deployment {
     /// What started it: a person (`manual`) or a push webhook (provider, commit, pusher).
     #[serde(default)]
     pub trigger: crate::webhooks::DeployTrigger,
+    /// The commit a deploy from Git checked out.
+    #[serde(default)]
+    pub commit: Option<crate::source::CommitInfo>,
 }
 
 /// The body of every API error: `{"error": {"code", "message"}}`.
@@ -948,7 +964,7 @@ mod tests {
             "compose_file": "compose.prod.yaml",
         });
         let create: CreateProject = serde_json::from_value(body.clone()).unwrap();
-        assert_eq!(create.path, "/srv/shop");
+        assert_eq!(create.path.as_ref().unwrap(), "/srv/shop");
         assert_eq!(serde_json::to_value(&create).unwrap(), body);
         for (body, why) in [
             (

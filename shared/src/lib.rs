@@ -13,6 +13,7 @@ pub mod notify;
 pub mod protocol;
 pub mod runtime;
 pub mod secret;
+pub mod source;
 pub mod transport;
 pub mod webhooks;
 

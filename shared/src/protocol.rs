@@ -282,6 +282,9 @@ pub enum JobEvent {
         message: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         images: Vec<ServiceImage>,
+        /// A deploy from a Git repository: the commit it checked out and the host key it met.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkout: Option<crate::source::CheckoutReport>,
     },
 }
 
@@ -299,6 +302,8 @@ pub enum DeployStep {
     Claim,
     /// `docker compose up`.
     Up,
+    /// Fetching and checking out the project's Git repository.
+    Checkout,
     /// Waiting for the containers to run and turn healthy.
     Health,
     /// A step named by a newer agent; never one of the names above (`From` maps those to
@@ -314,6 +319,7 @@ impl DeployStep {
             Self::Render => "render",
             Self::Claim => "claim",
             Self::Up => "up",
+            Self::Checkout => "checkout",
             Self::Health => "health",
             Self::Other(name) => name,
         }
@@ -327,6 +333,7 @@ impl From<&str> for DeployStep {
             "render" => Self::Render,
             "claim" => Self::Claim,
             "up" => Self::Up,
+            "checkout" => Self::Checkout,
             "health" => Self::Health,
             other => Self::Other(other.to_string()),
         }

@@ -113,6 +113,11 @@ pub struct DeployPayload {
     /// every listed image is still on the host and fails the job naming the first that is not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pinned_images: Vec<ServiceImage>,
+    /// A project whose source is a Git repository: the agent checks it out into its own state
+    /// directory and deploys from there (`directory` is then not used). Carries the
+    /// repository's credentials, which its `Debug` hides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Box<crate::source::GitCheckout>>,
 }
 
 #[cfg(test)]

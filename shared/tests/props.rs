@@ -98,6 +98,7 @@ fn server_to_agent() -> impl Strategy<Value = ServerToAgent> {
                 compose_file,
                 secrets,
                 project_id: None,
+                source: None,
                 pinned_images: Vec::new(),
             })
         });
@@ -178,6 +179,7 @@ fn agent_to_server() -> impl Strategy<Value = AgentToServer> {
             success,
             message,
             images: Vec::new(),
+            checkout: None,
         }),
     ];
     let job_update = (job_id(), event)

@@ -34,6 +34,7 @@ fn options(compose: Compose, private_dir: &Path) -> DeployOptions {
         up_timeout: Duration::from_secs(120),
         health_timeout: Duration::from_secs(30),
         settle: Duration::from_millis(1500),
+        git_max_bytes: agent::git::DEFAULT_MAX_BYTES,
     }
 }
 

@@ -28,6 +28,7 @@ fn executor_with_ledger(
             up_timeout: Duration::from_secs(120),
             health_timeout: Duration::from_secs(30),
             settle: Duration::from_millis(1500),
+            git_max_bytes: agent::git::DEFAULT_MAX_BYTES,
         },
         ledger,
     )
@@ -63,6 +64,7 @@ async fn a_job_sent_again_is_acknowledged_but_never_run_twice() {
         }],
         project_id: None,
         pinned_images: Vec::new(),
+        source: None,
     };
 
     // Sent, then re-sent while it runs (as after a reconnect).
@@ -110,6 +112,7 @@ async fn the_job_ledger_survives_an_agent_restart() {
         secrets: Vec::new(),
         project_id: None,
         pinned_images: Vec::new(),
+        source: None,
     };
     {
         let (executor, mut events) = executor_with_ledger(private.path(), Some(ledger.clone()));

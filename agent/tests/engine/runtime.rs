@@ -55,6 +55,7 @@ impl Agent {
                 up_timeout: Duration::from_secs(120),
                 health_timeout: Duration::from_secs(30),
                 settle: Duration::from_millis(500),
+                git_max_bytes: agent::git::DEFAULT_MAX_BYTES,
             },
             None,
         );
@@ -84,6 +85,7 @@ impl Agent {
                             success,
                             message,
                             images,
+                            ..
                         } => {
                             return Finished {
                                 success,
@@ -148,6 +150,7 @@ impl Agent {
             secrets: Vec::new(),
             project_id: Some(project_id),
             pinned_images,
+            source: None,
         };
         self.job(job_id, ServerToAgent::Deploy(payload)).await
     }
@@ -547,6 +550,7 @@ async fn a_resent_deploy_replays_its_images() {
         secrets: Vec::new(),
         project_id: Some(id),
         pinned_images: Vec::new(),
+        source: None,
     };
     let first = agent
         .job(job_id, ServerToAgent::Deploy(payload.clone()))

@@ -64,6 +64,7 @@ struct DeploymentRow {
     requested_by: Option<String>,
     images: Option<String>,
     trigger_info: Option<String>,
+    commit_info: Option<String>,
 }
 
 fn parse_kind(value: &str) -> Result<JobKind, DbError> {
@@ -115,13 +116,17 @@ impl TryFrom<DeploymentRow> for Deployment {
                 .trigger_info
                 .and_then(|trigger| serde_json::from_str(&trigger).ok())
                 .unwrap_or_default(),
+            commit: row
+                .commit_info
+                .and_then(|commit| serde_json::from_str(&commit).ok()),
         })
     }
 }
 
 const DEPLOYMENT_COLUMNS: &str =
     "d.id, d.project_id, d.job_id, d.status, d.message, d.created_at, d.updated_at, d.finished_at, \
-     d.kind, d.service, d.remove_volumes, d.redeploy_of, u.login AS requested_by, d.images, d.trigger_info";
+     d.kind, d.service, d.remove_volumes, d.redeploy_of, u.login AS requested_by, d.images, \
+     d.trigger_info, d.commit_info";
 /// Joined after `FROM deployments d` so `requested_by` reads as a login.
 const REQUESTER_JOIN: &str = "LEFT JOIN users u ON u.id = d.requested_by";
 const OPEN_STATUSES: &str = "('queued', 'sent', 'received', 'running')";

@@ -13,6 +13,7 @@ mod retention;
 mod secrets;
 mod services;
 mod sessions;
+mod sources;
 mod users;
 mod webhooks;
 
@@ -25,6 +26,7 @@ pub use secrets::{PreviousValue, StoredSecret, StoredVersion};
 pub use sessions::{
     LocalAccount, LoginAttempt, SessionClient, SessionRecord, MAX_USER_AGENT_CHARS,
 };
+pub use sources::{SourceColumn, StoredSource};
 pub use users::{ApiTokenRecord, DisableOutcome, User, UserRecord};
 pub use webhooks::{NewDelivery, StoredHook};
 

@@ -35,6 +35,8 @@ impl TryFrom<ProjectRow> for Project {
                 .map_err(decode)?,
             created_at: from_ms(row.created_at),
             name_clash: row.legacy_name_clash,
+            // Filled by `ops::sources::attach` from `project_sources`.
+            source: None,
         })
     }
 }
@@ -68,7 +70,7 @@ impl Store {
             .bind(owner.id.to_string())
             .bind(new.agent_id.to_string())
             .bind(new.name.as_str())
-            .bind(new.path.as_str())
+            .bind(new.path.as_ref().map(ProjectPath::as_str))
             .bind(new.compose_file.as_ref().map(ComposeFile::as_str))
             .bind(now_ms())
             .execute(pool)

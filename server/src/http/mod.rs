@@ -18,6 +18,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod projects;
 pub mod secrets;
+pub mod sources;
 pub mod users;
 pub mod webhooks;
 
@@ -241,6 +242,33 @@ pub fn routes() -> Vec<ApiRoute> {
             projects::delete,
         )
         .with_query(&[("down", "boolean"), ("remove_volumes", "boolean")]),
+        ApiRoute::new(
+            post.clone(),
+            "/projects/{id}/source/deploy-key",
+            "Generate a new SSH deploy key for a Git project; returns its public half to add to \
+             the repository (the private key never leaves the server but inside a deploy job)",
+            S::OK,
+            sources::generate_deploy_key,
+        )
+        .returns::<shared::source::GitSourceView>(),
+        ApiRoute::new(
+            Method::PUT,
+            "/projects/{id}/source/token",
+            "Set (or with an empty token remove) a Git project's https access token; it is never \
+             returned",
+            S::OK,
+            sources::set_token,
+        )
+        .takes::<shared::source::SetGitToken>()
+        .returns::<shared::source::GitSourceView>(),
+        ApiRoute::new(
+            delete.clone(),
+            "/projects/{id}/source/host-key",
+            "Forget a Git project's pinned SSH host key, so the next deploy trusts the key it meets",
+            S::OK,
+            sources::forget_host_key,
+        )
+        .returns::<shared::source::GitSourceView>(),
         ApiRoute::new(
             post.clone(),
             "/projects/{id}/actions",

@@ -179,7 +179,7 @@ impl Worker {
             .map_err(|error| Failure::Permanent(format!("unreadable notification: {error}")))?;
         let open = |field, stored: &[u8]| {
             self.vault
-                .open_channel(channel_row(&channel, field), stored)
+                .open_credential(channel_row(&channel, field), stored)
                 .map_err(|error| Failure::Permanent(error.to_string()))
         };
         let url = open(ChannelField::Url, &channel.url)?;

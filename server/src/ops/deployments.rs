@@ -290,10 +290,15 @@ pub async fn dispatch(
                 }
                 None => super::secrets::values_of_project(store, vault, project.id).await?,
             };
-            let pinned_images = match job.redeploy_of {
-                Some(earlier) => store.job(earlier).await?.images,
-                None => Vec::new(),
+            let (pinned_images, commit) = match job.redeploy_of {
+                Some(earlier) => {
+                    let earlier = store.job(earlier).await?;
+                    (earlier.images, earlier.commit.map(|commit| commit.sha))
+                }
+                None => (Vec::new(), None),
             };
+            // A Git project: the agent checks out the ref (or, for a redeploy, the very commit).
+            let source = super::sources::checkout_for_job(store, vault, project.id, commit).await?;
             ServerToAgent::Deploy(DeployPayload {
                 job_id,
                 project: project.name.clone(),
@@ -302,6 +307,7 @@ pub async fn dispatch(
                 secrets,
                 project_id: Some(project.id),
                 pinned_images,
+                source: source.map(Box::new),
             })
         }
         kind => ServerToAgent::Lifecycle(LifecyclePayload {
@@ -432,12 +438,18 @@ pub async fn record_update(
             success,
             message,
             images,
+            checkout,
         } => {
             let status = if success {
                 DeploymentStatus::Succeeded
             } else {
                 DeploymentStatus::Failed
             };
+            if let Some(report) = checkout.filter(|_| deploy) {
+                // Before the status moves: whoever sees it finish sees its commit.
+                let kept = super::sources::record_checkout(store, project, id, report, success);
+                log_failure(kept.await, id);
+            }
             if deploy && success && !images.is_empty() {
                 record_images(store, id, images).await;
             }

@@ -19,6 +19,7 @@ pub mod projects;
 pub mod retention;
 pub mod secrets;
 pub mod services;
+pub mod sources;
 pub mod throttle;
 pub mod users;
 pub mod webhooks;

@@ -249,13 +249,13 @@ pub async fn create_channel(
         created_at: time::OffsetDateTime::now_utc(),
     };
     let url = SecretValue::new(input.url.trim());
-    channel.url = vault.seal_channel(channel_row(&channel, ChannelField::Url), &url);
+    channel.url = vault.seal_credential(channel_row(&channel, ChannelField::Url), &url);
     channel.signing_secret = secret.as_ref().map(|secret| {
-        vault.seal_channel(channel_row(&channel, ChannelField::SigningSecret), secret)
+        vault.seal_credential(channel_row(&channel, ChannelField::SigningSecret), secret)
     });
     channel.token = token
         .as_ref()
-        .map(|token| vault.seal_channel(channel_row(&channel, ChannelField::Token), token));
+        .map(|token| vault.seal_credential(channel_row(&channel, ChannelField::Token), token));
     store.insert_channel(&channel).await?;
     tracing::info!(user = %by.login, channel_id = %channel.id, kind = channel.kind.as_str(), target = %channel.target, "notification channel added");
     Ok(ChannelCreated {
@@ -489,7 +489,7 @@ pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
                 done.current += 1;
                 continue;
             }
-            let resealed = vault.reseal_channel(channel_row(&channel, field), stored)?;
+            let resealed = vault.reseal_credential(channel_row(&channel, field), stored)?;
             match store
                 .replace_channel_ciphertext(channel.id, column, stored, &resealed)
                 .await

@@ -15,7 +15,8 @@ use shared::api::{
     CreateProject, DeleteProject, DeploymentStatus, LifecycleRequest, Project, UpdateProject,
 };
 use shared::runtime::LifecycleAction;
-use shared::{AgentId, ProjectId, ProjectName, ServiceName};
+use shared::source::ProjectSource;
+use shared::{AgentId, ProjectId, ProjectName, ProjectPath, ServiceName};
 use std::time::Duration;
 
 /// How long deleting a project waits for its containers to be taken down.
@@ -26,21 +27,57 @@ const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Creates a project on one of the person's agents. The path and compose file were checked when
 /// the input was parsed.
-pub async fn create(store: &Store, by: &User, input: CreateProject) -> OpResult<Project> {
+///
+/// A project with a Git `source` takes no path: it lives in its agent's checkout, whose path
+/// the first deploy records (until then it is [`super::sources::NOT_CHECKED_OUT`]).
+pub async fn create(store: &Store, by: &User, mut input: CreateProject) -> OpResult<Project> {
+    match (&input.source, &input.path) {
+        (Some(_), Some(_)) => {
+            return Err(OpError::Invalid(
+                "a project deployed from Git takes no path: the agent checks it out into its                  own directory"
+                    .into(),
+            ))
+        }
+        (None, None) => {
+            return Err(OpError::Invalid(
+                "give the project's path on the agent's host, or a Git source".into(),
+            ))
+        }
+        (Some(source), None) => {
+            input.path = Some(ProjectPath::parse(super::sources::NOT_CHECKED_OUT)?);
+            input.compose_file = source.compose_file.clone();
+        }
+        (None, Some(_)) => {}
+    }
     let agent = agent_must_be_visible(store, by, input.agent_id).await?;
     name_must_be_free(store, by, &agent, &input.name, None).await?;
-    match store.create_project(by, &input).await {
-        Ok(project) => Ok(project),
-        Err(error) => Err(explain_write(store, by, &agent, &input.name, None, error).await),
+    let mut project = match store.create_project(by, &input).await {
+        Ok(project) => project,
+        Err(error) => return Err(explain_write(store, by, &agent, &input.name, None, error).await),
+    };
+    if let Some(source) = &input.source {
+        if let Err(error) = super::sources::set(store, project.id, source).await {
+            // Nothing half-made: the project goes with its source.
+            let _ = store.delete_project(by, project.id).await;
+            return Err(error);
+        }
+        super::sources::attach(store, &mut project).await?;
     }
+    Ok(project)
 }
 
 pub async fn list(store: &Store, by: &User) -> OpResult<Vec<Project>> {
-    Ok(store.projects(by).await?)
+    let mut projects = store.projects(by).await?;
+    for project in &mut projects {
+        super::sources::attach(store, project).await?;
+    }
+    Ok(projects)
 }
 
 pub async fn show(store: &Store, by: &User, id: ProjectId) -> OpResult<Project> {
-    Ok(store.project(by, id).await?)
+    let mut project = store.project(by, id).await?;
+    super::sources::attach(store, &mut project).await?;
+    Ok(project)
 }
 
 /// Applies the given changes; a new agent must be one the person may see, and a new name or
@@ -49,9 +86,47 @@ pub async fn update(
     store: &Store,
     by: &User,
     id: ProjectId,
-    changes: UpdateProject,
+    mut changes: UpdateProject,
 ) -> OpResult<Project> {
     let current = store.project(by, id).await?;
+    // Checked first and applied once the rest is written, so a refused change changes nothing.
+    let source = changes.source.take();
+    match &source {
+        Some(ProjectSource::Git(_)) if changes.path.is_some() => {
+            return Err(OpError::Invalid(
+                "a project deployed from Git takes no path".into(),
+            ));
+        }
+        Some(ProjectSource::Git(source)) => {
+            changes.compose_file = Some(source.compose_file.clone());
+        }
+        Some(ProjectSource::Directory)
+            if changes.path.is_none() && current.path == super::sources::NOT_CHECKED_OUT =>
+        {
+            return Err(OpError::Invalid(
+                "give the project's path on the agent's host with the directory source".into(),
+            ));
+        }
+        Some(ProjectSource::Directory) | None => {}
+    }
+    let mut project = update_row(store, by, id, current, changes).await?;
+    match source {
+        None => {}
+        Some(ProjectSource::Git(source)) => super::sources::set(store, id, &source).await?,
+        Some(ProjectSource::Directory) => super::sources::clear(store, id).await?,
+    }
+    super::sources::attach(store, &mut project).await?;
+    Ok(project)
+}
+
+/// The project's own row: name, agent, path and compose file.
+async fn update_row(
+    store: &Store,
+    by: &User,
+    id: ProjectId,
+    current: Project,
+    changes: UpdateProject,
+) -> OpResult<Project> {
     let agent = match changes.agent_id {
         Some(agent_id) => Some(agent_must_be_visible(store, by, agent_id).await?),
         None => None,

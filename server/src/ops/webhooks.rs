@@ -95,11 +95,26 @@ impl std::fmt::Debug for DeliveryHeaders {
     }
 }
 
-/// The branch (or tag, or full ref) a project deploys from; `None` for a project whose
+/// The branch (or tag, or full ref) a push must be to deploy the project: its Git source's
+/// `ref`; for a source that follows the remote's default branch, the default branch the push's
+/// repository names (any branch when the sender does not say); `None` for a project whose
 /// source is a directory on its host, which has no branch: every branch push deploys it.
-/// The Git source fills this in from the project's `ref`.
-pub fn configured_branch(_project: &Project) -> Option<String> {
-    None
+async fn configured_branch(
+    store: &Store,
+    project: ProjectId,
+    delivery: &Delivery,
+) -> OpResult<Option<String>> {
+    Ok(
+        match super::sources::configured_branch(store, project).await? {
+            None => None,
+            Some(Some(git_ref)) => Some(git_ref.as_str().to_owned()),
+            Some(None) => delivery
+                .push
+                .as_ref()
+                .and_then(Push::default_branch)
+                .map(str::to_owned),
+        },
+    )
 }
 
 /// Creates the project's hook: a random id for its URL and a random secret, shown this once.
@@ -123,7 +138,7 @@ pub async fn create(
         hook_id: &id,
     };
     store
-        .create_webhook(project.id, &id, &vault.seal_hook(row, &secret))
+        .create_webhook(project.id, &id, &vault.seal_credential(row, &secret))
         .await?;
     tracing::info!(project_id = %project.id, hook_id = %id, "webhook created");
     let webhook = view(store, public_url, project.id).await?;
@@ -161,7 +176,7 @@ pub async fn rotate(
         hook_id: &hook.id,
     };
     store
-        .set_webhook_secret(&hook.id, &vault.seal_hook(row, &secret))
+        .set_webhook_secret(&hook.id, &vault.seal_credential(row, &secret))
         .await?;
     tracing::info!(project_id = %project.id, hook_id = %hook.id, "webhook secret rotated");
     let webhook = view(store, public_url, project.id).await?;
@@ -224,7 +239,7 @@ pub async fn receive(
     };
     // The caller is nobody yet: what failed (it names the project) goes to the log only.
     let secret = vault
-        .open_hook(row, &hook.secret)
+        .open_credential(row, &hook.secret)
         .map_err(|error| OpError::Internal(anyhow::Error::new(error)))?;
     let Some(provider) = verify(headers, body, &secret) else {
         return Err(OpError::Unauthorized(
@@ -235,7 +250,8 @@ pub async fn receive(
     // 4. What it asks for.
     let project = store.project_by_id(hook.project_id).await?;
     let delivery = Delivery::read(provider, headers, body)?;
-    let decision = decide(&delivery, configured_branch(&project).as_deref());
+    let configured = configured_branch(store, project.id, &delivery).await?;
+    let decision = decide(&delivery, configured.as_deref());
     // 5. Seen before?
     let delivery_id = delivery
         .id
@@ -470,7 +486,7 @@ pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
             project_id: hook.project_id,
             hook_id: &hook.id,
         };
-        let resealed = vault.reseal_hook(row, &hook.secret)?;
+        let resealed = vault.reseal_credential(row, &hook.secret)?;
         if store
             .replace_webhook_ciphertext(&hook.id, &hook.secret, &resealed)
             .await?
@@ -608,6 +624,29 @@ struct Push {
     user_name: Option<String>,
     #[serde(default)]
     sender: Option<Person>,
+    /// GitHub and Gitea: the repository, with its default branch.
+    #[serde(default)]
+    repository: Option<Repository>,
+    /// GitLab: the project, with its default branch.
+    #[serde(default)]
+    project: Option<Repository>,
+}
+
+impl Push {
+    /// The repository's default branch, as the sender names it.
+    fn default_branch(&self) -> Option<&str> {
+        [&self.repository, &self.project]
+            .into_iter()
+            .flatten()
+            .find_map(|repository| repository.default_branch.as_deref())
+            .filter(|branch| !branch.is_empty())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Repository {
+    #[serde(default)]
+    default_branch: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -857,6 +896,31 @@ mod tests {
         );
         assert_eq!(decide(&tag, None), Decision::Ignore("tag v1.2.0".into()));
         assert!(matches!(decide(&tag, Some("v1.2.0")), Decision::Deploy(_)));
+    }
+
+    #[test]
+    fn the_default_branch_is_read_from_the_repository_or_gitlabs_project() {
+        let github = push(
+            WebhookProvider::Github,
+            "push",
+            json!({"ref": "refs/heads/trunk", "repository": {"default_branch": "trunk"}}),
+        );
+        let gitlab = push(
+            WebhookProvider::Gitlab,
+            "Push Hook",
+            json!({"ref": "refs/heads/trunk", "project": {"default_branch": "develop"}}),
+        );
+        let silent = github_push("refs/heads/main");
+        let default = |delivery: &Delivery| {
+            delivery
+                .push
+                .as_ref()
+                .and_then(Push::default_branch)
+                .map(str::to_owned)
+        };
+        assert_eq!(default(&github).as_deref(), Some("trunk"));
+        assert_eq!(default(&gitlab).as_deref(), Some("develop"));
+        assert_eq!(default(&silent), None);
     }
 
     #[test]

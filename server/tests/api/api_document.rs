@@ -62,9 +62,13 @@ async fn the_openapi_document_carries_every_names_rule_and_the_numbers_ranges() 
         ("CreateSecret", "key", "EnvKey"),
         ("CreateAgent", "name", "AgentName"),
     ] {
-        // With a description of its own, a field's `$ref` sits in an `allOf`.
+        // With a description of its own, a field's `$ref` sits in an `allOf`; an optional
+        // field's (a Git project takes no path) in an `anyOf` with null.
         let field = &schemas[body]["properties"][field];
-        let reference = field.get("$ref").unwrap_or(&field["allOf"][0]["$ref"]);
+        let reference = field
+            .get("$ref")
+            .or_else(|| field["allOf"][0].get("$ref"))
+            .unwrap_or(&field["anyOf"][0]["$ref"]);
         assert_eq!(
             reference,
             &json!(format!("#/components/schemas/{name}")),

@@ -658,15 +658,15 @@ async fn a_key_rotation_reseals_channel_credentials_which_open_only_in_their_own
     let one = channels.iter().find(|c| c.id == first.channel.id).unwrap();
     let two = channels.iter().find(|c| c.id != first.channel.id).unwrap();
     let url = after
-        .open_channel(ops::channel_row(one, ChannelField::Url), &one.url)
+        .open_credential(ops::channel_row(one, ChannelField::Url), &one.url)
         .unwrap();
     assert_eq!(url.expose(), "https://example.com/one");
     // Copied into another row, or read as another field, a sealed URL does not open.
     assert!(after
-        .open_channel(ops::channel_row(two, ChannelField::Url), &one.url)
+        .open_credential(ops::channel_row(two, ChannelField::Url), &one.url)
         .is_err());
     assert!(after
-        .open_channel(ops::channel_row(one, ChannelField::SigningSecret), &one.url)
+        .open_credential(ops::channel_row(one, ChannelField::SigningSecret), &one.url)
         .is_err());
     store.close().await;
 }

@@ -120,6 +120,7 @@ async fn a_flooding_agent_is_throttled_while_another_persons_agent_reaches_their
             success: false,
             message: "z".repeat(200 * 1024),
             images: Vec::new(),
+            checkout: None,
         },
     };
     send_frame(&mut hostile, &AgentToServer::JobUpdate(finished)).await;

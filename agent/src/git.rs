@@ -1,0 +1,771 @@
+//! The working copy of a project deployed from a Git repository.
+//!
+//! Each project has one working copy in the agent's private directory
+//! (`<private>/checkouts/<project id>/repo`), never at a path a person chose. A checkout:
+//!
+//! 1. writes the run's credentials (an SSH deploy key, or a git config file holding the https
+//!    `Authorization` header) as 0600 files in the private directory, and the project's pinned
+//!    host key (if any) as its `known_hosts`; a [`Credentials`] guard removes the credential
+//!    files when the checkout ends, whichever way;
+//! 2. runs `git fetch --depth 1 -- <url> <ref or commit>` through the runner (argv only, a
+//!    cleared environment with a private `HOME`, no system or global configuration, no prompt,
+//!    only the https/http/ssh protocols), watching the working copy's size while it runs: over
+//!    the limit, the fetch is killed and the partial copy removed;
+//! 3. checks out the fetched commit (detached, forced, untracked files cleaned) and reads its
+//!    id, author and subject for the job's result, with the host key SSH pinned on first use.
+//!
+//! Every line of git's output passes the redactor, which knows the credentials.
+
+use crate::private_fs;
+use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
+use shared::source::{CheckoutReport, CommitInfo, GitCheckout, Transport};
+use shared::ProjectId;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The largest working copy (objects and files) a checkout may make unless the job says less.
+pub const DEFAULT_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// The longest a fetch may take unless the job says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The `PATH` git and ssh run with.
+const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Every credential file's name ends with this; [`sweep`] removes those a crash left.
+const CREDENTIAL_SUFFIX: &str = ".git-credential";
+
+/// Why a checkout failed; the message is what the deployment shows.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(
+        "the host key of {host} changed since it was pinned at the first deploy: if the server \
+         really changed its key, clear the pinned host key of the project and deploy again.\n{output}"
+    )]
+    HostKeyChanged { host: String, output: String },
+    #[error("`git {step}` failed (exit code {exit_code:?}):\n{output}")]
+    Failed {
+        step: &'static str,
+        exit_code: Option<i32>,
+        output: String,
+    },
+    #[error(
+        "the repository is over the size limit of {} MiB (it reached {} MiB); its copy was removed",
+        limit / (1024 * 1024),
+        size / (1024 * 1024)
+    )]
+    TooLarge { size: u64, limit: u64 },
+    #[error(transparent)]
+    Command(#[from] RunError),
+    #[error(transparent)]
+    Private(#[from] private_fs::PrivateDirError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GitError {
+    let what = what.into();
+    move |source| GitError::Io { what, source }
+}
+
+/// A finished checkout.
+#[derive(Debug)]
+pub struct CheckedOut {
+    /// The working copy's root: nothing of the project may resolve outside it.
+    pub root: PathBuf,
+    /// Where the compose file is (`root/subdir`).
+    pub directory: PathBuf,
+    pub report: CheckoutReport,
+}
+
+/// Where a project's working copy and its pinned host key live.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// `<private>/checkouts/<project id>`.
+    pub base: PathBuf,
+    /// The private directory credential files go to.
+    pub private_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(private_dir: &Path, project_id: ProjectId) -> Self {
+        Self {
+            base: private_dir.join("checkouts").join(project_id.to_string()),
+            private_dir: private_dir.to_owned(),
+        }
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.base.join("repo")
+    }
+    pub fn home(&self) -> PathBuf {
+        self.base.join("home")
+    }
+    pub fn known_hosts(&self) -> PathBuf {
+        self.base.join("known_hosts")
+    }
+}
+
+/// The run's credential files; dropping the guard (or [`Credentials::remove`]) deletes them.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    /// The SSH private key (0600).
+    pub ssh_key: Option<PathBuf>,
+    /// A git config file with the https `Authorization` header (0600).
+    pub http_config: Option<PathBuf>,
+}
+
+impl Credentials {
+    /// Writes the credentials `checkout` carries into `private_dir`.
+    pub fn write(checkout: &GitCheckout, private_dir: &Path) -> Result<Self, GitError> {
+        let mut credentials = Self::default();
+        let name = |kind: &str| {
+            private_dir.join(format!(
+                "{}.{:08x}.{kind}{CREDENTIAL_SUFFIX}",
+                std::process::id(),
+                rand::random::<u32>()
+            ))
+        };
+        if let Some(key) = &checkout.ssh_key {
+            let path = name("ssh-key");
+            let mut text = zeroize::Zeroizing::new(key.expose().trim_end().to_string());
+            text.push('\n');
+            private_fs::write_private_file(&path, text.as_bytes())?;
+            credentials.ssh_key = Some(path);
+        }
+        if let Some(token) = &checkout.token {
+            let path = name("http-config");
+            let user = checkout
+                .token_username
+                .as_deref()
+                .filter(|user| !user.is_empty())
+                .unwrap_or("x-access-token");
+            let header = zeroize::Zeroizing::new(basic_auth(user, token.expose()));
+            let config = zeroize::Zeroizing::new(format!(
+                "[http]\n\textraHeader = Authorization: Basic {}\n",
+                *header
+            ));
+            private_fs::write_private_file(&path, config.as_bytes())?;
+            credentials.http_config = Some(path);
+        }
+        Ok(credentials)
+    }
+
+    /// Removes the files now; what cannot be removed is logged (never its content).
+    pub fn remove(&mut self) {
+        for path in [self.ssh_key.take(), self.http_config.take()]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(error) = std::fs::remove_file(&path) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), %error, "could not remove a git credential file");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// `base64(user:token)`, as HTTP basic authentication sends it.
+pub fn basic_auth(user: &str, token: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"))
+}
+
+/// Removes credential files a crashed run left in `private_dir`; returns how many.
+pub fn sweep(private_dir: &Path) -> usize {
+    private_fs::remove_leftovers(private_dir, |name| name.ends_with(CREDENTIAL_SUFFIX)).unwrap_or(0)
+}
+
+/// The credential values to mask in every line: the token, its basic-auth form, the key.
+pub fn secrets_of(checkout: &GitCheckout) -> Vec<String> {
+    let mut values = Vec::new();
+    if let Some(token) = &checkout.token {
+        values.push(token.expose().to_string());
+        let user = checkout
+            .token_username
+            .as_deref()
+            .unwrap_or("x-access-token");
+        values.push(basic_auth(user, token.expose()));
+    }
+    if let Some(key) = &checkout.ssh_key {
+        values.extend(
+            key.expose()
+                .lines()
+                .filter(|line| line.len() >= 16 && !line.starts_with("-----"))
+                .map(str::to_string),
+        );
+    }
+    values
+}
+
+/// `value` quoted for the POSIX shell git runs `GIT_SSH_COMMAND` with.
+fn shell_quote(value: &Path) -> String {
+    format!("'{}'", value.to_string_lossy().replace('\'', r"'\''"))
+}
+
+/// The whole environment git runs with: nothing of the agent's own.
+pub fn environment(
+    layout: &Layout,
+    transport: Transport,
+    credentials: &Credentials,
+) -> Vec<(OsString, OsString)> {
+    let mut vars: Vec<(OsString, OsString)> = vec![
+        ("PATH".into(), PATH.into()),
+        ("HOME".into(), layout.home().into()),
+        ("LANG".into(), "C".into()),
+        ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+        ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+        ("GIT_CONFIG_GLOBAL".into(), "/dev/null".into()),
+        ("GIT_ASKPASS".into(), "/bin/false".into()),
+        ("SSH_ASKPASS".into(), "/bin/false".into()),
+        ("GIT_ALLOW_PROTOCOL".into(), "https:http:ssh".into()),
+        ("GIT_PROTOCOL_FROM_USER".into(), "0".into()),
+    ];
+    if transport == Transport::Ssh {
+        let mut ssh = String::from("ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes");
+        ssh.push_str(" -o StrictHostKeyChecking=accept-new -o HashKnownHosts=no");
+        ssh.push_str(" -o UserKnownHostsFile=");
+        ssh.push_str(&shell_quote(&layout.known_hosts()));
+        ssh.push_str(" -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=30");
+        match &credentials.ssh_key {
+            Some(key) => {
+                ssh.push_str(" -i ");
+                ssh.push_str(&shell_quote(key));
+            }
+            None => ssh.push_str(" -o IdentityFile=none"),
+        }
+        vars.push(("GIT_SSH_COMMAND".into(), ssh.into()));
+        vars.push(("GIT_SSH_VARIANT".into(), "ssh".into()));
+    }
+    vars
+}
+
+/// `git`'s arguments before the subcommand: the working copy, only the safe protocols, no
+/// hooks, and the https credentials' config file (its path only).
+pub fn global_args(repo: &Path, credentials: &Credentials) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["-C".into(), repo.into()];
+    for setting in [
+        "protocol.allow=never",
+        "protocol.https.allow=always",
+        "protocol.http.allow=always",
+        "protocol.ssh.allow=always",
+        "core.hooksPath=/dev/null",
+        "core.fsmonitor=false",
+        "credential.helper=",
+        "submodule.recurse=false",
+        "advice.detachedHead=false",
+    ] {
+        args.push("-c".into());
+        args.push(setting.into());
+    }
+    if let Some(config) = &credentials.http_config {
+        let mut include = OsString::from("include.path=");
+        include.push(config);
+        args.push("-c".into());
+        args.push(include);
+    }
+    args
+}
+
+/// The fetch: one commit, no tags, nothing recursive; `--` before the URL and what to fetch.
+pub fn fetch_args(checkout: &GitCheckout) -> Vec<OsString> {
+    let what = match (&checkout.commit, &checkout.git_ref) {
+        (Some(commit), _) => commit.clone(),
+        (None, Some(git_ref)) => git_ref.as_str().to_string(),
+        (None, None) => "HEAD".to_string(),
+    };
+    [
+        "fetch",
+        "--quiet",
+        "--depth",
+        "1",
+        "--no-tags",
+        "--no-recurse-submodules",
+    ]
+    .iter()
+    .map(OsString::from)
+    .chain([
+        OsString::from("--"),
+        OsString::from(checkout.url.as_str()),
+        OsString::from(what),
+    ])
+    .collect()
+}
+
+/// Fetches and checks out what `checkout` names for the project with `layout`.
+pub async fn checkout(
+    checkout: &GitCheckout,
+    layout: &Layout,
+    redactor: &Redactor,
+    mut on_line: impl FnMut(String),
+) -> Result<CheckedOut, GitError> {
+    if let Some(commit) = &checkout.commit {
+        if !CommitInfo::is_sha(commit) {
+            return Err(GitError::Refused(format!(
+                "{commit:?} is not a full commit id"
+            )));
+        }
+    }
+    for dir in [&layout.private_dir, &layout.base, &layout.home()] {
+        private_fs::ensure_private_dir(dir)?;
+    }
+    let known_hosts = layout.known_hosts();
+    let pinned = checkout
+        .known_hosts
+        .as_deref()
+        .map(str::trim)
+        .filter(|lines| !lines.is_empty());
+    match pinned {
+        Some(lines) => {
+            private_fs::write_private_file(&known_hosts, format!("{lines}\n").as_bytes())?
+        }
+        None => match std::fs::remove_file(&known_hosts) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io("clearing the project's known_hosts")(error)),
+        },
+    }
+
+    let mut credentials = Credentials::write(checkout, &layout.private_dir)?;
+    let result = fetch_and_check_out(checkout, layout, &credentials, redactor, &mut on_line).await;
+    credentials.remove();
+    let (repo, commit) = match result {
+        Ok(done) => done,
+        Err(GitError::Failed { output, .. })
+            if pinned.is_some() && output.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") =>
+        {
+            return Err(GitError::HostKeyChanged {
+                host: checkout.url.host().to_string(),
+                output,
+            });
+        }
+        Err(error) => return Err(error),
+    };
+    let host_key = match checkout.url.transport() {
+        Transport::Ssh => std::fs::read_to_string(&known_hosts)
+            .ok()
+            .map(|text| text.trim().to_string())
+            .filter(|text| !text.is_empty()),
+        Transport::Http => None,
+    };
+    let directory = match &checkout.subdir {
+        Some(subdir) => repo.join(subdir.as_str()),
+        None => repo.clone(),
+    };
+    Ok(CheckedOut {
+        report: CheckoutReport {
+            commit,
+            host_key,
+            directory: Some(directory.to_string_lossy().into_owned()),
+        },
+        root: repo,
+        directory,
+    })
+}
+
+async fn fetch_and_check_out(
+    checkout: &GitCheckout,
+    layout: &Layout,
+    credentials: &Credentials,
+    redactor: &Redactor,
+    on_line: &mut impl FnMut(String),
+) -> Result<(PathBuf, CommitInfo), GitError> {
+    let repo = layout.repo();
+    let env = environment(layout, checkout.url.transport(), credentials);
+    let git = |args: Vec<OsString>, timeout: Duration| {
+        CommandSpec::new(
+            "git",
+            global_args(&repo, credentials).into_iter().chain(args),
+        )
+        .environment(env.clone())
+        .timeout(timeout)
+    };
+    if !repo.join(".git").is_dir() {
+        private_fs::ensure_private_dir(&repo)?;
+        let init = CommandSpec::new("git", ["init", "--quiet", "--"])
+            .arg(&repo)
+            .environment(env.clone())
+            .timeout(Duration::from_secs(60));
+        run_step("init", &init, redactor, on_line).await?;
+    }
+
+    let limit = match checkout.max_bytes {
+        0 => DEFAULT_MAX_BYTES,
+        limit => limit,
+    };
+    let timeout = match checkout.timeout_secs {
+        0 => DEFAULT_TIMEOUT,
+        secs => Duration::from_secs(secs),
+    };
+    let quick = Duration::from_secs(120);
+    // A redeploy's commit may already be in the working copy (an earlier deploy fetched it):
+    // then nothing is fetched. Otherwise it is fetched by its id, and where the server does
+    // not hand out commits that are not a branch's tip, the ref is fetched deeper instead.
+    let have_commit = match &checkout.commit {
+        Some(sha) => {
+            let exists = git(
+                vec![
+                    "cat-file".into(),
+                    "-e".into(),
+                    format!("{sha}^{{commit}}").into(),
+                ],
+                quick,
+            );
+            runner::run(&exists, redactor, |_| {}).await?.success()
+        }
+        None => false,
+    };
+    if !have_commit {
+        let fetched = fetch_limited(
+            &git(fetch_args(checkout), timeout),
+            &repo,
+            limit,
+            redactor,
+            on_line,
+        )
+        .await;
+        let fetched = match fetched {
+            Err(GitError::Failed { output, .. })
+                if checkout.commit.is_some() && output.contains("unadvertised object") =>
+            {
+                let mut deeper = checkout.clone();
+                deeper.commit = None;
+                let mut args = fetch_args(&deeper);
+                if let Some(depth) = args.iter().position(|arg| arg == "1") {
+                    args[depth] = "200".into();
+                }
+                fetch_limited(&git(args, timeout), &repo, limit, redactor, on_line).await
+            }
+            other => other,
+        };
+        if let Err(error) = fetched {
+            if matches!(error, GitError::TooLarge { .. }) {
+                remove_copy(&repo);
+            }
+            return Err(error);
+        }
+    }
+
+    let wanted = match &checkout.commit {
+        Some(sha) => format!("{sha}^{{commit}}"),
+        None => "FETCH_HEAD^{commit}".to_string(),
+    };
+    let sha = capture(
+        "rev-parse",
+        &git(
+            vec![
+                "rev-parse".into(),
+                "--verify".into(),
+                "--end-of-options".into(),
+                wanted.into(),
+            ],
+            quick,
+        ),
+        redactor,
+    )
+    .await?;
+    let sha = sha.trim().to_string();
+    if !CommitInfo::is_sha(&sha) {
+        return Err(GitError::Refused(format!(
+            "git named the fetched commit {sha:?}"
+        )));
+    }
+    if let Some(wanted) = &checkout.commit {
+        if *wanted != sha {
+            return Err(GitError::Refused(format!(
+                "asked for commit {wanted} but the repository gave {sha}"
+            )));
+        }
+    }
+    let checkout_step = git(
+        vec![
+            "checkout".into(),
+            "--quiet".into(),
+            "--force".into(),
+            "--detach".into(),
+            sha.clone().into(),
+            "--".into(),
+        ],
+        quick,
+    );
+    run_step("checkout", &checkout_step, redactor, on_line).await?;
+    let clean = git(vec!["clean".into(), "-ffdxq".into()], quick);
+    run_step("clean", &clean, redactor, on_line).await?;
+    let size = dir_size(&repo);
+    if size > limit {
+        remove_copy(&repo);
+        return Err(GitError::TooLarge { size, limit });
+    }
+    let log = capture(
+        "log",
+        &git(
+            vec![
+                "log".into(),
+                "-1".into(),
+                "--format=%an <%ae>%n%s".into(),
+                sha.clone().into(),
+                "--".into(),
+            ],
+            quick,
+        ),
+        redactor,
+    )
+    .await?;
+    let mut lines = log.lines();
+    let author = lines.next().unwrap_or_default().to_string();
+    let subject = lines.next().unwrap_or_default().to_string();
+    Ok((
+        repo,
+        CommitInfo {
+            sha,
+            subject: crate::wire::cut(&subject, 1024),
+            author: crate::wire::cut(&author, 512),
+        },
+    ))
+}
+
+/// Runs a fetch while watching the working copy's size: over `limit`, the fetch is killed
+/// (dropping the run kills git's process group).
+async fn fetch_limited(
+    fetch: &CommandSpec,
+    repo: &Path,
+    limit: u64,
+    redactor: &Redactor,
+    on_line: &mut impl FnMut(String),
+) -> Result<(), GitError> {
+    let fetched = {
+        let run = run_step("fetch", fetch, redactor, on_line);
+        tokio::pin!(run);
+        let mut watch = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = watch.tick() => {
+                    let size = dir_size(repo);
+                    if size > limit {
+                        break Err(GitError::TooLarge { size, limit });
+                    }
+                }
+            }
+        }
+    };
+    let size = dir_size(repo);
+    match fetched {
+        Ok(()) if size > limit => Err(GitError::TooLarge { size, limit }),
+        other => other,
+    }
+}
+
+/// Runs one git step, streaming its lines; a non-zero exit is [`GitError::Failed`] with the
+/// last lines.
+async fn run_step(
+    step: &'static str,
+    spec: &CommandSpec,
+    redactor: &Redactor,
+    on_line: &mut impl FnMut(String),
+) -> Result<(), GitError> {
+    let mut tail = std::collections::VecDeque::new();
+    let output = runner::run(spec, redactor, |line| {
+        let text = match line {
+            OutputLine::Stdout(text) | OutputLine::Stderr(text) => text,
+        };
+        if tail.len() == 30 {
+            tail.pop_front();
+        }
+        tail.push_back(text.clone());
+        on_line(text);
+    })
+    .await?;
+    if output.success() {
+        Ok(())
+    } else {
+        Err(GitError::Failed {
+            step,
+            exit_code: output.exit_code,
+            output: Vec::from(tail).join("\n"),
+        })
+    }
+}
+
+/// Runs a git step that prints what it found, and returns its stdout.
+async fn capture(
+    step: &'static str,
+    spec: &CommandSpec,
+    redactor: &Redactor,
+) -> Result<String, GitError> {
+    let output = runner::run(spec, redactor, |_| {}).await?;
+    if output.success() {
+        Ok(output.stdout)
+    } else {
+        Err(GitError::Failed {
+            step,
+            exit_code: output.exit_code,
+            output: output.stderr.trim().to_string(),
+        })
+    }
+}
+
+/// Bytes under `dir`, not following symlinks.
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            if metadata.is_dir() {
+                pending.push(entry.path());
+            } else {
+                total += metadata.len();
+            }
+        }
+    }
+    total
+}
+
+fn remove_copy(repo: &Path) {
+    if let Err(error) = std::fs::remove_dir_all(repo) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %repo.display(), %error, "could not remove an oversized working copy");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::source::{GitRef, GitUrl};
+    use shared::SecretValue;
+
+    fn job(url: &str) -> GitCheckout {
+        GitCheckout {
+            url: GitUrl::parse(url).unwrap(),
+            git_ref: None,
+            commit: None,
+            subdir: None,
+            compose_file: None,
+            token: None,
+            token_username: None,
+            ssh_key: None,
+            known_hosts: None,
+            max_bytes: 0,
+            timeout_secs: 0,
+        }
+    }
+
+    fn strings(args: &[OsString]) -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_url_and_the_ref_come_after_a_double_dash() {
+        let mut checkout = job("https://example.com/shop.git");
+        checkout.git_ref = Some(GitRef::parse("release/1.2").unwrap());
+        let args = strings(&fetch_args(&checkout));
+        let dash = args.iter().position(|a| a == "--").unwrap();
+        assert_eq!(
+            &args[dash + 1..],
+            ["https://example.com/shop.git", "release/1.2"]
+        );
+        assert!(args.contains(&"--depth".to_string()));
+
+        let mut pinned = checkout.clone();
+        pinned.commit = Some("a".repeat(40));
+        assert_eq!(
+            strings(&fetch_args(&pinned)).last().unwrap(),
+            &"a".repeat(40)
+        );
+        assert_eq!(
+            strings(&fetch_args(&job("git@h:r.git"))).last().unwrap(),
+            "HEAD"
+        );
+    }
+
+    #[test]
+    fn credentials_never_reach_the_argv_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), ProjectId(uuid::Uuid::new_v4()));
+        let mut checkout = job("https://example.com/shop.git");
+        checkout.token = Some(SecretValue::new("ghp_SuperSecretToken123"));
+        checkout.ssh_key = Some(SecretValue::new(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\n-----END OPENSSH PRIVATE KEY-----",
+        ));
+        let credentials = Credentials::write(&checkout, dir.path()).unwrap();
+        let args = strings(&global_args(&layout.repo(), &credentials))
+            .into_iter()
+            .chain(strings(&fetch_args(&checkout)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let env = environment(&layout, Transport::Ssh, &credentials)
+            .into_iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let basic = basic_auth("x-access-token", "ghp_SuperSecretToken123");
+        for secret in [
+            "ghp_SuperSecretToken123",
+            basic.as_str(),
+            "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU",
+        ] {
+            assert!(!args.contains(secret), "{args}");
+            assert!(!env.contains(secret), "{env}");
+        }
+        assert!(args.contains("include.path="), "{args}");
+        assert!(env.contains("GIT_CONFIG_NOSYSTEM=1"));
+        assert!(env.contains("GIT_TERMINAL_PROMPT=0"));
+        assert!(env.contains("StrictHostKeyChecking=accept-new"));
+        assert!(env.contains("IdentitiesOnly=yes"));
+        assert!(
+            !env.contains("STAGELY"),
+            "nothing of the agent's environment"
+        );
+    }
+
+    #[test]
+    fn credential_files_are_private_and_removed_on_drop_and_by_the_sweep() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut checkout = job("https://example.com/shop.git");
+        checkout.token = Some(SecretValue::new("ghp_SuperSecretToken123"));
+        checkout.ssh_key = Some(SecretValue::new("key material"));
+        let credentials = Credentials::write(&checkout, dir.path()).unwrap();
+        let paths = [
+            credentials.ssh_key.clone().unwrap(),
+            credentials.http_config.clone().unwrap(),
+        ];
+        for path in &paths {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+        drop(credentials);
+        for path in &paths {
+            assert!(!path.exists(), "{} left behind", path.display());
+        }
+
+        let crashed = Credentials::write(&checkout, dir.path()).unwrap();
+        std::mem::forget(crashed);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert_eq!(sweep(dir.path()), 2);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn paths_in_the_ssh_command_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote(Path::new("/a b/it's")), r"'/a b/it'\''s'");
+    }
+}

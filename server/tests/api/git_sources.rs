@@ -1,0 +1,554 @@
+//! Projects deployed from a Git repository: a bare repository served by a real `sshd` (its own
+//! config, host key and port, key-only) that the test pushes commits to, a real agent that
+//! checks it out with the deploy key the server generated, and real containers.
+
+use crate::helpers::*;
+use reqwest::Method;
+use serde_json::json;
+use shared::api::{DeployAccepted, Deployment, DeploymentStatus, Project};
+use shared::source::GitSourceView;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::io::AsyncBufReadExt;
+
+const WEB_ONLY: &str = r#"services:
+  web:
+    image: {image}
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+"#;
+
+/// Runs the test's own `git` (never the agent's) and returns its stdout.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Ada Lovelace")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada Lovelace")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .expect("running git");
+    assert!(output.status.success(), "git {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A bare repository, a working clone to push from, and an `sshd` serving it on loopback.
+struct GitServer {
+    dir: TempDir,
+    port: u16,
+    sshd: Option<tokio::process::Child>,
+}
+
+impl GitServer {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("shop.git");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git(
+            dir.path(),
+            &["init", "--quiet", "--bare", "-b", "main", "shop.git"],
+        );
+        git(&work, &["init", "--quiet", "-b", "main"]);
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        std::fs::write(dir.path().join("authorized_keys"), "").unwrap();
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let mut server = Self {
+            dir,
+            port,
+            sshd: None,
+        };
+        server.new_host_key();
+        server.start_sshd().await;
+        server
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "ssh://root@127.0.0.1:{}{}",
+            self.port,
+            self.path("shop.git").display()
+        )
+    }
+
+    /// A new host key for the server (it takes effect at the next start).
+    fn new_host_key(&self) {
+        let key = self.path("host_key");
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(key.with_extension("pub"));
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn host_public_key(&self) -> String {
+        let text = std::fs::read_to_string(self.path("host_key.pub")).unwrap();
+        text.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Starts `sshd -D -e` and waits until it says it listens.
+    async fn start_sshd(&mut self) {
+        // sshd's privilege separation directory; a fresh machine may not have it.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nAuthorizedKeysFile {keys}\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile none\n\
+             LogLevel VERBOSE\n",
+            port = self.port,
+            key = self.path("host_key").display(),
+            keys = self.path("authorized_keys").display(),
+        );
+        std::fs::write(self.path("sshd_config"), config).unwrap();
+        let mut child = tokio::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(self.path("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting sshd");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let listening = format!("port {}", self.port);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("Server listening") && line.contains(&listening) {
+                    return;
+                }
+            }
+            panic!("sshd ended before listening");
+        })
+        .await
+        .expect("sshd listens");
+        // Keep reading its log so it never blocks on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if std::env::var("TEST_LOG").is_ok() {
+                    eprintln!("sshd: {line}");
+                }
+            }
+        });
+        self.sshd = Some(child);
+    }
+
+    async fn restart_with_new_host_key(&mut self) {
+        if let Some(mut sshd) = self.sshd.take() {
+            sshd.kill().await.unwrap();
+        }
+        self.new_host_key();
+        self.start_sshd().await;
+    }
+
+    fn authorize(&self, public_key: &str) {
+        std::fs::write(self.path("authorized_keys"), format!("{public_key}\n")).unwrap();
+    }
+
+    /// Commits `files` (name, content) with `message` and pushes to `main`; returns the sha.
+    fn commit(&self, files: &[(&str, &[u8])], message: &str) -> String {
+        let work = self.path("work");
+        for (name, content) in files {
+            std::fs::write(work.join(name), content).unwrap();
+            git(&work, &["add", "--", name]);
+        }
+        git(&work, &["commit", "--quiet", "-m", message]);
+        git(&work, &["push", "--quiet", "origin", "main"]);
+        git(&work, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+}
+
+/// Compose project names the test made; their containers are removed on drop.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            agent::testing::remove_project(name);
+        }
+    }
+}
+
+async fn deploy(api: &ApiClient, project: &Project) -> Deployment {
+    let accepted: DeployAccepted = api
+        .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
+        .await;
+    wait_for_deployment(api, accepted.deployment_id, Duration::from_secs(180)).await
+}
+
+/// Files the agent keeps in its private directory that hold credentials or secrets.
+fn leftovers(private: &Path) -> Vec<String> {
+    std::fs::read_dir(private)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".git-credential") || name.ends_with(".yml"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn set_source(api: &ApiClient, project: &Project, source: serde_json::Value) {
+    let body = json!({ "source": { "git": source } });
+    let (status, answer) = api
+        .call(
+            Method::PATCH,
+            &format!("/projects/{}", project.id),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// A failed deploy: its message says `why`, the containers are those that ran before and
+/// nothing with a credential is left in the agent's private directory.
+async fn fails_and_changes_nothing(
+    api: &ApiClient,
+    project: &Project,
+    private: &Path,
+    why: &[&str],
+    running: &[String],
+) -> Deployment {
+    let failed = deploy(api, project).await;
+    assert_eq!(failed.status, DeploymentStatus::Failed, "{failed:?}");
+    let message = failed.message.clone().unwrap_or_default();
+    assert!(
+        why.iter().any(|why| message.contains(why)),
+        "expected one of {why:?} in: {message}"
+    );
+    let mut now = agent::testing::container_ids(project.name.as_str()).await;
+    now.sort();
+    assert_eq!(now, running, "the running containers are untouched");
+    assert_eq!(
+        leftovers(private),
+        Vec::<String>::new(),
+        "nothing left on disk"
+    );
+    failed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
+    let image = agent::testing::test_image().await;
+    for db in TestDb::all().await {
+        let mut repo = GitServer::start().await;
+        let first = repo.commit(
+            &[(
+                "compose.yaml",
+                WEB_ONLY.replace("{image}", image).as_bytes(),
+            )],
+            "Add the web service",
+        );
+
+        let app = spawn_app(&db).await;
+        let (_, api) = app.user("alice").await;
+        let logs = tempfile::tempdir().unwrap();
+        let body = json!({"name": "host-1"});
+        let created: shared::api::AgentCreated =
+            api.expect(Method::POST, "/agents", Some(body), 201).await;
+        let _agent = AgentProcess::spawn_with(
+            &["--server", &app.url()],
+            &[
+                ("STAGELY_AGENT_TOKEN", created.token.as_str()),
+                ("STAGELY_GIT_MAX_BYTES", "1048576"),
+            ],
+            logs.path(),
+        );
+        let private = logs.path().join("agent-state/private");
+        let agent_id = created.agent.id;
+        eventually(Duration::from_secs(10), "the agent to connect", || async {
+            let agents: Vec<shared::api::AgentSummary> =
+                api.expect(Method::GET, "/agents", None, 200).await;
+            agents.iter().any(|agent| {
+                agent.id == agent_id && agent.status == shared::api::AgentStatus::Connected
+            })
+        })
+        .await;
+
+        let name = format!(
+            "stagely-git-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let _cleanup = Cleanup(vec![name.clone()]);
+        let body = json!({
+            "name": name,
+            "agent_id": agent_id,
+            "source": {"url": repo.url(), "ref": "main", "compose_file": "compose.yaml"},
+        });
+        let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+        let source = project
+            .source
+            .clone()
+            .expect("a Git project shows its source");
+        assert!(!source.has_token && source.deploy_public_key.is_none());
+
+        // The server makes the deploy key; only its public half ever comes back.
+        let (status, answer) = api
+            .call(
+                Method::POST,
+                &format!("/projects/{}/source/deploy-key", project.id),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(!answer.to_string().contains("PRIVATE"), "{answer}");
+        let view: GitSourceView = serde_json::from_value(answer).unwrap();
+        let public_key = view.deploy_public_key.expect("the public key is shown");
+        assert!(public_key.starts_with("ssh-ed25519 "), "{public_key}");
+        repo.authorize(&public_key);
+
+        // 1. The committed compose file runs, and the history names the commit.
+        let deployed = deploy(&api, &project).await;
+        assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        let commit = deployed.commit.clone().expect("the commit is recorded");
+        assert_eq!(commit.sha, first);
+        assert_eq!(commit.subject, "Add the web service");
+        assert_eq!(commit.author, "Ada Lovelace <ada@example.com>");
+        assert_eq!(agent::testing::container_ids(&name).await.len(), 1);
+        let shown: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        let pinned = shown
+            .source
+            .unwrap()
+            .pinned_host_key
+            .expect("pinned on first use");
+        assert!(pinned.contains(&repo.host_public_key()), "{pinned}");
+        assert!(
+            shown.path.as_str().starts_with(private.to_str().unwrap()),
+            "the project lives in the agent's own checkout: {}",
+            shown.path
+        );
+        assert_eq!(leftovers(&private), Vec::<String>::new());
+
+        // 2. A pushed commit that adds a service: the new service runs, the history says so.
+        let second = repo.commit(
+            &[(
+                "compose.yaml",
+                WEB_AND_WORKER.replace("{image}", image).as_bytes(),
+            )],
+            "Add a worker\n\nIt idles, for now.",
+        );
+        let deployed = deploy(&api, &project).await;
+        assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        let commit = deployed.commit.clone().unwrap();
+        assert_eq!(
+            (commit.sha.as_str(), commit.subject.as_str()),
+            (second.as_str(), "Add a worker")
+        );
+        assert_eq!(agent::testing::container_ids(&name).await.len(), 2);
+        let history: Vec<Deployment> = api
+            .expect(
+                Method::GET,
+                &format!("/projects/{}/deployments", project.id),
+                None,
+                200,
+            )
+            .await;
+        let shas: Vec<_> = history
+            .iter()
+            .filter_map(|deployment| deployment.commit.as_ref().map(|c| c.sha.clone()))
+            .collect();
+        assert_eq!(shas, [second.clone(), first.clone()], "newest first");
+        let first_deployment = history.last().unwrap().id;
+
+        // 3. A redeploy of the first deployment checks out exactly its commit.
+        let accepted: DeployAccepted = api
+            .expect(
+                Method::POST,
+                &format!("/deployments/{first_deployment}/redeploy"),
+                None,
+                202,
+            )
+            .await;
+        let redeployed =
+            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(180)).await;
+        assert_eq!(
+            redeployed.status,
+            DeploymentStatus::Succeeded,
+            "{redeployed:?}"
+        );
+        assert_eq!(redeployed.commit.unwrap().sha, first);
+        assert_eq!(agent::testing::container_ids(&name).await.len(), 1);
+
+        let deployed = deploy(&api, &project).await;
+        assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        let mut running = agent::testing::container_ids(&name).await;
+        running.sort();
+        assert_eq!(running.len(), 2);
+
+        // 4. What goes wrong fails the deploy with git's words and touches nothing.
+        let main = json!({"url": repo.url(), "ref": "main", "compose_file": "compose.yaml"});
+        set_source(
+            &api,
+            &project,
+            json!({"url": repo.url(), "ref": "no-such-branch", "compose_file": "compose.yaml"}),
+        )
+        .await;
+        fails_and_changes_nothing(
+            &api,
+            &project,
+            &private,
+            &["couldn't find remote ref", "no-such-branch"],
+            &running,
+        )
+        .await;
+
+        set_source(
+            &api,
+            &project,
+            json!({"url": repo.url(), "ref": "main", "compose_file": "missing.yaml"}),
+        )
+        .await;
+        fails_and_changes_nothing(&api, &project, &private, &["missing.yaml"], &running).await;
+        set_source(&api, &project, main.clone()).await;
+
+        // Incompressible bytes, so the fetch really grows past the agent's 1 MiB limit.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let big: Vec<u8> = (0..2 * 1024 * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        repo.commit(&[("big.bin", &big)], "Add a big file");
+        fails_and_changes_nothing(&api, &project, &private, &["over the size limit"], &running)
+            .await;
+        let work = repo.path("work");
+        git(&work, &["rm", "--quiet", "big.bin"]);
+        git(&work, &["commit", "--quiet", "-m", "Remove the big file"]);
+        git(
+            &work,
+            &["push", "--quiet", "--force", "origin", "HEAD~2:main"],
+        );
+
+        // A deploy key the repository does not know.
+        api.expect::<GitSourceView>(
+            Method::POST,
+            &format!("/projects/{}/source/deploy-key", project.id),
+            None,
+            200,
+        )
+        .await;
+        fails_and_changes_nothing(
+            &api,
+            &project,
+            &private,
+            &["Permission denied", "publickey"],
+            &running,
+        )
+        .await;
+        let view: GitSourceView = api
+            .expect(
+                Method::POST,
+                &format!("/projects/{}/source/deploy-key", project.id),
+                None,
+                200,
+            )
+            .await;
+        repo.authorize(&view.deploy_public_key.unwrap());
+        let deployed = deploy(&api, &project).await;
+        assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        running = agent::testing::container_ids(&name).await;
+        running.sort();
+
+        // The repository's server now shows another host key than the one pinned.
+        repo.restart_with_new_host_key().await;
+        fails_and_changes_nothing(
+            &api,
+            &project,
+            &private,
+            &["the host key of 127.0.0.1 changed"],
+            &running,
+        )
+        .await;
+        // Once the person says the change is real, the new key is trusted and pinned.
+        api.expect::<GitSourceView>(
+            Method::DELETE,
+            &format!("/projects/{}/source/host-key", project.id),
+            None,
+            200,
+        )
+        .await;
+        let deployed = deploy(&api, &project).await;
+        assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        let shown: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        let pinned = shown.source.unwrap().pinned_host_key.unwrap();
+        assert!(pinned.contains(&repo.host_public_key()), "{pinned}");
+
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn hostile_repository_urls_and_refs_are_refused_before_anything_runs() {
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        let (_, api) = app.user("mallory").await;
+        let (agent, project) = api.shop_project().await;
+        let marker = tempfile::tempdir().unwrap();
+        let pwned = marker.path().join("pwned");
+        let hostile_urls = [
+            format!("--upload-pack=touch {}", pwned.display()),
+            format!("ext::sh -c touch% {}", pwned.display()),
+            format!("file://{}", marker.path().display()),
+            marker.path().display().to_string(),
+            "ssh://-oProxyCommand=touch/repo".to_string(),
+        ];
+        for url in &hostile_urls {
+            let body = json!({
+                "name": "evil",
+                "agent_id": agent.agent.id,
+                "source": {"url": url},
+            });
+            let (status, answer) = api.call(Method::POST, "/projects", Some(body)).await;
+            assert!(status == 400 || status == 422, "{url}: {status} {answer}");
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("not accepted"), "{url}: {message}");
+        }
+        for git_ref in ["--upload-pack=touch /tmp/x", "-b", "main..dev"] {
+            let body =
+                json!({"source": {"git": {"url": "https://example.com/shop.git", "ref": git_ref}}});
+            let (status, answer) = api
+                .call(
+                    Method::PATCH,
+                    &format!("/projects/{}", project.id),
+                    Some(body),
+                )
+                .await;
+            assert!(
+                status == 400 || status == 422,
+                "{git_ref}: {status} {answer}"
+            );
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("not accepted"), "{git_ref}: {message}");
+        }
+        let projects: Vec<Project> = api.expect(Method::GET, "/projects", None, 200).await;
+        assert_eq!(projects.len(), 1, "nothing was created");
+        assert!(projects[0].source.is_none(), "nothing was changed");
+        assert!(!pwned.exists());
+        app.stop().await;
+    }
+}
