@@ -124,21 +124,33 @@ fn EmptyServers() -> impl IntoView {
 }
 
 /// "Add server": a join token with the one-line install command and a cloud-init file.
+///
+/// A plain form that posts to the server function without WASM, and dispatches the action
+/// with the field's value when hydrated. (`ActionForm` would do the same by decoding the form
+/// with `serde_qs`, code the Servers page, the first a person sees, need not download.)
 #[component]
 fn AddServer() -> impl IntoView {
+    use leptos::server_fn::ServerFn;
     let add = ServerAction::<AddServer>::new();
+    let name = NodeRef::<leptos::html::Input>::new();
+    let submit = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        let name = name.get().map(|input| input.value()).unwrap_or_default();
+        add.dispatch(AddServer { name });
+    };
     view! {
         <h2>"Add a server"</h2>
-        <ActionForm action=add attr:class="grid-form">
+        <form class="grid-form" method="post" action=AddServer::url() on:submit=submit>
             <label>
-                "Name (optional)" <input name="name" placeholder="the host's name" />
+                "Name (optional)"
+                <input name="name" placeholder="the host's name" node_ref=name />
             </label>
             <SubmitRow
                 label="Add server"
                 pending=add.pending()
                 error=Signal::derive(move || add.value().get().and_then(Result::err))
             />
-        </ActionForm>
+        </form>
         {move || add.value().get().and_then(Result::ok).map(|created| view! { <JoinInstructions created /> })}
     }
 }
