@@ -29,8 +29,10 @@ parts="${BENCH_PARTS:-load tti}"
 oha="${STAGELY_TOOLS_DIR:-$HOME/.cache/stagely-tools}/oha-$OHA_VERSION/bin/oha"
 if [[ " $parts " == *" load "* ]] && [ ! -x "$oha" ]; then
   say "installing oha $OHA_VERSION (a few minutes, once)"
-  # Plain http only (no TLS stack to build): it only ever talks to 127.0.0.1.
-  cargo install oha --version "$OHA_VERSION" --locked --no-default-features \
+  # With the system's OpenSSL rather than rustls (whose aws-lc takes long to build); it only
+  # ever talks plain http to 127.0.0.1, but oha does not build without a TLS stack.
+  if ! dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then apt_install libssl-dev pkg-config; fi
+  cargo install oha --version "$OHA_VERSION" --locked --no-default-features --features native-tls \
     --root "$(dirname "$(dirname "$oha")")"
 fi
 if ! command -v sqlite3 >/dev/null; then

@@ -1,6 +1,7 @@
 //! The Servers page: every registered agent with its live status.
 
 use crate::widgets::{format_time, SubmitRow};
+use leptos::either::EitherOf3;
 use leptos::prelude::*;
 use shared::api::{AgentStatus, AgentSummary, JoinTokenCreated};
 use shared::AgentId;
@@ -95,10 +96,12 @@ pub fn ServersPage() -> impl IntoView {
             </div>
             <Transition fallback=|| view! { <p class="muted">"Loading servers…"</p> }>
                 {move || Suspend::new(async move {
+                    // `EitherOf3` rather than `.into_any()`: an `AnyView` carries every
+                    // way of rendering its view (build, hydrate, hydrate_async, …) into the WASM.
                     match agents.await {
-                        Ok(list) if list.is_empty() => view! { <EmptyServers /> }.into_any(),
-                        Ok(list) => view! { <ServerTable agents=list live revoke /> }.into_any(),
-                        Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                        Ok(list) if list.is_empty() => EitherOf3::A(view! { <EmptyServers /> }),
+                        Ok(list) => EitherOf3::B(view! { <ServerTable agents=list live revoke /> }),
+                        Err(error) => EitherOf3::C(view! { <p class="error">{error.to_string()}</p> }),
                     }
                 })}
             </Transition>
