@@ -63,6 +63,9 @@ mod tests {
             format_time(datetime!(2025-12-01 00:30:00 +02:00)),
             "2025-11-30 22:30:00 UTC"
         );
-        assert_eq!(format_time(datetime!(0999-03-04 05:06:07 UTC)), "0999-03-04 05:06:07 UTC");
+        assert_eq!(
+            format_time(datetime!(0999-03-04 05:06:07 UTC)),
+            "0999-03-04 05:06:07 UTC"
+        );
     }
 }
