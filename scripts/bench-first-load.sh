@@ -5,10 +5,13 @@
 # again warm. Prints a Markdown table (docs/BENCHMARKS.md, "Dashboard first load").
 #
 #   scripts/bench-first-load.sh
+#   BENCH_NO_BUILD=1 scripts/bench-first-load.sh     reuse the last release build
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-cargo leptos build --release --split --precompress >&2
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  cargo leptos build --release --split --precompress >&2
+fi
 data=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
 STAGELY_DATA_DIR="$data" STAGELY_BIND="127.0.0.1:$port" STAGELY_SITE_ROOT="$ROOT/target/site" \

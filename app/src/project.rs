@@ -595,17 +595,23 @@ fn HistoryRow(
         let deployment = deployment.clone();
         Memo::new(move |_| status_of(live, &deployment))
     };
+    // The job's log, read each time it is opened (not a resource: a page of 200 jobs would
+    // otherwise render, serialise and hydrate 200 of them for logs nobody opened).
     let open = RwSignal::new(false);
-    let log = Resource::new(
-        move || open.get(),
-        move |open| async move {
-            if open {
-                deployment_log(id).await
-            } else {
-                Ok(Vec::new())
-            }
-        },
-    );
+    let log = RwSignal::new(None::<Result<Vec<DeploymentEvent>, ServerFnError>>);
+    let toggle_log = move |_| {
+        let opening = !open.get_untracked();
+        open.set(opening);
+        if opening {
+            log.set(None);
+            leptos::task::spawn_local(async move {
+                let read = deployment_log(id).await;
+                if open.try_get_untracked() == Some(true) {
+                    log.try_set(Some(read));
+                }
+            });
+        }
+    };
     view! {
         <li data-deployment-id=id.to_string()>
             <div class="history-row">
@@ -622,7 +628,7 @@ fn HistoryRow(
                 <span>{started_at}</span>
                 <span class="muted trigger" data-trigger=trigger_kind>{who}</span>
                 <span class="muted">{move || status.get().1.unwrap_or_default()}</span>
-                <button class="btn btn-quiet" on:click=move |_| open.update(|open| *open = !*open)>
+                <button class="btn btn-quiet" on:click=toggle_log>
                     {move || if open.get() { "Hide log" } else { "Log" }}
                 </button>
                 <Show when=move || can_redeploy && status.get().0 == DeploymentStatus::Succeeded>
@@ -639,14 +645,11 @@ fn HistoryRow(
             {(!images.is_empty()).then(|| view! { <p class="muted images">"Images: " {images.clone()}</p> })}
             {move || redeploy_error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
             <Show when=move || open.get()>
-                <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                    {move || Suspend::new(async move {
-                        match log.await {
-                            Ok(events) => view! { <EventLog events /> }.into_any(),
-                            Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
-                        }
-                    })}
-                </Transition>
+                {move || match log.get() {
+                    None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+                    Some(Ok(events)) => view! { <EventLog events /> }.into_any(),
+                    Some(Err(error)) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+                }}
             </Show>
         </li>
     }

@@ -1,6 +1,7 @@
 //! The Servers page: every registered agent with its live status.
 
 use crate::widgets::{format_time, SubmitRow};
+use leptos::either::EitherOf3;
 use leptos::prelude::*;
 use shared::api::{AgentStatus, AgentSummary, JoinTokenCreated};
 use shared::AgentId;
@@ -95,10 +96,12 @@ pub fn ServersPage() -> impl IntoView {
             </div>
             <Transition fallback=|| view! { <p class="muted">"Loading servers…"</p> }>
                 {move || Suspend::new(async move {
+                    // `EitherOf3` rather than `.into_any()`: an `AnyView` carries every
+                    // way of rendering its view (build, hydrate, hydrate_async, …) into the WASM.
                     match agents.await {
-                        Ok(list) if list.is_empty() => view! { <EmptyServers /> }.into_any(),
-                        Ok(list) => view! { <ServerTable agents=list live revoke /> }.into_any(),
-                        Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                        Ok(list) if list.is_empty() => EitherOf3::A(view! { <EmptyServers /> }),
+                        Ok(list) => EitherOf3::B(view! { <ServerTable agents=list live revoke /> }),
+                        Err(error) => EitherOf3::C(view! { <p class="error">{error.to_string()}</p> }),
                     }
                 })}
             </Transition>
@@ -124,21 +127,33 @@ fn EmptyServers() -> impl IntoView {
 }
 
 /// "Add server": a join token with the one-line install command and a cloud-init file.
+///
+/// A plain form that posts to the server function without WASM, and dispatches the action
+/// with the field's value when hydrated. (`ActionForm` would do the same by decoding the form
+/// with `serde_qs`, code the Servers page, the first a person sees, need not download.)
 #[component]
 fn AddServer() -> impl IntoView {
+    use leptos::server_fn::ServerFn;
     let add = ServerAction::<AddServer>::new();
+    let name = NodeRef::<leptos::html::Input>::new();
+    let submit = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        let name = name.get().map(|input| input.value()).unwrap_or_default();
+        add.dispatch(AddServer { name });
+    };
     view! {
         <h2>"Add a server"</h2>
-        <ActionForm action=add attr:class="grid-form">
+        <form class="grid-form" method="post" action=AddServer::url() on:submit=submit>
             <label>
-                "Name (optional)" <input name="name" placeholder="the host's name" />
+                "Name (optional)"
+                <input name="name" placeholder="the host's name" node_ref=name />
             </label>
             <SubmitRow
                 label="Add server"
                 pending=add.pending()
                 error=Signal::derive(move || add.value().get().and_then(Result::err))
             />
-        </ActionForm>
+        </form>
         {move || add.value().get().and_then(Result::ok).map(|created| view! { <JoinInstructions created /> })}
     }
 }

@@ -2,8 +2,7 @@
 //! reads, and how a time is shown.
 
 use leptos::prelude::*;
-use time::macros::format_description;
-use time::OffsetDateTime;
+use time::{OffsetDateTime, UtcOffset};
 
 /// A form's submit button, disabled while the form is sent, with the server's error beside it.
 #[component]
@@ -35,8 +34,38 @@ pub fn error_text(error: &ServerFnError) -> String {
     }
 }
 
-/// A moment as the dashboard shows it: `2025-01-31 14:05:09 UTC`.
+/// A moment as the dashboard shows it: `2025-01-31 14:05:09 UTC`. Written out by hand rather
+/// than with `time`'s format descriptions, whose formatting machinery would otherwise be part
+/// of every page's WASM.
 pub fn format_time(at: OffsetDateTime) -> String {
-    let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
-    at.format(format).unwrap_or_default()
+    let at = at.to_offset(UtcOffset::UTC);
+    let (hour, minute, second) = at.to_hms();
+    format!(
+        "{:04}-{:02}-{:02} {hour:02}:{minute:02}:{second:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_moment_reads_in_utc_with_padded_fields() {
+        assert_eq!(
+            format_time(datetime!(2025-01-31 04:05:09.75 UTC)),
+            "2025-01-31 04:05:09 UTC"
+        );
+        assert_eq!(
+            format_time(datetime!(2025-12-01 00:30:00 +02:00)),
+            "2025-11-30 22:30:00 UTC"
+        );
+        assert_eq!(
+            format_time(datetime!(0999-03-04 05:06:07 UTC)),
+            "0999-03-04 05:06:07 UTC"
+        );
+    }
 }

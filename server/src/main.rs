@@ -11,6 +11,11 @@ use server::AppState;
 use shared::api::CreateAgent;
 use shared::{AgentName, Login};
 
+/// Server-side rendering allocates and frees many small objects per page; glibc's malloc took
+/// about a quarter of a page view's CPU (docs/BENCHMARKS.md, "Page speed").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ENVIRONMENT_HELP: &str = "\
 Configuration (environment variables):
   STAGELY_BIND            address to listen on                [default: 127.0.0.1:3000]
