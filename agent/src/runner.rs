@@ -168,6 +168,9 @@ pub struct CommandSpec {
     current_dir: Option<PathBuf>,
     /// `None` for commands that run until cancelled (`logs -f`).
     timeout: Option<Duration>,
+    /// A per-run Docker configuration directory (registry credentials) given as
+    /// `DOCKER_CONFIG` instead of the agent's own.
+    docker_config: Option<PathBuf>,
 }
 
 impl CommandSpec {
@@ -182,6 +185,7 @@ impl CommandSpec {
             args: args.into_iter().map(Into::into).collect(),
             current_dir: None,
             timeout: Some(Duration::from_secs(600)),
+            docker_config: None,
         }
     }
 
@@ -199,6 +203,12 @@ impl CommandSpec {
     /// Runs until it ends or the future is dropped; for streams such as `logs -f`.
     pub fn no_timeout(mut self) -> Self {
         self.timeout = None;
+        self
+    }
+
+    /// Runs with `DOCKER_CONFIG` set to `dir` (see `crate::registry_auth`).
+    pub fn docker_config(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.docker_config = Some(dir.into());
         self
     }
 
@@ -306,6 +316,9 @@ pub async fn run(
         .kill_on_drop(true);
     if let Some(dir) = &spec.current_dir {
         child_command.current_dir(dir);
+    }
+    if let Some(dir) = &spec.docker_config {
+        child_command.env("DOCKER_CONFIG", dir);
     }
     let started_at = SystemTime::now();
     let mut child = child_command.spawn().map_err(|source| RunError::Spawn {

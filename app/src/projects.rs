@@ -40,6 +40,7 @@ pub async fn add_project(
                     .map_err(|error| ServerFnError::new(format!("Compose file: {error}")))?,
             ),
         },
+        pull_policy: Default::default(),
     };
     crate::call!(create_project, body)
 }

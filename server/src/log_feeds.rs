@@ -206,6 +206,7 @@ mod tests {
             compose_file: None,
             created_at: time::OffsetDateTime::now_utc(),
             name_clash: false,
+            pull_policy: Default::default(),
         }
     }
 

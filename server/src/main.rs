@@ -315,13 +315,18 @@ async fn rotate_key(config: Config) -> anyhow::Result<()> {
     let channels = ops::notifications::rotate_all(&store, &vault)
         .await
         .map_err(refused)?;
+    let registries = ops::registries::rotate_all(&store, &vault)
+        .await
+        .map_err(refused)?;
     eprintln!(
-        "Rotated {} secret(s) and {} notification channel credential(s) to key {}; {} were \
-         already under it. APP_MASTER_KEY_PREVIOUS can now be removed.",
+        "Rotated {} secret(s), {} notification channel credential(s) and {} registry \
+         credential(s) to key {}; {} were already under it. APP_MASTER_KEY_PREVIOUS can now be \
+         removed.",
         done.rotated,
         channels.rotated,
+        registries.rotated,
         vault.current_key_id(),
-        done.current + channels.current
+        done.current + channels.current + registries.current
     );
     store.close().await;
     Ok(())

@@ -9,8 +9,9 @@
 //! own row, so it can never be copied back over the secret's current value and still open.
 
 use crate::crypto::{CryptoError, KeyId, Keyring, SecretAad};
+pub use crate::db::RegistryOwner;
 use shared::notify::ChannelId;
-use shared::{EnvKey, ProjectId, SecretId, SecretValue, UserId};
+use shared::{EnvKey, ProjectId, RegistryHost, SecretId, SecretValue, UserId};
 use uuid::Uuid;
 
 /// The row a sealed value belongs to.
@@ -49,6 +50,12 @@ pub enum VaultError {
     },
     #[error("secret {key}: the stored value is not valid UTF-8")]
     NotUtf8 { key: EnvKey },
+    #[error("the credential for registry {registry}: {source}")]
+    Registry {
+        registry: RegistryHost,
+        #[source]
+        source: CryptoError,
+    },
     #[error("notification channel {channel}, its {field}: {source}")]
     Channel {
         channel: ChannelId,
@@ -289,6 +296,67 @@ fn channel_aad(row: ChannelRow) -> SecretAad {
     )
 }
 
+/// The row a registry credential's password belongs to: set for an agent or for a project.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistryRow<'a> {
+    pub owner: RegistryOwner,
+    /// The credential's own id.
+    pub id: Uuid,
+    pub registry: &'a RegistryHost,
+}
+
+/// Registry passwords, sealed like secret values and bound to their row.
+impl Vault {
+    pub fn seal_registry(&self, row: RegistryRow<'_>, value: &SecretValue) -> Vec<u8> {
+        self.keyring
+            .encrypt(value.expose().as_bytes(), &registry_aad(row))
+    }
+
+    pub fn open_registry(
+        &self,
+        row: RegistryRow<'_>,
+        stored: &[u8],
+    ) -> Result<SecretValue, VaultError> {
+        let plaintext = self
+            .keyring
+            .decrypt(stored, &registry_aad(row))
+            .map_err(|source| registry_error(row, source))?;
+        let value = String::from_utf8(plaintext.to_vec())
+            .map_err(|_| registry_error(row, CryptoError::Forged))?;
+        Ok(SecretValue::new(value))
+    }
+
+    /// [`Vault::reseal`] for a registry password.
+    pub fn reseal_registry(
+        &self,
+        row: RegistryRow<'_>,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        self.keyring
+            .reencrypt(stored, &registry_aad(row))
+            .map_err(|source| registry_error(row, source))
+    }
+}
+
+fn registry_error(row: RegistryRow<'_>, source: CryptoError) -> VaultError {
+    VaultError::Registry {
+        registry: row.registry.clone(),
+        source,
+    }
+}
+
+/// `registry-credential/agent/<agent id>` (or `…/project/<project id>`) where a secret has its
+/// bare project id, so the two never meet; the credential's id; the registry.
+fn registry_aad(row: RegistryRow<'_>) -> SecretAad {
+    let owner = match row.owner {
+        RegistryOwner::Agent(agent) => format!("registry-credential/agent/{}", agent.0.hyphenated()),
+        RegistryOwner::Project(project) => {
+            format!("registry-credential/project/{}", project.0.hyphenated())
+        }
+    };
+    SecretAad::new(owner, row.id.hyphenated().to_string(), row.registry.as_str())
+}
+
 fn aad(row: SecretRow<'_>) -> SecretAad {
     SecretAad::for_row(row.project_id, row.secret_id, row.key)
 }
@@ -326,12 +394,45 @@ fn version_aad(row: VersionRow<'_>) -> SecretAad {
 mod tests {
     use super::*;
     use crate::crypto::MasterKey;
+    use shared::AgentId;
 
     fn row(key: &EnvKey) -> SecretRow<'_> {
         SecretRow {
             project_id: ProjectId(uuid::Uuid::new_v4()),
             secret_id: SecretId(uuid::Uuid::new_v4()),
             key,
+        }
+    }
+
+    #[test]
+    fn a_registry_password_opens_in_its_own_row_only() {
+        let vault = Vault::new(Keyring::new(MasterKey::generate(), None));
+        let registry = RegistryHost::parse("ghcr.io").unwrap();
+        let project = ProjectId(uuid::Uuid::new_v4());
+        let row = RegistryRow {
+            owner: RegistryOwner::Project(project),
+            id: uuid::Uuid::new_v4(),
+            registry: &registry,
+        };
+        let sealed = vault.seal_registry(row, &SecretValue::new("hunter2"));
+        assert_eq!(vault.open_registry(row, &sealed).unwrap().expose(), "hunter2");
+        let other = RegistryHost::parse("docker.io").unwrap();
+        for moved in [
+            RegistryRow {
+                registry: &other,
+                ..row
+            },
+            RegistryRow {
+                owner: RegistryOwner::Agent(AgentId(project.0)),
+                ..row
+            },
+            RegistryRow {
+                id: uuid::Uuid::new_v4(),
+                ..row
+            },
+        ] {
+            let error = vault.open_registry(moved, &sealed).unwrap_err().to_string();
+            assert!(!error.contains("hunter2"), "{error}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! Bodies of the dashboard's server functions and of the REST API.
 
+use crate::registry::PullPolicy;
 use crate::runtime::{JobKind, LifecycleAction, ServiceImage, ServiceState};
 use crate::{
     AgentId, AgentName, ApiTokenId, ComposeFile, DeploymentId, EnvKey, JobId, ProjectId,
@@ -88,6 +89,9 @@ pub struct Project {
     /// must be renamed; the mark goes with the rename.
     #[serde(default)]
     pub name_clash: bool,
+    /// When a deploy pulls the images of services that are not built.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
 }
 
 /// `POST /api/v1/projects`.
@@ -105,6 +109,9 @@ pub struct CreateProject {
         schemars(schema_with = "schema::blank_or::<ComposeFile>")
     )]
     pub compose_file: Option<ComposeFile>,
+    /// When a deploy pulls images; `missing` when not given.
+    #[serde(default, skip_serializing_if = "PullPolicy::is_missing")]
+    pub pull_policy: PullPolicy,
 }
 
 /// `PATCH /api/v1/projects/{id}`: only the fields given change.
@@ -129,6 +136,9 @@ pub struct UpdateProject {
         schemars(schema_with = "schema::empty_or::<ComposeFile>")
     )]
     pub compose_file: Option<Option<ComposeFile>>,
+    /// A new pull policy; missing leaves it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
 }
 
 /// `UpdateProject::compose_file` on the wire: `""` for "clear", a name for "set".

@@ -297,6 +297,10 @@ pub enum DeployStep {
     Render,
     /// Making sure the compose project name is not another stack's on this host.
     Claim,
+    /// `docker compose pull` under the project's pull policy.
+    Pull,
+    /// `docker compose build` for the services that have a `build:` section.
+    Build,
     /// `docker compose up`.
     Up,
     /// Waiting for the containers to run and turn healthy.
@@ -313,6 +317,8 @@ impl DeployStep {
             Self::Parse => "parse",
             Self::Render => "render",
             Self::Claim => "claim",
+            Self::Pull => "pull",
+            Self::Build => "build",
             Self::Up => "up",
             Self::Health => "health",
             Self::Other(name) => name,
@@ -326,6 +332,8 @@ impl From<&str> for DeployStep {
             "parse" => Self::Parse,
             "render" => Self::Render,
             "claim" => Self::Claim,
+            "pull" => Self::Pull,
+            "build" => Self::Build,
             "up" => Self::Up,
             "health" => Self::Health,
             other => Self::Other(other.to_string()),

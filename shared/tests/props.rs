@@ -99,6 +99,8 @@ fn server_to_agent() -> impl Strategy<Value = ServerToAgent> {
                 secrets,
                 project_id: None,
                 pinned_images: Vec::new(),
+                pull_policy: Default::default(),
+                registry_credentials: Vec::new(),
             })
         });
     let start_logs = (

@@ -50,6 +50,8 @@ async fn run_deploy(
         secrets,
         project_id: None,
         pinned_images: &[],
+        pull_policy: Default::default(),
+        registry_credentials: &[],
     };
     let mut events = Vec::new();
     let result = deploy::deploy(

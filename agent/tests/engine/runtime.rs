@@ -148,6 +148,8 @@ impl Agent {
             secrets: Vec::new(),
             project_id: Some(project_id),
             pinned_images,
+            pull_policy: Default::default(),
+            registry_credentials: Vec::new(),
         };
         self.job(job_id, ServerToAgent::Deploy(payload)).await
     }
@@ -547,6 +549,8 @@ async fn a_resent_deploy_replays_its_images() {
         secrets: Vec::new(),
         project_id: Some(id),
         pinned_images: Vec::new(),
+        pull_policy: Default::default(),
+        registry_credentials: Vec::new(),
     };
     let first = agent
         .job(job_id, ServerToAgent::Deploy(payload.clone()))

@@ -272,6 +272,14 @@ pub async fn dispatch(
                 secrets,
                 project_id: Some(project.id),
                 pinned_images,
+                pull_policy: project.pull_policy,
+                registry_credentials: super::registries::for_deploy(
+                    store,
+                    vault,
+                    project.agent_id,
+                    project.id,
+                )
+                .await?,
             })
         }
         kind => ServerToAgent::Lifecycle(LifecyclePayload {
