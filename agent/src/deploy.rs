@@ -7,10 +7,11 @@
 //!    pinned service runs);
 //! 3. **claim** the compose project name: if containers of another stack already use it, stop
 //!    here and touch nothing (`crate::claim`);
-//! 4. **pull**: the images of the services that are not built (nor pinned), under the
-//!    project's pull policy: `pull --policy missing|always <services>` on Compose v2; on v1,
-//!    which has no policy flag, `pull <services>` for `always` only (its `up` pulls what is
-//!    missing anyway). Registry credentials reach Compose in a per-run `DOCKER_CONFIG`
+//! 4. **pull**, under the `always` policy: `pull <services>` for the services that are not
+//!    built (nor pinned), so a tag pushed again is fetched. Under `missing` there is no pull
+//!    step: `up` pulls what the host lacks, on Compose v2 and v1 alike, and leaves a tag the
+//!    host has alone (`compose pull --policy missing` would not: Compose v2 always pulls a
+//!    `:latest` tag there). Registry credentials reach Compose in a per-run `DOCKER_CONFIG`
 //!    (`crate::registry_auth`), given to pull, build and up alone and removed when this
 //!    returns. A registry that refuses fails the deploy here, before any container changes;
 //! 5. **build**: `build [--pull] <services>` for the services with a `build:` section (with
@@ -208,7 +209,7 @@ pub async fn deploy(
         None => spec,
     };
 
-    let plan = ImagePlan::new(&project, &pins, request.pull_policy, &options.compose);
+    let plan = ImagePlan::new(&project, &pins, request.pull_policy);
     if let Some(args) = plan.pull_args() {
         report(step(DeployStep::Pull));
         let pull = with_config(compose.command_with(args)).timeout(options.up_timeout);
@@ -216,12 +217,6 @@ pub async fn deploy(
         if exit_code != Some(0) {
             return Err(DeployError::Pull { exit_code, output });
         }
-    } else if !plan.pulled.is_empty() {
-        // Compose v1 under `missing`: its `pull` has no policy flag and would pull everything.
-        report(JobEvent::Output {
-            line: "docker-compose (v1) has no pull policy: `up` pulls the images that are missing"
-                .into(),
-        });
     }
     if let Some(args) = plan.build_args() {
         report(step(DeployStep::Build));
@@ -326,11 +321,10 @@ struct ImagePlan {
     pulled: Vec<ServiceName>,
     built: Vec<ServiceName>,
     policy: PullPolicy,
-    compose: Compose,
 }
 
 impl ImagePlan {
-    fn new(project: &ComposeProject, pins: &images::Pins, policy: PullPolicy, compose: &Compose) -> Self {
+    fn new(project: &ComposeProject, pins: &images::Pins, policy: PullPolicy) -> Self {
         let free = |service: &&ServiceName| !pins.images.contains_key(*service);
         Self {
             pulled: project
@@ -342,23 +336,16 @@ impl ImagePlan {
                 .collect(),
             built: project.built.iter().filter(free).cloned().collect(),
             policy,
-            compose: compose.clone(),
         }
     }
 
-    /// `pull …`, or `None` when there is nothing to pull (or Compose v1 leaves it to `up`).
+    /// `pull …` under `always`; `None` under `missing` (`up` pulls what is missing) or when
+    /// every service is built or pinned.
     fn pull_args(&self) -> Option<Vec<String>> {
-        if self.pulled.is_empty() {
+        if self.pulled.is_empty() || self.policy == PullPolicy::Missing {
             return None;
         }
         let mut args = vec!["pull".to_owned()];
-        match (&self.compose, self.policy) {
-            (Compose::V2, policy) => {
-                args.extend(["--policy".to_owned(), policy.as_str().to_owned()]);
-            }
-            (Compose::V1, PullPolicy::Always) => {}
-            (Compose::V1, PullPolicy::Missing) => return None,
-        }
         args.extend(self.pulled.iter().map(|service| service.as_str().to_owned()));
         Some(args)
     }
