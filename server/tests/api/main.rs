@@ -12,6 +12,7 @@ mod connections;
 mod control_plane;
 mod dashboard;
 mod helpers;
+mod images;
 mod layers;
 mod notifications;
 mod project_names;
