@@ -336,3 +336,42 @@ async fn a_deploy_pulls_a_new_latest_with_the_projects_credentials_and_records_i
         drop(images);
     }
 }
+
+#[tokio::test]
+async fn a_key_rotation_reseals_registry_passwords_and_they_still_open() {
+    use server::crypto::{Keyring, MasterKey};
+    use server::vault::Vault;
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        let (user, api) = app.user("alice").await;
+        let (agent, project) = api.shop_project().await;
+        let old = MasterKey::generate();
+        let before = Vault::new(Keyring::new(old.clone(), None));
+        let input = |password: &str| shared::registry::SetRegistryCredential {
+            registry: shared::RegistryHost::parse("ghcr.io").unwrap(),
+            username: shared::RegistryUsername::parse("ci").unwrap(),
+            password: shared::SecretValue::new(password),
+        };
+        let owner = server::db::RegistryOwner::Project(project.id);
+        server::ops::registries::set(app.store(), &before, &user, owner, input(GH_PW))
+            .await
+            .unwrap();
+        let after = Vault::new(Keyring::new(MasterKey::generate(), Some(old)));
+        let done = server::ops::registries::rotate_all(app.store(), &after)
+            .await
+            .unwrap();
+        assert_eq!((done.rotated, done.current), (1, 0), "{}", db.name());
+        let again = server::ops::registries::rotate_all(app.store(), &after)
+            .await
+            .unwrap();
+        assert_eq!((again.rotated, again.current), (0, 1), "{}", db.name());
+        let opened =
+            server::ops::registries::for_deploy(app.store(), &after, agent.agent.id, project.id)
+                .await
+                .unwrap();
+        assert_eq!(opened[0].password.expose(), GH_PW);
+        // Under the new key alone (the old one removed), it still opens.
+        let stored = app.store().all_registry_credentials().await.unwrap();
+        assert!(!after.needs_rotation(&stored[0].password));
+    }
+}
