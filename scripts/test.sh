@@ -19,6 +19,10 @@ ensure_system_packages() {
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
   command -v chromium >/dev/null || missing+=(chromium)
   command -v pip3 >/dev/null || missing+=(python3-pip)
+  # The image tests start their own registry process (its own config, storage and loopback
+  # port, behind htpasswd basic auth or not); the package's own service is never used.
+  [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     apt_install "${missing[@]}"

@@ -3,11 +3,13 @@
 
 use crate::servers::list_agents;
 use crate::services::service_overview;
+use crate::registries::PullPolicySelect;
 use crate::widgets::SubmitRow;
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_navigate;
 use shared::api::Project;
+use shared::registry::PullPolicy;
 use shared::runtime::{summarize, ServiceState};
 use shared::ProjectId;
 use std::collections::HashMap;
@@ -24,6 +26,7 @@ pub async fn add_project(
     agent_id: String,
     path: String,
     compose_file: String,
+    pull_policy: String,
 ) -> Result<Project, ServerFnError> {
     let body = shared::api::CreateProject {
         name: shared::ProjectName::parse(name.trim())
@@ -40,7 +43,8 @@ pub async fn add_project(
                     .map_err(|error| ServerFnError::new(format!("Compose file: {error}")))?,
             ),
         },
-        pull_policy: Default::default(),
+        pull_policy: shared::registry::PullPolicy::parse(&pull_policy)
+            .ok_or_else(|| ServerFnError::new("Pull policy: choose missing or always."))?,
     };
     crate::call!(create_project, body)
 }
@@ -141,6 +145,9 @@ pub fn ProjectsPage() -> impl IntoView {
                 <label>
                     "Compose file (optional)"
                     <input name="compose_file" placeholder="compose.yaml" />
+                </label>
+                <label>
+                    "Images" <PullPolicySelect name="pull_policy" selected=PullPolicy::Missing />
                 </label>
                 <SubmitRow
                     label="Add project"
