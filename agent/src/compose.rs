@@ -484,7 +484,8 @@ impl Loader<'_> {
                             source,
                         }
                     })?;
-                    if matches!(definition, Value::Mapping(fields) if fields.contains_key("build")) {
+                    if matches!(definition, Value::Mapping(fields) if fields.contains_key("build"))
+                    {
                         self.built.insert(name.clone());
                     }
                     self.services.insert(name);

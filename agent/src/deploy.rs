@@ -228,8 +228,8 @@ pub async fn deploy(
     }
 
     report(step(DeployStep::Up));
-    let up = with_config(compose.command(["up", "-d", "--remove-orphans"]))
-        .timeout(options.up_timeout);
+    let up =
+        with_config(compose.command(["up", "-d", "--remove-orphans"])).timeout(options.up_timeout);
     let (exit_code, output) = streamed(&up, &redactor, &mut report).await?;
     if exit_code != Some(0) {
         return Err(DeployError::Up { exit_code, output });
@@ -346,7 +346,11 @@ impl ImagePlan {
             return None;
         }
         let mut args = vec!["pull".to_owned()];
-        args.extend(self.pulled.iter().map(|service| service.as_str().to_owned()));
+        args.extend(
+            self.pulled
+                .iter()
+                .map(|service| service.as_str().to_owned()),
+        );
         Some(args)
     }
 
@@ -385,10 +389,7 @@ async fn streamed(
     })
     .await?;
     let lines = Vec::from(tail).join("\n");
-    Ok((
-        output.exit_code,
-        wire::cut_keeping_end(&lines, TAIL_BUDGET),
-    ))
+    Ok((output.exit_code, wire::cut_keeping_end(&lines, TAIL_BUDGET)))
 }
 
 /// How many of its last lines a failed command or service shows.

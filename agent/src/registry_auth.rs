@@ -243,11 +243,12 @@ mod tests {
     fn a_leftover_of_a_dead_run_is_swept_and_a_live_one_kept() {
         let private = tempfile::tempdir().unwrap();
         // 999999999 is above any pid_max Linux allows; this process is alive.
-        let dead = private.path().join(format!("shop.999999999.0badbeef{DIR_SUFFIX}"));
-        let live = private.path().join(format!(
-            "shop.{}.0badbeef{DIR_SUFFIX}",
-            std::process::id()
-        ));
+        let dead = private
+            .path()
+            .join(format!("shop.999999999.0badbeef{DIR_SUFFIX}"));
+        let live = private
+            .path()
+            .join(format!("shop.{}.0badbeef{DIR_SUFFIX}", std::process::id()));
         for dir in [&dead, &live] {
             fs::create_dir(dir).unwrap();
             fs::write(dir.join("config.json"), "{}").unwrap();

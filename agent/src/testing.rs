@@ -245,9 +245,12 @@ impl TestRegistry {
     /// again and returns the pushed reference and its repo digest (`<host>/<repository>@sha256:…`).
     pub async fn push(&self, image: &str, repository: &str, tag: &str) -> (String, String) {
         let reference = format!("{}/{repository}:{tag}", self.host);
-        run_ok(CommandSpec::new("docker", ["tag", image, reference.as_str()]))
-            .await
-            .expect("docker tag");
+        run_ok(CommandSpec::new(
+            "docker",
+            ["tag", image, reference.as_str()],
+        ))
+        .await
+        .expect("docker tag");
         let mut push = CommandSpec::new("docker", ["push", reference.as_str()]);
         if let Some((user, password)) = &self.login {
             let config = self.dir.path().join("client");

@@ -7,8 +7,8 @@
 
 use crate::logs::{Ansi, LogBuffer, LogPanel};
 use crate::notifications::ProjectNotifications;
-use crate::secrets::Secrets;
 use crate::registries::Images;
+use crate::secrets::Secrets;
 use crate::services::ServicesPanel;
 use crate::widgets::{error_text, format_time};
 use leptos::prelude::*;

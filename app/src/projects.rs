@@ -1,9 +1,9 @@
 //! The Projects page: the person's compose projects with a live summary of their containers
 //! ("3/3 running", "worker exited (1)"), and a form to add one.
 
+use crate::registries::PullPolicySelect;
 use crate::servers::list_agents;
 use crate::services::service_overview;
-use crate::registries::PullPolicySelect;
 use crate::widgets::SubmitRow;
 use leptos::prelude::*;
 use leptos_router::components::A;

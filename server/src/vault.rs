@@ -349,12 +349,18 @@ fn registry_error(row: RegistryRow<'_>, source: CryptoError) -> VaultError {
 /// bare project id, so the two never meet; the credential's id; the registry.
 fn registry_aad(row: RegistryRow<'_>) -> SecretAad {
     let owner = match row.owner {
-        RegistryOwner::Agent(agent) => format!("registry-credential/agent/{}", agent.0.hyphenated()),
+        RegistryOwner::Agent(agent) => {
+            format!("registry-credential/agent/{}", agent.0.hyphenated())
+        }
         RegistryOwner::Project(project) => {
             format!("registry-credential/project/{}", project.0.hyphenated())
         }
     };
-    SecretAad::new(owner, row.id.hyphenated().to_string(), row.registry.as_str())
+    SecretAad::new(
+        owner,
+        row.id.hyphenated().to_string(),
+        row.registry.as_str(),
+    )
 }
 
 fn aad(row: SecretRow<'_>) -> SecretAad {
@@ -415,7 +421,10 @@ mod tests {
             registry: &registry,
         };
         let sealed = vault.seal_registry(row, &SecretValue::new("hunter2"));
-        assert_eq!(vault.open_registry(row, &sealed).unwrap().expose(), "hunter2");
+        assert_eq!(
+            vault.open_registry(row, &sealed).unwrap().expose(),
+            "hunter2"
+        );
         let other = RegistryHost::parse("docker.io").unwrap();
         for moved in [
             RegistryRow {

@@ -469,12 +469,13 @@ fn check_registry_host(value: &str) -> Result<(), NameError> {
         Some((host, port)) => (host, Some(port)),
         None => (value, None),
     };
-    let host_ok = host.bytes().all(|b| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
-    }) && host
+    let host_ok = host
         .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && host
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && host
             .bytes()
             .last()
@@ -491,9 +492,7 @@ fn check_registry_host(value: &str) -> Result<(), NameError> {
 
 fn check_registry_username(value: &str) -> Result<(), NameError> {
     let valid = (1..=REGISTRY_USERNAME.max_len).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b':');
+        && value.bytes().all(|b| b.is_ascii_graphic() && b != b':');
     if valid {
         Ok(())
     } else {

@@ -69,9 +69,11 @@ async fn deploy_with(
         registry_credentials: credentials,
     };
     let mut events = Vec::new();
-    let result = deploy::deploy(&request, &options(project.compose.clone(), private), |event| {
-        events.push(event)
-    })
+    let result = deploy::deploy(
+        &request,
+        &options(project.compose.clone(), private),
+        |event| events.push(event),
+    )
     .await;
     (result, events)
 }
@@ -136,7 +138,10 @@ async fn a_new_image_under_the_same_tag_is_pulled_under_always_only(compose: Com
     let first = first.unwrap_or_else(|error| panic!("{error}\n{}", output(&events)));
     assert!(steps(&events).contains(&"pull".to_owned()), "{events:?}");
     assert_eq!(container_image(&project.name, "web").await, v1);
-    assert_eq!(first.images[0].repo_digest.as_deref(), Some(digest_1.as_str()));
+    assert_eq!(
+        first.images[0].repo_digest.as_deref(),
+        Some(digest_1.as_str())
+    );
 
     // CI pushes a new build under the same tag; the host still has the old one as :latest.
     let v2 = build_version_image(&local, "two").await;
@@ -144,9 +149,12 @@ async fn a_new_image_under_the_same_tag_is_pulled_under_always_only(compose: Com
     assert_ne!(v1, v2);
     let (_, digest_2) = registry.push(&local, &repository, "latest").await;
     assert_ne!(digest_1, digest_2);
-    run_ok(CommandSpec::new("docker", ["tag", v1.as_str(), reference.as_str()]))
-        .await
-        .unwrap();
+    run_ok(CommandSpec::new(
+        "docker",
+        ["tag", v1.as_str(), reference.as_str()],
+    ))
+    .await
+    .unwrap();
 
     let (missing, events) = deploy_with(&project, private.path(), PullPolicy::Missing, &[]).await;
     missing.unwrap_or_else(|error| panic!("{error}\n{}", output(&events)));
@@ -257,9 +265,10 @@ async fn a_password_that_shows_in_the_tools_output_is_masked() {
     .await;
     let private = tempfile::tempdir().unwrap();
     let good = [credential(&registry, "ci", password)];
-    let (failed, events) =
-        deploy_with(&project, private.path(), PullPolicy::Missing, &good).await;
-    let message = failed.expect_err("an image that does not exist").to_string();
+    let (failed, events) = deploy_with(&project, private.path(), PullPolicy::Missing, &good).await;
+    let message = failed
+        .expect_err("an image that does not exist")
+        .to_string();
     let everything = format!("{message}\n{events:?}");
     assert!(!everything.contains(password), "{everything}");
     assert!(message.contains("***"), "{message}");

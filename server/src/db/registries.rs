@@ -92,9 +92,7 @@ impl Store {
     }
 
     /// Every stored credential, for a key rotation.
-    pub async fn all_registry_credentials(
-        &self,
-    ) -> Result<Vec<StoredRegistryCredential>, DbError> {
+    pub async fn all_registry_credentials(&self) -> Result<Vec<StoredRegistryCredential>, DbError> {
         let sql = format!("SELECT {COLUMNS} FROM registry_credentials ORDER BY id");
         let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(&sql).fetch_all(pool).await?

@@ -76,7 +76,11 @@ async fn registry_credentials_are_sealed_never_read_back_and_a_projects_own_wins
             .await;
         assert_eq!(status, 200);
         let (_, agent_listed) = api
-            .call(Method::GET, &format!("{agent_path}/registry-credentials"), None)
+            .call(
+                Method::GET,
+                &format!("{agent_path}/registry-credentials"),
+                None,
+            )
             .await;
         let text = format!("{listed}{agent_listed}");
         for password in [AGENT_PW, GH_PW, PROJECT_PW, PROJECT_PW_2] {
@@ -110,8 +114,16 @@ async fn registry_credentials_are_sealed_never_read_back_and_a_projects_own_wins
         assert_eq!(
             chosen(for_deploy),
             [
-                ("ghcr.io".to_string(), "agent-gh".to_string(), GH_PW.to_string()),
-                (local.to_string(), "ci-2".to_string(), PROJECT_PW_2.to_string()),
+                (
+                    "ghcr.io".to_string(),
+                    "agent-gh".to_string(),
+                    GH_PW.to_string()
+                ),
+                (
+                    local.to_string(),
+                    "ci-2".to_string(),
+                    PROJECT_PW_2.to_string()
+                ),
             ]
         );
 
@@ -183,9 +195,7 @@ async fn registry_credentials_are_sealed_never_read_back_and_a_projects_own_wins
 
         // The pull policy is set at creation and changed like any other field.
         let body = json!({"name": "nightly", "agent_id": agent.agent.id, "path": "/srv/nightly", "pull_policy": "always"});
-        let nightly: Project = api
-            .expect(Method::POST, "/projects", Some(body), 201)
-            .await;
+        let nightly: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
         assert_eq!(nightly.pull_policy, PullPolicy::Always);
         assert_eq!(project.pull_policy, PullPolicy::Missing);
         let changed: Project = api
@@ -207,7 +217,11 @@ async fn registry_credentials_are_sealed_never_read_back_and_a_projects_own_wins
         assert_eq!(status, 400, "{answer}");
 
         let dump = dump(&app, &db).await;
-        assert!(dump.contains("agent-gh"), "{}: no credentials table", db.name());
+        assert!(
+            dump.contains("agent-gh"),
+            "{}: no credentials table",
+            db.name()
+        );
         for password in [AGENT_PW, GH_PW, PROJECT_PW, PROJECT_PW_2] {
             assert!(
                 !dump.contains(password),
@@ -281,9 +295,7 @@ async fn a_deploy_pulls_a_new_latest_with_the_projects_credentials_and_records_i
         ))
         .await;
         let body = json!({"name": host.name, "agent_id": agent.agent.id, "path": host.path(), "pull_policy": "always"});
-        let project: Project = api
-            .expect(Method::POST, "/projects", Some(body), 201)
-            .await;
+        let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
         let project_path = format!("/projects/{}", project.id);
         // The agent's credential is wrong; the project's own wins for this registry.
         let agent_path = format!("/agents/{}", agent.agent.id);
@@ -293,8 +305,14 @@ async fn a_deploy_pulls_a_new_latest_with_the_projects_credentials_and_records_i
         let first = deploy(&api, project.id).await;
         assert_eq!(first.status, DeploymentStatus::Succeeded, "{first:?}");
         assert_eq!(first.images[0].image_id, v1);
-        assert_eq!(first.images[0].repo_digest.as_deref(), Some(digest_1.as_str()));
-        assert!(first.events.iter().any(|e| e.kind == "step" && e.body == "pull"));
+        assert_eq!(
+            first.images[0].repo_digest.as_deref(),
+            Some(digest_1.as_str())
+        );
+        assert!(first
+            .events
+            .iter()
+            .any(|e| e.kind == "step" && e.body == "pull"));
 
         // CI pushes a new build under the same tag: the next deploy runs it and records it.
         let v2 = agent::testing::build_version_image(&local, "two").await;
@@ -304,7 +322,10 @@ async fn a_deploy_pulls_a_new_latest_with_the_projects_credentials_and_records_i
         assert_eq!(second.status, DeploymentStatus::Succeeded, "{second:?}");
         assert_eq!(agent::testing::container_image(&host.name, "web").await, v2);
         assert_eq!(second.images[0].image_id, v2);
-        assert_eq!(second.images[0].repo_digest.as_deref(), Some(digest_2.as_str()));
+        assert_eq!(
+            second.images[0].repo_digest.as_deref(),
+            Some(digest_2.as_str())
+        );
 
         // The project's credential goes wrong: Failed with the registry's word, the container
         // keeps running v2.
