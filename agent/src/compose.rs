@@ -864,6 +864,21 @@ mod tests {
     }
 
     #[test]
+    fn services_with_a_build_section_are_told_apart_in_included_files_too() {
+        let dir = project(&[
+            (
+                "compose.yaml",
+                "include: [more.yaml]\nservices:\n  web:\n    build: .\n  db:\n    image: postgres\n",
+            ),
+            ("more.yaml", "services:\n  worker:\n    build:\n      context: ./worker\n"),
+        ]);
+        let found = load(dir.path(), None, &[]).unwrap();
+        assert_eq!(names(&found), ["db", "web", "worker"]);
+        let built: Vec<&str> = found.built.iter().map(ServiceName::as_str).collect();
+        assert_eq!(built, ["web", "worker"]);
+    }
+
+    #[test]
     fn the_default_file_names_are_tried_in_compose_order() {
         let dir = project(&[
             ("docker-compose.yml", "services:\n  old: {}\n"),
