@@ -23,6 +23,10 @@ ensure_system_packages() {
   # Git project sources: the tests serve a repository with a real sshd and git's http-backend.
   command -v git >/dev/null || missing+=(git)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  # The image tests start their own registry process (its own config, storage and loopback
+  # port, behind htpasswd basic auth or not); the package's own service is never used.
+  [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     apt_install "${missing[@]}"

@@ -69,6 +69,8 @@ async fn main() {
             secrets: &secrets,
             project_id: None,
             pinned_images: &[],
+            pull_policy: Default::default(),
+            registry_credentials: &[],
         };
         let start = Instant::now();
         deploy::deploy(&request, &options, |_| {}).await.unwrap();

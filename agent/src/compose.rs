@@ -74,6 +74,9 @@ pub struct ComposeProject {
     pub file: PathBuf,
     /// Every service the file and the files it includes define, profiles or not.
     pub services: BTreeSet<ServiceName>,
+    /// The services whose own definition has a `build:` section (one that gets it only through
+    /// `extends` is not seen here; Compose still builds its image when it is missing).
+    pub built: BTreeSet<ServiceName>,
 }
 
 /// Why a project could not be read; every message names the path it is about.
@@ -237,6 +240,7 @@ pub fn load(
         }),
         documents: Documents::default(),
         services: BTreeSet::new(),
+        built: BTreeSet::new(),
         including: Vec::new(),
     };
     if let Some(confinement) = &loader.confinement {
@@ -252,6 +256,7 @@ pub fn load(
         dir,
         file,
         services: loader.services,
+        built: loader.built,
     })
 }
 
@@ -422,6 +427,7 @@ struct Loader<'a> {
     confinement: Option<paths::Confinement<'a>>,
     documents: Documents,
     services: BTreeSet<ServiceName>,
+    built: BTreeSet<ServiceName>,
     /// The files whose includes are being followed, outermost first.
     including: Vec<PathBuf>,
 }
@@ -465,7 +471,7 @@ impl Loader<'_> {
         match top.get("services") {
             None | Some(Value::Null) => {}
             Some(Value::Mapping(services)) => {
-                for key in services.keys() {
+                for (key, definition) in services {
                     let Value::String(name) = key else {
                         return Err(malformed(format!(
                             "a service name must be a string, not {}; quote it",
@@ -478,6 +484,10 @@ impl Loader<'_> {
                             source,
                         }
                     })?;
+                    if matches!(definition, Value::Mapping(fields) if fields.contains_key("build"))
+                    {
+                        self.built.insert(name.clone());
+                    }
                     self.services.insert(name);
                 }
             }
@@ -851,6 +861,21 @@ mod tests {
 
     fn parses() -> usize {
         PARSES.with(Cell::get)
+    }
+
+    #[test]
+    fn services_with_a_build_section_are_told_apart_in_included_files_too() {
+        let dir = project(&[
+            (
+                "compose.yaml",
+                "include: [more.yaml]\nservices:\n  web:\n    build: .\n  db:\n    image: postgres\n",
+            ),
+            ("more.yaml", "services:\n  worker:\n    build:\n      context: ./worker\n"),
+        ]);
+        let found = load(dir.path(), None, &[]).unwrap();
+        assert_eq!(names(&found), ["db", "web", "worker"]);
+        let built: Vec<&str> = found.built.iter().map(ServiceName::as_str).collect();
+        assert_eq!(built, ["web", "worker"]);
     }
 
     #[test]

@@ -7,29 +7,43 @@
 //!    pinned service runs);
 //! 3. **claim** the compose project name: if containers of another stack already use it, stop
 //!    here and touch nothing (`crate::claim`);
-//! 4. **up**: `compose -p <project> -f <user file> -f <override> --project-directory <dir>
+//! 4. **pull**, under the `always` policy: `pull <services>` for the services that are not
+//!    built (nor pinned), so a tag pushed again is fetched. Under `missing` there is no pull
+//!    step: `up` pulls what the host lacks, on Compose v2 and v1 alike, and leaves a tag the
+//!    host has alone (`compose pull --policy missing` would not: Compose v2 always pulls a
+//!    `:latest` tag there). Registry credentials reach Compose in a per-run `DOCKER_CONFIG`
+//!    (`crate::registry_auth`), given to pull, build and up alone and removed when this
+//!    returns. A registry that refuses fails the deploy here, before any container changes;
+//! 5. **build**: `build [--pull] <services>` for the services with a `build:` section (with
+//!    `--pull` under `always`, so their base images are fresh too); a failed build also stops
+//!    the deploy before any container changes;
+//! 6. **up**: `compose -p <project> -f <user file> -f <override> --project-directory <dir>
 //!    up -d --remove-orphans`, streaming its output line by line. Compose recreates only the
-//!    containers whose configuration changed, so a redeploy with the same secrets restarts
-//!    nothing and a change scoped to one service restarts only that service;
-//! 5. **health**: wait until every container runs (and is healthy where it has a healthcheck)
+//!    containers whose configuration changed (a pulled or built image that changed is such a
+//!    change), so a redeploy with the same secrets and images restarts nothing and a change
+//!    scoped to one service restarts only that service;
+//! 7. **health**: wait until every container runs (and is healthy where it has a healthcheck)
 //!    and has stayed so for a short settle time; a container that exits with an error fails
 //!    the deploy with its exit code and last lines. Then the image each service runs is read
 //!    for the result, so the deployment can be redeployed exactly later.
 //!
-//! The override file is removed when this returns or is cancelled, whatever happened. Every line
-//! that leaves this module has the project's secret values replaced by `***`.
+//! The override file and the registry credentials are removed when this returns or is
+//! cancelled, whatever happened. Every line that leaves this module has the project's secret
+//! values and registry passwords replaced by `***`.
 
 use crate::claim::{self, ClaimError};
 use crate::compose::{self, ComposeError, ComposeProject};
 use crate::health::{self, ContainerState, Verdict};
 use crate::images::{self, PinError};
 use crate::override_file::{self, OverrideError, OverrideFile, Owner};
+use crate::registry_auth::{self, DockerConfig, RegistryAuthError};
 use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
 use crate::system::Compose;
 use crate::wire;
 use shared::protocol::{budget, DeployStep, JobEvent};
+use shared::registry::{PullPolicy, RegistryCredential};
 use shared::runtime::ServiceImage;
-use shared::{ProjectId, ProjectName, Secret};
+use shared::{ProjectId, ProjectName, Secret, ServiceName};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,6 +79,10 @@ pub struct DeployRequest<'a> {
     pub project_id: Option<ProjectId>,
     /// A redeploy: the image id each listed service must run (empty for a plain deploy).
     pub pinned_images: &'a [ServiceImage],
+    /// When to pull the images of services that are not built.
+    pub pull_policy: PullPolicy,
+    /// Credentials to pull and build with, one per registry.
+    pub registry_credentials: &'a [RegistryCredential],
 }
 
 /// What a successful deploy left running.
@@ -87,7 +105,25 @@ pub enum DeployError {
     #[error(transparent)]
     Pin(#[from] PinError),
     #[error(transparent)]
+    RegistryAuth(#[from] RegistryAuthError),
+    #[error(transparent)]
     Command(#[from] RunError),
+    #[error(
+        "pulling the images failed (exit code {exit_code:?}); the running containers were not \
+         changed:\n{output}"
+    )]
+    Pull {
+        exit_code: Option<i32>,
+        output: String,
+    },
+    #[error(
+        "building the images failed (exit code {exit_code:?}); the running containers were not \
+         changed:\n{output}"
+    )]
+    Build {
+        exit_code: Option<i32>,
+        output: String,
+    },
     #[error("`docker compose up` failed (exit code {exit_code:?}):\n{output}")]
     Up {
         exit_code: Option<i32>,
@@ -122,7 +158,7 @@ pub async fn deploy(
     options: &DeployOptions,
     mut report: impl FnMut(JobEvent),
 ) -> Result<Deployed, DeployError> {
-    let redactor = Redactor::new(request.secrets.iter().map(|secret| secret.value.expose()));
+    let redactor = redactor_of(request);
 
     report(step(DeployStep::Parse));
     // Before anything else: a redeploy whose image is gone must touch nothing.
@@ -165,30 +201,43 @@ pub async fn deploy(
     report(step(DeployStep::Claim));
     claim::claim(request.project, request.project_id, &project.dir, &redactor).await?;
 
-    report(step(DeployStep::Up));
-    let up = compose
-        .command(["up", "-d", "--remove-orphans"])
-        .timeout(options.up_timeout);
-    let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
-    let output = runner::run(&up, &redactor, |line| {
-        let text = match line {
-            OutputLine::Stdout(text) | OutputLine::Stderr(text) => text,
-        };
-        let line = wire::cut(&text, budget::LINE);
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
+    // Removed on drop, like the override file.
+    let docker_config = DockerConfig::write(
+        &options.private_dir,
+        request.project,
+        request.registry_credentials,
+    )?;
+    let with_config = |spec: CommandSpec| match &docker_config {
+        Some(config) => spec.docker_config(config.dir()),
+        None => spec,
+    };
+
+    let plan = ImagePlan::new(&project, &pins, request.pull_policy);
+    if let Some(args) = plan.pull_args() {
+        report(step(DeployStep::Pull));
+        let pull = with_config(compose.command_with(args)).timeout(options.up_timeout);
+        let (exit_code, output) = streamed(&pull, &redactor, &mut report).await?;
+        if exit_code != Some(0) {
+            return Err(DeployError::Pull { exit_code, output });
         }
-        tail.push_back(line.clone());
-        report(JobEvent::Output { line });
-    })
-    .await?;
-    if !output.success() {
-        let lines = Vec::from(tail).join("\n");
-        return Err(DeployError::Up {
-            exit_code: output.exit_code,
-            output: wire::cut_keeping_end(&lines, TAIL_BUDGET),
-        });
     }
+    if let Some(args) = plan.build_args() {
+        report(step(DeployStep::Build));
+        let build = with_config(compose.command_with(args)).timeout(options.up_timeout);
+        let (exit_code, output) = streamed(&build, &redactor, &mut report).await?;
+        if exit_code != Some(0) {
+            return Err(DeployError::Build { exit_code, output });
+        }
+    }
+
+    report(step(DeployStep::Up));
+    let up =
+        with_config(compose.command(["up", "-d", "--remove-orphans"])).timeout(options.up_timeout);
+    let (exit_code, output) = streamed(&up, &redactor, &mut report).await?;
+    if exit_code != Some(0) {
+        return Err(DeployError::Up { exit_code, output });
+    }
+    drop(docker_config);
 
     report(step(DeployStep::Health));
     let deadline = tokio::time::Instant::now() + options.health_timeout;
@@ -246,6 +295,106 @@ pub async fn deploy(
     }
 }
 
+/// The redactor of a deploy: the project's secret values, and each registry password with the
+/// `auth` string it becomes in the Docker configuration.
+fn redactor_of(request: &DeployRequest<'_>) -> Redactor {
+    let auths: Vec<String> = request
+        .registry_credentials
+        .iter()
+        .map(registry_auth::auth_value)
+        .collect();
+    let values = request
+        .secrets
+        .iter()
+        .map(|secret| secret.value.expose())
+        .chain(
+            request
+                .registry_credentials
+                .iter()
+                .map(|credential| credential.password.expose()),
+        )
+        .chain(auths.iter().map(String::as_str));
+    Redactor::new(values)
+}
+
+/// What a deploy pulls and builds: services with a `build:` section are built, the others
+/// pulled, and pinned services neither (they run the exact image they ran before).
+#[derive(Debug)]
+struct ImagePlan {
+    pulled: Vec<ServiceName>,
+    built: Vec<ServiceName>,
+    policy: PullPolicy,
+}
+
+impl ImagePlan {
+    fn new(project: &ComposeProject, pins: &images::Pins, policy: PullPolicy) -> Self {
+        let free = |service: &&ServiceName| !pins.images.contains_key(*service);
+        Self {
+            pulled: project
+                .services
+                .iter()
+                .filter(free)
+                .filter(|service| !project.built.contains(*service))
+                .cloned()
+                .collect(),
+            built: project.built.iter().filter(free).cloned().collect(),
+            policy,
+        }
+    }
+
+    /// `pull …` under `always`; `None` under `missing` (`up` pulls what is missing) or when
+    /// every service is built or pinned.
+    fn pull_args(&self) -> Option<Vec<String>> {
+        if self.pulled.is_empty() || self.policy == PullPolicy::Missing {
+            return None;
+        }
+        let mut args = vec!["pull".to_owned()];
+        args.extend(
+            self.pulled
+                .iter()
+                .map(|service| service.as_str().to_owned()),
+        );
+        Some(args)
+    }
+
+    /// `build [--pull] …`, or `None` when no service is built.
+    fn build_args(&self) -> Option<Vec<String>> {
+        if self.built.is_empty() {
+            return None;
+        }
+        let mut args = vec!["build".to_owned()];
+        if self.policy == PullPolicy::Always {
+            args.push("--pull".to_owned());
+        }
+        args.extend(self.built.iter().map(|service| service.as_str().to_owned()));
+        Some(args)
+    }
+}
+
+/// Runs `spec`, reporting each line as deploy output; returns its exit code and, for a failure
+/// message, its last [`TAIL_LINES`] lines within [`TAIL_BUDGET`].
+async fn streamed(
+    spec: &CommandSpec,
+    redactor: &Redactor,
+    report: &mut impl FnMut(JobEvent),
+) -> Result<(Option<i32>, String), DeployError> {
+    let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
+    let output = runner::run(spec, redactor, |line| {
+        let text = match line {
+            OutputLine::Stdout(text) | OutputLine::Stderr(text) => text,
+        };
+        let line = wire::cut(&text, budget::LINE);
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.clone());
+        report(JobEvent::Output { line });
+    })
+    .await?;
+    let lines = Vec::from(tail).join("\n");
+    Ok((output.exit_code, wire::cut_keeping_end(&lines, TAIL_BUDGET)))
+}
+
 /// How many of its last lines a failed command or service shows.
 const TAIL_LINES: usize = 50;
 /// Those lines, encoded, at most: with the sentence before them they fit a job's result
@@ -266,6 +415,14 @@ struct ProjectCommand<'a> {
 
 impl ProjectCommand<'_> {
     fn command<const N: usize>(&self, args: [&str; N]) -> CommandSpec {
+        self.command_with(args)
+    }
+
+    fn command_with<I, S>(&self, args: I) -> CommandSpec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
         let mut argv: Vec<OsString> = vec![
             "-p".into(),
             self.name.as_str().into(),
@@ -276,7 +433,7 @@ impl ProjectCommand<'_> {
             "--project-directory".into(),
             self.project.dir.clone().into(),
         ];
-        argv.extend(args.iter().map(OsString::from));
+        argv.extend(args.into_iter().map(Into::into));
         self.compose.command(argv).current_dir(&self.project.dir)
     }
 

@@ -394,6 +394,8 @@ impl Executor {
                     secrets: &job.secrets,
                     project_id: job.project_id,
                     pinned_images: &job.pinned_images,
+                    pull_policy: job.pull_policy,
+                    registry_credentials: &job.registry_credentials,
                 };
                 let result =
                     deploy::deploy(&request, &self.options, |event| self.emit(job_id, event)).await;
@@ -487,6 +489,8 @@ impl Executor {
             secrets: &job.secrets,
             project_id: job.project_id,
             pinned_images: &job.pinned_images,
+            pull_policy: job.pull_policy,
+            registry_credentials: &job.registry_credentials,
         };
         let result = deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
         (

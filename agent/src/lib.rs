@@ -19,6 +19,7 @@ pub mod logs;
 pub mod override_file;
 pub mod private_fs;
 pub mod redact;
+pub mod registry_auth;
 pub mod runner;
 pub mod states;
 pub mod system;

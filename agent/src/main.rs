@@ -7,7 +7,7 @@ use agent::deploy::{self, DeployOptions, DeployRequest};
 use agent::jobs::Executor;
 use agent::link::{self, AgentToken, LinkConfig, PlainHttp};
 use agent::system::{self, Compose};
-use agent::{compose, override_file, private_fs};
+use agent::{compose, override_file, private_fs, registry_auth};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use shared::protocol::{Hello, JobEvent};
@@ -401,6 +401,10 @@ fn swept_private_dir(private_dir: PathBuf) -> PathBuf {
     if swept > 0 {
         tracing::info!(swept, dir = %private_dir.display(), "removed override files left by an earlier run");
     }
+    let swept = registry_auth::sweep(&private_dir);
+    if swept > 0 {
+        tracing::info!(swept, dir = %private_dir.display(), "removed registry credentials left by an earlier run");
+    }
     let uid = private_fs::current_uid();
     for old in private_fs::old_private_dirs(uid, |name| std::env::var_os(name)) {
         if old == private_dir {
@@ -459,6 +463,8 @@ async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
         secrets: &secrets,
         project_id: None,
         pinned_images: &[],
+        pull_policy: Default::default(),
+        registry_credentials: &[],
     };
     let result = deploy::deploy(&request, &options, |event| match event {
         JobEvent::Step { name } => eprintln!("==> {name}"),

@@ -170,6 +170,9 @@ pub struct CommandSpec {
     timeout: Option<Duration>,
     /// The child's whole environment, instead of [`CHILD_ENVIRONMENT`] from the agent's own.
     environment: Option<Vec<(OsString, OsString)>>,
+    /// A per-run Docker configuration directory (registry credentials) given as
+    /// `DOCKER_CONFIG` instead of the agent's own.
+    docker_config: Option<PathBuf>,
 }
 
 impl CommandSpec {
@@ -185,6 +188,7 @@ impl CommandSpec {
             current_dir: None,
             timeout: Some(Duration::from_secs(600)),
             environment: None,
+            docker_config: None,
         }
     }
 
@@ -218,6 +222,12 @@ impl CommandSpec {
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
         self.environment = Some(vars);
+        self
+    }
+
+    /// Runs with `DOCKER_CONFIG` set to `dir` (see `crate::registry_auth`).
+    pub fn docker_config(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.docker_config = Some(dir.into());
         self
     }
 
@@ -332,6 +342,9 @@ pub async fn run(
     }
     if let Some(dir) = &spec.current_dir {
         child_command.current_dir(dir);
+    }
+    if let Some(dir) = &spec.docker_config {
+        child_command.env("DOCKER_CONFIG", dir);
     }
     let started_at = SystemTime::now();
     let mut child = child_command.spawn().map_err(|source| RunError::Spawn {

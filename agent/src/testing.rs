@@ -165,3 +165,113 @@ pub fn remove_project(project: &str) {
         .args(["network", "rm", &format!("{project}_default")])
         .output();
 }
+
+/// A Distribution registry (Debian's `docker-registry`) started for one test on a free loopback
+/// port, with its storage in a temporary directory, optionally behind htpasswd basic auth. The
+/// Docker engine trusts loopback registries over plain http. Stopped when dropped.
+pub struct TestRegistry {
+    /// `127.0.0.1:<port>`, as image references name it.
+    pub host: String,
+    /// The username and password that pass its auth, if it has one.
+    pub login: Option<(String, String)>,
+    dir: tempfile::TempDir,
+    _process: tokio::process::Child,
+}
+
+impl TestRegistry {
+    /// Starts a registry; `login` puts it behind basic auth with that one account (bcrypt, as
+    /// the registry requires, from `htpasswd -B`).
+    pub async fn start(login: Option<(&str, &str)>) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:0\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = login {
+            let htpasswd = std::process::Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd (apache2-utils) runs");
+            assert!(htpasswd.status.success(), "{htpasswd:?}");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &htpasswd.stdout).expect("writing htpasswd");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: stagely-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        let config_file = dir.path().join("config.yml");
+        std::fs::write(&config_file, config).expect("writing the registry's config");
+        let mut process = tokio::process::Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config_file)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("docker-registry (Debian's docker-registry package) starts");
+        let stderr = process.stderr.take().expect("piped stderr");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        // It binds port 0 and says which port it got once it listens.
+        let host = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("reading the registry's log") {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    return rest
+                        .split(|c: char| c == '"' || c.is_whitespace())
+                        .next()
+                        .map(str::to_owned);
+                }
+            }
+            None
+        })
+        .await
+        .expect("the registry listens within 30 s")
+        .expect("the registry says where it listens");
+        // Keep reading its log, so a full pipe never stalls it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            host,
+            login: login.map(|(user, password)| (user.to_owned(), password.to_owned())),
+            dir,
+            _process: process,
+        }
+    }
+
+    /// Tags the local image `image` as `<host>/<repository>:<tag>`, pushes it (logged in through
+    /// a Docker configuration of this registry's own, never the host's), removes that local tag
+    /// again and returns the pushed reference and its repo digest (`<host>/<repository>@sha256:…`).
+    pub async fn push(&self, image: &str, repository: &str, tag: &str) -> (String, String) {
+        let reference = format!("{}/{repository}:{tag}", self.host);
+        run_ok(CommandSpec::new(
+            "docker",
+            ["tag", image, reference.as_str()],
+        ))
+        .await
+        .expect("docker tag");
+        let mut push = CommandSpec::new("docker", ["push", reference.as_str()]);
+        if let Some((user, password)) = &self.login {
+            let config = self.dir.path().join("client");
+            std::fs::create_dir_all(&config).expect("a client config directory");
+            let auth = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{password}"),
+            );
+            let json = serde_json::json!({"auths": {self.host.as_str(): {"auth": auth}}});
+            std::fs::write(config.join("config.json"), json.to_string()).expect("config.json");
+            push = push.docker_config(config);
+        }
+        let output = run_ok(push).await.expect("docker push");
+        let digest = output
+            .split_whitespace()
+            .find(|word| word.starts_with("sha256:"))
+            .expect("docker push prints the digest")
+            .to_owned();
+        run_ok(CommandSpec::new("docker", ["rmi", reference.as_str()]))
+            .await
+            .expect("docker rmi of the pushed tag");
+        (reference, format!("{}/{repository}@{digest}", self.host))
+    }
+}

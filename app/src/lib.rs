@@ -13,6 +13,7 @@ pub mod logs;
 pub mod notifications;
 pub mod project;
 pub mod projects;
+pub mod registries;
 mod routes;
 pub mod secrets;
 pub mod servers;
@@ -56,7 +57,7 @@ pub mod ssr {
 
     /// What the dashboard needs from the server. `stagely-server` implements it over its store
     /// and hub, with the same checks as its REST API.
-    pub trait Dashboard: Accounts + Hooks + Send + Sync + 'static {
+    pub trait Dashboard: Accounts + Hooks + Registries + Send + Sync + 'static {
         /// The name of the session cookie this server sets (`__Host-…` over https).
         fn session_cookie(&self) -> &'static str;
         fn sign_in_options(&self) -> SignInOptions;
@@ -198,6 +199,34 @@ pub mod ssr {
             session: Session,
             project: ProjectId,
         ) -> Answer<'_, shared::webhooks::WebhookCreated>;
+    }
+
+    /// What the Project page's images panel needs: its pull policy and its registry
+    /// credentials (never their passwords).
+    pub trait Registries {
+        fn list_registry_credentials(
+            &self,
+            session: Session,
+            project: ProjectId,
+        ) -> Answer<'_, Vec<shared::registry::RegistryCredentialSummary>>;
+        fn set_registry_credential(
+            &self,
+            session: Session,
+            project: ProjectId,
+            body: shared::registry::SetRegistryCredential,
+        ) -> Answer<'_, shared::registry::RegistryCredentialSummary>;
+        fn delete_registry_credential(
+            &self,
+            session: Session,
+            project: ProjectId,
+            registry: shared::RegistryHost,
+        ) -> Answer<'_, ()>;
+        fn set_pull_policy(
+            &self,
+            session: Session,
+            project: ProjectId,
+            policy: shared::registry::PullPolicy,
+        ) -> Answer<'_, Project>;
     }
 
     /// The context value server functions look up.

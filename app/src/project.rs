@@ -7,6 +7,7 @@
 
 use crate::logs::{Ansi, LogBuffer, LogPanel};
 use crate::notifications::ProjectNotifications;
+use crate::registries::Images;
 use crate::secrets::Secrets;
 use crate::services::ServicesPanel;
 use crate::webhooks::WebhookPanel;
@@ -252,6 +253,14 @@ fn Project(id: ProjectId) -> impl IntoView {
         </Transition>
         <ServicesPanel project=id states started=follow />
         <Secrets project=id agent_back=agent_back.read_only() />
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                project
+                    .await
+                    .ok()
+                    .map(|project| view! { <Images project=id policy=project.pull_policy /> })
+            })}
+        </Transition>
         <ProjectNotifications project=id />
         <WebhookPanel project=id changed=Signal::derive(move || {
             deployments.get().and_then(Result::ok).map_or(0, |list| list.len())
@@ -559,7 +568,10 @@ fn HistoryRow(
     let images = deployment
         .images
         .iter()
-        .map(|image| format!("{} {}", image.service, image.image))
+        .map(|image| match short_digest(image.repo_digest.as_deref()) {
+            Some(digest) => format!("{} {} ({digest})", image.service, image.image),
+            None => format!("{} {}", image.service, image.image),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let redeploy_error = RwSignal::new(None::<String>);
@@ -654,4 +666,10 @@ fn HistoryRow(
         </li>
     }
     .into_any()
+}
+
+/// `sha256:0123456789ab` of a repo digest (`registry/app@sha256:…`), for the history.
+fn short_digest(repo_digest: Option<&str>) -> Option<String> {
+    let (_, digest) = repo_digest?.split_once('@')?;
+    Some(digest.chars().take("sha256:".len() + 12).collect())
 }

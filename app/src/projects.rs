@@ -1,6 +1,7 @@
 //! The Projects page: the person's compose projects with a live summary of their containers
 //! ("3/3 running", "worker exited (1)"), and a form to add one.
 
+use crate::registries::PullPolicySelect;
 use crate::servers::list_agents;
 use crate::services::service_overview;
 use crate::widgets::SubmitRow;
@@ -8,6 +9,7 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_navigate;
 use shared::api::Project;
+use shared::registry::PullPolicy;
 use shared::runtime::{summarize, ServiceState};
 use shared::ProjectId;
 use std::collections::HashMap;
@@ -29,7 +31,13 @@ pub async fn add_project(
     #[server(default)] git_url: String,
     #[server(default)] git_ref: String,
     #[server(default)] subdir: String,
+    #[server(default)] pull_policy: String,
 ) -> Result<Project, ServerFnError> {
+    let pull_policy = match pull_policy.trim() {
+        "" => shared::registry::PullPolicy::default(),
+        policy => shared::registry::PullPolicy::parse(policy)
+            .ok_or_else(|| ServerFnError::new("Pull policy: choose missing or always."))?,
+    };
     if !git_url.trim().is_empty() {
         let field = |what: &'static str| {
             move |error: shared::source::SourceError| ServerFnError::new(format!("{what}: {error}"))
@@ -63,6 +71,7 @@ pub async fn add_project(
             path: None,
             compose_file: None,
             source: Some(source),
+            pull_policy,
         };
         return crate::call!(create_project, body);
     }
@@ -84,6 +93,7 @@ pub async fn add_project(
             ),
         },
         source: None,
+        pull_policy,
     };
     crate::call!(create_project, body)
 }
@@ -204,6 +214,9 @@ pub fn ProjectsPage() -> impl IntoView {
                 <label>
                     "Compose file (optional)"
                     <input name="compose_file" placeholder="compose.yaml" />
+                </label>
+                <label>
+                    "Images" <PullPolicySelect name="pull_policy" selected=PullPolicy::Missing />
                 </label>
                 <SubmitRow
                     label="Add project"

@@ -7,7 +7,7 @@ use crate::db::User;
 use crate::ops::{self, Actor, OpError};
 use crate::state::AppState;
 use crate::token::TokenHash;
-use app::ssr::{Accounts, Answer, Dashboard, Hooks, Session};
+use app::ssr::{Accounts, Answer, Dashboard, Hooks, Registries, Session};
 use shared::api::{
     AgentSummary, CreateJoinToken, CreateProject, CreateSecret, DeleteProject, DeployAccepted,
     Deployment, JoinTokenCreated, LifecycleRequest, Project, ProjectServices, RevealedSecret,
@@ -97,6 +97,57 @@ impl Hooks for ServerDashboard {
         self.as_user(session, move |state, user| async move {
             let (store, vault) = (&state.store, &state.vault);
             ops::webhooks::rotate(store, vault, &state.config.public_url, &user, project).await
+        })
+    }
+}
+
+impl Registries for ServerDashboard {
+    fn list_registry_credentials(
+        &self,
+        session: Session,
+        project: ProjectId,
+    ) -> Answer<'_, Vec<shared::registry::RegistryCredentialSummary>> {
+        self.as_user(session, move |state, user| async move {
+            ops::registries::list_of_project(&state.store, &user, project).await
+        })
+    }
+
+    fn set_registry_credential(
+        &self,
+        session: Session,
+        project: ProjectId,
+        body: shared::registry::SetRegistryCredential,
+    ) -> Answer<'_, shared::registry::RegistryCredentialSummary> {
+        self.as_user(session, move |state, user| async move {
+            let owner = crate::db::RegistryOwner::Project(project);
+            ops::registries::set(&state.store, &state.vault, &user, owner, body).await
+        })
+    }
+
+    fn delete_registry_credential(
+        &self,
+        session: Session,
+        project: ProjectId,
+        registry: shared::RegistryHost,
+    ) -> Answer<'_, ()> {
+        self.as_user(session, move |state, user| async move {
+            let owner = crate::db::RegistryOwner::Project(project);
+            ops::registries::delete(&state.store, &user, owner, &registry).await
+        })
+    }
+
+    fn set_pull_policy(
+        &self,
+        session: Session,
+        project: ProjectId,
+        policy: shared::registry::PullPolicy,
+    ) -> Answer<'_, Project> {
+        self.as_user(session, move |state, user| async move {
+            let changes = shared::api::UpdateProject {
+                pull_policy: Some(policy),
+                ..Default::default()
+            };
+            ops::projects::update(&state.store, &user, project, changes).await
         })
     }
 }

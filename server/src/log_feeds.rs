@@ -207,6 +207,7 @@ mod tests {
             created_at: time::OffsetDateTime::now_utc(),
             name_clash: false,
             source: None,
+            pull_policy: Default::default(),
         }
     }
 

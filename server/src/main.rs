@@ -326,16 +326,20 @@ async fn rotate_key(config: Config) -> anyhow::Result<()> {
     let sources = ops::sources::rotate_all(&store, &vault)
         .await
         .map_err(refused)?;
+    let registries = ops::registries::rotate_all(&store, &vault)
+        .await
+        .map_err(refused)?;
     eprintln!(
-        "Rotated {} secret(s), {} notification channel credential(s), {} webhook secret(s) and \
-         {} Git credential(s) to key {}; {} were already under it. APP_MASTER_KEY_PREVIOUS can \
-         now be removed.",
+        "Rotated {} secret(s), {} notification channel credential(s), {} webhook secret(s), \
+         {} Git credential(s) and {} registry credential(s) to key {}; {} were already under \
+         it. APP_MASTER_KEY_PREVIOUS can now be removed.",
         done.rotated,
         channels.rotated,
         hooks.rotated,
         sources.rotated,
+        registries.rotated,
         vault.current_key_id(),
-        done.current + channels.current + hooks.current + sources.current
+        done.current + channels.current + hooks.current + sources.current + registries.current
     );
     store.close().await;
     Ok(())

@@ -9,8 +9,9 @@
 //! own row, so it can never be copied back over the secret's current value and still open.
 
 use crate::crypto::{CryptoError, KeyId, Keyring, SecretAad};
+pub use crate::db::RegistryOwner;
 use shared::notify::ChannelId;
-use shared::{EnvKey, ProjectId, SecretId, SecretValue, UserId};
+use shared::{EnvKey, ProjectId, RegistryHost, SecretId, SecretValue, UserId};
 use uuid::Uuid;
 
 /// The row a sealed value belongs to.
@@ -59,6 +60,12 @@ pub enum VaultError {
     Source {
         project: ProjectId,
         field: &'static str,
+        #[source]
+        source: CryptoError,
+    },
+    #[error("the credential for registry {registry}: {source}")]
+    Registry {
+        registry: RegistryHost,
         #[source]
         source: CryptoError,
     },
@@ -387,6 +394,42 @@ impl CredentialRow for SourceRow {
     }
 }
 
+/// The row a registry credential's password belongs to: set for an agent or for a project.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistryRow<'a> {
+    pub owner: RegistryOwner,
+    /// The credential's own id.
+    pub id: Uuid,
+    pub registry: &'a RegistryHost,
+}
+
+impl CredentialRow for RegistryRow<'_> {
+    /// `registry-credential/agent/<agent id>` (or `…/project/<project id>`), the credential's
+    /// id, and the registry.
+    fn aad(self) -> SecretAad {
+        let owner = match self.owner {
+            RegistryOwner::Agent(agent) => {
+                format!("registry-credential/agent/{}", agent.0.hyphenated())
+            }
+            RegistryOwner::Project(project) => {
+                format!("registry-credential/project/{}", project.0.hyphenated())
+            }
+        };
+        SecretAad::new(
+            owner,
+            self.id.hyphenated().to_string(),
+            self.registry.as_str(),
+        )
+    }
+
+    fn error(self, source: CryptoError) -> VaultError {
+        VaultError::Registry {
+            registry: self.registry.clone(),
+            source,
+        }
+    }
+}
+
 fn aad(row: SecretRow<'_>) -> SecretAad {
     SecretAad::for_row(row.project_id, row.secret_id, row.key)
 }
@@ -424,12 +467,51 @@ fn version_aad(row: VersionRow<'_>) -> SecretAad {
 mod tests {
     use super::*;
     use crate::crypto::MasterKey;
+    use shared::AgentId;
 
     fn row(key: &EnvKey) -> SecretRow<'_> {
         SecretRow {
             project_id: ProjectId(uuid::Uuid::new_v4()),
             secret_id: SecretId(uuid::Uuid::new_v4()),
             key,
+        }
+    }
+
+    #[test]
+    fn a_registry_password_opens_in_its_own_row_only() {
+        let vault = Vault::new(Keyring::new(MasterKey::generate(), None));
+        let registry = RegistryHost::parse("ghcr.io").unwrap();
+        let project = ProjectId(uuid::Uuid::new_v4());
+        let row = RegistryRow {
+            owner: RegistryOwner::Project(project),
+            id: uuid::Uuid::new_v4(),
+            registry: &registry,
+        };
+        let sealed = vault.seal_credential(row, &SecretValue::new("hunter2"));
+        assert_eq!(
+            vault.open_credential(row, &sealed).unwrap().expose(),
+            "hunter2"
+        );
+        let other = RegistryHost::parse("docker.io").unwrap();
+        for moved in [
+            RegistryRow {
+                registry: &other,
+                ..row
+            },
+            RegistryRow {
+                owner: RegistryOwner::Agent(AgentId(project.0)),
+                ..row
+            },
+            RegistryRow {
+                id: uuid::Uuid::new_v4(),
+                ..row
+            },
+        ] {
+            let error = vault
+                .open_credential(moved, &sealed)
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains("hunter2"), "{error}");
         }
     }
 

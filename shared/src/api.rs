@@ -1,5 +1,6 @@
 //! Bodies of the dashboard's server functions and of the REST API.
 
+use crate::registry::PullPolicy;
 use crate::runtime::{JobKind, LifecycleAction, ServiceImage, ServiceState};
 use crate::{
     AgentId, AgentName, ApiTokenId, ComposeFile, DeploymentId, EnvKey, JobId, ProjectId,
@@ -92,6 +93,9 @@ pub struct Project {
     /// a placeholder until the first deploy); `None`: from `path` on the host.
     #[serde(default)]
     pub source: Option<crate::source::GitSourceView>,
+    /// When a deploy pulls the images of services that are not built.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
 }
 
 /// `POST /api/v1/projects`.
@@ -114,6 +118,9 @@ pub struct CreateProject {
     /// Deploy from this Git repository instead of a directory on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::source::GitSource>,
+    /// When a deploy pulls images; `missing` when not given.
+    #[serde(default, skip_serializing_if = "PullPolicy::is_missing")]
+    pub pull_policy: PullPolicy,
 }
 
 /// `PATCH /api/v1/projects/{id}`: only the fields given change.
@@ -142,6 +149,9 @@ pub struct UpdateProject {
     /// `{"git": {...}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::source::ProjectSource>,
+    /// A new pull policy; missing leaves it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
 }
 
 /// `UpdateProject::compose_file` on the wire: `""` for "clear", a name for "set".

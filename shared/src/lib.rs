@@ -11,6 +11,7 @@ pub mod ids;
 pub mod names;
 pub mod notify;
 pub mod protocol;
+pub mod registry;
 pub mod runtime;
 pub mod secret;
 pub mod source;
@@ -20,7 +21,7 @@ pub mod webhooks;
 pub use ids::{AgentId, ApiTokenId, DeploymentId, JobId, ProjectId, SecretId, SessionId, UserId};
 pub use names::{
     AgentName, ChannelName, ComposeFile, EnvKey, Login, NameError, ProjectName, ProjectPath,
-    ServiceName,
+    RegistryHost, RegistryUsername, ServiceName,
 };
 pub use protocol::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 pub use secret::{DeployPayload, Secret, SecretScope, SecretValue};

@@ -272,6 +272,28 @@ pub const COMPOSE_FILE: NameRule = NameRule {
     trimmed: false,
 };
 
+/// [`RegistryHost`]: an image registry as image references name it (`ghcr.io`,
+/// `registry.example.com:5000`), lowercase, without a scheme or a path.
+pub const REGISTRY_HOST: NameRule = NameRule {
+    kind: "registry",
+    rule: "must be a registry host name as image names use it, like ghcr.io or \
+           registry.example.com:5000: lowercase letters, digits, '.' and '-', then an optional \
+           ':port' (at most 253 bytes)",
+    pattern: r"^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[0-9]{1,5})?$",
+    max_len: 253,
+    trimmed: false,
+};
+
+/// [`RegistryUsername`]: a registry account name; HTTP basic authentication ends it at the
+/// first ':'.
+pub const REGISTRY_USERNAME: NameRule = NameRule {
+    kind: "registry username",
+    rule: "use 1 to 256 printable ASCII characters other than space and ':'",
+    pattern: r"^[!-9;-~]+$",
+    max_len: 256,
+    trimmed: false,
+};
+
 name_type!(
     /// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, at most 256 bytes.
     EnvKey,
@@ -326,6 +348,19 @@ name_type!(
     ComposeFile,
     COMPOSE_FILE,
     check_compose_file
+);
+
+name_type!(
+    /// An image registry host as image references name it: `ghcr.io`, `localhost:5000`.
+    RegistryHost,
+    REGISTRY_HOST,
+    check_registry_host
+);
+name_type!(
+    /// A registry account name: printable ASCII without spaces or ':'.
+    RegistryUsername,
+    REGISTRY_USERNAME,
+    check_registry_username
 );
 
 fn check_env_key(value: &str) -> Result<(), NameError> {
@@ -429,6 +464,42 @@ fn check_compose_file(value: &str) -> Result<(), NameError> {
     }
 }
 
+fn check_registry_host(value: &str) -> Result<(), NameError> {
+    let (host, port) = match value.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (value, None),
+    };
+    let host_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && host
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && host
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let port_ok = port.is_none_or(|port| {
+        (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit())
+    });
+    if host_ok && port_ok && value.len() <= REGISTRY_HOST.max_len {
+        Ok(())
+    } else {
+        Err(REGISTRY_HOST.refuse(value))
+    }
+}
+
+fn check_registry_username(value: &str) -> Result<(), NameError> {
+    let valid = (1..=REGISTRY_USERNAME.max_len).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    if valid {
+        Ok(())
+    } else {
+        Err(REGISTRY_USERNAME.refuse(value))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,7 +507,7 @@ mod tests {
 
     /// Every rule with the check of its type, as `Ok(stored value)` or the error.
     #[allow(clippy::type_complexity)]
-    const RULES: [(&NameRule, fn(&str) -> Result<String, NameError>); 8] = [
+    const RULES: [(&NameRule, fn(&str) -> Result<String, NameError>); 10] = [
         (&ENV_KEY, |v| EnvKey::parse(v).map(String::from)),
         (&CHANNEL_NAME, |v| ChannelName::parse(v).map(String::from)),
         (&SERVICE_NAME, |v| ServiceName::parse(v).map(String::from)),
@@ -445,6 +516,10 @@ mod tests {
         (&LOGIN, |v| Login::parse(v).map(String::from)),
         (&PROJECT_PATH, |v| ProjectPath::parse(v).map(String::from)),
         (&COMPOSE_FILE, |v| ComposeFile::parse(v).map(String::from)),
+        (&REGISTRY_HOST, |v| RegistryHost::parse(v).map(String::from)),
+        (&REGISTRY_USERNAME, |v| {
+            RegistryUsername::parse(v).map(String::from)
+        }),
     ];
 
     /// What a JSON Schema validator says of `value`: the pattern, and the length in characters

@@ -300,6 +300,10 @@ pub enum DeployStep {
     Render,
     /// Making sure the compose project name is not another stack's on this host.
     Claim,
+    /// `docker compose pull` under the project's pull policy.
+    Pull,
+    /// `docker compose build` for the services that have a `build:` section.
+    Build,
     /// `docker compose up`.
     Up,
     /// Fetching and checking out the project's Git repository.
@@ -318,6 +322,8 @@ impl DeployStep {
             Self::Parse => "parse",
             Self::Render => "render",
             Self::Claim => "claim",
+            Self::Pull => "pull",
+            Self::Build => "build",
             Self::Up => "up",
             Self::Checkout => "checkout",
             Self::Health => "health",
@@ -332,6 +338,8 @@ impl From<&str> for DeployStep {
             "parse" => Self::Parse,
             "render" => Self::Render,
             "claim" => Self::Claim,
+            "pull" => Self::Pull,
+            "build" => Self::Build,
             "up" => Self::Up,
             "checkout" => Self::Checkout,
             "health" => Self::Health,

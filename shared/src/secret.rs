@@ -1,5 +1,6 @@
 //! Secrets as they travel from the server to an agent, and the deploy job that carries them.
 
+use crate::registry::{PullPolicy, RegistryCredential};
 use crate::runtime::ServiceImage;
 use crate::{EnvKey, JobId, ProjectId, ProjectName, ServiceName};
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,14 @@ pub struct DeployPayload {
     /// repository's credentials, which its `Debug` hides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Box<crate::source::GitCheckout>>,
+    /// When to pull the images of services that are not built; `missing` from older servers.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// The registry credentials to pull and build with, one per registry (a project's own
+    /// already chosen over its agent's). The agent writes them into a per-run Docker
+    /// configuration that it removes when the deploy ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registry_credentials: Vec<RegistryCredential>,
 }
 
 #[cfg(test)]

@@ -100,6 +100,8 @@ fn server_to_agent() -> impl Strategy<Value = ServerToAgent> {
                 project_id: None,
                 source: None,
                 pinned_images: Vec::new(),
+                pull_policy: Default::default(),
+                registry_credentials: Vec::new(),
             })
         });
     let start_logs = (

@@ -51,6 +51,8 @@ async fn run_deploy(
         secrets,
         project_id: None,
         pinned_images: &[],
+        pull_policy: Default::default(),
+        registry_credentials: &[],
     };
     let mut events = Vec::new();
     let result = deploy::deploy(
@@ -97,6 +99,7 @@ async fn secrets_land_exactly_where_they_belong(compose: Compose) {
             _ => None,
         })
         .collect();
+    // Under the `missing` policy there is no pull step: `up` pulls what is missing.
     assert_eq!(steps, ["parse", "render", "claim", "up", "health"]);
     assert!(
         events.iter().any(|e| matches!(e, JobEvent::Output { line } if line.contains("Started") || line.contains("Creating") || line.contains("Created"))),

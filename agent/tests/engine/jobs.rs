@@ -65,6 +65,8 @@ async fn a_job_sent_again_is_acknowledged_but_never_run_twice() {
         project_id: None,
         pinned_images: Vec::new(),
         source: None,
+        pull_policy: Default::default(),
+        registry_credentials: Vec::new(),
     };
 
     // Sent, then re-sent while it runs (as after a reconnect).
@@ -113,6 +115,8 @@ async fn the_job_ledger_survives_an_agent_restart() {
         project_id: None,
         pinned_images: Vec::new(),
         source: None,
+        pull_policy: Default::default(),
+        registry_credentials: Vec::new(),
     };
     {
         let (executor, mut events) = executor_with_ledger(private.path(), Some(ledger.clone()));

@@ -6,6 +6,7 @@ mod compose_up;
 mod confinement;
 mod deploy;
 mod helpers;
+mod images;
 mod jobs;
 mod namespace;
 mod private_state;

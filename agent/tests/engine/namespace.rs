@@ -45,6 +45,8 @@ async fn deploy_as(
         secrets: &[],
         project_id: id,
         pinned_images: &[],
+        pull_policy: Default::default(),
+        registry_credentials: &[],
     };
     let mut events = Vec::new();
     let result = deploy::deploy(

@@ -151,6 +151,8 @@ impl Agent {
             project_id: Some(project_id),
             pinned_images,
             source: None,
+            pull_policy: Default::default(),
+            registry_credentials: Vec::new(),
         };
         self.job(job_id, ServerToAgent::Deploy(payload)).await
     }
@@ -432,16 +434,10 @@ async fn a_redeploy_runs_exactly_the_pinned_image(compose: Compose) {
         &Uuid::new_v4().simple().to_string()[..8]
     );
     let v1 = agent::testing::build_version_image(&tag, "one").await;
-    // `web` could be built from its directory: a pinned redeploy must not rebuild it.
     let yaml = format!(
-        "services:\n  web:\n    image: {tag}\n    build: .\n    command: {IDLE_COMMAND}\n  worker:\n    image: {tag}\n    command: {IDLE_COMMAND}\n"
+        "services:\n  web:\n    image: {tag}\n    command: {IDLE_COMMAND}\n  worker:\n    image: {tag}\n    command: {IDLE_COMMAND}\n"
     );
     let project = TestProject::new(compose.clone(), &yaml).await;
-    std::fs::write(
-        project.dir.path().join("Dockerfile"),
-        "FROM scratch\nCOPY nothing-here /\n",
-    )
-    .unwrap();
     let id = ProjectId(Uuid::new_v4());
     let mut agent = Agent::new(compose);
 
@@ -463,6 +459,29 @@ async fn a_redeploy_runs_exactly_the_pinned_image(compose: Compose) {
 
     // The tag moves to another build; a plain deploy would follow it, a pinned one does not.
     let v2 = agent::testing::build_version_image(&tag, "two").await;
+    // Since then `web` got a `build:` section (one that cannot build): a deploy builds such a
+    // service, a pinned redeploy must not.
+    let file = if project.compose == Compose::V1 {
+        "docker-compose.yml"
+    } else {
+        "compose.yaml"
+    };
+    let image = agent::testing::test_image().await;
+    std::fs::write(
+        project.dir.path().join(file),
+        yaml.replacen(
+            &format!("image: {tag}\n"),
+            &format!("image: {tag}\n    build: .\n"),
+            1,
+        )
+        .replace("{image}", image),
+    )
+    .unwrap();
+    std::fs::write(
+        project.dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY nothing-here /\n",
+    )
+    .unwrap();
     assert_ne!(v1, v2);
     let pinned = agent.deploy(&project, id, first.images.clone()).await;
     assert!(pinned.success, "{}", pinned.message);
@@ -551,6 +570,8 @@ async fn a_resent_deploy_replays_its_images() {
         project_id: Some(id),
         pinned_images: Vec::new(),
         source: None,
+        pull_policy: Default::default(),
+        registry_credentials: Vec::new(),
     };
     let first = agent
         .job(job_id, ServerToAgent::Deploy(payload.clone()))

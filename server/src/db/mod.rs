@@ -9,6 +9,7 @@ mod deployments;
 mod join_tokens;
 mod notifications;
 mod projects;
+mod registries;
 mod retention;
 mod secrets;
 mod services;
@@ -22,6 +23,7 @@ pub use deployments::{NewEvent, NewJob, PendingJob};
 pub use join_tokens::JoinTokenState;
 pub use notifications::{Attempt, ChannelColumn, ClaimedDelivery, LatestJob, StoredChannel};
 pub use projects::NameInUse;
+pub use registries::{RegistryOwner, StoredRegistryCredential};
 pub use secrets::{PreviousValue, StoredSecret, StoredVersion};
 pub use sessions::{
     LocalAccount, LoginAttempt, SessionClient, SessionRecord, MAX_USER_AGENT_CHARS,

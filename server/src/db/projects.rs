@@ -2,6 +2,7 @@
 
 use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
 use shared::api::{CreateProject, Project, UpdateProject};
+use shared::registry::PullPolicy;
 use shared::{AgentId, ComposeFile, ProjectId, ProjectName, ProjectPath};
 use uuid::Uuid;
 
@@ -14,6 +15,7 @@ struct ProjectRow {
     compose_file: Option<String>,
     created_at: i64,
     legacy_name_clash: bool,
+    pull_policy: String,
 }
 
 impl TryFrom<ProjectRow> for Project {
@@ -37,12 +39,17 @@ impl TryFrom<ProjectRow> for Project {
             name_clash: row.legacy_name_clash,
             // Filled by `ops::sources::attach` from `project_sources`.
             source: None,
+            pull_policy: PullPolicy::parse(&row.pull_policy).ok_or_else(|| {
+                DbError::Other(sqlx::Error::Decode(
+                    format!("unknown pull policy {:?}", row.pull_policy).into(),
+                ))
+            })?,
         })
     }
 }
 
 const PROJECT_COLUMNS: &str =
-    "id, name, agent_id, path, compose_file, created_at, legacy_name_clash";
+    "id, name, agent_id, path, compose_file, created_at, legacy_name_clash, pull_policy";
 
 /// Who else already uses a project name, as far as the naming rules care.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,8 +70,9 @@ impl Store {
         let id = ProjectId(Uuid::new_v4());
         on_pool!(self, pool => {
             sqlx::query(
-                "INSERT INTO projects (id, owner_id, agent_id, name, path, compose_file, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO projects \
+                 (id, owner_id, agent_id, name, path, compose_file, created_at, pull_policy) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(id.to_string())
             .bind(owner.id.to_string())
@@ -73,6 +81,7 @@ impl Store {
             .bind(new.path.as_ref().map(ProjectPath::as_str))
             .bind(new.compose_file.as_ref().map(ComposeFile::as_str))
             .bind(now_ms())
+            .bind(new.pull_policy.as_str())
             .execute(pool)
             .await?
             .rows_affected()
@@ -157,10 +166,11 @@ impl Store {
             Some(change) => change.as_ref(),
             None => current.compose_file.as_ref(),
         };
+        let pull_policy = changes.pull_policy.unwrap_or(current.pull_policy);
         on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE projects SET name = $3, agent_id = $4, path = $5, compose_file = $6, \
-                 legacy_name_clash = (legacy_name_clash AND name = $3 AND agent_id = $4) \
+                 pull_policy = $7, legacy_name_clash = (legacy_name_clash AND name = $3 AND agent_id = $4) \
                  WHERE id = $1 AND owner_id = $2",
             )
             .bind(id.to_string())
@@ -169,6 +179,7 @@ impl Store {
             .bind(agent_id.to_string())
             .bind(path.as_str())
             .bind(compose_file.map(ComposeFile::as_str))
+            .bind(pull_policy.as_str())
             .execute(pool)
             .await?
             .rows_affected()

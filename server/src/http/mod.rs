@@ -17,6 +17,7 @@ pub mod join_tokens;
 pub mod notifications;
 pub mod openapi;
 pub mod projects;
+pub mod registries;
 pub mod secrets;
 pub mod sources;
 pub mod users;
@@ -39,6 +40,7 @@ use shared::api::{
     ProjectServices, RevealedSecret, SecretSummary, SecretVersion, SessionInfo, UpdateProject,
     UpdateSecret, UserSummary,
 };
+use shared::registry::{RegistryCredentialSummary, SetRegistryCredential};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -162,6 +164,7 @@ const ADMINS_ONLY: &[(StatusCode, &str)] =
 pub fn routes() -> Vec<ApiRoute> {
     use StatusCode as S;
     let (get, post, patch, delete) = (Method::GET, Method::POST, Method::PATCH, Method::DELETE);
+    let put = Method::PUT;
     use shared::notify as n;
     vec![
         ApiRoute::new(
@@ -332,6 +335,56 @@ pub fn routes() -> Vec<ApiRoute> {
             "Delete the project's push webhook: its URL answers 404 from then on",
             S::NO_CONTENT,
             webhooks::delete,
+        ),
+        ApiRoute::new(
+            get.clone(),
+            "/projects/{id}/registry-credentials",
+            "A project's registry credentials: registry and username, never the password",
+            S::OK,
+            registries::list_of_project,
+        )
+        .returns::<Vec<RegistryCredentialSummary>>(),
+        ApiRoute::new(
+            put.clone(),
+            "/projects/{id}/registry-credentials",
+            "Set (or replace) the credential a project's deploys use for one registry; it wins \
+             over its agent's for that registry (encrypted at rest, never returned)",
+            S::OK,
+            registries::set_for_project,
+        )
+        .takes::<SetRegistryCredential>()
+        .returns::<RegistryCredentialSummary>(),
+        ApiRoute::new(
+            delete.clone(),
+            "/projects/{id}/registry-credentials/{registry}",
+            "Remove a project's credential for one registry",
+            S::NO_CONTENT,
+            registries::delete_of_project,
+        ),
+        ApiRoute::new(
+            get.clone(),
+            "/agents/{id}/registry-credentials",
+            "An agent's registry credentials: registry and username, never the password",
+            S::OK,
+            registries::list_of_agent,
+        )
+        .returns::<Vec<RegistryCredentialSummary>>(),
+        ApiRoute::new(
+            put,
+            "/agents/{id}/registry-credentials",
+            "Set (or replace) the credential every deploy on an agent uses for one registry \
+             (encrypted at rest, never returned)",
+            S::OK,
+            registries::set_for_agent,
+        )
+        .takes::<SetRegistryCredential>()
+        .returns::<RegistryCredentialSummary>(),
+        ApiRoute::new(
+            delete.clone(),
+            "/agents/{id}/registry-credentials/{registry}",
+            "Remove an agent's credential for one registry",
+            S::NO_CONTENT,
+            registries::delete_of_agent,
         ),
         ApiRoute::new(
             get.clone(),

@@ -100,9 +100,12 @@ pub fn build() -> Value {
             .split('/')
             .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| {
-                // Ids are UUIDs; the one other path parameter is a secret's version number.
+                // Ids are UUIDs; the others are a secret's version number and a registry host.
                 let schema = if name == "version" {
                     json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX})
+                } else if name == "registry" {
+                    let rule = shared::RegistryHost::RULE;
+                    json!({"type": "string", "pattern": rule.pattern, "maxLength": rule.max_len})
                 } else {
                     json!({"type": "string", "format": "uuid"})
                 };

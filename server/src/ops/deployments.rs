@@ -308,6 +308,14 @@ pub async fn dispatch(
                 project_id: Some(project.id),
                 pinned_images,
                 source: source.map(Box::new),
+                pull_policy: project.pull_policy,
+                registry_credentials: super::registries::for_deploy(
+                    store,
+                    vault,
+                    project.agent_id,
+                    project.id,
+                )
+                .await?,
             })
         }
         kind => ServerToAgent::Lifecycle(LifecyclePayload {

@@ -16,6 +16,7 @@ pub mod join_tokens;
 pub mod logs;
 pub mod notifications;
 pub mod projects;
+pub mod registries;
 pub mod retention;
 pub mod secrets;
 pub mod services;

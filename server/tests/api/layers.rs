@@ -56,7 +56,13 @@ const APP_LAYERS: &[&[&str]] = &[
     &["project", "projects", "servers", "auth", "account"],
     // 2. Panels of a page, with their server functions (the Notifications page also has the
     //    Project page's notification panel).
-    &["secrets", "services", "notifications", "webhooks"],
+    &[
+        "secrets",
+        "services",
+        "notifications",
+        "webhooks",
+        "registries",
+    ],
     // 3. What the pages share, and the server side of the server functions.
     &["logs", "live", "widgets", "routes", "ssr"],
 ];

@@ -13,6 +13,7 @@ mod control_plane;
 mod dashboard;
 mod git_sources;
 mod helpers;
+mod images;
 mod layers;
 mod notifications;
 mod project_names;
