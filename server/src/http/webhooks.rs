@@ -115,6 +115,8 @@ pub async fn receive(
                 DeliveryOutcome::Duplicate | DeliveryOutcome::Ignored | DeliveryOutcome::Ping => {
                     StatusCode::OK
                 }
+                // Only a waiting deploy's later failure is recorded so; no receipt says it.
+                DeliveryOutcome::Failed => StatusCode::INTERNAL_SERVER_ERROR,
             };
             (status, Json(receipt)).into_response()
         }

@@ -36,6 +36,7 @@ use shared::webhooks::{
     DeliveryOutcome, DeliveryReceipt, DeployTrigger, Webhook, WebhookCreated, WebhookProvider,
 };
 use shared::{DeploymentId, ProjectId, SecretValue};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -55,10 +56,61 @@ const SECRET_PREFIX: &str = "stw_";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Serializes the decisions "deploy now or raise the flag" and "take the flag", so two of
-/// them never both see no open job and start two deploys. Cheap to clone.
+/// Serializes, per project, the decisions "deploy now or raise the flag" and "take the flag",
+/// so two of them never both see no open job and start two deploys; projects do not wait for
+/// each other. A project's entry lives only while someone holds or awaits it, so the map does
+/// not grow with the number of projects ever seen. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct WebhookGate(Arc<tokio::sync::Mutex<()>>);
+pub struct WebhookGate(Arc<std::sync::Mutex<HashMap<ProjectId, Arc<tokio::sync::Mutex<()>>>>>);
+
+/// One project's turn at the gate; dropping it ends the turn.
+struct GateTurn {
+    gate: WebhookGate,
+    project: ProjectId,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WebhookGate {
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ProjectId, Arc<tokio::sync::Mutex<()>>>> {
+        // The map is only read and written whole under this lock: a panic elsewhere leaves it
+        // consistent.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn enter(&self, project: ProjectId) -> GateTurn {
+        let mutex = Arc::clone(self.entries().entry(project).or_default());
+        let held = mutex.lock_owned().await;
+        GateTurn {
+            gate: self.clone(),
+            project,
+            held: Some(held),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries().len()
+    }
+}
+
+impl Drop for GateTurn {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        let mut entries = self.gate.entries();
+        // Clones are only made under the map's lock: one left (the map's) means nobody holds
+        // or awaits this project's turn.
+        if entries
+            .get(&self.project)
+            .is_some_and(|mutex| Arc::strong_count(mutex) == 1)
+        {
+            entries.remove(&self.project);
+        }
+    }
+}
 
 /// The headers of a delivery that say who sent it and prove it, as the HTTP adapter read them
 /// (each `None` when absent or not text). Its `Debug` hides the two that carry the secret.
@@ -389,7 +441,7 @@ async fn request_deploy(
     let json = serde_json::to_string(trigger).map_err(|error| {
         OpError::Internal(anyhow::Error::new(error).context("encoding a trigger"))
     })?;
-    let _decide = gate.0.lock().await;
+    let _decide = gate.enter(project.id).await;
     store.set_pending_deploy(project.id, &json).await?;
     start_pending(store, vault, hub, project, owner).await
 }
@@ -424,17 +476,46 @@ async fn start_pending(
         git_ref: None,
     });
     // The flag is not raised again if this fails: a deploy that cannot start would otherwise
-    // be retried after every job of the project, forever. The sender hears of the failure.
-    let accepted =
-        super::deployments::start_triggered(store, vault, hub, project, owner, &trigger).await?;
+    // be retried after every job of the project, forever. A sender still waiting hears of the
+    // failure; a push left waiting has its delivery marked failed, for the hook's list.
+    let started =
+        super::deployments::start_triggered(store, vault, hub, project, owner, &trigger).await;
+    let accepted = match started {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            if let DeployTrigger::Webhook {
+                delivery: Some(delivery),
+                ..
+            } = &trigger
+            {
+                let failed = DeliveryOutcome::Failed;
+                if let Err(mark) = store
+                    .set_webhook_delivery_outcome(&hook.id, delivery, failed, None)
+                    .await
+                {
+                    tracing::error!(%mark, "could not mark a webhook delivery failed");
+                }
+            }
+            return Err(error);
+        }
+    };
     tracing::info!(project_id = %project.id, deployment_id = %accepted.deployment_id, trigger = %trigger.describe(), "webhook deploy started");
     Ok(Some(accepted.deployment_id))
 }
 
 /// Starts the waiting deploy of `project`, if it has one and nothing of it is open.
 async fn kick(store: &Store, vault: &Vault, hub: &Hub, gate: &WebhookGate, project: ProjectId) {
+    // Most jobs that end leave no push waiting: those take no turn at the gate.
+    match store.webhook_of_project(project).await {
+        Ok(Some(hook)) if hook.pending_deploy.is_some() => {}
+        Ok(_) => return,
+        Err(error) => {
+            tracing::error!(%error, project_id = %project, "could not tell whether a push is waiting");
+            return;
+        }
+    }
     let result = async {
-        let _decide = gate.0.lock().await;
+        let _decide = gate.enter(project).await;
         let project = match store.project_by_id(project).await {
             Ok(project) => project,
             // Deleted meanwhile: its hook went with it.
@@ -1104,6 +1185,33 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(verify(&token_as_github_signature, body, &secret), None);
+    }
+
+    #[tokio::test]
+    async fn the_gate_serializes_one_project_lets_others_pass_and_forgets_idle_projects() {
+        let gate = WebhookGate::default();
+        let (shop, blog) = (
+            ProjectId(uuid::Uuid::new_v4()),
+            ProjectId(uuid::Uuid::new_v4()),
+        );
+        let first = gate.enter(shop).await;
+        // Another project is not held up by the first one's turn.
+        let other = gate.enter(blog).await;
+        assert_eq!(gate.len(), 2);
+        drop(other);
+        assert_eq!(gate.len(), 1);
+        // The same project waits for its turn.
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                let _turn = gate.enter(shop).await;
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        waiting.await.unwrap();
+        assert_eq!(gate.len(), 0, "no entry is left for idle projects");
     }
 
     #[test]

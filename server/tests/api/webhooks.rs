@@ -1202,3 +1202,71 @@ async fn a_captured_signed_delivery_replayed_under_another_id_or_sender_deploys_
         drop(server);
     }
 }
+
+/// The deploy a push left waiting cannot start when the running one ends (its secret value
+/// cannot be opened): the hook's list says that delivery failed, not "pending" forever.
+#[tokio::test]
+async fn a_waiting_push_whose_deploy_cannot_start_is_listed_as_failed() {
+    for db in TestDb::all().await {
+        let data = tempfile::tempdir().unwrap();
+        let (server, api) = start(&db, data.path()).await;
+        let agent: AgentCreated = api
+            .expect(Method::POST, "/agents", Some(json!({"name": "held"})), 201)
+            .await;
+        let body = json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"});
+        let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+        let body = json!({"project_id": project.id, "key": "TOKEN", "value": "t0ken-value", "scope": "global"});
+        let _: Value = api.expect(Method::POST, "/secrets", Some(body), 201).await;
+        let created = create_hook(&api, &project).await;
+        let secret = created.secret.expose().to_string();
+        let mut socket = fake_agent(&server, &agent.token).await;
+        let url = hook_url(&server, &created.webhook);
+        let path = format!("/projects/{}/webhook", project.id);
+
+        let push = github_push("refs/heads/main", &sha(1), &sha(2));
+        let headers = github_headers(&secret, "push", "first", &push);
+        let (status, answer) = deliver(&url, &headers, push).await;
+        assert_eq!(
+            receipt(status, &answer, 202, "first").outcome,
+            DeliveryOutcome::Deployed
+        );
+        let first_job = next_deploy(&mut socket).await;
+        let push = github_push("refs/heads/main", &sha(2), &sha(3));
+        let headers = github_headers(&secret, "push", "waiting", &push);
+        let (status, answer) = deliver(&url, &headers, push).await;
+        assert_eq!(
+            receipt(status, &answer, 202, "waiting").outcome,
+            DeliveryOutcome::Pending
+        );
+
+        // The secret's stored value is damaged: the next deploy cannot be prepared.
+        {
+            let store = server::db::Store::connect(db.url(), data.path())
+                .await
+                .unwrap();
+            for version in store.all_versions().await.unwrap() {
+                assert!(store
+                    .replace_version_ciphertext(version.id, &version.ciphertext, b"damaged")
+                    .await
+                    .unwrap());
+            }
+            store.close().await;
+        }
+        update(&mut socket, first_job, finished()).await;
+
+        eventually(
+            Duration::from_secs(10),
+            "the waiting delivery to be failed",
+            || async {
+                let hook: Webhook = api.expect(Method::GET, &path, None, 200).await;
+                hook.deliveries.iter().any(|delivery| {
+                    delivery.delivery_id == "waiting" && delivery.outcome == DeliveryOutcome::Failed
+                })
+            },
+        )
+        .await;
+        let hook: Webhook = api.expect(Method::GET, &path, None, 200).await;
+        assert!(!hook.deploy_pending, "{}", db.name());
+        drop(server);
+    }
+}
