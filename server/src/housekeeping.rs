@@ -4,7 +4,8 @@
 //!   previous round are written in one transaction, and sessions of agents whose token was
 //!   revoked (here, on another replica or with `agents revoke`) are closed; every ten rounds the
 //!   registered fleet is counted, which sizes the reconnect window agents are told;
-//! - every 10 s: deployments whose agent stopped answering are timed out;
+//! - every 10 s: deployments whose agent stopped answering are timed out, and a deploy a push
+//!   left waiting whose project has nothing open starts (a wakeup lost to an error);
 //! - every minute: abandoned GitHub sign-ins are forgotten;
 //! - every `STAGELY_PURGE_INTERVAL_SECS` (5 min): one retention pass (`ops::retention`) drops old
 //!   jobs with their output, unused secret versions, old audit entries, spent join tokens,
@@ -78,6 +79,10 @@ async fn expiry(state: AppState) {
         if round % 6 == 0 {
             crate::ops::users::forget_expired_sign_ins(&state.store).await;
         }
+        // A push's deploy is started when a job of its project ends; this catches one whose
+        // start failed on a transient error (its flag stays raised).
+        crate::ops::webhooks::kick_all(&state.store, &state.vault, &state.hub, &state.webhooks)
+            .await;
     }
 }
 

@@ -158,6 +158,9 @@ pub enum DeliveryOutcome {
     Ignored,
     /// GitHub's `ping`: the hook works.
     Ping,
+    /// The deploy it left waiting (as the newest push) could not start when the running one
+    /// ended; the server's log says why.
+    Failed,
 }
 
 impl DeliveryOutcome {
@@ -168,6 +171,7 @@ impl DeliveryOutcome {
             Self::Duplicate => "duplicate",
             Self::Ignored => "ignored",
             Self::Ping => "ping",
+            Self::Failed => "failed",
         }
     }
 
@@ -178,6 +182,7 @@ impl DeliveryOutcome {
             Self::Duplicate,
             Self::Ignored,
             Self::Ping,
+            Self::Failed,
         ]
         .into_iter()
         .find(|outcome| outcome.as_str() == value)

@@ -37,6 +37,9 @@ pub struct NewDelivery<'a> {
     pub provider: WebhookProvider,
     pub event: &'a str,
     pub outcome: DeliveryOutcome,
+    /// SHA-256 (hex) of the raw body of an HMAC-signed delivery: a second delivery with the
+    /// same body is a duplicate whatever its id (a replay under a new id).
+    pub body_sha256: Option<&'a str>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -166,15 +169,17 @@ impl Store {
         Ok(deleted == 1)
     }
 
-    /// Keeps a verified delivery; `false` if this hook has seen its id before (nothing written).
+    /// Keeps a verified delivery; `false` if this hook has seen its id, or its signed body,
+    /// before (nothing written).
     pub async fn record_webhook_delivery(
         &self,
         delivery: &NewDelivery<'_>,
     ) -> Result<bool, DbError> {
         let inserted = on_pool!(self, pool => {
             sqlx::query(
-                "INSERT INTO webhook_deliveries (hook_id, delivery_id, received_at, provider, event, outcome) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hook_id, delivery_id) DO NOTHING",
+                "INSERT INTO webhook_deliveries \
+                 (hook_id, delivery_id, received_at, provider, event, outcome, body_sha256) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             )
             .bind(delivery.hook_id)
             .bind(delivery.delivery_id)
@@ -182,6 +187,7 @@ impl Store {
             .bind(delivery.provider.as_str())
             .bind(delivery.event)
             .bind(delivery.outcome.as_str())
+            .bind(delivery.body_sha256)
             .execute(pool)
             .await?
             .rows_affected()
@@ -272,11 +278,16 @@ impl Store {
             .collect()
     }
 
-    /// Drops deliveries received before `before` (Unix ms); returns how many.
-    pub async fn purge_webhook_deliveries(&self, before: i64) -> Result<u64, DbError> {
+    /// Drops at most `limit` deliveries received before `before` (Unix ms); returns how many.
+    pub async fn purge_webhook_deliveries(&self, before: i64, limit: u32) -> Result<u64, DbError> {
         Ok(on_pool!(self, pool => {
-            sqlx::query("DELETE FROM webhook_deliveries WHERE received_at < $1")
+            sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE (hook_id, delivery_id) IN ( \
+                   SELECT hook_id, delivery_id FROM webhook_deliveries \
+                   WHERE received_at < $1 LIMIT $2)",
+            )
                 .bind(before)
+                .bind(i64::from(limit))
                 .execute(pool)
                 .await?
                 .rows_affected()

@@ -81,6 +81,11 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // The hook first: an unknown one is 404 before any of the body is read.
+    let target = match ops::webhooks::target(&state.store, &hook_id).await {
+        Ok(target) => target,
+        Err(error) => return error.into_response(),
+    };
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -98,7 +103,7 @@ pub async fn receive(
         &state.vault,
         &state.hub,
         &state.webhooks,
-        &hook_id,
+        target,
         &delivery,
         &body,
     )
@@ -110,6 +115,8 @@ pub async fn receive(
                 DeliveryOutcome::Duplicate | DeliveryOutcome::Ignored | DeliveryOutcome::Ping => {
                     StatusCode::OK
                 }
+                // Only a waiting deploy's later failure is recorded so; no receipt says it.
+                DeliveryOutcome::Failed => StatusCode::INTERNAL_SERVER_ERROR,
             };
             (status, Json(receipt)).into_response()
         }

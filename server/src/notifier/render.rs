@@ -51,13 +51,25 @@ pub fn render(
             }
         }
         ChannelKind::Slack => {
-            let text = format!("*{}*\n{}", notification.title, notification.message);
+            let text = format!(
+                "*{}*\n{}",
+                slack_text(&notification.title),
+                slack_text(&notification.message)
+            );
             json(serde_json::json!({ "text": text }))
         }
         ChannelKind::Discord => {
-            let content = format!("**{}**\n{}", notification.title, notification.message);
+            let content = format!(
+                "**{}**\n{}",
+                discord_text(&notification.title),
+                discord_text(&notification.message)
+            );
             let content: String = content.chars().take(DISCORD_MAX_CHARS).collect();
-            json(serde_json::json!({ "content": content }))
+            // No mention in a notification pings anyone, whatever its text says.
+            json(serde_json::json!({
+                "content": content,
+                "allowed_mentions": { "parse": [] },
+            }))
         }
         ChannelKind::Ntfy => {
             let body = if notification.message.is_empty() {
@@ -103,6 +115,35 @@ pub fn signature(secret: &SecretValue, body: &[u8]) -> String {
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("sha256={hex}")
+}
+
+/// Text for Slack's `text`: what others chose (a pusher's name, a job's message) reaches it,
+/// so `<`, `>` and `&` are escaped as Slack asks: `<!channel>`, `<@U123>` or `<url|label>` stay
+/// text.
+fn slack_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Text for Discord's `content`: its markdown marks are escaped, so another's text can neither
+/// format the message nor hide a link; `@everyone`/`@here` get a zero-width space so they stay
+/// text even where `allowed_mentions` is not honoured.
+fn discord_text(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '<' | '[' | ']' | '#'
+        ) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+        if c == '@' {
+            escaped.push('\u{200B}');
+        }
+    }
+    escaped
 }
 
 /// A header value: control characters (a newline) become spaces.
@@ -185,5 +226,42 @@ mod tests {
         assert!(ntfy
             .headers
             .contains(&("authorization", "Bearer tk_1".into())));
+    }
+
+    /// A pusher names themselves so that a deploy notification pings the whole channel.
+    #[test]
+    fn a_pushers_name_mentions_nobody_in_slack_or_discord() {
+        let n = Notification {
+            title: "shop: deploy succeeded".into(),
+            message: "The deploy of shop succeeded. (started by webhook github: 2222222 by \
+                      <!channel> @everyone @here <@123456> [click](https://evil.example) *x*)"
+                .into(),
+            ..notification()
+        };
+        let raw = serde_json::to_string(&n).unwrap();
+        let credentials = Credentials {
+            signing_secret: None,
+            token: None,
+        };
+        let id = DeliveryId(uuid::Uuid::nil());
+        let slack = render(ChannelKind::Slack, id, &n, &raw, &credentials);
+        let slack: serde_json::Value = serde_json::from_slice(&slack.body).unwrap();
+        let text = slack["text"].as_str().unwrap();
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
+        let discord = render(ChannelKind::Discord, id, &n, &raw, &credentials);
+        let discord: serde_json::Value = serde_json::from_slice(&discord.body).unwrap();
+        assert_eq!(
+            discord["allowed_mentions"],
+            serde_json::json!({"parse": []})
+        );
+        let content = discord["content"].as_str().unwrap();
+        for mention in ["@everyone", "@here", "<@123456>", "[click](", "*x*"] {
+            assert!(!content.contains(mention), "{mention} in {content}");
+        }
+        assert!(
+            content.starts_with("**shop: deploy succeeded**"),
+            "{content}"
+        );
     }
 }

@@ -30,12 +30,13 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::Deserialize;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use shared::api::Project;
 use shared::webhooks::{
     DeliveryOutcome, DeliveryReceipt, DeployTrigger, Webhook, WebhookCreated, WebhookProvider,
 };
 use shared::{DeploymentId, ProjectId, SecretValue};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -55,10 +56,61 @@ const SECRET_PREFIX: &str = "stw_";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Serializes the decisions "deploy now or raise the flag" and "take the flag", so two of
-/// them never both see no open job and start two deploys. Cheap to clone.
+/// Serializes, per project, the decisions "deploy now or raise the flag" and "take the flag",
+/// so two of them never both see no open job and start two deploys; projects do not wait for
+/// each other. A project's entry lives only while someone holds or awaits it, so the map does
+/// not grow with the number of projects ever seen. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct WebhookGate(Arc<tokio::sync::Mutex<()>>);
+pub struct WebhookGate(Arc<std::sync::Mutex<HashMap<ProjectId, Arc<tokio::sync::Mutex<()>>>>>);
+
+/// One project's turn at the gate; dropping it ends the turn.
+struct GateTurn {
+    gate: WebhookGate,
+    project: ProjectId,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WebhookGate {
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ProjectId, Arc<tokio::sync::Mutex<()>>>> {
+        // The map is only read and written whole under this lock: a panic elsewhere leaves it
+        // consistent.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn enter(&self, project: ProjectId) -> GateTurn {
+        let mutex = Arc::clone(self.entries().entry(project).or_default());
+        let held = mutex.lock_owned().await;
+        GateTurn {
+            gate: self.clone(),
+            project,
+            held: Some(held),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries().len()
+    }
+}
+
+impl Drop for GateTurn {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        let mut entries = self.gate.entries();
+        // Clones are only made under the map's lock: one left (the map's) means nobody holds
+        // or awaits this project's turn.
+        if entries
+            .get(&self.project)
+            .is_some_and(|mutex| Arc::strong_count(mutex) == 1)
+        {
+            entries.remove(&self.project);
+        }
+    }
+}
 
 /// The headers of a delivery that say who sent it and prove it, as the HTTP adapter read them
 /// (each `None` when absent or not text). Its `Debug` hides the two that carry the secret.
@@ -137,9 +189,19 @@ pub async fn create(
         project_id: project.id,
         hook_id: &id,
     };
-    store
+    match store
         .create_webhook(project.id, &id, &vault.seal_credential(row, &secret))
-        .await?;
+        .await
+    {
+        Ok(()) => {}
+        // Another create of this project's hook won the race.
+        Err(crate::db::DbError::Conflict(_)) => {
+            return Err(OpError::Conflict(
+                "this project has a webhook already; rotate its secret to get a new one".into(),
+            ))
+        }
+        Err(error) => return Err(error.into()),
+    }
     tracing::info!(project_id = %project.id, hook_id = %id, "webhook created");
     let webhook = view(store, public_url, project.id).await?;
     Ok(WebhookCreated { webhook, secret })
@@ -215,23 +277,35 @@ async fn view(store: &Store, public_url: &str, project: ProjectId) -> OpResult<W
     })
 }
 
-/// Handles one delivery to hook `hook_id` (see the module's steps). `body` is the raw body,
-/// at most [`MAX_BODY_BYTES`] (the adapter refuses more).
-pub async fn receive(
-    store: &Store,
-    vault: &Vault,
-    hub: &Hub,
-    gate: &WebhookGate,
-    hook_id: &str,
-    headers: &DeliveryHeaders,
-    body: &[u8],
-) -> OpResult<DeliveryReceipt> {
-    // 1. The hook, and an owner who may still act.
+/// A hook a delivery names, found before its body is read (step 1).
+pub struct DeliveryTarget {
+    hook: StoredHook,
+    owner: shared::UserId,
+}
+
+/// Step 1: the hook `hook_id` names, with an owner who may still act; `NotFound` otherwise.
+/// The adapter asks this before it reads the body, so an unknown hook costs no body read.
+pub async fn target(store: &Store, hook_id: &str) -> OpResult<DeliveryTarget> {
     let hook = find_hook(store, hook_id).await?;
     let (owner, active) = store.project_owner(hook.project_id).await?;
     if !active {
         return Err(OpError::NotFound);
     }
+    Ok(DeliveryTarget { hook, owner })
+}
+
+/// Handles one delivery to the hook [`target`] found (see the module's steps). `body` is the
+/// raw body, at most [`MAX_BODY_BYTES`] (the adapter refuses more).
+pub async fn receive(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    gate: &WebhookGate,
+    target: DeliveryTarget,
+    headers: &DeliveryHeaders,
+    body: &[u8],
+) -> OpResult<DeliveryReceipt> {
+    let DeliveryTarget { hook, owner } = target;
     // 2–3. The proof, before anything else of the request is believed.
     let row = HookRow {
         project_id: hook.project_id,
@@ -262,12 +336,21 @@ pub async fn receive(
         Decision::Ignore(_) => DeliveryOutcome::Ignored,
         Decision::Deploy(_) => DeliveryOutcome::Pending,
     };
+    // The HMAC covers the body only: a captured delivery re-sent under another id (or none,
+    // or another sender's headers with the same signature) is known by its body.
+    let body_sha256 = match provider {
+        WebhookProvider::Github | WebhookProvider::Gitea | WebhookProvider::Forgejo => {
+            Some(hex(&Sha256::digest(body)))
+        }
+        WebhookProvider::Gitlab | WebhookProvider::Bearer => None,
+    };
     let kept = NewDelivery {
         hook_id: &hook.id,
         delivery_id: &delivery_id,
         provider,
         event: &delivery.event,
         outcome: first_outcome,
+        body_sha256: body_sha256.as_deref(),
     };
     if !store.record_webhook_delivery(&kept).await? {
         tracing::info!(project_id = %project.id, provider = %provider, delivery = %delivery_id, "duplicate webhook delivery ignored");
@@ -358,7 +441,7 @@ async fn request_deploy(
     let json = serde_json::to_string(trigger).map_err(|error| {
         OpError::Internal(anyhow::Error::new(error).context("encoding a trigger"))
     })?;
-    let _decide = gate.0.lock().await;
+    let _decide = gate.enter(project.id).await;
     store.set_pending_deploy(project.id, &json).await?;
     start_pending(store, vault, hub, project, owner).await
 }
@@ -393,17 +476,46 @@ async fn start_pending(
         git_ref: None,
     });
     // The flag is not raised again if this fails: a deploy that cannot start would otherwise
-    // be retried after every job of the project, forever. The sender hears of the failure.
-    let accepted =
-        super::deployments::start_triggered(store, vault, hub, project, owner, &trigger).await?;
+    // be retried after every job of the project, forever. A sender still waiting hears of the
+    // failure; a push left waiting has its delivery marked failed, for the hook's list.
+    let started =
+        super::deployments::start_triggered(store, vault, hub, project, owner, &trigger).await;
+    let accepted = match started {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            if let DeployTrigger::Webhook {
+                delivery: Some(delivery),
+                ..
+            } = &trigger
+            {
+                let failed = DeliveryOutcome::Failed;
+                if let Err(mark) = store
+                    .set_webhook_delivery_outcome(&hook.id, delivery, failed, None)
+                    .await
+                {
+                    tracing::error!(%mark, "could not mark a webhook delivery failed");
+                }
+            }
+            return Err(error);
+        }
+    };
     tracing::info!(project_id = %project.id, deployment_id = %accepted.deployment_id, trigger = %trigger.describe(), "webhook deploy started");
     Ok(Some(accepted.deployment_id))
 }
 
 /// Starts the waiting deploy of `project`, if it has one and nothing of it is open.
 async fn kick(store: &Store, vault: &Vault, hub: &Hub, gate: &WebhookGate, project: ProjectId) {
+    // Most jobs that end leave no push waiting: those take no turn at the gate.
+    match store.webhook_of_project(project).await {
+        Ok(Some(hook)) if hook.pending_deploy.is_some() => {}
+        Ok(_) => return,
+        Err(error) => {
+            tracing::error!(%error, project_id = %project, "could not tell whether a push is waiting");
+            return;
+        }
+    }
     let result = async {
-        let _decide = gate.0.lock().await;
+        let _decide = gate.enter(project).await;
         let project = match store.project_by_id(project).await {
             Ok(project) => project,
             // Deleted meanwhile: its hook went with it.
@@ -446,7 +558,9 @@ pub async fn follow_up_pushes(store: Store, vault: Vault, hub: Hub, gate: Webhoo
     }
 }
 
-async fn kick_all(store: &Store, vault: &Vault, hub: &Hub, gate: &WebhookGate) {
+/// Starts the waiting deploy of every project that has one and nothing open. Also run
+/// periodically by the housekeeping, so a wakeup lost to a transient error is not lost for good.
+pub async fn kick_all(store: &Store, vault: &Vault, hub: &Hub, gate: &WebhookGate) {
     match store.projects_with_pending_deploy().await {
         Ok(projects) => {
             for project in projects {
@@ -459,11 +573,26 @@ async fn kick_all(store: &Store, vault: &Vault, hub: &Hub, gate: &WebhookGate) {
 
 /// Drops delivery ids older than [`DELIVERY_RETENTION`].
 pub async fn purge_deliveries(store: &Store) {
+    use super::retention::{BATCH, MAX_BATCHES};
     let before = crate::db::now_ms() - DELIVERY_RETENTION.as_millis() as i64;
-    match store.purge_webhook_deliveries(before).await {
-        Ok(0) => {}
-        Ok(purged) => tracing::info!(purged, "purged old webhook deliveries"),
-        Err(error) => tracing::warn!(%error, "could not purge old webhook deliveries"),
+    let mut purged = 0;
+    // Bounded batches, like the other purges (`ops::retention`).
+    for _ in 0..MAX_BATCHES {
+        match store.purge_webhook_deliveries(before, BATCH).await {
+            Ok(deleted) => {
+                purged += deleted;
+                if deleted < u64::from(BATCH) {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not purge old webhook deliveries");
+                break;
+            }
+        }
+    }
+    if purged > 0 {
+        tracing::info!(purged, "purged old webhook deliveries");
     }
 }
 
@@ -577,6 +706,10 @@ fn same_secret(given: &str, key: &[u8]) -> bool {
         .is_ok()
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
     if text.len() != 64 {
@@ -687,10 +820,12 @@ impl Delivery {
             WebhookProvider::Github => (&headers.github_event, &headers.github_delivery),
             WebhookProvider::Gitlab => (
                 &headers.gitlab_event,
-                if headers.gitlab_event_uuid.is_some() {
-                    &headers.gitlab_event_uuid
-                } else {
+                // Idempotency-Key is the same on every retry of a delivery; the event UUID
+                // (older GitLab) names the event.
+                if headers.idempotency_key.is_some() {
                     &headers.idempotency_key
+                } else {
+                    &headers.gitlab_event_uuid
                 },
             ),
             WebhookProvider::Gitea => (&headers.gitea_event, &headers.gitea_delivery),
@@ -1017,5 +1152,93 @@ mod tests {
         };
         assert_eq!(verify(&bearer, b"", &secret), Some(WebhookProvider::Bearer));
         assert_eq!(verify(&DeliveryHeaders::default(), b"", &secret), None);
+    }
+
+    /// The right secret in the wrong sender's header proves nothing: the sender is told
+    /// apart first, and only its own proof counts.
+    #[test]
+    fn the_secret_in_another_senders_header_is_refused() {
+        let secret = SecretValue::new("s3cret");
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let token_as_github = DeliveryHeaders {
+            github_event: Some("push".into()),
+            gitlab_token: Some("s3cret".into()),
+            ..Default::default()
+        };
+        assert_eq!(verify(&token_as_github, body, &secret), None);
+        let bearer_as_gitea = DeliveryHeaders {
+            gitea_event: Some("push".into()),
+            authorization: Some("Bearer s3cret".into()),
+            ..Default::default()
+        };
+        assert_eq!(verify(&bearer_as_gitea, body, &secret), None);
+        let bearer_as_forgejo = DeliveryHeaders {
+            forgejo_event: Some("push".into()),
+            authorization: Some("Bearer s3cret".into()),
+            gitlab_token: Some("s3cret".into()),
+            ..Default::default()
+        };
+        assert_eq!(verify(&bearer_as_forgejo, body, &secret), None);
+        let token_as_github_signature = DeliveryHeaders {
+            github_event: Some("push".into()),
+            hub_signature_256: Some("sha256=s3cret".into()),
+            ..Default::default()
+        };
+        assert_eq!(verify(&token_as_github_signature, body, &secret), None);
+    }
+
+    #[tokio::test]
+    async fn the_gate_serializes_one_project_lets_others_pass_and_forgets_idle_projects() {
+        let gate = WebhookGate::default();
+        let (shop, blog) = (
+            ProjectId(uuid::Uuid::new_v4()),
+            ProjectId(uuid::Uuid::new_v4()),
+        );
+        let first = gate.enter(shop).await;
+        // Another project is not held up by the first one's turn.
+        let other = gate.enter(blog).await;
+        assert_eq!(gate.len(), 2);
+        drop(other);
+        assert_eq!(gate.len(), 1);
+        // The same project waits for its turn.
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                let _turn = gate.enter(shop).await;
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        waiting.await.unwrap();
+        assert_eq!(gate.len(), 0, "no entry is left for idle projects");
+    }
+
+    #[test]
+    fn gitlab_deliveries_are_known_by_their_idempotency_key() {
+        let headers = DeliveryHeaders {
+            gitlab_event: Some("Push Hook".into()),
+            gitlab_event_uuid: Some("event-uuid".into()),
+            idempotency_key: Some("retry-stable".into()),
+            ..Default::default()
+        };
+        let delivery = Delivery::read(
+            WebhookProvider::Gitlab,
+            &headers,
+            b"{\"ref\":\"refs/heads/main\"}",
+        )
+        .unwrap();
+        assert_eq!(delivery.id.as_deref(), Some("retry-stable"));
+        let older = DeliveryHeaders {
+            idempotency_key: None,
+            ..headers
+        };
+        let delivery = Delivery::read(
+            WebhookProvider::Gitlab,
+            &older,
+            b"{\"ref\":\"refs/heads/main\"}",
+        )
+        .unwrap();
+        assert_eq!(delivery.id.as_deref(), Some("event-uuid"));
     }
 }

@@ -693,6 +693,7 @@ fn finished() -> JobEvent {
         success: true,
         message: String::new(),
         images: Vec::new(),
+        checkout: None,
     }
 }
 
@@ -1101,8 +1102,171 @@ async fn a_disabled_owners_hook_deploys_nothing() {
         app.store().disable_user(alice.id).await.unwrap();
         let (status, answer) = deliver(&url, &bearer, Vec::new()).await;
         assert_eq!(status, 404, "{}: {answer}", db.name());
-        let deployments: i64 = app.store().open_jobs_of_project(project.id).await.unwrap();
-        assert_eq!(deployments, 0, "{}", db.name());
+        let open: i64 = app.store().open_jobs_of_project(project.id).await.unwrap();
+        assert_eq!(open, 0, "{}", db.name());
+        let history = app
+            .store()
+            .deployments_of_project(&alice, project.id)
+            .await
+            .unwrap();
+        assert!(history.is_empty(), "{}: {history:?}", db.name());
+        let kept = app
+            .store()
+            .webhook_deliveries(&created.webhook.id, 20)
+            .await
+            .unwrap();
+        assert!(kept.is_empty(), "{}: {kept:?}", db.name());
         app.stop().await;
+    }
+}
+
+/// An attacker who captured one signed delivery (a proxy log, a leaked request dump) re-sends
+/// it: the signature covers the body only, so they change what it does not cover.
+#[tokio::test]
+async fn a_captured_signed_delivery_replayed_under_another_id_or_sender_deploys_nothing_more() {
+    for db in TestDb::all().await {
+        let data = tempfile::tempdir().unwrap();
+        let (server, api) = start(&db, data.path()).await;
+        let agent: AgentCreated = api
+            .expect(Method::POST, "/agents", Some(json!({"name": "held"})), 201)
+            .await;
+        let body = json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"});
+        let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+        let created = create_hook(&api, &project).await;
+        let secret = created.secret.expose().to_string();
+        let url = hook_url(&server, &created.webhook);
+        let path = format!("/projects/{}/webhook", project.id);
+
+        let push = github_push("refs/heads/main", &sha(1), &sha(2));
+        let captured = github_headers(&secret, "push", "orig-1", &push);
+        let (status, answer) = deliver(&url, &captured, push.clone()).await;
+        let first = receipt(status, &answer, 202, "the real push");
+        assert_eq!(first.outcome, DeliveryOutcome::Deployed, "{}", db.name());
+
+        let with_id = |id: Option<&str>| -> Headers {
+            captured
+                .iter()
+                .filter(|(name, _)| name != "X-GitHub-Delivery")
+                .cloned()
+                .chain(id.map(|id| ("X-GitHub-Delivery".to_string(), id.to_string())))
+                .collect()
+        };
+        let signature = hmac_hex(&secret, &push);
+        let as_gitea: Headers = vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("X-Gitea-Event".into(), "push".into()),
+            ("X-Gitea-Delivery".into(), "gitea-replay".into()),
+            ("X-Gitea-Signature".into(), signature.clone()),
+        ];
+        let as_forgejo: Headers = vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("X-Forgejo-Event".into(), "push".into()),
+            ("X-Forgejo-Signature".into(), signature),
+        ];
+        for (what, headers) in [
+            ("replayed with a new delivery id", with_id(Some("replay-2"))),
+            ("replayed with no delivery id", with_id(None)),
+            ("replayed as Gitea", as_gitea),
+            ("replayed as Forgejo", as_forgejo),
+            ("GitHub's own redelivery", captured.clone()),
+        ] {
+            let (status, answer) = deliver(&url, &headers, push.clone()).await;
+            let replayed = receipt(status, &answer, 200, what);
+            assert_eq!(
+                replayed.outcome,
+                DeliveryOutcome::Duplicate,
+                "{}: {what}",
+                db.name()
+            );
+            assert_eq!(replayed.deployment_id, None, "{what}");
+        }
+        assert_eq!(history(&api, &project).await.len(), 1, "{}", db.name());
+        let hook: Webhook = api.expect(Method::GET, &path, None, 200).await;
+        assert_eq!(
+            hook.deliveries.len(),
+            1,
+            "{}: {:?}",
+            db.name(),
+            hook.deliveries
+        );
+        assert!(!hook.deploy_pending, "no replay raised the flag");
+
+        // A new push (a new body) is still taken.
+        let next = github_push("refs/heads/main", &sha(2), &sha(3));
+        let headers = github_headers(&secret, "push", "orig-2", &next);
+        let (status, answer) = deliver(&url, &headers, next).await;
+        assert_eq!(
+            receipt(status, &answer, 202, "the next push").outcome,
+            DeliveryOutcome::Pending
+        );
+        drop(server);
+    }
+}
+
+/// The deploy a push left waiting cannot start when the running one ends (its secret value
+/// cannot be opened): the hook's list says that delivery failed, not "pending" forever.
+#[tokio::test]
+async fn a_waiting_push_whose_deploy_cannot_start_is_listed_as_failed() {
+    for db in TestDb::all().await {
+        let data = tempfile::tempdir().unwrap();
+        let (server, api) = start(&db, data.path()).await;
+        let agent: AgentCreated = api
+            .expect(Method::POST, "/agents", Some(json!({"name": "held"})), 201)
+            .await;
+        let body = json!({"name": "shop", "agent_id": agent.agent.id, "path": "/srv/shop"});
+        let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+        let body = json!({"project_id": project.id, "key": "TOKEN", "value": "t0ken-value", "scope": "global"});
+        let _: Value = api.expect(Method::POST, "/secrets", Some(body), 201).await;
+        let created = create_hook(&api, &project).await;
+        let secret = created.secret.expose().to_string();
+        let mut socket = fake_agent(&server, &agent.token).await;
+        let url = hook_url(&server, &created.webhook);
+        let path = format!("/projects/{}/webhook", project.id);
+
+        let push = github_push("refs/heads/main", &sha(1), &sha(2));
+        let headers = github_headers(&secret, "push", "first", &push);
+        let (status, answer) = deliver(&url, &headers, push).await;
+        assert_eq!(
+            receipt(status, &answer, 202, "first").outcome,
+            DeliveryOutcome::Deployed
+        );
+        let first_job = next_deploy(&mut socket).await;
+        let push = github_push("refs/heads/main", &sha(2), &sha(3));
+        let headers = github_headers(&secret, "push", "waiting", &push);
+        let (status, answer) = deliver(&url, &headers, push).await;
+        assert_eq!(
+            receipt(status, &answer, 202, "waiting").outcome,
+            DeliveryOutcome::Pending
+        );
+
+        // The secret's stored value is damaged: the next deploy cannot be prepared.
+        {
+            let store = server::db::Store::connect(db.url(), data.path())
+                .await
+                .unwrap();
+            for version in store.all_versions().await.unwrap() {
+                assert!(store
+                    .replace_version_ciphertext(version.id, &version.ciphertext, b"damaged")
+                    .await
+                    .unwrap());
+            }
+            store.close().await;
+        }
+        update(&mut socket, first_job, finished()).await;
+
+        eventually(
+            Duration::from_secs(10),
+            "the waiting delivery to be failed",
+            || async {
+                let hook: Webhook = api.expect(Method::GET, &path, None, 200).await;
+                hook.deliveries.iter().any(|delivery| {
+                    delivery.delivery_id == "waiting" && delivery.outcome == DeliveryOutcome::Failed
+                })
+            },
+        )
+        .await;
+        let hook: Webhook = api.expect(Method::GET, &path, None, 200).await;
+        assert!(!hook.deploy_pending, "{}", db.name());
+        drop(server);
     }
 }
