@@ -7,6 +7,7 @@
 //! may still run it) is replaced by `***` in its texts: the agent already redacts what it
 //! reports, this is the second line.
 
+use super::secrets::Rotation;
 use super::{OpError, OpResult};
 use crate::config::NotifyConfig;
 use crate::db::{ChannelColumn, DbError, Store, StoredChannel, User};
@@ -458,18 +459,11 @@ async fn enqueue(
     Ok(id)
 }
 
-/// What a key rotation did to the channels' credentials.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Rotation {
-    pub rotated: usize,
-    pub current: usize,
-}
-
 /// Re-seals every channel credential under the current key, one column at a time (see
 /// `ops::secrets::rotate_all`).
 pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
     let mut done = Rotation::default();
-    for channel in store.all_channels().await? {
+    for channel in &store.all_channels().await? {
         let columns = [
             (ChannelColumn::Url, ChannelField::Url, Some(&channel.url)),
             (
@@ -485,20 +479,18 @@ pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
         ];
         for (column, field, stored) in columns {
             let Some(stored) = stored else { continue };
-            if !vault.needs_rotation(stored) {
-                done.current += 1;
-                continue;
-            }
-            let resealed = vault.reseal_credential(channel_row(&channel, field), stored)?;
-            match store
-                .replace_channel_ciphertext(channel.id, column, stored, &resealed)
-                .await
-            {
-                Ok(true) => done.rotated += 1,
-                // Deleted meanwhile.
-                Ok(false) | Err(DbError::NotFound) => {}
-                Err(error) => return Err(error.into()),
-            }
+            let row = channel_row(channel, field);
+            done.reseal_credential(vault, row, stored, |resealed| async move {
+                match store
+                    .replace_channel_ciphertext(channel.id, column, stored, &resealed)
+                    .await
+                {
+                    // Deleted meanwhile.
+                    Err(DbError::NotFound) => Ok(false),
+                    replaced => replaced,
+                }
+            })
+            .await?;
         }
     }
     Ok(done)

@@ -5,6 +5,7 @@
 //! administrator); a project's by its owner. A deploy carries, per registry, the project's own
 //! credential if it has one, else its agent's ([`for_deploy`]).
 
+use super::secrets::Rotation;
 use super::{OpError, OpResult};
 use crate::db::{DbError, RegistryOwner, Store, StoredRegistryCredential, User};
 use crate::vault::{RegistryRow, Vault};
@@ -215,31 +216,22 @@ pub async fn for_deploy(
         .collect()
 }
 
-/// What a key rotation did to the registry passwords.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Rotation {
-    pub rotated: usize,
-    pub current: usize,
-}
-
 /// Re-seals every registry password under the current key (see `ops::secrets::rotate_all`);
 /// safe to interrupt and run again.
 pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
     let mut done = Rotation::default();
-    for credential in store.all_registry_credentials().await? {
-        if !vault.needs_rotation(&credential.password) {
-            done.current += 1;
-            continue;
-        }
-        let resealed = vault
-            .reseal_credential(row(&credential), &credential.password)
-            .map_err(|error| OpError::Unreadable(error.to_string()))?;
-        if store
-            .replace_registry_password(credential.id, &credential.password, &resealed)
-            .await?
-        {
-            done.rotated += 1;
-        }
+    for credential in &store.all_registry_credentials().await? {
+        done.reseal_credential(
+            vault,
+            row(credential),
+            &credential.password,
+            |resealed| async move {
+                store
+                    .replace_registry_password(credential.id, &credential.password, &resealed)
+                    .await
+            },
+        )
+        .await?;
     }
     Ok(done)
 }

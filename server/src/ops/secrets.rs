@@ -16,7 +16,7 @@
 
 use super::{OpError, OpResult};
 use crate::db::{DbError, PreviousValue, Store, StoredSecret, StoredVersion, User};
-use crate::vault::{PreviousRow, SecretRow, Vault, VersionRow};
+use crate::vault::{CredentialRow, PreviousRow, SecretRow, Vault, VersionRow};
 use shared::api::{CreateSecret, RevealedSecret, SecretSummary, SecretVersion, UpdateSecret};
 use shared::protocol::MAX_FRAME_TO_AGENT_BYTES;
 use shared::{DeploymentId, ProjectId, Secret, SecretId, SecretValue, ServerToAgent};
@@ -605,13 +605,39 @@ pub async fn forget_previous_values(
     Ok(())
 }
 
-/// What a key rotation did, counting secrets and their kept previous values.
+/// What a key rotation did, counting secrets and their kept previous values (or credentials).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Rotation {
     /// Re-sealed under the current key.
     pub rotated: usize,
     /// Already under it.
     pub current: usize,
+}
+
+impl Rotation {
+    /// Counts a credential `stored` for `row` as current, or re-seals it and hands the new
+    /// ciphertext to `replace`: a compare-and-swap on the old one, `false` when the row changed
+    /// or went meanwhile.
+    pub(super) async fn reseal_credential<Fut>(
+        &mut self,
+        vault: &Vault,
+        row: impl CredentialRow,
+        stored: &[u8],
+        replace: impl FnOnce(Vec<u8>) -> Fut,
+    ) -> OpResult<()>
+    where
+        Fut: std::future::Future<Output = Result<bool, DbError>>,
+    {
+        if !vault.needs_rotation(stored) {
+            self.current += 1;
+            return Ok(());
+        }
+        let resealed = vault.reseal_credential(row, stored)?;
+        if replace(resealed).await? {
+            self.rotated += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Re-seals every secret (and every kept previous value) under the current key, one row at a

@@ -260,27 +260,22 @@ fn cut(text: &str, max: usize) -> String {
 /// Re-seals every Git credential under the current master key (see `ops::secrets::rotate_all`).
 pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<super::secrets::Rotation> {
     let mut done = super::secrets::Rotation::default();
-    for stored in store.all_project_sources().await? {
+    for stored in &store.all_project_sources().await? {
         for (field, column, sealed) in [
             (SourceField::Token, SourceColumn::Token, &stored.token),
             (SourceField::SshKey, SourceColumn::SshKey, &stored.ssh_key),
         ] {
             let Some(sealed) = sealed else { continue };
-            if !vault.needs_rotation(sealed) {
-                done.current += 1;
-                continue;
-            }
             let row = SourceRow {
                 project_id: stored.project_id,
                 field,
             };
-            let resealed = vault.reseal_credential(row, sealed)?;
-            if store
-                .replace_source_credential(stored.project_id, column, sealed, &resealed)
-                .await?
-            {
-                done.rotated += 1;
-            }
+            done.reseal_credential(vault, row, sealed, |resealed| async move {
+                store
+                    .replace_source_credential(stored.project_id, column, sealed, &resealed)
+                    .await
+            })
+            .await?;
         }
     }
     Ok(done)

@@ -22,6 +22,7 @@
 //!    therefore one deploy of the newest commit, never a queue of stale ones, and the flag is in
 //!    the database so a restart keeps it.
 
+use super::secrets::Rotation;
 use super::{OpError, OpResult};
 use crate::db::{NewDelivery, Store, StoredHook, User};
 use crate::hub::{Hub, HubEvent};
@@ -596,32 +597,20 @@ pub async fn purge_deliveries(store: &Store) {
     }
 }
 
-/// What a key rotation did to the hooks' secrets.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Rotation {
-    pub rotated: usize,
-    pub current: usize,
-}
-
 /// Re-seals every hook secret under the current key (see `ops::secrets::rotate_all`).
 pub async fn rotate_all(store: &Store, vault: &Vault) -> OpResult<Rotation> {
     let mut done = Rotation::default();
-    for hook in store.all_webhooks().await? {
-        if !vault.needs_rotation(&hook.secret) {
-            done.current += 1;
-            continue;
-        }
+    for hook in &store.all_webhooks().await? {
         let row = HookRow {
             project_id: hook.project_id,
             hook_id: &hook.id,
         };
-        let resealed = vault.reseal_credential(row, &hook.secret)?;
-        if store
-            .replace_webhook_ciphertext(&hook.id, &hook.secret, &resealed)
-            .await?
-        {
-            done.rotated += 1;
-        }
+        done.reseal_credential(vault, row, &hook.secret, |resealed| async move {
+            store
+                .replace_webhook_ciphertext(&hook.id, &hook.secret, &resealed)
+                .await
+        })
+        .await?;
     }
     Ok(done)
 }
