@@ -693,6 +693,7 @@ fn finished() -> JobEvent {
         success: true,
         message: String::new(),
         images: Vec::new(),
+        checkout: None,
     }
 }
 
