@@ -212,11 +212,14 @@ fn shell_quote(value: &Path) -> String {
     format!("'{}'", value.to_string_lossy().replace('\'', r"'\''"))
 }
 
-/// The whole environment git runs with: nothing of the agent's own.
+/// The whole environment git runs with: nothing of the agent's own. With a `pinned` host key
+/// ssh accepts only that key (`StrictHostKeyChecking=yes`): a server showing a key of another
+/// type, or a host and port the pin does not name, is refused, never trusted as new.
 pub fn environment(
     layout: &Layout,
     transport: Transport,
     credentials: &Credentials,
+    pinned: bool,
 ) -> Vec<(OsString, OsString)> {
     let mut vars: Vec<(OsString, OsString)> = vec![
         ("PATH".into(), PATH.into()),
@@ -232,7 +235,11 @@ pub fn environment(
     ];
     if transport == Transport::Ssh {
         let mut ssh = String::from("ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes");
-        ssh.push_str(" -o StrictHostKeyChecking=accept-new -o HashKnownHosts=no");
+        ssh.push_str(match pinned {
+            true => " -o StrictHostKeyChecking=yes",
+            false => " -o StrictHostKeyChecking=accept-new",
+        });
+        ssh.push_str(" -o HashKnownHosts=no");
         ssh.push_str(" -o UserKnownHostsFile=");
         ssh.push_str(&shell_quote(&layout.known_hosts()));
         ssh.push_str(" -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=30");
@@ -336,13 +343,19 @@ pub async fn checkout(
     }
 
     let mut credentials = Credentials::write(checkout, &layout.private_dir)?;
-    let result = fetch_and_check_out(checkout, layout, &credentials, redactor, &mut on_line).await;
+    let result = fetch_and_check_out(
+        checkout,
+        layout,
+        &credentials,
+        pinned.is_some(),
+        redactor,
+        &mut on_line,
+    )
+    .await;
     credentials.remove();
     let (repo, commit) = match result {
         Ok(done) => done,
-        Err(GitError::Failed { output, .. })
-            if pinned.is_some() && output.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") =>
-        {
+        Err(GitError::Failed { output, .. }) if pinned.is_some() && host_key_refused(&output) => {
             return Err(GitError::HostKeyChanged {
                 host: checkout.url.host().to_string(),
                 output,
@@ -372,15 +385,24 @@ pub async fn checkout(
     })
 }
 
+/// Whether ssh's `output` says it refused the server's host key: another key than the pinned
+/// one, or no pinned key for that host, port and key type under strict checking.
+fn host_key_refused(output: &str) -> bool {
+    output.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || output.contains("Host key verification failed")
+        || (output.contains("host key is known for") && output.contains("strict checking"))
+}
+
 async fn fetch_and_check_out(
     checkout: &GitCheckout,
     layout: &Layout,
     credentials: &Credentials,
+    pinned: bool,
     redactor: &Redactor,
     on_line: &mut impl FnMut(String),
 ) -> Result<(PathBuf, CommitInfo), GitError> {
     let repo = layout.repo();
-    let env = environment(layout, checkout.url.transport(), credentials);
+    let env = environment(layout, checkout.url.transport(), credentials, pinned);
     let git = |args: Vec<OsString>, timeout: Duration| {
         CommandSpec::new(
             "git",
@@ -711,7 +733,7 @@ mod tests {
             .chain(strings(&fetch_args(&checkout)))
             .collect::<Vec<_>>()
             .join(" ");
-        let env = environment(&layout, Transport::Ssh, &credentials)
+        let env = environment(&layout, Transport::Ssh, &credentials, false)
             .into_iter()
             .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
             .collect::<Vec<_>>()
@@ -734,6 +756,33 @@ mod tests {
             !env.contains("STAGELY"),
             "nothing of the agent's environment"
         );
+    }
+
+    #[test]
+    fn a_pinned_host_key_is_the_only_one_ssh_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), ProjectId(uuid::Uuid::new_v4()));
+        let credentials = Credentials::write(&job("git@h:r.git"), dir.path()).unwrap();
+        let ssh_command = |pinned| {
+            environment(&layout, Transport::Ssh, &credentials, pinned)
+                .into_iter()
+                .find(|(key, _)| key == "GIT_SSH_COMMAND")
+                .map(|(_, value)| value.to_string_lossy().into_owned())
+                .unwrap()
+        };
+        let strict = ssh_command(true);
+        assert!(strict.contains("StrictHostKeyChecking=yes"), "{strict}");
+        assert!(!strict.contains("accept-new"), "{strict}");
+        assert!(ssh_command(false).contains("StrictHostKeyChecking=accept-new"));
+        // What OpenSSH 9 says for a key of another type, or a port the pin does not name.
+        assert!(host_key_refused(
+            "No ECDSA host key is known for [h]:2222 and you have requested strict checking.\n\
+             Host key verification failed.\nfatal: Could not read from remote repository."
+        ));
+        assert!(host_key_refused(
+            "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!\nHost key verification failed."
+        ));
+        assert!(!host_key_refused("Permission denied (publickey)."));
     }
 
     #[test]
