@@ -547,6 +547,28 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
             .await;
         assert_eq!(shown.source.unwrap().pinned_host_key, None);
 
+        // A Git project's path is the agent's checkout: no one sets it, and switching to a
+        // directory source needs a path of its own.
+        for body in [
+            json!({"path": "/srv/elsewhere"}),
+            json!({"source": "directory"}),
+        ] {
+            let (status, answer) = api
+                .call(
+                    Method::PATCH,
+                    &format!("/projects/{}", project.id),
+                    Some(body.clone()),
+                )
+                .await;
+            assert_eq!(status, 400, "{body} -> {answer}");
+            assert!(answer.to_string().contains("path"), "{answer}");
+        }
+        let unchanged: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        assert_eq!(unchanged.path, shown.path);
+        assert!(unchanged.source.is_some());
+
         app.stop().await;
     }
 }
