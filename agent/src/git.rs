@@ -18,7 +18,7 @@
 
 use crate::private_fs;
 use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
-use shared::source::{CheckoutReport, CommitInfo, GitCheckout, Transport};
+use shared::source::{CheckoutReport, CommitInfo, GitCheckout, GitUrl, Transport};
 use shared::ProjectId;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -275,6 +275,9 @@ pub fn global_args(repo: &Path, credentials: &Credentials) -> Vec<OsString> {
         args.push(setting.into());
     }
     if let Some(config) = &credentials.http_config {
+        // The token's header goes to the URL's host only, never where a redirect points.
+        args.push("-c".into());
+        args.push("http.followRedirects=false".into());
         let mut include = OsString::from("include.path=");
         include.push(config);
         args.push("-c".into());
@@ -321,6 +324,13 @@ pub async fn checkout(
                 "{commit:?} is not a full commit id"
             )));
         }
+    }
+    if checkout.token.is_some() && !token_transport_is_safe(&checkout.url) {
+        return Err(GitError::Refused(format!(
+            "refusing to send the token over plain http to {}: use https (plain http only \
+             for a repository on this host)",
+            checkout.url.host()
+        )));
     }
     for dir in [&layout.private_dir, &layout.base, &layout.home()] {
         private_fs::ensure_private_dir(dir)?;
@@ -383,6 +393,16 @@ pub async fn checkout(
         root: repo,
         directory,
     })
+}
+
+/// A token travels over https, or plain http to a loopback host only.
+fn token_transport_is_safe(url: &GitUrl) -> bool {
+    !url.as_str().starts_with("http://")
+        || matches!(url.host(), "localhost" | "::1")
+        || url
+            .host()
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether ssh's `output` says it refused the server's host key: another key than the pinned
@@ -669,7 +689,7 @@ fn remove_copy(repo: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::source::{GitRef, GitUrl};
+    use shared::source::GitRef;
     use shared::SecretValue;
 
     fn job(url: &str) -> GitCheckout {
@@ -756,6 +776,34 @@ mod tests {
             !env.contains("STAGELY"),
             "nothing of the agent's environment"
         );
+    }
+
+    #[test]
+    fn a_token_follows_no_redirect_and_never_travels_over_plain_http_to_another_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut checkout = job("https://example.com/shop.git");
+        checkout.token = Some(SecretValue::new("ghp_SuperSecretToken123"));
+        let credentials = Credentials::write(&checkout, dir.path()).unwrap();
+        let args = strings(&global_args(dir.path(), &credentials));
+        assert!(
+            args.iter().any(|arg| arg == "http.followRedirects=false"),
+            "{args:?}"
+        );
+        let anonymous = Credentials::write(&job("https://example.com/shop.git"), dir.path());
+        assert!(!strings(&global_args(dir.path(), &anonymous.unwrap()))
+            .iter()
+            .any(|arg| arg.starts_with("http.followRedirects")));
+        for (url, safe) in [
+            ("https://example.com/shop.git", true),
+            ("http://example.com/shop.git", false),
+            ("http://10.0.0.1:8080/shop.git", false),
+            ("http://127.0.0.1:8080/shop.git", true),
+            ("http://localhost/shop.git", true),
+            ("http://[::1]:80/shop.git", true),
+        ] {
+            let url = GitUrl::parse(url).unwrap();
+            assert_eq!(token_transport_is_safe(&url), safe, "{url:?}");
+        }
     }
 
     #[test]
