@@ -180,9 +180,15 @@ pub fn basic_auth(user: &str, token: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"))
 }
 
-/// Removes credential files a crashed run left in `private_dir`; returns how many.
+/// Removes credential files a crashed run left in `private_dir` (and the temporaries
+/// `<name>.<random>.tmp` a run that died while writing one left); returns how many.
 pub fn sweep(private_dir: &Path) -> usize {
-    private_fs::remove_leftovers(private_dir, |name| name.ends_with(CREDENTIAL_SUFFIX)).unwrap_or(0)
+    private_fs::remove_leftovers(private_dir, |name| {
+        name.ends_with(CREDENTIAL_SUFFIX)
+            || private_fs::temporary_target(name)
+                .is_some_and(|target| target.ends_with(CREDENTIAL_SUFFIX))
+    })
+    .unwrap_or(0)
 }
 
 /// The credential values to mask in every line: the token, its basic-auth form, the key.
@@ -856,8 +862,19 @@ mod tests {
 
         let crashed = Credentials::write(&checkout, dir.path()).unwrap();
         std::mem::forget(crashed);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
-        assert_eq!(sweep(dir.path()), 2);
+        // A run that died between writing a credential's temporary and renaming it.
+        std::fs::write(
+            dir.path().join(format!(
+                "1.0000abcd.http-config{CREDENTIAL_SUFFIX}.12345678.tmp"
+            )),
+            "[http]\n\textraHeader = Authorization: Basic c2VjcmV0\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("jobs.json.0badc0de.tmp"), "{}").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+        assert_eq!(sweep(dir.path()), 3);
+        // Another writer's temporary is its own sweep's.
+        std::fs::remove_file(dir.path().join("jobs.json.0badc0de.tmp")).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
