@@ -548,7 +548,7 @@ async fn fetch_and_check_out(
     run_step("checkout", &checkout_step, redactor, on_line).await?;
     let clean = git(vec!["clean".into(), "-ffdxq".into()], quick);
     run_step("clean", &clean, redactor, on_line).await?;
-    let size = dir_size(&repo);
+    let size = measured(&repo).await;
     if size > limit {
         remove_copy(&repo);
         return Err(GitError::TooLarge { size, limit });
@@ -598,7 +598,7 @@ async fn fetch_limited(
             tokio::select! {
                 result = &mut run => break result,
                 _ = watch.tick() => {
-                    let size = dir_size(repo);
+                    let size = measured(repo).await;
                     if size > limit {
                         break Err(GitError::TooLarge { size, limit });
                     }
@@ -606,7 +606,7 @@ async fn fetch_limited(
             }
         }
     };
-    let size = dir_size(repo);
+    let size = measured(repo).await;
     match fetched {
         Ok(()) if size > limit => Err(GitError::TooLarge { size, limit }),
         other => other,
@@ -660,6 +660,15 @@ async fn capture(
             output: output.stderr.trim().to_string(),
         })
     }
+}
+
+/// [`dir_size`] on a blocking thread (a large working copy is a long walk); a walk that
+/// panicked counts as too large.
+async fn measured(dir: &Path) -> u64 {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || dir_size(&dir))
+        .await
+        .unwrap_or(u64::MAX)
 }
 
 /// Bytes under `dir`, not following symlinks.
