@@ -534,6 +534,25 @@ async fn fetch_and_check_out(
             )));
         }
     }
+    // What the checkout would write, before it writes it: a blob that compresses small or
+    // many entries sharing trees are small to fetch and large on disk.
+    let tree = git(
+        vec![
+            "ls-tree".into(),
+            "-r".into(),
+            "-l".into(),
+            "-t".into(),
+            sha.clone().into(),
+            "--".into(),
+        ],
+        quick,
+    );
+    let (entries, bytes) = tree_size(&tree, redactor).await?;
+    let size = bytes.saturating_add(entries.saturating_mul(ENTRY_BYTES));
+    if size > limit || entries > MAX_ENTRIES {
+        remove_copy(&repo);
+        return Err(GitError::TooLarge { size, limit });
+    }
     let checkout_step = git(
         vec![
             "checkout".into(),
@@ -660,6 +679,38 @@ async fn capture(
             output: output.stderr.trim().to_string(),
         })
     }
+}
+
+/// What each entry of a working copy counts for at least (a file or directory takes a block).
+const ENTRY_BYTES: u64 = 4096;
+/// The most entries a working copy may have.
+const MAX_ENTRIES: u64 = 200_000;
+
+/// Entries and blob bytes `git ls-tree -r -l -t` lists, counted as its lines stream.
+async fn tree_size(spec: &CommandSpec, redactor: &Redactor) -> Result<(u64, u64), GitError> {
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    let output = runner::run(spec, redactor, |line| {
+        if let OutputLine::Stdout(line) = line {
+            entries += 1;
+            // `<mode> <type> <object> <size>\t<path>`; a tree's size is `-`.
+            let size = line
+                .split('\t')
+                .next()
+                .and_then(|meta| meta.split_whitespace().last())
+                .and_then(|size| size.parse::<u64>().ok())
+                .unwrap_or(0);
+            bytes = bytes.saturating_add(size);
+        }
+    })
+    .await?;
+    if !output.success() {
+        return Err(GitError::Failed {
+            step: "ls-tree",
+            exit_code: output.exit_code,
+            output: output.stderr.trim().to_string(),
+        });
+    }
+    Ok((entries, bytes))
 }
 
 /// [`dir_size`] on a blocking thread (a large working copy is a long walk); a walk that
@@ -885,6 +936,37 @@ mod tests {
         // Another writer's temporary is its own sweep's.
         std::fs::remove_file(dir.path().join("jobs.json.0badc0de.tmp")).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Two MiB of zeros compress to almost nothing: the fetch is small, the checkout is not.
+    #[tokio::test]
+    async fn the_checkout_size_counts_blobs_as_written_and_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path();
+        let git = |args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{args:?}");
+        };
+        git(&["init", "--quiet"]);
+        std::fs::create_dir(repo.join("d")).unwrap();
+        std::fs::write(repo.join("d/zeros"), vec![0u8; 2 * 1024 * 1024]).unwrap();
+        std::fs::write(repo.join("small"), "x").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "--quiet", "-m", "zeros"]);
+        let spec = CommandSpec::new("git", ["ls-tree", "-r", "-l", "-t", "HEAD", "--"])
+            .current_dir(repo)
+            .timeout(Duration::from_secs(30));
+        let (entries, bytes) = tree_size(&spec, &Redactor::new(std::iter::empty::<&str>()))
+            .await
+            .unwrap();
+        assert_eq!(entries, 3, "d, d/zeros, small");
+        assert_eq!(bytes, 2 * 1024 * 1024 + 1);
     }
 
     #[test]
