@@ -18,7 +18,7 @@
 
 use crate::private_fs;
 use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
-use shared::source::{CheckoutReport, CommitInfo, GitCheckout, Transport};
+use shared::source::{CheckoutReport, CommitInfo, GitCheckout, GitUrl, Transport};
 use shared::ProjectId;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -180,9 +180,15 @@ pub fn basic_auth(user: &str, token: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"))
 }
 
-/// Removes credential files a crashed run left in `private_dir`; returns how many.
+/// Removes credential files a crashed run left in `private_dir` (and the temporaries
+/// `<name>.<random>.tmp` a run that died while writing one left); returns how many.
 pub fn sweep(private_dir: &Path) -> usize {
-    private_fs::remove_leftovers(private_dir, |name| name.ends_with(CREDENTIAL_SUFFIX)).unwrap_or(0)
+    private_fs::remove_leftovers(private_dir, |name| {
+        name.ends_with(CREDENTIAL_SUFFIX)
+            || private_fs::temporary_target(name)
+                .is_some_and(|target| target.ends_with(CREDENTIAL_SUFFIX))
+    })
+    .unwrap_or(0)
 }
 
 /// The credential values to mask in every line: the token, its basic-auth form, the key.
@@ -212,11 +218,14 @@ fn shell_quote(value: &Path) -> String {
     format!("'{}'", value.to_string_lossy().replace('\'', r"'\''"))
 }
 
-/// The whole environment git runs with: nothing of the agent's own.
+/// The whole environment git runs with: nothing of the agent's own. With a `pinned` host key
+/// ssh accepts only that key (`StrictHostKeyChecking=yes`): a server showing a key of another
+/// type, or a host and port the pin does not name, is refused, never trusted as new.
 pub fn environment(
     layout: &Layout,
     transport: Transport,
     credentials: &Credentials,
+    pinned: bool,
 ) -> Vec<(OsString, OsString)> {
     let mut vars: Vec<(OsString, OsString)> = vec![
         ("PATH".into(), PATH.into()),
@@ -232,7 +241,11 @@ pub fn environment(
     ];
     if transport == Transport::Ssh {
         let mut ssh = String::from("ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes");
-        ssh.push_str(" -o StrictHostKeyChecking=accept-new -o HashKnownHosts=no");
+        ssh.push_str(match pinned {
+            true => " -o StrictHostKeyChecking=yes",
+            false => " -o StrictHostKeyChecking=accept-new",
+        });
+        ssh.push_str(" -o HashKnownHosts=no");
         ssh.push_str(" -o UserKnownHostsFile=");
         ssh.push_str(&shell_quote(&layout.known_hosts()));
         ssh.push_str(" -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=30");
@@ -268,6 +281,9 @@ pub fn global_args(repo: &Path, credentials: &Credentials) -> Vec<OsString> {
         args.push(setting.into());
     }
     if let Some(config) = &credentials.http_config {
+        // The token's header goes to the URL's host only, never where a redirect points.
+        args.push("-c".into());
+        args.push("http.followRedirects=false".into());
         let mut include = OsString::from("include.path=");
         include.push(config);
         args.push("-c".into());
@@ -315,6 +331,13 @@ pub async fn checkout(
             )));
         }
     }
+    if checkout.token.is_some() && !token_transport_is_safe(&checkout.url) {
+        return Err(GitError::Refused(format!(
+            "refusing to send the token over plain http to {}: use https (plain http only \
+             for a repository on this host)",
+            checkout.url.host()
+        )));
+    }
     for dir in [&layout.private_dir, &layout.base, &layout.home()] {
         private_fs::ensure_private_dir(dir)?;
     }
@@ -336,13 +359,19 @@ pub async fn checkout(
     }
 
     let mut credentials = Credentials::write(checkout, &layout.private_dir)?;
-    let result = fetch_and_check_out(checkout, layout, &credentials, redactor, &mut on_line).await;
+    let result = fetch_and_check_out(
+        checkout,
+        layout,
+        &credentials,
+        pinned.is_some(),
+        redactor,
+        &mut on_line,
+    )
+    .await;
     credentials.remove();
     let (repo, commit) = match result {
         Ok(done) => done,
-        Err(GitError::Failed { output, .. })
-            if pinned.is_some() && output.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") =>
-        {
+        Err(GitError::Failed { output, .. }) if pinned.is_some() && host_key_refused(&output) => {
             return Err(GitError::HostKeyChanged {
                 host: checkout.url.host().to_string(),
                 output,
@@ -372,15 +401,34 @@ pub async fn checkout(
     })
 }
 
+/// A token travels over https, or plain http to a loopback host only.
+fn token_transport_is_safe(url: &GitUrl) -> bool {
+    !url.as_str().starts_with("http://")
+        || matches!(url.host(), "localhost" | "::1")
+        || url
+            .host()
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether ssh's `output` says it refused the server's host key: another key than the pinned
+/// one, or no pinned key for that host, port and key type under strict checking.
+fn host_key_refused(output: &str) -> bool {
+    output.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || output.contains("Host key verification failed")
+        || (output.contains("host key is known for") && output.contains("strict checking"))
+}
+
 async fn fetch_and_check_out(
     checkout: &GitCheckout,
     layout: &Layout,
     credentials: &Credentials,
+    pinned: bool,
     redactor: &Redactor,
     on_line: &mut impl FnMut(String),
 ) -> Result<(PathBuf, CommitInfo), GitError> {
     let repo = layout.repo();
-    let env = environment(layout, checkout.url.transport(), credentials);
+    let env = environment(layout, checkout.url.transport(), credentials, pinned);
     let git = |args: Vec<OsString>, timeout: Duration| {
         CommandSpec::new(
             "git",
@@ -486,6 +534,25 @@ async fn fetch_and_check_out(
             )));
         }
     }
+    // What the checkout would write, before it writes it: a blob that compresses small or
+    // many entries sharing trees are small to fetch and large on disk.
+    let tree = git(
+        vec![
+            "ls-tree".into(),
+            "-r".into(),
+            "-l".into(),
+            "-t".into(),
+            sha.clone().into(),
+            "--".into(),
+        ],
+        quick,
+    );
+    let (entries, bytes) = tree_size(&tree, redactor).await?;
+    let size = bytes.saturating_add(entries.saturating_mul(ENTRY_BYTES));
+    if size > limit || entries > MAX_ENTRIES {
+        remove_copy(&repo);
+        return Err(GitError::TooLarge { size, limit });
+    }
     let checkout_step = git(
         vec![
             "checkout".into(),
@@ -500,7 +567,7 @@ async fn fetch_and_check_out(
     run_step("checkout", &checkout_step, redactor, on_line).await?;
     let clean = git(vec!["clean".into(), "-ffdxq".into()], quick);
     run_step("clean", &clean, redactor, on_line).await?;
-    let size = dir_size(&repo);
+    let size = measured(&repo).await;
     if size > limit {
         remove_copy(&repo);
         return Err(GitError::TooLarge { size, limit });
@@ -550,7 +617,7 @@ async fn fetch_limited(
             tokio::select! {
                 result = &mut run => break result,
                 _ = watch.tick() => {
-                    let size = dir_size(repo);
+                    let size = measured(repo).await;
                     if size > limit {
                         break Err(GitError::TooLarge { size, limit });
                     }
@@ -558,7 +625,7 @@ async fn fetch_limited(
             }
         }
     };
-    let size = dir_size(repo);
+    let size = measured(repo).await;
     match fetched {
         Ok(()) if size > limit => Err(GitError::TooLarge { size, limit }),
         other => other,
@@ -614,6 +681,47 @@ async fn capture(
     }
 }
 
+/// What each entry of a working copy counts for at least (a file or directory takes a block).
+const ENTRY_BYTES: u64 = 4096;
+/// The most entries a working copy may have.
+const MAX_ENTRIES: u64 = 200_000;
+
+/// Entries and blob bytes `git ls-tree -r -l -t` lists, counted as its lines stream.
+async fn tree_size(spec: &CommandSpec, redactor: &Redactor) -> Result<(u64, u64), GitError> {
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    let output = runner::run(spec, redactor, |line| {
+        if let OutputLine::Stdout(line) = line {
+            entries += 1;
+            // `<mode> <type> <object> <size>\t<path>`; a tree's size is `-`.
+            let size = line
+                .split('\t')
+                .next()
+                .and_then(|meta| meta.split_whitespace().last())
+                .and_then(|size| size.parse::<u64>().ok())
+                .unwrap_or(0);
+            bytes = bytes.saturating_add(size);
+        }
+    })
+    .await?;
+    if !output.success() {
+        return Err(GitError::Failed {
+            step: "ls-tree",
+            exit_code: output.exit_code,
+            output: output.stderr.trim().to_string(),
+        });
+    }
+    Ok((entries, bytes))
+}
+
+/// [`dir_size`] on a blocking thread (a large working copy is a long walk); a walk that
+/// panicked counts as too large.
+async fn measured(dir: &Path) -> u64 {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || dir_size(&dir))
+        .await
+        .unwrap_or(u64::MAX)
+}
+
 /// Bytes under `dir`, not following symlinks.
 pub fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
@@ -647,7 +755,7 @@ fn remove_copy(repo: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::source::{GitRef, GitUrl};
+    use shared::source::GitRef;
     use shared::SecretValue;
 
     fn job(url: &str) -> GitCheckout {
@@ -711,7 +819,7 @@ mod tests {
             .chain(strings(&fetch_args(&checkout)))
             .collect::<Vec<_>>()
             .join(" ");
-        let env = environment(&layout, Transport::Ssh, &credentials)
+        let env = environment(&layout, Transport::Ssh, &credentials, false)
             .into_iter()
             .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
             .collect::<Vec<_>>()
@@ -737,6 +845,61 @@ mod tests {
     }
 
     #[test]
+    fn a_token_follows_no_redirect_and_never_travels_over_plain_http_to_another_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut checkout = job("https://example.com/shop.git");
+        checkout.token = Some(SecretValue::new("ghp_SuperSecretToken123"));
+        let credentials = Credentials::write(&checkout, dir.path()).unwrap();
+        let args = strings(&global_args(dir.path(), &credentials));
+        assert!(
+            args.iter().any(|arg| arg == "http.followRedirects=false"),
+            "{args:?}"
+        );
+        let anonymous = Credentials::write(&job("https://example.com/shop.git"), dir.path());
+        assert!(!strings(&global_args(dir.path(), &anonymous.unwrap()))
+            .iter()
+            .any(|arg| arg.starts_with("http.followRedirects")));
+        for (url, safe) in [
+            ("https://example.com/shop.git", true),
+            ("http://example.com/shop.git", false),
+            ("http://10.0.0.1:8080/shop.git", false),
+            ("http://127.0.0.1:8080/shop.git", true),
+            ("http://localhost/shop.git", true),
+            ("http://[::1]:80/shop.git", true),
+        ] {
+            let url = GitUrl::parse(url).unwrap();
+            assert_eq!(token_transport_is_safe(&url), safe, "{url:?}");
+        }
+    }
+
+    #[test]
+    fn a_pinned_host_key_is_the_only_one_ssh_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), ProjectId(uuid::Uuid::new_v4()));
+        let credentials = Credentials::write(&job("git@h:r.git"), dir.path()).unwrap();
+        let ssh_command = |pinned| {
+            environment(&layout, Transport::Ssh, &credentials, pinned)
+                .into_iter()
+                .find(|(key, _)| key == "GIT_SSH_COMMAND")
+                .map(|(_, value)| value.to_string_lossy().into_owned())
+                .unwrap()
+        };
+        let strict = ssh_command(true);
+        assert!(strict.contains("StrictHostKeyChecking=yes"), "{strict}");
+        assert!(!strict.contains("accept-new"), "{strict}");
+        assert!(ssh_command(false).contains("StrictHostKeyChecking=accept-new"));
+        // What OpenSSH 9 says for a key of another type, or a port the pin does not name.
+        assert!(host_key_refused(
+            "No ECDSA host key is known for [h]:2222 and you have requested strict checking.\n\
+             Host key verification failed.\nfatal: Could not read from remote repository."
+        ));
+        assert!(host_key_refused(
+            "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!\nHost key verification failed."
+        ));
+        assert!(!host_key_refused("Permission denied (publickey)."));
+    }
+
+    #[test]
     fn credential_files_are_private_and_removed_on_drop_and_by_the_sweep() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
@@ -759,9 +922,51 @@ mod tests {
 
         let crashed = Credentials::write(&checkout, dir.path()).unwrap();
         std::mem::forget(crashed);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
-        assert_eq!(sweep(dir.path()), 2);
+        // A run that died between writing a credential's temporary and renaming it.
+        std::fs::write(
+            dir.path().join(format!(
+                "1.0000abcd.http-config{CREDENTIAL_SUFFIX}.12345678.tmp"
+            )),
+            "[http]\n\textraHeader = Authorization: Basic c2VjcmV0\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("jobs.json.0badc0de.tmp"), "{}").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+        assert_eq!(sweep(dir.path()), 3);
+        // Another writer's temporary is its own sweep's.
+        std::fs::remove_file(dir.path().join("jobs.json.0badc0de.tmp")).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Two MiB of zeros compress to almost nothing: the fetch is small, the checkout is not.
+    #[tokio::test]
+    async fn the_checkout_size_counts_blobs_as_written_and_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path();
+        let git = |args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{args:?}");
+        };
+        git(&["init", "--quiet"]);
+        std::fs::create_dir(repo.join("d")).unwrap();
+        std::fs::write(repo.join("d/zeros"), vec![0u8; 2 * 1024 * 1024]).unwrap();
+        std::fs::write(repo.join("small"), "x").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "--quiet", "-m", "zeros"]);
+        let spec = CommandSpec::new("git", ["ls-tree", "-r", "-l", "-t", "HEAD", "--"])
+            .current_dir(repo)
+            .timeout(Duration::from_secs(30));
+        let (entries, bytes) = tree_size(&spec, &Redactor::new(std::iter::empty::<&str>()))
+            .await
+            .unwrap();
+        assert_eq!(entries, 3, "d, d/zeros, small");
+        assert_eq!(bytes, 2 * 1024 * 1024 + 1);
     }
 
     #[test]

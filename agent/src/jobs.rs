@@ -386,7 +386,21 @@ impl Executor {
         let _serialized = project_lock.lock().await;
 
         let (result, checkout) = match &job.source {
+            None if inside_private_dir(Path::new(&job.directory), &self.options.private_dir) => (
+                Err(format!(
+                    "refusing to deploy {}: it is inside the agent's private directory (where \
+                     the checkouts of Git projects live); a directory project must live elsewhere",
+                    job.directory
+                )),
+                None,
+            ),
             None => {
+                // A directory project reaches no Git project's checkout, even by a bind mount.
+                let mut options = (*self.options).clone();
+                let private_dir = options.private_dir.clone();
+                options
+                    .allowed_roots
+                    .retain(|root| !root.starts_with(&private_dir));
                 let request = DeployRequest {
                     project: &job.project,
                     directory: Path::new(&job.directory),
@@ -398,7 +412,7 @@ impl Executor {
                     registry_credentials: &job.registry_credentials,
                 };
                 let result =
-                    deploy::deploy(&request, &self.options, |event| self.emit(job_id, event)).await;
+                    deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
                 (result.map_err(|error| error.to_string()), None)
             }
             Some(source) => self.deploy_from_git(&job, source).await,
@@ -629,6 +643,85 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether `directory` is (or resolves to) a place inside the agent's private directory.
+fn inside_private_dir(directory: &Path, private_dir: &Path) -> bool {
+    let resolved = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    directory.starts_with(private_dir) || resolved(directory).starts_with(resolved(private_dir))
+}
+
+#[cfg(test)]
+mod private_dir_tests {
+    use super::*;
+    use crate::system::Compose;
+    use std::time::Duration;
+
+    /// Another user points a directory project at a Git project's checkout, directly or by a
+    /// symlink of their own: the deploy is refused and runs nothing.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_directory_project_inside_a_checkout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("private");
+        let checkout = private
+            .join("checkouts")
+            .join(uuid::Uuid::new_v4().to_string());
+        std::fs::create_dir_all(checkout.join("repo")).unwrap();
+        std::fs::write(
+            checkout.join("repo/compose.yaml"),
+            "services:\n  web:\n    image: stagely-never-pulled\n",
+        )
+        .unwrap();
+        let link = dir.path().join("mine");
+        std::os::unix::fs::symlink(checkout.join("repo"), &link).unwrap();
+        let options = DeployOptions {
+            compose: Compose::V2,
+            allowed_roots: Vec::new(),
+            private_dir: private.clone(),
+            up_timeout: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+            settle: Duration::ZERO,
+            git_max_bytes: crate::git::DEFAULT_MAX_BYTES,
+        };
+        for directory in [checkout.join("repo"), link] {
+            assert!(inside_private_dir(&directory, &private), "{directory:?}");
+        }
+        assert!(!inside_private_dir(dir.path(), &private));
+        let (executor, mut events) = Executor::new(options, None);
+        let job_id = JobId(uuid::Uuid::new_v4());
+        executor.handle(ServerToAgent::Deploy(shared::DeployPayload {
+            job_id,
+            project: shared::ProjectName::parse("stagely-private-probe").unwrap(),
+            directory: checkout.join("repo").display().to_string(),
+            compose_file: None,
+            secrets: Vec::new(),
+            project_id: None,
+            pinned_images: Vec::new(),
+            source: None,
+        }));
+        let message = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match events.recv().await {
+                    Some(AgentToServer::JobUpdate(shared::protocol::JobUpdate {
+                        event:
+                            JobEvent::Finished {
+                                success, message, ..
+                            },
+                        ..
+                    })) => return (success, message),
+                    Some(_) => {}
+                    None => panic!("the executor ended"),
+                }
+            }
+        })
+        .await
+        .expect("the job finishes");
+        assert!(!message.0, "{message:?}");
+        assert!(
+            message.1.contains("inside the agent's private directory"),
+            "{message:?}"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -138,6 +138,26 @@ impl GitUrl {
         }
     }
 
+    /// The host and port the URL names (`None` for the transport's default port): a host key
+    /// pinned for one endpoint says nothing about another.
+    pub fn endpoint(&self) -> (&str, Option<&str>) {
+        let rest = self
+            .0
+            .split_once("://")
+            .map_or(self.0.as_str(), |(_, rest)| rest);
+        let authority = match self.0.contains("://") {
+            true => rest.split('/').next().unwrap_or_default(),
+            // `user@host:path`: no port.
+            false => return (self.host(), None),
+        };
+        let host_port = authority.rsplit('@').next().unwrap_or_default();
+        let port = match host_port.strip_prefix('[') {
+            Some(bracketed) => bracketed.split_once("]:").map(|(_, port)| port),
+            None => host_port.split_once(':').map(|(_, port)| port),
+        };
+        (self.host(), port.filter(|port| !port.is_empty()))
+    }
+
     /// The host (without user and port), for messages about its host key.
     pub fn host(&self) -> &str {
         let rest = self
@@ -474,6 +494,27 @@ mod tests {
             let url = GitUrl::parse(good).unwrap();
             assert_eq!(url.transport(), transport, "{good}");
             assert_eq!(url.host(), host, "{good}");
+        }
+    }
+
+    #[test]
+    fn the_endpoint_is_the_host_and_the_port() {
+        for (url, endpoint) in [
+            ("https://github.com/acme/shop.git", ("github.com", None)),
+            (
+                "http://127.0.0.1:8080/shop.git",
+                ("127.0.0.1", Some("8080")),
+            ),
+            (
+                "ssh://git@h.example:2222/acme/shop.git",
+                ("h.example", Some("2222")),
+            ),
+            ("ssh://git@h.example/acme/shop.git", ("h.example", None)),
+            ("git@github.com:acme/shop.git", ("github.com", None)),
+            ("ssh://git@[::1]:22/shop.git", ("::1", Some("22"))),
+            ("ssh://git@[::1]/shop.git", ("::1", None)),
+        ] {
+            assert_eq!(GitUrl::parse(url).unwrap().endpoint(), endpoint, "{url}");
         }
     }
 

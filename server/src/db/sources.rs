@@ -102,8 +102,10 @@ impl Store {
         rows.into_iter().map(StoredSource::try_from).collect()
     }
 
-    /// Sets the repository settings of a project, keeping its credentials and pinned host key
-    /// when the repository's host stays the same (a new host forgets the pinned key).
+    /// Sets the repository settings of a project, keeping its pinned host key when the
+    /// repository's host and port stay the same and its token when the host does (another
+    /// endpoint forgets the pin, another host the token). One statement: the pin is kept only if the stored URL is still the one compared
+    /// (a concurrent change of the URL forgets it).
     pub async fn set_project_source(
         &self,
         project: ProjectId,
@@ -111,16 +113,28 @@ impl Store {
     ) -> Result<(), DbError> {
         let now = now_ms();
         let current = self.project_source(project).await?;
-        let keep_host_key = current
-            .as_ref()
-            .is_some_and(|current| current.source.url.host() == source.url.host());
+        let keep_if = |same: &dyn Fn(&GitUrl) -> bool| {
+            current
+                .as_ref()
+                .filter(|current| same(&current.source.url))
+                .map(|current| current.source.url.as_str().to_string())
+        };
+        let keep_host_key_if_url = keep_if(&|url| url.endpoint() == source.url.endpoint());
+        // A token is for one host: another host never receives it.
+        let keep_token_if_url = keep_if(&|url| url.host() == source.url.host());
         on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO project_sources (project_id, url, git_ref, subdir, compose_file, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (project_id) DO UPDATE SET url = excluded.url, git_ref = excluded.git_ref, \
                  subdir = excluded.subdir, compose_file = excluded.compose_file, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, \
+                 host_key = CASE WHEN project_sources.url = $7 THEN project_sources.host_key \
+                 ELSE NULL END, \
+                 token = CASE WHEN project_sources.url = $8 THEN project_sources.token \
+                 ELSE NULL END, \
+                 token_username = CASE WHEN project_sources.url = $8 \
+                 THEN project_sources.token_username ELSE NULL END",
             )
             .bind(project.to_string())
             .bind(source.url.as_str())
@@ -128,12 +142,11 @@ impl Store {
             .bind(source.subdir.as_ref().map(RepoSubdir::as_str))
             .bind(source.compose_file.as_ref().map(ComposeFile::as_str))
             .bind(now)
+            .bind(keep_host_key_if_url)
+            .bind(keep_token_if_url)
             .execute(pool)
             .await?;
         });
-        if !keep_host_key {
-            self.set_source_host_key(project, None).await?;
-        }
         Ok(())
     }
 

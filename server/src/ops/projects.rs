@@ -91,7 +91,22 @@ pub async fn update(
     let current = store.project(by, id).await?;
     // Checked first and applied once the rest is written, so a refused change changes nothing.
     let source = changes.source.take();
+    let from_git = store.project_source(id).await?.is_some();
     match &source {
+        // A Git project's path is the agent's own checkout: never one a person sets.
+        None if from_git && changes.path.is_some() => {
+            return Err(OpError::Invalid(
+                "a project deployed from Git takes no path (switch it to a directory source \
+                 with a path of its own)"
+                    .into(),
+            ));
+        }
+        // Its old path is the agent's checkout, which no directory project may use.
+        Some(ProjectSource::Directory) if from_git && changes.path.is_none() => {
+            return Err(OpError::Invalid(
+                "give the project's path on the agent's host with the directory source".into(),
+            ));
+        }
         Some(ProjectSource::Git(_)) if changes.path.is_some() => {
             return Err(OpError::Invalid(
                 "a project deployed from Git takes no path".into(),

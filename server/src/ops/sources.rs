@@ -12,6 +12,7 @@ use crate::vault::{SourceField, SourceRow, Vault};
 use shared::api::Project;
 use shared::source::{
     CheckoutReport, CommitInfo, GitCheckout, GitRef, GitSource, GitSourceView, SetGitToken,
+    Transport,
 };
 use shared::{DeploymentId, ProjectId, ProjectPath, SecretValue};
 
@@ -181,9 +182,14 @@ pub async fn checkout_for_job(
             .transpose()
             .map_err(OpError::from)
     };
+    // Only the credential the URL's transport uses leaves the server.
+    let (token, ssh_key) = match stored.source.url.transport() {
+        Transport::Http => (open(SourceField::Token, &stored.token)?, None),
+        Transport::Ssh => (None, open(SourceField::SshKey, &stored.ssh_key)?),
+    };
     Ok(Some(GitCheckout {
-        token: open(SourceField::Token, &stored.token)?,
-        ssh_key: open(SourceField::SshKey, &stored.ssh_key)?,
+        token,
+        ssh_key,
         url: stored.source.url,
         git_ref: stored.source.git_ref,
         commit,

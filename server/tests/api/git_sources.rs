@@ -66,7 +66,7 @@ impl GitServer {
             port,
             sshd: None,
         };
-        server.new_host_key();
+        server.new_host_key("ed25519");
         server.start_sshd().await;
         server
     }
@@ -83,13 +83,13 @@ impl GitServer {
         )
     }
 
-    /// A new host key for the server (it takes effect at the next start).
-    fn new_host_key(&self) {
+    /// A new host key of `kind` for the server (it takes effect at the next start).
+    fn new_host_key(&self, kind: &str) {
         let key = self.path("host_key");
         let _ = std::fs::remove_file(&key);
         let _ = std::fs::remove_file(key.with_extension("pub"));
         let status = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .args(["-q", "-t", kind, "-N", "", "-f"])
             .arg(&key)
             .status()
             .unwrap();
@@ -150,11 +150,12 @@ impl GitServer {
         self.sshd = Some(child);
     }
 
-    async fn restart_with_new_host_key(&mut self) {
+    /// Restarts `sshd` with only a new host key of `kind` (`ed25519`, `ecdsa`, `rsa`).
+    async fn restart_with_new_host_key(&mut self, kind: &str) {
         if let Some(mut sshd) = self.sshd.take() {
             sshd.kill().await.unwrap();
         }
-        self.new_host_key();
+        self.new_host_key(kind);
         self.start_sshd().await;
     }
 
@@ -473,7 +474,7 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
         running.sort();
 
         // The repository's server now shows another host key than the one pinned.
-        repo.restart_with_new_host_key().await;
+        repo.restart_with_new_host_key("ed25519").await;
         fails_and_changes_nothing(
             &api,
             &project,
@@ -482,6 +483,26 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
             &running,
         )
         .await;
+        // A server (or a man in the middle) showing only a key of another type than the pinned
+        // ed25519 key: ssh knows no key of that type for the host, which is no reason to trust it.
+        repo.restart_with_new_host_key("ecdsa").await;
+        fails_and_changes_nothing(
+            &api,
+            &project,
+            &private,
+            &["the host key of 127.0.0.1 changed"],
+            &running,
+        )
+        .await;
+        let shown: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        let still = shown.source.unwrap().pinned_host_key.unwrap();
+        assert!(still.contains("ssh-ed25519 "), "the pin stays: {still}");
+        assert!(
+            !still.contains("ecdsa"),
+            "the other key is not pinned: {still}"
+        );
         // Once the person says the change is real, the new key is trusted and pinned.
         api.expect::<GitSourceView>(
             Method::DELETE,
@@ -497,6 +518,93 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
             .await;
         let pinned = shown.source.unwrap().pinned_host_key.unwrap();
         assert!(pinned.contains(&repo.host_public_key()), "{pinned}");
+
+        // Another ref keeps the pin; another port of the same host is another server: the pin
+        // for this one says nothing about it and is forgotten.
+        set_source(
+            &api,
+            &project,
+            json!({"url": repo.url(), "ref": "main", "compose_file": "missing.yaml"}),
+        )
+        .await;
+        let shown: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        assert_eq!(shown.source.unwrap().pinned_host_key, Some(pinned));
+        let other_port = repo.url().replace(
+            &format!(":{}/", repo.port),
+            &format!(":{}/", repo.port.wrapping_add(1).max(1)),
+        );
+        assert_ne!(other_port, repo.url());
+        set_source(
+            &api,
+            &project,
+            json!({"url": other_port, "ref": "main", "compose_file": "compose.yaml"}),
+        )
+        .await;
+        let shown: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        assert_eq!(shown.source.unwrap().pinned_host_key, None);
+
+        // A token belongs to one host: another ref keeps it, another host forgets it.
+        api.expect::<GitSourceView>(
+            Method::PUT,
+            &format!("/projects/{}/source/token", project.id),
+            Some(json!({"token": "ghp_ForTheFirstHostOnly1234"})),
+            200,
+        )
+        .await;
+        let has_token = |project: Project| project.source.unwrap().has_token;
+        set_source(
+            &api,
+            &project,
+            json!({"url": other_port, "ref": "main", "compose_file": "missing.yaml"}),
+        )
+        .await;
+        let shown: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        assert!(has_token(shown), "the same host keeps the token");
+        set_source(
+            &api,
+            &project,
+            json!({"url": "https://attacker.example/shop.git", "ref": "main"}),
+        )
+        .await;
+        let shown: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        assert!(!has_token(shown), "another host never gets the token");
+
+        // A Git project's path is the agent's checkout: no one sets it, and switching to a
+        // directory source needs a path of its own.
+        for body in [
+            json!({"path": "/srv/elsewhere"}),
+            json!({"source": "directory"}),
+        ] {
+            let (status, answer) = api
+                .call(
+                    Method::PATCH,
+                    &format!("/projects/{}", project.id),
+                    Some(body.clone()),
+                )
+                .await;
+            assert_eq!(status, 400, "{body} -> {answer}");
+            assert!(answer.to_string().contains("path"), "{answer}");
+        }
+        let unchanged: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        assert!(
+            unchanged
+                .path
+                .as_str()
+                .starts_with(private.to_str().unwrap()),
+            "{}",
+            unchanged.path
+        );
+        assert!(unchanged.source.is_some());
 
         app.stop().await;
     }
