@@ -698,6 +698,8 @@ mod private_dir_tests {
             project_id: None,
             pinned_images: Vec::new(),
             source: None,
+            pull_policy: Default::default(),
+            registry_credentials: Vec::new(),
         }));
         let message = tokio::time::timeout(Duration::from_secs(30), async {
             loop {

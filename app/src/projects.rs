@@ -1,5 +1,8 @@
 //! The Projects page: the person's compose projects with a live summary of their containers
 //! ("3/3 running", "worker exited (1)"), and a form to add one.
+// `add_project` takes one argument per field of the Add-project form, which posts them as they
+// are; the server-function macro repeats them in code an item attribute does not reach.
+#![allow(clippy::too_many_arguments)]
 
 use crate::registries::PullPolicySelect;
 use crate::servers::list_agents;
@@ -33,6 +36,11 @@ pub async fn add_project(
     #[server(default)] subdir: String,
     #[server(default)] pull_policy: String,
 ) -> Result<Project, ServerFnError> {
+    let name = shared::ProjectName::parse(name.trim())
+        .map_err(|error| ServerFnError::new(format!("Name: {error}")))?;
+    let agent_id = agent_id
+        .parse::<shared::AgentId>()
+        .map_err(|_| ServerFnError::new("Choose the server the project runs on."))?;
     let pull_policy = match pull_policy.trim() {
         "" => shared::registry::PullPolicy::default(),
         policy => shared::registry::PullPolicy::parse(policy)
@@ -63,11 +71,8 @@ pub async fn add_project(
                 .map_err(|error| ServerFnError::new(format!("Compose file: {error}")))?,
         };
         let body = shared::api::CreateProject {
-            name: shared::ProjectName::parse(name.trim())
-                .map_err(|error| ServerFnError::new(format!("Name: {error}")))?,
-            agent_id: agent_id
-                .parse::<shared::AgentId>()
-                .map_err(|_| ServerFnError::new("Choose the server the project runs on."))?,
+            name,
+            agent_id,
             path: None,
             compose_file: None,
             source: Some(source),
@@ -76,11 +81,8 @@ pub async fn add_project(
         return crate::call!(create_project, body);
     }
     let body = shared::api::CreateProject {
-        name: shared::ProjectName::parse(name.trim())
-            .map_err(|error| ServerFnError::new(format!("Name: {error}")))?,
-        agent_id: agent_id
-            .parse::<shared::AgentId>()
-            .map_err(|_| ServerFnError::new("Choose the server the project runs on."))?,
+        name,
+        agent_id,
         path: Some(
             shared::ProjectPath::parse(path.trim())
                 .map_err(|error| ServerFnError::new(format!("Path: {error}")))?,
