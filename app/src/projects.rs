@@ -195,7 +195,7 @@ pub fn ProjectsPage() -> impl IntoView {
                 <label>
                     "Source"
                     <select on:change=move |event| from_git.set(event_target_value(&event) == "git")>
-                        <option value="directory">"A directory on the server"</option>
+                        <option value="directory">"A folder on the server"</option>
                         <option value="git">"A Git repository"</option>
                     </select>
                 </label>

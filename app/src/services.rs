@@ -84,6 +84,9 @@ pub fn ServicesPanel(
     };
     let remove_volumes = RwSignal::new(false);
     let down_armed = RwSignal::new(false);
+    let stop_all_armed = RwSignal::new(false);
+    // The one service whose Stop was clicked once and waits for the confirming click.
+    let stop_armed = RwSignal::new(None::<ServiceName>);
 
     view! {
         <section class="panel" data-panel="services">
@@ -92,7 +95,13 @@ pub fn ServicesPanel(
                 <div class="actions">
                     <button class="btn" on:click=move |_| run("start", None, false)>"Start all"</button>
                     <button class="btn" on:click=move |_| run("restart", None, false)>"Restart all"</button>
-                    <ConfirmButton label="Stop all" confirm="Confirm stop all" on_confirm=move || run("stop", None, false) />
+                    <ConfirmButton
+                        label="Stop all"
+                        confirm="Confirm stop all"
+                        armed=stop_all_armed
+                        arm=move |armed| stop_all_armed.set(armed)
+                        on_confirm=move || run("stop", None, false)
+                    />
                     <button
                         class="btn btn-danger"
                         on:click=move |_| {
@@ -133,7 +142,9 @@ pub fn ServicesPanel(
                         .await
                         .ok()
                         .and_then(|loaded| loaded.updated_at.map(|_| loaded.containers));
-                    view! { {move || containers(states.get().or_else(|| reported.clone()), run)} }
+                    view! {
+                        {move || containers(states.get().or_else(|| reported.clone()), run, stop_armed)}
+                    }
                 })}
             </Transition>
         </section>
@@ -144,6 +155,7 @@ pub fn ServicesPanel(
 fn containers(
     list: Option<Vec<ServiceState>>,
     run: impl Fn(&'static str, Option<ServiceName>, bool) + Copy + Send + Sync + 'static,
+    stop_armed: RwSignal<Option<ServiceName>>,
 ) -> AnyView {
     match list {
         None => view! { <p class="muted">"Waiting for the agent's report…"</p> }.into_any(),
@@ -168,7 +180,7 @@ fn containers(
                     <tbody>
                         {list
                             .into_iter()
-                            .map(|state| view! { <ServiceRow state run /> })
+                            .map(|state| view! { <ServiceRow state run stop_armed /> })
                             .collect_view()}
                     </tbody>
                 </table>
@@ -178,23 +190,26 @@ fn containers(
     }
 }
 
-/// A button that acts on its second click; the first arms it.
+/// A button that acts on its second click; the first arms it. Whether it is armed is kept by
+/// the caller (`armed`, `arm`), outside the button: a row is drawn again with every live report,
+/// and a button that kept it itself would forget a first click made just before one.
 #[component]
 fn ConfirmButton(
     label: &'static str,
     confirm: &'static str,
+    #[prop(into)] armed: Signal<bool>,
+    arm: impl Fn(bool) + Send + Sync + 'static,
     on_confirm: impl Fn() + Send + Sync + 'static,
 ) -> impl IntoView {
-    let armed = RwSignal::new(false);
     view! {
         <button
             class="btn btn-danger"
             on:click=move |_| {
                 if armed.get_untracked() {
-                    armed.set(false);
+                    arm(false);
                     on_confirm();
                 } else {
-                    armed.set(true);
+                    arm(true);
                 }
             }
         >
@@ -207,6 +222,7 @@ fn ConfirmButton(
 fn ServiceRow(
     state: ServiceState,
     run: impl Fn(&'static str, Option<ServiceName>, bool) + Copy + Send + Sync + 'static,
+    stop_armed: RwSignal<Option<ServiceName>>,
 ) -> impl IntoView {
     let up = state.is_up();
     let class = match (state.status, state.health) {
@@ -220,6 +236,10 @@ fn ServiceRow(
     let service = state.service.clone();
     let (start_service, stop_service, restart_service) =
         (service.clone(), service.clone(), service.clone());
+    let (armed_service, arm_service) = (service.clone(), service.clone());
+    let armed =
+        Signal::derive(move || stop_armed.with(|armed| armed.as_ref() == Some(&armed_service)));
+    let arm = move |armed: bool| stop_armed.set(armed.then(|| arm_service.clone()));
     let image = state
         .image_id
         .as_deref()
@@ -254,6 +274,8 @@ fn ServiceRow(
                         <ConfirmButton
                             label="Stop"
                             confirm="Confirm stop"
+                            armed
+                            arm
                             on_confirm=move || run("stop", Some(stop_service.clone()), false)
                         />
                     }

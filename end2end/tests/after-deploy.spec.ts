@@ -27,7 +27,7 @@ const test = base.extend<{ project: HostProject }>({
 test('a service that dies after a successful deploy turns red live, and the lifecycle buttons act on the containers', async ({ page, stagely, project }) => {
   // Compose gives a container that ignores SIGTERM 10 s before killing it, and the restart, the
   // stop and the down here each wait that long.
-  test.setTimeout(120_000);
+  test.setTimeout(150_000);
   const problems: string[] = [];
   page.on('console', (message) => {
     if (message.type() === 'error' || message.text().includes('hydration')) problems.push(message.text());
@@ -60,7 +60,13 @@ test('a service that dies after a successful deploy turns red live, and the life
   await expect(row('worker').locator('td').nth(2)).toHaveText(workerStarted ?? '');
 
   // Stop asks for a second click, then the row shows the container stopped; Start brings it back.
+  // A live report that draws the rows again between the two clicks (here: web restarted once
+  // more) keeps the first one: the button still asks for confirmation.
   await row('worker').getByRole('button', { name: 'Stop' }).click();
+  const webRestarted = await row('web').locator('td').nth(2).textContent();
+  await row('web').getByRole('button', { name: 'Restart' }).click();
+  await expect(row('web').locator('td').nth(2)).not.toHaveText(webRestarted ?? '', { timeout: 30_000 });
+  await expect(row('worker').getByRole('button', { name: 'Confirm stop' })).toBeVisible();
   await row('worker').getByRole('button', { name: 'Confirm stop' }).click();
   await expect(row('worker')).toHaveAttribute('data-state', 'exited', { timeout: 30_000 });
   await row('worker').getByRole('button', { name: 'Start' }).click();
