@@ -81,6 +81,7 @@ pub struct SetRegistryCredential {
     pub registry: RegistryHost,
     pub username: RegistryUsername,
     /// The password or access token; stored encrypted and never shown again.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub password: SecretValue,
 }
 

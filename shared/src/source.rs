@@ -242,7 +242,7 @@ impl RepoSubdir {
 }
 
 macro_rules! string_type {
-    ($name:ident, $max:expr, $description:expr) => {
+    ($name:ident, $max:expr, $description:expr, $pattern:expr) => {
         impl TryFrom<String> for $name {
             type Error = SourceError;
             fn try_from(value: String) -> Result<Self, SourceError> {
@@ -270,20 +270,29 @@ macro_rules! string_type {
                 stringify!($name).into()
             }
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({
+                let mut schema = schemars::json_schema!({
                     "type": "string",
                     "minLength": 1,
                     "maxLength": $max,
                     "description": $description,
-                })
+                });
+                if let Some(pattern) = $pattern {
+                    schema.insert("pattern".into(), pattern.into());
+                }
+                schema
             }
         }
     };
 }
 
-string_type!(GitUrl, MAX_URL_BYTES, URL_RULE);
-string_type!(GitRef, MAX_REF_BYTES, REF_RULE);
-string_type!(RepoSubdir, 255, SUBDIR_RULE);
+/// The common shapes of an accepted repository URL, for the API document (the check itself is
+/// [`GitUrl::parse`]).
+#[cfg(feature = "schema")]
+const URL_PATTERN: &str = "^(?:(?:https?|ssh)://[A-Za-z0-9][A-Za-z0-9.-]*(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9_][A-Za-z0-9._~-]*)+|[A-Za-z0-9_][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9.-]*:[A-Za-z0-9_][A-Za-z0-9._~/-]*)$";
+
+string_type!(GitUrl, MAX_URL_BYTES, URL_RULE, Some(URL_PATTERN));
+string_type!(GitRef, MAX_REF_BYTES, REF_RULE, None::<&str>);
+string_type!(RepoSubdir, 255, SUBDIR_RULE, None::<&str>);
 
 /// A project's Git repository, as a person configures it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

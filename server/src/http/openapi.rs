@@ -212,6 +212,10 @@ const LINKS: [Link; 9] = [
     },
 ];
 
+/// Things under a linked path that its create does not make (with what is under them): a project
+/// has no webhook until one is created for it, so its id leads to a 404 there, as it should.
+const CREATED_ON_THEIR_OWN: [&str; 1] = ["/projects/{id}/webhook"];
+
 /// The `links` object of each creating operation's success, by its operation id.
 fn links(operations: &[Operation]) -> std::collections::HashMap<String, Value> {
     let mut all: std::collections::HashMap<String, Value> = Default::default();
@@ -231,6 +235,11 @@ fn links(operations: &[Operation]) -> std::collections::HashMap<String, Value> {
                 for target in operations
                     .iter()
                     .filter(|op| op.path == prefix || op.path.starts_with(&under))
+                    .filter(|op| {
+                        !CREATED_ON_THEIR_OWN
+                            .iter()
+                            .any(|own| op.path == *own || op.path.starts_with(&format!("{own}/")))
+                    })
                 {
                     entries[target.id.as_str()] = json!({
                         "operationId": target.id,
