@@ -3,7 +3,7 @@
 //! session in use signs the person out.
 
 use crate::auth::current_viewer;
-use crate::widgets::{error_text, format_time};
+use crate::widgets::{format_time, ErrorLine, Loaded, Table};
 use leptos::prelude::*;
 use shared::api::{ApiTokenInfo, SessionInfo, UserSummary};
 use shared::{ApiTokenId, SessionId, UserId};
@@ -75,75 +75,43 @@ fn Sessions() -> impl IntoView {
             }
         }
     });
+    let row = move |session: SessionInfo| {
+        let id = session.id;
+        view! {
+            <tr>
+                <td>
+                    {format_time(session.created_at)}
+                    {session.current.then(|| view! { <span class="badge">" this session"</span> })}
+                </td>
+                <td>{last_used(session.last_used_at)}</td>
+                <td class="muted">{session.user_agent.unwrap_or_default()}</td>
+                <td>{session.ip.unwrap_or_default()}</td>
+                <td class="actions">
+                    <button class="btn btn-danger" on:click=move |_| {
+                        revoke.dispatch(RevokeSession { id });
+                    }>"Revoke"</button>
+                </td>
+            </tr>
+        }
+    };
     view! {
         <section class="panel">
             <h1>"Sessions"</h1>
             <p class="muted">
                 "Browsers signed in to your account. Revoke one you do not recognise; revoking this one signs you out."
             </p>
-            <Transition fallback=|| view! { <p class="muted">"Loading sessions…"</p> }>
-                {move || Suspend::new(async move {
-                    match sessions.await {
-                        Ok(list) => {
-                            view! {
-                                <div class="table-scroll">
-                                    <table class="sessions">
-                                        <thead>
-                                            <tr>
-                                                <th>"Signed in"</th>
-                                                <th>"Last used"</th>
-                                                <th>"Browser"</th>
-                                                <th>"Address"</th>
-                                                <th></th>
-                                            </tr>
-                                        </thead>
-                                        <tbody>
-                                            {list
-                                                .into_iter()
-                                                .map(|session| {
-                                                    let id = session.id;
-                                                    view! {
-                                                        <tr>
-                                                            <td>
-                                                                {format_time(session.created_at)}
-                                                                {session
-                                                                    .current
-                                                                    .then(|| view! { <span class="badge">" this session"</span> })}
-                                                            </td>
-                                                            <td>{last_used(session.last_used_at)}</td>
-                                                            <td class="muted">{session.user_agent.unwrap_or_default()}</td>
-                                                            <td>{session.ip.unwrap_or_default()}</td>
-                                                            <td class="actions">
-                                                                <button
-                                                                    class="btn btn-danger"
-                                                                    on:click=move |_| {
-                                                                        revoke.dispatch(RevokeSession { id });
-                                                                    }
-                                                                >
-                                                                    "Revoke"
-                                                                </button>
-                                                            </td>
-                                                        </tr>
-                                                    }
-                                                })
-                                                .collect_view()}
-                                        </tbody>
-                                    </table>
-                                </div>
-                            }
-                                .into_any()
-                        }
-                        Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+            <Loaded
+                loading="Loading sessions…"
+                list=sessions
+                table={move |list: Vec<SessionInfo>| {
+                    view! {
+                        <Table class="sessions" headings=&["Signed in", "Last used", "Browser", "Address", ""]>
+                            {list.into_iter().map(row).collect_view()}
+                        </Table>
                     }
-                })}
-            </Transition>
-            {move || {
-                revoke
-                    .value()
-                    .get()
-                    .and_then(Result::err)
-                    .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
-            }}
+                }}
+            />
+            <ErrorLine error=Signal::derive(move || revoke.value().get().and_then(Result::err)) />
         </section>
     }
 }
@@ -152,6 +120,21 @@ fn Sessions() -> impl IntoView {
 fn ApiTokens() -> impl IntoView {
     let revoke = ServerAction::<RevokeApiToken>::new();
     let tokens = Resource::new(move || revoke.version().get(), |_| list_api_tokens());
+    let row = move |token: ApiTokenInfo| {
+        let id = token.id;
+        view! {
+            <tr>
+                <td><code>{id.to_string()}</code></td>
+                <td>{format_time(token.created_at)}</td>
+                <td>{last_used(token.last_used_at)}</td>
+                <td class="actions">
+                    <button class="btn btn-danger" on:click=move |_| {
+                        revoke.dispatch(RevokeApiToken { id });
+                    }>"Revoke"</button>
+                </td>
+            </tr>
+        }
+    };
     view! {
         <section class="panel">
             <h2>"API tokens"</h2>
@@ -159,65 +142,19 @@ fn ApiTokens() -> impl IntoView {
                 "Tokens for the REST API (created with "<code>"stagely-server tokens create"</code>
                 "). Only their ids are shown."
             </p>
-            <Transition fallback=|| view! { <p class="muted">"Loading tokens…"</p> }>
-                {move || Suspend::new(async move {
-                    match tokens.await {
-                        Ok(list) if list.is_empty() => {
-                            view! { <p class="muted">"No API tokens."</p> }.into_any()
-                        }
-                        Ok(list) => {
-                            view! {
-                                <div class="table-scroll">
-                                    <table class="api-tokens">
-                                        <thead>
-                                            <tr>
-                                                <th>"Token id"</th>
-                                                <th>"Created"</th>
-                                                <th>"Last used"</th>
-                                                <th></th>
-                                            </tr>
-                                        </thead>
-                                        <tbody>
-                                            {list
-                                                .into_iter()
-                                                .map(|token| {
-                                                    let id = token.id;
-                                                    view! {
-                                                        <tr>
-                                                            <td><code>{id.to_string()}</code></td>
-                                                            <td>{format_time(token.created_at)}</td>
-                                                            <td>{last_used(token.last_used_at)}</td>
-                                                            <td class="actions">
-                                                                <button
-                                                                    class="btn btn-danger"
-                                                                    on:click=move |_| {
-                                                                        revoke.dispatch(RevokeApiToken { id });
-                                                                    }
-                                                                >
-                                                                    "Revoke"
-                                                                </button>
-                                                            </td>
-                                                        </tr>
-                                                    }
-                                                })
-                                                .collect_view()}
-                                        </tbody>
-                                    </table>
-                                </div>
-                            }
-                                .into_any()
-                        }
-                        Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+            <Loaded
+                loading="Loading tokens…"
+                empty="No API tokens."
+                list=tokens
+                table={move |list: Vec<ApiTokenInfo>| {
+                    view! {
+                        <Table class="api-tokens" headings=&["Token id", "Created", "Last used", ""]>
+                            {list.into_iter().map(row).collect_view()}
+                        </Table>
                     }
-                })}
-            </Transition>
-            {move || {
-                revoke
-                    .value()
-                    .get()
-                    .and_then(Result::err)
-                    .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
-            }}
+                }}
+            />
+            <ErrorLine error=Signal::derive(move || revoke.value().get().and_then(Result::err)) />
         </section>
     }
 }
@@ -230,92 +167,62 @@ fn Users() -> impl IntoView {
         move || (disable.version().get(), enable.version().get()),
         |_| list_users(),
     );
+    let row = move |user: UserSummary| {
+        let id = user.id;
+        let button = if user.disabled {
+            view! {
+                <button class="btn" on:click=move |_| {
+                    enable.dispatch(EnableUser { id });
+                }>"Enable"</button>
+            }
+            .into_any()
+        } else {
+            view! {
+                <button class="btn btn-danger" on:click=move |_| {
+                    disable.dispatch(DisableUser { id });
+                }>"Disable"</button>
+            }
+            .into_any()
+        };
+        view! {
+            <tr>
+                <td class="name">{user.login}</td>
+                <td>{if user.is_admin { "Administrator" } else { "User" }}</td>
+                <td>
+                    {match user.github_id {
+                        Some(github) => format!("GitHub (id {github})"),
+                        None => "Password".into(),
+                    }}
+                </td>
+                <td>{if user.disabled { "Disabled" } else { "Active" }}</td>
+                <td class="actions">{button}</td>
+            </tr>
+        }
+    };
     view! {
         <section class="panel">
             <h2>"Users"</h2>
             <p class="muted">
                 "Disabling a user signs them out everywhere: their sessions, API tokens and live views end, and they cannot sign in (with a password or GitHub) until enabled again."
             </p>
-            <Transition fallback=|| view! { <p class="muted">"Loading users…"</p> }>
-                {move || Suspend::new(async move {
-                    match users.await {
-                        Ok(list) => {
-                            view! {
-                                <div class="table-scroll">
-                                    <table class="users">
-                                        <thead>
-                                            <tr>
-                                                <th>"User"</th>
-                                                <th>"Role"</th>
-                                                <th>"Sign-in"</th>
-                                                <th>"State"</th>
-                                                <th></th>
-                                            </tr>
-                                        </thead>
-                                        <tbody>
-                                            {list
-                                                .into_iter()
-                                                .map(|user| {
-                                                    let id = user.id;
-                                                    let button = if user.disabled {
-                                                        view! {
-                                                            <button
-                                                                class="btn"
-                                                                on:click=move |_| {
-                                                                    enable.dispatch(EnableUser { id });
-                                                                }
-                                                            >
-                                                                "Enable"
-                                                            </button>
-                                                        }
-                                                            .into_any()
-                                                    } else {
-                                                        view! {
-                                                            <button
-                                                                class="btn btn-danger"
-                                                                on:click=move |_| {
-                                                                    disable.dispatch(DisableUser { id });
-                                                                }
-                                                            >
-                                                                "Disable"
-                                                            </button>
-                                                        }
-                                                            .into_any()
-                                                    };
-                                                    view! {
-                                                        <tr>
-                                                            <td class="name">{user.login}</td>
-                                                            <td>{if user.is_admin { "Administrator" } else { "User" }}</td>
-                                                            <td>
-                                                                {match user.github_id {
-                                                                    Some(github) => format!("GitHub (id {github})"),
-                                                                    None => "Password".into(),
-                                                                }}
-                                                            </td>
-                                                            <td>{if user.disabled { "Disabled" } else { "Active" }}</td>
-                                                            <td class="actions">{button}</td>
-                                                        </tr>
-                                                    }
-                                                })
-                                                .collect_view()}
-                                        </tbody>
-                                    </table>
-                                </div>
-                            }
-                                .into_any()
-                        }
-                        Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+            <Loaded
+                loading="Loading users…"
+                list=users
+                table={move |list: Vec<UserSummary>| {
+                    view! {
+                        <Table class="users" headings=&["User", "Role", "Sign-in", "State", ""]>
+                            {list.into_iter().map(row).collect_view()}
+                        </Table>
                     }
-                })}
-            </Transition>
-            {move || {
+                }}
+            />
+            <ErrorLine error=Signal::derive(move || {
                 disable
                     .value()
                     .get()
                     .and_then(Result::err)
                     .or_else(|| enable.value().get().and_then(Result::err))
-                    .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
-            }}
+            }) />
         </section>
     }
 }

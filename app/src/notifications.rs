@@ -2,7 +2,7 @@
 //! form to add one, "Send test", and each channel's last deliveries. Also
 //! [`ProjectNotifications`], the channel × event grid a project page shows.
 
-use crate::widgets::{error_text, format_time, SubmitRow};
+use crate::widgets::{error_text, format_time, ErrorLine, Loaded, SubmitRow, Table};
 use leptos::prelude::*;
 use shared::notify::{
     ChannelCreated, ChannelId, ChannelKind, ChannelSummary, Delivery, DeliveryStatus,
@@ -102,26 +102,18 @@ pub fn NotificationsPage() -> impl IntoView {
             <p class="muted">
                 "Where Stagely tells you about deploys, servers going offline and services that stop. Each project chooses which events go to which channel."
             </p>
-            <Transition fallback=|| view! { <p class="muted">"Loading channels…"</p> }>
-                {move || Suspend::new(async move {
-                    match channels.await {
-                        Ok(list) if list.is_empty() => {
-                            view! { <p class="muted">"No channels yet: add one below."</p> }.into_any()
-                        }
-                        Ok(list) => {
-                            view! { <ChannelTable channels=list shown test delete /> }.into_any()
-                        }
-                        Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
-                    }
-                })}
-            </Transition>
-            {move || {
+            <Loaded
+                loading="Loading channels…"
+                empty="No channels yet: add one below."
+                list=channels
+                table={move |list: Vec<ChannelSummary>| view! { <ChannelTable channels=list shown test delete /> }}
+            />
+            <ErrorLine error=Signal::derive(move || {
                 test.value()
                     .get()
                     .and_then(Result::err)
                     .or_else(|| delete.value().get().and_then(Result::err))
-                    .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
-            }}
+            }) />
             <SigningSecret add />
         </section>
         <AddChannelForm add />
@@ -139,17 +131,7 @@ fn ChannelTable(
     // The channel whose Delete was clicked once: the next click deletes it.
     let armed = RwSignal::new(None::<ChannelId>);
     view! {
-        <div class="table-scroll">
-            <table>
-                <thead>
-                    <tr>
-                        <th>"Name"</th>
-                        <th>"Kind"</th>
-                        <th>"Sends to"</th>
-                        <th></th>
-                    </tr>
-                </thead>
-                <tbody>
+        <Table class="channels" headings=&["Name", "Kind", "Sends to", ""]>
                     {channels
                         .into_iter()
                         .map(|channel| {
@@ -195,9 +177,7 @@ fn ChannelTable(
                             }
                         })
                         .collect_view()}
-                </tbody>
-            </table>
-        </div>
+        </Table>
     }
 }
 
@@ -270,17 +250,12 @@ fn Deliveries(id: ChannelId, test: ServerAction<TestChannel>) -> impl IntoView {
                     "Refresh"
                 </button>
             </div>
-            <Transition fallback=|| view! { <p class="muted">"Loading deliveries…"</p> }>
-                {move || Suspend::new(async move {
-                    match deliveries.await {
-                        Ok(list) if list.is_empty() => {
-                            view! { <p class="muted">"Nothing sent to this channel yet."</p> }.into_any()
-                        }
-                        Ok(list) => view! { <DeliveryTable deliveries=list /> }.into_any(),
-                        Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
-                    }
-                })}
-            </Transition>
+            <Loaded
+                loading="Loading deliveries…"
+                empty="Nothing sent to this channel yet."
+                list=deliveries
+                table={|list: Vec<Delivery>| view! { <DeliveryTable deliveries=list /> }}
+            />
         </section>
     }
 }
@@ -288,20 +263,7 @@ fn Deliveries(id: ChannelId, test: ServerAction<TestChannel>) -> impl IntoView {
 #[component]
 fn DeliveryTable(deliveries: Vec<Delivery>) -> impl IntoView {
     view! {
-        <div class="table-scroll">
-            <table class="deliveries">
-                <thead>
-                    <tr>
-                        <th>"When"</th>
-                        <th>"Event"</th>
-                        <th>"Title"</th>
-                        <th>"Status"</th>
-                        <th>"Attempts"</th>
-                        <th>"HTTP"</th>
-                        <th>"Error"</th>
-                    </tr>
-                </thead>
-                <tbody>
+        <Table class="deliveries" headings=&["When", "Event", "Title", "Status", "Attempts", "HTTP", "Error"]>
                     {deliveries
                         .into_iter()
                         .map(|delivery| {
@@ -323,9 +285,7 @@ fn DeliveryTable(deliveries: Vec<Delivery>) -> impl IntoView {
                             }
                         })
                         .collect_view()}
-                </tbody>
-            </table>
-        </div>
+        </Table>
     }
 }
 

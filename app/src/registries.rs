@@ -2,7 +2,7 @@
 //! the registry credentials it pulls and builds with, added and removed here and never shown
 //! again once saved.
 
-use crate::widgets::{error_text, format_time, SubmitRow};
+use crate::widgets::{format_time, ErrorLine, Loaded, SubmitRow, Table};
 use leptos::prelude::*;
 use shared::registry::{PullPolicy, RegistryCredentialSummary};
 use shared::ProjectId;
@@ -92,6 +92,34 @@ pub fn Images(project: ProjectId, policy: PullPolicy) -> impl IntoView {
             .map_or(policy, |project| project.pull_policy)
     };
 
+    let row = move |credential: RegistryCredentialSummary| {
+        let registry = credential.registry.to_string();
+        let to_remove = registry.clone();
+        let label = registry.clone();
+        view! {
+            <tr data-registry=registry>
+                <td><code>{label}</code></td>
+                <td>{credential.username.to_string()}</td>
+                <td class="muted">{format_time(credential.updated_at)}</td>
+                <td>
+                    <button
+                        class="btn btn-quiet"
+                        type="button"
+                        disabled=move || remove.pending().get()
+                        on:click=move |_| {
+                            remove.dispatch(RemoveRegistryCredential {
+                                project,
+                                registry: to_remove.clone(),
+                            });
+                        }
+                    >
+                        "Remove"
+                    </button>
+                </td>
+            </tr>
+        }
+    };
+
     view! {
         <section class="panel" data-panel="images">
             <h2>"Images"</h2>
@@ -116,70 +144,19 @@ pub fn Images(project: ProjectId, policy: PullPolicy) -> impl IntoView {
             <p class="muted">
                 "Used to pull and build; stored encrypted, never shown again. They win over the server's for the same registry."
             </p>
-            <Transition fallback=|| view! { <p class="muted">"Loading credentials…"</p> }>
-                {move || Suspend::new(async move {
-                    match credentials.await {
-                        Ok(list) if list.is_empty() => {
-                            view! { <p class="muted">"No registry credentials."</p> }.into_any()
-                        }
-                        Ok(list) => {
-                            view! {
-                                <table class="registries">
-                                    <thead>
-                                        <tr>
-                                            <th>"Registry"</th>
-                                            <th>"Username"</th>
-                                            <th>"Set"</th>
-                                            <th></th>
-                                        </tr>
-                                    </thead>
-                                    <tbody>
-                                        {list
-                                            .into_iter()
-                                            .map(|credential| {
-                                                let registry = credential.registry.to_string();
-                                                let to_remove = registry.clone();
-                                                let label = registry.clone();
-                                                view! {
-                                                    <tr data-registry=registry>
-                                                        <td><code>{label}</code></td>
-                                                        <td>{credential.username.to_string()}</td>
-                                                        <td class="muted">{format_time(credential.updated_at)}</td>
-                                                        <td>
-                                                            <button
-                                                                class="btn btn-quiet"
-                                                                type="button"
-                                                                disabled=move || remove.pending().get()
-                                                                on:click=move |_| {
-                                                                    remove.dispatch(RemoveRegistryCredential {
-                                                                        project,
-                                                                        registry: to_remove.clone(),
-                                                                    });
-                                                                }
-                                                            >
-                                                                "Remove"
-                                                            </button>
-                                                        </td>
-                                                    </tr>
-                                                }
-                                            })
-                                            .collect_view()}
-                                    </tbody>
-                                </table>
-                            }
-                                .into_any()
-                        }
-                        Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+            <Loaded
+                loading="Loading credentials…"
+                empty="No registry credentials."
+                list=credentials
+                table={move |list: Vec<RegistryCredentialSummary>| {
+                    view! {
+                        <Table class="registries" headings=&["Registry", "Username", "Set", ""]>
+                            {list.into_iter().map(row).collect_view()}
+                        </Table>
                     }
-                })}
-            </Transition>
-            {move || {
-                remove
-                    .value()
-                    .get()
-                    .and_then(Result::err)
-                    .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
-            }}
+                }}
+            />
+            <ErrorLine error=Signal::derive(move || remove.value().get().and_then(Result::err)) />
             <h3>"Add registry credentials"</h3>
             <ActionForm action=add attr:class="grid-form">
                 <input type="hidden" name="project" value=project.to_string() />

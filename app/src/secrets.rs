@@ -6,7 +6,7 @@
 //! failure is shown with its reason and retried by itself with a growing delay, and again as soon
 //! as the agent (re)connects, so it cannot silently stay at "Global".
 
-use crate::widgets::{error_text, format_time, SubmitRow};
+use crate::widgets::{error_text, format_time, Loaded, SubmitRow, Table};
 use leptos::prelude::*;
 use shared::api::{SecretSummary, SecretVersion};
 use shared::{ProjectId, SecretId, SecretScope, ServiceName};
@@ -105,37 +105,21 @@ pub fn Secrets(
             <p class="muted">
                 "Stored encrypted. Global secrets go to every service, scoped ones to one service; the compose files are never changed."
             </p>
-            <Transition fallback=|| view! { <p class="muted">"Loading secrets…"</p> }>
-                {move || Suspend::new(async move {
-                    match secrets.await {
-                        Ok(list) if list.is_empty() => {
-                            view! { <p class="muted">"No secrets yet."</p> }.into_any()
-                        }
-                        Ok(list) => {
-                            view! {
-                                <table class="secrets">
-                                    <thead>
-                                        <tr>
-                                            <th>"Key"</th>
-                                            <th>"Scope"</th>
-                                            <th>"Value"</th>
-                                            <th></th>
-                                        </tr>
-                                    </thead>
-                                    <tbody>
-                                        {list
-                                            .into_iter()
-                                            .map(|secret| view! { <SecretRow secret changed /> })
-                                            .collect_view()}
-                                    </tbody>
-                                </table>
-                            }
-                                .into_any()
-                        }
-                        Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+            <Loaded
+                loading="Loading secrets…"
+                empty="No secrets yet."
+                list=secrets
+                table={move |list: Vec<SecretSummary>| {
+                    view! {
+                        <Table class="secrets" headings=&["Key", "Scope", "Value", ""]>
+                            {list
+                                .into_iter()
+                                .map(|secret| view! { <SecretRow secret changed /> })
+                                .collect_view()}
+                        </Table>
                     }
-                })}
-            </Transition>
+                }}
+            />
             <h3>"Add a secret"</h3>
             <ActionForm action=add attr:class="grid-form">
                 <input type="hidden" name="project" value=project.to_string() />

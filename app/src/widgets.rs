@@ -1,7 +1,8 @@
-//! Small pieces the dashboard's pages share: a form's submit row, how a server function's error
-//! reads, and how a time is shown.
+//! Small pieces the dashboard's pages share: a form's submit row, a list loaded from the server
+//! and the table it is drawn in, how a server function's error reads, and how a time is shown.
 
 use leptos::prelude::*;
+use serde::{de::DeserializeOwned, Serialize};
 use time::{OffsetDateTime, UtcOffset};
 
 /// A form's submit button, disabled while the form is sent, with the server's error beside it.
@@ -16,12 +17,71 @@ pub fn SubmitRow(
             <button class="btn btn-primary" type="submit" disabled=move || pending.get()>
                 {label}
             </button>
-            {move || {
-                error
-                    .get()
-                    .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
-            }}
+            <ErrorLine error />
         </div>
+    }
+}
+
+/// A list the page loads from the server: `loading` until it arrives, `empty` when it has no
+/// entries (without it, `table` draws an empty list too), what `table` draws of the entries
+/// otherwise, and the error when loading failed.
+#[component]
+pub fn Loaded<T, F, V>(
+    loading: &'static str,
+    #[prop(optional)] empty: Option<&'static str>,
+    list: Resource<Result<Vec<T>, ServerFnError>>,
+    table: F,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    F: Fn(Vec<T>) -> V + Clone + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    view! {
+        <Transition fallback=move || view! { <p class="muted">{loading}</p> }>
+            {move || {
+                let table = table.clone();
+                Suspend::new(async move {
+                    match list.await {
+                        Ok(entries) if entries.is_empty() && empty.is_some() => {
+                            view! { <p class="muted">{empty}</p> }.into_any()
+                        }
+                        Ok(entries) => table(entries).into_any(),
+                        Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+                    }
+                })
+            }}
+        </Transition>
+    }
+}
+
+/// A table under its column headings (an empty string for a column without one); `children`
+/// are its rows. It scrolls sideways on a narrow screen.
+#[component]
+pub fn Table(
+    class: &'static str,
+    headings: &'static [&'static str],
+    children: Children,
+) -> impl IntoView {
+    view! {
+        <div class="table-scroll">
+            <table class=class>
+                <thead>
+                    <tr>{headings.iter().map(|heading| view! { <th>{*heading}</th> }).collect_view()}</tr>
+                </thead>
+                <tbody>{children()}</tbody>
+            </table>
+        </div>
+    }
+}
+
+/// The error of a form's or button's last action, if it failed.
+#[component]
+pub fn ErrorLine(#[prop(into)] error: Signal<Option<ServerFnError>>) -> impl IntoView {
+    move || {
+        error
+            .get()
+            .map(|error| view! { <p class="error" role="alert">{error_text(&error)}</p> })
     }
 }
 
