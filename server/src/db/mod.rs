@@ -132,7 +132,50 @@ fn private_database(data_dir: &Path, database: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where a sealed value lives: its table, the column naming its row and its own column. The
+/// names are the code's own constants, never input.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SealedCell {
+    table: &'static str,
+    row: &'static str,
+    column: &'static str,
+}
+
+impl SealedCell {
+    pub(crate) const fn new(table: &'static str, row: &'static str, column: &'static str) -> Self {
+        Self { table, row, column }
+    }
+}
+
 impl Store {
+    /// Replaces a sealed value with the same value sealed under another master key, only if the
+    /// cell still holds `old`: a change made meanwhile wins over a key rotation. Returns whether
+    /// it did.
+    pub(crate) async fn swap_sealed(
+        &self,
+        cell: SealedCell,
+        row: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, DbError> {
+        let SealedCell {
+            table,
+            row: key,
+            column,
+        } = cell;
+        let sql = format!("UPDATE {table} SET {column} = $3 WHERE {key} = $1 AND {column} = $2");
+        let changed = on_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(row)
+                .bind(old)
+                .bind(new)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
     /// Opens PostgreSQL when `database_url` is `postgres://…`, otherwise SQLite at
     /// `data_dir/stagely.db` (or the `sqlite:` URL given), then applies pending migrations.
     pub async fn connect(database_url: Option<&str>, data_dir: &Path) -> Result<Self, DbError> {

@@ -8,7 +8,7 @@
 //! so a worker that died mid-send holds nothing for long; the receiver may then get that
 //! delivery twice, which `X-Stagely-Delivery` lets it notice.
 
-use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
+use super::{from_ms, now_ms, on_pool, parse_id, DbError, SealedCell, Store, User};
 use shared::notify::{
     ChannelId, ChannelKind, Delivery, DeliveryId, DeliveryStatus, Notification, NotificationEvent,
 };
@@ -260,20 +260,9 @@ impl Store {
         expected: &[u8],
         ciphertext: &[u8],
     ) -> Result<bool, DbError> {
-        let column = column.name();
-        let sql = format!(
-            "UPDATE notification_channels SET {column} = $3 WHERE id = $1 AND {column} = $2"
-        );
-        let changed = on_pool!(self, pool => {
-            sqlx::query(&sql)
-                .bind(id.to_string())
-                .bind(expected)
-                .bind(ciphertext)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(changed == 1)
+        let cell = SealedCell::new("notification_channels", "id", column.name());
+        self.swap_sealed(cell, &id.to_string(), expected, ciphertext)
+            .await
     }
 
     /// A project's rules as (channel, event) pairs.

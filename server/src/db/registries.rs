@@ -2,7 +2,7 @@
 //! by the vault (the store never sees it in the clear). Access checks are the operation's: these
 //! queries take the owner as already checked.
 
-use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store};
+use super::{from_ms, now_ms, on_pool, parse_id, DbError, SealedCell, Store};
 use shared::{AgentId, ProjectId, RegistryHost, RegistryUsername};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -185,17 +185,8 @@ impl Store {
         expected: &[u8],
         password: &[u8],
     ) -> Result<bool, DbError> {
-        let changed = on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE registry_credentials SET password = $3 WHERE id = $1 AND password = $2",
-            )
-            .bind(id.to_string())
-            .bind(expected)
-            .bind(password)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(changed == 1)
+        let cell = SealedCell::new("registry_credentials", "id", "password");
+        self.swap_sealed(cell, &id.to_string(), expected, password)
+            .await
     }
 }

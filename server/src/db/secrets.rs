@@ -1,7 +1,7 @@
 //! Secrets as stored: key, scope and the AES-GCM ciphertext, and the values they had before a
 //! change or a delete while a container may still run them. Plaintext never reaches this module.
 
-use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
+use super::{from_ms, now_ms, on_pool, parse_id, DbError, SealedCell, Store, User};
 use shared::{DeploymentId, EnvKey, ProjectId, SecretId, SecretScope, ServiceName, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -371,16 +371,9 @@ impl Store {
         expected: &[u8],
         ciphertext: &[u8],
     ) -> Result<bool, DbError> {
-        let changed = on_pool!(self, pool => {
-            sqlx::query("UPDATE secret_versions SET ciphertext = $3 WHERE id = $1 AND ciphertext = $2")
-                .bind(id.to_string())
-                .bind(expected)
-                .bind(ciphertext)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(changed == 1)
+        let cell = SealedCell::new("secret_versions", "id", "ciphertext");
+        self.swap_sealed(cell, &id.to_string(), expected, ciphertext)
+            .await
     }
 
     /// A project's secrets, sorted by key then scope.
@@ -575,16 +568,9 @@ impl Store {
         expected: &[u8],
         ciphertext: &[u8],
     ) -> Result<bool, DbError> {
-        let changed = on_pool!(self, pool => {
-            sqlx::query("UPDATE secret_previous_values SET ciphertext = $3 WHERE id = $1 AND ciphertext = $2")
-                .bind(id.to_string())
-                .bind(expected)
-                .bind(ciphertext)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(changed == 1)
+        let cell = SealedCell::new("secret_previous_values", "id", "ciphertext");
+        self.swap_sealed(cell, &id.to_string(), expected, ciphertext)
+            .await
     }
 
     /// Keeps a value a container may run again (a redeploy of an earlier snapshot).

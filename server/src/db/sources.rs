@@ -2,7 +2,7 @@
 //! pinned host key, one row per project deployed from Git. Credentials are stored as the vault
 //! sealed them; this layer never sees plaintext.
 
-use super::{now_ms, on_pool, DbError, Store};
+use super::{now_ms, on_pool, DbError, SealedCell, Store};
 use shared::source::{CommitInfo, GitRef, GitSource, GitUrl, RepoSubdir};
 use shared::{ComposeFile, DeploymentId, ProjectId};
 
@@ -215,20 +215,8 @@ impl Store {
         old: &[u8],
         new: &[u8],
     ) -> Result<bool, DbError> {
-        let sql = format!(
-            "UPDATE project_sources SET {0} = $3 WHERE project_id = $1 AND {0} = $2",
-            column.name()
-        );
-        let changed = on_pool!(self, pool => {
-            sqlx::query(&sql)
-                .bind(project.to_string())
-                .bind(old)
-                .bind(new)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(changed == 1)
+        let cell = SealedCell::new("project_sources", "project_id", column.name());
+        self.swap_sealed(cell, &project.to_string(), old, new).await
     }
 
     /// Pins (or with `None` forgets) the SSH host key of a project's repository.

@@ -3,7 +3,7 @@
 //! dashboard). A delivery is stored only after its signature checked out, so a flood of forged
 //! requests writes nothing.
 
-use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store};
+use super::{from_ms, now_ms, on_pool, parse_id, DbError, SealedCell, Store};
 use shared::webhooks::{DeliveryOutcome, DeployTrigger, WebhookDelivery, WebhookProvider};
 use shared::{DeploymentId, ProjectId, UserId};
 
@@ -145,16 +145,8 @@ impl Store {
         old: &[u8],
         new: &[u8],
     ) -> Result<bool, DbError> {
-        let changed = on_pool!(self, pool => {
-            sqlx::query("UPDATE webhooks SET secret = $3 WHERE id = $1 AND secret = $2")
-                .bind(hook_id)
-                .bind(old)
-                .bind(new)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(changed == 1)
+        let cell = SealedCell::new("webhooks", "id", "secret");
+        self.swap_sealed(cell, hook_id, old, new).await
     }
 
     /// Removes a project's hook with its deliveries; returns whether it had one.
