@@ -139,7 +139,7 @@ impl Client {
     async fn wait_for(&self, body: &str) {
         let expected = format!("ok {body}");
         for _ in 0..300 {
-            if self.lines().await.iter().any(|line| *line == expected) {
+            if self.lines().await.contains(&expected) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
