@@ -8,15 +8,20 @@
 //!    container changes. Then the service's containers are compared with what Compose would
 //!    create now (`compose config --hash`, and the image id the tag points at): only a service
 //!    whose running containers are out of date is rolled out;
-//! 2. **scale up**: `up -d --no-deps --no-recreate --scale <service>=<old + desired> <service>`
-//!    starts the new containers with the new configuration beside the old ones, which keep
-//!    serving (Compose v2 labels the new ones with the new configuration hash, so the deploy's
-//!    own `up` afterwards leaves them alone);
+//! 2. **scale up**: `create --no-recreate --scale <service>=<old + desired> <service>` creates
+//!    the new containers with the new configuration beside the old ones, which keep serving
+//!    (Compose v2 labels the new ones with the new configuration hash, so the deploy's own `up`
+//!    afterwards leaves them alone). Before they start, each is connected again to its
+//!    networks without the service's name as an alias: nobody asking for the service reaches
+//!    a container that is still starting;
 //! 3. **wait** until every new container is healthy (or, without a healthcheck, has run for
 //!    the settle time of [`SETTLE_LABEL`], [`DEFAULT_SETTLE`] unless set, at most
-//!    [`MAX_SETTLE`]), reporting `<service>: start-first n/m new containers healthy`;
+//!    [`MAX_SETTLE`]), reporting `<service>: start-first n/m new container(s) healthy`; then
+//!    connect them again with all their aliases, so they answer to the service's name;
 //! 4. **retire** the old containers: each is first disconnected from its networks, which takes
-//!    it out of the service's DNS name at once, then stopped and removed.
+//!    it out of the service's name at once, then stopped and removed. A request already on its
+//!    way to it at that instant is lost (its address vanishes); Docker 20.10 cannot drop an
+//!    alias without dropping the address.
 //!
 //! When a new container exits, turns unhealthy, restarts or is not ready in time, the new
 //! containers are removed, the old ones keep serving and the deploy fails with the reason and
@@ -67,6 +72,8 @@ pub enum RolloutError {
     },
     #[error("reading the resolved compose configuration: {0}")]
     Config(String),
+    #[error("{0}")]
+    Docker(String),
     #[error(
         "{service}: the start-first rollout failed: {reason}; the new containers were removed \
          and the old ones keep serving. The new container's last log lines:\n{logs}"
@@ -707,7 +714,7 @@ impl Rollouts<'_> {
         if output.success() {
             Ok(output.stdout)
         } else {
-            Err(RolloutError::Config(format!(
+            Err(RolloutError::Docker(format!(
                 "`{}` exited with {:?}: {}",
                 output.command,
                 output.exit_code,
