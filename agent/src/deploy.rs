@@ -17,12 +17,17 @@
 //! 5. **build**: `build [--pull] <services>` for the services with a `build:` section (with
 //!    `--pull` under `always`, so their base images are fresh too); a failed build also stops
 //!    the deploy before any container changes;
-//! 6. **up**: `compose -p <project> -f <user file> -f <override> --project-directory <dir>
+//! 6. **roll out** (Compose v2): each service labelled `dev.stagely.rollout: start-first` whose
+//!    running containers are out of date gets new containers beside the old ones, waits for
+//!    them to turn healthy and only then removes the old ones; a failure removes the new ones,
+//!    leaves the old serving and fails the deploy (`crate::rollout`). The `up` that follows
+//!    finds these services up to date and leaves them alone;
+//! 7. **up**: `compose -p <project> -f <user file> -f <override> --project-directory <dir>
 //!    up -d --remove-orphans`, streaming its output line by line. Compose recreates only the
 //!    containers whose configuration changed (a pulled or built image that changed is such a
 //!    change), so a redeploy with the same secrets and images restarts nothing and a change
 //!    scoped to one service restarts only that service;
-//! 7. **health**: wait until every container runs (and is healthy where it has a healthcheck)
+//! 8. **health**: wait until every container runs (and is healthy where it has a healthcheck)
 //!    and has stayed so for a short settle time; a container that exits with an error fails
 //!    the deploy with its exit code and last lines. Then the image each service runs is read
 //!    for the result, so the deployment can be redeployed exactly later.
@@ -37,6 +42,7 @@ use crate::health::{self, ContainerState, Verdict};
 use crate::images::{self, PinError};
 use crate::override_file::{self, OverrideError, OverrideFile, Owner};
 use crate::registry_auth::{self, DockerConfig, RegistryAuthError};
+use crate::rollout::{RolloutError, Rollouts};
 use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
 use crate::system::Compose;
 use crate::wire;
@@ -108,6 +114,8 @@ pub enum DeployError {
     RegistryAuth(#[from] RegistryAuthError),
     #[error(transparent)]
     Command(#[from] RunError),
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
     #[error(
         "pulling the images failed (exit code {exit_code:?}); the running containers were not \
          changed:\n{output}"
@@ -231,6 +239,17 @@ pub async fn deploy(
     }
 
     report(step(DeployStep::Up));
+    if options.compose == Compose::V2 {
+        let command = |args: Vec<String>| with_config(compose.command_with(args));
+        let rollouts = Rollouts {
+            project: request.project,
+            compose: &command,
+            redactor: &redactor,
+            up_timeout: options.up_timeout,
+            ready_timeout: options.health_timeout,
+        };
+        rollouts.run(&mut report).await?;
+    }
     let up =
         with_config(compose.command(["up", "-d", "--remove-orphans"])).timeout(options.up_timeout);
     let (exit_code, output) = streamed(&up, &redactor, &mut report).await?;

@@ -20,6 +20,7 @@ pub mod override_file;
 pub mod private_fs;
 pub mod redact;
 pub mod registry_auth;
+pub mod rollout;
 pub mod runner;
 pub mod states;
 pub mod system;

@@ -11,4 +11,5 @@ mod jobs;
 mod namespace;
 mod private_state;
 mod props;
+mod rollout;
 mod runtime;

@@ -21,6 +21,7 @@ mod provisioning;
 mod redaction;
 mod retention;
 mod revocation;
+mod rollout;
 mod secrets_at_rest;
 mod security_headers;
 mod static_files;

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Requests that fail while a compose service's secret changes: today's recreate against the
+# start-first rollout (`dev.stagely.rollout: start-first`), measured in the same run on the same
+# host. A busybox `FROM scratch` HTTP service with a healthcheck serves its secret; a client
+# container on the project's network asks it by its service name every 50 ms; the agent's own
+# deploy (`stagely-agent deploy`, the code path the server's jobs run) changes the secret ROUNDS
+# times per mode (default 5). Only requests made while a deploy ran are counted (by the client's
+# log timestamps). Every name carries this run's random suffix and is removed on exit.
+# See docs/BENCHMARKS.md.
+#   scripts/bench-zero-downtime.sh [ROUNDS]
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+rounds="${1:-5}"
+AGENT_BIN="${STAGELY_AGENT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/stagely-agent}"
+[ -n "${STAGELY_AGENT_BIN:-}" ] || cargo build -q -p agent --bin stagely-agent >&2
+RUN_ID="zd$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
+WORK="$(mktemp -d "/tmp/stagely-$RUN_ID.XXXXXX")"
+IMAGE="stagely-$RUN_ID:busybox"
+CLIENT="stagely-$RUN_ID-client"
+
+cleanup() {
+  set +e
+  docker rm -f "$CLIENT" >/dev/null 2>&1
+  for mode in recreate start-first; do
+    [ -d "$WORK/$mode" ] && docker compose -p "$RUN_ID-$mode" --project-directory "$WORK/$mode" \
+      down -t 1 >/dev/null 2>&1
+  done
+  docker image rm "$IMAGE" >/dev/null 2>&1
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+mkdir -p "$WORK/image" "$WORK/state"
+chmod 0700 "$WORK/state"
+cp "$(command -v busybox || echo /bin/busybox)" "$WORK/image/busybox"
+printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' \
+  >"$WORK/image/Dockerfile"
+docker build -q -t "$IMAGE" "$WORK/image" >/dev/null
+
+# The service: serves $GREETING, stops at once on SIGTERM, healthy once it answers.
+write_project() { # MODE LABELS
+  mkdir -p "$WORK/$1"
+  cat >"$WORK/$1/compose.yaml" <<YAML
+services:
+  web:
+    image: $IMAGE
+    command: ["sh", "-c", "mkdir -p /www && echo \"\$\$GREETING\" > /www/index.html && httpd -f -p 80 -h /www & trap 'exit 0' TERM; wait"]
+$2    healthcheck:
+      test: ["CMD", "wget", "-qO-", "http://127.0.0.1/"]
+      interval: 1s
+      timeout: 1s
+      retries: 3
+YAML
+}
+
+deploy() { # MODE VALUE
+  printf '[{"key":"GREETING","value":"%s","scope":"global"}]' "$2" >"$WORK/secrets.json"
+  STAGELY_STATE_DIR="$WORK/state" RUST_LOG=warn "$AGENT_BIN" deploy --dir "$WORK/$1" \
+    --project "$RUN_ID-$1" --secrets "$WORK/secrets.json" >>"$WORK/$1.log" 2>&1 \
+    || { cat "$WORK/$1.log" >&2; exit 1; }
+}
+
+now() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
+
+measure() { # MODE LABELS
+  local mode="$1" failed=0 total=0 start end counts
+  write_project "$mode" "$2"
+  deploy "$mode" "$mode-0"
+  docker run -d --name "$CLIENT" --network "$RUN_ID-${mode}_default" "$IMAGE" sh -c \
+    'while true; do if b=$(timeout 2 wget -qO- http://web/ 2>/dev/null); then echo "ok $b"; else echo fail; fi; sleep 0.05; done' \
+    >/dev/null
+  until docker logs "$CLIENT" 2>/dev/null | grep -q "^ok $mode-0$"; do sleep 0.1; done
+  for round in $(seq 1 "$rounds"); do
+    start="$(now)"
+    deploy "$mode" "$mode-$round"
+    end="$(now)"
+    counts="$(docker logs -t --since "$start" --until "$end" "$CLIENT" 2>&1 \
+      | awk '{ if ($2 == "fail") f++; n++ } END { print f + 0, n + 0 }')"
+    failed=$((failed + ${counts% *}))
+    total=$((total + ${counts#* }))
+    until docker logs "$CLIENT" 2>/dev/null | tail -n 1 | grep -q "^ok $mode-$round$"; do sleep 0.1; done
+  done
+  docker rm -f "$CLIENT" >/dev/null
+  echo "$mode: requests failed during a changed-secret deploy: $failed of $total ($rounds deploys)"
+  [ "$total" -ge 200 ] || echo "  (fewer than 200 requests: pass more rounds)" >&2
+}
+
+measure recreate ""
+measure start-first "    labels:
+      dev.stagely.rollout: start-first
+"
