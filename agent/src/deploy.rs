@@ -38,11 +38,13 @@ use crate::images::{self, PinError};
 use crate::override_file::{self, OverrideError, OverrideFile, Owner};
 use crate::registry_auth::{self, DockerConfig, RegistryAuthError};
 use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
+use crate::swarm::{self, SwarmError};
 use crate::system::Compose;
 use crate::wire;
 use shared::protocol::{budget, DeployStep, JobEvent};
 use shared::registry::{PullPolicy, RegistryCredential};
 use shared::runtime::ServiceImage;
+use shared::target::{DeployTarget, SecretsAs};
 use shared::{ProjectId, ProjectName, Secret, ServiceName};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -83,6 +85,10 @@ pub struct DeployRequest<'a> {
     pub pull_policy: PullPolicy,
     /// Credentials to pull and build with, one per registry.
     pub registry_credentials: &'a [RegistryCredential],
+    /// A Compose project, or a Swarm stack (`crate::swarm` deploys it).
+    pub target: DeployTarget,
+    /// On a Swarm stack: secrets as environment or as Swarm secrets.
+    pub secrets_as: SecretsAs,
 }
 
 /// What a successful deploy left running.
@@ -108,6 +114,8 @@ pub enum DeployError {
     RegistryAuth(#[from] RegistryAuthError),
     #[error(transparent)]
     Command(#[from] RunError),
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
     #[error(
         "pulling the images failed (exit code {exit_code:?}); the running containers were not \
          changed:\n{output}"
@@ -159,6 +167,9 @@ pub async fn deploy(
     mut report: impl FnMut(JobEvent),
 ) -> Result<Deployed, DeployError> {
     let redactor = redactor_of(request);
+    if request.target == DeployTarget::Swarm {
+        return swarm::deploy(request, options, &redactor, &mut report).await;
+    }
 
     report(step(DeployStep::Parse));
     // Before anything else: a redeploy whose image is gone must touch nothing.

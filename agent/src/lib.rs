@@ -22,6 +22,7 @@ pub mod redact;
 pub mod registry_auth;
 pub mod runner;
 pub mod states;
+pub mod swarm;
 pub mod system;
 pub mod testing;
 pub mod wire;
