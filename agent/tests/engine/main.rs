@@ -12,3 +12,4 @@ mod namespace;
 mod private_state;
 mod props;
 mod runtime;
+mod swarm;
