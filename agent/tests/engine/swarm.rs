@@ -99,24 +99,110 @@ impl Drop for TestStack {
 }
 
 /// A web service of two replicas whose healthcheck passes once it serves `GREETING` (from the
-/// environment, or from `/run/secrets/GREETING` when that file exists).
+/// environment, or from `/run/secrets/GREETING` when that file exists) and that, like any
+/// service meant for rolling updates, keeps serving for a moment after SIGTERM (Swarm has taken
+/// it out of the service's DNS by then). Clients find it by DNS on an attachable overlay
+/// network (`dnsrr`: this engine's kernel has no IPVS for a virtual IP).
 fn web_stack(image: &str) -> String {
     format!(
         r#"services:
   web:
     image: {image}
-    command: ["sh", "-c", "mkdir -p /www; if [ -f /run/secrets/GREETING ]; then cat /run/secrets/GREETING > /www/index.html; else echo \"$$GREETING\" > /www/index.html; fi; exec httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "mkdir -p /www; if [ -f /run/secrets/GREETING ]; then cat /run/secrets/GREETING > /www/index.html; else echo \"$$GREETING\" > /www/index.html; fi; httpd -f -p 8080 -h /www & pid=$$!; trap 'sleep 2; kill $$pid; exit 0' TERM; wait"]
+    networks: [mesh]
     healthcheck:
       test: ["CMD-SHELL", "test -f /version && grep -q broken /version && exit 1; wget -q -O- http://127.0.0.1:8080/ >/dev/null"]
       interval: 1s
       timeout: 2s
       retries: 2
       start_period: 1s
-    stop_grace_period: 2s
+    stop_grace_period: 5s
     deploy:
       replicas: 2
+      endpoint_mode: dnsrr
+networks:
+  mesh:
+    driver: overlay
+    attachable: true
 "#
     )
+}
+
+/// The client's loop: every 50 ms it looks the service up and asks one of its addresses for
+/// the page, printing `OK <page>` or `FAIL <why>`, until `/stop` exists.
+const CLIENT_LOOP: &str = r#"while [ ! -f /stop ]; do
+  set -- $(nslookup web 127.0.0.11 2>/dev/null | sed -n 's/^Address: //p')
+  if [ $# -eq 0 ]; then echo "FAIL no address"; else
+    i=$((RANDOM % $# + 1)); eval ip=\${$i}
+    if page=$(timeout 2 wget -q -O- http://$ip:8080/ 2>/dev/null); then echo "OK $page"; else echo "FAIL $ip"; fi
+  fi
+  sleep 0.05
+done
+echo DONE"#;
+
+/// A container on the stack's network hitting the service every 50 ms.
+struct Client {
+    name: String,
+}
+
+impl Client {
+    async fn start(stack: &TestStack, image: &str) -> Self {
+        let name = format!("{}-client", stack.name);
+        let network = format!("{}_mesh", stack.name);
+        run_ok(CommandSpec::new(
+            "docker",
+            [
+                "run",
+                "-d",
+                "--name",
+                name.as_str(),
+                "--network",
+                network.as_str(),
+                image,
+                "sh",
+                "-c",
+                CLIENT_LOOP,
+            ],
+        ))
+        .await
+        .expect("the client starts");
+        Self { name }
+    }
+
+    /// Stops the loop and returns its answers: (pages served, failures).
+    async fn stop(self) -> (Vec<String>, Vec<String>) {
+        run_ok(CommandSpec::new(
+            "docker",
+            ["exec", self.name.as_str(), "touch", "/stop"],
+        ))
+        .await
+        .expect("stopping the client");
+        run_ok(CommandSpec::new("docker", ["wait", self.name.as_str()]))
+            .await
+            .expect("the client ends");
+        let logs = run_ok(CommandSpec::new("docker", ["logs", self.name.as_str()]))
+            .await
+            .expect("the client's log");
+        let pages = logs
+            .lines()
+            .filter_map(|line| line.strip_prefix("OK "))
+            .map(str::to_owned)
+            .collect();
+        let failures = logs
+            .lines()
+            .filter(|line| line.starts_with("FAIL"))
+            .map(str::to_owned)
+            .collect();
+        (pages, failures)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", self.name.as_str()])
+            .output();
+    }
 }
 
 fn options(private_dir: &std::path::Path) -> DeployOptions {
@@ -238,9 +324,15 @@ async fn a_changed_secret_rolls_out_to_every_replica(secrets_as: SecretsAs) {
     first.expect("the first deploy works");
     assert_eq!(served_by_every_task(&stack).await, ["first $value"; 2]);
 
+    let client = Client::start(&stack, image).await;
     let (second, events) =
         deploy_stack(&stack, &private, &[greeting("second \"value\"")], secrets_as).await;
+    let (pages, failures) = client.stop().await;
     let deployed = second.unwrap_or_else(|error| panic!("the second deploy works: {error}"));
+    assert_eq!(failures, Vec::<String>::new(), "no request failed during the deploy");
+    assert!(pages.len() >= 20, "the client kept asking: {} answers", pages.len());
+    assert!(pages.iter().any(|page| page == "first $value"), "{pages:?}");
+    assert_eq!(pages.last().map(String::as_str), Some("second \"value\""));
     assert_eq!(deployed.containers.len(), 2);
     assert_eq!(served_by_every_task(&stack).await, ["second \"value\""; 2]);
     let lines = output_lines(&events);
@@ -310,8 +402,12 @@ async fn a_version_whose_healthcheck_fails_is_rolled_back_and_the_old_tasks_keep
         web_stack(&broken),
     )
     .unwrap();
+    let client = Client::start(&stack, &good).await;
     let (second, _) =
         deploy_stack(&stack, &private, &[greeting("new")], SecretsAs::Environment).await;
+    let (pages, failures) = client.stop().await;
+    assert_eq!(failures, Vec::<String>::new(), "no request failed during the deploy");
+    assert!(pages.iter().all(|page| page == "old"), "{pages:?}");
     let error = second.expect_err("the broken version fails the deploy");
     let message = error.to_string();
     assert!(
