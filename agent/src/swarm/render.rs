@@ -149,26 +149,18 @@ fn capacity(services: &BTreeSet<ServiceName>, placement: &Placement<'_>) -> usiz
 }
 
 /// Which services of the user's compose file set `deploy.update_config` or
-/// `deploy.rollback_config` themselves. A file that does not parse here has no such settings
-/// as far as this is concerned (reading it for its services already succeeded).
+/// `deploy.rollback_config` themselves.
 pub fn user_policies(compose_yaml: &str) -> BTreeMap<ServiceName, UserPolicy> {
-    let Ok(document) = serde_yaml::from_str::<serde_yaml::Value>(compose_yaml) else {
-        return BTreeMap::new();
-    };
-    let Some(services) = document.get("services").and_then(|value| value.as_mapping()) else {
-        return BTreeMap::new();
-    };
-    services
-        .iter()
-        .filter_map(|(name, definition)| {
-            let name = ServiceName::parse(name.as_str()?).ok()?;
-            let deploy = definition.get("deploy");
-            let set = |key: &str| deploy.and_then(|deploy| deploy.get(key)).is_some();
+    let updates = crate::compose::services_with_deploy_key(compose_yaml, "update_config");
+    let rollbacks = crate::compose::services_with_deploy_key(compose_yaml, "rollback_config");
+    updates
+        .union(&rollbacks)
+        .map(|service| {
             let policy = UserPolicy {
-                update_config: set("update_config"),
-                rollback_config: set("rollback_config"),
+                update_config: updates.contains(service),
+                rollback_config: rollbacks.contains(service),
             };
-            Some((name, policy))
+            (service.clone(), policy)
         })
         .collect()
 }

@@ -433,3 +433,42 @@ async fn a_version_whose_healthcheck_fails_is_rolled_back_and_the_old_tasks_keep
         let _ = run_ok(CommandSpec::new("docker", ["rmi", "-f", image.as_str()])).await;
     }
 }
+
+/// The benchmark of `scripts/bench-swarm-rollout.sh`: changed-secret deploys of a two-replica
+/// stack, one after another, while the client asks every 50 ms, until it has asked at least
+/// `STAGELY_BENCH_REQUESTS` times (default 200); prints how many of its requests failed.
+#[tokio::test]
+#[ignore = "a benchmark: scripts/bench-swarm-rollout.sh"]
+async fn bench_requests_failed_during_changed_secret_deploys() {
+    let wanted: usize = std::env::var("STAGELY_BENCH_REQUESTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(200);
+    let _swarm = SwarmMode::enter();
+    let image = test_image().await;
+    let stack = TestStack::new(&web_stack(image));
+    let private = tempfile::tempdir().unwrap();
+    let (first, _) =
+        deploy_stack(&stack, &private, &[greeting("v0")], SecretsAs::Environment).await;
+    first.expect("the first deploy works");
+    let client = Client::start(&stack, image).await;
+    let mut deploys = 0;
+    let mut asked = 0;
+    while asked < wanted {
+        deploys += 1;
+        let value = format!("v{deploys}");
+        let (result, _) =
+            deploy_stack(&stack, &private, &[greeting(&value)], SecretsAs::Environment).await;
+        result.expect("the deploy works");
+        let logs = run_ok(CommandSpec::new("docker", ["logs", client.name.as_str()]))
+            .await
+            .unwrap();
+        asked = logs.lines().filter(|line| !line.is_empty()).count();
+    }
+    let (pages, failures) = client.stop().await;
+    println!(
+        "requests failed during a changed-secret deploy: {} of {} ({deploys} swarm deploys, 2 replicas, start-first)",
+        failures.len(),
+        pages.len() + failures.len()
+    );
+}
