@@ -839,7 +839,10 @@ pub fn services_with_deploy_key(compose_yaml: &str, key: &str) -> BTreeSet<Servi
     let Ok(document) = serde_yaml::from_str::<serde_yaml::Value>(compose_yaml) else {
         return BTreeSet::new();
     };
-    let Some(services) = document.get("services").and_then(|value| value.as_mapping()) else {
+    let Some(services) = document
+        .get("services")
+        .and_then(|value| value.as_mapping())
+    else {
         return BTreeSet::new();
     };
     services
@@ -1478,4 +1481,3 @@ services:
         assert!(message.contains("together"), "{message}");
     }
 }
-

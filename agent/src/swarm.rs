@@ -102,7 +102,9 @@ pub async fn deploy(
     };
     let mounts = match request.secrets_as {
         SecretsAs::Environment => None,
-        SecretsAs::SwarmSecrets => Some(create_secrets(request, &project.services, redactor).await?),
+        SecretsAs::SwarmSecrets => {
+            Some(create_secrets(request, &project.services, redactor).await?)
+        }
     };
     let placement = match &mounts {
         None => Placement::Environment(&environment),
@@ -297,7 +299,10 @@ async fn services_of(
     redactor: &Redactor,
 ) -> Result<Vec<ServiceInfo>, DeployError> {
     let filter = format!("label=com.docker.stack.namespace={project}");
-    let list = CommandSpec::new("docker", ["service", "ls", "-q", "--filter", filter.as_str()]);
+    let list = CommandSpec::new(
+        "docker",
+        ["service", "ls", "-q", "--filter", filter.as_str()],
+    );
     let ids = quiet(&list, redactor).await?;
     let ids: Vec<&str> = ids.split_whitespace().collect();
     if ids.is_empty() {

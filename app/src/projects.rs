@@ -55,9 +55,8 @@ pub async fn add_project(
     };
     let secrets_as = match secrets_as.trim() {
         "" => shared::target::SecretsAs::default(),
-        mode => shared::target::SecretsAs::parse(mode).ok_or_else(|| {
-            ServerFnError::new("Secrets: choose environment or swarm_secrets.")
-        })?,
+        mode => shared::target::SecretsAs::parse(mode)
+            .ok_or_else(|| ServerFnError::new("Secrets: choose environment or swarm_secrets."))?,
     };
     if !git_url.trim().is_empty() {
         let field = |what: &'static str| {

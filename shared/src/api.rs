@@ -128,10 +128,16 @@ pub struct CreateProject {
     #[serde(default, skip_serializing_if = "PullPolicy::is_missing")]
     pub pull_policy: PullPolicy,
     /// `compose` (when not given) or `swarm`.
-    #[serde(default, skip_serializing_if = "crate::target::DeployTarget::is_compose")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::target::DeployTarget::is_compose"
+    )]
     pub target: crate::target::DeployTarget,
     /// On a Swarm stack: `environment` (when not given) or `swarm_secrets`.
-    #[serde(default, skip_serializing_if = "crate::target::SecretsAs::is_environment")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::target::SecretsAs::is_environment"
+    )]
     pub secrets_as: crate::target::SecretsAs,
 }
 

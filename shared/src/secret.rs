@@ -128,10 +128,16 @@ pub struct DeployPayload {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registry_credentials: Vec<RegistryCredential>,
     /// `compose` (older servers) or `swarm`: a Swarm stack deployed on the agent's manager.
-    #[serde(default, skip_serializing_if = "crate::target::DeployTarget::is_compose")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::target::DeployTarget::is_compose"
+    )]
     pub target: crate::target::DeployTarget,
     /// On a Swarm stack: secrets as environment (older servers) or as Swarm secrets.
-    #[serde(default, skip_serializing_if = "crate::target::SecretsAs::is_environment")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::target::SecretsAs::is_environment"
+    )]
     pub secrets_as: crate::target::SecretsAs,
 }
 

@@ -7,10 +7,10 @@
 //! (also on a panic), unless it was a manager already.
 
 use crate::helpers::{run_ok, test_image};
-use agent::testing::build_version_image;
 use agent::deploy::{self, DeployError, DeployOptions, DeployRequest};
 use agent::runner::CommandSpec;
 use agent::system::Compose;
+use agent::testing::build_version_image;
 use shared::protocol::JobEvent;
 use shared::target::{DeployTarget, SecretsAs};
 use shared::{EnvKey, ProjectName, Secret, SecretScope, SecretValue, ServiceName};
@@ -26,7 +26,9 @@ static USERS: Mutex<(usize, bool)> = Mutex::new((0, false));
 
 impl SwarmMode {
     fn enter() -> Self {
-        let mut users = USERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut users = USERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if users.0 == 0 {
             let state = std::process::Command::new("docker")
                 .args(["info", "--format", "{{.Swarm.LocalNodeState}}"])
@@ -49,7 +51,9 @@ impl SwarmMode {
 
 impl Drop for SwarmMode {
     fn drop(&mut self) {
-        let mut users = USERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut users = USERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         users.0 -= 1;
         if users.0 == 0 && users.1 {
             let _ = std::process::Command::new("docker")
@@ -287,14 +291,7 @@ async fn served_by_every_task(stack: &TestStack) -> Vec<String> {
     for id in ids.split_whitespace() {
         let page = run_ok(CommandSpec::new(
             "docker",
-            [
-                "exec",
-                id,
-                "wget",
-                "-q",
-                "-O-",
-                "http://127.0.0.1:8080/",
-            ],
+            ["exec", id, "wget", "-q", "-O-", "http://127.0.0.1:8080/"],
         ))
         .await
         .unwrap();
@@ -325,12 +322,25 @@ async fn a_changed_secret_rolls_out_to_every_replica(secrets_as: SecretsAs) {
     assert_eq!(served_by_every_task(&stack).await, ["first $value"; 2]);
 
     let client = Client::start(&stack, image).await;
-    let (second, events) =
-        deploy_stack(&stack, &private, &[greeting("second \"value\"")], secrets_as).await;
+    let (second, events) = deploy_stack(
+        &stack,
+        &private,
+        &[greeting("second \"value\"")],
+        secrets_as,
+    )
+    .await;
     let (pages, failures) = client.stop().await;
     let deployed = second.unwrap_or_else(|error| panic!("the second deploy works: {error}"));
-    assert_eq!(failures, Vec::<String>::new(), "no request failed during the deploy");
-    assert!(pages.len() >= 20, "the client kept asking: {} answers", pages.len());
+    assert_eq!(
+        failures,
+        Vec::<String>::new(),
+        "no request failed during the deploy"
+    );
+    assert!(
+        pages.len() >= 20,
+        "the client kept asking: {} answers",
+        pages.len()
+    );
     assert!(pages.iter().any(|page| page == "first $value"), "{pages:?}");
     assert_eq!(pages.last().map(String::as_str), Some("second \"value\""));
     assert_eq!(deployed.containers.len(), 2);
@@ -397,16 +407,16 @@ async fn a_version_whose_healthcheck_fails_is_rolled_back_and_the_old_tasks_keep
         deploy_stack(&stack, &private, &[greeting("old")], SecretsAs::Environment).await;
     first.expect("the first deploy works");
 
-    std::fs::write(
-        stack.dir.path().join("compose.yaml"),
-        web_stack(&broken),
-    )
-    .unwrap();
+    std::fs::write(stack.dir.path().join("compose.yaml"), web_stack(&broken)).unwrap();
     let client = Client::start(&stack, &good).await;
     let (second, _) =
         deploy_stack(&stack, &private, &[greeting("new")], SecretsAs::Environment).await;
     let (pages, failures) = client.stop().await;
-    assert_eq!(failures, Vec::<String>::new(), "no request failed during the deploy");
+    assert_eq!(
+        failures,
+        Vec::<String>::new(),
+        "no request failed during the deploy"
+    );
     assert!(pages.iter().all(|page| page == "old"), "{pages:?}");
     let error = second.expect_err("the broken version fails the deploy");
     let message = error.to_string();
@@ -457,8 +467,13 @@ async fn bench_requests_failed_during_changed_secret_deploys() {
     while asked < wanted {
         deploys += 1;
         let value = format!("v{deploys}");
-        let (result, _) =
-            deploy_stack(&stack, &private, &[greeting(&value)], SecretsAs::Environment).await;
+        let (result, _) = deploy_stack(
+            &stack,
+            &private,
+            &[greeting(&value)],
+            SecretsAs::Environment,
+        )
+        .await;
         result.expect("the deploy works");
         let logs = run_ok(CommandSpec::new("docker", ["logs", client.name.as_str()]))
             .await

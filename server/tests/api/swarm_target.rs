@@ -25,7 +25,10 @@ async fn a_projects_target_and_secret_mode_are_stored_changed_and_checked() {
         let read: Project = api
             .expect(Method::GET, &format!("/projects/{}", stack.id), None, 200)
             .await;
-        assert_eq!((read.target, read.secrets_as), (stack.target, stack.secrets_as));
+        assert_eq!(
+            (read.target, read.secrets_as),
+            (stack.target, stack.secrets_as)
+        );
 
         let changed: Project = api
             .expect(
@@ -38,15 +41,25 @@ async fn a_projects_target_and_secret_mode_are_stored_changed_and_checked() {
         assert_eq!(changed.target, DeployTarget::Swarm, "unchanged");
         assert_eq!(changed.secrets_as, SecretsAs::Environment);
 
-        for body in [json!({"target": "kubernetes"}), json!({"secrets_as": "files"})] {
+        for body in [
+            json!({"target": "kubernetes"}),
+            json!({"secrets_as": "files"}),
+        ] {
             let (status, answer) = api
-                .call(Method::PATCH, &format!("/projects/{}", stack.id), Some(body))
+                .call(
+                    Method::PATCH,
+                    &format!("/projects/{}", stack.id),
+                    Some(body),
+                )
                 .await;
             assert_eq!(status, 400, "{answer}");
         }
         let after: Project = api
             .expect(Method::GET, &format!("/projects/{}", stack.id), None, 200)
             .await;
-        assert_eq!((after.target, after.secrets_as), (DeployTarget::Swarm, SecretsAs::Environment));
+        assert_eq!(
+            (after.target, after.secrets_as),
+            (DeployTarget::Swarm, SecretsAs::Environment)
+        );
     }
 }
