@@ -131,6 +131,17 @@ say "cargo deny check (advisories, bans, licenses, sources; offline)"
 cargo_deny_check
 
 say "cargo test (SQLite and PostgreSQL)"
+# The Swarm tests put the engine into single-node swarm mode themselves and leave it when they
+# end; should the test process be killed before that, the swarm is left here (unless the engine
+# was a manager before this run).
+swarm_before="$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || true)"
+leave_test_swarm() {
+  if [ "$swarm_before" != "active" ] &&
+    [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = "active" ]; then
+    docker swarm leave --force >/dev/null 2>&1 || true
+  fi
+}
+trap leave_test_swarm EXIT
 # The server's tests start real agent processes, and the installer tests download the static
 # agent: build every binary first.
 cargo build --bins

@@ -71,6 +71,8 @@ async fn main() {
             pinned_images: &[],
             pull_policy: Default::default(),
             registry_credentials: &[],
+            target: Default::default(),
+            secrets_as: Default::default(),
         };
         let start = Instant::now();
         deploy::deploy(&request, &options, |_| {}).await.unwrap();

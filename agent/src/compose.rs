@@ -831,6 +831,32 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 }
 
+/// The services of a compose file (its own text, not the files it includes) whose `deploy:`
+/// section sets `key` (`update_config`, `rollback_config`): what a Swarm deploy leaves as the
+/// user wrote it. A file that does not parse here sets nothing, as far as this is concerned
+/// (reading it for its services already succeeded or failed with a message).
+pub fn services_with_deploy_key(compose_yaml: &str, key: &str) -> BTreeSet<ServiceName> {
+    let Ok(document) = serde_yaml::from_str::<serde_yaml::Value>(compose_yaml) else {
+        return BTreeSet::new();
+    };
+    let Some(services) = document
+        .get("services")
+        .and_then(|value| value.as_mapping())
+    else {
+        return BTreeSet::new();
+    };
+    services
+        .iter()
+        .filter(|(_, definition)| {
+            definition
+                .get("deploy")
+                .and_then(|deploy| deploy.get(key))
+                .is_some()
+        })
+        .filter_map(|(name, _)| ServiceName::parse(name.as_str()?).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

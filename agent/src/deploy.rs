@@ -44,11 +44,13 @@ use crate::override_file::{self, OverrideError, OverrideFile, Owner};
 use crate::registry_auth::{self, DockerConfig, RegistryAuthError};
 use crate::rollout::{RolloutError, Rollouts};
 use crate::runner::{self, CommandSpec, OutputLine, Redactor, RunError};
+use crate::swarm::{self, SwarmError};
 use crate::system::Compose;
 use crate::wire;
 use shared::protocol::{budget, DeployStep, JobEvent};
 use shared::registry::{PullPolicy, RegistryCredential};
 use shared::runtime::ServiceImage;
+use shared::target::{DeployTarget, SecretsAs};
 use shared::{ProjectId, ProjectName, Secret, ServiceName};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,10 @@ pub struct DeployRequest<'a> {
     pub pull_policy: PullPolicy,
     /// Credentials to pull and build with, one per registry.
     pub registry_credentials: &'a [RegistryCredential],
+    /// A Compose project, or a Swarm stack (`crate::swarm` deploys it).
+    pub target: DeployTarget,
+    /// On a Swarm stack: secrets as environment or as Swarm secrets.
+    pub secrets_as: SecretsAs,
 }
 
 /// What a successful deploy left running.
@@ -116,6 +122,8 @@ pub enum DeployError {
     Command(#[from] RunError),
     #[error(transparent)]
     Rollout(#[from] RolloutError),
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
     #[error(
         "pulling the images failed (exit code {exit_code:?}); the running containers were not \
          changed:\n{output}"
@@ -167,6 +175,9 @@ pub async fn deploy(
     mut report: impl FnMut(JobEvent),
 ) -> Result<Deployed, DeployError> {
     let redactor = redactor_of(request);
+    if request.target == DeployTarget::Swarm {
+        return swarm::deploy(request, options, &redactor, &mut report).await;
+    }
 
     report(step(DeployStep::Parse));
     // Before anything else: a redeploy whose image is gone must touch nothing.

@@ -140,10 +140,24 @@ pub struct InspectedContainer {
 /// The label Compose puts on every container: its service.
 pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 
+/// The label Swarm puts on a stack's task containers: the stack (`docker stack deploy`'s name).
+pub const SWARM_STACK_LABEL: &str = "com.docker.stack.namespace";
+
+/// The label Swarm puts on a task's container: its service, `<stack>_<service>`.
+pub const SWARM_SERVICE_LABEL: &str = "com.docker.swarm.service.name";
+
 impl InspectedContainer {
-    /// The compose service, from its label.
+    /// The compose service, from its label; for a task of a Swarm stack (which Compose did
+    /// not start), its Swarm service's name without the `<stack>_` prefix.
     pub fn service(&self) -> Option<&str> {
-        self.labels.get(COMPOSE_SERVICE_LABEL).map(String::as_str)
+        if let Some(service) = self.labels.get(COMPOSE_SERVICE_LABEL) {
+            return Some(service);
+        }
+        let stack = self.labels.get(SWARM_STACK_LABEL)?;
+        self.labels
+            .get(SWARM_SERVICE_LABEL)?
+            .strip_prefix(stack.as_str())?
+            .strip_prefix('_')
     }
 
     /// The Stagely project, from [`crate::override_file::PROJECT_ID_LABEL`].
@@ -327,6 +341,21 @@ mod tests {
                 container("web", "running", Some("healthy"), 0),
             ]
         );
+    }
+
+    #[test]
+    fn a_swarm_tasks_service_is_its_swarm_service_without_the_stack() {
+        let json = r#"[{"Id":"9a9a","Image":"sha256:1","RestartCount":0,
+            "State":{"Status":"running","ExitCode":0},
+            "Config":{"Image":"app:1.0","Labels":{"com.docker.stack.namespace":"shop",
+                "com.docker.swarm.service.name":"shop_web"}}},
+            {"Id":"9b9b","Image":"sha256:1","RestartCount":0,
+            "State":{"Status":"running","ExitCode":0},
+            "Config":{"Image":"app:1.0","Labels":{"com.docker.stack.namespace":"shop",
+                "com.docker.swarm.service.name":"other_web"}}}]"#;
+        let containers = parse_inspected(json).unwrap();
+        assert_eq!(containers[0].service(), Some("web"));
+        assert_eq!(containers[1].service(), None, "not the stack's own service");
     }
 
     #[test]

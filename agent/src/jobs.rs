@@ -410,6 +410,8 @@ impl Executor {
                     pinned_images: &job.pinned_images,
                     pull_policy: job.pull_policy,
                     registry_credentials: &job.registry_credentials,
+                    target: job.target,
+                    secrets_as: job.secrets_as,
                 };
                 let result =
                     deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
@@ -505,6 +507,8 @@ impl Executor {
             pinned_images: &job.pinned_images,
             pull_policy: job.pull_policy,
             registry_credentials: &job.registry_credentials,
+            target: job.target,
+            secrets_as: job.secrets_as,
         };
         let result = deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
         (
@@ -700,6 +704,8 @@ mod private_dir_tests {
             source: None,
             pull_policy: Default::default(),
             registry_credentials: Vec::new(),
+            target: Default::default(),
+            secrets_as: Default::default(),
         }));
         let message = tokio::time::timeout(Duration::from_secs(30), async {
             loop {

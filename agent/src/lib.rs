@@ -23,6 +23,7 @@ pub mod registry_auth;
 pub mod rollout;
 pub mod runner;
 pub mod states;
+pub mod swarm;
 pub mod system;
 pub mod testing;
 pub mod wire;

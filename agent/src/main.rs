@@ -465,6 +465,8 @@ async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
         pinned_images: &[],
         pull_policy: Default::default(),
         registry_credentials: &[],
+        target: Default::default(),
+        secrets_as: Default::default(),
     };
     let result = deploy::deploy(&request, &options, |event| match event {
         JobEvent::Step { name } => eprintln!("==> {name}"),

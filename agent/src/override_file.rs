@@ -217,7 +217,7 @@ fn push_environment(out: &mut String, variables: &BTreeMap<EnvKey, SecretValue>,
 ///
 /// Names are validated newtypes (letters, digits, `_`, `.`, `-`), so the only plain scalars to
 /// avoid are YAML 1.1/1.2 nulls and booleans and anything starting like a number.
-fn yaml_key(name: &str) -> String {
+pub fn yaml_key(name: &str) -> String {
     const RESERVED: [&str; 10] = [
         "null", "true", "false", "yes", "no", "on", "off", "y", "n", "~",
     ];
@@ -236,7 +236,7 @@ fn yaml_key(name: &str) -> String {
 /// `value` as a YAML double-quoted scalar that Compose reads back as exactly `value`: `$` is
 /// doubled so interpolation leaves it alone, then `"`, `\` and every character YAML does not allow
 /// raw (controls, and the line breaks of YAML 1.1) are escaped.
-fn compose_string(value: &str) -> String {
+pub fn compose_string(value: &str) -> String {
     // The worst case up front: a value's text is never left behind by a reallocation.
     let mut out = String::with_capacity(6 * value.len() + 2);
     out.push('"');

@@ -173,6 +173,9 @@ pub struct CommandSpec {
     /// A per-run Docker configuration directory (registry credentials) given as
     /// `DOCKER_CONFIG` instead of the agent's own.
     docker_config: Option<PathBuf>,
+    /// Bytes written to the child's stdin (then closed), for values that must never be an
+    /// argument (`docker secret create NAME -`); wiped when the spec is dropped.
+    stdin: Option<std::sync::Arc<zeroize::Zeroizing<Vec<u8>>>>,
 }
 
 impl CommandSpec {
@@ -189,7 +192,14 @@ impl CommandSpec {
             timeout: Some(Duration::from_secs(600)),
             environment: None,
             docker_config: None,
+            stdin: None,
         }
+    }
+
+    /// Writes `bytes` to the child's stdin and closes it (stdin is empty otherwise).
+    pub fn stdin(mut self, bytes: zeroize::Zeroizing<Vec<u8>>) -> Self {
+        self.stdin = Some(std::sync::Arc::new(bytes));
+        self
     }
 
     /// Appends one more argument.
@@ -323,7 +333,11 @@ pub async fn run(
     child_command
         .args(&spec.args)
         .env_clear()
-        .stdin(Stdio::null())
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -359,6 +373,14 @@ pub async fn run(
         source,
     };
 
+    if let (Some(bytes), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {
+        // Written beside the output loop, so a child that prints before reading cannot stall.
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = pipe.write_all(&bytes).await;
+            let _ = pipe.shutdown().await;
+        });
+    }
     // Both pipes exist: they were requested as piped above.
     let mut stdout = child.stdout.take().map(Lines::new);
     let mut stderr = child.stderr.take().map(Lines::new);

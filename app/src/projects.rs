@@ -35,6 +35,8 @@ pub async fn add_project(
     #[server(default)] git_ref: String,
     #[server(default)] subdir: String,
     #[server(default)] pull_policy: String,
+    #[server(default)] target: String,
+    #[server(default)] secrets_as: String,
 ) -> Result<Project, ServerFnError> {
     let name = shared::ProjectName::parse(name.trim())
         .map_err(|error| ServerFnError::new(format!("Name: {error}")))?;
@@ -45,6 +47,16 @@ pub async fn add_project(
         "" => shared::registry::PullPolicy::default(),
         policy => shared::registry::PullPolicy::parse(policy)
             .ok_or_else(|| ServerFnError::new("Pull policy: choose missing or always."))?,
+    };
+    let target = match target.trim() {
+        "" => shared::target::DeployTarget::default(),
+        target => shared::target::DeployTarget::parse(target)
+            .ok_or_else(|| ServerFnError::new("Target: choose compose or swarm."))?,
+    };
+    let secrets_as = match secrets_as.trim() {
+        "" => shared::target::SecretsAs::default(),
+        mode => shared::target::SecretsAs::parse(mode)
+            .ok_or_else(|| ServerFnError::new("Secrets: choose environment or swarm_secrets."))?,
     };
     if !git_url.trim().is_empty() {
         let field = |what: &'static str| {
@@ -77,6 +89,8 @@ pub async fn add_project(
             compose_file: None,
             source: Some(source),
             pull_policy,
+            target,
+            secrets_as,
         };
         return crate::call!(create_project, body);
     }
@@ -96,6 +110,8 @@ pub async fn add_project(
         },
         source: None,
         pull_policy,
+        target,
+        secrets_as,
     };
     crate::call!(create_project, body)
 }
@@ -220,6 +236,20 @@ pub fn ProjectsPage() -> impl IntoView {
                 <label>
                     "Images" <PullPolicySelect name="pull_policy" selected=PullPolicy::Missing />
                 </label>
+                <label>
+                    "Target"
+                    <select name="target">
+                        <option value="compose" selected>"Compose on the server"</option>
+                        <option value="swarm">"Docker Swarm stack (the agent runs on a manager)"</option>
+                    </select>
+                </label>
+                <label>
+                    "Secrets on Swarm"
+                    <select name="secrets_as">
+                        <option value="environment" selected>"As environment variables"</option>
+                        <option value="swarm_secrets">"As Swarm secrets in /run/secrets/<KEY>"</option>
+                    </select>
+                </label>
                 <SubmitRow
                     label="Add project"
                     pending=add.pending()
@@ -243,6 +273,7 @@ fn ProjectTable(
                     <th>"Containers"</th>
                     <th>"Directory"</th>
                     <th>"Compose file"</th>
+                    <th>"Target"</th>
                 </tr>
             </thead>
             <tbody>
@@ -263,6 +294,14 @@ fn ProjectTable(
                                 </td>
                                 <td><code>{project.path.to_string()}</code></td>
                                 <td>{project.compose_file.map_or_else(|| "default".into(), String::from)}</td>
+                                <td class="target">
+                                    {match project.target {
+                                        shared::target::DeployTarget::Compose => "compose".to_string(),
+                                        shared::target::DeployTarget::Swarm => {
+                                            format!("swarm (secrets as {})", project.secrets_as)
+                                        }
+                                    }}
+                                </td>
                             </tr>
                         }
                     })

@@ -208,6 +208,8 @@ mod tests {
             name_clash: false,
             source: None,
             pull_policy: Default::default(),
+            target: Default::default(),
+            secrets_as: Default::default(),
         }
     }
 

@@ -96,6 +96,12 @@ pub struct Project {
     /// When a deploy pulls the images of services that are not built.
     #[serde(default)]
     pub pull_policy: PullPolicy,
+    /// A Compose project on the agent's host, or a Swarm stack on the agent's manager.
+    #[serde(default)]
+    pub target: crate::target::DeployTarget,
+    /// On a Swarm stack: secrets as environment or as Swarm secrets files.
+    #[serde(default)]
+    pub secrets_as: crate::target::SecretsAs,
 }
 
 /// `POST /api/v1/projects`.
@@ -121,6 +127,18 @@ pub struct CreateProject {
     /// When a deploy pulls images; `missing` when not given.
     #[serde(default, skip_serializing_if = "PullPolicy::is_missing")]
     pub pull_policy: PullPolicy,
+    /// `compose` (when not given) or `swarm`.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::target::DeployTarget::is_compose"
+    )]
+    pub target: crate::target::DeployTarget,
+    /// On a Swarm stack: `environment` (when not given) or `swarm_secrets`.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::target::SecretsAs::is_environment"
+    )]
+    pub secrets_as: crate::target::SecretsAs,
 }
 
 /// `PATCH /api/v1/projects/{id}`: only the fields given change.
@@ -152,6 +170,12 @@ pub struct UpdateProject {
     /// A new pull policy; missing leaves it as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<PullPolicy>,
+    /// A new target; missing leaves it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<crate::target::DeployTarget>,
+    /// A new way for a Swarm stack to receive its secrets; missing leaves it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_as: Option<crate::target::SecretsAs>,
 }
 
 /// `UpdateProject::compose_file` on the wire: `""` for "clear", a name for "set".

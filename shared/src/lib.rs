@@ -15,6 +15,7 @@ pub mod registry;
 pub mod runtime;
 pub mod secret;
 pub mod source;
+pub mod target;
 pub mod transport;
 pub mod webhooks;
 

@@ -127,6 +127,18 @@ pub struct DeployPayload {
     /// configuration that it removes when the deploy ends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registry_credentials: Vec<RegistryCredential>,
+    /// `compose` (older servers) or `swarm`: a Swarm stack deployed on the agent's manager.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::target::DeployTarget::is_compose"
+    )]
+    pub target: crate::target::DeployTarget,
+    /// On a Swarm stack: secrets as environment (older servers) or as Swarm secrets.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::target::SecretsAs::is_environment"
+    )]
+    pub secrets_as: crate::target::SecretsAs,
 }
 
 #[cfg(test)]

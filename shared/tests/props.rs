@@ -102,6 +102,8 @@ fn server_to_agent() -> impl Strategy<Value = ServerToAgent> {
                 pinned_images: Vec::new(),
                 pull_policy: Default::default(),
                 registry_credentials: Vec::new(),
+                target: Default::default(),
+                secrets_as: Default::default(),
             })
         });
     let start_logs = (

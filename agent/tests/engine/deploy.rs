@@ -53,6 +53,8 @@ async fn run_deploy(
         pinned_images: &[],
         pull_policy: Default::default(),
         registry_credentials: &[],
+        target: Default::default(),
+        secrets_as: Default::default(),
     };
     let mut events = Vec::new();
     let result = deploy::deploy(

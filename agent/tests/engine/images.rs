@@ -68,6 +68,8 @@ async fn deploy_with(
         pinned_images: &[],
         pull_policy: policy,
         registry_credentials: credentials,
+        target: Default::default(),
+        secrets_as: Default::default(),
     };
     let mut events = Vec::new();
     let result = deploy::deploy(

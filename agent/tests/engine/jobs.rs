@@ -67,6 +67,8 @@ async fn a_job_sent_again_is_acknowledged_but_never_run_twice() {
         source: None,
         pull_policy: Default::default(),
         registry_credentials: Vec::new(),
+        target: Default::default(),
+        secrets_as: Default::default(),
     };
 
     // Sent, then re-sent while it runs (as after a reconnect).
@@ -117,6 +119,8 @@ async fn the_job_ledger_survives_an_agent_restart() {
         source: None,
         pull_policy: Default::default(),
         registry_credentials: Vec::new(),
+        target: Default::default(),
+        secrets_as: Default::default(),
     };
     {
         let (executor, mut events) = executor_with_ledger(private.path(), Some(ledger.clone()));

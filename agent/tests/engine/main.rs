@@ -13,3 +13,4 @@ mod private_state;
 mod props;
 mod rollout;
 mod runtime;
+mod swarm;

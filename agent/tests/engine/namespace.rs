@@ -47,6 +47,8 @@ async fn deploy_as(
         pinned_images: &[],
         pull_policy: Default::default(),
         registry_credentials: &[],
+        target: Default::default(),
+        secrets_as: Default::default(),
     };
     let mut events = Vec::new();
     let result = deploy::deploy(

@@ -153,6 +153,8 @@ impl Agent {
             source: None,
             pull_policy: Default::default(),
             registry_credentials: Vec::new(),
+            target: Default::default(),
+            secrets_as: Default::default(),
         };
         self.job(job_id, ServerToAgent::Deploy(payload)).await
     }
@@ -572,6 +574,8 @@ async fn a_resent_deploy_replays_its_images() {
         source: None,
         pull_policy: Default::default(),
         registry_credentials: Vec::new(),
+        target: Default::default(),
+        secrets_as: Default::default(),
     };
     let first = agent
         .job(job_id, ServerToAgent::Deploy(payload.clone()))

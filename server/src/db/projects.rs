@@ -3,6 +3,7 @@
 use super::{from_ms, now_ms, on_pool, parse_id, DbError, Store, User};
 use shared::api::{CreateProject, Project, UpdateProject};
 use shared::registry::PullPolicy;
+use shared::target::{DeployTarget, SecretsAs};
 use shared::{AgentId, ComposeFile, ProjectId, ProjectName, ProjectPath};
 use uuid::Uuid;
 
@@ -16,6 +17,8 @@ struct ProjectRow {
     created_at: i64,
     legacy_name_clash: bool,
     pull_policy: String,
+    target: String,
+    secrets_as: String,
 }
 
 impl TryFrom<ProjectRow> for Project {
@@ -44,12 +47,23 @@ impl TryFrom<ProjectRow> for Project {
                     format!("unknown pull policy {:?}", row.pull_policy).into(),
                 ))
             })?,
+            target: DeployTarget::parse(&row.target).ok_or_else(|| {
+                DbError::Other(sqlx::Error::Decode(
+                    format!("unknown deploy target {:?}", row.target).into(),
+                ))
+            })?,
+            secrets_as: SecretsAs::parse(&row.secrets_as).ok_or_else(|| {
+                DbError::Other(sqlx::Error::Decode(
+                    format!("unknown secrets mode {:?}", row.secrets_as).into(),
+                ))
+            })?,
         })
     }
 }
 
 const PROJECT_COLUMNS: &str =
-    "id, name, agent_id, path, compose_file, created_at, legacy_name_clash, pull_policy";
+    "id, name, agent_id, path, compose_file, created_at, legacy_name_clash, pull_policy, \
+     target, secrets_as";
 
 /// Who else already uses a project name, as far as the naming rules care.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,8 +85,9 @@ impl Store {
         on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO projects \
-                 (id, owner_id, agent_id, name, path, compose_file, created_at, pull_policy) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 (id, owner_id, agent_id, name, path, compose_file, created_at, pull_policy, \
+                  target, secrets_as) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(id.to_string())
             .bind(owner.id.to_string())
@@ -82,6 +97,8 @@ impl Store {
             .bind(new.compose_file.as_ref().map(ComposeFile::as_str))
             .bind(now_ms())
             .bind(new.pull_policy.as_str())
+            .bind(new.target.as_str())
+            .bind(new.secrets_as.as_str())
             .execute(pool)
             .await?
             .rows_affected()
@@ -167,10 +184,12 @@ impl Store {
             None => current.compose_file.as_ref(),
         };
         let pull_policy = changes.pull_policy.unwrap_or(current.pull_policy);
+        let target = changes.target.unwrap_or(current.target);
+        let secrets_as = changes.secrets_as.unwrap_or(current.secrets_as);
         on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE projects SET name = $3, agent_id = $4, path = $5, compose_file = $6, \
-                 pull_policy = $7, legacy_name_clash = (legacy_name_clash AND name = $3 AND agent_id = $4) \
+                 pull_policy = $7, target = $8, secrets_as = $9, legacy_name_clash = (legacy_name_clash AND name = $3 AND agent_id = $4) \
                  WHERE id = $1 AND owner_id = $2",
             )
             .bind(id.to_string())
@@ -180,6 +199,8 @@ impl Store {
             .bind(path.as_str())
             .bind(compose_file.map(ComposeFile::as_str))
             .bind(pull_policy.as_str())
+            .bind(target.as_str())
+            .bind(secrets_as.as_str())
             .execute(pool)
             .await?
             .rows_affected()

@@ -309,6 +309,8 @@ pub async fn dispatch(
                 pinned_images,
                 source: source.map(Box::new),
                 pull_policy: project.pull_policy,
+                target: project.target,
+                secrets_as: project.secrets_as,
                 registry_credentials: super::registries::for_deploy(
                     store,
                     vault,

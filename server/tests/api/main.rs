@@ -26,5 +26,6 @@ mod secrets_at_rest;
 mod security_headers;
 mod static_files;
 mod storage;
+mod swarm_target;
 mod tenant_limits;
 mod webhooks;

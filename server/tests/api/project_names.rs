@@ -242,6 +242,8 @@ async fn an_existing_name_clash_survives_the_upgrade_and_no_new_one_can_be_made(
             compose_file: None,
             source: None,
             pull_policy: Default::default(),
+            target: Default::default(),
+            secrets_as: Default::default(),
         };
         match projects::create(&store, &root, third.clone()).await {
             Err(OpError::Conflict(message)) => {
@@ -354,6 +356,8 @@ async fn a_project_still_sharing_its_name_on_its_agent_streams_no_logs_and_says_
             compose_file: None,
             source: None,
             pull_policy: Default::default(),
+            target: Default::default(),
+            secrets_as: Default::default(),
         };
         let shop = app.store().create_project(&alice, &new).await.unwrap();
         let clashing = uuid::Uuid::new_v4();

@@ -1,0 +1,521 @@
+//! One deploy of a Docker Swarm stack (a project whose target is `swarm`), start to finish:
+//!
+//! 1. **parse** the user's compose file for its services and for the services that say how
+//!    they update themselves; check that this host is a Swarm manager (stacks are deployed
+//!    through a manager, and only a manager sees every node's tasks);
+//! 2. **render** the override (`render`): the owner labels, the secrets as environment or as
+//!    this deploy's Swarm secrets (created here through stdin, never an argument, each under a
+//!    new versioned name), and a start-first, health-gated rolling update with rollback for
+//!    every service whose file does not set its own;
+//! 3. **up**: `docker stack deploy --prune -c <user file> -c <override> <project>`, with
+//!    `--with-registry-auth` and the per-run `DOCKER_CONFIG` when the project has registry
+//!    credentials (so every node pulls with them);
+//! 4. **health**: poll `docker service inspect` until every service the deploy changed has
+//!    completed its update, streaming "n/m updated" per service; an update Swarm rolled back
+//!    or paused fails the deploy with Swarm's reason and the tasks' errors
+//!    (`docker service ps --no-trunc`);
+//! 5. remove the project's Swarm secrets that no service of the stack uses any more (after a
+//!    rollback that is this deploy's new ones).
+//!
+//! The override file and the registry credentials are removed when this returns or is
+//! cancelled, whatever happened; every line that leaves it is redacted.
+
+mod render;
+pub mod status;
+
+use crate::compose;
+use crate::deploy::{DeployError, DeployOptions, DeployRequest, Deployed};
+use crate::health::ContainerState;
+use crate::override_file::{self, OverrideFile, Owner};
+use crate::registry_auth::DockerConfig;
+use crate::runner::{self, CommandSpec, Redactor};
+use crate::wire;
+use render::{Placement, SecretMount};
+use shared::protocol::{budget, DeployStep, JobEvent};
+use shared::registry::PullPolicy;
+use shared::target::SecretsAs;
+use shared::{ProjectName, SecretScope, ServiceName};
+use status::{Progress, ServiceInfo, UpdateStatus};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+/// How long Swarm watches each updated task for a failure before it moves on.
+pub const MONITOR: Duration = Duration::from_secs(5);
+
+/// The longest a Swarm secret's name may be.
+const MAX_SECRET_NAME: usize = 64;
+
+/// The label that marks a Swarm secret as one of a project's.
+const SECRET_PROJECT_LABEL: &str = "dev.stagely.project";
+
+/// Why a stack deploy failed; the message is what the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error(
+        "this host is not a Docker Swarm manager (its swarm state is {0:?}); a project whose \
+         target is swarm needs its agent on a manager node"
+    )]
+    NotAManager(String),
+    #[error(
+        "the Swarm secret name {name:?} would be longer than {MAX_SECRET_NAME} characters; \
+         shorten the project name or the key"
+    )]
+    SecretNameTooLong { name: String },
+    #[error("creating the Swarm secret for {key} failed: {output}")]
+    CreateSecret { key: String, output: String },
+    #[error("`docker stack deploy` failed (exit code {exit_code:?}):\n{output}")]
+    Deploy {
+        exit_code: Option<i32>,
+        output: String,
+    },
+    #[error("{}", failures.join("\n"))]
+    UpdateFailed { failures: Vec<String> },
+    #[error("the rolling update did not finish within {} s: waiting for {waiting}", timeout.as_secs())]
+    Timeout { timeout: Duration, waiting: String },
+    #[error("reading the stack's services: {0}")]
+    State(String),
+}
+
+/// Runs a Swarm deploy, reporting each step and output line through `report`.
+pub async fn deploy(
+    request: &DeployRequest<'_>,
+    options: &DeployOptions,
+    redactor: &Redactor,
+    report: &mut impl FnMut(JobEvent),
+) -> Result<Deployed, DeployError> {
+    report(step(DeployStep::Parse));
+    let project = compose::load_in_background(
+        request.directory.to_owned(),
+        request.compose_file.map(str::to_owned),
+        options.allowed_roots.clone(),
+    )
+    .await?;
+    let user_file = std::fs::read_to_string(&project.file).unwrap_or_default();
+    let policies = render::user_policies(&user_file);
+    ensure_manager(redactor).await?;
+
+    report(step(DeployStep::Render));
+    let environment = override_file::environment_by_service(&project.services, request.secrets)?;
+    let owner = Owner {
+        project: request.project,
+        project_id: request.project_id,
+    };
+    let mounts = match request.secrets_as {
+        SecretsAs::Environment => None,
+        SecretsAs::SwarmSecrets => {
+            Some(create_secrets(request, &project.services, redactor).await?)
+        }
+    };
+    let placement = match &mounts {
+        None => Placement::Environment(&environment),
+        Some(mounts) => Placement::Files(mounts),
+    };
+    let rendered = render::render(&project.services, &placement, &policies, &owner, MONITOR);
+    // Removed on drop: when this function returns, fails or is cancelled.
+    let override_file = OverrideFile::write(&options.private_dir, request.project, &rendered)?;
+    drop(rendered);
+
+    let before = services_of(request.project, redactor).await?;
+    let docker_config = DockerConfig::write(
+        &options.private_dir,
+        request.project,
+        request.registry_credentials,
+    )?;
+    report(step(DeployStep::Up));
+    let file = project.file.display().to_string();
+    let override_path = override_file.path().display().to_string();
+    let resolve = match request.pull_policy {
+        PullPolicy::Always => "always",
+        PullPolicy::Missing => "never",
+    };
+    let mut argv = vec![
+        "stack",
+        "deploy",
+        "--prune",
+        "--detach=true",
+        "--resolve-image",
+        resolve,
+        "-c",
+        file.as_str(),
+        "-c",
+        override_path.as_str(),
+    ];
+    if docker_config.is_some() {
+        argv.push("--with-registry-auth");
+    }
+    argv.push(request.project.as_str());
+    let mut spec = CommandSpec::new("docker", argv)
+        .current_dir(&project.dir)
+        .timeout(options.up_timeout);
+    if let Some(config) = &docker_config {
+        spec = spec.docker_config(config.dir());
+    }
+    let output = runner::run(&spec, redactor, |line| {
+        let text = match line {
+            runner::OutputLine::Stdout(text) | runner::OutputLine::Stderr(text) => text,
+        };
+        report(JobEvent::Output {
+            line: wire::cut(&text, budget::LINE),
+        });
+    })
+    .await;
+    drop(docker_config);
+    drop(override_file);
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => {
+            remove_unused_secrets(request.project, redactor, report).await;
+            return Err(error.into());
+        }
+    };
+    if !output.success() {
+        remove_unused_secrets(request.project, redactor, report).await;
+        let text = format!("{}{}", output.stdout, output.stderr);
+        return Err(SwarmError::Deploy {
+            exit_code: output.exit_code,
+            output: wire::cut_keeping_end(text.trim_end(), budget::MESSAGE - 1024),
+        }
+        .into());
+    }
+
+    report(step(DeployStep::Health));
+    let waited = wait_for_update(request.project, &before, options, redactor, report).await;
+    remove_unused_secrets(request.project, redactor, report).await;
+    let containers = waited?;
+    Ok(Deployed {
+        containers,
+        images: Vec::new(),
+    })
+}
+
+fn step(name: DeployStep) -> JobEvent {
+    JobEvent::Step { name }
+}
+
+/// Fails unless the engine is an active Swarm manager.
+async fn ensure_manager(redactor: &Redactor) -> Result<(), DeployError> {
+    let spec = CommandSpec::new(
+        "docker",
+        [
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+        ],
+    );
+    let stdout = quiet(&spec, redactor).await?;
+    let state = stdout.trim();
+    if state == "active true" {
+        Ok(())
+    } else {
+        Err(SwarmError::NotAManager(state.to_owned()).into())
+    }
+}
+
+/// Creates this deploy's Swarm secrets, one per secret of the project, each under a new
+/// versioned name, and says which service mounts which (a service-scoped secret wins over a
+/// global one with the same key, as for environment).
+async fn create_secrets(
+    request: &DeployRequest<'_>,
+    services: &BTreeSet<ServiceName>,
+    redactor: &Redactor,
+) -> Result<BTreeMap<ServiceName, Vec<SecretMount>>, DeployError> {
+    let version = version();
+    let mut named = Vec::new();
+    for secret in request.secrets {
+        let name = match &secret.scope {
+            SecretScope::Global => format!("{}_{}_{version}", request.project, secret.key),
+            SecretScope::Service(service) => {
+                format!("{}_{service}_{}_{version}", request.project, secret.key)
+            }
+        };
+        if name.len() > MAX_SECRET_NAME {
+            return Err(SwarmError::SecretNameTooLong { name }.into());
+        }
+        named.push((secret, name));
+    }
+    let label = format!("{SECRET_PROJECT_LABEL}={}", request.project);
+    let id_label = request
+        .project_id
+        .map(|id| format!("{}={id}", override_file::PROJECT_ID_LABEL));
+    for (secret, name) in &named {
+        let mut argv = vec!["secret", "create", "--label", label.as_str()];
+        if let Some(id_label) = &id_label {
+            argv.extend(["--label", id_label.as_str()]);
+        }
+        argv.extend([name.as_str(), "-"]);
+        let bytes = zeroize::Zeroizing::new(secret.value.expose().as_bytes().to_vec());
+        let spec = CommandSpec::new("docker", argv)
+            .stdin(bytes)
+            .timeout(Duration::from_secs(60));
+        let output = runner::run(&spec, redactor, |_| {}).await?;
+        if !output.success() {
+            // The ones made before are no service's yet: removed with the rest.
+            remove_unused_secrets(request.project, redactor, &mut |_| {}).await;
+            return Err(SwarmError::CreateSecret {
+                key: secret.key.to_string(),
+                output: output.stderr.trim().to_owned(),
+            }
+            .into());
+        }
+    }
+    let mut mounts: BTreeMap<ServiceName, BTreeMap<_, SecretMount>> = BTreeMap::new();
+    for pass_scoped in [false, true] {
+        for (secret, name) in &named {
+            let targets: Vec<&ServiceName> = match &secret.scope {
+                SecretScope::Global if !pass_scoped => services.iter().collect(),
+                SecretScope::Service(service) if pass_scoped => vec![service],
+                _ => continue,
+            };
+            for service in targets {
+                mounts.entry(service.clone()).or_default().insert(
+                    secret.key.clone(),
+                    SecretMount {
+                        key: secret.key.clone(),
+                        secret_name: name.clone(),
+                    },
+                );
+            }
+        }
+    }
+    Ok(mounts
+        .into_iter()
+        .map(|(service, by_key)| (service, by_key.into_values().collect()))
+        .collect())
+}
+
+/// A version for this deploy's secret names: milliseconds since the epoch and a random part,
+/// in hex (so names sort by age and two deploys in one millisecond still differ).
+fn version() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis())
+        .unwrap_or_default();
+    format!("v{millis:x}{:04x}", rand::random::<u16>())
+}
+
+/// The stack's services as they are now.
+async fn services_of(
+    project: &ProjectName,
+    redactor: &Redactor,
+) -> Result<Vec<ServiceInfo>, DeployError> {
+    let filter = format!("label=com.docker.stack.namespace={project}");
+    let list = CommandSpec::new(
+        "docker",
+        ["service", "ls", "-q", "--filter", filter.as_str()],
+    );
+    let ids = quiet(&list, redactor).await?;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inspect = CommandSpec::new("docker", ["service", "inspect"].into_iter().chain(ids));
+    let stdout = quiet(&inspect, redactor).await?;
+    status::parse_services(&stdout).map_err(|error| SwarmError::State(error.to_string()).into())
+}
+
+/// The tasks of one service.
+async fn tasks_of(
+    service: &str,
+    redactor: &Redactor,
+) -> Result<Vec<status::TaskLine>, DeployError> {
+    let spec = CommandSpec::new(
+        "docker",
+        [
+            "service",
+            "ps",
+            "--no-trunc",
+            "--format",
+            "{{json .}}",
+            service,
+        ],
+    );
+    let stdout = quiet(&spec, redactor).await?;
+    status::parse_tasks(&stdout).map_err(|error| SwarmError::State(error.to_string()).into())
+}
+
+/// Waits until every service the deploy changed has finished its update; returns the running
+/// tasks as containers, or the failures with their tasks' errors.
+async fn wait_for_update(
+    project: &ProjectName,
+    before: &[ServiceInfo],
+    options: &DeployOptions,
+    redactor: &Redactor,
+    report: &mut impl FnMut(JobEvent),
+) -> Result<Vec<ContainerState>, DeployError> {
+    let earlier: HashMap<&str, &ServiceInfo> = before
+        .iter()
+        .map(|service| (service.id.as_str(), service))
+        .collect();
+    let old_tasks: HashMap<String, BTreeSet<String>> = {
+        let mut old = HashMap::new();
+        for service in before {
+            let tasks = tasks_of(&service.id, redactor).await?;
+            let running = tasks
+                .into_iter()
+                .filter(status::TaskLine::is_running)
+                .map(|task| task.id)
+                .collect();
+            old.insert(service.id.clone(), running);
+        }
+        old
+    };
+    let timeout = options.up_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut shown: HashMap<String, String> = HashMap::new();
+    loop {
+        let now = services_of(project, redactor).await?;
+        let mut waiting = Vec::new();
+        let mut failures = Vec::new();
+        let mut containers = Vec::new();
+        for service in &now {
+            let previous = earlier.get(service.id.as_str());
+            let changed = previous.is_none_or(|old| old.version.index != service.version.index);
+            let tasks = tasks_of(&service.id, redactor).await?;
+            let running: Vec<&status::TaskLine> =
+                tasks.iter().filter(|task| task.is_running()).collect();
+            containers.extend(running.iter().map(|_| ContainerState {
+                service: service.spec.name.clone(),
+                state: "running".into(),
+                health: None,
+                exit_code: None,
+            }));
+            if !changed {
+                continue;
+            }
+            let before_status: Option<&UpdateStatus> =
+                previous.and_then(|old| old.update_status.as_ref());
+            let progress = status::judge(
+                service,
+                before_status,
+                running.len() as u64,
+                previous.is_none(),
+            );
+            let old = old_tasks.get(&service.id);
+            let updated = running
+                .iter()
+                .filter(|task| old.is_none_or(|old| !old.contains(&task.id)))
+                .count();
+            let desired = service
+                .desired()
+                .map_or_else(|| running.len().to_string(), |n| n.to_string());
+            let state = service
+                .update_status
+                .as_ref()
+                .map_or("creating", |status| status.state.as_str());
+            let line = format!(
+                "{}: {updated}/{desired} updated ({state})",
+                service.spec.name
+            );
+            if shown.get(&service.id) != Some(&line) {
+                report(JobEvent::Output {
+                    line: wire::cut(&line, budget::LINE),
+                });
+                shown.insert(service.id.clone(), line);
+            }
+            match progress {
+                Progress::Done => {}
+                Progress::Updating => waiting.push(service.spec.name.clone()),
+                Progress::Failed {
+                    rolled_back,
+                    message,
+                } => {
+                    let errors: Vec<String> = tasks
+                        .iter()
+                        .filter(|task| !task.error.is_empty())
+                        .take(5)
+                        .map(|task| format!("  {} ({}): {}", task.name, task.id, task.error))
+                        .collect();
+                    let what = if rolled_back {
+                        "the update failed and Swarm rolled it back"
+                    } else {
+                        "the update failed and Swarm paused it"
+                    };
+                    let mut text = format!("service {}: {what}: {message}", service.spec.name);
+                    if !errors.is_empty() {
+                        text.push_str("\n task errors:\n");
+                        text.push_str(&errors.join("\n"));
+                    }
+                    failures.push(text);
+                }
+            }
+        }
+        if waiting.is_empty() {
+            if failures.is_empty() {
+                return Ok(containers);
+            }
+            return Err(SwarmError::UpdateFailed { failures }.into());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SwarmError::Timeout {
+                timeout,
+                waiting: waiting.join(", "),
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Removes the project's Swarm secrets that no service of its stack mounts any more. One that
+/// cannot be removed (a task of another stack uses it, the engine refuses) is left and said.
+async fn remove_unused_secrets(
+    project: &ProjectName,
+    redactor: &Redactor,
+    report: &mut impl FnMut(JobEvent),
+) {
+    let filter = format!("label={SECRET_PROJECT_LABEL}={project}");
+    let list = CommandSpec::new(
+        "docker",
+        [
+            "secret",
+            "ls",
+            "--filter",
+            filter.as_str(),
+            "--format",
+            "{{.Name}}",
+        ],
+    );
+    let Ok(names) = quiet(&list, redactor).await else {
+        return;
+    };
+    let Ok(services) = services_of(project, redactor).await else {
+        return;
+    };
+    let used: BTreeSet<&str> = services
+        .iter()
+        .flat_map(ServiceInfo::secret_names)
+        .collect();
+    for name in names.split_whitespace() {
+        if used.contains(name) {
+            continue;
+        }
+        let remove = CommandSpec::new("docker", ["secret", "rm", name]);
+        if let Err(error) = quiet(&remove, redactor).await {
+            let line = format!("could not remove the unused Swarm secret {name}: {error}");
+            report(JobEvent::Output {
+                line: wire::cut(&line, budget::LINE),
+            });
+        }
+    }
+}
+
+/// Runs a read-only command and returns its stdout, failing on a non-zero exit.
+async fn quiet(spec: &CommandSpec, redactor: &Redactor) -> Result<String, DeployError> {
+    let output = runner::run(
+        &spec.clone().timeout(Duration::from_secs(60)),
+        redactor,
+        |_| {},
+    )
+    .await?;
+    if output.success() {
+        Ok(output.stdout)
+    } else {
+        Err(SwarmError::State(format!(
+            "`{}` exited with {:?}: {}",
+            output.command,
+            output.exit_code,
+            output.stderr.trim()
+        ))
+        .into())
+    }
+}

@@ -1,0 +1,237 @@
+//! Reading where a stack's services stand, from `docker service inspect` and `docker service
+//! ps`, and judging a rolling update by it.
+//!
+//! Swarm runs the update itself; the agent only watches: a service's `UpdateStatus` says
+//! `updating`, `completed`, `paused`, `rollback_started`, `rollback_completed` or
+//! `rollback_paused`. A service that was just created has none; it is done when its desired
+//! number of tasks run (with a healthcheck, Swarm counts a task as running once it is healthy).
+
+use serde::Deserialize;
+
+/// One service as `docker service inspect` prints it (the parts read here).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceInfo {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub version: Version,
+    pub spec: Spec,
+    #[serde(default)]
+    pub update_status: Option<UpdateStatus>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Version {
+    pub index: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Spec {
+    pub name: String,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub task_template: TaskTemplate,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Mode {
+    #[serde(default)]
+    pub replicated: Option<Replicated>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Replicated {
+    #[serde(default)]
+    pub replicas: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskTemplate {
+    #[serde(default)]
+    pub container_spec: ContainerSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSpec {
+    #[serde(default)]
+    pub secrets: Option<Vec<SecretReference>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SecretReference {
+    pub secret_name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateStatus {
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl ServiceInfo {
+    /// Replicas asked for; `None` for a global service.
+    pub fn desired(&self) -> Option<u64> {
+        self.spec
+            .mode
+            .replicated
+            .as_ref()
+            .map(|replicated| replicated.replicas.unwrap_or(1))
+    }
+
+    /// The Swarm secrets the service's current spec mounts.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .task_template
+            .container_spec
+            .secrets
+            .iter()
+            .flatten()
+            .map(|secret| secret.secret_name.as_str())
+    }
+}
+
+/// Parses `docker service inspect` output (a JSON array).
+pub fn parse_services(output: &str) -> Result<Vec<ServiceInfo>, serde_json::Error> {
+    let trimmed = output.trim();
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(trimmed)
+}
+
+/// One task as `docker service ps --format '{{json .}}'` prints it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskLine {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    pub desired_state: String,
+    pub current_state: String,
+    #[serde(default)]
+    pub error: String,
+}
+
+impl TaskLine {
+    /// Running now and meant to (a healthy task when the service has a healthcheck).
+    pub fn is_running(&self) -> bool {
+        self.desired_state == "Running" && self.current_state.starts_with("Running")
+    }
+}
+
+/// Parses `docker service ps --no-trunc --format '{{json .}}'` output, one task a line.
+pub fn parse_tasks(output: &str) -> Result<Vec<TaskLine>, serde_json::Error> {
+    output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect()
+}
+
+/// Where one changed service's update stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Still going (or not started yet).
+    Updating,
+    /// Every task runs the new spec.
+    Done,
+    /// Swarm gave up: rolled back, or paused; the message is Swarm's.
+    Failed { rolled_back: bool, message: String },
+}
+
+/// Judges a changed service: `before` is its update status from before the deploy, so a status
+/// left from an earlier update is not mistaken for this one's.
+pub fn judge(
+    service: &ServiceInfo,
+    before: Option<&UpdateStatus>,
+    running: u64,
+    created: bool,
+) -> Progress {
+    let current = service.update_status.as_ref();
+    let fresh = current.filter(|status| Some(*status) != before);
+    match fresh.map(|status| status.state.as_str()) {
+        Some("completed") => Progress::Done,
+        Some("rollback_completed") => Progress::Failed {
+            rolled_back: true,
+            message: message_of(fresh),
+        },
+        Some("paused") | Some("rollback_paused") => Progress::Failed {
+            rolled_back: false,
+            message: message_of(fresh),
+        },
+        Some(_) => Progress::Updating,
+        // A new service has no update; it is done when its tasks run.
+        None if created => match service.desired() {
+            Some(desired) if running >= desired => Progress::Done,
+            None if running > 0 => Progress::Done,
+            _ => Progress::Updating,
+        },
+        None => Progress::Updating,
+    }
+}
+
+fn message_of(status: Option<&UpdateStatus>) -> String {
+    status
+        .and_then(|status| status.message.clone())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INSPECT: &str = r#"[{"ID":"abc","Version":{"Index":53},"Spec":{"Name":"shop_web",
+        "Mode":{"Replicated":{"Replicas":2}},"TaskTemplate":{"ContainerSpec":{"Image":"x",
+        "Secrets":[{"SecretName":"shop_KEY_v1","SecretID":"s"}]}}},
+        "UpdateStatus":{"State":"rollback_completed","StartedAt":"2026-11-30T22:44:24Z",
+        "Message":"rollback completed"}}]"#;
+
+    #[test]
+    fn a_rolled_back_update_fails_with_swarms_message_unless_it_is_the_old_one() {
+        let services = parse_services(INSPECT).unwrap();
+        let web = &services[0];
+        assert_eq!(web.desired(), Some(2));
+        assert_eq!(web.secret_names().collect::<Vec<_>>(), ["shop_KEY_v1"]);
+        assert_eq!(
+            judge(web, None, 2, false),
+            Progress::Failed {
+                rolled_back: true,
+                message: "rollback completed".into()
+            }
+        );
+        // The same status as before the deploy: this deploy's update has not begun.
+        assert_eq!(
+            judge(web, web.update_status.as_ref(), 2, false),
+            Progress::Updating
+        );
+    }
+
+    #[test]
+    fn a_new_service_is_done_when_its_replicas_run() {
+        let json = r#"[{"ID":"a","Version":{"Index":1},"Spec":{"Name":"s",
+            "Mode":{"Replicated":{"Replicas":2}}}}]"#;
+        let service = &parse_services(json).unwrap()[0];
+        assert_eq!(judge(service, None, 1, true), Progress::Updating);
+        assert_eq!(judge(service, None, 2, true), Progress::Done);
+    }
+
+    #[test]
+    fn task_lines_parse_and_running_means_running_now() {
+        let line = r#"{"CurrentState":"Running 3 seconds ago","DesiredState":"Running","Error":"","ID":"i3","Image":"x","Name":"shop_web.1","Node":"vm","Ports":""}"#;
+        let tasks = parse_tasks(line).unwrap();
+        assert!(tasks[0].is_running());
+    }
+}

@@ -1,0 +1,489 @@
+//! Swarm stacks through the agent's deploy pipeline, against the real engine in single-node
+//! swarm mode: a changed secret rolls out start-first to every replica (as environment and as
+//! a Swarm secret file), and a new version whose healthcheck fails is rolled back by Swarm while
+//! the old tasks keep serving.
+//!
+//! The tests put the engine into swarm mode themselves and leave it when the last one ends
+//! (also on a panic), unless it was a manager already.
+
+use crate::helpers::{run_ok, test_image};
+use agent::deploy::{self, DeployError, DeployOptions, DeployRequest};
+use agent::runner::CommandSpec;
+use agent::system::Compose;
+use agent::testing::build_version_image;
+use shared::protocol::JobEvent;
+use shared::target::{DeployTarget, SecretsAs};
+use shared::{EnvKey, ProjectName, Secret, SecretScope, SecretValue, ServiceName};
+use std::sync::Mutex;
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// Holds the engine in swarm mode while any test here runs; the last one out leaves the swarm
+/// if the first one in joined it.
+struct SwarmMode;
+
+static USERS: Mutex<(usize, bool)> = Mutex::new((0, false));
+
+impl SwarmMode {
+    fn enter() -> Self {
+        let mut users = USERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if users.0 == 0 {
+            let state = std::process::Command::new("docker")
+                .args(["info", "--format", "{{.Swarm.LocalNodeState}}"])
+                .output()
+                .expect("docker info");
+            let active = String::from_utf8_lossy(&state.stdout).trim() == "active";
+            if !active {
+                let init = std::process::Command::new("docker")
+                    .args(["swarm", "init", "--advertise-addr", "127.0.0.1"])
+                    .output()
+                    .expect("docker swarm init");
+                assert!(init.status.success(), "swarm init: {init:?}");
+            }
+            users.1 = !active;
+        }
+        users.0 += 1;
+        SwarmMode
+    }
+}
+
+impl Drop for SwarmMode {
+    fn drop(&mut self) {
+        let mut users = USERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        users.0 -= 1;
+        if users.0 == 0 && users.1 {
+            let _ = std::process::Command::new("docker")
+                .args(["swarm", "leave", "--force"])
+                .output();
+            users.1 = false;
+        }
+    }
+}
+
+/// A stack removed (with its secrets) when dropped.
+struct TestStack {
+    name: ProjectName,
+    dir: TempDir,
+}
+
+impl TestStack {
+    fn new(compose_yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), compose_yaml).unwrap();
+        let name = format!("sw{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        Self {
+            name: ProjectName::parse(name).unwrap(),
+            dir,
+        }
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let name = self.name.as_str();
+        let _ = std::process::Command::new("docker")
+            .args(["stack", "rm", name])
+            .output();
+        let filter = format!("label=dev.stagely.project={name}");
+        if let Ok(output) = std::process::Command::new("docker")
+            .args(["secret", "ls", "-q", "--filter", filter.as_str()])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args(["secret", "rm", id])
+                    .output();
+            }
+        }
+    }
+}
+
+/// A web service of two replicas whose healthcheck passes once it serves `GREETING` (from the
+/// environment, or from `/run/secrets/GREETING` when that file exists) and that, like any
+/// service meant for rolling updates, keeps serving for a moment after SIGTERM (Swarm has taken
+/// it out of the service's DNS by then). Clients find it by DNS on an attachable overlay
+/// network (`dnsrr`: this engine's kernel has no IPVS for a virtual IP).
+fn web_stack(image: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: {image}
+    command: ["sh", "-c", "mkdir -p /www; if [ -f /run/secrets/GREETING ]; then cat /run/secrets/GREETING > /www/index.html; else echo \"$$GREETING\" > /www/index.html; fi; httpd -f -p 8080 -h /www & pid=$$!; trap 'sleep 2; kill $$pid; exit 0' TERM; wait"]
+    networks: [mesh]
+    healthcheck:
+      test: ["CMD-SHELL", "test -f /version && grep -q broken /version && exit 1; wget -q -O- http://127.0.0.1:8080/ >/dev/null"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+      start_period: 1s
+    stop_grace_period: 5s
+    deploy:
+      replicas: 2
+      endpoint_mode: dnsrr
+networks:
+  mesh:
+    driver: overlay
+    attachable: true
+"#
+    )
+}
+
+/// The client's loop: every 50 ms it looks the service up and asks one of its addresses for
+/// the page, printing `OK <page>` or `FAIL <why>`, until `/stop` exists.
+const CLIENT_LOOP: &str = r#"while [ ! -f /stop ]; do
+  set -- $(nslookup web 127.0.0.11 2>/dev/null | sed -n 's/^Address: //p')
+  if [ $# -eq 0 ]; then echo "FAIL no address"; else
+    i=$((RANDOM % $# + 1)); eval ip=\${$i}
+    if page=$(timeout 2 wget -q -O- http://$ip:8080/ 2>/dev/null); then echo "OK $page"; else echo "FAIL $ip"; fi
+  fi
+  sleep 0.05
+done
+echo DONE"#;
+
+/// A container on the stack's network hitting the service every 50 ms.
+struct Client {
+    name: String,
+}
+
+impl Client {
+    async fn start(stack: &TestStack, image: &str) -> Self {
+        let name = format!("{}-client", stack.name);
+        let network = format!("{}_mesh", stack.name);
+        run_ok(CommandSpec::new(
+            "docker",
+            [
+                "run",
+                "-d",
+                "--name",
+                name.as_str(),
+                "--network",
+                network.as_str(),
+                image,
+                "sh",
+                "-c",
+                CLIENT_LOOP,
+            ],
+        ))
+        .await
+        .expect("the client starts");
+        Self { name }
+    }
+
+    /// Stops the loop and returns its answers: (pages served, failures).
+    async fn stop(self) -> (Vec<String>, Vec<String>) {
+        run_ok(CommandSpec::new(
+            "docker",
+            ["exec", self.name.as_str(), "touch", "/stop"],
+        ))
+        .await
+        .expect("stopping the client");
+        run_ok(CommandSpec::new("docker", ["wait", self.name.as_str()]))
+            .await
+            .expect("the client ends");
+        let logs = run_ok(CommandSpec::new("docker", ["logs", self.name.as_str()]))
+            .await
+            .expect("the client's log");
+        let pages = logs
+            .lines()
+            .filter_map(|line| line.strip_prefix("OK "))
+            .map(str::to_owned)
+            .collect();
+        let failures = logs
+            .lines()
+            .filter(|line| line.starts_with("FAIL"))
+            .map(str::to_owned)
+            .collect();
+        (pages, failures)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", self.name.as_str()])
+            .output();
+    }
+}
+
+fn options(private_dir: &std::path::Path) -> DeployOptions {
+    DeployOptions {
+        compose: Compose::V2,
+        allowed_roots: Vec::new(),
+        private_dir: private_dir.to_path_buf(),
+        up_timeout: Duration::from_secs(240),
+        health_timeout: Duration::from_secs(60),
+        settle: Duration::from_millis(1500),
+        git_max_bytes: agent::git::DEFAULT_MAX_BYTES,
+    }
+}
+
+fn greeting(value: &str) -> Secret {
+    Secret {
+        key: EnvKey::parse("GREETING").unwrap(),
+        value: SecretValue::new(value),
+        scope: SecretScope::Service(ServiceName::parse("web").unwrap()),
+    }
+}
+
+async fn deploy_stack(
+    stack: &TestStack,
+    private: &TempDir,
+    secrets: &[Secret],
+    secrets_as: SecretsAs,
+) -> (Result<deploy::Deployed, DeployError>, Vec<JobEvent>) {
+    let request = DeployRequest {
+        project: &stack.name,
+        directory: stack.dir.path(),
+        compose_file: None,
+        secrets,
+        project_id: None,
+        pinned_images: &[],
+        pull_policy: Default::default(),
+        registry_credentials: &[],
+        target: DeployTarget::Swarm,
+        secrets_as,
+    };
+    let mut events = Vec::new();
+    let result = deploy::deploy(&request, &options(private.path()), |event| {
+        events.push(event)
+    })
+    .await;
+    (result, events)
+}
+
+/// What every task the service wants running serves (read inside each task's container).
+async fn served_by_every_task(stack: &TestStack) -> Vec<String> {
+    let service = format!("{}_web", stack.name);
+    let tasks = run_ok(CommandSpec::new(
+        "docker",
+        [
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            service.as_str(),
+        ],
+    ))
+    .await
+    .unwrap();
+    let mut ids = String::new();
+    for task in tasks.split_whitespace() {
+        let container = run_ok(CommandSpec::new(
+            "docker",
+            [
+                "inspect",
+                "--format",
+                "{{.Status.ContainerStatus.ContainerID}}",
+                task,
+            ],
+        ))
+        .await
+        .unwrap();
+        ids.push_str(&container);
+        ids.push(' ');
+    }
+    let mut served = Vec::new();
+    for id in ids.split_whitespace() {
+        let page = run_ok(CommandSpec::new(
+            "docker",
+            ["exec", id, "wget", "-q", "-O-", "http://127.0.0.1:8080/"],
+        ))
+        .await
+        .unwrap();
+        served.push(page.trim().to_owned());
+    }
+    served.sort();
+    served
+}
+
+fn output_lines(events: &[JobEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            JobEvent::Output { line } => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn a_changed_secret_rolls_out_to_every_replica(secrets_as: SecretsAs) {
+    let _swarm = SwarmMode::enter();
+    let image = test_image().await;
+    let stack = TestStack::new(&web_stack(image));
+    let private = tempfile::tempdir().unwrap();
+
+    let (first, _) = deploy_stack(&stack, &private, &[greeting("first $value")], secrets_as).await;
+    first.expect("the first deploy works");
+    assert_eq!(served_by_every_task(&stack).await, ["first $value"; 2]);
+
+    let client = Client::start(&stack, image).await;
+    let (second, events) = deploy_stack(
+        &stack,
+        &private,
+        &[greeting("second \"value\"")],
+        secrets_as,
+    )
+    .await;
+    let (pages, failures) = client.stop().await;
+    let deployed = second.unwrap_or_else(|error| panic!("the second deploy works: {error}"));
+    assert_eq!(
+        failures,
+        Vec::<String>::new(),
+        "no request failed during the deploy"
+    );
+    assert!(
+        pages.len() >= 20,
+        "the client kept asking: {} answers",
+        pages.len()
+    );
+    assert!(pages.iter().any(|page| page == "first $value"), "{pages:?}");
+    assert_eq!(pages.last().map(String::as_str), Some("second \"value\""));
+    assert_eq!(deployed.containers.len(), 2);
+    assert_eq!(served_by_every_task(&stack).await, ["second \"value\""; 2]);
+    let lines = output_lines(&events);
+    let web = format!("{}_web: 2/2 updated", stack.name);
+    assert!(
+        lines.iter().any(|line| line.starts_with(&web)),
+        "progress per service in the log: {lines:#?}"
+    );
+    // The update was start-first with rollback, from the override.
+    let config = run_ok(CommandSpec::new(
+        "docker",
+        [
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.UpdateConfig.Order}} {{.Spec.UpdateConfig.FailureAction}}",
+            &format!("{}_web", stack.name),
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(config.trim(), "start-first rollback");
+    // Nothing of the deploy is left in the private directory.
+    assert_eq!(std::fs::read_dir(private.path()).unwrap().count(), 0);
+    if secrets_as == SecretsAs::SwarmSecrets {
+        // Only the version the service mounts is left.
+        let filter = format!("label=dev.stagely.project={}", stack.name);
+        let secrets = run_ok(CommandSpec::new(
+            "docker",
+            ["secret", "ls", "-q", "--filter", filter.as_str()],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(secrets.split_whitespace().count(), 1, "{secrets}");
+    }
+}
+
+#[tokio::test]
+async fn a_changed_secret_reaches_every_replica_as_environment() {
+    a_changed_secret_rolls_out_to_every_replica(SecretsAs::Environment).await;
+}
+
+#[tokio::test]
+async fn a_changed_secret_reaches_every_replica_as_a_swarm_secret_file() {
+    a_changed_secret_rolls_out_to_every_replica(SecretsAs::SwarmSecrets).await;
+}
+
+#[tokio::test]
+async fn a_version_whose_healthcheck_fails_is_rolled_back_and_the_old_tasks_keep_serving() {
+    let _swarm = SwarmMode::enter();
+    let tag = format!(
+        "stagely-test/swarm-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let good = format!("{tag}:good");
+    let broken = format!("{tag}:broken");
+    build_version_image(&good, "good").await;
+    build_version_image(&broken, "broken").await;
+    let stack = TestStack::new(&web_stack(&good));
+    let private = tempfile::tempdir().unwrap();
+    let (first, _) =
+        deploy_stack(&stack, &private, &[greeting("old")], SecretsAs::Environment).await;
+    first.expect("the first deploy works");
+
+    std::fs::write(stack.dir.path().join("compose.yaml"), web_stack(&broken)).unwrap();
+    let client = Client::start(&stack, &good).await;
+    let (second, _) =
+        deploy_stack(&stack, &private, &[greeting("new")], SecretsAs::Environment).await;
+    let (pages, failures) = client.stop().await;
+    assert_eq!(
+        failures,
+        Vec::<String>::new(),
+        "no request failed during the deploy"
+    );
+    assert!(pages.iter().all(|page| page == "old"), "{pages:?}");
+    let error = second.expect_err("the broken version fails the deploy");
+    let message = error.to_string();
+    assert!(
+        message.contains("rolled it back"),
+        "the reason says Swarm rolled back: {message}"
+    );
+    assert_eq!(served_by_every_task(&stack).await, ["old"; 2]);
+    let image = run_ok(CommandSpec::new(
+        "docker",
+        [
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            &format!("{}_web", stack.name),
+        ],
+    ))
+    .await
+    .unwrap();
+    assert!(image.trim().starts_with(&good), "{image}");
+    drop(stack);
+    for image in [&good, &broken] {
+        let _ = run_ok(CommandSpec::new("docker", ["rmi", "-f", image.as_str()])).await;
+    }
+}
+
+/// The benchmark of `scripts/bench-swarm-rollout.sh`: changed-secret deploys of a two-replica
+/// stack, one after another, while the client asks every 50 ms, until it has asked at least
+/// `STAGELY_BENCH_REQUESTS` times (default 200); prints how many of its requests failed.
+#[tokio::test]
+#[ignore = "a benchmark: scripts/bench-swarm-rollout.sh"]
+async fn bench_requests_failed_during_changed_secret_deploys() {
+    let wanted: usize = std::env::var("STAGELY_BENCH_REQUESTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(200);
+    let _swarm = SwarmMode::enter();
+    let image = test_image().await;
+    let stack = TestStack::new(&web_stack(image));
+    let private = tempfile::tempdir().unwrap();
+    let (first, _) =
+        deploy_stack(&stack, &private, &[greeting("v0")], SecretsAs::Environment).await;
+    first.expect("the first deploy works");
+    let client = Client::start(&stack, image).await;
+    let mut deploys = 0;
+    let mut asked = 0;
+    while asked < wanted {
+        deploys += 1;
+        let value = format!("v{deploys}");
+        let (result, _) = deploy_stack(
+            &stack,
+            &private,
+            &[greeting(&value)],
+            SecretsAs::Environment,
+        )
+        .await;
+        result.expect("the deploy works");
+        let logs = run_ok(CommandSpec::new("docker", ["logs", client.name.as_str()]))
+            .await
+            .unwrap();
+        asked = logs.lines().filter(|line| !line.is_empty()).count();
+    }
+    let (pages, failures) = client.stop().await;
+    println!(
+        "requests failed during a changed-secret deploy: {} of {} ({deploys} swarm deploys, 2 replicas, start-first)",
+        failures.len(),
+        pages.len() + failures.len()
+    );
+}
