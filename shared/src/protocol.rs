@@ -140,7 +140,8 @@ pub struct LifecyclePayload {
     pub project: ProjectName,
     /// The Stagely project: only containers labelled with it are acted on.
     pub project_id: ProjectId,
-    /// The project's directory on the host (Compose v1 needs the file).
+    /// The project's directory on the host (Compose v1 needs the file). Inside the agent's
+    /// private directory only for a Git project's own checkout (`project_id`'s).
     pub directory: String,
     #[serde(default)]
     pub compose_file: Option<String>,
@@ -201,6 +202,11 @@ pub struct Inspect {
     pub directory: String,
     #[serde(default)]
     pub compose_file: Option<String>,
+    /// The Stagely project read: a Git project's checkout lies in the agent's private
+    /// directory, and the agent reads there only the checkout of the project named here.
+    /// `None` (an older server) is read nowhere in it.
+    #[serde(default)]
+    pub project_id: Option<ProjectId>,
 }
 
 /// What the agent found: the services, or why the file could not be read.
@@ -453,6 +459,9 @@ pub struct StartLogs {
     /// it leaves the host. Sent with the request so redaction holds after an agent restart.
     #[serde(default)]
     pub redact: Vec<SecretValue>,
+    /// The Stagely project streamed, as for [`Inspect::project_id`].
+    #[serde(default)]
+    pub project_id: Option<ProjectId>,
 }
 
 /// Stop a log stream.
