@@ -464,9 +464,9 @@ impl Executor {
             .await;
     }
 
-    /// Checks the project's repository out into its working copy, then deploys from it: the
-    /// compose project may not reach outside the working copy. The commit is reported whether
-    /// the deploy then worked or not.
+    /// Checks the project's repository out into the commit's own tree, then deploys from it:
+    /// the compose project may not reach outside that tree. Only a deploy that worked makes
+    /// the tree the project's current one; the commit is reported either way.
     async fn deploy_from_git(
         &self,
         job: &DeployPayload,
@@ -534,6 +534,15 @@ impl Executor {
             registry_credentials: &job.registry_credentials,
         };
         let result = deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
+        // Lifecycle jobs, log streams and inspections read `current`: the commit that runs.
+        match &result {
+            Ok(_) => {
+                if let Err(error) = git::promote(&layout, &checked) {
+                    tracing::warn!(%job_id, %error, "the deploy succeeded but its checkout could not be made the current one");
+                }
+            }
+            Err(_) => git::discard(&layout, &checked),
+        }
         (
             result.map_err(|error| error.to_string()),
             Some(checked.report),

@@ -660,3 +660,140 @@ async fn hostile_repository_urls_and_refs_are_refused_before_anything_runs() {
         app.stop().await;
     }
 }
+
+/// Creates a Git project named `name` on `agent_id` deploying `repo`'s `main`, with a deploy
+/// key the server generated and the repository trusts.
+async fn trusted_git_project(
+    api: &ApiClient,
+    repo: &GitServer,
+    agent_id: shared::AgentId,
+    name: &str,
+) -> Project {
+    let body = json!({
+        "name": name,
+        "agent_id": agent_id,
+        "source": {"url": repo.url(), "ref": "main", "compose_file": "compose.yaml"},
+    });
+    let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+    let view: GitSourceView = api
+        .expect(
+            Method::POST,
+            &format!("/projects/{}/source/deploy-key", project.id),
+            None,
+            200,
+        )
+        .await;
+    repo.authorize(&view.deploy_public_key.expect("the public key is shown"));
+    project
+}
+
+/// The commits whose working trees the agent keeps for `project`.
+fn kept_trees(private: &Path, project: &Project) -> Vec<String> {
+    let trees = private
+        .join("checkouts")
+        .join(project.id.to_string())
+        .join("trees");
+    let mut names: Vec<String> = std::fs::read_dir(trees)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A pushed commit whose deploy fails leaves the commit that runs current: the services the
+/// agent reads and a restart use its compose file, not the broken one's, and only its tree is
+/// kept; the next success makes the new commit current and removes the old tree.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
+    let image = agent::testing::test_image().await;
+    for db in TestDb::all().await {
+        let repo = GitServer::start().await;
+        let first = repo.commit(
+            &[(
+                "compose.yaml",
+                WEB_ONLY.replace("{image}", image).as_bytes(),
+            )],
+            "Add the web service",
+        );
+        let app = spawn_app(&db).await;
+        let (user, api) = app.user("alice").await;
+        let logs = tempfile::tempdir().unwrap();
+        let (created, _agent) = api.connected_agent(&app.url(), logs.path()).await;
+        let private = logs.path().join("agent-state/private");
+        let name = format!(
+            "stagely-gitcur-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let _cleanup = Cleanup(vec![name.clone()]);
+        let project = trusted_git_project(&api, &repo, created.agent.id, &name).await;
+        let deployed = deploy(&api, &project).await;
+        assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        let running = agent::testing::container_ids(&name).await;
+        assert_eq!(running.len(), 1);
+
+        // A service whose image no registry serves (nothing listens on port 1).
+        let broken_compose = format!(
+            "{}  payments:\n    image: 127.0.0.1:1/stagely-missing:never\n",
+            WEB_ONLY.replace("{image}", image)
+        );
+        let broken = repo.commit(
+            &[("compose.yaml", broken_compose.as_bytes())],
+            "Add payments",
+        );
+        let failed = deploy(&api, &project).await;
+        assert_eq!(failed.status, DeploymentStatus::Failed, "{failed:?}");
+        assert_eq!(
+            failed.commit.as_ref().map(|c| c.sha.as_str()),
+            Some(broken.as_str())
+        );
+
+        let services =
+            server::ops::projects::services(&app.state.store, &app.state.hub, &user, project.id)
+                .await
+                .unwrap();
+        let names: Vec<_> = services.iter().map(|service| service.as_str()).collect();
+        assert_eq!(names, ["web"], "the running commit's compose file is read");
+        assert_eq!(kept_trees(&private, &project), [first.clone()]);
+
+        let accepted: DeployAccepted = api
+            .expect(
+                Method::POST,
+                &format!("/projects/{}/actions", project.id),
+                Some(json!({"action": "restart"})),
+                202,
+            )
+            .await;
+        let restarted =
+            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(120)).await;
+        assert_eq!(
+            restarted.status,
+            DeploymentStatus::Succeeded,
+            "{restarted:?}"
+        );
+        let mut now = agent::testing::container_ids(&name).await;
+        now.sort();
+        let mut before = running.clone();
+        before.sort();
+        assert_eq!(now, before, "the same containers, restarted");
+
+        // A fixed commit deploys, becomes current, and the old tree goes.
+        let fixed = repo.commit(
+            &[(
+                "compose.yaml",
+                WEB_AND_WORKER.replace("{image}", image).as_bytes(),
+            )],
+            "Add a worker instead",
+        );
+        let deployed = deploy(&api, &project).await;
+        assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        assert_eq!(kept_trees(&private, &project), [fixed]);
+        let services =
+            server::ops::projects::services(&app.state.store, &app.state.hub, &user, project.id)
+                .await
+                .unwrap();
+        assert_eq!(services.len(), 2, "{services:?}");
+        app.stop().await;
+    }
+}
