@@ -797,3 +797,134 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
         app.stop().await;
     }
 }
+
+/// Says hello on `socket` as an agent of `version` and waits for the welcome.
+async fn hello_as(socket: &mut RawSocket, version: &str) {
+    let hello = shared::AgentToServer::Hello(shared::protocol::Hello {
+        protocol_version: shared::protocol::PROTOCOL_VERSION,
+        agent_version: version.into(),
+        hostname: "old-host".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        docker_version: None,
+        compose_version: None,
+    });
+    send_frame(socket, &hello).await;
+    let answer = next_message(socket).await;
+    assert!(
+        matches!(answer, shared::ServerToAgent::Welcome(_)),
+        "{answer:?}"
+    );
+}
+
+/// An agent from before Git sources and image pulls would ignore those fields and deploy the
+/// project's directory instead: the server refuses such a deploy to it, naming the version
+/// needed, whether the agent is connected when it is asked or says hello later.
+#[tokio::test]
+async fn an_agent_too_old_for_git_sources_is_refused_their_deploys_naming_the_version() {
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        let (_, api) = app.user("alice").await;
+        let created: shared::api::AgentCreated = api
+            .expect(Method::POST, "/agents", Some(json!({"name": "old-1"})), 201)
+            .await;
+        let git_project: Project = api
+            .expect(
+                Method::POST,
+                "/projects",
+                Some(json!({
+                    "name": "shop",
+                    "agent_id": created.agent.id,
+                    "source": {"url": "ssh://git@example.com/shop.git", "ref": "main"},
+                })),
+                201,
+            )
+            .await;
+        let pulling: Project = api
+            .expect(
+                Method::POST,
+                "/projects",
+                Some(json!({
+                    "name": "blog",
+                    "agent_id": created.agent.id,
+                    "path": "/srv/blog",
+                    "pull_policy": "always",
+                })),
+                201,
+            )
+            .await;
+
+        // Asked while the agent has never said hello: queued, judged at its hello.
+        let queued: DeployAccepted = api
+            .expect(
+                Method::POST,
+                &format!("/deploy/{}", git_project.id),
+                None,
+                202,
+            )
+            .await;
+        let mut socket = raw_agent(&app.stream_url(), &created.token).await;
+        hello_as(&mut socket, "0.1.0").await;
+        let failed = wait_for_deployment(&api, queued.deployment_id, Duration::from_secs(20)).await;
+        assert_eq!(failed.status, DeploymentStatus::Failed, "{failed:?}");
+        let message = failed.message.unwrap_or_default();
+        for words in ["0.1.0", "Git repository", "0.2.0 or later"] {
+            assert!(message.contains(words), "{words:?} in: {message}");
+        }
+
+        // Asked while it is connected: refused at once, with the same words, and nothing sent.
+        for (project, what) in [
+            (&git_project, "Git repository"),
+            (&pulling, "pull policy always"),
+        ] {
+            let (status, answer) = api
+                .call(Method::POST, &format!("/deploy/{}", project.id), None)
+                .await;
+            assert_eq!(status, 409, "{answer}");
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(what), "{what:?} in: {answer}");
+            assert!(message.contains("0.2.0 or later"), "{answer}");
+        }
+        let history: Vec<Deployment> = api
+            .expect(
+                Method::GET,
+                &format!("/projects/{}/deployments", pulling.id),
+                None,
+                200,
+            )
+            .await;
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].status, DeploymentStatus::Failed);
+
+        // The same agent, updated, gets the job.
+        drop(socket);
+        eventually(
+            Duration::from_secs(10),
+            "the old session to end",
+            || async {
+                let agents: Vec<shared::api::AgentSummary> =
+                    api.expect(Method::GET, "/agents", None, 200).await;
+                agents
+                    .iter()
+                    .all(|agent| agent.status != shared::api::AgentStatus::Connected)
+            },
+        )
+        .await;
+        let mut socket = raw_agent(&app.stream_url(), &created.token).await;
+        hello_as(&mut socket, env!("CARGO_PKG_VERSION")).await;
+        api.expect::<DeployAccepted>(
+            Method::POST,
+            &format!("/deploy/{}", git_project.id),
+            None,
+            202,
+        )
+        .await;
+        loop {
+            if let shared::ServerToAgent::Deploy(job) = next_message(&mut socket).await {
+                assert!(job.source.is_some());
+                break;
+            }
+        }
+        app.stop().await;
+    }
+}
