@@ -561,14 +561,19 @@ impl Executor {
         }
         let executor = self.clone();
         let task = tokio::spawn(async move {
-            let project = match executor
-                .read_project(
-                    &request.directory,
-                    request.compose_file.as_deref(),
-                    request.project_id,
-                )
-                .await
-            {
+            let read = async {
+                // Never closed, so acquiring always succeeds; the permit is held until the
+                // read ends (one of `MAX_READS_AT_ONCE`).
+                let _permit = executor.reads.acquire().await;
+                executor
+                    .load_confined(
+                        &request.directory,
+                        request.compose_file.as_deref(),
+                        request.project_id,
+                    )
+                    .await
+            };
+            let project = match read.await {
                 Ok(project) => project,
                 Err(error) => {
                     tracing::warn!(%error, %stream_id, "cannot stream logs");
@@ -631,23 +636,9 @@ impl Executor {
         });
     }
 
-    /// Reads a compose project on a blocking thread, once one of [`MAX_READS_AT_ONCE`] permits
-    /// is free.
-    async fn read_project(
-        &self,
-        directory: &str,
-        compose_file: Option<&str>,
-        project_id: Option<ProjectId>,
-    ) -> Result<ComposeProject, String> {
-        // Never closed, so acquiring always succeeds; the permit is held until the read ends.
-        let _permit = self.reads.acquire().await;
-        self.load_confined(directory, compose_file, project_id)
-            .await
-    }
-
-    /// Reads the compose project at `directory` where [`placement`] lets a job about
-    /// `project_id` read it: never another project's checkout nor anything else of the
-    /// agent's own.
+    /// Reads the compose project at `directory` on a blocking thread, where [`placement`] lets
+    /// a job about `project_id` read it: never another project's checkout nor anything else of
+    /// the agent's own.
     async fn load_confined(
         &self,
         directory: &str,
@@ -925,7 +916,7 @@ mod other_checkout_tests {
             ..
         } = setup();
         let error = executor
-            .read_project(
+            .load_confined(
                 &checkout.display().to_string(),
                 None,
                 Some(ProjectId(uuid::Uuid::new_v4())),

@@ -211,18 +211,22 @@ async fn send_or_fail(
         // Nothing was sent: say so on the deployment instead of leaving it queued for good.
         tracing::error!(error = format!("{error:#}"), %deployment_id, "a deploy could not be prepared");
         let message = format!("the deploy could not be prepared: {error}");
-        set_status(
-            store,
-            hub,
-            deployment_id,
-            project.id,
-            DeploymentStatus::Failed,
-            Some(&message),
-        )
-        .await?;
+        fail_unsent(store, hub, deployment_id, project.id, &message).await?;
         return Err(error);
     }
     Ok(DeployAccepted { deployment_id })
+}
+
+/// Marks a job that was never handed to its agent failed, saying why.
+async fn fail_unsent(
+    store: &Store,
+    hub: &Hub,
+    deployment: DeploymentId,
+    project: ProjectId,
+    message: &str,
+) -> OpResult<()> {
+    let failed = DeploymentStatus::Failed;
+    set_status(store, hub, deployment, project, failed, Some(message)).await
 }
 
 /// Waits for a job to reach a final status (with `events` subscribed before it was queued),
@@ -438,15 +442,7 @@ pub async fn resend_open_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: Ag
             Err(error @ (OpError::Conflict(_) | OpError::Invalid(_))) => {
                 tracing::warn!(%error, %deployment_id, "a job cannot be sent to its agent");
                 let message = format!("the deploy could not be sent: {error}");
-                let failed = set_status(
-                    store,
-                    hub,
-                    deployment_id,
-                    project.id,
-                    DeploymentStatus::Failed,
-                    Some(&message),
-                )
-                .await;
+                let failed = fail_unsent(store, hub, deployment_id, project.id, &message).await;
                 log_failure(failed, deployment_id);
             }
             Err(error) => {

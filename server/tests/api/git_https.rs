@@ -2,42 +2,18 @@
 //! `git http-backend` (CGI) behind a small HTTP server of the test's that asks for Basic
 //! authentication with one token, a real agent, real containers.
 
+use crate::git_sources::{commit_and_push, deploy, new_repository, Cleanup, WEB_ONLY};
 use crate::helpers::*;
 use base64::Engine;
 use reqwest::Method;
 use serde_json::json;
-use shared::api::{DeployAccepted, Deployment, DeploymentStatus, Project};
+use shared::api::{DeploymentStatus, Project};
 use shared::source::GitSourceView;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-
-const WEB_ONLY: &str = r#"services:
-  web:
-    image: {image}
-    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
-"#;
-
-/// Runs the test's own `git` and returns its stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Grace Hopper")
-        .env("GIT_AUTHOR_EMAIL", "grace@example.com")
-        .env("GIT_COMMITTER_NAME", "Grace Hopper")
-        .env("GIT_COMMITTER_EMAIL", "grace@example.com")
-        .output()
-        .expect("running git");
-    assert!(output.status.success(), "git {args:?}: {output:?}");
-    String::from_utf8(output.stdout).unwrap()
-}
 
 /// A bare repository, a clone to push from, and an HTTP server on loopback that runs
 /// `git http-backend` for requests carrying the right token.
@@ -51,15 +27,7 @@ impl HttpGitServer {
     /// Serves `shop.git` to requests authenticated as `user` with `token`.
     async fn start(user: &str, token: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        git(
-            dir.path(),
-            &["init", "--quiet", "--bare", "-b", "main", "shop.git"],
-        );
-        git(&work, &["init", "--quiet", "-b", "main"]);
-        let bare = dir.path().join("shop.git");
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        new_repository(dir.path());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let expected = format!(
@@ -87,15 +55,8 @@ impl HttpGitServer {
     }
 
     /// Commits `files` with `message` and pushes to `main`; returns the sha.
-    fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
-        let work = self.dir.path().join("work");
-        for (name, content) in files {
-            std::fs::write(work.join(name), content).unwrap();
-            git(&work, &["add", "--", name]);
-        }
-        git(&work, &["commit", "--quiet", "-m", message]);
-        git(&work, &["push", "--quiet", "origin", "main"]);
-        git(&work, &["rev-parse", "HEAD"]).trim().to_string()
+    fn commit(&self, files: &[(&str, &[u8])], message: &str) -> String {
+        commit_and_push(&self.dir.path().join("work"), files, message)
     }
 }
 
@@ -262,13 +223,6 @@ fn files_containing(dir: &Path, needles: &[&str]) -> Vec<(PathBuf, String)> {
     found
 }
 
-async fn deploy(api: &ApiClient, project: &Project) -> Deployment {
-    let accepted: DeployAccepted = api
-        .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
-        .await;
-    wait_for_deployment(api, accepted.deployment_id, Duration::from_secs(180)).await
-}
-
 async fn set_token(api: &ApiClient, project: &Project, token: &str) {
     api.expect::<GitSourceView>(
         Method::PUT,
@@ -289,7 +243,10 @@ async fn a_project_deploys_over_http_with_its_token_and_the_token_stays_nowhere(
         let wrong = format!("ghp_{}", uuid::Uuid::new_v4().simple());
         let repo = HttpGitServer::start("x-access-token", &token).await;
         let first = repo.commit(
-            &[("compose.yaml", &WEB_ONLY.replace("{image}", image))],
+            &[(
+                "compose.yaml",
+                WEB_ONLY.replace("{image}", image).as_bytes(),
+            )],
             "Serve the shop",
         );
         let app = spawn_app(&db).await;
@@ -300,7 +257,7 @@ async fn a_project_deploys_over_http_with_its_token_and_the_token_stays_nowhere(
             "stagely-githttp-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..10]
         );
-        let _cleanup = ProjectCleanup(name.clone());
+        let _cleanup = Cleanup(vec![name.clone()]);
         let project: Project = api
             .expect(
                 Method::POST,
@@ -353,14 +310,5 @@ async fn a_project_deploys_over_http_with_its_token_and_the_token_stays_nowhere(
         drop(agent_process);
         assert_eq!(files_containing(logs.path(), &needles), []);
         app.stop().await;
-    }
-}
-
-/// Removes the compose project's containers when dropped.
-struct ProjectCleanup(String);
-
-impl Drop for ProjectCleanup {
-    fn drop(&mut self) {
-        agent::testing::remove_project(&self.0);
     }
 }

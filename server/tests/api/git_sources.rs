@@ -13,14 +13,14 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::AsyncBufReadExt;
 
-const WEB_ONLY: &str = r#"services:
+pub(crate) const WEB_ONLY: &str = r#"services:
   web:
     image: {image}
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 "#;
 
 /// Runs the test's own `git` (never the agent's) and returns its stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let output = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -47,15 +47,7 @@ struct GitServer {
 impl GitServer {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let bare = dir.path().join("shop.git");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        git(
-            dir.path(),
-            &["init", "--quiet", "--bare", "-b", "main", "shop.git"],
-        );
-        git(&work, &["init", "--quiet", "-b", "main"]);
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        new_repository(dir.path());
         std::fs::write(dir.path().join("authorized_keys"), "").unwrap();
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -165,19 +157,38 @@ impl GitServer {
 
     /// Commits `files` (name, content) with `message` and pushes to `main`; returns the sha.
     fn commit(&self, files: &[(&str, &[u8])], message: &str) -> String {
-        let work = self.path("work");
-        for (name, content) in files {
-            std::fs::write(work.join(name), content).unwrap();
-            git(&work, &["add", "--", name]);
-        }
-        git(&work, &["commit", "--quiet", "-m", message]);
-        git(&work, &["push", "--quiet", "origin", "main"]);
-        git(&work, &["rev-parse", "HEAD"]).trim().to_string()
+        commit_and_push(&self.path("work"), files, message)
     }
 }
 
+/// Makes `dir/shop.git`, a bare repository whose branch is `main`, and `dir/work`, a clone of
+/// it to commit in.
+pub(crate) fn new_repository(dir: &Path) {
+    let bare = dir.join("shop.git");
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(
+        dir,
+        &["init", "--quiet", "--bare", "-b", "main", "shop.git"],
+    );
+    git(&work, &["init", "--quiet", "-b", "main"]);
+    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+}
+
+/// Commits `files` (name, content) in the clone `work` with `message` and pushes to `main`;
+/// returns the sha.
+pub(crate) fn commit_and_push(work: &Path, files: &[(&str, &[u8])], message: &str) -> String {
+    for (name, content) in files {
+        std::fs::write(work.join(name), content).unwrap();
+        git(work, &["add", "--", name]);
+    }
+    git(work, &["commit", "--quiet", "-m", message]);
+    git(work, &["push", "--quiet", "origin", "main"]);
+    git(work, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
 /// Compose project names the test made; their containers are removed on drop.
-struct Cleanup(Vec<String>);
+pub(crate) struct Cleanup(pub(crate) Vec<String>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -187,7 +198,7 @@ impl Drop for Cleanup {
     }
 }
 
-async fn deploy(api: &ApiClient, project: &Project) -> Deployment {
+pub(crate) async fn deploy(api: &ApiClient, project: &Project) -> Deployment {
     let accepted: DeployAccepted = api
         .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
         .await;
