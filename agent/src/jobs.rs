@@ -875,7 +875,7 @@ mod other_checkout_tests {
             let job_id = JobId(uuid::Uuid::new_v4());
             executor.handle(ServerToAgent::Lifecycle(LifecyclePayload {
                 job_id,
-                project: ProjectName::parse(&format!(
+                project: ProjectName::parse(format!(
                     "stagely-probe-{}",
                     &uuid::Uuid::new_v4().simple().to_string()[..8]
                 ))

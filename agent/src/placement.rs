@@ -112,7 +112,7 @@ mod tests {
         let checkout = Layout::new(&private, victim).base;
         std::fs::create_dir_all(checkout.join("repo")).unwrap();
         let own = roots_for(&checkout.join("repo"), Some(victim), &[], &private).unwrap();
-        assert_eq!(own, [checkout.clone()]);
+        assert_eq!(own, std::slice::from_ref(&checkout));
 
         let link = dir.path().join("mine");
         std::os::unix::fs::symlink(checkout.join("repo"), &link).unwrap();
@@ -147,7 +147,7 @@ mod tests {
         let roots = [apps.clone(), private.join("checkouts")];
         assert_eq!(
             roots_for(&apps.join("shop"), Some(project()), &roots, &private).unwrap(),
-            [apps.clone()]
+            std::slice::from_ref(&apps)
         );
         assert_eq!(
             directory_roots(&apps.join("shop"), &[], &private).unwrap(),

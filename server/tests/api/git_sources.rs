@@ -766,7 +766,7 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
                 .unwrap();
         let names: Vec<_> = services.iter().map(|service| service.as_str()).collect();
         assert_eq!(names, ["web"], "the running commit's compose file is read");
-        assert_eq!(kept_trees(&private, &project), [first.clone()]);
+        assert_eq!(kept_trees(&private, &project), [first]);
 
         let accepted: DeployAccepted = api
             .expect(
