@@ -744,6 +744,42 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
         let running = agent::testing::container_ids(&name).await;
         assert_eq!(running.len(), 1);
 
+        // A directory project on the same agent aimed at this project's checkout (its path is
+        // shown by the API): every job is refused before the checkout is read.
+        let shown: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        let intruder: Project = api
+            .expect(
+                Method::POST,
+                "/projects",
+                Some(json!({
+                    "name": format!("{name}-x"),
+                    "agent_id": created.agent.id,
+                    "path": shown.path.as_str(),
+                })),
+                201,
+            )
+            .await;
+        let refused = "inside the agent's private directory";
+        let accepted: DeployAccepted = api
+            .expect(
+                Method::POST,
+                &format!("/projects/{}/actions", intruder.id),
+                Some(json!({"action": "restart"})),
+                202,
+            )
+            .await;
+        let restart =
+            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(60)).await;
+        assert_eq!(restart.status, DeploymentStatus::Failed, "{restart:?}");
+        assert!(restart.message.unwrap().contains(refused));
+        let inspected =
+            server::ops::projects::services(&app.state.store, &app.state.hub, &user, intruder.id)
+                .await
+                .unwrap_err();
+        assert!(inspected.to_string().contains(refused), "{inspected}");
+
         // A service whose image no registry serves (nothing listens on port 1).
         let broken_compose = format!(
             "{}  payments:\n    image: 127.0.0.1:1/stagely-missing:never\n",
