@@ -1,7 +1,11 @@
 //! The working copy of a project deployed from a Git repository.
 //!
-//! Each project has one working copy in the agent's private directory
-//! (`<private>/checkouts/<project id>/repo`), never at a path a person chose. A checkout:
+//! Each project keeps its checkouts in the agent's private directory
+//! (`<private>/checkouts/<project id>`), never at a path a person chose: one object store
+//! (`git`, a bare repository) and one working tree per commit (`trees/<sha>`, a `git worktree`).
+//! `current` is a symlink to the tree of the commit that last deployed successfully, and the
+//! path the server keeps for the project goes through it, so lifecycle jobs, log streams and
+//! inspections read the commit that runs. A checkout:
 //!
 //! 1. writes the run's credentials (an SSH deploy key, or a git config file holding the https
 //!    `Authorization` header) as 0600 files in the private directory, and the project's pinned
@@ -11,8 +15,12 @@
 //!    cleared environment with a private `HOME`, no system or global configuration, no prompt,
 //!    only the https/http/ssh protocols), watching the working copy's size while it runs: over
 //!    the limit, the fetch is killed and the partial copy removed;
-//! 3. checks out the fetched commit (detached, forced, untracked files cleaned) and reads its
-//!    id, author and subject for the job's result, with the host key SSH pinned on first use.
+//! 3. checks out the fetched commit into its own tree (detached, forced, untracked files
+//!    cleaned) and reads its id, author and subject for the job's result, with the host key
+//!    SSH pinned on first use;
+//! 4. after the deploy, [`promote`] (it succeeded: `current` now points at the new tree and the
+//!    other trees are removed) or [`discard`] (it failed: the new tree is removed, `current`
+//!    stays where it was).
 //!
 //! Every line of git's output passes the redactor, which knows the credentials.
 
@@ -74,14 +82,16 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GitError {
 /// A finished checkout.
 #[derive(Debug)]
 pub struct CheckedOut {
-    /// The working copy's root: nothing of the project may resolve outside it.
+    /// The commit's working tree: nothing of the project may resolve outside it.
     pub root: PathBuf,
     /// Where the compose file is (`root/subdir`).
     pub directory: PathBuf,
+    /// What the job reports; its directory goes through `current`, where the project lives
+    /// once the deploy succeeded.
     pub report: CheckoutReport,
 }
 
-/// Where a project's working copy and its pinned host key live.
+/// Where a project's checkouts and its pinned host key live.
 #[derive(Clone, Debug)]
 pub struct Layout {
     /// `<private>/checkouts/<project id>`.
@@ -97,6 +107,24 @@ impl Layout {
             private_dir: private_dir.to_owned(),
         }
     }
+    /// The object store every commit is fetched into (a bare repository).
+    pub fn git_dir(&self) -> PathBuf {
+        self.base.join("git")
+    }
+    /// The working trees, one per commit.
+    pub fn trees(&self) -> PathBuf {
+        self.base.join("trees")
+    }
+    /// The working tree of commit `sha`.
+    pub fn tree(&self, sha: &str) -> PathBuf {
+        self.trees().join(sha)
+    }
+    /// The symlink to the tree of the commit that last deployed successfully.
+    pub fn current(&self) -> PathBuf {
+        self.base.join("current")
+    }
+    /// Where agents before per-commit trees kept the one working copy; removed by the first
+    /// [`promote`].
     pub fn repo(&self) -> PathBuf {
         self.base.join("repo")
     }
@@ -338,7 +366,12 @@ pub async fn checkout(
             checkout.url.host()
         )));
     }
-    for dir in [&layout.private_dir, &layout.base, &layout.home()] {
+    for dir in [
+        &layout.private_dir,
+        &layout.base,
+        &layout.home(),
+        &layout.trees(),
+    ] {
         private_fs::ensure_private_dir(dir)?;
     }
     let known_hosts = layout.known_hosts();
@@ -369,7 +402,7 @@ pub async fn checkout(
     )
     .await;
     credentials.remove();
-    let (repo, commit) = match result {
+    let (tree, commit) = match result {
         Ok(done) => done,
         Err(GitError::Failed { output, .. }) if pinned.is_some() && host_key_refused(&output) => {
             return Err(GitError::HostKeyChanged {
@@ -386,18 +419,65 @@ pub async fn checkout(
             .filter(|text| !text.is_empty()),
         Transport::Http => None,
     };
-    let directory = match &checkout.subdir {
-        Some(subdir) => repo.join(subdir.as_str()),
-        None => repo.clone(),
+    let in_tree = |root: PathBuf| match &checkout.subdir {
+        Some(subdir) => root.join(subdir.as_str()),
+        None => root,
     };
     Ok(CheckedOut {
         report: CheckoutReport {
             commit,
             host_key,
-            directory: Some(directory.to_string_lossy().into_owned()),
+            directory: Some(in_tree(layout.current()).to_string_lossy().into_owned()),
         },
-        root: repo,
-        directory,
+        directory: in_tree(tree.clone()),
+        root: tree,
+    })
+}
+
+/// The deploy from `checked` succeeded: `current` points at its tree (switched atomically)
+/// and every other tree, and the working copy of older agents, is removed.
+pub fn promote(layout: &Layout, checked: &CheckedOut) -> Result<(), GitError> {
+    let sha = &checked.report.commit.sha;
+    let link = layout
+        .base
+        .join(format!("current.{:08x}.tmp", rand::random::<u32>()));
+    std::os::unix::fs::symlink(Path::new("trees").join(sha), &link)
+        .map_err(io("linking the new checkout"))?;
+    if let Err(error) = std::fs::rename(&link, layout.current()) {
+        let _ = std::fs::remove_file(&link);
+        return Err(io("switching the current checkout")(error));
+    }
+    let trees = std::fs::read_dir(layout.trees()).map_err(io("listing the old checkouts"))?;
+    for entry in trees.flatten() {
+        if entry.file_name() != sha.as_str() {
+            remove_copy(&entry.path());
+        }
+    }
+    remove_copy(&layout.repo());
+    Ok(())
+}
+
+/// The deploy from `checked` failed: its tree is removed, unless it is the current one (a
+/// redeploy of the commit that runs), and `current` stays where it was.
+pub fn discard(layout: &Layout, checked: &CheckedOut) {
+    remove_unless_current(layout, &checked.root);
+}
+
+fn remove_unless_current(layout: &Layout, tree: &Path) {
+    let current = std::fs::canonicalize(layout.current()).ok();
+    let resolved = std::fs::canonicalize(tree).ok();
+    if resolved.is_some() && current != resolved {
+        remove_copy(tree);
+    }
+}
+
+/// Whether `tree` is a working tree whose repository is still there (`.git` is a file naming
+/// an existing directory).
+fn is_worktree(tree: &Path) -> bool {
+    std::fs::read_to_string(tree.join(".git")).is_ok_and(|text| {
+        text.strip_prefix("gitdir:")
+            .map(|dir| Path::new(dir.trim()).is_dir())
+            .unwrap_or(false)
     })
 }
 
@@ -427,19 +507,17 @@ async fn fetch_and_check_out(
     redactor: &Redactor,
     on_line: &mut impl FnMut(String),
 ) -> Result<(PathBuf, CommitInfo), GitError> {
-    let repo = layout.repo();
+    let repo = layout.git_dir();
     let env = environment(layout, checkout.url.transport(), credentials, pinned);
-    let git = |args: Vec<OsString>, timeout: Duration| {
-        CommandSpec::new(
-            "git",
-            global_args(&repo, credentials).into_iter().chain(args),
-        )
-        .environment(env.clone())
-        .timeout(timeout)
+    let git_in = |dir: &Path, args: Vec<OsString>, timeout: Duration| {
+        CommandSpec::new("git", global_args(dir, credentials).into_iter().chain(args))
+            .environment(env.clone())
+            .timeout(timeout)
     };
-    if !repo.join(".git").is_dir() {
+    let git = |args: Vec<OsString>, timeout: Duration| git_in(&repo, args, timeout);
+    if !repo.join("HEAD").is_file() {
         private_fs::ensure_private_dir(&repo)?;
-        let init = CommandSpec::new("git", ["init", "--quiet", "--"])
+        let init = CommandSpec::new("git", ["init", "--quiet", "--bare", "--"])
             .arg(&repo)
             .environment(env.clone())
             .timeout(Duration::from_secs(60));
@@ -550,10 +628,31 @@ async fn fetch_and_check_out(
     let (entries, bytes) = tree_size(&tree, redactor).await?;
     let size = bytes.saturating_add(entries.saturating_mul(ENTRY_BYTES));
     if size > limit || entries > MAX_ENTRIES {
-        remove_copy(&repo);
         return Err(GitError::TooLarge { size, limit });
     }
-    let checkout_step = git(
+    // The commit's own tree: a tree left by a crash, or the current one (a redeploy of the
+    // commit that runs), is checked out again in place; any other is made anew.
+    let tree = layout.tree(&sha);
+    if !is_worktree(&tree) {
+        remove_copy(&tree);
+        let prune = git(vec!["worktree".into(), "prune".into()], quick);
+        run_step("worktree prune", &prune, redactor, on_line).await?;
+        let add = git(
+            vec![
+                "worktree".into(),
+                "add".into(),
+                "--quiet".into(),
+                "--force".into(),
+                "--detach".into(),
+                tree.clone().into(),
+                sha.clone().into(),
+            ],
+            quick,
+        );
+        run_step("worktree add", &add, redactor, on_line).await?;
+    }
+    let checkout_step = git_in(
+        &tree,
         vec![
             "checkout".into(),
             "--quiet".into(),
@@ -565,11 +664,11 @@ async fn fetch_and_check_out(
         quick,
     );
     run_step("checkout", &checkout_step, redactor, on_line).await?;
-    let clean = git(vec!["clean".into(), "-ffdxq".into()], quick);
+    let clean = git_in(&tree, vec!["clean".into(), "-ffdxq".into()], quick);
     run_step("clean", &clean, redactor, on_line).await?;
-    let size = measured(&repo).await;
+    let size = measured(&repo).await.saturating_add(measured(&tree).await);
     if size > limit {
-        remove_copy(&repo);
+        remove_unless_current(layout, &tree);
         return Err(GitError::TooLarge { size, limit });
     }
     let log = capture(
@@ -591,7 +690,7 @@ async fn fetch_and_check_out(
     let author = lines.next().unwrap_or_default().to_string();
     let subject = lines.next().unwrap_or_default().to_string();
     Ok((
-        repo,
+        tree,
         CommitInfo {
             sha,
             subject: crate::wire::cut(&subject, 1024),
@@ -744,10 +843,10 @@ pub fn dir_size(dir: &Path) -> u64 {
     total
 }
 
-fn remove_copy(repo: &Path) {
-    if let Err(error) = std::fs::remove_dir_all(repo) {
+fn remove_copy(dir: &Path) {
+    if let Err(error) = std::fs::remove_dir_all(dir) {
         if error.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(path = %repo.display(), %error, "could not remove an oversized working copy");
+            tracing::warn!(path = %dir.display(), %error, "could not remove a checkout");
         }
     }
 }

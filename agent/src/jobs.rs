@@ -23,6 +23,7 @@ use crate::deploy::{self, DeployOptions, DeployRequest};
 use crate::git;
 use crate::lifecycle::{self, LifecycleRequest};
 use crate::logs::{self, LogRequest};
+use crate::placement;
 use crate::runner::Redactor;
 use crate::states::{self, Refresh};
 use crate::wire;
@@ -31,7 +32,7 @@ use shared::protocol::{
 };
 use shared::runtime::ServiceImage;
 use shared::source::{CheckoutReport, GitCheckout};
-use shared::{AgentToServer, DeployPayload, JobId, ProjectName, ServerToAgent};
+use shared::{AgentToServer, DeployPayload, JobId, ProjectId, ProjectName, ServerToAgent};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -352,17 +353,23 @@ impl Executor {
         let job_id = job.job_id;
         let project_lock = self.project_lock(&job.project);
         let _serialized = project_lock.lock().await;
-        let request = LifecycleRequest {
-            project: &job.project,
-            project_id: job.project_id,
-            directory: Path::new(&job.directory),
-            compose_file: job.compose_file.as_deref(),
-            action: job.action,
-            service: job.service.as_ref(),
-            remove_volumes: job.remove_volumes,
+        let directory = Path::new(&job.directory);
+        let roots = placement::roots_for(
+            directory,
+            Some(job.project_id),
+            &self.options.allowed_roots,
+            &self.options.private_dir,
+        );
+        let result = match roots {
+            Ok(roots) => {
+                let options = DeployOptions {
+                    allowed_roots: roots,
+                    ..(*self.options).clone()
+                };
+                self.lifecycle_in(&job, directory, &options).await
+            }
+            Err(refused) => Err(refused.to_string()),
         };
-        let result =
-            lifecycle::run(&request, &self.options, |event| self.emit(job_id, event)).await;
         self.refresh.project(job.project_id);
         let action = job.action.as_str();
         let (success, message) = match result {
@@ -371,7 +378,7 @@ impl Executor {
                 (true, done)
             }
             Err(error) => {
-                let message = wire::cut(&error.to_string(), budget::MESSAGE);
+                let message = wire::cut(&error, budget::MESSAGE);
                 tracing::warn!(%job_id, project = %job.project, action, %message, "lifecycle job failed");
                 (false, message)
             }
@@ -380,43 +387,63 @@ impl Executor {
             .await;
     }
 
+    /// Runs a lifecycle job on the project at `directory`, confined by `options`.
+    async fn lifecycle_in(
+        &self,
+        job: &LifecyclePayload,
+        directory: &Path,
+        options: &DeployOptions,
+    ) -> Result<String, String> {
+        let job_id = job.job_id;
+        let request = LifecycleRequest {
+            project: &job.project,
+            project_id: job.project_id,
+            directory,
+            compose_file: job.compose_file.as_deref(),
+            action: job.action,
+            service: job.service.as_ref(),
+            remove_volumes: job.remove_volumes,
+        };
+        lifecycle::run(&request, options, |event| self.emit(job_id, event))
+            .await
+            .map_err(|error| error.to_string())
+    }
+
     async fn run_deploy(&self, job: DeployPayload) {
         let job_id = job.job_id;
         let project_lock = self.project_lock(&job.project);
         let _serialized = project_lock.lock().await;
 
         let (result, checkout) = match &job.source {
-            None if inside_private_dir(Path::new(&job.directory), &self.options.private_dir) => (
-                Err(format!(
-                    "refusing to deploy {}: it is inside the agent's private directory (where \
-                     the checkouts of Git projects live); a directory project must live elsewhere",
-                    job.directory
-                )),
-                None,
-            ),
-            None => {
-                // A directory project reaches no Git project's checkout, even by a bind mount.
-                let mut options = (*self.options).clone();
-                let private_dir = options.private_dir.clone();
-                options
-                    .allowed_roots
-                    .retain(|root| !root.starts_with(&private_dir));
-                let request = DeployRequest {
-                    project: &job.project,
-                    directory: Path::new(&job.directory),
-                    compose_file: job.compose_file.as_deref(),
-                    secrets: &job.secrets,
-                    project_id: job.project_id,
-                    pinned_images: &job.pinned_images,
-                    pull_policy: job.pull_policy,
-                    registry_credentials: &job.registry_credentials,
-                    target: job.target,
-                    secrets_as: job.secrets_as,
-                };
-                let result =
-                    deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
-                (result.map_err(|error| error.to_string()), None)
-            }
+            None => match placement::directory_roots(
+                Path::new(&job.directory),
+                &self.options.allowed_roots,
+                &self.options.private_dir,
+            ) {
+                Err(refused) => (Err(refused.to_string()), None),
+                Ok(roots) => {
+                    // A directory project reaches no Git project's checkout, even by a bind mount.
+                    let options = DeployOptions {
+                        allowed_roots: roots,
+                        ..(*self.options).clone()
+                    };
+                    let request = DeployRequest {
+                        project: &job.project,
+                        directory: Path::new(&job.directory),
+                        compose_file: job.compose_file.as_deref(),
+                        secrets: &job.secrets,
+                        project_id: job.project_id,
+                        pinned_images: &job.pinned_images,
+                        pull_policy: job.pull_policy,
+                        registry_credentials: &job.registry_credentials,
+                        target: job.target,
+                        secrets_as: job.secrets_as,
+                    };
+                    let result =
+                        deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
+                    (result.map_err(|error| error.to_string()), None)
+                }
+            },
             Some(source) => self.deploy_from_git(&job, source).await,
         };
         if let Some(project_id) = job.project_id {
@@ -439,9 +466,9 @@ impl Executor {
             .await;
     }
 
-    /// Checks the project's repository out into its working copy, then deploys from it: the
-    /// compose project may not reach outside the working copy. The commit is reported whether
-    /// the deploy then worked or not.
+    /// Checks the project's repository out into the commit's own tree, then deploys from it:
+    /// the compose project may not reach outside that tree. Only a deploy that worked makes
+    /// the tree the project's current one; the commit is reported either way.
     async fn deploy_from_git(
         &self,
         job: &DeployPayload,
@@ -511,6 +538,15 @@ impl Executor {
             secrets_as: job.secrets_as,
         };
         let result = deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
+        // Lifecycle jobs, log streams and inspections read `current`: the commit that runs.
+        match &result {
+            Ok(_) => {
+                if let Err(error) = git::promote(&layout, &checked) {
+                    tracing::warn!(%job_id, %error, "the deploy succeeded but its checkout could not be made the current one");
+                }
+            }
+            Err(_) => git::discard(&layout, &checked),
+        }
         (
             result.map_err(|error| error.to_string()),
             Some(checked.report),
@@ -529,10 +565,19 @@ impl Executor {
         }
         let executor = self.clone();
         let task = tokio::spawn(async move {
-            let project = match executor
-                .read_project(&request.directory, request.compose_file.as_deref())
-                .await
-            {
+            let read = async {
+                // Never closed, so acquiring always succeeds; the permit is held until the
+                // read ends (one of `MAX_READS_AT_ONCE`).
+                let _permit = executor.reads.acquire().await;
+                executor
+                    .load_confined(
+                        &request.directory,
+                        request.compose_file.as_deref(),
+                        request.project_id,
+                    )
+                    .await
+            };
+            let project = match read.await {
                 Ok(project) => project,
                 Err(error) => {
                     tracing::warn!(%error, %stream_id, "cannot stream logs");
@@ -573,15 +618,15 @@ impl Executor {
             let result = {
                 // Never closed, so acquiring always succeeds.
                 let _permit = executor.inspections.acquire().await;
-                compose::load_in_background(
-                    PathBuf::from(&request.directory),
-                    request.compose_file.clone(),
-                    executor.options.allowed_roots.clone(),
-                )
-                .await
+                executor
+                    .load_confined(
+                        &request.directory,
+                        request.compose_file.as_deref(),
+                        request.project_id,
+                    )
+                    .await
             }
-            .map(|project| project.services.into_iter().collect())
-            .map_err(|error| error.to_string());
+            .map(|project| project.services.into_iter().collect());
             let answer = AgentToServer::Inspected(Inspected {
                 request_id: request.request_id,
                 result: wire::inspection(result),
@@ -595,21 +640,29 @@ impl Executor {
         });
     }
 
-    /// Reads a compose project on a blocking thread, once one of [`MAX_READS_AT_ONCE`] permits
-    /// is free.
-    async fn read_project(
+    /// Reads the compose project at `directory` on a blocking thread, where [`placement`] lets
+    /// a job about `project_id` read it: never another project's checkout nor anything else of
+    /// the agent's own.
+    async fn load_confined(
         &self,
         directory: &str,
         compose_file: Option<&str>,
-    ) -> Result<ComposeProject, ComposeError> {
-        // Never closed, so acquiring always succeeds; the permit is held until the read ends.
-        let _permit = self.reads.acquire().await;
+        project_id: Option<ProjectId>,
+    ) -> Result<ComposeProject, String> {
+        let roots = placement::roots_for(
+            Path::new(directory),
+            project_id,
+            &self.options.allowed_roots,
+            &self.options.private_dir,
+        )
+        .map_err(|refused| refused.to_string())?;
         compose::load_in_background(
             PathBuf::from(directory),
             compose_file.map(str::to_owned),
-            self.options.allowed_roots.clone(),
+            roots,
         )
         .await
+        .map_err(|error: ComposeError| error.to_string())
     }
 
     fn stop_logs(&self, stream_id: JobId) {
@@ -649,12 +702,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Whether `directory` is (or resolves to) a place inside the agent's private directory.
-fn inside_private_dir(directory: &Path, private_dir: &Path) -> bool {
-    let resolved = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    directory.starts_with(private_dir) || resolved(directory).starts_with(resolved(private_dir))
-}
-
 #[cfg(test)]
 mod private_dir_tests {
     use super::*;
@@ -688,9 +735,9 @@ mod private_dir_tests {
             git_max_bytes: crate::git::DEFAULT_MAX_BYTES,
         };
         for directory in [checkout.join("repo"), link] {
-            assert!(inside_private_dir(&directory, &private), "{directory:?}");
+            assert!(placement::inside(&directory, &private), "{directory:?}");
         }
-        assert!(!inside_private_dir(dir.path(), &private));
+        assert!(!placement::inside(dir.path(), &private));
         let (executor, mut events) = Executor::new(options, None);
         let job_id = JobId(uuid::Uuid::new_v4());
         executor.handle(ServerToAgent::Deploy(shared::DeployPayload {
@@ -732,6 +779,177 @@ mod private_dir_tests {
     }
 }
 
+/// What a server (or a person who can point a directory project anywhere) would try: a
+/// directory project aimed at another project's Git checkout, for every job kind that reads a
+/// project. Each is refused before its compose file is read.
+#[cfg(test)]
+mod other_checkout_tests {
+    use super::*;
+    use crate::system::Compose;
+    use shared::protocol::StartLogs;
+    use shared::runtime::LifecycleAction;
+    use std::time::Duration;
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        checkout: PathBuf,
+        executor: Executor,
+        events: mpsc::Receiver<AgentToServer>,
+    }
+
+    /// An agent whose private directory holds the victim's checkout (a compose file that
+    /// names a secret of theirs), with allowed roots set, as an operator would.
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("private");
+        let victim = ProjectId(uuid::Uuid::new_v4());
+        let checkout = git::Layout::new(&private, victim).repo();
+        std::fs::create_dir_all(&checkout).unwrap();
+        std::fs::write(
+            checkout.join("compose.yaml"),
+            "services:\n  victims-internal-billing:\n    image: stagely-never-pulled\n",
+        )
+        .unwrap();
+        let apps = dir.path().join("apps");
+        std::fs::create_dir_all(&apps).unwrap();
+        let options = DeployOptions {
+            compose: Compose::V2,
+            allowed_roots: vec![apps, private.join("checkouts")],
+            private_dir: private,
+            up_timeout: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(1),
+            settle: Duration::ZERO,
+            git_max_bytes: crate::git::DEFAULT_MAX_BYTES,
+        };
+        let (executor, events) = Executor::new(options, None);
+        Setup {
+            _dir: dir,
+            checkout,
+            executor,
+            events,
+        }
+    }
+
+    async fn next(events: &mut mpsc::Receiver<AgentToServer>) -> AgentToServer {
+        tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .expect("the agent answers")
+            .expect("the executor ended")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_inspection_of_another_projects_checkout_is_refused() {
+        let Setup {
+            _dir,
+            checkout,
+            executor,
+            mut events,
+        } = setup();
+        let request_id = JobId(uuid::Uuid::new_v4());
+        executor.handle(ServerToAgent::Inspect(Inspect {
+            request_id,
+            directory: checkout.display().to_string(),
+            compose_file: None,
+            project_id: Some(ProjectId(uuid::Uuid::new_v4())),
+        }));
+        let AgentToServer::Inspected(answer) = next(&mut events).await else {
+            panic!("not the inspection's answer");
+        };
+        let error = answer
+            .result
+            .expect_err("the victim's services were listed");
+        assert!(
+            error.contains("inside the agent's private directory"),
+            "{error}"
+        );
+        assert!(!error.contains("billing"), "{error}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn lifecycle_jobs_on_another_projects_checkout_are_refused() {
+        let Setup {
+            _dir,
+            checkout,
+            executor,
+            mut events,
+        } = setup();
+        for action in [
+            LifecycleAction::Start,
+            LifecycleAction::Stop,
+            LifecycleAction::Restart,
+        ] {
+            let job_id = JobId(uuid::Uuid::new_v4());
+            executor.handle(ServerToAgent::Lifecycle(LifecyclePayload {
+                job_id,
+                project: ProjectName::parse(format!(
+                    "stagely-probe-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                ))
+                .unwrap(),
+                project_id: ProjectId(uuid::Uuid::new_v4()),
+                directory: checkout.display().to_string(),
+                compose_file: None,
+                action,
+                service: None,
+                remove_volumes: false,
+            }));
+            let (success, message) = loop {
+                if let AgentToServer::JobUpdate(JobUpdate {
+                    event:
+                        JobEvent::Finished {
+                            success, message, ..
+                        },
+                    ..
+                }) = next(&mut events).await
+                {
+                    break (success, message);
+                }
+            };
+            assert!(!success, "{action:?}: {message}");
+            assert!(
+                message.contains("inside the agent's private directory"),
+                "{action:?}: {message}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_log_stream_of_another_projects_checkout_reads_nothing_of_it() {
+        let Setup {
+            _dir,
+            checkout,
+            executor,
+            ..
+        } = setup();
+        let error = executor
+            .load_confined(
+                &checkout.display().to_string(),
+                None,
+                Some(ProjectId(uuid::Uuid::new_v4())),
+            )
+            .await
+            .expect_err("the victim's project was read");
+        assert!(
+            error.contains("inside the agent's private directory"),
+            "{error}"
+        );
+        // The stream itself ends at once, having sent nothing.
+        let stream_id = JobId(uuid::Uuid::new_v4());
+        executor.handle(ServerToAgent::StartLogs(StartLogs {
+            stream_id,
+            project: ProjectName::parse("stagely-probe-logs").unwrap(),
+            directory: checkout.display().to_string(),
+            compose_file: None,
+            service: None,
+            tail: 10,
+            redact: Vec::new(),
+            project_id: None,
+        }));
+        let task = lock(&executor.log_streams).remove(&stream_id).unwrap();
+        task.await.unwrap();
+    }
+}
+
 #[cfg(test)]
 mod inspect_tests {
     use super::*;
@@ -761,6 +979,7 @@ mod inspect_tests {
             request_id,
             directory: dir.path().display().to_string(),
             compose_file: None,
+            project_id: None,
         }));
         // `handle` returned without reading: the link's task goes straight back to its socket.
         assert!(
@@ -807,6 +1026,7 @@ mod inspect_tests {
             request_id,
             directory: dir.path().display().to_string(),
             compose_file: None,
+            project_id: None,
         }));
         let answer = tokio::time::timeout(Duration::from_secs(5), async {
             loop {

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod link;
 pub mod logs;
 pub mod override_file;
+pub mod placement;
 pub mod private_fs;
 pub mod redact;
 pub mod registry_auth;

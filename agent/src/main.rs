@@ -337,11 +337,9 @@ fn prepared_state_dir() -> anyhow::Result<PathBuf> {
 
 /// How this host deploys; the private directory is swept of files left by dead runs.
 fn deploy_options(detected: Option<Compose>, state: &Path) -> anyhow::Result<DeployOptions> {
-    let mut roots = allowed_roots(std::env::var_os("STAGELY_ALLOWED_ROOTS").as_deref())?;
-    if !roots.is_empty() {
-        // Lifecycle jobs and log streams of Git projects run in the agent's own checkouts.
-        roots.push(state.join("private").join("checkouts"));
-    }
+    // A Git project's jobs are confined to its own checkout (`agent::placement`), whatever
+    // these say.
+    let roots = allowed_roots(std::env::var_os("STAGELY_ALLOWED_ROOTS").as_deref())?;
     Ok(DeployOptions {
         compose: compose_setting(detected)?,
         allowed_roots: roots,

@@ -158,10 +158,13 @@ fn Project(id: ProjectId) -> impl IntoView {
                     message,
                 }) => {
                     let known = listed.with_value(|listed| listed.contains(&deployment_id));
+                    let last = status.is_final();
                     live.status.update(|statuses| {
                         statuses.insert(deployment_id, (status, message));
                     });
-                    if !known {
+                    // A job that ended has what it recorded to show (the commit it checked
+                    // out, the images it ran), stored before its status moved.
+                    if !known || last {
                         deployments.refetch();
                     }
                 }

@@ -2,7 +2,7 @@
 // push signed as GitHub signs it deploys, and the history shows which push started it, live,
 // without a reload; rotating the secret shows a new one and the old one is refused.
 
-import { createHmac } from 'node:crypto';
+import { githubPush } from './github-push';
 import { test as base, expect, hydrated, openDashboard } from './stagely';
 import { addProject, ensureImage, HostProject } from './project';
 
@@ -14,34 +14,6 @@ const test = base.extend<{ project: HostProject }>({
     project.remove();
   },
 });
-
-/** A `push` delivery exactly as GitHub sends it: headers, and the HMAC-SHA256 of the raw body. */
-function githubPush(url: string, secret: string, delivery: string, after: string) {
-  const body = JSON.stringify({
-    ref: 'refs/heads/main',
-    before: '1'.repeat(40),
-    after,
-    created: false,
-    deleted: false,
-    forced: false,
-    head_commit: { id: after, message: 'Add the worker', author: { name: 'Mona Octocat', username: 'octocat' } },
-    commits: [{ id: after, message: 'Add the worker' }],
-    pusher: { name: 'octocat', email: 'mona@github.com' },
-    sender: { login: 'octocat' },
-    repository: { full_name: 'octo-org/shop', default_branch: 'main' },
-  });
-  return fetch(url, {
-    method: 'POST',
-    headers: {
-      'Content-Type': 'application/json',
-      'User-Agent': 'GitHub-Hookshot/7b3a1f2',
-      'X-GitHub-Event': 'push',
-      'X-GitHub-Delivery': delivery,
-      'X-Hub-Signature-256': `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`,
-    },
-    body,
-  });
-}
 
 test('a signed push deploys and the history says which push, live; a rotated secret replaces the old one', async ({ page, stagely, project }) => {
   await openDashboard(page, stagely);
@@ -55,7 +27,7 @@ test('a signed push deploys and the history says which push, live; a rotated sec
   expect(url).toMatch(new RegExp(`^${stagely.url}/api/v1/hooks/[A-Za-z0-9_-]+$`));
 
   const after = 'a'.repeat(40);
-  expect((await githubPush(url, secret, 'e2e-1', after)).status).toBe(202);
+  expect((await githubPush(url, secret, { delivery: 'e2e-1', after, message: 'Add the worker' })).status).toBe(202);
   const row = page.locator('.history li').first();
   await expect(row.locator('.trigger')).toHaveText('webhook github: aaaaaaa by octocat');
   await expect(row.locator('[data-status]')).toHaveAttribute('data-status', 'succeeded', { timeout: 60_000 });
@@ -65,9 +37,9 @@ test('a signed push deploys and the history says which push, live; a rotated sec
   await panel.getByRole('button', { name: 'Rotate secret' }).click();
   await panel.getByRole('button', { name: 'Confirm: rotate secret' }).click();
   await expect(panel.getByTestId('webhook-secret-value')).not.toHaveText(secret);
-  expect((await githubPush(url, secret, 'e2e-2', 'b'.repeat(40))).status).toBe(401);
+  expect((await githubPush(url, secret, { delivery: 'e2e-2', after: 'b'.repeat(40), message: 'Add the worker' })).status).toBe(401);
   const rotated = (await panel.getByTestId('webhook-secret-value').textContent())?.trim() ?? '';
-  expect((await githubPush(url, rotated, 'e2e-3', 'c'.repeat(40))).status).toBe(202);
+  expect((await githubPush(url, rotated, { delivery: 'e2e-3', after: 'c'.repeat(40), message: 'Add the worker' })).status).toBe(202);
   await expect(page.locator('.history li').first().locator('.trigger')).toHaveText('webhook github: ccccccc by octocat');
   expect(stagely.logs()).not.toContain(secret);
   expect(stagely.logs()).not.toContain(rotated);

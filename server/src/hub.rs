@@ -258,6 +258,7 @@ impl Hub {
     pub async fn inspect(
         &self,
         agent_id: AgentId,
+        project_id: ProjectId,
         directory: String,
         compose_file: Option<String>,
         timeout: std::time::Duration,
@@ -269,6 +270,7 @@ impl Hub {
             request_id,
             directory,
             compose_file,
+            project_id: Some(project_id),
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let result = async {
@@ -414,6 +416,10 @@ mod tests {
         AgentId(Uuid::new_v4())
     }
 
+    fn project() -> ProjectId {
+        ProjectId(Uuid::new_v4())
+    }
+
     #[tokio::test]
     async fn dropping_the_guard_unregisters_and_publishes_disconnected() {
         let hub = Hub::new();
@@ -481,8 +487,14 @@ mod tests {
         let asking = {
             let hub = hub.clone();
             tokio::spawn(async move {
-                hub.inspect(id, "/srv/shop".into(), None, Duration::from_secs(10))
-                    .await
+                hub.inspect(
+                    id,
+                    project(),
+                    "/srv/shop".into(),
+                    None,
+                    Duration::from_secs(10),
+                )
+                .await
             })
         };
         let Some(message) = first.outbound.recv().await else {
@@ -510,7 +522,13 @@ mod tests {
     async fn an_inspection_of_an_agent_that_is_not_connected_fails_at_once() {
         let hub = Hub::new();
         let error = hub
-            .inspect(agent(), "/srv".into(), None, Duration::from_secs(10))
+            .inspect(
+                agent(),
+                project(),
+                "/srv".into(),
+                None,
+                Duration::from_secs(10),
+            )
             .await
             .unwrap_err();
         assert_eq!(error, "the agent is not connected");

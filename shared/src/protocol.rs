@@ -17,6 +17,35 @@ use serde::{Deserialize, Serialize};
 /// Bumped only on an incompatible change; checked in [`Hello`].
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The first agent versions ([`Hello::agent_version`]) that understand a deploy's newer fields.
+/// An older agent ignores a field it does not know and would deploy something else than asked
+/// (the directory instead of the repository, no pull, no registry login), so the server
+/// refuses such a job to it, naming the version needed.
+pub mod since {
+    /// [`DeployPayload::source`](crate::DeployPayload::source): a checkout of a Git repository.
+    pub const GIT_SOURCES: &str = "0.2.0";
+    /// [`DeployPayload::pull_policy`](crate::DeployPayload::pull_policy) `always`.
+    pub const PULL_POLICY: &str = "0.2.0";
+    /// [`DeployPayload::registry_credentials`](crate::DeployPayload::registry_credentials).
+    pub const REGISTRY_CREDENTIALS: &str = "0.2.0";
+}
+
+/// Whether the agent version `reported` is `needed` or later, comparing the numbers of
+/// `major.minor.patch` (a pre-release or build suffix is ignored). A version that does not
+/// start with three numbers counts as older than any.
+pub fn version_at_least(reported: &str, needed: &str) -> bool {
+    fn numbers(version: &str) -> Option<[u64; 3]> {
+        let core = version.split(['-', '+']).next()?;
+        let mut parts = core.split('.').map(|part| part.parse::<u64>().ok());
+        let found = [parts.next()??, parts.next()??, parts.next()??];
+        parts.next().is_none().then_some(found)
+    }
+    match (numbers(reported.trim()), numbers(needed)) {
+        (Some(reported), Some(needed)) => reported >= needed,
+        _ => false,
+    }
+}
+
 /// The largest frame the server reads from an agent, as JSON text. A larger one ends the
 /// connection, so the agent builds every frame within the [`budget`]s below, which leave room
 /// for the frame around them.
@@ -140,7 +169,8 @@ pub struct LifecyclePayload {
     pub project: ProjectName,
     /// The Stagely project: only containers labelled with it are acted on.
     pub project_id: ProjectId,
-    /// The project's directory on the host (Compose v1 needs the file).
+    /// The project's directory on the host (Compose v1 needs the file). Inside the agent's
+    /// private directory only for a Git project's own checkout (`project_id`'s).
     pub directory: String,
     #[serde(default)]
     pub compose_file: Option<String>,
@@ -201,6 +231,11 @@ pub struct Inspect {
     pub directory: String,
     #[serde(default)]
     pub compose_file: Option<String>,
+    /// The Stagely project read: a Git project's checkout lies in the agent's private
+    /// directory, and the agent reads there only the checkout of the project named here.
+    /// `None` (an older server) is read nowhere in it.
+    #[serde(default)]
+    pub project_id: Option<ProjectId>,
 }
 
 /// What the agent found: the services, or why the file could not be read.
@@ -453,6 +488,9 @@ pub struct StartLogs {
     /// it leaves the host. Sent with the request so redaction holds after an agent restart.
     #[serde(default)]
     pub redact: Vec<SecretValue>,
+    /// The Stagely project streamed, as for [`Inspect::project_id`].
+    #[serde(default)]
+    pub project_id: Option<ProjectId>,
 }
 
 /// Stop a log stream.
@@ -472,6 +510,30 @@ mod tests {
             json,
             serde_json::json!({"type": "heartbeat", "data": {"seq": 7}})
         );
+    }
+
+    #[test]
+    fn agent_versions_compare_by_their_numbers() {
+        for (reported, needed, at_least) in [
+            ("0.2.0", "0.2.0", true),
+            ("0.10.0", "0.2.0", true),
+            ("1.0.0-rc.1", "0.2.0", true),
+            ("0.1.9", "0.2.0", false),
+            ("0.1.0", "0.2.0", false),
+            ("0.2", "0.2.0", false),
+            ("loadgen-0.2.0", "0.2.0", false),
+            ("", "0.2.0", false),
+        ] {
+            assert_eq!(version_at_least(reported, needed), at_least, "{reported}");
+        }
+        // This build's agent understands everything this build's server sends.
+        for needed in [
+            since::GIT_SOURCES,
+            since::PULL_POLICY,
+            since::REGISTRY_CREDENTIALS,
+        ] {
+            assert!(version_at_least(env!("CARGO_PKG_VERSION"), needed));
+        }
     }
 
     #[test]

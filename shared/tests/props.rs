@@ -17,8 +17,8 @@ use shared::protocol::{
     LogMessage, LogStream, Rejected, StartLogs, StopLogs, Welcome,
 };
 use shared::{
-    AgentId, AgentToServer, DeployPayload, EnvKey, JobId, ProjectName, Secret, SecretScope,
-    SecretValue, ServerToAgent, ServiceName,
+    AgentId, AgentToServer, DeployPayload, EnvKey, JobId, ProjectId, ProjectName, Secret,
+    SecretScope, SecretValue, ServerToAgent, ServiceName,
 };
 use std::fmt::Debug;
 use uuid::Uuid;
@@ -29,6 +29,10 @@ use uuid::Uuid;
 
 fn job_id() -> impl Strategy<Value = JobId> {
     any::<u128>().prop_map(|n| JobId(Uuid::from_u128(n)))
+}
+
+fn project_id() -> impl Strategy<Value = ProjectId> {
+    any::<u128>().prop_map(|n| ProjectId(Uuid::from_u128(n)))
 }
 
 fn agent_id() -> impl Strategy<Value = AgentId> {
@@ -125,15 +129,22 @@ fn server_to_agent() -> impl Strategy<Value = ServerToAgent> {
                     service,
                     tail,
                     redact,
+                    project_id: None,
                 })
             },
         );
-    let inspect =
-        (job_id(), text(), option::of(text())).prop_map(|(request_id, directory, compose_file)| {
+    let inspect = (
+        job_id(),
+        text(),
+        option::of(text()),
+        option::of(project_id()),
+    )
+        .prop_map(|(request_id, directory, compose_file, project_id)| {
             ServerToAgent::Inspect(Inspect {
                 request_id,
                 directory,
                 compose_file,
+                project_id,
             })
         });
     let joined = (agent_id(), text(), text()).prop_map(|(agent_id, name, token)| {

@@ -164,6 +164,7 @@ async fn logs_stream_redacted_in_batches_and_stopping_leaves_no_process() {
         service: None,
         tail: 5,
         redact: vec![SecretValue::new("hunter2hunter2")],
+        project_id: None,
     }));
 
     let mut lines = Vec::new();

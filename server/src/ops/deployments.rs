@@ -20,7 +20,10 @@ use crate::vault::Vault;
 use shared::api::{
     DeployAccepted, Deployment, DeploymentStatus, EventKind, LifecycleRequest, Project,
 };
-use shared::protocol::{DeployStep, JobEvent, JobUpdate, LifecyclePayload};
+use shared::protocol::{
+    since, version_at_least, DeployStep, JobEvent, JobUpdate, LifecyclePayload,
+};
+use shared::registry::PullPolicy;
 use shared::runtime::{JobKind, LifecycleAction, ServiceImage};
 use shared::webhooks::DeployTrigger;
 use shared::{AgentId, DeployPayload, DeploymentId, JobId, ProjectId, ServerToAgent, UserId};
@@ -208,18 +211,22 @@ async fn send_or_fail(
         // Nothing was sent: say so on the deployment instead of leaving it queued for good.
         tracing::error!(error = format!("{error:#}"), %deployment_id, "a deploy could not be prepared");
         let message = format!("the deploy could not be prepared: {error}");
-        set_status(
-            store,
-            hub,
-            deployment_id,
-            project.id,
-            DeploymentStatus::Failed,
-            Some(&message),
-        )
-        .await?;
+        fail_unsent(store, hub, deployment_id, project.id, &message).await?;
         return Err(error);
     }
     Ok(DeployAccepted { deployment_id })
+}
+
+/// Marks a job that was never handed to its agent failed, saying why.
+async fn fail_unsent(
+    store: &Store,
+    hub: &Hub,
+    deployment: DeploymentId,
+    project: ProjectId,
+    message: &str,
+) -> OpResult<()> {
+    let failed = DeploymentStatus::Failed;
+    set_status(store, hub, deployment, project, failed, Some(message)).await
 }
 
 /// Waits for a job to reach a final status (with `events` subscribed before it was queued),
@@ -336,6 +343,9 @@ pub async fn dispatch(
             remove_volumes: job.remove_volumes,
         }),
     };
+    if let ServerToAgent::Deploy(payload) = &message {
+        agent_understands(store, project.agent_id, payload).await?;
+    }
     super::secrets::check_frame_to_agent(&message)?;
     if !hub.is_connected(project.agent_id) {
         tracing::info!(%deployment, agent_id = %project.agent_id, "agent offline; the deployment waits queued");
@@ -366,6 +376,44 @@ pub async fn dispatch(
     Ok(())
 }
 
+/// Refuses a deploy that uses what the agent, by the version it last reported, does not
+/// understand: it would ignore the field and deploy something else than asked. An agent that
+/// never said hello is judged at its hello, when its open jobs are sent again.
+async fn agent_understands(store: &Store, agent: AgentId, payload: &DeployPayload) -> OpResult<()> {
+    let agent = store.agent(agent).await?;
+    let Some(version) = agent.agent_version else {
+        return Ok(());
+    };
+    let uses = [
+        (
+            payload.source.is_some(),
+            since::GIT_SOURCES,
+            "deploy from a Git repository",
+        ),
+        (
+            payload.pull_policy == PullPolicy::Always,
+            since::PULL_POLICY,
+            "pull images on every deploy (pull policy always)",
+        ),
+        (
+            !payload.registry_credentials.is_empty(),
+            since::REGISTRY_CREDENTIALS,
+            "log in to a private registry",
+        ),
+    ];
+    match uses
+        .into_iter()
+        .find(|(used, needed, _)| *used && !version_at_least(&version, needed))
+    {
+        Some((_, needed, what)) => Err(OpError::Conflict(format!(
+            "server {} runs stagely-agent {version:?}, which cannot {what}: update its agent to \
+             version {needed} or later, then deploy again",
+            agent.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// After an agent's hello: re-sends every deployment it has not finished.
 pub async fn resend_open_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: AgentId) {
     let open = match store.open_jobs_of_agent(agent).await {
@@ -382,13 +430,26 @@ pub async fn resend_open_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: Ag
         ..
     } in open
     {
-        let result = async {
-            let project = store.project_by_id(project_id).await?;
-            dispatch(store, vault, hub, deployment_id, job_id, &project).await
-        }
-        .await;
-        if let Err(error) = result {
-            tracing::error!(?error, %deployment_id, "could not re-send a job");
+        let project = match store.project_by_id(project_id).await {
+            Ok(project) => project,
+            Err(error) => {
+                tracing::error!(?error, %deployment_id, "could not re-send a job");
+                continue;
+            }
+        };
+        match dispatch(store, vault, hub, deployment_id, job_id, &project).await {
+            Ok(()) => {}
+            // The job can never be sent as it is (an agent too old for it, a frame too large):
+            // it fails, saying why, instead of waiting for good.
+            Err(error @ (OpError::Conflict(_) | OpError::Invalid(_))) => {
+                tracing::warn!(%error, %deployment_id, "a job cannot be sent to its agent");
+                let message = format!("the deploy could not be sent: {error}");
+                let failed = fail_unsent(store, hub, deployment_id, project.id, &message).await;
+                log_failure(failed, deployment_id);
+            }
+            Err(error) => {
+                tracing::error!(?error, %deployment_id, "could not re-send a job");
+            }
         }
     }
 }

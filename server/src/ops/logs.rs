@@ -132,6 +132,7 @@ async fn start(
         service: None,
         tail,
         redact,
+        project_id: Some(project.id),
     };
     let request = ServerToAgent::StartLogs(request);
     if let Err(error) = super::secrets::check_frame_to_agent(&request) {

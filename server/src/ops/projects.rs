@@ -225,6 +225,7 @@ pub async fn services(
     let project = store.project(by, id).await?;
     hub.inspect(
         project.agent_id,
+        project.id,
         project.path.to_string(),
         project.compose_file.map(|file| file.to_string()),
         INSPECT_TIMEOUT,

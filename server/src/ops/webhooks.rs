@@ -1149,31 +1149,41 @@ mod tests {
     fn the_secret_in_another_senders_header_is_refused() {
         let secret = SecretValue::new("s3cret");
         let body = br#"{"ref":"refs/heads/main"}"#;
-        let token_as_github = DeliveryHeaders {
-            github_event: Some("push".into()),
-            gitlab_token: Some("s3cret".into()),
-            ..Default::default()
+        fn some(text: &str) -> Option<String> {
+            Some(text.into())
+        }
+        let forged = |edit: fn(&mut DeliveryHeaders)| {
+            let mut headers = DeliveryHeaders::default();
+            edit(&mut headers);
+            headers
         };
-        assert_eq!(verify(&token_as_github, body, &secret), None);
-        let bearer_as_gitea = DeliveryHeaders {
-            gitea_event: Some("push".into()),
-            authorization: Some("Bearer s3cret".into()),
-            ..Default::default()
-        };
-        assert_eq!(verify(&bearer_as_gitea, body, &secret), None);
-        let bearer_as_forgejo = DeliveryHeaders {
-            forgejo_event: Some("push".into()),
-            authorization: Some("Bearer s3cret".into()),
-            gitlab_token: Some("s3cret".into()),
-            ..Default::default()
-        };
-        assert_eq!(verify(&bearer_as_forgejo, body, &secret), None);
-        let token_as_github_signature = DeliveryHeaders {
-            github_event: Some("push".into()),
-            hub_signature_256: Some("sha256=s3cret".into()),
-            ..Default::default()
-        };
-        assert_eq!(verify(&token_as_github_signature, body, &secret), None);
+        for (what, headers) in [
+            (
+                "GitLab's token as GitHub",
+                forged(|h| (h.github_event, h.gitlab_token) = (some("push"), some("s3cret"))),
+            ),
+            (
+                "a Bearer as Gitea",
+                forged(|h| {
+                    (h.gitea_event, h.authorization) = (some("push"), some("Bearer s3cret"))
+                }),
+            ),
+            (
+                "a Bearer and the token as Forgejo",
+                forged(|h| {
+                    (h.forgejo_event, h.authorization) = (some("push"), some("Bearer s3cret"));
+                    h.gitlab_token = some("s3cret");
+                }),
+            ),
+            (
+                "the secret as GitHub's signature",
+                forged(|h| {
+                    (h.github_event, h.hub_signature_256) = (some("push"), some("sha256=s3cret"))
+                }),
+            ),
+        ] {
+            assert_eq!(verify(&headers, body, &secret), None, "{what}");
+        }
     }
 
     #[tokio::test]

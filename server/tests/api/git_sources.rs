@@ -13,14 +13,14 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::AsyncBufReadExt;
 
-const WEB_ONLY: &str = r#"services:
+pub(crate) const WEB_ONLY: &str = r#"services:
   web:
     image: {image}
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 "#;
 
 /// Runs the test's own `git` (never the agent's) and returns its stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let output = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -47,15 +47,7 @@ struct GitServer {
 impl GitServer {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let bare = dir.path().join("shop.git");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        git(
-            dir.path(),
-            &["init", "--quiet", "--bare", "-b", "main", "shop.git"],
-        );
-        git(&work, &["init", "--quiet", "-b", "main"]);
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        new_repository(dir.path());
         std::fs::write(dir.path().join("authorized_keys"), "").unwrap();
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -165,19 +157,38 @@ impl GitServer {
 
     /// Commits `files` (name, content) with `message` and pushes to `main`; returns the sha.
     fn commit(&self, files: &[(&str, &[u8])], message: &str) -> String {
-        let work = self.path("work");
-        for (name, content) in files {
-            std::fs::write(work.join(name), content).unwrap();
-            git(&work, &["add", "--", name]);
-        }
-        git(&work, &["commit", "--quiet", "-m", message]);
-        git(&work, &["push", "--quiet", "origin", "main"]);
-        git(&work, &["rev-parse", "HEAD"]).trim().to_string()
+        commit_and_push(&self.path("work"), files, message)
     }
 }
 
+/// Makes `dir/shop.git`, a bare repository whose branch is `main`, and `dir/work`, a clone of
+/// it to commit in.
+pub(crate) fn new_repository(dir: &Path) {
+    let bare = dir.join("shop.git");
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(
+        dir,
+        &["init", "--quiet", "--bare", "-b", "main", "shop.git"],
+    );
+    git(&work, &["init", "--quiet", "-b", "main"]);
+    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+}
+
+/// Commits `files` (name, content) in the clone `work` with `message` and pushes to `main`;
+/// returns the sha.
+pub(crate) fn commit_and_push(work: &Path, files: &[(&str, &[u8])], message: &str) -> String {
+    for (name, content) in files {
+        std::fs::write(work.join(name), content).unwrap();
+        git(work, &["add", "--", name]);
+    }
+    git(work, &["commit", "--quiet", "-m", message]);
+    git(work, &["push", "--quiet", "origin", "main"]);
+    git(work, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
 /// Compose project names the test made; their containers are removed on drop.
-struct Cleanup(Vec<String>);
+pub(crate) struct Cleanup(pub(crate) Vec<String>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -187,7 +198,7 @@ impl Drop for Cleanup {
     }
 }
 
-async fn deploy(api: &ApiClient, project: &Project) -> Deployment {
+pub(crate) async fn deploy(api: &ApiClient, project: &Project) -> Deployment {
     let accepted: DeployAccepted = api
         .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
         .await;
@@ -657,6 +668,310 @@ async fn hostile_repository_urls_and_refs_are_refused_before_anything_runs() {
         assert_eq!(projects.len(), 1, "nothing was created");
         assert!(projects[0].source.is_none(), "nothing was changed");
         assert!(!pwned.exists());
+        app.stop().await;
+    }
+}
+
+/// Creates a Git project named `name` on `agent_id` deploying `repo`'s `main`, with a deploy
+/// key the server generated and the repository trusts.
+async fn trusted_git_project(
+    api: &ApiClient,
+    repo: &GitServer,
+    agent_id: shared::AgentId,
+    name: &str,
+) -> Project {
+    let body = json!({
+        "name": name,
+        "agent_id": agent_id,
+        "source": {"url": repo.url(), "ref": "main", "compose_file": "compose.yaml"},
+    });
+    let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+    let view: GitSourceView = api
+        .expect(
+            Method::POST,
+            &format!("/projects/{}/source/deploy-key", project.id),
+            None,
+            200,
+        )
+        .await;
+    repo.authorize(&view.deploy_public_key.expect("the public key is shown"));
+    project
+}
+
+/// The commits whose working trees the agent keeps for `project`.
+fn kept_trees(private: &Path, project: &Project) -> Vec<String> {
+    let trees = private
+        .join("checkouts")
+        .join(project.id.to_string())
+        .join("trees");
+    let mut names: Vec<String> = std::fs::read_dir(trees)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A pushed commit whose deploy fails leaves the commit that runs current: the services the
+/// agent reads and a restart use its compose file, not the broken one's, and only its tree is
+/// kept; the next success makes the new commit current and removes the old tree.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
+    let image = agent::testing::test_image().await;
+    for db in TestDb::all().await {
+        let repo = GitServer::start().await;
+        let first = repo.commit(
+            &[(
+                "compose.yaml",
+                WEB_ONLY.replace("{image}", image).as_bytes(),
+            )],
+            "Add the web service",
+        );
+        let app = spawn_app(&db).await;
+        let (user, api) = app.user("alice").await;
+        let logs = tempfile::tempdir().unwrap();
+        let (created, _agent) = api.connected_agent(&app.url(), logs.path()).await;
+        let private = logs.path().join("agent-state/private");
+        let name = format!(
+            "stagely-gitcur-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let _cleanup = Cleanup(vec![name.clone()]);
+        let project = trusted_git_project(&api, &repo, created.agent.id, &name).await;
+        let deployed = deploy(&api, &project).await;
+        assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        let running = agent::testing::container_ids(&name).await;
+        assert_eq!(running.len(), 1);
+
+        // A directory project on the same agent aimed at this project's checkout (its path is
+        // shown by the API): every job is refused before the checkout is read.
+        let shown: Project = api
+            .expect(Method::GET, &format!("/projects/{}", project.id), None, 200)
+            .await;
+        let intruder: Project = api
+            .expect(
+                Method::POST,
+                "/projects",
+                Some(json!({
+                    "name": format!("{name}-x"),
+                    "agent_id": created.agent.id,
+                    "path": shown.path.as_str(),
+                })),
+                201,
+            )
+            .await;
+        let refused = "inside the agent's private directory";
+        let accepted: DeployAccepted = api
+            .expect(
+                Method::POST,
+                &format!("/projects/{}/actions", intruder.id),
+                Some(json!({"action": "restart"})),
+                202,
+            )
+            .await;
+        let restart =
+            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(60)).await;
+        assert_eq!(restart.status, DeploymentStatus::Failed, "{restart:?}");
+        assert!(restart.message.unwrap().contains(refused));
+        let inspected =
+            server::ops::projects::services(&app.state.store, &app.state.hub, &user, intruder.id)
+                .await
+                .unwrap_err();
+        assert!(inspected.to_string().contains(refused), "{inspected}");
+
+        // A service whose image no registry serves (nothing listens on port 1).
+        let broken_compose = format!(
+            "{}  payments:\n    image: 127.0.0.1:1/stagely-missing:never\n",
+            WEB_ONLY.replace("{image}", image)
+        );
+        let broken = repo.commit(
+            &[("compose.yaml", broken_compose.as_bytes())],
+            "Add payments",
+        );
+        let failed = deploy(&api, &project).await;
+        assert_eq!(failed.status, DeploymentStatus::Failed, "{failed:?}");
+        assert_eq!(
+            failed.commit.as_ref().map(|c| c.sha.as_str()),
+            Some(broken.as_str())
+        );
+
+        let services =
+            server::ops::projects::services(&app.state.store, &app.state.hub, &user, project.id)
+                .await
+                .unwrap();
+        let names: Vec<_> = services.iter().map(|service| service.as_str()).collect();
+        assert_eq!(names, ["web"], "the running commit's compose file is read");
+        assert_eq!(kept_trees(&private, &project), [first]);
+
+        let accepted: DeployAccepted = api
+            .expect(
+                Method::POST,
+                &format!("/projects/{}/actions", project.id),
+                Some(json!({"action": "restart"})),
+                202,
+            )
+            .await;
+        let restarted =
+            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(120)).await;
+        assert_eq!(
+            restarted.status,
+            DeploymentStatus::Succeeded,
+            "{restarted:?}"
+        );
+        let mut now = agent::testing::container_ids(&name).await;
+        now.sort();
+        let mut before = running.clone();
+        before.sort();
+        assert_eq!(now, before, "the same containers, restarted");
+
+        // A fixed commit deploys, becomes current, and the old tree goes.
+        let fixed = repo.commit(
+            &[(
+                "compose.yaml",
+                WEB_AND_WORKER.replace("{image}", image).as_bytes(),
+            )],
+            "Add a worker instead",
+        );
+        let deployed = deploy(&api, &project).await;
+        assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        assert_eq!(kept_trees(&private, &project), [fixed]);
+        let services =
+            server::ops::projects::services(&app.state.store, &app.state.hub, &user, project.id)
+                .await
+                .unwrap();
+        assert_eq!(services.len(), 2, "{services:?}");
+        app.stop().await;
+    }
+}
+
+/// Says hello on `socket` as an agent of `version` and waits for the welcome.
+async fn hello_as(socket: &mut RawSocket, version: &str) {
+    let hello = shared::AgentToServer::Hello(shared::protocol::Hello {
+        protocol_version: shared::protocol::PROTOCOL_VERSION,
+        agent_version: version.into(),
+        hostname: "old-host".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        docker_version: None,
+        compose_version: None,
+    });
+    send_frame(socket, &hello).await;
+    let answer = next_message(socket).await;
+    assert!(
+        matches!(answer, shared::ServerToAgent::Welcome(_)),
+        "{answer:?}"
+    );
+}
+
+/// An agent from before Git sources and image pulls would ignore those fields and deploy the
+/// project's directory instead: the server refuses such a deploy to it, naming the version
+/// needed, whether the agent is connected when it is asked or says hello later.
+#[tokio::test]
+async fn an_agent_too_old_for_git_sources_is_refused_their_deploys_naming_the_version() {
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        let (_, api) = app.user("alice").await;
+        let created: shared::api::AgentCreated = api
+            .expect(Method::POST, "/agents", Some(json!({"name": "old-1"})), 201)
+            .await;
+        let git_project: Project = api
+            .expect(
+                Method::POST,
+                "/projects",
+                Some(json!({
+                    "name": "shop",
+                    "agent_id": created.agent.id,
+                    "source": {"url": "ssh://git@example.com/shop.git", "ref": "main"},
+                })),
+                201,
+            )
+            .await;
+        let pulling: Project = api
+            .expect(
+                Method::POST,
+                "/projects",
+                Some(json!({
+                    "name": "blog",
+                    "agent_id": created.agent.id,
+                    "path": "/srv/blog",
+                    "pull_policy": "always",
+                })),
+                201,
+            )
+            .await;
+
+        // Asked while the agent has never said hello: queued, judged at its hello.
+        let queued: DeployAccepted = api
+            .expect(
+                Method::POST,
+                &format!("/deploy/{}", git_project.id),
+                None,
+                202,
+            )
+            .await;
+        let mut socket = raw_agent(&app.stream_url(), &created.token).await;
+        hello_as(&mut socket, "0.1.0").await;
+        let failed = wait_for_deployment(&api, queued.deployment_id, Duration::from_secs(20)).await;
+        assert_eq!(failed.status, DeploymentStatus::Failed, "{failed:?}");
+        let message = failed.message.unwrap_or_default();
+        for words in ["0.1.0", "Git repository", "0.2.0 or later"] {
+            assert!(message.contains(words), "{words:?} in: {message}");
+        }
+
+        // Asked while it is connected: refused at once, with the same words, and nothing sent.
+        for (project, what) in [
+            (&git_project, "Git repository"),
+            (&pulling, "pull policy always"),
+        ] {
+            let (status, answer) = api
+                .call(Method::POST, &format!("/deploy/{}", project.id), None)
+                .await;
+            assert_eq!(status, 409, "{answer}");
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(what), "{what:?} in: {answer}");
+            assert!(message.contains("0.2.0 or later"), "{answer}");
+        }
+        let history: Vec<Deployment> = api
+            .expect(
+                Method::GET,
+                &format!("/projects/{}/deployments", pulling.id),
+                None,
+                200,
+            )
+            .await;
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].status, DeploymentStatus::Failed);
+
+        // The same agent, updated, gets the job.
+        drop(socket);
+        eventually(
+            Duration::from_secs(10),
+            "the old session to end",
+            || async {
+                let agents: Vec<shared::api::AgentSummary> =
+                    api.expect(Method::GET, "/agents", None, 200).await;
+                agents
+                    .iter()
+                    .all(|agent| agent.status != shared::api::AgentStatus::Connected)
+            },
+        )
+        .await;
+        let mut socket = raw_agent(&app.stream_url(), &created.token).await;
+        hello_as(&mut socket, env!("CARGO_PKG_VERSION")).await;
+        api.expect::<DeployAccepted>(
+            Method::POST,
+            &format!("/deploy/{}", git_project.id),
+            None,
+            202,
+        )
+        .await;
+        loop {
+            if let shared::ServerToAgent::Deploy(job) = next_message(&mut socket).await {
+                assert!(job.source.is_some());
+                break;
+            }
+        }
         app.stop().await;
     }
 }

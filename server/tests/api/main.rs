@@ -11,6 +11,7 @@ mod bench_slowloris;
 mod connections;
 mod control_plane;
 mod dashboard;
+mod git_https;
 mod git_sources;
 mod helpers;
 mod images;

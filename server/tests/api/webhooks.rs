@@ -528,58 +528,40 @@ async fn deliveries_as_github_gitlab_and_gitea_send_them_deploy_once_and_forgeri
         assert_eq!(history(&api, &project).await.len(), 1);
 
         // GitLab's token, Gitea's and Forgejo's signatures, and Bearer.
-        let body = gitlab_push(main, &sha(2), &sha(4));
-        let (status, answer) = deliver(
-            &url,
-            &gitlab_headers(&secret, "5f3c8a4e-2b1d-4c6e-8f9a-0b1c2d3e4f5a"),
-            body,
-        )
-        .await;
-        let gitlab = receipt(status, &answer, 202, "GitLab push");
-        deployed_by(
-            &api,
-            &gitlab,
-            WebhookProvider::Gitlab,
-            Some(&sha(4)),
-            Some("jsmith"),
-        )
-        .await;
-        let body = gitea_push(main, &sha(4), &sha(5));
-        let (status, answer) = deliver(
-            &url,
-            &gitea_headers(&secret, "9d1f6f34-3c4e-4e0a-b2b0-6a1c0e9d7f21", &body),
-            body,
-        )
-        .await;
-        let gitea = receipt(status, &answer, 202, "Gitea push");
-        deployed_by(
-            &api,
-            &gitea,
-            WebhookProvider::Gitea,
-            Some(&sha(5)),
-            Some("gitea"),
-        )
-        .await;
-        let body = gitea_push(main, &sha(5), &sha(6));
-        let (status, answer) = deliver(
-            &url,
-            &forgejo_headers(&secret, "1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d", &body),
-            body,
-        )
-        .await;
-        let forgejo = receipt(status, &answer, 202, "Forgejo push");
-        deployed_by(
-            &api,
-            &forgejo,
-            WebhookProvider::Forgejo,
-            Some(&sha(6)),
-            Some("gitea"),
-        )
-        .await;
-        let bearer = vec![("Authorization".into(), format!("Bearer {secret}"))];
-        let (status, answer) = deliver(&url, &bearer, Vec::new()).await;
-        let by_bearer = receipt(status, &answer, 202, "Bearer");
-        deployed_by(&api, &by_bearer, WebhookProvider::Bearer, None, None).await;
+        let gitlab = gitlab_push(main, &sha(2), &sha(4));
+        let gitea = gitea_push(main, &sha(4), &sha(5));
+        let forgejo = gitea_push(main, &sha(5), &sha(6));
+        let deliveries = [
+            (
+                "GitLab push",
+                gitlab_headers(&secret, "5f3c8a4e-2b1d-4c6e-8f9a-0b1c2d3e4f5a"),
+                gitlab,
+                (WebhookProvider::Gitlab, Some(sha(4)), Some("jsmith")),
+            ),
+            (
+                "Gitea push",
+                gitea_headers(&secret, "9d1f6f34-3c4e-4e0a-b2b0-6a1c0e9d7f21", &gitea),
+                gitea,
+                (WebhookProvider::Gitea, Some(sha(5)), Some("gitea")),
+            ),
+            (
+                "Forgejo push",
+                forgejo_headers(&secret, "1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d", &forgejo),
+                forgejo,
+                (WebhookProvider::Forgejo, Some(sha(6)), Some("gitea")),
+            ),
+            (
+                "Bearer",
+                vec![("Authorization".into(), format!("Bearer {secret}"))],
+                Vec::new(),
+                (WebhookProvider::Bearer, None, None),
+            ),
+        ];
+        for (what, headers, body, (provider, after, by)) in deliveries {
+            let (status, answer) = deliver(&url, &headers, body).await;
+            let received = receipt(status, &answer, 202, what);
+            deployed_by(&api, &received, provider, after.as_deref(), by).await;
+        }
         assert_eq!(history(&api, &project).await.len(), 5);
 
         // Rotation: the old secret is refused at once, the new one works, the URL stays.
