@@ -19,6 +19,7 @@ mod notifications;
 mod project_names;
 mod provisioning;
 mod redaction;
+mod replicas;
 mod retention;
 mod revocation;
 mod secrets_at_rest;
