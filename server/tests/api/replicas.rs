@@ -495,10 +495,21 @@ async fn a_deploy_survives_the_kill_of_the_replica_holding_its_agent() {
     }
     let agents: Vec<AgentSummary> = api.expect(Method::GET, "/agents", None, 200).await;
     assert_eq!(agents[0].status, AgentStatus::Connected);
+    // The container's log keeps coming to the tab from the agent's new replica, and no line
+    // is missing between the first the tab saw and the last.
+    let flowing = follow(&mut feed, &mut seen, id, Duration::from_secs(30), |seen| {
+        numbered(&seen.log_lines).len() >= 20
+    })
+    .await;
+    assert!(flowing, "{:?}\n{}", seen.log_lines, cluster.logs());
+    let lines = numbered(&seen.log_lines);
+    let (first, last) = (lines[0], *lines.last().unwrap());
+    let missing: Vec<u64> = (first..=last).filter(|n| !lines.contains(n)).collect();
+    assert!(missing.is_empty(), "lines lost: {missing:?}");
 }
 
 #[tokio::test]
-async fn a_rolling_restart_of_every_replica_loses_no_job() {
+async fn a_rolling_restart_of_every_replica_loses_no_job_and_no_watched_log_line() {
     if skip() {
         return;
     }
@@ -513,27 +524,71 @@ async fn a_rolling_restart_of_every_replica_loses_no_job() {
     let body =
         serde_json::json!({"name": host.name, "agent_id": agent.agent.id, "path": host.path()});
     let project: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+    let mut feed = cluster.feed(&api, 1).await;
+    watch(&mut feed, project.id).await;
     let accepted: DeployAccepted = api
         .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
         .await;
-    // Each replica in turn: SIGTERM (it drains: stops taking connections, sends its agents
-    // elsewhere, finishes its requests, gives up its leases), then back up.
-    for i in 0..3 {
+    let id = accepted.deployment_id;
+    // Each replica in turn, the tab's own (r2) last: SIGTERM (it drains: stops taking
+    // connections, sends its agents elsewhere, finishes its requests, gives up its leases),
+    // then back up.
+    let mut seen = Seen::default();
+    for i in [0, 2] {
         let status = cluster.replica(i).terminate().await;
         assert!(status.success(), "r{} exited with {status}", i + 1);
         cluster.start(i).await;
     }
-    let stored = wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(90)).await;
-    assert_eq!(
-        stored.status,
-        DeploymentStatus::Succeeded,
-        "{:?}\nagent:\n{}\n{}",
-        stored.events,
+    let finished = follow(&mut feed, &mut seen, id, Duration::from_secs(90), |seen| {
+        seen.finals() > 0 && numbered(&seen.log_lines).len() >= 10
+    })
+    .await;
+    assert!(
+        finished,
+        "saw {:?} and {} lines\nagent:\n{}\n{}",
+        seen.statuses,
+        seen.log_lines.len(),
         agent_process.log_text(),
         cluster.logs()
     );
+    assert_eq!(seen.finals(), 1, "{:?}", seen.statuses);
+    let stored = wait_for_deployment(&api, id, Duration::from_secs(5)).await;
+    assert_eq!(
+        stored.status,
+        DeploymentStatus::Succeeded,
+        "{:?}",
+        stored.events
+    );
     assert_told_once(&stored);
-    // And the next one, after the restart, too.
+
+    // The tab's replica restarts too: the tab reconnects (to the new r2) and watches again.
+    let status = cluster.replica(1).terminate().await;
+    assert!(status.success(), "r2 exited with {status}");
+    cluster.start(1).await;
+    drop(feed);
+    let before = numbered(&seen.log_lines);
+    let last_before = *before.last().unwrap();
+    let mut feed = cluster.feed(&api, 1).await;
+    watch(&mut feed, project.id).await;
+    let caught_up = follow(&mut feed, &mut seen, id, Duration::from_secs(60), |seen| {
+        numbered(&seen.log_lines)
+            .last()
+            .is_some_and(|last| *last > last_before + 10)
+    })
+    .await;
+    assert!(
+        caught_up,
+        "no new lines after the restart\n{}",
+        cluster.logs()
+    );
+    // Every line from the first the tab saw to the last is there: none was lost over the
+    // restarts (the reconnected tab is sent the recent past again, so some come twice).
+    let lines = numbered(&seen.log_lines);
+    let (first, last) = (lines[0], *lines.last().unwrap());
+    let missing: Vec<u64> = (first..=last).filter(|n| !lines.contains(n)).collect();
+    assert!(missing.is_empty(), "lines lost: {missing:?}");
+
+    // And a deploy after the restarts works too.
     let again: DeployAccepted = api
         .expect(Method::POST, &format!("/deploy/{}", project.id), None, 202)
         .await;
@@ -544,6 +599,17 @@ async fn a_rolling_restart_of_every_replica_loses_no_job() {
         "{:?}",
         stored.events
     );
+}
+
+/// The numbers of the container's `line-N` lines, sorted and without repeats.
+fn numbered(lines: &[String]) -> Vec<u64> {
+    let mut numbers: Vec<u64> = lines
+        .iter()
+        .filter_map(|line| line.trim().strip_prefix("line-")?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    numbers
 }
 
 #[tokio::test]
