@@ -750,6 +750,48 @@ mod tests {
         assert_eq!(error, "the agent is not connected");
     }
 
+    #[tokio::test]
+    async fn an_agent_that_moved_between_replicas_stays_connected_whatever_order_the_news_come_in()
+    {
+        let hub = Hub::new();
+        let mut events = hub.subscribe();
+        let id = agent();
+        let (a, c) = (ReplicaId::from("a"), ReplicaId::from("c"));
+        let status = |status: AgentStatus| {
+            serde_json::to_value(RelayedEvent::AgentStatus {
+                agent_id: id,
+                status,
+            })
+            .unwrap()
+        };
+        hub.publish_relayed(&a, status(AgentStatus::Connected));
+        assert_eq!(hub.holder(id), Holder::Replica(a.clone()));
+        // It left replica a for replica c; c says so before a does.
+        hub.publish_relayed(&c, status(AgentStatus::Connected));
+        hub.publish_relayed(&a, status(AgentStatus::Disconnected));
+        assert_eq!(hub.holder(id), Holder::Replica(c.clone()));
+        assert!(hub.is_connected(id));
+        let mut seen = Vec::new();
+        while let Ok(HubEvent::AgentStatus { status, .. }) = events.try_recv() {
+            seen.push(status);
+        }
+        assert_eq!(
+            seen,
+            [AgentStatus::Connected, AgentStatus::Connected],
+            "tabs are never told it left"
+        );
+        // Then c loses it: now it is gone, and tabs are told.
+        hub.publish_relayed(&c, status(AgentStatus::Disconnected));
+        assert_eq!(hub.holder(id), Holder::Nowhere);
+        assert!(matches!(
+            events.try_recv(),
+            Ok(HubEvent::AgentStatus {
+                status: AgentStatus::Disconnected,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn the_reconnect_window_follows_the_registered_fleet_not_the_arrival_order() {
         let hub = Hub::new();

@@ -40,6 +40,9 @@ const OUTGOING_QUEUE: usize = 16_384;
 /// Messages read, waiting for the `cluster` task.
 const INCOMING_QUEUE: usize = 4_096;
 
+/// An agent's answer to an inspection: the compose file's services, or why not.
+pub type InspectAnswer = Result<Vec<ServiceName>, String>;
+
 /// One replica's id: a random UUID in hex, fresh at every start.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ReplicaId(String);
@@ -55,6 +58,12 @@ impl ReplicaId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<&str> for ReplicaId {
+    fn from(id: &str) -> Self {
+        Self(id.to_string())
     }
 }
 
@@ -95,7 +104,7 @@ pub enum Message {
     /// The answer to an [`Message::Inspect`].
     Inspected {
         request_id: JobId,
-        result: Result<Vec<ServiceName>, String>,
+        result: InspectAnswer,
     },
 }
 
@@ -124,7 +133,7 @@ struct Inner {
     store: Store,
     outgoing: mpsc::Sender<Op>,
     incoming: Mutex<Option<mpsc::Receiver<Envelope>>>,
-    inspections: Mutex<HashMap<JobId, oneshot::Sender<Result<Vec<ServiceName>, String>>>>,
+    inspections: Mutex<HashMap<JobId, oneshot::Sender<InspectAnswer>>>,
     /// Log streams started here for another replica's tabs, with that replica.
     stream_origins: Mutex<HashMap<JobId, ReplicaId>>,
     stop: watch::Sender<bool>,
@@ -237,7 +246,7 @@ impl Relay {
         directory: String,
         compose_file: Option<String>,
         timeout: Duration,
-    ) -> Result<Vec<ServiceName>, String> {
+    ) -> InspectAnswer {
         let request_id = JobId(uuid::Uuid::new_v4());
         let (answer_tx, answer) = oneshot::channel();
         lock(&self.inner.inspections).insert(request_id, answer_tx);
@@ -286,7 +295,7 @@ impl Relay {
         self.inner.stop.send_replace(true);
     }
 
-    fn complete_inspection(&self, request_id: JobId, result: Result<Vec<ServiceName>, String>) {
+    fn complete_inspection(&self, request_id: JobId, result: InspectAnswer) {
         if let Some(waiting) = lock(&self.inner.inspections).remove(&request_id) {
             let _ = waiting.send(result);
         }
