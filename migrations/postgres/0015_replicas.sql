@@ -20,3 +20,10 @@ CREATE TABLE replica_messages (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX replica_messages_created_at ON replica_messages (created_at);
+
+-- The replicas that are up, each until its lease runs out (renewed with its agents' leases):
+-- a log stream one replica started on its agent for another is stopped once that one is gone.
+CREATE TABLE replicas (
+    replica_id TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);

@@ -21,3 +21,10 @@ CREATE TABLE replica_messages (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX replica_messages_created_at ON replica_messages (created_at);
+
+-- The replicas that are up, each until its lease runs out (renewed with its agents' leases):
+-- a log stream one replica started on its agent for another is stopped once that one is gone.
+CREATE TABLE replicas (
+    replica_id TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);

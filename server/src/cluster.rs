@@ -5,8 +5,9 @@
 //!    agent held here, log streams to start or stop for their tabs and the lines of those
 //!    streams, inspections, and their events for this replica's tabs. An agent that (re)connected
 //!    elsewhere gets the log streams this replica's tabs watch restarted there.
-//! 2. Every [`LEASE_RENEWAL`]: renews the leases of the agents held here and reads which replica
-//!    holds the others.
+//! 2. Every [`LEASE_RENEWAL`]: renews this replica's lease and those of the agents held here,
+//!    reads which replica holds the others, and stops the log streams started here for a
+//!    replica that is gone.
 //! 3. Every [`SWEEP`]: sends the agents held here their jobs still `queued` (a hand-over from
 //!    another replica that was lost), so durable job state stays the source of truth.
 
@@ -116,6 +117,10 @@ async fn leases(state: AppState, relay: Relay) {
         relay.renew(&state.hub.local_agents()).await;
         if let Some(held) = relay.held_elsewhere().await {
             state.hub.set_held_elsewhere(held);
+        }
+        // Streams whose tabs were on a replica that is gone would run for nobody.
+        for (agent, stream) in relay.streams_of_gone_replicas().await {
+            ops::logs::stop_for_replica(&state.hub, agent, stream);
         }
     }
 }

@@ -134,8 +134,8 @@ struct Inner {
     outgoing: mpsc::Sender<Op>,
     incoming: Mutex<Option<mpsc::Receiver<Envelope>>>,
     inspections: Mutex<HashMap<JobId, oneshot::Sender<InspectAnswer>>>,
-    /// Log streams started here for another replica's tabs, with that replica.
-    stream_origins: Mutex<HashMap<JobId, ReplicaId>>,
+    /// Log streams started here for another replica's tabs, with that replica and the agent.
+    stream_origins: Mutex<HashMap<JobId, (ReplicaId, AgentId)>>,
     stop: watch::Sender<bool>,
 }
 
@@ -207,13 +207,37 @@ impl Relay {
         self.queue(Op::Post(None, Box::new(message)));
     }
 
-    /// Renews the leases of the agents held here.
+    /// Renews this replica's lease and those of the agents held here.
     pub async fn renew(&self, agents: &[AgentId]) {
         let expires_at = crate::db::now_ms() + LEASE_TTL.as_millis() as i64;
         let id = self.inner.id.as_str();
+        if let Err(error) = self.inner.store.renew_replica(id, expires_at).await {
+            tracing::warn!(%error, "could not renew this replica's lease");
+        }
         if let Err(error) = self.inner.store.hold_agents(id, agents, expires_at).await {
             tracing::warn!(%error, "could not renew the leases of this replica's agents");
         }
+    }
+
+    /// The log streams started here for replicas that are gone (stopped or dead without
+    /// saying so), with their agent: nobody watches them any more. They are forgotten.
+    pub async fn streams_of_gone_replicas(&self) -> Vec<(AgentId, JobId)> {
+        let live = match self.inner.store.live_replicas(crate::db::now_ms()).await {
+            Ok(live) => live,
+            Err(error) => {
+                tracing::warn!(%error, "could not read which replicas are up");
+                return Vec::new();
+            }
+        };
+        let mut origins = lock(&self.inner.stream_origins);
+        let gone: Vec<JobId> = origins
+            .iter()
+            .filter(|(_, (origin, _))| !live.iter().any(|id| id == origin.as_str()))
+            .map(|(stream, _)| *stream)
+            .collect();
+        gone.into_iter()
+            .filter_map(|stream| origins.remove(&stream).map(|(_, agent)| (agent, stream)))
+            .collect()
     }
 
     /// The agents other replicas hold, by lease; `None` when it could not be read.
@@ -271,9 +295,9 @@ impl Relay {
         result
     }
 
-    /// Notes that `stream` was started here for `origin`'s tabs.
-    pub fn stream_started_for(&self, stream: JobId, origin: ReplicaId) {
-        lock(&self.inner.stream_origins).insert(stream, origin);
+    /// Notes that `stream` was started here, on `agent`, for `origin`'s tabs.
+    pub fn stream_started_for(&self, stream: JobId, agent: AgentId, origin: ReplicaId) {
+        lock(&self.inner.stream_origins).insert(stream, (origin, agent));
     }
 
     /// Forgets a stream started for another replica (it was stopped).
@@ -283,7 +307,9 @@ impl Relay {
 
     /// The replica whose tabs a stream started here feeds, if another one's.
     pub fn origin_of_stream(&self, stream: JobId) -> Option<ReplicaId> {
-        lock(&self.inner.stream_origins).get(&stream).cloned()
+        lock(&self.inner.stream_origins)
+            .get(&stream)
+            .map(|(origin, _)| origin.clone())
     }
 
     /// Sends what is queued, gives up every lease and stops listening.

@@ -94,6 +94,39 @@ impl Store {
         Ok(())
     }
 
+    /// Records that `replica` is up until `expires_at` (ms).
+    pub async fn renew_replica(&self, replica: &str, expires_at: i64) -> Result<(), DbError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO replicas (replica_id, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (replica_id) DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(replica)
+        .bind(expires_at)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The replicas whose lease runs at `now` (ms); old entries are removed on the way.
+    pub async fn live_replicas(&self, now: i64) -> Result<Vec<String>, DbError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(Vec::new());
+        };
+        sqlx::query("DELETE FROM replicas WHERE expires_at < $1")
+            .bind(now - 3_600_000)
+            .execute(pool)
+            .await?;
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT replica_id FROM replicas WHERE expires_at > $1")
+                .bind(now)
+                .fetch_all(pool)
+                .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     /// Gives up `replica`'s lease of `agent` (its socket closed); another replica's stays.
     pub async fn release_agent(&self, replica: &str, agent: AgentId) -> Result<(), DbError> {
         let Pool::Postgres(pool) = &self.pool else {
@@ -113,6 +146,10 @@ impl Store {
             return Ok(());
         };
         sqlx::query("DELETE FROM agent_leases WHERE replica_id = $1")
+            .bind(replica)
+            .execute(pool)
+            .await?;
+        sqlx::query("DELETE FROM replicas WHERE replica_id = $1")
             .bind(replica)
             .execute(pool)
             .await?;

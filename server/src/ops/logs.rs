@@ -89,7 +89,7 @@ pub async fn start_for_replica(
             return;
         }
     };
-    relay.stream_started_for(stream_id, origin);
+    relay.stream_started_for(stream_id, project.agent_id, origin);
     send_start(store, vault, hub, &project, stream_id, tail).await;
 }
 
