@@ -700,3 +700,51 @@ async fn housekeeping_runs_on_one_replica_at_a_time() {
             .await
     );
 }
+
+#[tokio::test]
+async fn a_log_stream_for_a_replica_that_went_away_is_stopped() {
+    if skip() {
+        return;
+    }
+    let db = TestDb::postgres().await.unwrap();
+    let holder = spawn_app(&db).await;
+    let watcher = spawn_app(&db).await;
+    let (agent_id, _token, _agent) = holder.connected_agent("host-1").await;
+    let host = HostProject::new(crate::helpers::WEB_AND_WORKER).await;
+    let user = watcher
+        .store()
+        .create_user("alice", None, true)
+        .await
+        .unwrap();
+    let new: shared::api::CreateProject = serde_json::from_value(
+        serde_json::json!({"name": host.name, "agent_id": agent_id, "path": host.path()}),
+    )
+    .unwrap();
+    let project = watcher.store().create_project(&user, &new).await.unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the watching replica to see the agent",
+        || async { watcher.state.hub.is_connected(agent_id) },
+    )
+    .await;
+    // A tab on the watching replica opens the project's logs: the holder starts the stream.
+    let s = &watcher.state;
+    server::ops::logs::watch(&s.store, &s.vault, &s.hub, &s.logs, &project, None).await;
+    let stream = s.logs.stream_of(project.id).unwrap();
+    let relay = holder.state.hub.relay().unwrap().clone();
+    eventually(
+        Duration::from_secs(10),
+        "the holder to start the stream",
+        || async { relay.origin_of_stream(stream).is_some() },
+    )
+    .await;
+    // The watching replica stops without its tab ever saying goodbye to the stream.
+    watcher.state.logs.unwatch(project.id);
+    watcher.stop().await;
+    eventually(
+        Duration::from_secs(30),
+        "the holder to stop the stream nobody watches",
+        || async { relay.origin_of_stream(stream).is_none() },
+    )
+    .await;
+}
