@@ -27,6 +27,9 @@ ensure_system_packages() {
   # port, behind htpasswd basic auth or not); the package's own service is never used.
   [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  # The replica tests put Debian's HAProxy in front of three servers (deploy/haproxy.cfg),
+  # started as the test's own unprivileged process; the package's service is never used.
+  [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     apt_install "${missing[@]}"

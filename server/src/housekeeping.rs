@@ -14,9 +14,16 @@
 //! - always: when a job of a project ends, the deploy a push left waiting starts
 //!   (`ops::webhooks::follow_up_pushes`).
 //!
+//! Expiry and retention change shared state: with several replicas on one PostgreSQL, one
+//! replica at a time does them, the one holding the housekeeping advisory lock (try-lock each
+//! round; the lock goes with the session of a replica that dies). The rest concerns each
+//! replica's own agents and runs everywhere, with the replica link's own tasks (`cluster`).
+//!
 //! The tasks run until the [`Housekeeping`] handle is stopped or dropped.
 
+use crate::db::HousekeepingLock;
 use crate::state::AppState;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -35,10 +42,11 @@ impl Drop for Housekeeping {
 
 /// Starts every background task.
 pub fn spawn(state: &AppState) -> Housekeeping {
+    let lock = Arc::new(HousekeepingLock::default());
     let mut tasks = vec![
         tokio::spawn(agents_every_second(state.clone())),
-        tokio::spawn(expiry(state.clone())),
-        tokio::spawn(retention(state.clone())),
+        tokio::spawn(expiry(state.clone(), lock.clone())),
+        tokio::spawn(retention(state.clone(), lock)),
         tokio::spawn(crate::ops::webhooks::follow_up_pushes(
             state.store.clone(),
             state.vault.clone(),
@@ -47,6 +55,7 @@ pub fn spawn(state: &AppState) -> Housekeeping {
         )),
     ];
     tasks.extend(crate::notifier::spawn(state));
+    tasks.extend(crate::cluster::spawn(state));
     Housekeeping { tasks }
 }
 
@@ -70,10 +79,13 @@ async fn agents_every_second(state: AppState) {
     }
 }
 
-async fn expiry(state: AppState) {
+async fn expiry(state: AppState, lock: Arc<HousekeepingLock>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     for round in 0u64.. {
         tick.tick().await;
+        if !state.store.housekeeping_turn(&lock).await {
+            continue;
+        }
         crate::ops::deployments::expire_stale(&state.store, &state.hub, state.config.job_expiry)
             .await;
         if round % 6 == 0 {
@@ -83,10 +95,15 @@ async fn expiry(state: AppState) {
         // start failed on a transient error (its flag stays raised).
         crate::ops::webhooks::kick_all(&state.store, &state.vault, &state.hub, &state.webhooks)
             .await;
+        // Messages between replicas are read within moments; a minute is plenty.
+        let read_by_now = crate::db::now_ms() - 60_000;
+        if let Err(error) = state.store.purge_messages(read_by_now).await {
+            tracing::warn!(%error, "could not remove old messages between replicas");
+        }
     }
 }
 
-async fn retention(state: AppState) {
+async fn retention(state: AppState, lock: Arc<HousekeepingLock>) {
     let keep = &state.config.retention;
     // Not at start: a server restarting in a loop should not purge in a loop too.
     let first = tokio::time::Instant::now() + keep.purge_interval;
@@ -94,6 +111,9 @@ async fn retention(state: AppState) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !state.store.housekeeping_turn(&lock).await {
+            continue;
+        }
         let now = time::OffsetDateTime::now_utc();
         match crate::ops::retention::purge(&state.store, keep, now).await {
             Ok(purged) if purged.any() => tracing::info!(?purged, "purged old history"),

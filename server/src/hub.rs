@@ -8,8 +8,17 @@
 //! Status changes are published on a broadcast channel for the dashboard. Last-seen times are
 //! kept in memory and flushed to the database in batches by [`Hub::flush_last_seen`], which
 //! `housekeeping` calls about once a second.
+//!
+//! With several replicas on one PostgreSQL (README, "Running several replicas") the hub also
+//! knows which other replica holds each agent it does not hold ([`Hub::holder`]), hands
+//! questions for those agents to that replica ([`Hub::inspect`]) and passes its events on to
+//! the others' tabs, through the [`Relay`]. Events relayed from another replica reach this
+//! replica's tabs ([`Hub::subscribe`]) but not its own reactions to what happened here
+//! ([`Hub::subscribe_local`]: notifications, push follow-ups), so those run once.
 
 use crate::db::Store;
+use crate::relay::{Message, Relay, ReplicaId};
+use serde::{Deserialize, Serialize};
 use shared::api::{AgentStatus, DeploymentEvent, DeploymentStatus};
 use shared::protocol::{Inspect, Inspected};
 use shared::runtime::ServiceState;
@@ -61,6 +70,117 @@ pub enum HubEvent {
     },
 }
 
+/// A [`HubEvent`] as it travels to other replicas. Log lines are not among them: they go only
+/// to the replica whose tabs watch the stream (see `ops::logs`).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum RelayedEvent {
+    AgentStatus {
+        agent_id: AgentId,
+        status: AgentStatus,
+    },
+    DeploymentStatus {
+        deployment_id: DeploymentId,
+        project_id: ProjectId,
+        status: DeploymentStatus,
+        message: Option<String>,
+    },
+    DeploymentEvent {
+        deployment_id: DeploymentId,
+        project_id: ProjectId,
+        event: DeploymentEvent,
+    },
+    ServiceStates {
+        project_id: ProjectId,
+        agent_id: AgentId,
+        containers: Vec<ServiceState>,
+    },
+}
+
+impl RelayedEvent {
+    fn of(event: &HubEvent) -> Option<Self> {
+        Some(match event.clone() {
+            HubEvent::AgentStatus { agent_id, status } => Self::AgentStatus { agent_id, status },
+            HubEvent::DeploymentStatus {
+                deployment_id,
+                project_id,
+                status,
+                message,
+            } => Self::DeploymentStatus {
+                deployment_id,
+                project_id,
+                status,
+                message,
+            },
+            HubEvent::DeploymentEvent {
+                deployment_id,
+                project_id,
+                event,
+            } => Self::DeploymentEvent {
+                deployment_id,
+                project_id,
+                event,
+            },
+            HubEvent::ServiceStates {
+                project_id,
+                agent_id,
+                containers,
+            } => Self::ServiceStates {
+                project_id,
+                agent_id,
+                containers: containers.as_ref().clone(),
+            },
+            HubEvent::Logs { .. } => return None,
+        })
+    }
+
+    fn into_event(self) -> HubEvent {
+        match self {
+            Self::AgentStatus { agent_id, status } => HubEvent::AgentStatus { agent_id, status },
+            Self::DeploymentStatus {
+                deployment_id,
+                project_id,
+                status,
+                message,
+            } => HubEvent::DeploymentStatus {
+                deployment_id,
+                project_id,
+                status,
+                message,
+            },
+            Self::DeploymentEvent {
+                deployment_id,
+                project_id,
+                event,
+            } => HubEvent::DeploymentEvent {
+                deployment_id,
+                project_id,
+                event,
+            },
+            Self::ServiceStates {
+                project_id,
+                agent_id,
+                containers,
+            } => HubEvent::ServiceStates {
+                project_id,
+                agent_id,
+                containers: Arc::new(containers),
+            },
+        }
+    }
+}
+
+/// Where an agent's socket is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// On this replica.
+    Here,
+    /// On another replica (by its lease or its latest word).
+    Replica(ReplicaId),
+    /// Not connected anywhere.
+    Nowhere,
+}
+
 /// An agent's answer to an inspection: the compose file's services, or why it could not be read.
 pub type InspectResult = Result<Vec<ServiceName>, String>;
 
@@ -81,6 +201,12 @@ pub struct Hub {
 
 struct Inner {
     sessions: Mutex<HashMap<AgentId, Entry>>,
+    /// Agents other replicas hold, and which one holds each (empty with one replica).
+    remote: Mutex<HashMap<AgentId, ReplicaId>>,
+    /// The link to the other replicas, when the database is shared.
+    relay: Option<Relay>,
+    /// Events of this replica only (see [`Hub::subscribe_local`]).
+    local_events: broadcast::Sender<HubEvent>,
     seen: Mutex<HashMap<AgentId, OffsetDateTime>>,
     events: broadcast::Sender<HubEvent>,
     next_session: AtomicU64,
@@ -101,6 +227,9 @@ impl Default for Inner {
     fn default() -> Self {
         Self {
             sessions: Mutex::default(),
+            remote: Mutex::default(),
+            relay: None,
+            local_events: broadcast::channel(1024).0,
             seen: Mutex::default(),
             events: broadcast::channel(1024).0,
             next_session: AtomicU64::new(1),
@@ -161,6 +290,9 @@ impl Drop for SessionGuard {
         self.hub.mark_seen(self.agent_id);
         tracing::info!(agent_id = %self.agent_id, reason = %self.reason, "Agent Disconnected");
         if removed {
+            if let Some(relay) = &self.hub.inner.relay {
+                relay.released(self.agent_id);
+            }
             self.hub.publish(HubEvent::AgentStatus {
                 agent_id: self.agent_id,
                 status: AgentStatus::Disconnected,
@@ -172,6 +304,73 @@ impl Drop for SessionGuard {
 impl Hub {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A hub that is one of several replicas, linked to the others by `relay`.
+    pub fn with_relay(relay: Option<Relay>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                relay,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The link to the other replicas, if there are any.
+    pub fn relay(&self) -> Option<&Relay> {
+        self.inner.relay.as_ref()
+    }
+
+    /// Where `agent_id`'s socket is.
+    pub fn holder(&self, agent_id: AgentId) -> Holder {
+        if lock(&self.inner.sessions).contains_key(&agent_id) {
+            return Holder::Here;
+        }
+        match lock(&self.inner.remote).get(&agent_id) {
+            Some(replica) => Holder::Replica(replica.clone()),
+            None => Holder::Nowhere,
+        }
+    }
+
+    /// The agents whose sockets this replica holds.
+    pub fn local_agents(&self) -> Vec<AgentId> {
+        lock(&self.inner.sessions).keys().copied().collect()
+    }
+
+    /// Replaces what this replica knows of the agents others hold (read from their leases).
+    pub fn set_held_elsewhere(&self, held: HashMap<AgentId, ReplicaId>) {
+        *lock(&self.inner.remote) = held;
+    }
+
+    /// An event another replica published: its tabs-facing part is published here, and an
+    /// agent's status updates where this replica thinks the agent is.
+    pub fn publish_relayed(&self, from: &ReplicaId, event: serde_json::Value) {
+        let event = match serde_json::from_value::<RelayedEvent>(event) {
+            Ok(event) => event.into_event(),
+            Err(error) => {
+                tracing::debug!(%error, "skipping an event from another replica that is not understood");
+                return;
+            }
+        };
+        if let HubEvent::AgentStatus { agent_id, status } = &event {
+            let mut remote = lock(&self.inner.remote);
+            match status {
+                AgentStatus::Connected => {
+                    remote.insert(*agent_id, from.clone());
+                }
+                AgentStatus::Disconnected => {
+                    if remote.get(agent_id) == Some(from) {
+                        remote.remove(agent_id);
+                    }
+                    drop(remote);
+                    // It left that replica for another (or this one): it is still connected.
+                    if self.holder(*agent_id) != Holder::Nowhere {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = self.inner.events.send(event);
     }
 
     /// Registers a live session for `agent_id`, closing any older one. Returns `None` while the
@@ -189,6 +388,10 @@ impl Hub {
             close: Some(close_tx),
         };
         let replaced = lock(&self.inner.sessions).insert(agent_id, entry);
+        lock(&self.inner.remote).remove(&agent_id);
+        if let Some(relay) = &self.inner.relay {
+            relay.held(agent_id);
+        }
         if let Some(mut old) = replaced {
             if let Some(close) = old.close.take() {
                 let _ = close.send("replaced by a newer connection of the same agent".into());
@@ -212,8 +415,9 @@ impl Hub {
         })
     }
 
+    /// Whether the agent is connected, to this replica or another.
     pub fn is_connected(&self, agent_id: AgentId) -> bool {
-        lock(&self.inner.sessions).contains_key(&agent_id)
+        self.holder(agent_id) != Holder::Nowhere
     }
 
     /// How widely agents should spread their first reconnect after losing this server: about
@@ -254,7 +458,8 @@ impl Hub {
 
     /// Asks an agent which services a compose project defines, waiting up to `timeout`. A
     /// question sent to a session that was replaced meanwhile (the agent reconnected) went down
-    /// with that session's queue, so it is asked again on the new one.
+    /// with that session's queue, so it is asked again on the new one. An agent another replica
+    /// holds is asked by that replica.
     pub async fn inspect(
         &self,
         agent_id: AgentId,
@@ -263,6 +468,11 @@ impl Hub {
         compose_file: Option<String>,
         timeout: std::time::Duration,
     ) -> InspectResult {
+        if let (Holder::Replica(holder), Some(relay)) = (self.holder(agent_id), self.relay()) {
+            return relay
+                .inspect(&holder, agent_id, directory, compose_file, timeout)
+                .await;
+        }
         let request_id = JobId(uuid::Uuid::new_v4());
         let (answer_tx, mut answer) = oneshot::channel();
         lock(&self.inner.inspections).insert(request_id, answer_tx);
@@ -336,6 +546,14 @@ impl Hub {
         }
     }
 
+    /// Waits (up to `timeout`) until every session closed, after [`Hub::shut_down`].
+    pub async fn sessions_ended(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.connected_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Notes that the agent was heard from now; written to the database by the flusher.
     pub fn mark_seen(&self, agent_id: AgentId) {
         lock(&self.inner.seen).insert(agent_id, OffsetDateTime::now_utc());
@@ -348,8 +566,15 @@ impl Hub {
         let _ = closing.wait_for(|closing| *closing).await;
     }
 
+    /// Every event, this replica's and those relayed from others: what tabs show.
     pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// The events of what happened on this replica only: for reactions that must run once
+    /// (notifications, a push's follow-up deploy), by the replica where it happened.
+    pub fn subscribe_local(&self) -> broadcast::Receiver<HubEvent> {
+        self.inner.local_events.subscribe()
     }
 
     /// Says that some credentials of `user` were revoked, so their open feeds check theirs
@@ -364,8 +589,17 @@ impl Hub {
         self.inner.revoked.subscribe()
     }
 
-    /// Tells the dashboard's listeners; nobody listening is fine.
+    /// Tells the dashboard's listeners, here and on the other replicas; nobody listening is
+    /// fine.
     pub fn publish(&self, event: HubEvent) {
+        if let Some(relay) = &self.inner.relay {
+            let relayed =
+                RelayedEvent::of(&event).and_then(|event| serde_json::to_value(event).ok());
+            if let Some(relayed) = relayed {
+                relay.broadcast(Message::Event(relayed));
+            }
+        }
+        let _ = self.inner.local_events.send(event.clone());
         let _ = self.inner.events.send(event);
     }
 
@@ -532,6 +766,48 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error, "the agent is not connected");
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_moved_between_replicas_stays_connected_whatever_order_the_news_come_in()
+    {
+        let hub = Hub::new();
+        let mut events = hub.subscribe();
+        let id = agent();
+        let (a, c) = (ReplicaId::from("a"), ReplicaId::from("c"));
+        let status = |status: AgentStatus| {
+            serde_json::to_value(RelayedEvent::AgentStatus {
+                agent_id: id,
+                status,
+            })
+            .unwrap()
+        };
+        hub.publish_relayed(&a, status(AgentStatus::Connected));
+        assert_eq!(hub.holder(id), Holder::Replica(a.clone()));
+        // It left replica a for replica c; c says so before a does.
+        hub.publish_relayed(&c, status(AgentStatus::Connected));
+        hub.publish_relayed(&a, status(AgentStatus::Disconnected));
+        assert_eq!(hub.holder(id), Holder::Replica(c.clone()));
+        assert!(hub.is_connected(id));
+        let mut seen = Vec::new();
+        while let Ok(HubEvent::AgentStatus { status, .. }) = events.try_recv() {
+            seen.push(status);
+        }
+        assert_eq!(
+            seen,
+            [AgentStatus::Connected, AgentStatus::Connected],
+            "tabs are never told it left"
+        );
+        // Then c loses it: now it is gone, and tabs are told.
+        hub.publish_relayed(&c, status(AgentStatus::Disconnected));
+        assert_eq!(hub.holder(id), Holder::Nowhere);
+        assert!(matches!(
+            events.try_recv(),
+            Ok(HubEvent::AgentStatus {
+                status: AgentStatus::Disconnected,
+                ..
+            })
+        ));
     }
 
     #[test]

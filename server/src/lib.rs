@@ -7,15 +7,18 @@
 //! 1. adapters — [`http`] (REST API), [`dashboard`] (server functions), [`ws`] (the agent,
 //!    join and browser sockets), [`housekeeping`] (background tasks), [`security_headers`]
 //!    (CSP and friends on every response), [`assets`] (the static files and their caching),
-//!    [`connections`] (the accept loop and its slow-client limits), and `main.rs` (admin CLI);
+//!    [`connections`] (the accept loop and its slow-client limits), [`cluster`] (the work of
+//!    a replica among several), and `main.rs` (admin CLI);
 //! 2. [`auth`] — every credential question; [`error_response`] — `OpError` as an HTTP answer;
 //! 3. [`state`] — what adapters hand to operations;
 //! 4. [`ops`] — the operations, one module per resource;
 //! 5. [`hub`], [`log_feeds`], [`vault`] — live sessions, watched log feeds, sealed secrets;
-//! 6. [`db`], [`crypto`], [`token`], [`config`] — storage, ciphers, tokens, settings.
+//! 6. [`relay`] — the link between replicas sharing one PostgreSQL;
+//! 7. [`db`], [`crypto`], [`token`], [`config`] — storage, ciphers, tokens, settings.
 
 pub mod assets;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod crypto;
@@ -28,6 +31,7 @@ pub mod hub;
 pub mod log_feeds;
 pub mod notifier;
 pub mod ops;
+pub mod relay;
 pub mod security_headers;
 pub mod state;
 pub mod token;
@@ -94,8 +98,9 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Serves until `shutdown` resolves, then closes agent sessions, flushes last-seen times and
-/// closes the database.
+/// Serves until `shutdown` resolves, then closes agent sessions (they reconnect, to another
+/// replica when there are several), finishes the requests in flight, flushes last-seen times,
+/// gives up this replica's agent leases and closes the database.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -115,8 +120,17 @@ pub async fn run(
         shutdown,
     )
     .await;
+    // The agents were told to go: let their sessions end (each says so to the other replicas
+    // and gives up its lease) before the link to them closes.
+    state
+        .hub
+        .sessions_ended(std::time::Duration::from_secs(5))
+        .await;
     drop(housekeeping);
     state.hub.flush_last_seen(&state.store).await;
+    if let Some(relay) = state.hub.relay() {
+        relay.close().await;
+    }
     state.store.close().await;
     Ok(())
 }

@@ -20,7 +20,8 @@ const ENVIRONMENT_HELP: &str = "\
 Configuration (environment variables):
   STAGELY_BIND            address to listen on                [default: 127.0.0.1:3000]
   STAGELY_DATA_DIR        SQLite database and generated key   [default: ./data]
-  DATABASE_URL            postgres://… to use PostgreSQL instead of SQLite
+  DATABASE_URL            postgres://… to use PostgreSQL instead of SQLite; several
+                          replicas share one (README, \"Running several replicas\")
   STAGELY_PUBLIC_URL      URL browsers and agents use         [default: http://<bind>]
                           https://… behind a TLS proxy; plain http only to loopback
   STAGELY_ALLOW_INSECURE_HTTP=1

@@ -9,6 +9,7 @@ use crate::hub::Hub;
 use crate::log_feeds::LogFeeds;
 use crate::ops::throttle::Throttle;
 use crate::ops::webhooks::WebhookGate;
+use crate::relay::Relay;
 use crate::vault::Vault;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -45,6 +46,8 @@ impl AppState {
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         let store = Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
         let vault = open_vault(&mut config)?;
+        // With PostgreSQL, this server may be one of several replicas: link it to the others.
+        let hub = Hub::with_relay(Relay::start(&store).await?);
         // A build that hashed its file names left their hashes in the site root; pages then
         // name `stagely.<hash>.js` and the rest (see `assets`).
         let hash_file = hash_file(&config.site_root);
@@ -58,7 +61,7 @@ impl AppState {
             .build();
         Ok(Self {
             store,
-            hub: Hub::new(),
+            hub,
             config: Arc::new(config),
             vault,
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),

@@ -10,6 +10,7 @@ mod join_tokens;
 mod notifications;
 mod projects;
 mod registries;
+mod replicas;
 mod retention;
 mod secrets;
 mod services;
@@ -24,6 +25,7 @@ pub use join_tokens::JoinTokenState;
 pub use notifications::{Attempt, ChannelColumn, ClaimedDelivery, LatestJob, StoredChannel};
 pub use projects::NameInUse;
 pub use registries::{RegistryOwner, StoredRegistryCredential};
+pub use replicas::{HousekeepingLock, Listener, Notice, PostedMessage};
 pub use secrets::{PreviousValue, StoredSecret, StoredVersion};
 pub use sessions::{
     LocalAccount, LoginAttempt, SessionClient, SessionRecord, MAX_USER_AGENT_CHARS,

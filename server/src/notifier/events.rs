@@ -58,7 +58,7 @@ pub async fn run(state: AppState) {
         hub: &state.hub,
         config: &state.config.notifications,
     };
-    let mut events = state.hub.subscribe();
+    let mut events = state.hub.subscribe_local();
     let mut memory = Memory::default();
     let period =
         (deps.config.offline_grace / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));

@@ -9,12 +9,17 @@
 //! kept as an event. A deployment nobody finishes is marked `TimedOut`, so nothing stays
 //! "Running" forever.
 //!
+//! With several replicas, a job for an agent another replica holds stays `Queued` here and that
+//! replica is told to send it (by the agent's id only: it reads the job, and its secrets,
+//! itself); it also sends, every few seconds, jobs of its agents still `Queued`, so a lost
+//! hand-over only delays the job.
+//!
 //! Deploys of one project are serialized on the agent, in the order they arrive; a second
 //! deploy requested while one runs waits its turn (`Sent`/`Received`) rather than being refused.
 
 use super::{OpError, OpResult};
 use crate::db::{NewEvent, NewJob, PendingJob, Store, User};
-use crate::hub::{Hub, HubEvent, SendError};
+use crate::hub::{Holder, Hub, HubEvent, SendError};
 use crate::log_feeds::{cut_line, LogFeeds, MAX_LINE_BYTES};
 use crate::vault::Vault;
 use shared::api::{
@@ -347,9 +352,20 @@ pub async fn dispatch(
         agent_understands(store, project.agent_id, payload).await?;
     }
     super::secrets::check_frame_to_agent(&message)?;
-    if !hub.is_connected(project.agent_id) {
-        tracing::info!(%deployment, agent_id = %project.agent_id, "agent offline; the deployment waits queued");
-        return Ok(());
+    match hub.holder(project.agent_id) {
+        Holder::Here => {}
+        Holder::Replica(replica) => {
+            if let Some(relay) = hub.relay() {
+                let agent_id = project.agent_id;
+                tracing::debug!(%deployment, %agent_id, %replica, "the agent is held by another replica; handing the job over");
+                relay.send_to(&replica, crate::relay::Message::JobsWaiting { agent_id });
+            }
+            return Ok(());
+        }
+        Holder::Nowhere => {
+            tracing::info!(%deployment, agent_id = %project.agent_id, "agent offline; the deployment waits queued");
+            return Ok(());
+        }
     }
     // Recorded before the job is handed over: the agent's `Received` can come back before a
     // write made after the hand-over, and a status never moves backwards, so "sent" would be
@@ -416,6 +432,24 @@ async fn agent_understands(store: &Store, agent: AgentId, payload: &DeployPayloa
 
 /// After an agent's hello: re-sends every deployment it has not finished.
 pub async fn resend_open_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: AgentId) {
+    send_open_jobs(store, vault, hub, agent, false).await;
+}
+
+/// Sends an agent held here the jobs still `Queued` for it: those another replica queued
+/// (and told this one about, or not, if the word was lost).
+pub async fn send_queued_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: AgentId) {
+    if hub.holder(agent) == Holder::Here {
+        send_open_jobs(store, vault, hub, agent, true).await;
+    }
+}
+
+async fn send_open_jobs(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    agent: AgentId,
+    queued_only: bool,
+) {
     let open = match store.open_jobs_of_agent(agent).await {
         Ok(open) => open,
         Err(error) => {
@@ -423,6 +457,9 @@ pub async fn resend_open_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: Ag
             return;
         }
     };
+    let open = open
+        .into_iter()
+        .filter(|job| !queued_only || job.status == DeploymentStatus::Queued);
     for PendingJob {
         deployment_id,
         job_id,
@@ -486,7 +523,7 @@ pub async fn record_update(
         JobEvent::Step { name } => {
             let moved = set_status(store, hub, id, project, DeploymentStatus::Running, None).await;
             if deploy && name == DeployStep::Health {
-                super::logs::restart(store, vault, hub, feeds, project).await;
+                super::logs::restart_everywhere(store, vault, hub, feeds, project).await;
             }
             let event = NewEvent {
                 kind: EventKind::Step,
@@ -528,7 +565,7 @@ pub async fn record_update(
             let moved = set_status(store, hub, id, project, status, Some(&message)).await;
             if success && matches!(job.kind, JobKind::Start | JobKind::Restart) {
                 // The containers started again: a watched project's stream follows them anew.
-                super::logs::restart(store, vault, hub, feeds, project).await;
+                super::logs::restart_everywhere(store, vault, hub, feeds, project).await;
             }
             if deploy && success {
                 // Its containers run the values it was given: the ones replaced before it no

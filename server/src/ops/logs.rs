@@ -7,10 +7,17 @@
 //! reconnects and when a deploy has (re)created the containers; [`LogFeeds`] numbers the lines
 //! and drops those a restart replays. A project that still shares its name with another on its
 //! agent ([`Project::name_clash`]) gets no stream: Compose would mix in the other's containers.
+//!
+//! With several replicas, the feed lives on the replica whose tabs watch, and the agent may be
+//! held by another: the start and stop go to that replica (by ids; it reads the secrets to
+//! redact itself), which passes the stream's batches back to the watching replica. When the
+//! agent comes back on any replica, or a deploy there recreates the containers, every replica
+//! restarts the streams it feeds.
 
 use crate::db::Store;
-use crate::hub::{Hub, HubEvent};
+use crate::hub::{Holder, Hub, HubEvent};
 use crate::log_feeds::LogFeeds;
+use crate::relay::{Message, ReplicaId};
 use crate::vault::Vault;
 use shared::api::{DashboardEvent, LogCursor, LogLines, Project};
 use shared::protocol::{LogBatch, StartLogs, StopLogs};
@@ -42,8 +49,73 @@ pub async fn watch(
 /// A tab stops watching `project` (it closed, or watches another project now).
 pub fn unwatch(hub: &Hub, feeds: &LogFeeds, project: ProjectId) {
     if let Some((agent, stream_id)) = feeds.unwatch(project) {
-        let _ = hub.send(agent, ServerToAgent::StopLogs(StopLogs { stream_id }));
+        stop(hub, agent, stream_id);
     }
+}
+
+/// Stops a stream on the agent, wherever it is held.
+fn stop(hub: &Hub, agent_id: AgentId, stream_id: JobId) {
+    match (hub.holder(agent_id), hub.relay()) {
+        (Holder::Replica(replica), Some(relay)) => {
+            relay.send_to(
+                &replica,
+                Message::StopLogs {
+                    agent_id,
+                    stream_id,
+                },
+            );
+        }
+        _ => {
+            let _ = hub.send(agent_id, ServerToAgent::StopLogs(StopLogs { stream_id }));
+        }
+    }
+}
+
+/// Another replica asks for a stream of an agent held here, for its tabs.
+pub async fn start_for_replica(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    origin: ReplicaId,
+    project_id: ProjectId,
+    stream_id: JobId,
+    tail: u32,
+) {
+    let Some(relay) = hub.relay() else { return };
+    let project = match store.project_by_id(project_id).await {
+        Ok(project) => project,
+        Err(error) => {
+            tracing::warn!(%error, %project_id, "cannot start a log stream another replica asked for");
+            return;
+        }
+    };
+    relay.stream_started_for(stream_id, project.agent_id, origin);
+    send_start(store, vault, hub, &project, stream_id, tail).await;
+}
+
+/// Another replica stops a stream it had asked for.
+pub fn stop_for_replica(hub: &Hub, agent_id: AgentId, stream_id: JobId) {
+    if let Some(relay) = hub.relay() {
+        relay.stream_stopped(stream_id);
+    }
+    let _ = hub.send(agent_id, ServerToAgent::StopLogs(StopLogs { stream_id }));
+}
+
+/// Restarts a watched project's stream here and on every other replica (a deploy there
+/// recreated the containers).
+pub async fn restart_everywhere(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    feeds: &LogFeeds,
+    project: ProjectId,
+) {
+    if let Some(relay) = hub.relay() {
+        relay.broadcast(Message::RestartLogs {
+            project_id: project,
+        });
+    }
+    restart(store, vault, hub, feeds, project).await;
 }
 
 /// After an agent's hello: its watched projects' streams died with the old connection.
@@ -79,6 +151,19 @@ pub async fn restart(
 /// Publishes an agent's log batch to the watching tabs, encoded once for all of them (at
 /// 10 tabs and thousands of lines a second, encoding per tab was most of the server's work).
 pub fn relay(hub: &Hub, feeds: &LogFeeds, agent: AgentId, batch: LogBatch) {
+    // A stream started here for another replica's tabs: its lines go there.
+    if let Some(relay) = hub.relay() {
+        if let Some(origin) = relay.origin_of_stream(batch.stream_id) {
+            relay.send_to(
+                &origin,
+                Message::Logs {
+                    agent_id: agent,
+                    batch,
+                },
+            );
+            return;
+        }
+    }
     let Some(lines) = feeds.record(agent, batch) else {
         return;
     };
@@ -104,6 +189,46 @@ async fn start(
     stream_id: JobId,
     tail: u32,
 ) {
+    if let (Holder::Replica(replica), Some(relay)) = (hub.holder(project.agent_id), hub.relay()) {
+        // That replica reads the secrets to redact and starts the stream for us.
+        relay.send_to(
+            &replica,
+            Message::StartLogs {
+                agent_id: project.agent_id,
+                project_id: project.id,
+                stream_id,
+                tail,
+            },
+        );
+        return;
+    }
+    // The last tab may have left while this started: then its StopLogs went out already, and
+    // starting now would leave a stream nobody stops.
+    let still_watched = || feeds.stream_of(project.id) == Some(stream_id);
+    send_start_checked(store, vault, hub, project, stream_id, tail, still_watched).await;
+}
+
+/// Sends the start of a stream to an agent held here.
+async fn send_start(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    project: &Project,
+    stream_id: JobId,
+    tail: u32,
+) {
+    send_start_checked(store, vault, hub, project, stream_id, tail, || true).await;
+}
+
+async fn send_start_checked(
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    project: &Project,
+    stream_id: JobId,
+    tail: u32,
+    still_watched: impl Fn() -> bool,
+) {
     if project.name_clash {
         // `compose logs -p <name>` would show the containers of the other project of that name
         // on the agent too, masked only with this project's values: stream nothing until it is
@@ -121,7 +246,7 @@ async fn start(
     };
     // The last tab may have left while the secrets were read: then its StopLogs went out
     // already, and starting now would leave a stream nobody stops.
-    if feeds.stream_of(project.id) != Some(stream_id) {
+    if !still_watched() {
         return;
     }
     let request = StartLogs {

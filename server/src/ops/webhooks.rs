@@ -539,7 +539,8 @@ async fn kick(store: &Store, vault: &Vault, hub: &Hub, gate: &WebhookGate, proje
 /// waiting. Looks at every waiting project at start (a restart keeps the flags) and whenever
 /// it missed events.
 pub async fn follow_up_pushes(store: Store, vault: Vault, hub: Hub, gate: WebhookGate) {
-    let mut events = hub.subscribe();
+    // Jobs that end on another replica are followed up there.
+    let mut events = hub.subscribe_local();
     kick_all(&store, &vault, &hub, &gate).await;
     loop {
         match events.recv().await {

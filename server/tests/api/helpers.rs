@@ -33,6 +33,12 @@ impl TestDb {
         backends
     }
 
+    /// A fresh PostgreSQL database when `TEST_DATABASE_URL` is set.
+    pub async fn postgres() -> Option<TestDb> {
+        let url = std::env::var("TEST_DATABASE_URL").ok()?;
+        Some(TestDb::Postgres(fresh_postgres_database(&url).await))
+    }
+
     pub fn url(&self) -> Option<&str> {
         match self {
             TestDb::Sqlite => None,
@@ -509,6 +515,17 @@ impl ServerProcess {
     pub async fn kill_9(&mut self) {
         self.child.kill().await.unwrap();
     }
+
+    /// SIGTERM, as a service manager stops it, then waits (up to 30 s) for it to exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("the server is running") as libc::pid_t;
+        // SAFETY: sends a signal to our own child process, which has not been reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the server did not exit within 30 s of SIGTERM")
+            .unwrap()
+    }
 }
 
 /// The HTML of the dashboard table row that names `name`.
@@ -592,6 +609,18 @@ impl ApiClient {
             token: token.to_string(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The same client, sending `cookie` with every call (e.g. a load balancer's stickiness
+    /// cookie).
+    pub fn with_cookie(mut self, cookie: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::COOKIE, cookie.parse().unwrap());
+        self.http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        self
     }
 
     /// Sends a request and returns the status and the JSON body (`null` when empty).

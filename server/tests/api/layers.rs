@@ -34,6 +34,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
         "security_headers",
         "assets",
         "connections",
+        "cluster",
     ],
     // 2. Who is asking: every credential check, sign-in and sessions.
     &["auth", "error_response"],
@@ -43,7 +44,9 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &["ops"],
     // 5. Services: agent connections, watched log feeds, the secret vault.
     &["hub", "log_feeds", "vault"],
-    // 6. Building blocks: storage, encryption, tokens, configuration.
+    // 6. The link between replicas that share one PostgreSQL.
+    &["relay"],
+    // 7. Building blocks: storage, encryption, tokens, configuration.
     &["db", "crypto", "token", "config"],
 ];
 

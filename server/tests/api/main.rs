@@ -20,6 +20,7 @@ mod notifications;
 mod project_names;
 mod provisioning;
 mod redaction;
+mod replicas;
 mod retention;
 mod revocation;
 mod rollout;

@@ -1,0 +1,146 @@
+//! The background work of a replica among several (README, "Running several replicas"); not
+//! started on SQLite, where the server is alone.
+//!
+//! 1. Acts on what other replicas hand this one through the [`Relay`]: jobs waiting for an
+//!    agent held here, log streams to start or stop for their tabs and the lines of those
+//!    streams, inspections, and their events for this replica's tabs. An agent that (re)connected
+//!    elsewhere gets the log streams this replica's tabs watch restarted there.
+//! 2. Every [`LEASE_RENEWAL`]: renews this replica's lease and those of the agents held here,
+//!    reads which replica holds the others, and stops the log streams started here for a
+//!    replica that is gone.
+//! 3. Every [`SWEEP`]: sends the agents held here their jobs still `queued` (a hand-over from
+//!    another replica that was lost), so durable job state stays the source of truth.
+
+use crate::ops;
+use crate::relay::{Envelope, Message, Relay, LEASE_RENEWAL};
+use crate::state::AppState;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How often jobs left `queued` for agents held here are sent again.
+const SWEEP: Duration = Duration::from_secs(5);
+/// A job queued this long ago without being sent is due for the sweep.
+const SWEEP_AFTER: Duration = Duration::from_secs(3);
+/// How long an inspection asked by another replica may take here.
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Starts the tasks when this server is one of several replicas; none otherwise.
+pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
+    let Some(relay) = state.hub.relay().cloned() else {
+        return Vec::new();
+    };
+    let mut tasks = vec![
+        tokio::spawn(leases(state.clone(), relay.clone())),
+        tokio::spawn(sweep(state.clone())),
+    ];
+    if let Some(incoming) = relay.take_incoming() {
+        tasks.push(tokio::spawn(act(state.clone(), incoming)));
+    }
+    tasks
+}
+
+async fn act(state: AppState, mut incoming: tokio::sync::mpsc::Receiver<Envelope>) {
+    let (store, vault, hub, feeds) = (&state.store, &state.vault, &state.hub, &state.logs);
+    while let Some(Envelope { from, message }) = incoming.recv().await {
+        match message {
+            Message::Event(event) => {
+                let connected = agent_connected(&event);
+                hub.publish_relayed(&from, event);
+                if let Some(agent) = connected {
+                    // Its log streams died with its old connection: the ones our tabs watch
+                    // start again on the replica that holds it now.
+                    ops::logs::restart_for_agent(store, vault, hub, feeds, agent).await;
+                }
+            }
+            Message::JobsWaiting { agent_id } => {
+                ops::deployments::send_queued_jobs(store, vault, hub, agent_id).await;
+            }
+            Message::StartLogs {
+                agent_id: _,
+                project_id,
+                stream_id,
+                tail,
+            } => {
+                ops::logs::start_for_replica(store, vault, hub, from, project_id, stream_id, tail)
+                    .await;
+            }
+            Message::StopLogs {
+                agent_id,
+                stream_id,
+            } => ops::logs::stop_for_replica(hub, agent_id, stream_id),
+            Message::Logs { agent_id, batch } => ops::logs::relay(hub, feeds, agent_id, batch),
+            Message::RestartLogs { project_id } => {
+                ops::logs::restart(store, vault, hub, feeds, project_id).await;
+            }
+            Message::Inspect {
+                request_id,
+                agent_id,
+                directory,
+                compose_file,
+            } => {
+                // Answered in a task of its own: the agent may take seconds.
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    let result = match hub.holder(agent_id) {
+                        crate::hub::Holder::Here => {
+                            hub.inspect(agent_id, directory, compose_file, INSPECT_TIMEOUT)
+                                .await
+                        }
+                        _ => Err("the agent is not connected".to_string()),
+                    };
+                    if let Some(relay) = hub.relay() {
+                        relay.send_to(&from, Message::Inspected { request_id, result });
+                    }
+                });
+            }
+            // Completed by the relay itself.
+            Message::Inspected { .. } => {}
+        }
+    }
+}
+
+/// The agent an event says connected, if it is such an event.
+fn agent_connected(event: &serde_json::Value) -> Option<shared::AgentId> {
+    let connected = event.get("type")?.as_str()? == "agent_status"
+        && event.get("status")?.as_str()? == "connected";
+    if !connected {
+        return None;
+    }
+    serde_json::from_value(event.get("agent_id")?.clone()).ok()
+}
+
+async fn leases(state: AppState, relay: Relay) {
+    let mut tick = tokio::time::interval(LEASE_RENEWAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        relay.renew(&state.hub.local_agents()).await;
+        if let Some(held) = relay.held_elsewhere().await {
+            state.hub.set_held_elsewhere(held);
+        }
+        // Streams whose tabs were on a replica that is gone would run for nobody.
+        for (agent, stream) in relay.streams_of_gone_replicas().await {
+            ops::logs::stop_for_replica(&state.hub, agent, stream);
+        }
+    }
+}
+
+async fn sweep(state: AppState) {
+    let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
+    let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let before = crate::db::now_ms() - SWEEP_AFTER.as_millis() as i64;
+        let agents = match store.agents_with_queued_jobs(before).await {
+            Ok(agents) => agents,
+            Err(error) => {
+                tracing::warn!(%error, "could not look for jobs left queued");
+                continue;
+            }
+        };
+        for agent in agents {
+            ops::deployments::send_queued_jobs(store, vault, hub, agent).await;
+        }
+    }
+}

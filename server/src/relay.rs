@@ -1,0 +1,441 @@
+//! The link between replicas of the server that share one PostgreSQL database.
+//!
+//! Every replica has an id. It records which agents it holds with a lease (renewed every
+//! [`LEASE_RENEWAL`], gone [`LEASE_TTL`] after a replica died), and it hands other replicas
+//! what concerns an agent they hold, or tabs they serve, as [`Message`]s:
+//!
+//! 1. the message is stored in `replica_messages` (addressed to one replica, or to all);
+//! 2. in the same statement, `NOTIFY` tells the addressee's channel the row's id, and only
+//!    that, so a notification never nears PostgreSQL's 8,000-byte limit whatever it carries;
+//! 3. the addressee's listener reads the row (removing it when it was addressed to it alone)
+//!    and hands the message to the `cluster` task, which acts on it.
+//!
+//! Messages leave in the order they were given, one writer per replica. A notification can be
+//! lost (the listener's connection dropped): the listener then reads what it missed from the
+//! table. Nothing durable depends on a message: a job waiting for an agent held elsewhere stays
+//! `queued` in the database, and the replica holding the agent sends such jobs again every few
+//! seconds, so a lost message delays a job, never loses it.
+//!
+//! Secrets never travel here: a job or a log stream is handed over by id, and the replica that
+//! holds the agent reads and decrypts what it needs itself.
+
+use crate::db::{Listener, PostedMessage, Store};
+use serde::{Deserialize, Serialize};
+use shared::protocol::LogBatch;
+use shared::{AgentId, JobId, ProjectId, ServiceName};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How long a lease lasts without renewal: a replica that died gives up its agents after this.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How often a replica renews the leases of the agents it holds.
+pub const LEASE_RENEWAL: Duration = Duration::from_secs(10);
+/// The channel every replica listens on.
+const ALL: &str = "stagely_replicas";
+/// Messages waiting to be written; beyond this, new ones are dropped (and logged).
+const OUTGOING_QUEUE: usize = 16_384;
+/// Messages read, waiting for the `cluster` task.
+const INCOMING_QUEUE: usize = 4_096;
+
+/// An agent's answer to an inspection: the compose file's services, or why not.
+pub type InspectAnswer = Result<Vec<ServiceName>, String>;
+
+/// One replica's id: a random UUID in hex, fresh at every start.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReplicaId(String);
+
+impl ReplicaId {
+    fn random() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    fn channel(&self) -> String {
+        format!("stagely_replica_{}", self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for ReplicaId {
+    fn from(id: &str) -> Self {
+        Self(id.to_string())
+    }
+}
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What one replica hands another.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum Message {
+    /// A hub event for every replica's tabs (the hub's own encoding of it).
+    Event(serde_json::Value),
+    /// Jobs of an agent you hold wait `queued`: send them.
+    JobsWaiting { agent_id: AgentId },
+    /// Start this log stream on an agent you hold, for the sender's tabs.
+    StartLogs {
+        agent_id: AgentId,
+        project_id: ProjectId,
+        stream_id: JobId,
+        tail: u32,
+    },
+    /// Stop a log stream of an agent you hold.
+    StopLogs { agent_id: AgentId, stream_id: JobId },
+    /// Lines of a log stream the addressee started.
+    Logs { agent_id: AgentId, batch: LogBatch },
+    /// A deploy recreated a project's containers: restart its watched log streams.
+    RestartLogs { project_id: ProjectId },
+    /// Ask an agent you hold which services a compose project defines.
+    Inspect {
+        request_id: JobId,
+        agent_id: AgentId,
+        directory: String,
+        compose_file: Option<String>,
+    },
+    /// The answer to an [`Message::Inspect`].
+    Inspected {
+        request_id: JobId,
+        result: InspectAnswer,
+    },
+}
+
+/// A message and the replica it came from.
+#[derive(Debug)]
+pub struct Envelope {
+    pub from: ReplicaId,
+    pub message: Message,
+}
+
+enum Op {
+    Hold(AgentId),
+    Release(AgentId),
+    Post(Option<ReplicaId>, Box<Message>),
+    Close(oneshot::Sender<()>),
+}
+
+/// This replica's link to the others; cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: ReplicaId,
+    store: Store,
+    outgoing: mpsc::Sender<Op>,
+    incoming: Mutex<Option<mpsc::Receiver<Envelope>>>,
+    inspections: Mutex<HashMap<JobId, oneshot::Sender<InspectAnswer>>>,
+    /// Log streams started here for another replica's tabs, with that replica and the agent.
+    stream_origins: Mutex<HashMap<JobId, (ReplicaId, AgentId)>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Relay {
+    /// Starts the link when the database can be shared (PostgreSQL); `None` on SQLite.
+    pub async fn start(store: &Store) -> Result<Option<Self>, crate::db::DbError> {
+        if !store.is_shared() {
+            return Ok(None);
+        }
+        let id = ReplicaId::random();
+        let own = id.channel();
+        let Some(listener) = store.listen(&[ALL, own.as_str()]).await? else {
+            return Ok(None);
+        };
+        let newest = store.newest_message().await?;
+        let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
+        let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+        let relay = Self {
+            inner: Arc::new(Inner {
+                id,
+                store: store.clone(),
+                outgoing,
+                incoming: Mutex::new(Some(incoming)),
+                inspections: Mutex::default(),
+                stream_origins: Mutex::default(),
+                stop: watch::channel(false).0,
+            }),
+        };
+        tracing::info!(replica_id = %relay.inner.id, "replica link to the others is up (PostgreSQL LISTEN/NOTIFY)");
+        tokio::spawn(write(relay.clone(), outgoing_rx));
+        tokio::spawn(read(relay.clone(), listener, newest, incoming_tx));
+        Ok(Some(relay))
+    }
+
+    pub fn id(&self) -> &ReplicaId {
+        &self.inner.id
+    }
+
+    /// The messages for this replica; the first caller gets them (the `cluster` task).
+    pub fn take_incoming(&self) -> Option<mpsc::Receiver<Envelope>> {
+        lock(&self.inner.incoming).take()
+    }
+
+    fn queue(&self, op: Op) {
+        if self.inner.outgoing.try_send(op).is_err() {
+            tracing::warn!(
+                "the replica link's queue is full; a message to other replicas was dropped"
+            );
+        }
+    }
+
+    /// This replica now holds `agent`'s socket.
+    pub fn held(&self, agent: AgentId) {
+        self.queue(Op::Hold(agent));
+    }
+
+    /// This replica no longer holds `agent`'s socket.
+    pub fn released(&self, agent: AgentId) {
+        self.queue(Op::Release(agent));
+    }
+
+    /// Hands `message` to one replica.
+    pub fn send_to(&self, replica: &ReplicaId, message: Message) {
+        self.queue(Op::Post(Some(replica.clone()), Box::new(message)));
+    }
+
+    /// Hands `message` to every other replica.
+    pub fn broadcast(&self, message: Message) {
+        self.queue(Op::Post(None, Box::new(message)));
+    }
+
+    /// Renews this replica's lease and those of the agents held here.
+    pub async fn renew(&self, agents: &[AgentId]) {
+        let expires_at = crate::db::now_ms() + LEASE_TTL.as_millis() as i64;
+        let id = self.inner.id.as_str();
+        if let Err(error) = self.inner.store.renew_replica(id, expires_at).await {
+            tracing::warn!(%error, "could not renew this replica's lease");
+        }
+        if let Err(error) = self.inner.store.hold_agents(id, agents, expires_at).await {
+            tracing::warn!(%error, "could not renew the leases of this replica's agents");
+        }
+    }
+
+    /// The log streams started here for replicas that are gone (stopped or dead without
+    /// saying so), with their agent: nobody watches them any more. They are forgotten.
+    pub async fn streams_of_gone_replicas(&self) -> Vec<(AgentId, JobId)> {
+        let live = match self.inner.store.live_replicas(crate::db::now_ms()).await {
+            Ok(live) => live,
+            Err(error) => {
+                tracing::warn!(%error, "could not read which replicas are up");
+                return Vec::new();
+            }
+        };
+        let mut origins = lock(&self.inner.stream_origins);
+        let gone: Vec<JobId> = origins
+            .iter()
+            .filter(|(_, (origin, _))| !live.iter().any(|id| id == origin.as_str()))
+            .map(|(stream, _)| *stream)
+            .collect();
+        gone.into_iter()
+            .filter_map(|stream| origins.remove(&stream).map(|(_, agent)| (agent, stream)))
+            .collect()
+    }
+
+    /// The agents other replicas hold, by lease; `None` when it could not be read.
+    pub async fn held_elsewhere(&self) -> Option<HashMap<AgentId, ReplicaId>> {
+        let id = self.inner.id.as_str();
+        match self
+            .inner
+            .store
+            .agents_held_elsewhere(id, crate::db::now_ms())
+            .await
+        {
+            Ok(leases) => Some(
+                leases
+                    .into_iter()
+                    .map(|(agent, replica)| (agent, ReplicaId(replica)))
+                    .collect(),
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "could not read which replica holds which agent");
+                None
+            }
+        }
+    }
+
+    /// Asks the replica holding `agent` to inspect a compose project, waiting up to `timeout`.
+    pub async fn inspect(
+        &self,
+        holder: &ReplicaId,
+        agent_id: AgentId,
+        directory: String,
+        compose_file: Option<String>,
+        timeout: Duration,
+    ) -> InspectAnswer {
+        let request_id = JobId(uuid::Uuid::new_v4());
+        let (answer_tx, answer) = oneshot::channel();
+        lock(&self.inner.inspections).insert(request_id, answer_tx);
+        self.send_to(
+            holder,
+            Message::Inspect {
+                request_id,
+                agent_id,
+                directory,
+                compose_file,
+            },
+        );
+        let result = match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the agent did not answer".into()),
+            Err(_) => Err(format!(
+                "the agent did not answer in time: the server replica that holds its connection did not reply within {} s",
+                timeout.as_secs()
+            )),
+        };
+        lock(&self.inner.inspections).remove(&request_id);
+        result
+    }
+
+    /// Notes that `stream` was started here, on `agent`, for `origin`'s tabs.
+    pub fn stream_started_for(&self, stream: JobId, agent: AgentId, origin: ReplicaId) {
+        lock(&self.inner.stream_origins).insert(stream, (origin, agent));
+    }
+
+    /// Forgets a stream started for another replica (it was stopped).
+    pub fn stream_stopped(&self, stream: JobId) {
+        lock(&self.inner.stream_origins).remove(&stream);
+    }
+
+    /// The replica whose tabs a stream started here feeds, if another one's.
+    pub fn origin_of_stream(&self, stream: JobId) -> Option<ReplicaId> {
+        lock(&self.inner.stream_origins)
+            .get(&stream)
+            .map(|(origin, _)| origin.clone())
+    }
+
+    /// Sends what is queued, gives up every lease and stops listening.
+    pub async fn close(&self) {
+        let (done_tx, done) = oneshot::channel();
+        if self.inner.outgoing.send(Op::Close(done_tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
+        }
+        self.inner.stop.send_replace(true);
+    }
+
+    fn complete_inspection(&self, request_id: JobId, result: InspectAnswer) {
+        if let Some(waiting) = lock(&self.inner.inspections).remove(&request_id) {
+            let _ = waiting.send(result);
+        }
+    }
+}
+
+/// Writes what this replica hands the others, in order.
+async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
+    let store = &relay.inner.store;
+    let me = relay.inner.id.as_str();
+    while let Some(op) = ops.recv().await {
+        let result = match op {
+            Op::Hold(agent) => {
+                let expires_at = crate::db::now_ms() + LEASE_TTL.as_millis() as i64;
+                store.hold_agents(me, &[agent], expires_at).await
+            }
+            Op::Release(agent) => store.release_agent(me, agent).await,
+            Op::Post(target, message) => {
+                // Our own enum of ids, strings and numbers always encodes.
+                let Ok(body) = serde_json::to_string(&message) else {
+                    continue;
+                };
+                let channel = target.as_ref().map_or(ALL.to_string(), ReplicaId::channel);
+                let target = target.as_ref().map(ReplicaId::as_str);
+                store.post_message(me, target, &channel, &body).await
+            }
+            Op::Close(done) => {
+                if let Err(error) = store.release_all_agents(me).await {
+                    tracing::warn!(%error, "could not release this replica's agent leases; they expire on their own");
+                }
+                let _ = done.send(());
+                return;
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "could not hand a message to the other replicas");
+        }
+    }
+}
+
+/// Reads what other replicas hand this one.
+async fn read(
+    relay: Relay,
+    mut listener: Listener,
+    mut last: i64,
+    incoming: mpsc::Sender<Envelope>,
+) {
+    let mut stop = relay.inner.stop.subscribe();
+    let store = relay.inner.store.clone();
+    let me = relay.inner.id.clone();
+    loop {
+        let notice = tokio::select! {
+            notice = listener.next() => notice,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let posted = match notice {
+            Ok(Some(notice)) => {
+                let Ok(id) = notice.payload.parse::<i64>() else {
+                    continue;
+                };
+                let targeted = notice.channel != ALL;
+                match store.read_message(id, me.as_str(), targeted).await {
+                    Ok(Some(posted)) => vec![posted],
+                    Ok(None) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read a message from another replica");
+                        continue;
+                    }
+                }
+            }
+            Ok(None) | Err(_) => {
+                // The connection dropped and notifications were lost: read what was missed.
+                tracing::warn!("the replica link's listener reconnected; catching up");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match store.messages_after(me.as_str(), last, 10_000).await {
+                    Ok(missed) => missed,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not catch up with the other replicas");
+                        continue;
+                    }
+                }
+            }
+        };
+        for PostedMessage { id, sender, body } in posted {
+            last = last.max(id);
+            if sender == me.as_str() {
+                continue;
+            }
+            let message = match serde_json::from_str::<Message>(&body) {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "skipping a message from another replica that is not understood (another version?)");
+                    continue;
+                }
+            };
+            if let Message::Inspected { request_id, result } = message {
+                relay.complete_inspection(request_id, result);
+                continue;
+            }
+            let envelope = Envelope {
+                from: ReplicaId(sender),
+                message,
+            };
+            if incoming.send(envelope).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Locks a relay map; every critical section is a single insert or remove, so a poisoned lock
+/// is safe to keep using.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
