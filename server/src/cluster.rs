@@ -75,6 +75,7 @@ async fn act(state: AppState, mut incoming: tokio::sync::mpsc::Receiver<Envelope
             Message::Inspect {
                 request_id,
                 agent_id,
+                project_id,
                 directory,
                 compose_file,
             } => {
@@ -83,8 +84,14 @@ async fn act(state: AppState, mut incoming: tokio::sync::mpsc::Receiver<Envelope
                 tokio::spawn(async move {
                     let result = match hub.holder(agent_id) {
                         crate::hub::Holder::Here => {
-                            hub.inspect(agent_id, directory, compose_file, INSPECT_TIMEOUT)
-                                .await
+                            hub.inspect(
+                                agent_id,
+                                project_id,
+                                directory,
+                                compose_file,
+                                INSPECT_TIMEOUT,
+                            )
+                            .await
                         }
                         _ => Err("the agent is not connected".to_string()),
                     };

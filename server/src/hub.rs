@@ -470,7 +470,14 @@ impl Hub {
     ) -> InspectResult {
         if let (Holder::Replica(holder), Some(relay)) = (self.holder(agent_id), self.relay()) {
             return relay
-                .inspect(&holder, agent_id, directory, compose_file, timeout)
+                .inspect(
+                    &holder,
+                    agent_id,
+                    project_id,
+                    directory,
+                    compose_file,
+                    timeout,
+                )
                 .await;
         }
         let request_id = JobId(uuid::Uuid::new_v4());

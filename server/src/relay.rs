@@ -98,6 +98,7 @@ pub enum Message {
     Inspect {
         request_id: JobId,
         agent_id: AgentId,
+        project_id: ProjectId,
         directory: String,
         compose_file: Option<String>,
     },
@@ -267,6 +268,7 @@ impl Relay {
         &self,
         holder: &ReplicaId,
         agent_id: AgentId,
+        project_id: ProjectId,
         directory: String,
         compose_file: Option<String>,
         timeout: Duration,
@@ -279,6 +281,7 @@ impl Relay {
             Message::Inspect {
                 request_id,
                 agent_id,
+                project_id,
                 directory,
                 compose_file,
             },

@@ -62,6 +62,8 @@ async fn run_deploy(
         pinned_images: &[],
         pull_policy: Default::default(),
         registry_credentials: &[],
+        target: Default::default(),
+        secrets_as: Default::default(),
     };
     let options = DeployOptions {
         compose: Compose::V2,
