@@ -45,6 +45,8 @@ fi
 export APP_MASTER_KEY_FILE="$key_file"
 # Every replica tells browsers and agents the balancer's address, never its own.
 export STAGELY_PUBLIC_URL="http://127.0.0.1:$lb_port"
+# The client's address comes from the balancer's X-Forwarded-For (sign-in throttling).
+export STAGELY_TRUSTED_PROXIES="127.0.0.1"
 export STAGELY_SITE_ROOT="${STAGELY_SITE_ROOT:-$ROOT/target/site}"
 
 pids=()

@@ -19,8 +19,9 @@
 //!    cleaned) and reads its id, author and subject for the job's result, with the host key
 //!    SSH pinned on first use;
 //! 4. after the deploy, [`promote`] (it succeeded: `current` now points at the new tree and the
-//!    other trees are removed) or [`discard`] (it failed: the new tree is removed, `current`
-//!    stays where it was).
+//!    other trees are removed) or [`keep_failed`] (it failed: `current` stays where it was; the
+//!    new tree is kept, as containers of a deploy that failed halfway may use it, until a deploy
+//!    succeeds).
 //!
 //! Every line of git's output passes the redactor, which knows the credentials.
 
@@ -457,10 +458,22 @@ pub fn promote(layout: &Layout, checked: &CheckedOut) -> Result<(), GitError> {
     Ok(())
 }
 
-/// The deploy from `checked` failed: its tree is removed, unless it is the current one (a
-/// redeploy of the commit that runs), and `current` stays where it was.
-pub fn discard(layout: &Layout, checked: &CheckedOut) {
-    remove_unless_current(layout, &checked.root);
+/// The deploy from `checked` failed and `current` stays where it was. Its tree is kept: a
+/// deploy that failed halfway (an `up` that recreated some services, a start-first rollout
+/// that replaced one before the next failed) leaves containers that bind-mount it. Trees of
+/// earlier failures go, so at most the running commit's and the last failure's are kept; the
+/// next successful deploy removes every other.
+pub fn keep_failed(layout: &Layout, checked: &CheckedOut) {
+    let keep = std::fs::canonicalize(&checked.root).ok();
+    let Ok(trees) = std::fs::read_dir(layout.trees()) else {
+        return;
+    };
+    for entry in trees.flatten() {
+        let path = entry.path();
+        if std::fs::canonicalize(&path).ok() != keep {
+            remove_unless_current(layout, &path);
+        }
+    }
 }
 
 fn remove_unless_current(layout: &Layout, tree: &Path) {

@@ -543,9 +543,19 @@ impl Executor {
             Ok(_) => {
                 if let Err(error) = git::promote(&layout, &checked) {
                     tracing::warn!(%job_id, %error, "the deploy succeeded but its checkout could not be made the current one");
+                    let line = format!(
+                        "the deploy succeeded, but its checkout could not be made the current one \
+                         (Stop, Start, Restart and logs still use the previous commit): {error}"
+                    );
+                    self.emit(
+                        job_id,
+                        JobEvent::Output {
+                            line: wire::cut(&line, budget::LINE),
+                        },
+                    );
                 }
             }
-            Err(_) => git::discard(&layout, &checked),
+            Err(_) => git::keep_failed(&layout, &checked),
         }
         (
             result.map_err(|error| error.to_string()),

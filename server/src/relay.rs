@@ -210,12 +210,14 @@ impl Relay {
 
     /// Renews this replica's lease and those of the agents held here.
     pub async fn renew(&self, agents: &[AgentId]) {
-        let expires_at = crate::db::now_ms() + LEASE_TTL.as_millis() as i64;
+        let now = crate::db::now_ms();
+        let expires_at = now + LEASE_TTL.as_millis() as i64;
         let id = self.inner.id.as_str();
         if let Err(error) = self.inner.store.renew_replica(id, expires_at).await {
             tracing::warn!(%error, "could not renew this replica's lease");
         }
-        if let Err(error) = self.inner.store.hold_agents(id, agents, expires_at).await {
+        let renewed = self.inner.store.renew_agents(id, agents, now, expires_at);
+        if let Err(error) = renewed.await {
             tracing::warn!(%error, "could not renew the leases of this replica's agents");
         }
     }
@@ -339,7 +341,7 @@ async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
         let result = match op {
             Op::Hold(agent) => {
                 let expires_at = crate::db::now_ms() + LEASE_TTL.as_millis() as i64;
-                store.hold_agents(me, &[agent], expires_at).await
+                store.take_agent(me, agent, expires_at).await
             }
             Op::Release(agent) => store.release_agent(me, agent).await,
             Op::Post(target, message) => {

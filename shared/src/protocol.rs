@@ -28,6 +28,10 @@ pub mod since {
     pub const PULL_POLICY: &str = "0.2.0";
     /// [`DeployPayload::registry_credentials`](crate::DeployPayload::registry_credentials).
     pub const REGISTRY_CREDENTIALS: &str = "0.2.0";
+    /// [`DeployPayload::target`](crate::DeployPayload::target) `swarm` (and with it
+    /// [`DeployPayload::secrets_as`](crate::DeployPayload::secrets_as)): an older agent would
+    /// run the stack with `docker compose up`, Swarm secrets as plain environment.
+    pub const SWARM_TARGET: &str = "0.2.0";
 }
 
 /// Whether the agent version `reported` is `needed` or later, comparing the numbers of

@@ -16,8 +16,19 @@ pub struct ServiceInfo {
     pub id: String,
     pub version: Version,
     pub spec: Spec,
+    /// The spec before the last update (`docker stack deploy` updates every service of the
+    /// stack, changed or not).
+    #[serde(default)]
+    pub previous_spec: Option<PreviousSpec>,
     #[serde(default)]
     pub update_status: Option<UpdateStatus>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PreviousSpec {
+    #[serde(default)]
+    pub task_template: serde_json::Value,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -32,8 +43,10 @@ pub struct Spec {
     pub name: String,
     #[serde(default)]
     pub mode: Mode,
+    /// What each task runs (image, environment, secrets, …), kept whole: Swarm replaces a
+    /// service's tasks only when this changed.
     #[serde(default)]
-    pub task_template: TaskTemplate,
+    pub task_template: serde_json::Value,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -48,26 +61,6 @@ pub struct Mode {
 pub struct Replicated {
     #[serde(default)]
     pub replicas: Option<u64>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TaskTemplate {
-    #[serde(default)]
-    pub container_spec: ContainerSpec,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerSpec {
-    #[serde(default)]
-    pub secrets: Option<Vec<SecretReference>>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SecretReference {
-    pub secret_name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -93,13 +86,19 @@ impl ServiceInfo {
 
     /// The Swarm secrets the service's current spec mounts.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
-        self.spec
-            .task_template
-            .container_spec
-            .secrets
-            .iter()
+        self.spec.task_template["ContainerSpec"]["Secrets"]
+            .as_array()
+            .into_iter()
             .flatten()
-            .map(|secret| secret.secret_name.as_str())
+            .filter_map(|secret| secret["SecretName"].as_str())
+    }
+
+    /// Whether the last update left what tasks run as it was: Swarm then replaces no task and
+    /// never reports an update status for it.
+    pub fn tasks_unchanged(&self) -> bool {
+        self.previous_spec
+            .as_ref()
+            .is_some_and(|previous| previous.task_template == self.spec.task_template)
     }
 }
 
@@ -173,8 +172,9 @@ pub fn judge(
             message: message_of(fresh),
         },
         Some(_) => Progress::Updating,
-        // A new service has no update; it is done when its tasks run.
-        None if created => match service.desired() {
+        // A new service has no update, nor has one whose tasks the deploy left as they were
+        // (Swarm clears the status and finds no task to replace): done when its tasks run.
+        None if created || service.tasks_unchanged() => match service.desired() {
             Some(desired) if running >= desired => Progress::Done,
             None if running > 0 => Progress::Done,
             _ => Progress::Updating,
@@ -226,6 +226,27 @@ mod tests {
         let service = &parse_services(json).unwrap()[0];
         assert_eq!(judge(service, None, 1, true), Progress::Updating);
         assert_eq!(judge(service, None, 2, true), Progress::Done);
+    }
+
+    /// `docker stack deploy` updates every service; one whose tasks it left as they were gets
+    /// no update status from Swarm (it clears the old one and has no task to replace), and must
+    /// not be waited for until the deploy times out.
+    #[test]
+    fn a_service_the_deploy_left_unchanged_is_done_when_its_replicas_run() {
+        let json = r#"[{"ID":"a","Version":{"Index":9},"Spec":{"Name":"s",
+            "Mode":{"Replicated":{"Replicas":2}},"TaskTemplate":{"ContainerSpec":{"Image":"x",
+            "Env":["A=1"]},"ForceUpdate":0}},
+            "PreviousSpec":{"Name":"s","TaskTemplate":{"ContainerSpec":{"Image":"x",
+            "Env":["A=1"]},"ForceUpdate":0}}}]"#;
+        let unchanged = &parse_services(json).unwrap()[0];
+        assert!(unchanged.tasks_unchanged());
+        assert_eq!(judge(unchanged, None, 2, false), Progress::Done);
+        assert_eq!(judge(unchanged, None, 1, false), Progress::Updating);
+
+        // Changed tasks: the update has not reported yet, so it is waited for.
+        let changed = &parse_services(&json.replacen("A=1", "A=2", 1)).unwrap()[0];
+        assert!(!changed.tasks_unchanged());
+        assert_eq!(judge(changed, None, 2, false), Progress::Updating);
     }
 
     #[test]

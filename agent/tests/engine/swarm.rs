@@ -365,6 +365,22 @@ async fn a_changed_secret_rolls_out_to_every_replica(secrets_as: SecretsAs) {
     .await
     .unwrap();
     assert_eq!(config.trim(), "start-first rollback");
+    // A redeploy that changes nothing (Swarm replaces no task, so it reports no update for
+    // the service) ends as soon as the replicas run, not at the deploy's timeout.
+    let (again, events) = deploy_stack(
+        &stack,
+        &private,
+        &[greeting("second \"value\"")],
+        secrets_as,
+    )
+    .await;
+    again.unwrap_or_else(|error| {
+        panic!(
+            "the unchanged redeploy works: {error}\n{:#?}",
+            output_lines(&events)
+        )
+    });
+    assert_eq!(served_by_every_task(&stack).await, ["second \"value\""; 2]);
     // Nothing of the deploy is left in the private directory.
     assert_eq!(std::fs::read_dir(private.path()).unwrap().count(), 0);
     if secrets_as == SecretsAs::SwarmSecrets {

@@ -66,12 +66,37 @@ impl Store {
         Ok(Some(Listener { inner }))
     }
 
-    /// Records (or renews) that `replica` holds `agents` until `expires_at` (ms).
-    pub async fn hold_agents(
+    /// Records that `replica` now holds `agent` until `expires_at` (ms): the agent said hello
+    /// there, so the newest connection wins over any lease another replica had.
+    pub async fn take_agent(
+        &self,
+        replica: &str,
+        agent: AgentId,
+        expires_at: i64,
+    ) -> Result<(), DbError> {
+        self.write_leases(replica, &[agent], expires_at, None).await
+    }
+
+    /// Renews `replica`'s leases of `agents` until `expires_at` (ms). A lease another replica
+    /// took meanwhile (the agent reconnected there while this one still had a half-open socket)
+    /// is left to it, unless it has run out by `now`: a renewal never takes an agent back.
+    pub async fn renew_agents(
+        &self,
+        replica: &str,
+        agents: &[AgentId],
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), DbError> {
+        self.write_leases(replica, agents, expires_at, Some(now))
+            .await
+    }
+
+    async fn write_leases(
         &self,
         replica: &str,
         agents: &[AgentId],
         expires_at: i64,
+        renewing_at: Option<i64>,
     ) -> Result<(), DbError> {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(());
@@ -84,11 +109,14 @@ impl Store {
             "INSERT INTO agent_leases (agent_id, replica_id, expires_at) \
              SELECT id, $2, $3 FROM UNNEST($1::text[]) AS id \
              ON CONFLICT (agent_id) DO UPDATE \
-             SET replica_id = excluded.replica_id, expires_at = excluded.expires_at",
+             SET replica_id = excluded.replica_id, expires_at = excluded.expires_at \
+             WHERE $4::bigint IS NULL OR agent_leases.replica_id = excluded.replica_id \
+             OR agent_leases.expires_at < $4::bigint",
         )
         .bind(&ids)
         .bind(replica)
         .bind(expires_at)
+        .bind(renewing_at)
         .execute(pool)
         .await?;
         Ok(())

@@ -30,6 +30,7 @@ use shared::protocol::{
 };
 use shared::registry::PullPolicy;
 use shared::runtime::{JobKind, LifecycleAction, ServiceImage};
+use shared::target::DeployTarget;
 use shared::webhooks::DeployTrigger;
 use shared::{AgentId, DeployPayload, DeploymentId, JobId, ProjectId, ServerToAgent, UserId};
 use std::time::Duration;
@@ -415,6 +416,11 @@ async fn agent_understands(store: &Store, agent: AgentId, payload: &DeployPayloa
             !payload.registry_credentials.is_empty(),
             since::REGISTRY_CREDENTIALS,
             "log in to a private registry",
+        ),
+        (
+            payload.target != DeployTarget::Compose,
+            since::SWARM_TARGET,
+            "deploy a Docker Swarm stack",
         ),
     ];
     match uses

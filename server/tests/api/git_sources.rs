@@ -802,7 +802,11 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
                 .unwrap();
         let names: Vec<_> = services.iter().map(|service| service.as_str()).collect();
         assert_eq!(names, ["web"], "the running commit's compose file is read");
-        assert_eq!(kept_trees(&private, &project), [first]);
+        // The failed commit's tree stays until a deploy succeeds: containers of a deploy that
+        // failed halfway may bind-mount it.
+        let mut kept = vec![first.clone(), broken.clone()];
+        kept.sort();
+        assert_eq!(kept_trees(&private, &project), kept);
 
         let accepted: DeployAccepted = api
             .expect(
@@ -864,8 +868,8 @@ async fn hello_as(socket: &mut RawSocket, version: &str) {
     );
 }
 
-/// An agent from before Git sources and image pulls would ignore those fields and deploy the
-/// project's directory instead: the server refuses such a deploy to it, naming the version
+/// An agent from before Git sources, image pulls and Swarm stacks would ignore those fields and
+/// deploy the project's directory with Compose instead: the server refuses such a deploy to it, naming the version
 /// needed, whether the agent is connected when it is asked or says hello later.
 #[tokio::test]
 async fn an_agent_too_old_for_git_sources_is_refused_their_deploys_naming_the_version() {
@@ -900,6 +904,20 @@ async fn an_agent_too_old_for_git_sources_is_refused_their_deploys_naming_the_ve
                 201,
             )
             .await;
+        let stack: Project = api
+            .expect(
+                Method::POST,
+                "/projects",
+                Some(json!({
+                    "name": "stack",
+                    "agent_id": created.agent.id,
+                    "path": "/srv/stack",
+                    "target": "swarm",
+                    "secrets_as": "swarm_secrets",
+                })),
+                201,
+            )
+            .await;
 
         // Asked while the agent has never said hello: queued, judged at its hello.
         let queued: DeployAccepted = api
@@ -923,6 +941,7 @@ async fn an_agent_too_old_for_git_sources_is_refused_their_deploys_naming_the_ve
         for (project, what) in [
             (&git_project, "Git repository"),
             (&pulling, "pull policy always"),
+            (&stack, "Docker Swarm stack"),
         ] {
             let (status, answer) = api
                 .call(Method::POST, &format!("/deploy/{}", project.id), None)

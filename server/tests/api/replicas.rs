@@ -662,6 +662,73 @@ async fn an_inspection_is_answered_by_the_replica_holding_the_agent() {
     );
 }
 
+/// An agent that reconnected through the balancer to replica B while A still had its old,
+/// half-open socket: A's renewals leave B's lease alone (else the others would hand B's agent's
+/// jobs to A, which pushes them into the dead socket), and a hello anywhere takes it over.
+#[tokio::test]
+async fn a_renewal_never_takes_an_agent_back_from_the_replica_it_reconnected_to() {
+    if skip() {
+        return;
+    }
+    let db = TestDb::postgres().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = server::db::Store::connect(db.url(), dir.path())
+        .await
+        .unwrap();
+    let agent = shared::AgentId(uuid::Uuid::new_v4());
+    // The replica holding the agent, as a third one sees it.
+    let holder = || {
+        let store = store.clone();
+        async move {
+            let elsewhere = store
+                .agents_held_elsewhere("c", server::db::now_ms())
+                .await
+                .unwrap();
+            elsewhere
+                .into_iter()
+                .find(|(held, _)| *held == agent)
+                .map(|(_, replica)| replica)
+        }
+    };
+    let now = server::db::now_ms();
+    let later = now + 30_000;
+    store.take_agent("a", agent, later).await.unwrap();
+    store.take_agent("b", agent, later).await.unwrap();
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("b"),
+        "the newest hello wins"
+    );
+    store
+        .renew_agents("a", &[agent], now, later + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("b"),
+        "a stale renewal took it back"
+    );
+    store
+        .renew_agents("b", &[agent], now, later + 1)
+        .await
+        .unwrap();
+    assert_eq!(holder().await.as_deref(), Some("b"));
+    // B's lease ran out (B died): a renewal may pick it up again.
+    store
+        .renew_agents("a", &[agent], later + 2, later + 30_000)
+        .await
+        .unwrap();
+    assert_eq!(holder().await.as_deref(), Some("a"));
+    // Gone from A: only A's own lease is released.
+    store.take_agent("b", agent, later + 30_000).await.unwrap();
+    store.release_agent("a", agent).await.unwrap();
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("b"),
+        "A's release dropped B's lease"
+    );
+}
+
 #[tokio::test]
 async fn housekeeping_runs_on_one_replica_at_a_time() {
     if skip() {
