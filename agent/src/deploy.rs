@@ -41,7 +41,7 @@
 use crate::claim::{self, ClaimError};
 use crate::compose::{self, ComposeError, ComposeProject};
 use crate::engine;
-use crate::health::{self, ContainerState, Verdict};
+use crate::health::{self, ContainerState, InspectedContainer, Verdict};
 use crate::images::{self, PinError};
 use crate::override_file::{self, OverrideError, OverrideFile, Owner};
 use crate::registry_auth::{self, DockerConfig, RegistryAuthError};
@@ -276,7 +276,8 @@ pub async fn deploy(
     let deadline = tokio::time::Instant::now() + options.health_timeout;
     let mut ready_since = None;
     loop {
-        let containers = compose.states(&redactor).await?;
+        let inspected = compose.containers(&redactor).await?;
+        let containers: Vec<ContainerState> = inspected.iter().map(ContainerState::from).collect();
         match health::judge(&containers) {
             Verdict::Ready => {
                 let seen_ready_for = ready_since
@@ -290,7 +291,7 @@ pub async fn deploy(
                 );
                 if left.is_zero() {
                     let images =
-                        match images::of_project(request.project, request.pinned_images, &redactor)
+                        match images::of_containers(&inspected, request.pinned_images, &redactor)
                             .await
                         {
                             Ok(images) => images,
@@ -481,17 +482,19 @@ impl ProjectCommand<'_> {
         self.compose.command(argv).current_dir(&self.project.dir)
     }
 
-    /// The state of every container of the project (not `compose run` ones), read from the
-    /// engine: `docker inspect` says when each started, `compose ps` does not.
-    async fn states(&self, redactor: &Redactor) -> Result<Vec<ContainerState>, DeployError> {
+    /// Every container of the project (not `compose run` ones), read from the engine:
+    /// `docker inspect` says when each started (`compose ps` does not) and which image it runs.
+    async fn containers(
+        &self,
+        redactor: &Redactor,
+    ) -> Result<Vec<InspectedContainer>, DeployError> {
         let filters = [
             format!("com.docker.compose.project={}", self.name),
             "com.docker.compose.oneoff=False".to_owned(),
         ];
-        let containers = engine::containers(&filters, redactor)
+        engine::containers(&filters, redactor)
             .await
-            .map_err(|error| DeployError::State(error.to_string()))?;
-        Ok(containers.into_iter().map(ContainerState::from).collect())
+            .map_err(|error| DeployError::State(error.to_string()))
     }
 
     /// The last lines a service printed, for the failure message, within [`TAIL_BUDGET`].

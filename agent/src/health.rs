@@ -284,18 +284,18 @@ pub fn parse_inspected(output: &str) -> Result<Vec<InspectedContainer>, serde_js
 pub fn parse_inspect(output: &str) -> Result<Vec<ContainerState>, serde_json::Error> {
     Ok(parse_inspected(output)?
         .into_iter()
-        .map(ContainerState::from)
+        .map(|container| ContainerState::from(&container))
         .collect())
 }
 
-impl From<InspectedContainer> for ContainerState {
-    fn from(container: InspectedContainer) -> Self {
+impl From<&InspectedContainer> for ContainerState {
+    fn from(container: &InspectedContainer) -> Self {
         Self {
             service: container.service().unwrap_or_default().to_owned(),
-            started_at: container.started_at.as_deref().and_then(parse_time),
-            state: container.status,
-            health: container.health,
+            state: container.status.clone(),
+            health: container.health.clone(),
             exit_code: container.exit_code,
+            started_at: container.started_at.as_deref().and_then(parse_time),
         }
     }
 }
