@@ -53,8 +53,10 @@ YAML
 done
 printf '[{"key":"GREETING","value":"unchanged","scope":"global"}]' >"$WORK/secrets.json"
 
+# `STAGELY_COMPOSE` set: like a running agent, which finds its Compose once at start, the
+# command does not ask `docker compose version` on every deploy.
 agent_deploy() {
-  STAGELY_STATE_DIR="$WORK/state" RUST_LOG=warn "$AGENT_BIN" deploy --dir "$WORK/agent" \
+  STAGELY_COMPOSE=v2 STAGELY_STATE_DIR="$WORK/state" RUST_LOG=warn "$AGENT_BIN" deploy --dir "$WORK/agent" \
     --project "$RUN_ID-agent" --secrets "$WORK/secrets.json" >>"$WORK/agent.log" 2>&1 \
     || { cat "$WORK/agent.log" >&2; exit 1; }
 }
