@@ -28,8 +28,10 @@
 //!    change), so a redeploy with the same secrets and images restarts nothing and a change
 //!    scoped to one service restarts only that service;
 //! 8. **health**: wait until every container runs (and is healthy where it has a healthcheck)
-//!    and has stayed so for a short settle time; a container that exits with an error fails
-//!    the deploy with its exit code and last lines. Then the image each service runs is read
+//!    and has been up for a short settle time, counted from its own start
+//!    ([`health::settle_left`]: a container `up` left alone has long settled, one it started
+//!    or a restart policy restarted waits); a container that exits with an error fails the
+//!    deploy with its exit code and last lines. Then the image each service runs is read
 //!    for the result, so the deployment can be redeployed exactly later.
 //!
 //! The override file and the registry credentials are removed when this returns or is
@@ -38,7 +40,8 @@
 
 use crate::claim::{self, ClaimError};
 use crate::compose::{self, ComposeError, ComposeProject};
-use crate::health::{self, ContainerState, Verdict};
+use crate::engine;
+use crate::health::{self, ContainerState, InspectedContainer, Verdict};
 use crate::images::{self, PinError};
 use crate::override_file::{self, OverrideError, OverrideFile, Owner};
 use crate::registry_auth::{self, DockerConfig, RegistryAuthError};
@@ -54,7 +57,7 @@ use shared::target::{DeployTarget, SecretsAs};
 use shared::{ProjectId, ProjectName, Secret, ServiceName};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How the agent deploys; fixed for its lifetime.
 #[derive(Clone, Debug)]
@@ -273,13 +276,22 @@ pub async fn deploy(
     let deadline = tokio::time::Instant::now() + options.health_timeout;
     let mut ready_since = None;
     loop {
-        let containers = compose.states(&redactor).await?;
+        let inspected = compose.containers(&redactor).await?;
+        let containers: Vec<ContainerState> = inspected.iter().map(ContainerState::from).collect();
         match health::judge(&containers) {
             Verdict::Ready => {
-                let since = *ready_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() >= options.settle {
+                let seen_ready_for = ready_since
+                    .get_or_insert_with(tokio::time::Instant::now)
+                    .elapsed();
+                let left = health::settle_left(
+                    &containers,
+                    options.settle,
+                    SystemTime::now(),
+                    seen_ready_for,
+                );
+                if left.is_zero() {
                     let images =
-                        match images::of_project(request.project, request.pinned_images, &redactor)
+                        match images::of_containers(&inspected, request.pinned_images, &redactor)
                             .await
                         {
                             Ok(images) => images,
@@ -296,7 +308,7 @@ pub async fn deploy(
                         };
                     return Ok(Deployed { containers, images });
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(left.min(HEALTH_POLL)).await;
             }
             Verdict::Failed {
                 service,
@@ -319,7 +331,7 @@ pub async fn deploy(
             }
             Verdict::Waiting(_) => {
                 ready_since = None;
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(HEALTH_POLL).await;
             }
         }
     }
@@ -425,6 +437,9 @@ async fn streamed(
     Ok((output.exit_code, wire::cut_keeping_end(&lines, TAIL_BUDGET)))
 }
 
+/// How often the health step reads the containers' states again.
+const HEALTH_POLL: Duration = Duration::from_millis(250);
+
 /// How many of its last lines a failed command or service shows.
 const TAIL_LINES: usize = 50;
 /// Those lines, encoded, at most: with the sentence before them they fit a job's result
@@ -467,32 +482,19 @@ impl ProjectCommand<'_> {
         self.compose.command(argv).current_dir(&self.project.dir)
     }
 
-    /// The state of every container of the project.
-    async fn states(&self, redactor: &Redactor) -> Result<Vec<ContainerState>, DeployError> {
-        match self.compose {
-            Compose::V2 => {
-                let ps = self.command(["ps", "-a", "--format", "json"]);
-                let stdout = quiet(&ps, redactor).await?;
-                health::parse_compose_ps(&stdout)
-                    .map_err(|error| DeployError::State(error.to_string()))
-            }
-            Compose::V1 => {
-                let filter = format!("label=com.docker.compose.project={}", self.name);
-                let list = CommandSpec::new("docker", ["ps", "-aq", "--filter", filter.as_str()]);
-                let ids = quiet(&list, redactor).await?;
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let argv = ["inspect", "--format", health::INSPECT_FORMAT]
-                    .into_iter()
-                    .chain(ids);
-                let inspect = CommandSpec::new("docker", argv);
-                let stdout = quiet(&inspect, redactor).await?;
-                health::parse_inspect(&stdout)
-                    .map_err(|error| DeployError::State(error.to_string()))
-            }
-        }
+    /// Every container of the project (not `compose run` ones), read from the engine:
+    /// `docker inspect` says when each started (`compose ps` does not) and which image it runs.
+    async fn containers(
+        &self,
+        redactor: &Redactor,
+    ) -> Result<Vec<InspectedContainer>, DeployError> {
+        let filters = [
+            format!("com.docker.compose.project={}", self.name),
+            "com.docker.compose.oneoff=False".to_owned(),
+        ];
+        engine::containers(&filters, redactor)
+            .await
+            .map_err(|error| DeployError::State(error.to_string()))
     }
 
     /// The last lines a service printed, for the failure message, within [`TAIL_BUDGET`].
@@ -508,25 +510,5 @@ impl ProjectCommand<'_> {
             }
             Err(error) => format!("(could not read the logs: {error})"),
         }
-    }
-}
-
-/// Runs a read-only command and returns its stdout, failing on a non-zero exit.
-async fn quiet(spec: &CommandSpec, redactor: &Redactor) -> Result<String, DeployError> {
-    let output = runner::run(
-        &spec.clone().timeout(Duration::from_secs(60)),
-        redactor,
-        |_| {},
-    )
-    .await?;
-    if output.success() {
-        Ok(output.stdout)
-    } else {
-        Err(DeployError::State(format!(
-            "`{}` exited with {:?}: {}",
-            output.command,
-            output.exit_code,
-            output.stderr.trim()
-        )))
     }
 }

@@ -1,15 +1,18 @@
-//! What state a project's containers are in, read from Compose or the engine, and whether a
-//! deploy may call itself done.
+//! What state a project's containers are in, read from the engine, and whether a deploy may
+//! call itself done.
 //!
-//! Compose v2 prints `ps --format json` in two shapes depending on its release (one JSON array,
-//! or one object per line); both are accepted. Compose v1 has no JSON output, so for it the
-//! containers are found by their `com.docker.compose.project` label and read with
-//! `docker inspect`.
+//! A project's containers are found by their `com.docker.compose.project` label and read with
+//! `docker inspect` (Compose v2 and v1 alike): unlike `compose ps`, it says when each container
+//! started, so a redeploy that changed nothing need not wait out the settle time again for
+//! containers that have been up for hours ([`settle_left`]).
 
 use serde::Deserialize;
 use shared::runtime::{ContainerHealth, ContainerStatus, ServiceState};
 use shared::{ProjectId, ServiceName};
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// One container of a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +23,9 @@ pub struct ContainerState {
     /// `healthy`, `unhealthy` or `starting` when the service has a healthcheck.
     pub health: Option<String>,
     pub exit_code: Option<i64>,
+    /// When the container last started (`State.StartedAt`); `None` when it never started or
+    /// the engine did not say.
+    pub started_at: Option<SystemTime>,
 }
 
 /// Where the project stands after `up`.
@@ -79,42 +85,30 @@ pub fn judge(containers: &[ContainerState]) -> Verdict {
     }
 }
 
-#[derive(Deserialize)]
-struct ComposePsEntry {
-    #[serde(rename = "Service")]
-    service: String,
-    #[serde(rename = "State")]
-    state: String,
-    #[serde(rename = "Health", default)]
-    health: Option<String>,
-    #[serde(rename = "ExitCode", default)]
-    exit_code: Option<i64>,
-}
-
-impl From<ComposePsEntry> for ContainerState {
-    fn from(entry: ComposePsEntry) -> Self {
-        Self {
-            service: entry.service,
-            state: entry.state.to_lowercase(),
-            health: entry.health.filter(|health| !health.is_empty()),
-            exit_code: entry.exit_code,
-        }
-    }
-}
-
-/// Parses `docker compose ps --format json`: a JSON array (older v2) or one object per line
-/// (newer v2). Empty output means no containers.
-pub fn parse_compose_ps(output: &str) -> Result<Vec<ContainerState>, serde_json::Error> {
-    let trimmed = output.trim();
-    if trimmed.starts_with('[') {
-        let entries: Vec<ComposePsEntry> = serde_json::from_str(trimmed)?;
-        return Ok(entries.into_iter().map(Into::into).collect());
-    }
-    trimmed
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str::<ComposePsEntry>(line).map(Into::into))
-        .collect()
+/// How much longer a project that [`judge`] calls ready must wait before the deploy is done:
+/// until every running container has been up for `settle`, counted from its own start. A
+/// container that has run for hours (a redeploy that changed nothing) has settled at once; one
+/// just (re)started, by `up` or by its restart policy, waits the whole time; a crash loop keeps
+/// starting afresh and never settles. A container whose start is unknown counts from when the
+/// agent first saw the project ready, `seen_ready_for` ago. Finished one-shot tasks have nothing
+/// to settle. A start in the future (clock skew) counts as just now.
+pub fn settle_left(
+    containers: &[ContainerState],
+    settle: Duration,
+    now: SystemTime,
+    seen_ready_for: Duration,
+) -> Duration {
+    containers
+        .iter()
+        .filter(|container| container.state == "running")
+        .map(|container| {
+            let up = container.started_at.map_or(seen_ready_for, |started| {
+                now.duration_since(started).unwrap_or(Duration::ZERO)
+            });
+            settle.saturating_sub(up)
+        })
+        .max()
+        .unwrap_or(Duration::ZERO)
 }
 
 /// One container as `docker inspect` describes it: what the agent reports about it.
@@ -290,13 +284,25 @@ pub fn parse_inspected(output: &str) -> Result<Vec<InspectedContainer>, serde_js
 pub fn parse_inspect(output: &str) -> Result<Vec<ContainerState>, serde_json::Error> {
     Ok(parse_inspected(output)?
         .into_iter()
-        .map(|container| ContainerState {
-            service: container.service().unwrap_or_default().to_owned(),
-            state: container.status,
-            health: container.health,
-            exit_code: container.exit_code,
-        })
+        .map(|container| ContainerState::from(&container))
         .collect())
+}
+
+impl From<&InspectedContainer> for ContainerState {
+    fn from(container: &InspectedContainer) -> Self {
+        Self {
+            service: container.service().unwrap_or_default().to_owned(),
+            state: container.status.clone(),
+            health: container.health.clone(),
+            exit_code: container.exit_code,
+            started_at: container.started_at.as_deref().and_then(parse_time),
+        }
+    }
+}
+
+/// Docker's RFC 3339 time (`2026-11-30T12:00:00.123456789Z`); `None` when it is not one.
+fn parse_time(text: &str) -> Option<SystemTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok().map(Into::into)
 }
 
 #[cfg(test)]
@@ -309,23 +315,8 @@ mod tests {
             state: state.into(),
             health: health.map(Into::into),
             exit_code: Some(exit),
+            started_at: None,
         }
-    }
-
-    #[test]
-    fn both_shapes_of_compose_ps_json_are_read() {
-        let array = r#"[{"Name":"p-web-1","Service":"web","State":"running","Health":"","ExitCode":0},
-                        {"Name":"p-db-1","Service":"db","State":"running","Health":"starting","ExitCode":0}]"#;
-        let lines = "{\"Service\":\"web\",\"State\":\"running\",\"Health\":\"\",\"ExitCode\":0}\n\
-                     {\"Service\":\"db\",\"State\":\"running\",\"Health\":\"starting\",\"ExitCode\":0}\n";
-        let expected = vec![
-            container("web", "running", None, 0),
-            container("db", "running", Some("starting"), 0),
-        ];
-        assert_eq!(parse_compose_ps(array).unwrap(), expected);
-        assert_eq!(parse_compose_ps(lines).unwrap(), expected);
-        assert_eq!(parse_compose_ps("").unwrap(), vec![]);
-        assert_eq!(parse_compose_ps("[]").unwrap(), vec![]);
     }
 
     #[test]
@@ -341,6 +332,17 @@ mod tests {
                 container("web", "running", Some("healthy"), 0),
             ]
         );
+        let started = r#"[{"State":{"Status":"running","ExitCode":0,
+                            "StartedAt":"2026-11-30T12:00:00.250000001Z"},
+                           "Config":{"Labels":{"com.docker.compose.service":"web"}}},
+                          {"State":{"Status":"running","ExitCode":0,"StartedAt":"yesterday"},
+                           "Config":{"Labels":{"com.docker.compose.service":"db"}}}]"#;
+        let states = parse_inspect(started).unwrap();
+        assert_eq!(
+            states[0].started_at,
+            Some(noon() + Duration::from_nanos(250_000_001))
+        );
+        assert_eq!(states[1].started_at, None, "not a time: unknown");
     }
 
     #[test]
@@ -436,5 +438,96 @@ mod tests {
         );
         let unhealthy = judge(&[container("db", "running", Some("unhealthy"), 0)]);
         assert!(matches!(unhealthy, Verdict::Failed { service, .. } if service == "db"));
+    }
+
+    /// 2026-11-30T12:00:00Z, the "now" of the settle tests.
+    fn noon() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_040_000)
+    }
+
+    /// A running container of `service` that started `up` before [`noon`] (`None`: unknown).
+    fn running(service: &str, up: Option<Duration>) -> ContainerState {
+        ContainerState {
+            started_at: up.map(|up| noon() - up),
+            ..container(service, "running", None, 0)
+        }
+    }
+
+    const SETTLE: Duration = Duration::from_millis(1500);
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn millis(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn containers_up_for_hours_have_settled_at_once() {
+        let hours = [
+            running("web", Some(secs(3 * 3600))),
+            running("db", Some(secs(7200))),
+            container("migrate", "exited", None, 0),
+        ];
+        assert_eq!(
+            settle_left(&hours, SETTLE, noon(), Duration::ZERO),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_freshly_started_container_waits_out_the_settle_time_from_its_own_start() {
+        let fresh = [
+            running("web", Some(secs(3600))),
+            running("db", Some(millis(200))),
+        ];
+        assert_eq!(
+            settle_left(&fresh, SETTLE, noon(), Duration::ZERO),
+            millis(1300)
+        );
+        // Seen ready for long does not matter when the container says it just started.
+        assert_eq!(settle_left(&fresh, SETTLE, noon(), secs(60)), millis(1300));
+        let just_now = [running("web", Some(Duration::ZERO))];
+        assert_eq!(
+            settle_left(&just_now, SETTLE, noon(), Duration::ZERO),
+            SETTLE
+        );
+    }
+
+    #[test]
+    fn a_container_restarted_by_its_policy_waits_again() {
+        // Up for an hour, then crashed and restarted: its start is new, and so is its wait.
+        let restarted = [
+            running("web", Some(secs(3600))),
+            running("worker", Some(millis(400))),
+        ];
+        assert_eq!(
+            settle_left(&restarted, SETTLE, noon(), secs(3600)),
+            millis(1100)
+        );
+        // A start in the future (the clock went back) counts as just now.
+        let ahead = [ContainerState {
+            started_at: Some(noon() + secs(5)),
+            ..running("web", None)
+        }];
+        assert_eq!(settle_left(&ahead, SETTLE, noon(), secs(60)), SETTLE);
+    }
+
+    #[test]
+    fn an_unknown_start_counts_from_when_the_agent_saw_the_project_ready() {
+        let unknown = [running("web", None), running("db", Some(secs(3600)))];
+        assert_eq!(
+            settle_left(&unknown, SETTLE, noon(), Duration::ZERO),
+            SETTLE
+        );
+        assert_eq!(
+            settle_left(&unknown, SETTLE, noon(), millis(1000)),
+            millis(500)
+        );
+        assert_eq!(
+            settle_left(&unknown, SETTLE, noon(), secs(2)),
+            Duration::ZERO
+        );
     }
 }

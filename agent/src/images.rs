@@ -13,7 +13,7 @@ use crate::health::InspectedContainer;
 use crate::runner::Redactor;
 use shared::protocol::budget;
 use shared::runtime::ServiceImage;
-use shared::{ProjectName, ServiceName};
+use shared::ServiceName;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The images of one deploy's result, together, in bytes of JSON: a project with hundreds of
@@ -111,15 +111,14 @@ pub async fn check_pinned(
     })
 }
 
-/// The image each service of the compose project `name` runs now; a pinned service keeps the
-/// reference it was pinned with (its container was created from the bare id).
-pub async fn of_project(
-    name: &ProjectName,
+/// The image each service runs, read from its `containers` (as the deploy last read them); a
+/// pinned service keeps the reference it was pinned with (its container was created from the
+/// bare id).
+pub async fn of_containers(
+    containers: &[InspectedContainer],
     pinned: &[ServiceImage],
     redactor: &Redactor,
 ) -> Result<Vec<ServiceImage>, EngineError> {
-    let filter = format!("com.docker.compose.project={name}");
-    let containers = engine::containers(&[filter], redactor).await?;
     let ids: BTreeSet<&str> = containers
         .iter()
         .map(|container| container.image_id.as_str())
@@ -134,7 +133,7 @@ pub async fn of_project(
             (image.id, digest)
         })
         .collect();
-    Ok(service_images(&containers, pinned, &digests))
+    Ok(service_images(containers, pinned, &digests))
 }
 
 /// One image per service (its first container's), sorted by service, within

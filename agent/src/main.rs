@@ -449,10 +449,17 @@ fn render(project: LocalProject, show_values: bool) -> anyhow::Result<()> {
 
 async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
     let (secrets, name) = read_local(&project)?;
-    let detected = system::detect_compose().await.map(|(compose, _)| compose);
-    if detected.is_none() && std::env::var("STAGELY_COMPOSE").is_err() {
-        anyhow::bail!("neither `docker compose` nor `docker-compose` answers");
-    }
+    // `STAGELY_COMPOSE` decides when set: nothing to detect, so no `version` call to wait for
+    // (a running agent detects once, at start).
+    let detected = if std::env::var_os("STAGELY_COMPOSE").is_some() {
+        None
+    } else {
+        let detected = system::detect_compose().await.map(|(compose, _)| compose);
+        if detected.is_none() {
+            anyhow::bail!("neither `docker compose` nor `docker-compose` answers");
+        }
+        detected
+    };
     let options = deploy_options(detected, &prepared_state_dir()?)?;
     let request = DeployRequest {
         project: &name,

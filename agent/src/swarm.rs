@@ -378,6 +378,7 @@ async fn wait_for_update(
                 state: "running".into(),
                 health: None,
                 exit_code: None,
+                started_at: None,
             }));
             if !changed {
                 continue;
