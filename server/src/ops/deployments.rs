@@ -171,6 +171,16 @@ pub async fn act(
         ));
     }
     let project = store.project(by, project_id).await?;
+    if project.target == DeployTarget::Swarm {
+        // The agent's lifecycle jobs run `docker compose`, which finds no container of a stack
+        // and would report a stop or a down that did nothing.
+        return Err(OpError::Conflict(format!(
+            "stop, start, restart and down act on Compose projects only: for the Swarm stack \
+             {name:?}, scale a service with `docker service scale {name}_<service>=N` or remove \
+             the stack with `docker stack rm {name}` on the manager",
+            name = project.name.as_str()
+        )));
+    }
     let job = NewJob {
         project: project.id,
         agent: project.agent_id,

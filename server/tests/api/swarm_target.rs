@@ -30,6 +30,21 @@ async fn a_projects_target_and_secret_mode_are_stored_changed_and_checked() {
             (stack.target, stack.secrets_as)
         );
 
+        // Lifecycle jobs run `docker compose`, which finds no container of a stack: refused
+        // with what to do instead, rather than a stop that stops nothing.
+        for action in ["stop", "start", "restart", "down"] {
+            let (status, answer) = api
+                .call(
+                    Method::POST,
+                    &format!("/projects/{}/actions", stack.id),
+                    Some(json!({"action": action})),
+                )
+                .await;
+            assert_eq!(status, 409, "{action}: {answer}");
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("docker stack rm stack"), "{answer}");
+        }
+
         let changed: Project = api
             .expect(
                 Method::PATCH,
