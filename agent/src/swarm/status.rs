@@ -94,12 +94,56 @@ impl ServiceInfo {
     }
 
     /// Whether the last update left what tasks run as it was: Swarm then replaces no task and
-    /// never reports an update status for it.
+    /// never reports an update status for it. The two specs are compared by what makes a task
+    /// differ ([`task_fingerprint`]): the daemon fills defaults into the current spec only.
     pub fn tasks_unchanged(&self) -> bool {
-        self.previous_spec
-            .as_ref()
-            .is_some_and(|previous| previous.task_template == self.spec.task_template)
+        self.previous_spec.as_ref().is_some_and(|previous| {
+            task_fingerprint(&previous.task_template) == task_fingerprint(&self.spec.task_template)
+        })
     }
+}
+
+/// What a task runs, from a service's task template: the container's image, command,
+/// environment, secrets, configs, mounts and labels, its networks, placement and resources,
+/// and the forced-update counter; empty values count as absent. Defaults the daemon writes into
+/// one spec and not the other (`DNSConfig: {}`, a stop grace period, the restart policy) are
+/// left out.
+fn task_fingerprint(template: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    fn present(value: &Value) -> Option<Value> {
+        match value {
+            Value::Null => None,
+            Value::Array(items) if items.is_empty() => None,
+            Value::Object(fields) if fields.is_empty() => None,
+            other => Some(other.clone()),
+        }
+    }
+    let mut out = Map::new();
+    let container = &template["ContainerSpec"];
+    for key in [
+        "Image",
+        "Args",
+        "Command",
+        "Env",
+        "Secrets",
+        "Configs",
+        "Mounts",
+        "Labels",
+        "User",
+        "Dir",
+        "Hostname",
+        "Healthcheck",
+    ] {
+        if let Some(value) = present(&container[key]) {
+            out.insert(format!("ContainerSpec.{key}"), value);
+        }
+    }
+    for key in ["ForceUpdate", "Networks", "Placement", "Resources"] {
+        if let Some(value) = present(&template[key]) {
+            out.insert(key.to_string(), value);
+        }
+    }
+    Value::Object(out)
 }
 
 /// Parses `docker service inspect` output (a JSON array).
@@ -233,11 +277,16 @@ mod tests {
     /// not be waited for until the deploy times out.
     #[test]
     fn a_service_the_deploy_left_unchanged_is_done_when_its_replicas_run() {
+        // As dockerd 20.10 shows a service `docker stack deploy` updated with the same file:
+        // the current spec carries defaults the previous one lacks.
         let json = r#"[{"ID":"a","Version":{"Index":9},"Spec":{"Name":"s",
             "Mode":{"Replicated":{"Replicas":2}},"TaskTemplate":{"ContainerSpec":{"Image":"x",
-            "Env":["A=1"]},"ForceUpdate":0}},
+            "Args":["sh"],"DNSConfig":{},"Env":["A=1"],"Privileges":{"NoNewPrivileges":false},
+            "StopGracePeriod":10000000000},"ForceUpdate":0,"Placement":{},"Resources":{},
+            "RestartPolicy":{"Condition":"any"},"Runtime":"container"}},
             "PreviousSpec":{"Name":"s","TaskTemplate":{"ContainerSpec":{"Image":"x",
-            "Env":["A=1"]},"ForceUpdate":0}}}]"#;
+            "Args":["sh"],"Env":["A=1"],"Privileges":{}},"ForceUpdate":0,"Placement":{},
+            "Resources":{},"Runtime":"container"}}}]"#;
         let unchanged = &parse_services(json).unwrap()[0];
         assert!(unchanged.tasks_unchanged());
         assert_eq!(judge(unchanged, None, 2, false), Progress::Done);
