@@ -7,6 +7,7 @@
 # before and after. Loopback only; the database is created for the run and dropped after it.
 #   scripts/bench-replicas.sh                 # 1,000 agents, 1,000 deploys over 5 s
 #   AGENTS=5000 DEPLOYS=1000 SPREAD=5 PROFILE=debug scripts/bench-replicas.sh
+#   REPLICAS=1 scripts/bench-replicas.sh      # the control: API and agents on one replica
 # Settings: DATABASE_URL (a PostgreSQL server to create the run's database on) [default:
 # $TEST_DATABASE_URL, else postgres://postgres:postgres@127.0.0.1:5432/postgres], PROFILE
 # (release | debug) [release], CARGO_TARGET_DIR. See docs/BENCHMARKS.md.
@@ -31,7 +32,7 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 rate="$(awk -v d="$deploys" -v s="$spread" 'BEGIN {print d / s}')"
 "$target/$profile/examples/stagely-loadgen" \
   --server-bin "$target/$profile/stagely-server" \
-  --database-url "$database_url" --replicas 2 \
+  --database-url "$database_url" --replicas "${REPLICAS:-2}" \
   -n "$agents" --heartbeat-sample "$(( agents < 1000 ? agents : 1000 ))" \
   --dispatch "$deploys" --dispatch-rate "$rate"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

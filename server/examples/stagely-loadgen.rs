@@ -204,13 +204,20 @@ async fn run(
     );
     if args.replicas > 1 {
         println!(
-            "replicas: {} on {}; the agents connect to the first, deploys go to the last",
+            "replicas: {} on {}; {}",
             args.replicas,
             launchers
                 .iter()
                 .map(|l| l.address.to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            if args.failover_test {
+                "the agents connect through HAProxy"
+            } else if args.spread {
+                "agent i connects to replica i % replicas"
+            } else {
+                "the agents connect to the first, deploys go to the last"
+            }
         );
     }
     if fd_limit < n as u64 + 100 {
@@ -1317,6 +1324,22 @@ impl FreshDatabase {
     /// Drops the run's database (the servers are stopped by then; FORCE ends what is left).
     async fn drop_it(self) {
         use sqlx::Connection;
+        // What the replicas handed each other during the run (the statistics of the table
+        // that carries the messages; the replicas have stopped and flushed theirs by now).
+        if let Ok(mut run) = sqlx::PgConnection::connect(&self.url).await {
+            let inserted: Result<(i64,), _> = sqlx::query_as(
+                "SELECT COALESCE(SUM(n_tup_ins), 0)::BIGINT FROM pg_stat_user_tables \
+                 WHERE relname = 'replica_messages'",
+            )
+            .fetch_one(&mut run)
+            .await;
+            if let Ok((inserted,)) = inserted {
+                println!(
+                    "messages handed between replicas (rows into replica_messages): {inserted}"
+                );
+            }
+            let _ = run.close().await;
+        }
         if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
             let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
             if let Err(error) = sqlx::query(&drop).execute(&mut admin).await {
