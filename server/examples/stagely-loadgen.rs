@@ -19,6 +19,13 @@
 //! raises `RLIMIT_NOFILE` as far as the system lets it before spawning the server, which
 //! inherits the limit.
 //!
+//! With `--database-url` it runs on a fresh PostgreSQL database of its own instead, and with
+//! `--replicas N` starts N servers on it (issue 17): the deploys of `--dispatch` then go to the
+//! last replica while the agents are on the first (cross-replica dispatch),
+//! `--failover-test` puts HAProxy (`deploy/haproxy.cfg`) in front of three and `kill -9`s one,
+//! and `--spread` connects agent `i` to replica `i % N`. Scripts: `scripts/bench-replicas.sh`,
+//! `scripts/bench-failover.sh`, `scripts/bench-replicas-idle.sh`.
+//!
 //! Only ever run it against loopback addresses; it starts its own server and never reaches
 //! anything else.
 
