@@ -19,6 +19,13 @@
 //! raises `RLIMIT_NOFILE` as far as the system lets it before spawning the server, which
 //! inherits the limit.
 //!
+//! With `--database-url` it runs on a fresh PostgreSQL database of its own instead, and with
+//! `--replicas N` starts N servers on it (issue 17): the deploys of `--dispatch` then go to the
+//! last replica while the agents are on the first (cross-replica dispatch),
+//! `--failover-test` puts HAProxy (`deploy/haproxy.cfg`) in front of three and `kill -9`s one,
+//! and `--spread` connects agent `i` to replica `i % N`. Scripts: `scripts/bench-replicas.sh`,
+//! `scripts/bench-failover.sh`, `scripts/bench-replicas-idle.sh`.
+//!
 //! Only ever run it against loopback addresses; it starts its own server and never reaches
 //! anything else.
 
@@ -58,7 +65,11 @@ const PROBE_WINDOW: Duration = Duration::from_secs(5);
 const TARGET_RSS_PER_AGENT_KIB: f64 = 15.0;
 const TARGET_HEARTBEAT_P99: Duration = Duration::from_millis(10);
 const TARGET_DISPATCH_P99: Duration = Duration::from_millis(20);
+/// With `--replicas`: the API on one replica, the agent on another.
+const TARGET_CROSS_DISPATCH_P99: Duration = Duration::from_millis(50);
 const TARGET_RECONNECT_99: Duration = Duration::from_secs(90);
+/// With `--failover-test`: one of three replicas killed, its agents back on the others.
+const TARGET_FAILOVER_99: Duration = Duration::from_secs(60);
 const TARGET_MAX_SHARE_PER_SECOND: f64 = 0.05;
 /// How a refused upgrade reads when the server is busy (`AppError::Busy`).
 const BUSY: &str = "HTTP 503 Service Unavailable";
@@ -99,6 +110,28 @@ struct Args {
     /// Give up waiting for agents to come back after the restart after this many seconds.
     #[arg(long, default_value_t = 180)]
     reconnect_timeout_secs: u64,
+    /// A PostgreSQL server (`postgres://user:password@127.0.0.1:5432/postgres`): the run creates
+    /// a fresh database `stagely_loadgen_<random>` on it for the servers and drops it at the end.
+    /// Without it each run uses SQLite in a temporary directory.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Control-plane replicas to start on that one database (needs `--database-url`). Every
+    /// agent connects to the first; the deploys of `--dispatch` go to the last one's REST API,
+    /// so each crosses from one replica to another through PostgreSQL.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// With `--replicas 3`: put HAProxy (`deploy/haproxy.cfg`) in front, connect every agent
+    /// through it, then `kill -9` the last replica and follow its agents back on the others.
+    #[arg(long)]
+    failover_test: bool,
+    /// With `--replicas`: agent `i` connects straight to replica `i % replicas` (no balancer),
+    /// to measure idle agents spread over several replicas; the RSS per agent is then the
+    /// replicas' growth together, divided by the agents.
+    #[arg(long)]
+    spread: bool,
+    /// The HAProxy configuration for `--failover-test`.
+    #[arg(long, default_value = "deploy/haproxy.cfg")]
+    haproxy_config: PathBuf,
 }
 
 #[tokio::main]
@@ -107,30 +140,93 @@ async fn main() -> anyhow::Result<()> {
     if args.agents == 0 {
         bail!("--agents must be at least 1");
     }
+    if args.replicas == 0 || (args.replicas > 1 && args.database_url.is_none()) {
+        bail!("--replicas needs at least 1, and more than one needs --database-url");
+    }
+    if args.failover_test && args.replicas != 3 {
+        bail!("--failover-test needs --replicas 3 (deploy/haproxy.cfg names three)");
+    }
+    if args.spread && (args.failover_test || args.dispatch > 0) {
+        bail!("--spread is for idle agents: not with --failover-test, and add --dispatch 0");
+    }
+    if args.failover_test && args.dispatch > 0 {
+        bail!("--failover-test kills the replica --dispatch sends to: add --dispatch 0");
+    }
+    if args.replicas > 1 && args.restart_test {
+        bail!("--restart-test restarts the one server: use it without --replicas");
+    }
     // Set before the server is spawned: the child inherits the limit.
     let fd_limit = raise_fd_limit(args.agents as u64 + 1024)?;
     let data_dir = std::env::temp_dir().join(format!("stagely-loadgen-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let result = run(&args, fd_limit, &data_dir).await;
+    let database = match &args.database_url {
+        Some(admin_url) => Some(FreshDatabase::create(admin_url).await?),
+        None => None,
+    };
+    let result = run(&args, fd_limit, &data_dir, database.as_ref()).await;
+    if let Some(database) = database {
+        database.drop_it().await;
+    }
     let _ = std::fs::remove_dir_all(&data_dir);
     result
 }
 
-async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> {
+async fn run(
+    args: &Args,
+    fd_limit: u64,
+    data_dir: &Path,
+    database: Option<&FreshDatabase>,
+) -> anyhow::Result<()> {
     let n = args.agents;
-    let launcher = Launcher {
-        bin: args.server_bin.clone(),
-        data_dir: data_dir.to_path_buf(),
-        address: free_port()?,
-        log: data_dir.join("server.log"),
+    // One master key for every replica: they read each other's sealed values.
+    let master_key = {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        base64::engine::general_purpose::STANDARD.encode(key)
     };
+    let mut launchers = Vec::with_capacity(args.replicas);
+    for replica in 1..=args.replicas {
+        let dir = data_dir.join(format!("r{replica}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        launchers.push(Launcher {
+            bin: args.server_bin.clone(),
+            data_dir: dir.clone(),
+            address: free_port()?,
+            log: dir.join("server.log"),
+            database_url: database.map(|db| db.url.clone()),
+            master_key: master_key.clone(),
+        });
+    }
+    let launcher = &launchers[0];
+    let api_launcher = &launchers[launchers.len() - 1];
     println!(
         "stagely-loadgen: {n} agents against {} on {} (fd limit {fd_limit} for this process and \
-         the server)",
+         the server; database: {})",
         launcher.bin.display(),
-        launcher.address
+        launcher.address,
+        database.map_or("SQLite".to_string(), |db| format!("PostgreSQL {}", db.name))
     );
+    if args.replicas > 1 {
+        println!(
+            "replicas: {} on {}; {}",
+            args.replicas,
+            launchers
+                .iter()
+                .map(|l| l.address.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if args.failover_test {
+                "the agents connect through HAProxy"
+            } else if args.spread {
+                "agent i connects to replica i % replicas"
+            } else {
+                "the agents connect to the first, deploys go to the last"
+            }
+        );
+    }
     if fd_limit < n as u64 + 100 {
         println!(
             "warning: RLIMIT_NOFILE is {fd_limit} and could not be raised (raising the hard \
@@ -143,21 +239,38 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
     // Start once so the server creates the schema, stop it, fill the table, start again.
     launcher.start().await?.stop().await;
     let started = Instant::now();
-    let (agent_ids, tokens) = register_agents(&data_dir.join("stagely.db"), n).await?;
+    let (agent_ids, tokens) = register_agents(launcher, n).await?;
     println!(
         "registered {n} agents in the database in {:.2} s",
         started.elapsed().as_secs_f64()
     );
     let mut server = launcher.start().await?;
+    let mut others = Vec::new();
+    for other in &launchers[1..] {
+        others.push(other.start().await?);
+    }
+    let balancer = if args.failover_test {
+        Some(Balancer::start(&args.haproxy_config, &launchers, data_dir, n).await?)
+    } else {
+        None
+    };
+    let dial: Vec<SocketAddr> = match (&balancer, args.spread) {
+        (Some(balancer), _) => vec![balancer.address],
+        (None, true) => launchers.iter().map(|l| l.address).collect(),
+        (None, false) => vec![launcher.address],
+    };
     sleep(Duration::from_secs(1)).await;
     let rss_before = server.memory()?;
     println!("server RSS before connecting: {rss_before}");
+    let others_before = others
+        .iter()
+        .map(ServerProcess::memory)
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let (events_tx, events) = mpsc::unbounded_channel();
     let (stop_tx, stop) = watch::channel(false);
     let ctx = Arc::new(Ctx {
-        server: launcher.address,
-        url: format!("ws://{}/api/v1/stream", launcher.address),
+        dial,
         ramp: Semaphore::new(args.concurrency.max(1)),
         events: events_tx,
         stop,
@@ -175,19 +288,45 @@ async fn run(args: &Args, fd_limit: u64, data_dir: &Path) -> anyhow::Result<()> 
 
     monitor.drain_for(Duration::from_secs(args.idle_secs)).await;
     report_idle_memory(&server, &rss_before, monitor.tally.live(), args.idle_secs)?;
+    if !others.is_empty() {
+        let mut grown = server.memory()?.rss_kib.saturating_sub(rss_before.rss_kib);
+        for (i, (other, before)) in others.iter().zip(&others_before).enumerate() {
+            let idle = other.memory()?;
+            println!("replica {} RSS: {before} before, {idle} idle", i + 2);
+            grown += idle.rss_kib.saturating_sub(before.rss_kib);
+        }
+        let per_agent = grown as f64 / monitor.tally.live().max(1) as f64;
+        println!(
+            "all {} replicas: RSS grew {:.1} MiB, {per_agent:.1} KiB per connected agent — \
+             target ≤ {TARGET_RSS_PER_AGENT_KIB} KiB: {}",
+            args.replicas,
+            grown as f64 / 1024.0,
+            verdict(per_agent <= TARGET_RSS_PER_AGENT_KIB)
+        );
+    }
     measure_heartbeats(&mut monitor, probes).await;
 
     if args.restart_test {
-        server = restart_test(args, &launcher, server, &mut monitor).await?;
+        server = restart_test(args, launcher, server, &mut monitor).await?;
+    }
+    if args.failover_test {
+        if let Some(victim) = others.pop() {
+            failover_test(args, victim, &mut monitor).await;
+        }
     }
     // After the restart test, so the open deployments it leaves are not re-sent during it.
     if args.dispatch > 0 {
-        measure_dispatch(args, &launcher, &agent_ids, &mut monitor).await?;
+        measure_dispatch(args, api_launcher, &agent_ids, &mut monitor).await?;
     }
 
     let _ = stop_tx.send(true);
     server.print_log_summary();
     server.stop().await;
+    for other in others {
+        other.print_log_summary();
+        other.stop().await;
+    }
+    drop(balancer);
     Ok(())
 }
 
@@ -357,6 +496,46 @@ async fn restart_test(
          /healthz {} after the kill",
         ms(killed_at.elapsed())
     );
+    follow_reconnections(args, monitor, killed_at, before, expected).await;
+    print_counts("  failed reconnect attempts", &monitor.tally.retry_failed);
+    if let Ok(memory) = server.memory() {
+        println!("server RSS with the agents back: {memory}");
+    }
+    Ok(server)
+}
+
+/// `kill -9` of one of three replicas behind HAProxy: its agents lose their link and come
+/// back through the balancer on the two others, each with the real agent's [`Backoff`].
+async fn failover_test(args: &Args, victim: ServerProcess, monitor: &mut Monitor) {
+    monitor.drain_for(Duration::ZERO).await;
+    let live = monitor.tally.live();
+    let lost_before = monitor.tally.lost;
+    let before = monitor.tally.reconnected.len();
+    let killed_at = Instant::now();
+    victim.kill().await;
+    // The kernel resets the dead replica's sockets at once and HAProxy closes the agents' side:
+    // every agent it held has seen its link end well within a second.
+    monitor.drain_for(Duration::from_secs(1)).await;
+    let expected = monitor.tally.lost - lost_before;
+    println!(
+        "failover: kill -9 of one of three replicas; {expected} of {live} agents lost their link"
+    );
+    if expected == 0 {
+        return;
+    }
+    follow_reconnections(args, monitor, killed_at, before, expected).await;
+    print_counts("  failed reconnect attempts", &monitor.tally.retry_failed);
+}
+
+/// Waits for `expected` reconnections counted from `before` and prints them per second since
+/// `killed_at`, when 99% were back and the busiest second's share.
+async fn follow_reconnections(
+    args: &Args,
+    monitor: &mut Monitor,
+    killed_at: Instant,
+    before: usize,
+    expected: usize,
+) {
     let deadline = killed_at + Duration::from_secs(args.reconnect_timeout_secs);
     let back = |tally: &Tally| tally.reconnected.len() - before >= expected;
     let progress = |tally: &Tally| {
@@ -395,6 +574,11 @@ async fn restart_test(
     }
     let share = busiest as f64 / expected as f64;
     let needed = (expected as f64 * 0.99).ceil() as usize;
+    let target = if args.failover_test {
+        TARGET_FAILOVER_99
+    } else {
+        TARGET_RECONNECT_99
+    };
     let t99 = offsets.get(needed.saturating_sub(1)).copied();
     println!(
         "reconnect: {} of {expected} back; 99% back {} — target ≤ {} s: {}; largest share in \
@@ -402,17 +586,12 @@ async fn restart_test(
         offsets.len(),
         t99.map(|t| format!("after {:.1} s", t.as_secs_f64()))
             .unwrap_or_else(|| "never".into()),
-        TARGET_RECONNECT_99.as_secs(),
-        verdict(t99.is_some_and(|t| t <= TARGET_RECONNECT_99)),
+        target.as_secs(),
+        verdict(t99.is_some_and(|t| t <= target)),
         share * 100.0,
         TARGET_MAX_SHARE_PER_SECOND * 100.0,
         verdict(share <= TARGET_MAX_SHARE_PER_SECOND)
     );
-    print_counts("  failed reconnect attempts", &monitor.tally.retry_failed);
-    if let Ok(memory) = server.memory() {
-        println!("server RSS with the agents back: {memory}");
-    }
-    Ok(server)
 }
 
 /// Times deploys: one project per sampled connected agent, then `POST /api/v1/deploy/{id}` at
@@ -528,6 +707,8 @@ async fn measure_dispatch(
         *entry = (*entry).min(*at);
     }
     let mut latencies = Vec::new();
+    let mut after_accepted = Vec::new();
+    let mut before_accepted = 0;
     let mut responses = Vec::new();
     let mut refused: HashMap<String, usize> = HashMap::new();
     for (name, sent_at, outcome) in &done {
@@ -536,6 +717,11 @@ async fn measure_dispatch(
                 responses.push(*response);
                 if let Some(at) = first_arrival.get(name.as_str()) {
                     latencies.push(at.saturating_duration_since(*sent_at));
+                    let accepted_at = *sent_at + *response;
+                    if *at < accepted_at {
+                        before_accepted += 1;
+                    }
+                    after_accepted.push(at.saturating_duration_since(accepted_at));
                 }
             }
             Err(error) => *refused.entry(error.clone()).or_default() += 1,
@@ -549,17 +735,35 @@ async fn measure_dispatch(
         return Ok(());
     };
     let p99 = percentile(&latencies, 0.99);
+    let (target, route) = if args.replicas > 1 {
+        (
+            TARGET_CROSS_DISPATCH_P99,
+            " (request to the last replica, agent on the first)",
+        )
+    } else {
+        (TARGET_DISPATCH_P99, "")
+    };
     println!(
-        "dispatch latency ({} arrived of {accepted} accepted, {count} sent over {:.1} s): p50 {}, \
-         p90 {}, p99 {}, max {} — target p99 ≤ {}: {}",
+        "dispatch latency{route}, request sent → agent has the job ({} arrived of {accepted} \
+         accepted, {count} sent over {:.1} s): p50 {}, p90 {}, p99 {}, max {} — target p99 ≤ \
+         {}: {}",
         latencies.len(),
         window.as_secs_f64(),
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.90)),
         ms(p99),
         ms(max),
-        ms(TARGET_DISPATCH_P99),
-        verdict(p99 <= TARGET_DISPATCH_P99 && latencies.len() == count)
+        ms(target),
+        verdict(p99 <= target && latencies.len() == count)
+    );
+    after_accepted.sort();
+    println!(
+        "  202 received → agent has the job: p50 {}, p90 {}, p99 {}, max {} ({before_accepted} \
+         arrived before the 202 did, counted as 0)",
+        ms(percentile(&after_accepted, 0.50)),
+        ms(percentile(&after_accepted, 0.90)),
+        ms(percentile(&after_accepted, 0.99)),
+        ms(after_accepted.last().copied().unwrap_or_default())
     );
     println!(
         "  202 answer after: p50 {}, p99 {}, max {}",
@@ -682,8 +886,8 @@ impl Tally {
 
 /// What every simulated agent shares.
 struct Ctx {
-    server: SocketAddr,
-    url: String,
+    /// Agent `i` connects to `dial[i % dial.len()]`.
+    dial: Vec<SocketAddr>,
     /// Bounds the handshakes in flight during the first connection.
     ramp: Semaphore,
     events: mpsc::UnboundedSender<Event>,
@@ -885,18 +1089,17 @@ async fn connect(ctx: &Ctx, index: usize, token: &str) -> Result<(Socket, Welcom
 }
 
 async fn handshake(ctx: &Ctx, index: usize, token: &str) -> Result<(Socket, Welcome), String> {
+    let server = ctx.dial[index % ctx.dial.len()];
     let tcp = TcpSocket::new_v4().map_err(|error| format!("socket: {error}"))?;
     bind_address_no_port(&tcp).map_err(|error| format!("IP_BIND_ADDRESS_NO_PORT: {error}"))?;
     tcp.bind(SocketAddr::from((source_address(index), 0)))
         .map_err(|error| format!("bind: {error}"))?;
     let stream = tcp
-        .connect(ctx.server)
+        .connect(server)
         .await
         .map_err(|error| format!("TCP connect: {error}"))?;
 
-    let mut request = ctx
-        .url
-        .as_str()
+    let mut request = format!("ws://{server}/api/v1/stream")
         .into_client_request()
         .map_err(|error| error.to_string())?;
     let bearer = format!("Bearer {token}")
@@ -1026,39 +1229,131 @@ fn raise_fd_limit(wanted: u64) -> anyhow::Result<u64> {
 
 /// Inserts `n` agents in one transaction the way `Store::create_agent` does (UUID id, name,
 /// hex SHA-256 of a freshly generated token, created now) and returns their ids and tokens.
-async fn register_agents(db: &Path, n: usize) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let options = SqliteConnectOptions::new()
-        .filename(db)
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .with_context(|| format!("opening {}", db.display()))?;
+async fn register_agents(
+    launcher: &Launcher,
+    n: usize,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let now = server::db::now_ms();
     let mut ids = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
-    let mut tx = pool.begin().await?;
+    let mut rows = Vec::with_capacity(n);
     for index in 0..n {
         let token = Token::generate();
         let id = uuid::Uuid::new_v4().to_string();
-        sqlx::query(
-            "INSERT INTO agents (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&id)
-        .bind(format!("loadgen-{index}"))
-        .bind(&token.hash().0)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .context("inserting agents")?;
+        rows.push((
+            id.clone(),
+            format!("loadgen-{index}"),
+            token.hash().0.clone(),
+        ));
         ids.push(id);
         tokens.push(token.expose().to_string());
     }
-    tx.commit().await?;
-    pool.close().await;
+    const INSERT: &str =
+        "INSERT INTO agents (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)";
+    match &launcher.database_url {
+        Some(url) => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await
+                .context("connecting to the run's PostgreSQL database")?;
+            let mut tx = pool.begin().await?;
+            for (id, name, hash) in &rows {
+                sqlx::query(INSERT)
+                    .bind(id)
+                    .bind(name)
+                    .bind(hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .context("inserting agents")?;
+            }
+            tx.commit().await?;
+            pool.close().await;
+        }
+        None => {
+            let db = launcher.data_dir.join("stagely.db");
+            let options = SqliteConnectOptions::new()
+                .filename(&db)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .with_context(|| format!("opening {}", db.display()))?;
+            let mut tx = pool.begin().await?;
+            for (id, name, hash) in &rows {
+                sqlx::query(INSERT)
+                    .bind(id)
+                    .bind(name)
+                    .bind(hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .context("inserting agents")?;
+            }
+            tx.commit().await?;
+            pool.close().await;
+        }
+    }
     Ok((ids, tokens))
+}
+
+/// A database of its own for this run on the PostgreSQL server `--database-url` names.
+struct FreshDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl FreshDatabase {
+    async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        use sqlx::Connection;
+        let name = format!("stagely_loadgen_{}", uuid::Uuid::new_v4().simple());
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .context("--database-url must end with /<database>")?;
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .context("connecting to --database-url")?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .context("creating the run's database")?;
+        Ok(Self {
+            admin_url: admin_url.to_string(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    /// Drops the run's database (the servers are stopped by then; FORCE ends what is left).
+    async fn drop_it(self) {
+        use sqlx::Connection;
+        // What the replicas handed each other during the run (the statistics of the table
+        // that carries the messages; the replicas have stopped and flushed theirs by now).
+        if let Ok(mut run) = sqlx::PgConnection::connect(&self.url).await {
+            let inserted: Result<(i64,), _> = sqlx::query_as(
+                "SELECT COALESCE(SUM(n_tup_ins), 0)::BIGINT FROM pg_stat_user_tables \
+                 WHERE relname = 'replica_messages'",
+            )
+            .fetch_one(&mut run)
+            .await;
+            if let Ok((inserted,)) = inserted {
+                println!(
+                    "messages handed between replicas (rows into replica_messages): {inserted}"
+                );
+            }
+            let _ = run.close().await;
+        }
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            if let Err(error) = sqlx::query(&drop).execute(&mut admin).await {
+                println!("warning: could not drop {}: {error}", self.name);
+            }
+        }
+    }
 }
 
 /// How to start the server: always the same binary, address and data directory.
@@ -1067,6 +1362,10 @@ struct Launcher {
     data_dir: PathBuf,
     address: SocketAddr,
     log: PathBuf,
+    /// PostgreSQL shared by every replica; `None`: SQLite in `data_dir`.
+    database_url: Option<String>,
+    /// The same for every replica (only used with PostgreSQL).
+    master_key: String,
 }
 
 impl Launcher {
@@ -1149,7 +1448,67 @@ impl Launcher {
         ] {
             command.env_remove(name);
         }
+        if let Some(url) = &self.database_url {
+            command
+                .env("DATABASE_URL", url)
+                .env("APP_MASTER_KEY", &self.master_key);
+        }
         command
+    }
+}
+
+/// HAProxy with `deploy/haproxy.cfg` in front of the three replicas, on a free port.
+struct Balancer {
+    address: SocketAddr,
+    _process: Child,
+}
+
+impl Balancer {
+    async fn start(
+        config: &Path,
+        replicas: &[Launcher],
+        data_dir: &Path,
+        agents: usize,
+    ) -> anyhow::Result<Self> {
+        let address = free_port()?;
+        let log = std::fs::File::create(data_dir.join("haproxy.log"))?;
+        let mut command = Command::new("haproxy");
+        command
+            .arg("-db")
+            .arg("-f")
+            .arg(config)
+            .env("STAGELY_LB_BIND", address.to_string())
+            // Two sockets per agent, and room for the rest.
+            .env("STAGELY_LB_MAXCONN", (agents + 1000).to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        for (i, replica) in replicas.iter().enumerate() {
+            command.env(
+                format!("STAGELY_REPLICA_{}", i + 1),
+                replica.address.to_string(),
+            );
+        }
+        let mut process = command
+            .spawn()
+            .context("starting haproxy (apt-get install haproxy)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !healthy(address).await {
+            if let Some(status) = process.try_wait()? {
+                print_log_tail(&data_dir.join("haproxy.log"));
+                bail!("haproxy exited with {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("haproxy did not answer /healthz within 10 s");
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+        println!("balancer: HAProxy on {address} in front of the three replicas");
+        Ok(Self {
+            address,
+            _process: process,
+        })
     }
 }
 
@@ -1163,7 +1522,10 @@ async fn healthy(address: SocketAddr) -> bool {
     }
     let mut response = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response));
-    matches!(read.await, Ok(Ok(_))) && response.starts_with(b"HTTP/1.0 200")
+    // `HTTP/1.0 200` from the server itself, `HTTP/1.1 200` through HAProxy.
+    matches!(read.await, Ok(Ok(_)))
+        && response.starts_with(b"HTTP/1.")
+        && response.get(8..12) == Some(b" 200".as_slice())
 }
 
 struct ServerProcess {
