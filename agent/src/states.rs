@@ -13,7 +13,9 @@
 //!    latest task error while it is short).
 //! 4. **Reconcile**: after every welcome ([`Refresh::all`], called by the link through the
 //!    executor), every [`FULL_EVERY`], and whenever `docker events` comes back after an outage
-//!    (events were missed), read every labelled container and queue one `full: true` frame.
+//!    (events were missed), read every labelled container and queue one `full: true` frame,
+//!    followed by a [`SwarmNodes`] frame: the nodes of the Swarm this engine manages
+//!    (`docker node ls`; none when it is no manager).
 //!
 //! `docker events` runs like `compose logs -f`: through the runner, without a timeout, its
 //! process group killed when the future is dropped. When it ends (Docker stopped, not
@@ -31,7 +33,7 @@ use crate::runner::{self, CommandSpec, OutputLine, Redactor};
 use crate::swarm;
 use crate::wire;
 use serde::Deserialize;
-use shared::protocol::{budget, ProjectContainers, ServiceStates};
+use shared::protocol::{budget, ProjectContainers, ServiceStates, SwarmNodes};
 use shared::runtime::ServiceState;
 use shared::{AgentToServer, ProjectId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -275,6 +277,18 @@ async fn publish(refresh: Refresh, out: mpsc::Sender<AgentToServer>) {
         for frame in frames {
             if out.send(AgentToServer::ServiceStates(frame)).await.is_err() {
                 return; // the agent is stopping
+            }
+        }
+        // With every full reading, the Swarm's nodes (none when this engine manages none).
+        if pending.full {
+            match swarm::nodes(&redactor).await {
+                Ok(nodes) => {
+                    let frame = AgentToServer::SwarmNodes(SwarmNodes { nodes });
+                    if out.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "cannot read the Swarm's nodes"),
             }
         }
     }

@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 use shared::runtime::Replicas;
+use shared::target::{NodeRole, SwarmNode};
 use std::collections::BTreeMap;
 
 /// One service as `docker service inspect` prints it (the parts read here).
@@ -211,6 +212,47 @@ pub fn replicas(
     found
 }
 
+/// One node as `docker node ls --format '{{json .}}'` prints it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeLine {
+    hostname: String,
+    /// `Leader`, `Reachable` or `Unreachable` for a manager; empty for a worker.
+    #[serde(default)]
+    manager_status: String,
+    /// `Active`, `Pause` or `Drain`.
+    availability: String,
+    /// `Ready`, `Down`, `Unknown` or `Disconnected`.
+    status: String,
+    #[serde(rename = "Self", default)]
+    this_node: bool,
+}
+
+/// Parses `docker node ls --format '{{json .}}'` output, one node a line; each string is cut
+/// to `max_field` bytes.
+pub fn parse_nodes(output: &str, max_field: usize) -> Result<Vec<SwarmNode>, serde_json::Error> {
+    let cut = |text: &str| crate::wire::cut(&text.to_lowercase(), max_field);
+    output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let node: NodeLine = serde_json::from_str(line)?;
+            Ok(SwarmNode {
+                hostname: crate::wire::cut(&node.hostname, max_field),
+                role: if node.manager_status.is_empty() {
+                    NodeRole::Worker
+                } else {
+                    NodeRole::Manager
+                },
+                leader: node.manager_status == "Leader",
+                availability: cut(&node.availability),
+                state: cut(&node.status),
+                this_node: node.this_node,
+            })
+        })
+        .collect()
+}
+
 /// Where one changed service's update stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Progress {
@@ -348,6 +390,32 @@ mod tests {
         );
         // Another stack's services are not this one's.
         assert!(replicas("swcap", &services, &tasks).is_empty());
+    }
+
+    /// Captured from this machine's dockerd 20.10.24 after `docker swarm init`, and a worker
+    /// line as Docker prints one (empty `ManagerStatus`).
+    const NODE_LS: &str = r#"{"Availability":"Active","EngineVersion":"20.10.24+dfsg1","Hostname":"vm","ID":"xzml3c7twlb9yecstl4cuym1k","ManagerStatus":"Leader","Self":true,"Status":"Ready","TLSStatus":"Ready"}
+{"Availability":"Drain","EngineVersion":"20.10.24+dfsg1","Hostname":"worker-1","ID":"q1","ManagerStatus":"","Self":false,"Status":"Down","TLSStatus":"Ready"}
+"#;
+
+    #[test]
+    fn nodes_parse_with_their_role_and_this_node_marked() {
+        let nodes = parse_nodes(NODE_LS, 256).unwrap();
+        assert_eq!(
+            nodes[0],
+            SwarmNode {
+                hostname: "vm".into(),
+                role: NodeRole::Manager,
+                leader: true,
+                availability: "active".into(),
+                state: "ready".into(),
+                this_node: true,
+            }
+        );
+        assert_eq!(nodes[0].label(), "vm · manager (leader) · active · ready");
+        assert_eq!(nodes[1].role, NodeRole::Worker);
+        assert_eq!(nodes[1].label(), "worker-1 · worker · drain · down");
+        assert!(!nodes[1].this_node);
     }
 
     #[test]
