@@ -505,10 +505,26 @@ async fn bench_requests_failed_during_changed_secret_deploys() {
 }
 
 /// The live service state of a stack: every task container carries its service's count, as
-/// the Services panel shows it ("2/2 running").
+/// the Services panel shows it ("2/2 running"); and the node list names this node as the
+/// Swarm's leading manager, as the Servers page shows it.
 #[tokio::test]
-async fn the_live_state_of_a_stack_counts_its_replicas() {
+async fn the_live_state_of_a_stack_counts_its_replicas_and_the_nodes_name_this_manager() {
     let _swarm = SwarmMode::enter();
+    let nodes = agent::swarm::nodes(&agent::runner::Redactor::default())
+        .await
+        .expect("a manager lists its nodes");
+    let this = nodes
+        .iter()
+        .find(|node| node.this_node)
+        .unwrap_or_else(|| panic!("this node is listed: {nodes:?}"));
+    assert_eq!(this.role, shared::target::NodeRole::Manager);
+    assert!(this.leader, "{this:?}");
+    assert_eq!(
+        (this.availability.as_str(), this.state.as_str()),
+        ("active", "ready")
+    );
+    assert_eq!(this.hostname, agent::system::hostname());
+
     let image = test_image().await;
     let stack = TestStack::new(&web_stack(image));
     let private = tempfile::tempdir().unwrap();
