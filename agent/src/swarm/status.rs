@@ -143,6 +143,9 @@ pub fn parse_tasks(output: &str) -> Result<Vec<TaskLine>, serde_json::Error> {
         .collect()
 }
 
+/// The longest task error the live state carries, in bytes (Swarm's are a line).
+const MAX_TASK_ERROR: usize = 1024;
+
 /// One service as `docker stack services --format '{{json .}}'` prints it.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -198,7 +201,7 @@ pub fn replicas(
                 .filter(|task| task.name.starts_with(&task_prefix))
                 .map(|task| task.error.trim().trim_matches('"').trim())
                 .find(|error| !error.is_empty())
-                .map(str::to_owned)
+                .map(|error| crate::wire::cut(error, MAX_TASK_ERROR))
         };
         found.insert(
             service.to_owned(),

@@ -71,7 +71,7 @@ async fn a_projects_target_and_secret_mode_are_stored_changed_and_checked() {
 async fn an_agents_swarm_nodes_are_kept_and_replaced_by_its_next_report() {
     use crate::helpers::{hello, next_message, raw_agent, send_frame};
     use shared::api::AgentSummary;
-    use shared::protocol::{Heartbeat, SwarmNodes};
+    use shared::protocol::{budget, Heartbeat, SwarmNodes};
     use shared::target::{NodeRole, SwarmNode};
     use shared::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
 
@@ -100,8 +100,13 @@ async fn an_agents_swarm_nodes_are_kept_and_replaced_by_its_next_report() {
             state: "down".into(),
             this_node: false,
         };
-        let mut seq = 0;
-        for nodes in [vec![leader.clone(), worker.clone()], Vec::new()] {
+        // A hostile agent's oversized host name is cut, not kept whole.
+        let huge = SwarmNode {
+            hostname: "h".repeat(300_000),
+            ..worker.clone()
+        };
+        let reports = [vec![huge], vec![leader.clone(), worker.clone()], Vec::new()];
+        for (seq, nodes) in (1..).zip(reports) {
             send_frame(
                 &mut socket,
                 &AgentToServer::SwarmNodes(SwarmNodes {
@@ -110,7 +115,6 @@ async fn an_agents_swarm_nodes_are_kept_and_replaced_by_its_next_report() {
             )
             .await;
             // Frames are handled in order: once the heartbeat is answered, the nodes are kept.
-            seq += 1;
             send_frame(&mut socket, &AgentToServer::Heartbeat(Heartbeat { seq })).await;
             loop {
                 if let ServerToAgent::HeartbeatAck(ack) = next_message(&mut socket).await {
@@ -124,7 +128,17 @@ async fn an_agents_swarm_nodes_are_kept_and_replaced_by_its_next_report() {
                 .iter()
                 .find(|listed| listed.id == agent.agent.id)
                 .expect("the agent is listed");
-            assert_eq!(mine.swarm_nodes, nodes, "{}", db.name());
+            if seq == 1 {
+                let kept = &mine.swarm_nodes[0].hostname;
+                assert!(
+                    kept.len() <= budget::HELLO_FIELD,
+                    "{} bytes kept",
+                    kept.len()
+                );
+                assert!(kept.starts_with("hhh"), "{kept}");
+            } else {
+                assert_eq!(mine.swarm_nodes, nodes, "{}", db.name());
+            }
         }
     }
 }
