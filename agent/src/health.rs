@@ -180,6 +180,7 @@ impl InspectedContainer {
             started_at: self.started_at.clone(),
             restart_count: u32::try_from(self.restart_count).unwrap_or(u32::MAX),
             image_id: Some(self.image_id.clone()).filter(|id| !id.is_empty()),
+            replicas: None,
         })
     }
 }

@@ -8,10 +8,14 @@
 //!    changing at once become a frame or two, not a hundred.
 //! 3. **Read** the marked projects' containers (`docker ps` by label, then `docker inspect`)
 //!    and queue one frame with each project's complete list (`full: false`; an empty list when
-//!    a project has no container left).
+//!    a project has no container left). A Swarm stack's task containers also carry where
+//!    their service stands (`docker stack services` and `docker stack ps`: n/m running, the
+//!    latest task error while it is short).
 //! 4. **Reconcile**: after every welcome ([`Refresh::all`], called by the link through the
 //!    executor), every [`FULL_EVERY`], and whenever `docker events` comes back after an outage
-//!    (events were missed), read every labelled container and queue one `full: true` frame.
+//!    (events were missed), read every labelled container and queue one `full: true` frame,
+//!    followed by a [`SwarmNodes`] frame: the nodes of the Swarm this engine manages
+//!    (`docker node ls`; none when it is no manager).
 //!
 //! `docker events` runs like `compose logs -f`: through the runner, without a timeout, its
 //! process group killed when the future is dropped. When it ends (Docker stopped, not
@@ -23,12 +27,13 @@
 
 use crate::backoff::Backoff;
 use crate::engine::{self, EngineError};
-use crate::health::InspectedContainer;
+use crate::health::{InspectedContainer, COMPOSE_SERVICE_LABEL, SWARM_STACK_LABEL};
 use crate::override_file::PROJECT_ID_LABEL;
 use crate::runner::{self, CommandSpec, OutputLine, Redactor};
+use crate::swarm;
 use crate::wire;
 use serde::Deserialize;
-use shared::protocol::{budget, ProjectContainers, ServiceStates};
+use shared::protocol::{budget, ProjectContainers, ServiceStates, SwarmNodes};
 use shared::runtime::ServiceState;
 use shared::{AgentToServer, ProjectId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -274,12 +279,24 @@ async fn publish(refresh: Refresh, out: mpsc::Sender<AgentToServer>) {
                 return; // the agent is stopping
             }
         }
+        // With every full reading, the Swarm's nodes (none when this engine manages none).
+        if pending.full {
+            match swarm::nodes(&redactor).await {
+                Ok(nodes) => {
+                    let frame = AgentToServer::SwarmNodes(SwarmNodes { nodes });
+                    if out.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "cannot read the Swarm's nodes"),
+            }
+        }
     }
 }
 
 /// The containers of the pending projects (of every project when `full`), grouped by project;
 /// a marked project without containers has an empty list.
-async fn read(
+pub async fn read(
     pending: &Pending,
     redactor: &Redactor,
 ) -> Result<BTreeMap<ProjectId, Vec<ServiceState>>, EngineError> {
@@ -292,6 +309,7 @@ async fn read(
     };
     let containers = engine::containers(&[filter], redactor).await?;
     let mut grouped = group(&containers);
+    add_replicas(&containers, &mut grouped, redactor).await;
     if !pending.full {
         grouped.retain(|id, _| pending.projects.contains(id));
         for id in &pending.projects {
@@ -299,6 +317,38 @@ async fn read(
         }
     }
     Ok(grouped)
+}
+
+/// Puts on every task container of a Swarm stack where its service stands. A stack whose
+/// services cannot be read (this node is not a manager, Docker stopped) is reported without.
+async fn add_replicas(
+    containers: &[InspectedContainer],
+    grouped: &mut BTreeMap<ProjectId, Vec<ServiceState>>,
+    redactor: &Redactor,
+) {
+    let stacks: BTreeSet<(ProjectId, &str)> = containers
+        .iter()
+        .filter(|container| !container.labels.contains_key(COMPOSE_SERVICE_LABEL))
+        .filter_map(|container| {
+            let stack = container.labels.get(SWARM_STACK_LABEL)?;
+            Some((container.project_id()?, stack.as_str()))
+        })
+        .collect();
+    for (project, stack) in stacks {
+        let Some(states) = grouped.get_mut(&project) else {
+            continue;
+        };
+        match swarm::replicas_of(stack, redactor).await {
+            Ok(replicas) => {
+                for state in states {
+                    state.replicas = replicas.get(state.service.as_str()).cloned();
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, stack, "cannot read the stack's replicas");
+            }
+        }
+    }
 }
 
 /// Containers by project, each list sorted by service and id; containers without a valid
@@ -536,6 +586,7 @@ mod tests {
             started_at: Some("2026-11-30T12:00:00.123456789Z".into()),
             restart_count: 0,
             image_id: Some(format!("sha256:{}", "a".repeat(64))),
+            replicas: None,
         }
     }
 

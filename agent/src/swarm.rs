@@ -500,6 +500,53 @@ async fn remove_unused_secrets(
     }
 }
 
+/// Where each service of the stack `stack` stands (running and desired tasks, and a failing
+/// one's latest task error), by compose service name, for the live service state. Needs a
+/// manager, as every `docker stack` command does.
+pub async fn replicas_of(
+    stack: &str,
+    redactor: &Redactor,
+) -> Result<BTreeMap<String, shared::runtime::Replicas>, DeployError> {
+    let services = CommandSpec::new(
+        "docker",
+        ["stack", "services", "--format", "{{json .}}", stack],
+    );
+    let tasks = CommandSpec::new(
+        "docker",
+        ["stack", "ps", "--no-trunc", "--format", "{{json .}}", stack],
+    );
+    let (services, tasks) = tokio::try_join!(quiet(&services, redactor), quiet(&tasks, redactor))?;
+    let services = status::parse_service_lines(&services)
+        .map_err(|error| SwarmError::State(error.to_string()))?;
+    let tasks =
+        status::parse_tasks(&tasks).map_err(|error| SwarmError::State(error.to_string()))?;
+    Ok(status::replicas(stack, &services, &tasks))
+}
+
+/// The nodes of the Swarm this engine manages: empty when it is no manager (`docker node ls`
+/// says so); an error when Docker does not answer, so a passing outage does not clear them.
+pub async fn nodes(redactor: &Redactor) -> Result<Vec<shared::target::SwarmNode>, DeployError> {
+    let spec = CommandSpec::new("docker", ["node", "ls", "--format", "{{json .}}"])
+        .timeout(Duration::from_secs(60));
+    let output = runner::run(&spec, redactor, |_| {}).await?;
+    if !output.success() {
+        if output.stderr.contains("not a swarm manager") {
+            return Ok(Vec::new());
+        }
+        return Err(SwarmError::State(format!(
+            "`{}` exited with {:?}: {}",
+            output.command,
+            output.exit_code,
+            output.stderr.trim()
+        ))
+        .into());
+    }
+    let mut nodes = status::parse_nodes(&output.stdout, budget::HELLO_FIELD)
+        .map_err(|error| SwarmError::State(error.to_string()))?;
+    nodes.truncate(budget::SWARM_NODES);
+    Ok(nodes)
+}
+
 /// Runs a read-only command and returns its stdout, failing on a non-zero exit.
 async fn quiet(spec: &CommandSpec, redactor: &Redactor) -> Result<String, DeployError> {
     let output = runner::run(

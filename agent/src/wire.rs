@@ -88,6 +88,7 @@ pub fn encode(message: &AgentToServer) -> Result<String, String> {
             AgentToServer::Log(_) => "log batch",
             AgentToServer::Inspected(_) => "inspect answer",
             AgentToServer::ServiceStates(_) => "service states",
+            AgentToServer::SwarmNodes(_) => "swarm nodes",
         };
         return Err(format!(
             "a {kind} frame of {} bytes is over the server's limit of {MAX_FRAME_BYTES}",

@@ -247,13 +247,34 @@ fn ServerRow(
     // Revoking asks twice: the first click arms the button.
     let armed = RwSignal::new(false);
     let name = agent.name.clone();
+    // A Swarm manager's agent: the Swarm's nodes, as it last reported them.
+    let swarm_nodes = agent.swarm_nodes.clone();
     view! {
         <tr data-agent-id=agent.id.to_string()>
             <td class="name">{agent.name}</td>
             <td>
                 <span class=status_class>{move || status().label()}</span>
             </td>
-            <td>{agent.hostname.unwrap_or_else(unknown)}</td>
+            <td>
+                {agent.hostname.unwrap_or_else(unknown)}
+                {(!swarm_nodes.is_empty())
+                    .then(|| {
+                        view! {
+                            <ul class="swarm-nodes muted" data-swarm-nodes>
+                                {swarm_nodes
+                                    .iter()
+                                    .map(|node| {
+                                        view! {
+                                            <li data-node=node.hostname.clone()>
+                                                <small>{node.label()}</small>
+                                            </li>
+                                        }
+                                    })
+                                    .collect_view()}
+                            </ul>
+                        }
+                    })}
+            </td>
             <td>{agent.docker_version.unwrap_or_else(unknown)}</td>
             <td>{agent.compose_version.unwrap_or_else(unknown)}</td>
             <td>{agent.agent_version.unwrap_or_else(unknown)}</td>

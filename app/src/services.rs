@@ -250,6 +250,8 @@ fn ServiceRow(
                 .collect::<String>()
         })
         .unwrap_or_default();
+    // A Swarm task: its whole service's count ("2/2 running"), as Swarm reports it.
+    let replicas = state.replicas.clone();
     view! {
         <tr
             data-service=state.service.to_string()
@@ -257,7 +259,18 @@ fn ServiceRow(
             data-state=state.status.as_str()
             data-up=up.to_string()
         >
-            <td><code>{state.service.to_string()}</code></td>
+            <td>
+                <code>{state.service.to_string()}</code>
+                {replicas
+                    .map(|replicas| {
+                        view! {
+                            <br />
+                            <small class="muted" data-replicas>
+                                {replicas.label()}
+                            </small>
+                        }
+                    })}
+            </td>
             <td><span class=class>{state.label()}</span></td>
             <td class="muted">{state.started_at.clone().unwrap_or_default()}</td>
             <td>{state.restart_count}</td>

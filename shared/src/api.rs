@@ -50,6 +50,10 @@ pub struct AgentSummary {
     pub docker_version: Option<String>,
     #[serde(default)]
     pub compose_version: Option<String>,
+    /// The nodes of the Swarm the agent's engine manages, as it last reported them; empty
+    /// when it manages none.
+    #[serde(default)]
+    pub swarm_nodes: Vec<crate::target::SwarmNode>,
 }
 
 /// `POST /api/v1/agents`.

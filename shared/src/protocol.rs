@@ -101,6 +101,9 @@ pub mod budget {
     /// One [`ServiceStates`](super::ServiceStates) frame; containers beyond it are left out
     /// (and the agent logs how many).
     pub const SERVICE_STATES: usize = 768 * 1024;
+    /// Nodes of one [`SwarmNodes`](super::SwarmNodes) frame (each string within
+    /// [`HELLO_FIELD`]); more are left out.
+    pub const SWARM_NODES: usize = 1000;
 }
 
 // Every budget, with a generous frame around it, fits the server's limit.
@@ -108,6 +111,8 @@ const _: () = assert!(budget::LOG_BATCH + budget::LINE + 4096 <= MAX_FRAME_BYTES
 const _: () = assert!(budget::SERVICES + budget::MESSAGE + 4096 <= MAX_FRAME_BYTES);
 const _: () = assert!(budget::MESSAGE + 4096 <= MAX_FRAME_BYTES);
 const _: () = assert!(budget::SERVICE_STATES + 4096 <= MAX_FRAME_BYTES);
+const _: () =
+    assert!(budget::SWARM_NODES * (2 * budget::HELLO_FIELD + 256) + 4096 <= MAX_FRAME_BYTES);
 
 /// Numbers the server sends that the agent accepts; anything outside is clamped into them, so
 /// a bad value can neither overflow a timer nor ask for unbounded work.
@@ -137,6 +142,9 @@ pub enum AgentToServer {
     Inspected(Inspected),
     /// The containers of the projects this agent deployed, as they are now.
     ServiceStates(ServiceStates),
+    /// The nodes of the Swarm this agent's engine manages (none when it manages none), after
+    /// every welcome and every few minutes. An older server logs and skips it.
+    SwarmNodes(SwarmNodes),
 }
 
 /// Frames the server sends.
@@ -199,6 +207,14 @@ pub struct ServiceStates {
     #[serde(default)]
     pub full: bool,
     pub projects: Vec<ProjectContainers>,
+}
+
+/// The nodes of the Swarm the agent's engine manages; empty when it is no manager. Replaces
+/// what the server held for the agent. At most [`budget::SWARM_NODES`] nodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmNodes {
+    #[serde(default)]
+    pub nodes: Vec<crate::target::SwarmNode>,
 }
 
 /// One project's containers.

@@ -101,6 +101,38 @@ pub struct ServiceState {
     /// The id of the image it runs (`sha256:…`).
     #[serde(default)]
     pub image_id: Option<String>,
+    /// For a task of a Swarm stack: where its whole service stands (the same on every
+    /// container of the service); `None` for a compose container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Replicas>,
+}
+
+/// A Swarm service's tasks, as `docker stack services` and `docker stack ps` report them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Replicas {
+    /// Tasks running now.
+    pub running: u64,
+    /// Tasks asked for; `None` for a global service (one per node).
+    #[serde(default)]
+    pub desired: Option<u64>,
+    /// The error of the service's most recent failed task, as Swarm words it.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Replicas {
+    /// What the dashboard shows: `2/2 running`, `0/1 running · task: non-zero exit (3)`.
+    pub fn label(&self) -> String {
+        let mut label = match self.desired {
+            Some(desired) => format!("{}/{desired} running", self.running),
+            None => format!("{} running (global)", self.running),
+        };
+        if let Some(error) = &self.error {
+            label.push_str(&format!(" · {error}"));
+        }
+        label
+    }
 }
 
 impl ServiceState {
@@ -277,7 +309,29 @@ mod tests {
             started_at: None,
             restart_count: 0,
             image_id: None,
+            replicas: None,
         }
+    }
+
+    #[test]
+    fn replicas_read_as_running_out_of_desired_with_the_error() {
+        let healthy = Replicas {
+            running: 2,
+            desired: Some(2),
+            error: None,
+        };
+        assert_eq!(healthy.label(), "2/2 running");
+        let failing = Replicas {
+            running: 0,
+            desired: Some(1),
+            error: Some("task: non-zero exit (3)".into()),
+        };
+        assert_eq!(failing.label(), "0/1 running · task: non-zero exit (3)");
+        // A compose container carries no replicas, and says nothing about them on the wire.
+        let json = serde_json::to_value(state("web", ContainerStatus::Running)).unwrap();
+        assert!(json.get("replicas").is_none());
+        let old: ServiceState = serde_json::from_value(json).unwrap();
+        assert_eq!(old.replicas, None);
     }
 
     #[test]

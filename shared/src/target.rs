@@ -95,6 +95,50 @@ impl fmt::Display for SecretsAs {
     }
 }
 
+/// One node of the Swarm an agent manages, as `docker node ls` reports it. Docker's words are
+/// kept lower-case (`active`, `drain`; `ready`, `down`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SwarmNode {
+    /// The node's host name.
+    pub hostname: String,
+    pub role: NodeRole,
+    /// The manager that leads the Swarm's Raft (`docker node ls` says `Leader`).
+    #[serde(default)]
+    pub leader: bool,
+    /// Whether the scheduler places tasks on it: `active`, `pause` or `drain`.
+    pub availability: String,
+    /// `ready`, `down`, `unknown` or `disconnected`.
+    pub state: String,
+    /// The node the reporting agent runs on.
+    #[serde(default)]
+    pub this_node: bool,
+}
+
+/// Whether a node manages the Swarm or only runs tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    Manager,
+    Worker,
+}
+
+impl SwarmNode {
+    /// What the Servers page shows: `vm · manager (leader) · active · ready`.
+    pub fn label(&self) -> String {
+        let role = match (self.role, self.leader) {
+            (NodeRole::Manager, true) => "manager (leader)",
+            (NodeRole::Manager, false) => "manager",
+            (NodeRole::Worker, _) => "worker",
+        };
+        format!(
+            "{} · {role} · {} · {}",
+            self.hostname, self.availability, self.state
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,9 @@
 //! number of tasks run (with a healthcheck, Swarm counts a task as running once it is healthy).
 
 use serde::Deserialize;
+use shared::runtime::Replicas;
+use shared::target::{NodeRole, SwarmNode};
+use std::collections::BTreeMap;
 
 /// One service as `docker service inspect` prints it (the parts read here).
 #[derive(Clone, Debug, Deserialize)]
@@ -184,6 +187,119 @@ pub fn parse_tasks(output: &str) -> Result<Vec<TaskLine>, serde_json::Error> {
         .collect()
 }
 
+/// The longest task error the live state carries, in bytes (Swarm's are a line).
+const MAX_TASK_ERROR: usize = 1024;
+
+/// One service as `docker stack services --format '{{json .}}'` prints it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceLine {
+    /// `<stack>_<service>`.
+    pub name: String,
+    /// `replicated` or `global`.
+    #[serde(default)]
+    pub mode: String,
+    /// `running/desired`, e.g. `2/2`.
+    pub replicas: String,
+}
+
+/// Parses `docker stack services --format '{{json .}}'` output, one service a line.
+pub fn parse_service_lines(output: &str) -> Result<Vec<ServiceLine>, serde_json::Error> {
+    output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect()
+}
+
+/// Where each service of `stack` stands, by its compose service name: running and desired
+/// tasks from `services`, and, while fewer run than asked for, the error of its most recent
+/// failed task from `tasks` (`docker stack ps`, newest first in each slot). A service whose
+/// counts do not read as `n/m` is left out.
+pub fn replicas(
+    stack: &str,
+    services: &[ServiceLine],
+    tasks: &[TaskLine],
+) -> BTreeMap<String, Replicas> {
+    let prefix = format!("{stack}_");
+    let mut found = BTreeMap::new();
+    for line in services {
+        let Some(service) = line.name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((running, desired)) = line.replicas.split_once('/') else {
+            continue;
+        };
+        // A global service's count reads `1/1` too, but it has no number asked for.
+        let (Ok(running), Ok(desired)) = (running.trim().parse::<u64>(), desired.trim().parse())
+        else {
+            continue;
+        };
+        let desired = (line.mode != "global").then_some(desired);
+        let error = if desired.is_some_and(|desired| running >= desired) {
+            None
+        } else {
+            let task_prefix = format!("{}.", line.name);
+            tasks
+                .iter()
+                .filter(|task| task.name.starts_with(&task_prefix))
+                .map(|task| task.error.trim().trim_matches('"').trim())
+                .find(|error| !error.is_empty())
+                .map(|error| crate::wire::cut(error, MAX_TASK_ERROR))
+        };
+        found.insert(
+            service.to_owned(),
+            Replicas {
+                running,
+                desired,
+                error,
+            },
+        );
+    }
+    found
+}
+
+/// One node as `docker node ls --format '{{json .}}'` prints it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeLine {
+    hostname: String,
+    /// `Leader`, `Reachable` or `Unreachable` for a manager; empty for a worker.
+    #[serde(default)]
+    manager_status: String,
+    /// `Active`, `Pause` or `Drain`.
+    availability: String,
+    /// `Ready`, `Down`, `Unknown` or `Disconnected`.
+    status: String,
+    #[serde(rename = "Self", default)]
+    this_node: bool,
+}
+
+/// Parses `docker node ls --format '{{json .}}'` output, one node a line; each string is cut
+/// to `max_field` bytes.
+pub fn parse_nodes(output: &str, max_field: usize) -> Result<Vec<SwarmNode>, serde_json::Error> {
+    let cut = |text: &str| crate::wire::cut(&text.to_lowercase(), max_field);
+    output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let node: NodeLine = serde_json::from_str(line)?;
+            Ok(SwarmNode {
+                hostname: crate::wire::cut(&node.hostname, max_field),
+                role: if node.manager_status.is_empty() {
+                    NodeRole::Worker
+                } else {
+                    NodeRole::Manager
+                },
+                leader: node.manager_status == "Leader",
+                availability: cut(&node.availability),
+                state: cut(&node.status),
+                this_node: node.this_node,
+            })
+        })
+        .collect()
+}
+
 /// Where one changed service's update stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Progress {
@@ -296,6 +412,70 @@ mod tests {
         let changed = &parse_services(&json.replacen("A=1", "A=2", 1)).unwrap()[0];
         assert!(!changed.tasks_unchanged());
         assert_eq!(judge(changed, None, 2, false), Progress::Updating);
+    }
+
+    /// Captured from this machine's dockerd 20.10.24 (single-node swarm): a stack with a
+    /// 2-replica service that runs and a 1-replica one whose command exits 3.
+    const STACK_SERVICES: &str = r#"{"ID":"nbct2d9ltda6","Image":"stagely-test/busybox:latest","Mode":"replicated","Name":"swcap9614_bad","Ports":"","Replicas":"0/1"}
+{"ID":"sbejfx4slq8d","Image":"stagely-test/busybox:latest","Mode":"replicated","Name":"swcap9614_web","Ports":"","Replicas":"2/2"}
+"#;
+    const STACK_PS: &str = r#"{"CurrentState":"Ready 4 seconds ago","DesiredState":"Running","Error":"","ID":"4mdi0l9f3c2sxwbbkwa3gv7av","Image":"stagely-test/busybox:latest","Name":"swcap9614_bad.1","Node":"vm","Ports":""}
+{"CurrentState":"Failed 5 seconds ago","DesiredState":"Shutdown","Error":"\"task: non-zero exit (3)\"","ID":"uaj0kxsullboyco0aj53aosj4","Image":"stagely-test/busybox:latest","Name":"swcap9614_bad.1","Node":"vm","Ports":""}
+{"CurrentState":"Running 5 seconds ago","DesiredState":"Running","Error":"","ID":"la57zgou56ipspbvre5i8wqus","Image":"stagely-test/busybox:latest","Name":"swcap9614_web.1","Node":"vm","Ports":""}
+{"CurrentState":"Running 5 seconds ago","DesiredState":"Running","Error":"","ID":"5obrajpf3gzsia5ldjsw1rkk2","Image":"stagely-test/busybox:latest","Name":"swcap9614_web.2","Node":"vm","Ports":""}
+"#;
+
+    #[test]
+    fn replicas_count_each_service_and_name_a_failing_ones_task_error() {
+        let services = parse_service_lines(STACK_SERVICES).unwrap();
+        let tasks = parse_tasks(STACK_PS).unwrap();
+        let found = replicas("swcap9614", &services, &tasks);
+        assert_eq!(found["web"].label(), "2/2 running");
+        assert_eq!(found["web"].error, None);
+        assert_eq!(
+            found["bad"],
+            Replicas {
+                running: 0,
+                desired: Some(1),
+                error: Some("task: non-zero exit (3)".into()),
+            }
+        );
+        // Another stack's services are not this one's.
+        assert!(replicas("swcap", &services, &tasks).is_empty());
+    }
+
+    /// Captured from this machine's dockerd 20.10.24 after `docker swarm init`, and a worker
+    /// line as Docker prints one (empty `ManagerStatus`).
+    const NODE_LS: &str = r#"{"Availability":"Active","EngineVersion":"20.10.24+dfsg1","Hostname":"vm","ID":"xzml3c7twlb9yecstl4cuym1k","ManagerStatus":"Leader","Self":true,"Status":"Ready","TLSStatus":"Ready"}
+{"Availability":"Drain","EngineVersion":"20.10.24+dfsg1","Hostname":"worker-1","ID":"q1","ManagerStatus":"","Self":false,"Status":"Down","TLSStatus":"Ready"}
+"#;
+
+    #[test]
+    fn nodes_parse_with_their_role_and_this_node_marked() {
+        let nodes = parse_nodes(NODE_LS, 256).unwrap();
+        assert_eq!(
+            nodes[0],
+            SwarmNode {
+                hostname: "vm".into(),
+                role: NodeRole::Manager,
+                leader: true,
+                availability: "active".into(),
+                state: "ready".into(),
+                this_node: true,
+            }
+        );
+        assert_eq!(nodes[0].label(), "vm · manager (leader) · active · ready");
+        assert_eq!(nodes[1].role, NodeRole::Worker);
+        assert_eq!(nodes[1].label(), "worker-1 · worker · drain · down");
+        assert!(!nodes[1].this_node);
+    }
+
+    #[test]
+    fn a_global_service_has_no_desired_count() {
+        let line = r#"{"ID":"x","Image":"i","Mode":"global","Name":"s_agent","Ports":"","Replicas":"1/1"}"#;
+        let found = replicas("s", &parse_service_lines(line).unwrap(), &[]);
+        assert_eq!(found["agent"].desired, None);
+        assert_eq!(found["agent"].running, 1);
     }
 
     #[test]

@@ -503,3 +503,63 @@ async fn bench_requests_failed_during_changed_secret_deploys() {
         pages.len() + failures.len()
     );
 }
+
+/// The live service state of a stack: every task container carries its service's count, as
+/// the Services panel shows it ("2/2 running"); and the node list names this node as the
+/// Swarm's leading manager, as the Servers page shows it.
+#[tokio::test]
+async fn the_live_state_of_a_stack_counts_its_replicas_and_the_nodes_name_this_manager() {
+    let _swarm = SwarmMode::enter();
+    let nodes = agent::swarm::nodes(&agent::runner::Redactor::default())
+        .await
+        .expect("a manager lists its nodes");
+    let this = nodes
+        .iter()
+        .find(|node| node.this_node)
+        .unwrap_or_else(|| panic!("this node is listed: {nodes:?}"));
+    assert_eq!(this.role, shared::target::NodeRole::Manager);
+    assert!(this.leader, "{this:?}");
+    assert_eq!(
+        (this.availability.as_str(), this.state.as_str()),
+        ("active", "ready")
+    );
+    assert_eq!(this.hostname, agent::system::hostname());
+
+    let image = test_image().await;
+    let stack = TestStack::new(&web_stack(image));
+    let private = tempfile::tempdir().unwrap();
+    let project = shared::ProjectId(uuid::Uuid::new_v4());
+    let request = DeployRequest {
+        project: &stack.name,
+        directory: stack.dir.path(),
+        compose_file: None,
+        secrets: &[greeting("hello")],
+        project_id: Some(project),
+        pinned_images: &[],
+        pull_policy: Default::default(),
+        registry_credentials: &[],
+        target: DeployTarget::Swarm,
+        secrets_as: SecretsAs::Environment,
+    };
+    deploy::deploy(&request, &options(private.path()), |_| {})
+        .await
+        .expect("the deploy works");
+
+    let pending = agent::states::Pending {
+        full: false,
+        projects: [project].into(),
+    };
+    let states = agent::states::read(&pending, &agent::runner::Redactor::default())
+        .await
+        .expect("the engine answers");
+    let web = &states[&project];
+    assert_eq!(web.len(), 2, "{web:#?}");
+    for task in web {
+        assert_eq!(task.service.as_str(), "web");
+        let replicas = task
+            .replicas
+            .as_ref()
+            .expect("a task carries its service's count");
+        assert_eq!(replicas.label(), "2/2 running", "{replicas:?}");
+    }
+}

@@ -3,6 +3,7 @@
 use super::{from_ms, now_ms, on_pool, DbError, Store};
 use crate::token::TokenHash;
 use shared::protocol::Hello;
+use shared::target::SwarmNode;
 use shared::{AgentId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -18,6 +19,8 @@ pub struct Agent {
     pub agent_version: Option<String>,
     pub docker_version: Option<String>,
     pub compose_version: Option<String>,
+    /// The Swarm nodes it last reported (none when it manages no Swarm).
+    pub swarm_nodes: Vec<SwarmNode>,
     pub last_seen: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
 }
@@ -32,6 +35,7 @@ struct AgentRow {
     agent_version: Option<String>,
     docker_version: Option<String>,
     compose_version: Option<String>,
+    swarm_nodes: Option<String>,
     last_seen: Option<i64>,
     created_at: i64,
 }
@@ -50,6 +54,12 @@ impl TryFrom<AgentRow> for Agent {
             agent_version: row.agent_version,
             docker_version: row.docker_version,
             compose_version: row.compose_version,
+            // Written only by `record_swarm_nodes`; a value that does not read is shown as none.
+            swarm_nodes: row
+                .swarm_nodes
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default(),
             last_seen: row.last_seen.map(from_ms),
             created_at: from_ms(row.created_at),
         })
@@ -57,7 +67,7 @@ impl TryFrom<AgentRow> for Agent {
 }
 
 const AGENT_COLUMNS: &str = "id, name, hostname, os, arch, agent_version, docker_version, \
-                             compose_version, last_seen, created_at";
+                             compose_version, swarm_nodes, last_seen, created_at";
 
 impl Store {
     /// Registers an agent under the hash of its token. `owner` is `None` for agents registered
@@ -170,6 +180,25 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Keeps the Swarm nodes the agent reported, replacing what it reported before.
+    pub async fn record_swarm_nodes(
+        &self,
+        id: AgentId,
+        nodes: &[SwarmNode],
+    ) -> Result<(), DbError> {
+        let json = serde_json::to_string(nodes)
+            .map_err(|error| DbError::Other(sqlx::Error::Encode(Box::new(error))))?;
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE agents SET swarm_nodes = $2 WHERE id = $1")
+                .bind(id.to_string())
+                .bind(&json)
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         Ok(())
     }

@@ -421,6 +421,7 @@ mod tests {
             started_at: None,
             restart_count: 0,
             image_id: None,
+            replicas: None,
         }
     }
 

@@ -6,7 +6,7 @@ use crate::db::{Agent, Store};
 use crate::hub::Hub;
 use crate::token::Token;
 use shared::api::{AgentCreated, AgentStatus, AgentSummary, CreateAgent};
-use shared::protocol::Hello;
+use shared::protocol::{budget, Hello, SwarmNodes};
 use shared::{AgentId, PROTOCOL_VERSION};
 
 /// Registers an agent and returns its token, shown only this once. An agent registered by the
@@ -77,6 +77,24 @@ pub fn summarize(agent: Agent, hub: &Hub) -> AgentSummary {
         agent_version: agent.agent_version,
         docker_version: agent.docker_version,
         compose_version: agent.compose_version,
+        swarm_nodes: agent.swarm_nodes,
+    }
+}
+
+/// Keeps the Swarm nodes an agent reported: at most [`budget::SWARM_NODES`] of them, each
+/// string within [`budget::HELLO_FIELD`] (the agent keeps to both; a hostile one need not).
+pub async fn record_swarm_nodes(store: &Store, agent: AgentId, mut nodes: SwarmNodes) {
+    nodes.nodes.truncate(budget::SWARM_NODES);
+    let cut = |text: &mut String| {
+        *text = crate::log_feeds::cut_line(std::mem::take(text), budget::HELLO_FIELD);
+    };
+    for node in &mut nodes.nodes {
+        cut(&mut node.hostname);
+        cut(&mut node.availability);
+        cut(&mut node.state);
+    }
+    if let Err(error) = store.record_swarm_nodes(agent, &nodes.nodes).await {
+        tracing::warn!(agent_id = %agent, %error, "cannot record the agent's Swarm nodes");
     }
 }
 

@@ -144,6 +144,12 @@ pub async fn run_session<S>(
                         }
                         ops::services::record(&state.store, &state.hub, agent, states).await;
                     }
+                    Ok(AgentToServer::SwarmNodes(nodes)) => {
+                        if !throttle.allow(agent, cost) {
+                            continue;
+                        }
+                        ops::agents::record_swarm_nodes(&state.store, agent, nodes).await;
+                    }
                     Ok(AgentToServer::Hello(_)) => {
                         tracing::debug!(agent_id = %agent, "ignoring a repeated hello");
                     }

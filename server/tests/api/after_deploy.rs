@@ -204,6 +204,7 @@ fn container(service: &str, status: ContainerStatus, exit_code: Option<i64>) -> 
         started_at: Some("2026-11-30T10:00:00Z".into()),
         restart_count: 0,
         image_id: Some(format!("sha256:{}", "a".repeat(64))),
+        replicas: None,
     }
 }
 

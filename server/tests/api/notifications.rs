@@ -387,6 +387,7 @@ async fn agents_going_away_and_containers_dying_are_told_once_and_only_when_unas
             started_at: None,
             restart_count: 0,
             image_id: None,
+            replicas: None,
         };
         let report = |state: ServiceState| HubEvent::ServiceStates {
             project_id: project.id,

@@ -78,3 +78,82 @@ async fn a_projects_target_and_secret_mode_are_stored_changed_and_checked() {
         );
     }
 }
+
+/// A Swarm manager's agent reports the Swarm's nodes: the server keeps them on the agent (both
+/// backends), the agents list shows them, and a later report (none: the engine left the
+/// Swarm) replaces them.
+#[tokio::test]
+async fn an_agents_swarm_nodes_are_kept_and_replaced_by_its_next_report() {
+    use crate::helpers::{hello, next_message, raw_agent, send_frame};
+    use shared::api::AgentSummary;
+    use shared::protocol::{budget, Heartbeat, SwarmNodes};
+    use shared::target::{NodeRole, SwarmNode};
+    use shared::{AgentToServer, ServerToAgent, PROTOCOL_VERSION};
+
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        let (_, api) = app.user("alice").await;
+        let (agent, _) = api.shop_project().await;
+        let mut socket = raw_agent(&app.stream_url(), &agent.token).await;
+        assert!(matches!(
+            hello(&mut socket, PROTOCOL_VERSION).await,
+            ServerToAgent::Welcome(_)
+        ));
+        let leader = SwarmNode {
+            hostname: "vm".into(),
+            role: NodeRole::Manager,
+            leader: true,
+            availability: "active".into(),
+            state: "ready".into(),
+            this_node: true,
+        };
+        let worker = SwarmNode {
+            hostname: "worker-1".into(),
+            role: NodeRole::Worker,
+            leader: false,
+            availability: "drain".into(),
+            state: "down".into(),
+            this_node: false,
+        };
+        // A hostile agent's oversized host name is cut, not kept whole.
+        let huge = SwarmNode {
+            hostname: "h".repeat(300_000),
+            ..worker.clone()
+        };
+        let reports = [vec![huge], vec![leader.clone(), worker.clone()], Vec::new()];
+        for (seq, nodes) in (1..).zip(reports) {
+            send_frame(
+                &mut socket,
+                &AgentToServer::SwarmNodes(SwarmNodes {
+                    nodes: nodes.clone(),
+                }),
+            )
+            .await;
+            // Frames are handled in order: once the heartbeat is answered, the nodes are kept.
+            send_frame(&mut socket, &AgentToServer::Heartbeat(Heartbeat { seq })).await;
+            loop {
+                if let ServerToAgent::HeartbeatAck(ack) = next_message(&mut socket).await {
+                    if ack.seq == seq {
+                        break;
+                    }
+                }
+            }
+            let listed: Vec<AgentSummary> = api.expect(Method::GET, "/agents", None, 200).await;
+            let mine = listed
+                .iter()
+                .find(|listed| listed.id == agent.agent.id)
+                .expect("the agent is listed");
+            if seq == 1 {
+                let kept = &mine.swarm_nodes[0].hostname;
+                assert!(
+                    kept.len() <= budget::HELLO_FIELD,
+                    "{} bytes kept",
+                    kept.len()
+                );
+                assert!(kept.starts_with("hhh"), "{kept}");
+            } else {
+                assert_eq!(mine.swarm_nodes, nodes, "{}", db.name());
+            }
+        }
+    }
+}

@@ -264,6 +264,7 @@ async fn container_state_reports_over_an_agents_rate_are_dropped() {
             started_at: Some("2026-11-30T10:00:00Z".into()),
             restart_count: restarts,
             image_id: Some(format!("sha256:{}", "a".repeat(64))),
+            replicas: None,
         };
         AgentToServer::ServiceStates(ServiceStates {
             full: false,
