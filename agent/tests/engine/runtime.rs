@@ -600,8 +600,11 @@ async fn next_with_project(
             .await
             .expect("no frame with the project within 10 s")
             .unwrap();
-        let AgentToServer::ServiceStates(frame) = frame else {
-            panic!("not a state frame: {frame:?}")
+        let frame = match frame {
+            AgentToServer::ServiceStates(frame) => frame,
+            // The Swarm's node list rides along with every full reading.
+            AgentToServer::SwarmNodes(_) => continue,
+            other => panic!("not a state frame: {other:?}"),
         };
         if containers_of(&frame, project).is_some() {
             return frame;
