@@ -47,7 +47,9 @@ pub async fn containers(
         argv.push("--filter".into());
         argv.push(format!("label={filter}"));
     }
-    let list = CommandSpec::new("docker", argv).timeout(READ_TIMEOUT);
+    let list = CommandSpec::new("docker", argv)
+        .timeout(READ_TIMEOUT)
+        .read_by_agent();
     let output = runner::run(&list, redactor, |_| {}).await?;
     if !output.success() {
         return Err(EngineError::Failed {
@@ -73,7 +75,9 @@ async fn inspect_in_chunks<T>(
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(INSPECT_CHUNK) {
         let argv = command.iter().chain(chunk).copied();
-        let inspect = CommandSpec::new("docker", argv).timeout(READ_TIMEOUT);
+        let inspect = CommandSpec::new("docker", argv)
+            .timeout(READ_TIMEOUT)
+            .read_by_agent();
         let output = runner::run(&inspect, redactor, |_| {}).await?;
         match parse(&output.stdout) {
             Ok(parsed) => found.extend(parsed),

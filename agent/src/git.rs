@@ -700,8 +700,9 @@ async fn fetch_and_check_out(
     )
     .await?;
     let mut lines = log.lines();
-    let author = lines.next().unwrap_or_default().to_string();
-    let subject = lines.next().unwrap_or_default().to_string();
+    // Shown in the deploy log and the history: masked like any line a person reads.
+    let author = redactor.redact(lines.next().unwrap_or_default());
+    let subject = redactor.redact(lines.next().unwrap_or_default());
     Ok((
         tree,
         CommitInfo {
@@ -781,7 +782,7 @@ async fn capture(
     spec: &CommandSpec,
     redactor: &Redactor,
 ) -> Result<String, GitError> {
-    let output = runner::run(spec, redactor, |_| {}).await?;
+    let output = runner::run(&spec.clone().read_by_agent(), redactor, |_| {}).await?;
     if output.success() {
         Ok(output.stdout)
     } else {
@@ -801,7 +802,8 @@ const MAX_ENTRIES: u64 = 200_000;
 /// Entries and blob bytes `git ls-tree -r -l -t` lists, counted as its lines stream.
 async fn tree_size(spec: &CommandSpec, redactor: &Redactor) -> Result<(u64, u64), GitError> {
     let (mut entries, mut bytes) = (0u64, 0u64);
-    let output = runner::run(spec, redactor, |line| {
+    let spec = spec.clone().read_by_agent();
+    let output = runner::run(&spec, redactor, |line| {
         if let OutputLine::Stdout(line) = line {
             entries += 1;
             // `<mode> <type> <object> <size>\t<path>`; a tree's size is `-`.

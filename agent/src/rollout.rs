@@ -706,7 +706,7 @@ impl Rollouts<'_> {
     /// Runs a command that prints nothing for the deploy log; its stdout, or the failure.
     async fn quiet(&self, spec: CommandSpec) -> Result<String, RolloutError> {
         let output = runner::run(
-            &spec.timeout(Duration::from_secs(60)),
+            &spec.timeout(Duration::from_secs(60)).read_by_agent(),
             self.redactor,
             |_| {},
         )

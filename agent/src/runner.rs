@@ -176,6 +176,8 @@ pub struct CommandSpec {
     /// Bytes written to the child's stdin (then closed), for values that must never be an
     /// argument (`docker secret create NAME -`); wiped when the spec is dropped.
     stdin: Option<std::sync::Arc<zeroize::Zeroizing<Vec<u8>>>>,
+    /// Stdout is read by the agent (ids, JSON, YAML), not shown: see [`Self::read_by_agent`].
+    stdout_read_by_agent: bool,
 }
 
 impl CommandSpec {
@@ -193,7 +195,19 @@ impl CommandSpec {
             environment: None,
             docker_config: None,
             stdin: None,
+            stdout_read_by_agent: false,
         }
+    }
+
+    /// Marks stdout as machine output the agent parses (ids, JSON, YAML) and never shows: it
+    /// is captured and handed to `on_line` exactly as printed. Masking there would corrupt
+    /// it: a secret `8080` inside a process id, or a short value inside a hex id, turns valid
+    /// JSON into an error, and with too many secrets every line would be masked whole. Whatever
+    /// the caller derives from it for a person to read must be redacted by the caller; stderr
+    /// is redacted as always.
+    pub fn read_by_agent(mut self) -> Self {
+        self.stdout_read_by_agent = true;
+        self
     }
 
     /// Writes `bytes` to the child's stdin and closes it (stdin is empty otherwise).
@@ -386,11 +400,17 @@ pub async fn run(
     let mut stderr = child.stderr.take().map(Lines::new);
     let mut captured_out = String::new();
     let mut captured_err = String::new();
+    let unmasked = Redactor::default();
+    let stdout_redactor = if spec.stdout_read_by_agent {
+        &unmasked
+    } else {
+        redactor
+    };
 
     let finished = with_timeout(spec.timeout, async {
         while stdout.is_some() || stderr.is_some() {
             tokio::select! {
-                line = async { stdout.as_mut()?.next_line(redactor).await.transpose() }, if stdout.is_some() => {
+                line = async { stdout.as_mut()?.next_line(stdout_redactor).await.transpose() }, if stdout.is_some() => {
                     match line {
                         Some(line) => {
                             let line = line.map_err(io_error)?;
@@ -526,6 +546,20 @@ mod tests {
             "short values are left alone"
         );
         assert_eq!(lines, [OutputLine::Stdout("password=*** and abc".into())]);
+    }
+
+    #[tokio::test]
+    async fn output_the_agent_reads_is_kept_as_printed_and_stderr_is_still_masked() {
+        let script = r#"echo '{"Running":true,"Pid":18080}'; echo 'error: true' >&2"#;
+        let spec = CommandSpec::new("sh", ["-c", script]).read_by_agent();
+        let redactor = Redactor::new(["true", "8080"]);
+        let mut lines = Vec::new();
+        let output = run(&spec, &redactor, |line| lines.push(line))
+            .await
+            .unwrap();
+        assert_eq!(output.stdout, "{\"Running\":true,\"Pid\":18080}\n");
+        assert_eq!(output.stderr, "error: ***\n");
+        assert!(lines.contains(&OutputLine::Stderr("error: ***".into())));
     }
 
     #[tokio::test]

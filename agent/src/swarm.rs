@@ -424,13 +424,17 @@ async fn wait_for_update(
                         .iter()
                         .filter(|task| !task.error.is_empty())
                         .take(5)
-                        .map(|task| format!("  {} ({}): {}", task.name, task.id, task.error))
+                        .map(|task| {
+                            let error = redactor.redact(&task.error);
+                            format!("  {} ({}): {error}", task.name, task.id)
+                        })
                         .collect();
                     let what = if rolled_back {
                         "the update failed and Swarm rolled it back"
                     } else {
                         "the update failed and Swarm paused it"
                     };
+                    let message = redactor.redact(&message);
                     let mut text = format!("service {}: {what}: {message}", service.spec.name);
                     if !errors.is_empty() {
                         text.push_str("\n task errors:\n");
@@ -527,7 +531,8 @@ pub async fn replicas_of(
 /// says so); an error when Docker does not answer, so a passing outage does not clear them.
 pub async fn nodes(redactor: &Redactor) -> Result<Vec<shared::target::SwarmNode>, DeployError> {
     let spec = CommandSpec::new("docker", ["node", "ls", "--format", "{{json .}}"])
-        .timeout(Duration::from_secs(60));
+        .timeout(Duration::from_secs(60))
+        .read_by_agent();
     let output = runner::run(&spec, redactor, |_| {}).await?;
     if !output.success() {
         if output.stderr.contains("not a swarm manager") {
@@ -550,7 +555,10 @@ pub async fn nodes(redactor: &Redactor) -> Result<Vec<shared::target::SwarmNode>
 /// Runs a read-only command and returns its stdout, failing on a non-zero exit.
 async fn quiet(spec: &CommandSpec, redactor: &Redactor) -> Result<String, DeployError> {
     let output = runner::run(
-        &spec.clone().timeout(Duration::from_secs(60)),
+        &spec
+            .clone()
+            .timeout(Duration::from_secs(60))
+            .read_by_agent(),
         redactor,
         |_| {},
     )

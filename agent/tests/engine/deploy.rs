@@ -129,6 +129,32 @@ async fn v1_secrets_land_exactly_where_they_belong_and_nothing_is_left_behind() 
     secrets_land_exactly_where_they_belong(Compose::V1).await;
 }
 
+/// The agent reads the engine's answers (`docker ps`, `docker inspect`) itself; masking secret
+/// values there would corrupt them. `true`/`false` are in every container's inspected state
+/// (`"Running":true`): with such a value as a secret, every deploy failed reading the health of
+/// its containers, and a value inside a process id (`8080` in 18080) failed one deploy in many.
+#[tokio::test]
+async fn secret_values_found_inside_the_engines_answers_do_not_break_the_deploy() {
+    let project = TestProject::new(Compose::V2, &two_services()).await;
+    let private = tempfile::tempdir().unwrap();
+    let secrets = [
+        secret("FEATURE_ENABLED", "true", None),
+        secret("DEBUG", "false", None),
+    ];
+    let (result, events) = run_deploy(&project, &private, &secrets).await;
+    result.unwrap_or_else(|error| panic!("{error}: {events:?}"));
+    let web = project.container_env("web").await;
+    assert!(web.contains(&"FEATURE_ENABLED=true".to_string()), "{web:?}");
+    for event in &events {
+        if let JobEvent::Output { line } = event {
+            assert!(
+                !line.contains("true") && !line.contains("false"),
+                "a secret value in the deploy log: {line}"
+            );
+        }
+    }
+}
+
 async fn redeploys_converge_without_needless_restarts(compose: Compose) {
     let project = TestProject::new(compose, &two_services()).await;
     let private = tempfile::tempdir().unwrap();
