@@ -84,8 +84,21 @@ pub async fn claim(
     redactor: &Redactor,
 ) -> Result<usize, ClaimError> {
     let containers = list(name, redactor).await?;
-    judge(name, &containers, id, dir)?;
-    Ok(containers.len())
+    match judge(name, &containers, id, dir) {
+        // The other stack's container is named in a message a person reads.
+        Err(ClaimError::Taken {
+            name,
+            container,
+            why,
+            others,
+        }) => Err(ClaimError::Taken {
+            name,
+            container: redactor.redact(&container),
+            why,
+            others,
+        }),
+        judged => judged.map(|()| containers.len()),
+    }
 }
 
 /// The containers labelled with the compose project `name`, running or not.
@@ -111,7 +124,10 @@ async fn list(name: &ProjectName, redactor: &Redactor) -> Result<Vec<Container>,
             format.as_str(),
         ],
     )
-    .timeout(Duration::from_secs(60));
+    .timeout(Duration::from_secs(60))
+    // Names and directories are compared, not shown as printed: a secret value inside a
+    // working directory must not make the project's own containers look foreign.
+    .read_by_agent();
     let output = runner::run(&spec, redactor, |_| {}).await?;
     let failed = |reason: String| ClaimError::List {
         name: name.clone(),
