@@ -100,6 +100,7 @@ async fn act(state: AppState, mut incoming: tokio::sync::mpsc::Receiver<Envelope
                     }
                 });
             }
+            Message::CredentialsRevoked { user_id } => hub.credentials_revoked_here(user_id),
             // Completed by the relay itself.
             Message::Inspected { .. } => {}
         }

@@ -584,9 +584,17 @@ impl Hub {
         self.inner.local_events.subscribe()
     }
 
-    /// Says that some credentials of `user` were revoked, so their open feeds check theirs
-    /// again now rather than at their next periodic check.
+    /// Says that some credentials of `user` were revoked, so their open feeds, here and on the
+    /// other replicas, check theirs again now rather than at their next periodic check.
     pub fn credentials_revoked(&self, user: UserId) {
+        if let Some(relay) = &self.inner.relay {
+            relay.broadcast(Message::CredentialsRevoked { user_id: user });
+        }
+        self.credentials_revoked_here(user);
+    }
+
+    /// [`Hub::credentials_revoked`] for this replica's feeds only (another replica said so).
+    pub fn credentials_revoked_here(&self, user: UserId) {
         let _ = self.inner.revoked.send(user);
     }
 

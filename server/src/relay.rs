@@ -22,7 +22,7 @@
 use crate::db::{Listener, PostedMessage, Store};
 use serde::{Deserialize, Serialize};
 use shared::protocol::LogBatch;
-use shared::{AgentId, JobId, ProjectId, ServiceName};
+use shared::{AgentId, JobId, ProjectId, ServiceName, UserId};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -107,6 +107,9 @@ pub enum Message {
         request_id: JobId,
         result: InspectAnswer,
     },
+    /// Some credentials of this user were revoked (a session, an API token, the whole account):
+    /// your feeds of theirs check their credentials now, not at their next periodic check.
+    CredentialsRevoked { user_id: UserId },
 }
 
 /// A message and the replica it came from.

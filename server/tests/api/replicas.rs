@@ -815,3 +815,59 @@ async fn a_log_stream_for_a_replica_that_went_away_is_stopped() {
     )
     .await;
 }
+
+/// A person's credentials revoked on one replica (here: their account disabled by an admin)
+/// close their live feeds on every replica at once, not at each feed's periodic check (30 s):
+/// a tab on another replica would otherwise keep receiving deploy and container logs.
+#[tokio::test]
+async fn a_revocation_on_one_replica_closes_the_feeds_on_another_at_once() {
+    use futures_util::StreamExt;
+    if skip() {
+        return;
+    }
+    let db = TestDb::postgres().await.unwrap();
+    let here = spawn_app(&db).await;
+    let there = spawn_app(&db).await;
+    let root = here.store().create_user("root", None, true).await.unwrap();
+    let bob = here.store().create_user("bob", None, false).await.unwrap();
+    let agent = here
+        .store()
+        .create_agent(
+            "host-1",
+            &server::token::Token::generate().hash(),
+            Some(bob.id),
+        )
+        .await
+        .unwrap();
+    let new: shared::api::CreateProject = serde_json::from_value(
+        serde_json::json!({"name": "shop", "agent_id": agent.id, "path": "/srv/shop"}),
+    )
+    .unwrap();
+    let project = here.store().create_project(&bob, &new).await.unwrap();
+    let mut feed = there.feed(&bob).await;
+    // The feed listens (for revocations too) once it answers a watch.
+    watch(&mut feed, project.id).await;
+    let replay = next_event_within(&mut feed, Duration::from_secs(10)).await;
+    assert!(
+        matches!(replay, Some(DashboardEvent::Logs(_))),
+        "{replay:?}"
+    );
+
+    server::ops::users::disable(here.store(), &here.state.hub, &root, bob.id)
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match feed.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the feed on the other replica stayed open after the revocation"
+    );
+}
