@@ -106,6 +106,14 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Where the other replicas hold their agents, before the first request asks: a tab's log
+    // stream or a job for an agent held elsewhere would otherwise find it nowhere (and wait for
+    // a reconnect or a sweep) until the first lease renewal.
+    if let Some(relay) = state.hub.relay() {
+        if let Some(held) = relay.held_elsewhere().await {
+            state.hub.set_held_elsewhere(held);
+        }
+    }
     let housekeeping = housekeeping::spawn(&state);
     let hub = state.hub.clone();
     let shutdown = async move {

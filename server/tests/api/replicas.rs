@@ -871,3 +871,37 @@ async fn a_revocation_on_one_replica_closes_the_feeds_on_another_at_once() {
         "the feed on the other replica stayed open after the revocation"
     );
 }
+
+/// A replica that starts (a rolling restart) knows which replica holds each agent before it
+/// serves its first request: a tab that reconnected to it at once and watched a project got no
+/// log stream, and a deploy waited for the sweep, until the first lease renewal (seen once in
+/// the rolling-restart test: "no new lines after the restart").
+#[tokio::test]
+async fn a_replica_that_starts_knows_where_the_agents_are_before_its_first_request() {
+    if skip() {
+        return;
+    }
+    let db = TestDb::postgres().await.unwrap();
+    let holder = spawn_app(&db).await;
+    let (agent_id, _token, _agent) = holder.connected_agent("host-1").await;
+    eventually(Duration::from_secs(15), "the agent's lease", || async {
+        holder
+            .store()
+            .agents_held_elsewhere("no-such-replica", server::db::now_ms())
+            .await
+            .unwrap()
+            .iter()
+            .any(|(agent, _)| *agent == agent_id)
+    })
+    .await;
+    let started = spawn_app(&db).await;
+    let (status, _) = started.get_text("/healthz").await;
+    assert_eq!(status, 200);
+    assert!(
+        matches!(
+            started.state.hub.holder(agent_id),
+            server::hub::Holder::Replica(_)
+        ),
+        "the new replica does not know where the agent is"
+    );
+}
