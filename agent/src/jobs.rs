@@ -403,6 +403,7 @@ impl Executor {
             action: job.action,
             service: job.service.as_ref(),
             remove_volumes: job.remove_volumes,
+            target: job.target,
         };
         lifecycle::run(&request, options, |event| self.emit(job_id, event))
             .await
@@ -605,6 +606,7 @@ impl Executor {
                 project_dir: project.dir,
                 services,
                 tail: request.tail,
+                target: request.target,
             };
             let redactor = Redactor::new(request.redact.iter().map(|value| value.expose()));
             logs::stream(
@@ -902,6 +904,7 @@ mod other_checkout_tests {
                 action,
                 service: None,
                 remove_volumes: false,
+                target: Default::default(),
             }));
             let (success, message) = loop {
                 if let AgentToServer::JobUpdate(JobUpdate {
@@ -954,6 +957,7 @@ mod other_checkout_tests {
             tail: 10,
             redact: Vec::new(),
             project_id: None,
+            target: Default::default(),
         }));
         let task = lock(&executor.log_streams).remove(&stream_id).unwrap();
         task.await.unwrap();

@@ -23,6 +23,7 @@ use crate::system::Compose;
 use crate::wire;
 use shared::protocol::{budget, DeployStep, JobEvent};
 use shared::runtime::LifecycleAction;
+use shared::target::DeployTarget;
 use shared::{ProjectId, ProjectName, ServiceName};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ pub struct LifecycleRequest<'a> {
     pub service: Option<&'a ServiceName>,
     /// With `down`: remove the named volumes too.
     pub remove_volumes: bool,
+    /// A Compose project, or a Swarm stack (`crate::swarm::lifecycle`).
+    pub target: DeployTarget,
 }
 
 /// Why a lifecycle job failed; the message is what the user sees.
@@ -73,6 +76,8 @@ pub enum LifecycleError {
     },
     #[error(transparent)]
     Command(#[from] RunError),
+    #[error(transparent)]
+    Stack(#[from] crate::swarm::lifecycle::StackActionError),
     #[error("`{command}` failed (exit code {exit_code:?}):\n{output}")]
     Failed {
         command: String,
@@ -109,6 +114,11 @@ pub async fn run(
         return Err(LifecycleError::DownWithService {
             service: service.clone(),
         });
+    }
+    if request.target == DeployTarget::Swarm {
+        // A stack is acted on by its name; its file is not needed.
+        crate::swarm::lifecycle::run(request, options.up_timeout, &mut report).await?;
+        return Ok(done(request));
     }
     let redactor = Redactor::new(std::iter::empty::<&str>());
 
@@ -270,6 +280,7 @@ mod tests {
             action,
             service,
             remove_volumes,
+            target: DeployTarget::Compose,
         }
     }
 

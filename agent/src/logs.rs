@@ -1,7 +1,9 @@
 //! Streaming a project's container logs to the server.
 //!
 //! One `compose logs -f --tail N --timestamps --no-log-prefix <service>` process runs per
-//! service, so every line is known to belong to its service without parsing Compose's prefixes.
+//! service, so every line is known to belong to its service without parsing Compose's prefixes;
+//! for a Swarm stack it is `docker service logs -f --tail N --timestamps --raw
+//! <stack>_<service>`, every task of the service on every node, without the task prefix.
 //! Lines pass the [`Redactor`], then a bounded queue, then a batcher that sends a
 //! [`LogBatch`] at least every [`BATCH_WINDOW`] (or sooner when it is full: a line is cut to
 //! [`budget::LINE`] and a batch to [`budget::LOG_BATCH`], as encoded JSON, so every frame fits
@@ -17,6 +19,7 @@ use crate::runner::{self, OutputLine, Redactor};
 use crate::system::Compose;
 use crate::wire;
 use shared::protocol::{budget, LogBatch, LogMessage, LogStream};
+use shared::target::DeployTarget;
 use shared::{AgentToServer, JobId, ProjectName, ServiceName};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +45,8 @@ pub struct LogRequest {
     pub project_dir: PathBuf,
     pub services: Vec<ServiceName>,
     pub tail: u32,
+    /// A Compose project, or a Swarm stack whose services' logs are read through the manager.
+    pub target: DeployTarget,
 }
 
 /// Streams until every `logs -f` process ends or the future is dropped.
@@ -88,6 +93,50 @@ async fn read_service(
     lines: mpsc::Sender<LogMessage>,
     skipped: Arc<AtomicU64>,
 ) {
+    let spec = match request.target {
+        DeployTarget::Compose => compose_logs(request, compose, &service),
+        DeployTarget::Swarm => service_logs(request, &service),
+    };
+    let result = runner::run(&spec, redactor, |line| {
+        let message = log_message(&request.project, &service, line);
+        if lines.try_send(message).is_err() {
+            skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, service = %service, "log stream ended with an error");
+    }
+}
+
+/// `docker service logs` of the stack's service: every task's lines, with the timestamps
+/// first as `compose logs` prints them.
+fn service_logs(request: &LogRequest, service: &ServiceName) -> runner::CommandSpec {
+    let tail = request.tail.to_string();
+    let name = format!("{}_{service}", request.project);
+    runner::CommandSpec::new(
+        "docker",
+        [
+            "service",
+            "logs",
+            "-f",
+            "--timestamps",
+            "--raw",
+            "--no-trunc",
+            "--tail",
+            tail.as_str(),
+            name.as_str(),
+        ],
+    )
+    .no_timeout()
+}
+
+/// `compose logs` of one service of the project.
+fn compose_logs(
+    request: &LogRequest,
+    compose: &Compose,
+    service: &ServiceName,
+) -> runner::CommandSpec {
     let mut args: Vec<std::ffi::OsString> = vec!["-p".into(), request.project.as_str().into()];
     for file in &request.files {
         args.push("-f".into());
@@ -108,20 +157,10 @@ async fn read_service(
         args.push(arg.into());
     }
     args.push(service.as_str().into());
-    let spec = compose
+    compose
         .command(args)
         .current_dir(&request.project_dir)
-        .no_timeout();
-    let result = runner::run(&spec, redactor, |line| {
-        let message = log_message(&request.project, &service, line);
-        if lines.try_send(message).is_err() {
-            skipped.fetch_add(1, Ordering::Relaxed);
-        }
-    })
-    .await;
-    if let Err(error) = result {
-        tracing::warn!(%error, service = %service, "log stream ended with an error");
-    }
+        .no_timeout()
 }
 
 /// One line of `compose logs --timestamps` as a message, its text within [`budget::LINE`].

@@ -20,6 +20,7 @@
 //! The override file and the registry credentials are removed when this returns or is
 //! cancelled, whatever happened; every line that leaves it is redacted.
 
+pub mod lifecycle;
 mod render;
 pub mod status;
 
@@ -74,6 +75,17 @@ pub enum SwarmError {
     Timeout { timeout: Duration, waiting: String },
     #[error("reading the stack's services: {0}")]
     State(String),
+    #[error(
+        "another Stagely project on this Swarm uses the stack name {name}. To deploy here, \
+         rename the project"
+    )]
+    TakenByProject { name: ProjectName },
+    #[error(
+        "the stack name {name} is already used on this Swarm by a stack Stagely did not deploy \
+         (service {service}). Deploying here would replace or prune its services: rename the \
+         project, or remove that stack (`docker stack rm {name}`)"
+    )]
+    Taken { name: ProjectName, service: String },
 }
 
 /// Runs a Swarm deploy, reporting each step and output line through `report`.
@@ -94,12 +106,17 @@ pub async fn deploy(
     let policies = render::user_policies(&user_file);
     ensure_manager(redactor).await?;
 
-    report(step(DeployStep::Render));
-    let environment = override_file::environment_by_service(&project.services, request.secrets)?;
+    // Before anything is created: `--prune` removes the services of the stack the file does
+    // not name, so a name taken by a stack this project did not deploy is refused.
+    let before = services_of(request.project, redactor).await?;
     let owner = Owner {
         project: request.project,
         project_id: request.project_id,
     };
+    judge_stack(&owner, &before)?;
+
+    report(step(DeployStep::Render));
+    let environment = override_file::environment_by_service(&project.services, request.secrets)?;
     let mounts = match request.secrets_as {
         SecretsAs::Environment => None,
         SecretsAs::SwarmSecrets => {
@@ -111,16 +128,25 @@ pub async fn deploy(
         Some(mounts) => Placement::Files(mounts),
     };
     let rendered = render::render(&project.services, &placement, &policies, &owner, MONITOR);
-    // Removed on drop: when this function returns, fails or is cancelled.
-    let override_file = OverrideFile::write(&options.private_dir, request.project, &rendered)?;
+    // Both removed on drop: when this function returns, fails or is cancelled.
+    let files = (|| -> Result<_, DeployError> {
+        let override_file = OverrideFile::write(&options.private_dir, request.project, &rendered)?;
+        let docker_config = DockerConfig::write(
+            &options.private_dir,
+            request.project,
+            request.registry_credentials,
+        )?;
+        Ok((override_file, docker_config))
+    })();
     drop(rendered);
-
-    let before = services_of(request.project, redactor).await?;
-    let docker_config = DockerConfig::write(
-        &options.private_dir,
-        request.project,
-        request.registry_credentials,
-    )?;
+    let (override_file, docker_config) = match files {
+        Ok(files) => files,
+        Err(error) => {
+            // This deploy's new Swarm secrets are mounted by no service yet.
+            remove_unused_secrets(request.project, redactor, report).await;
+            return Err(error);
+        }
+    };
     report(step(DeployStep::Up));
     let file = project.file.display().to_string();
     let override_path = override_file.path().display().to_string();
@@ -186,6 +212,35 @@ pub async fn deploy(
         containers,
         images: Vec::new(),
     })
+}
+
+/// Whether every service already in the stack is this project's, by the owner labels its
+/// tasks carry (the rules of [`crate::claim`] for compose, where a Swarm has no working
+/// directory to compare): this project's id; or no id and this project's name, written by a
+/// deploy that had no id to give (`stagely-agent deploy`). Another Stagely project's stack is
+/// refused without naming its services; a stack made by hand is named by one of them.
+fn judge_stack(owner: &Owner<'_>, services: &[ServiceInfo]) -> Result<(), SwarmError> {
+    let id = owner.project_id.map(|id| id.to_string());
+    for service in services {
+        let theirs_id = service.container_label(override_file::PROJECT_ID_LABEL);
+        let theirs_name = service.container_label(override_file::PROJECT_LABEL);
+        match (theirs_id, theirs_name) {
+            (Some(theirs), _) if id.as_deref() == Some(theirs) => {}
+            (Some(_), _) => {
+                return Err(SwarmError::TakenByProject {
+                    name: owner.project.clone(),
+                })
+            }
+            (None, Some(name)) if name == owner.project.as_str() => {}
+            (None, _) => {
+                return Err(SwarmError::Taken {
+                    name: owner.project.clone(),
+                    service: service.spec.name.clone(),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 fn step(name: DeployStep) -> JobEvent {
@@ -573,5 +628,69 @@ async fn quiet(spec: &CommandSpec, redactor: &Redactor) -> Result<String, Deploy
             output.stderr.trim()
         ))
         .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::ProjectId;
+
+    fn service(name: &str, labels: serde_json::Value) -> ServiceInfo {
+        let json = serde_json::json!([{
+            "ID": "s1",
+            "Version": {"Index": 1},
+            "Spec": {"Name": name, "TaskTemplate": {"ContainerSpec": {"Labels": labels}}},
+        }]);
+        status::parse_services(&json.to_string()).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_stack_is_deployed_over_only_when_every_service_is_the_projects() {
+        let name = ProjectName::parse("shop").unwrap();
+        let id = ProjectId(uuid::Uuid::new_v4());
+        let ours = Owner {
+            project: &name,
+            project_id: Some(id),
+        };
+        let mine = service(
+            "shop_web",
+            serde_json::json!({"dev.stagely.project": "shop", "dev.stagely.project-id": id.to_string()}),
+        );
+        let by_the_cli = service(
+            "shop_web",
+            serde_json::json!({"dev.stagely.project": "shop"}),
+        );
+        let other = service(
+            "shop_db",
+            serde_json::json!({"dev.stagely.project": "shop", "dev.stagely.project-id": ProjectId(uuid::Uuid::new_v4()).to_string()}),
+        );
+        let by_hand = service("shop_db", serde_json::json!({"app": "db"}));
+        let bare = service("shop_db", serde_json::Value::Null);
+
+        assert!(judge_stack(&ours, &[]).is_ok());
+        assert!(judge_stack(&ours, &[mine.clone(), by_the_cli.clone()]).is_ok());
+        let refused = judge_stack(&ours, &[mine.clone(), other.clone()]).unwrap_err();
+        assert!(matches!(refused, SwarmError::TakenByProject { .. }));
+        assert!(
+            !refused.to_string().contains("shop_db"),
+            "another project's services are not named: {refused}"
+        );
+        for foreign in [&by_hand, &bare] {
+            let refused = judge_stack(&ours, &[mine.clone(), foreign.clone()]).unwrap_err();
+            let text = refused.to_string();
+            assert!(matches!(refused, SwarmError::Taken { .. }), "{text}");
+            assert!(
+                text.contains("shop_db") && text.contains("docker stack rm shop"),
+                "{text}"
+            );
+        }
+        // A deploy without an id (the local CLI) takes no stack that has one.
+        let no_id = Owner {
+            project: &name,
+            project_id: None,
+        };
+        assert!(judge_stack(&no_id, &[by_the_cli]).is_ok());
+        assert!(judge_stack(&no_id, &[mine]).is_err());
     }
 }

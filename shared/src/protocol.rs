@@ -11,6 +11,7 @@
 
 use crate::runtime::{LifecycleAction, ServiceImage, ServiceState};
 use crate::secret::{DeployPayload, SecretValue};
+use crate::target::DeployTarget;
 use crate::{AgentId, JobId, ProjectId, ProjectName, ServiceName};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,9 @@ pub mod since {
     /// [`DeployPayload::secrets_as`](crate::DeployPayload::secrets_as)): an older agent would
     /// run the stack with `docker compose up`, Swarm secrets as plain environment.
     pub const SWARM_TARGET: &str = "0.2.0";
+    /// [`LifecyclePayload::target`](crate::protocol::LifecyclePayload::target) `swarm`: an
+    /// older agent would run `docker compose stop` and find no container of the stack.
+    pub const SWARM_LIFECYCLE: &str = "0.2.0";
 }
 
 /// Whether the agent version `reported` is `needed` or later, comparing the numbers of
@@ -193,6 +197,10 @@ pub struct LifecyclePayload {
     /// With `Down`: remove the project's named volumes too.
     #[serde(default)]
     pub remove_volumes: bool,
+    /// A Compose project (the default), or a Swarm stack: acted on by its name with `docker
+    /// service` and `docker stack` (since [`since::SWARM_LIFECYCLE`]).
+    #[serde(default, skip_serializing_if = "DeployTarget::is_compose")]
+    pub target: DeployTarget,
 }
 
 /// The containers of deployed projects (those labelled `dev.stagely.project-id`).
@@ -511,6 +519,11 @@ pub struct StartLogs {
     /// The Stagely project streamed, as for [`Inspect::project_id`].
     #[serde(default)]
     pub project_id: Option<ProjectId>,
+    /// A Compose project (the default), or a Swarm stack: its services' logs are read with
+    /// `docker service logs` (an older agent runs `compose logs`, which finds no container and
+    /// streams nothing).
+    #[serde(default, skip_serializing_if = "DeployTarget::is_compose")]
+    pub target: DeployTarget,
 }
 
 /// Stop a log stream.

@@ -118,9 +118,10 @@ fn server_to_agent() -> impl Strategy<Value = ServerToAgent> {
         option::of(service()),
         any::<u32>(),
         vec(text().prop_map(SecretValue::new), 0..3),
+        any::<bool>(),
     )
         .prop_map(
-            |(stream_id, project, directory, compose_file, service, tail, redact)| {
+            |(stream_id, project, directory, compose_file, service, tail, redact, swarm)| {
                 ServerToAgent::StartLogs(StartLogs {
                     stream_id,
                     project,
@@ -130,6 +131,11 @@ fn server_to_agent() -> impl Strategy<Value = ServerToAgent> {
                     tail,
                     redact,
                     project_id: None,
+                    target: if swarm {
+                        shared::target::DeployTarget::Swarm
+                    } else {
+                        shared::target::DeployTarget::Compose
+                    },
                 })
             },
         );

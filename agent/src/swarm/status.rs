@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use shared::runtime::Replicas;
 use shared::target::{NodeRole, SwarmNode};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One service as `docker service inspect` prints it (the parts read here).
 #[derive(Clone, Debug, Deserialize)]
@@ -44,6 +44,9 @@ pub struct Version {
 #[serde(rename_all = "PascalCase")]
 pub struct Spec {
     pub name: String,
+    /// The service's own labels (`null` when it has none).
+    #[serde(default)]
+    pub labels: Option<HashMap<String, String>>,
     #[serde(default)]
     pub mode: Mode,
     /// What each task runs (image, environment, secrets, …), kept whole: Swarm replaces a
@@ -85,6 +88,17 @@ impl ServiceInfo {
             .replicated
             .as_ref()
             .map(|replicated| replicated.replicas.unwrap_or(1))
+    }
+
+    /// One of the service's own labels.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.spec.labels.as_ref()?.get(key).map(String::as_str)
+    }
+
+    /// A label its tasks' containers carry (the compose file's `labels:`, where the agent's
+    /// owner labels go).
+    pub fn container_label(&self, key: &str) -> Option<&str> {
+        self.spec.task_template["ContainerSpec"]["Labels"][key].as_str()
     }
 
     /// The Swarm secrets the service's current spec mounts.
@@ -175,6 +189,12 @@ impl TaskLine {
     /// Running now and meant to (a healthy task when the service has a healthcheck).
     pub fn is_running(&self) -> bool {
         self.desired_state == "Running" && self.current_state.starts_with("Running")
+    }
+
+    /// Its container still runs, whatever Swarm wants of it (a task told to shut down runs
+    /// until its container exits).
+    pub fn container_runs(&self) -> bool {
+        self.current_state.starts_with("Running")
     }
 }
 

@@ -165,6 +165,7 @@ async fn logs_stream_redacted_in_batches_and_stopping_leaves_no_process() {
         tail: 5,
         redact: vec![SecretValue::new("hunter2hunter2")],
         project_id: None,
+        target: Default::default(),
     }));
 
     let mut lines = Vec::new();

@@ -176,6 +176,7 @@ impl Agent {
             action,
             service: service.map(|name| ServiceName::parse(name).unwrap()),
             remove_volumes: false,
+            target: Default::default(),
         };
         self.job(job_id, ServerToAgent::Lifecycle(payload)).await
     }

@@ -460,6 +460,264 @@ async fn a_version_whose_healthcheck_fails_is_rolled_back_and_the_old_tasks_keep
     }
 }
 
+/// `docker stack deploy --prune` replaces and removes the services of whatever stack has the
+/// name: a project whose name is a stack started by hand is refused before anything is created,
+/// and that stack keeps running untouched.
+#[tokio::test]
+async fn a_stack_started_by_hand_under_the_projects_name_is_left_alone() {
+    let _swarm = SwarmMode::enter();
+    let image = test_image().await;
+    let stack = TestStack::new(&format!(
+        "services:\n  db:\n    image: {image}\n    command: [\"sleep\", \"600\"]\n"
+    ));
+    let by_hand = run_ok(
+        CommandSpec::new(
+            "docker",
+            [
+                "stack",
+                "deploy",
+                "--detach=true",
+                "-c",
+                "compose.yaml",
+                stack.name.as_str(),
+            ],
+        )
+        .current_dir(stack.dir.path()),
+    )
+    .await;
+    by_hand.expect("the stack started by hand");
+    let services = || async {
+        run_ok(CommandSpec::new(
+            "docker",
+            [
+                "service",
+                "ls",
+                "--format",
+                "{{.Name}} {{.Image}}",
+                "--filter",
+                &format!("label=com.docker.stack.namespace={}", stack.name),
+            ],
+        ))
+        .await
+        .unwrap()
+    };
+    let before = services().await;
+    assert!(before.contains(&format!("{}_db", stack.name)), "{before}");
+
+    // The project's own file has another service: --prune would have removed `db`.
+    std::fs::write(stack.dir.path().join("compose.yaml"), web_stack(image)).unwrap();
+    let private = tempfile::tempdir().unwrap();
+    let (result, _) =
+        deploy_stack(&stack, &private, &[greeting("x")], SecretsAs::SwarmSecrets).await;
+    let message = result.expect_err("the name is taken").to_string();
+    assert!(
+        message.contains("did not deploy") && message.contains(&format!("{}_db", stack.name)),
+        "{message}"
+    );
+    assert_eq!(
+        services().await,
+        before,
+        "the stack started by hand is untouched"
+    );
+    let filter = format!("label=dev.stagely.project={}", stack.name);
+    let secrets = run_ok(CommandSpec::new(
+        "docker",
+        ["secret", "ls", "-q", "--filter", filter.as_str()],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(secrets.trim(), "", "no Swarm secret was created");
+}
+
+/// Running task ids of a stack's service, sorted.
+async fn running_tasks(stack: &TestStack, service: &str) -> Vec<String> {
+    let name = format!("{}_{service}", stack.name);
+    let tasks = run_ok(CommandSpec::new(
+        "docker",
+        [
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            name.as_str(),
+        ],
+    ))
+    .await
+    .unwrap();
+    let mut tasks: Vec<String> = tasks.split_whitespace().map(str::to_owned).collect();
+    tasks.sort();
+    tasks
+}
+
+/// `<service> <replicas>` of each service of the stack, sorted (`docker service ls`).
+async fn replica_counts(stack: &TestStack) -> Vec<String> {
+    let filter = format!("label=com.docker.stack.namespace={}", stack.name);
+    let listed = run_ok(CommandSpec::new(
+        "docker",
+        [
+            "service",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Replicas}}",
+            "--filter",
+            filter.as_str(),
+        ],
+    ))
+    .await
+    .unwrap();
+    let mut lines: Vec<String> = listed.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+async fn act(
+    stack: &TestStack,
+    project_id: shared::ProjectId,
+    action: shared::runtime::LifecycleAction,
+    service: Option<&str>,
+) -> Result<String, String> {
+    let service = service.map(|name| ServiceName::parse(name).unwrap());
+    let request = agent::lifecycle::LifecycleRequest {
+        project: &stack.name,
+        project_id,
+        directory: stack.dir.path(),
+        compose_file: None,
+        action,
+        service: service.as_ref(),
+        remove_volumes: true,
+        target: DeployTarget::Swarm,
+    };
+    let private = tempfile::tempdir().unwrap();
+    agent::lifecycle::run(&request, &options(private.path()), |_| {})
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Stop, start, restart (one service) and down on a stack: stop scales to zero and start
+/// brings back the count it had; restart replaces only that service's tasks, start-first;
+/// down leaves no service, container, Swarm secret or volume of the stack.
+#[tokio::test]
+async fn a_stack_is_stopped_started_restarted_and_taken_down() {
+    use shared::runtime::LifecycleAction::{Down, Restart, Start, Stop};
+    let _swarm = SwarmMode::enter();
+    let image = test_image().await;
+    let worker = format!(
+        "  worker:\n    image: {image}\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; echo worker-says-hello; sleep 600 & wait\"]\n    volumes: [data:/data]\nvolumes:\n  data: {{}}\nnetworks:\n  mesh:"
+    );
+    let compose = web_stack(image).replacen("networks:\n  mesh:", &worker, 1);
+    let stack = TestStack::new(&compose);
+    let private = tempfile::tempdir().unwrap();
+    let project_id = shared::ProjectId(uuid::Uuid::new_v4());
+    let request = DeployRequest {
+        project: &stack.name,
+        directory: stack.dir.path(),
+        compose_file: None,
+        secrets: &[greeting("hello")],
+        project_id: Some(project_id),
+        pinned_images: &[],
+        pull_policy: Default::default(),
+        registry_credentials: &[],
+        target: DeployTarget::Swarm,
+        secrets_as: SecretsAs::SwarmSecrets,
+    };
+    deploy::deploy(&request, &options(private.path()), |_| {})
+        .await
+        .expect("deployed");
+    let name = stack.name.as_str();
+    let running = [format!("{name}_web 2/2"), format!("{name}_worker 1/1")];
+    assert_eq!(replica_counts(&stack).await, running);
+
+    // Another project's id: nothing is done.
+    let other = shared::ProjectId(uuid::Uuid::new_v4());
+    let refused = act(&stack, other, Stop, None).await.unwrap_err();
+    assert!(refused.contains("another Stagely project"), "{refused}");
+    assert_eq!(replica_counts(&stack).await, running);
+    let missing = act(&stack, project_id, Restart, Some("nope"))
+        .await
+        .unwrap_err();
+    assert!(missing.contains("no service nope"), "{missing}");
+
+    act(&stack, project_id, Stop, None).await.unwrap();
+    assert_eq!(
+        replica_counts(&stack).await,
+        [format!("{name}_web 0/0"), format!("{name}_worker 0/0")]
+    );
+    act(&stack, project_id, Start, None).await.unwrap();
+    assert_eq!(replica_counts(&stack).await, running);
+    assert_eq!(served_by_every_task(&stack).await, ["hello"; 2]);
+
+    let web_before = running_tasks(&stack, "web").await;
+    let worker_before = running_tasks(&stack, "worker").await;
+    act(&stack, project_id, Restart, Some("web")).await.unwrap();
+    let web_after = running_tasks(&stack, "web").await;
+    assert_eq!(web_after.len(), 2, "{web_after:?}");
+    assert!(
+        web_after.iter().all(|task| !web_before.contains(task)),
+        "every web task was replaced: {web_before:?} -> {web_after:?}"
+    );
+    assert_eq!(running_tasks(&stack, "worker").await, worker_before);
+
+    // The dashboard's container logs: the service's tasks, read through the manager.
+    let (out, mut batches) = tokio::sync::mpsc::channel(16);
+    let request = agent::logs::LogRequest {
+        stream_id: shared::JobId(uuid::Uuid::new_v4()),
+        project: stack.name.clone(),
+        files: Vec::new(),
+        project_dir: stack.dir.path().to_path_buf(),
+        services: vec![ServiceName::parse("worker").unwrap()],
+        tail: 10,
+        target: DeployTarget::Swarm,
+    };
+    let streaming = agent::logs::stream(
+        request,
+        Compose::V2,
+        agent::runner::Redactor::default(),
+        out,
+    );
+    let line = tokio::select! {
+        () = streaming => panic!("the log stream ended"),
+        line = async {
+            loop {
+                match batches.recv().await {
+                    Some(shared::AgentToServer::Log(batch)) => {
+                        if let Some(message) = batch.messages.into_iter().next() {
+                            return message;
+                        }
+                    }
+                    Some(_) => {}
+                    None => panic!("the log stream closed its channel"),
+                }
+            }
+        } => line,
+        () = tokio::time::sleep(Duration::from_secs(30)) => panic!("no log line in 30 s"),
+    };
+    assert_eq!(line.line, "worker-says-hello", "{line:?}");
+    assert_eq!(line.service.as_str(), "worker");
+    assert!(line.timestamp.is_some(), "{line:?}");
+
+    let done = act(&stack, project_id, Down, None).await.unwrap();
+    assert!(done.contains("took the project down"), "{done}");
+    assert_eq!(replica_counts(&stack).await, Vec::<String>::new());
+    let label = format!("label=com.docker.stack.namespace={name}");
+    for listing in [
+        ["ps", "-a", "-q", "--filter", label.as_str()],
+        ["volume", "ls", "-q", "--filter", label.as_str()],
+        [
+            "secret",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=dev.stagely.project={name}"),
+        ],
+    ] {
+        let left = run_ok(CommandSpec::new("docker", listing)).await.unwrap();
+        assert_eq!(left.trim(), "", "left after down: docker {listing:?}");
+    }
+    // Down again: nothing there, nothing fails.
+    act(&stack, project_id, Down, None).await.unwrap();
+}
+
 /// The benchmark of `scripts/bench-swarm-rollout.sh`: changed-secret deploys of a two-replica
 /// stack, one after another, while the client asks every 50 ms, until it has asked at least
 /// `STAGELY_BENCH_REQUESTS` times (default 200); prints how many of its requests failed.

@@ -171,16 +171,6 @@ pub async fn act(
         ));
     }
     let project = store.project(by, project_id).await?;
-    if project.target == DeployTarget::Swarm {
-        // The agent's lifecycle jobs run `docker compose`, which finds no container of a stack
-        // and would report a stop or a down that did nothing.
-        return Err(OpError::Conflict(format!(
-            "stop, start, restart and down act on Compose projects only: for the Swarm stack \
-             {name:?}, scale a service with `docker service scale {name}_<service>=N` or remove \
-             the stack with `docker stack rm {name}` on the manager",
-            name = project.name.as_str()
-        )));
-    }
     let job = NewJob {
         project: project.id,
         agent: project.agent_id,
@@ -357,11 +347,10 @@ pub async fn dispatch(
             })?,
             service: job.service,
             remove_volumes: job.remove_volumes,
+            target: project.target,
         }),
     };
-    if let ServerToAgent::Deploy(payload) = &message {
-        agent_understands(store, project.agent_id, payload).await?;
-    }
+    agent_understands(store, project.agent_id, &message).await?;
     super::secrets::check_frame_to_agent(&message)?;
     match hub.holder(project.agent_id) {
         Holder::Here => {}
@@ -403,15 +392,43 @@ pub async fn dispatch(
     Ok(())
 }
 
-/// Refuses a deploy that uses what the agent, by the version it last reported, does not
-/// understand: it would ignore the field and deploy something else than asked. An agent that
+/// Refuses a job that uses what the agent, by the version it last reported, does not
+/// understand: it would ignore the field and do something else than asked. An agent that
 /// never said hello is judged at its hello, when its open jobs are sent again.
-async fn agent_understands(store: &Store, agent: AgentId, payload: &DeployPayload) -> OpResult<()> {
+async fn agent_understands(store: &Store, agent: AgentId, message: &ServerToAgent) -> OpResult<()> {
+    let uses = match message {
+        ServerToAgent::Deploy(payload) => deploy_uses(payload).to_vec(),
+        ServerToAgent::Lifecycle(payload) => vec![(
+            payload.target != DeployTarget::Compose,
+            since::SWARM_LIFECYCLE,
+            "stop, start, restart or take down a Docker Swarm stack",
+        )],
+        _ => Vec::new(),
+    };
+    if !uses.iter().any(|(used, _, _)| *used) {
+        return Ok(());
+    }
     let agent = store.agent(agent).await?;
     let Some(version) = agent.agent_version else {
         return Ok(());
     };
-    let uses = [
+    match uses
+        .into_iter()
+        .find(|(used, needed, _)| *used && !version_at_least(&version, needed))
+    {
+        Some((_, needed, what)) => Err(OpError::Conflict(format!(
+            "server {} runs stagely-agent {version:?}, which cannot {what}: update its agent to \
+             version {needed} or later, then try again",
+            agent.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// What a deploy uses that an older agent would not understand: whether it is used, the
+/// version that understands it, and what it does.
+fn deploy_uses(payload: &DeployPayload) -> [(bool, &'static str, &'static str); 4] {
+    [
         (
             payload.source.is_some(),
             since::GIT_SOURCES,
@@ -432,18 +449,7 @@ async fn agent_understands(store: &Store, agent: AgentId, payload: &DeployPayloa
             since::SWARM_TARGET,
             "deploy a Docker Swarm stack",
         ),
-    ];
-    match uses
-        .into_iter()
-        .find(|(used, needed, _)| *used && !version_at_least(&version, needed))
-    {
-        Some((_, needed, what)) => Err(OpError::Conflict(format!(
-            "server {} runs stagely-agent {version:?}, which cannot {what}: update its agent to \
-             version {needed} or later, then deploy again",
-            agent.name
-        ))),
-        None => Ok(()),
-    }
+    ]
 }
 
 /// After an agent's hello: re-sends every deployment it has not finished.

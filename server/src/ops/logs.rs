@@ -258,6 +258,7 @@ async fn send_start_checked(
         tail,
         redact,
         project_id: Some(project.id),
+        target: project.target,
     };
     let request = ServerToAgent::StartLogs(request);
     if let Err(error) = super::secrets::check_frame_to_agent(&request) {

@@ -951,6 +951,19 @@ async fn an_agent_too_old_for_git_sources_is_refused_their_deploys_naming_the_ve
             assert!(message.contains(what), "{what:?} in: {answer}");
             assert!(message.contains("0.2.0 or later"), "{answer}");
         }
+        // It would stop a stack with `docker compose stop`, which finds nothing to stop.
+        let (status, answer) = api
+            .call(
+                Method::POST,
+                &format!("/projects/{}/actions", stack.id),
+                Some(json!({"action": "stop"})),
+            )
+            .await;
+        assert_eq!(status, 409, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        for words in ["take down a Docker Swarm stack", "0.2.0 or later"] {
+            assert!(message.contains(words), "{words:?} in: {answer}");
+        }
         let history: Vec<Deployment> = api
             .expect(
                 Method::GET,
@@ -988,6 +1001,21 @@ async fn an_agent_too_old_for_git_sources_is_refused_their_deploys_naming_the_ve
         loop {
             if let shared::ServerToAgent::Deploy(job) = next_message(&mut socket).await {
                 assert!(job.source.is_some());
+                break;
+            }
+        }
+        // And a lifecycle job on the stack says it is one.
+        api.expect::<DeployAccepted>(
+            Method::POST,
+            &format!("/projects/{}/actions", stack.id),
+            Some(json!({"action": "restart", "service": "web"})),
+            202,
+        )
+        .await;
+        loop {
+            if let shared::ServerToAgent::Lifecycle(job) = next_message(&mut socket).await {
+                assert_eq!(job.target, shared::target::DeployTarget::Swarm);
+                assert_eq!(job.action, shared::runtime::LifecycleAction::Restart);
                 break;
             }
         }

@@ -30,20 +30,30 @@ async fn a_projects_target_and_secret_mode_are_stored_changed_and_checked() {
             (stack.target, stack.secrets_as)
         );
 
-        // Lifecycle jobs run `docker compose`, which finds no container of a stack: refused
-        // with what to do instead, rather than a stop that stops nothing.
+        // Lifecycle jobs are accepted for a stack as for a Compose project (queued until the
+        // agent is there); `down` is still the whole project's.
         for action in ["stop", "start", "restart", "down"] {
-            let (status, answer) = api
-                .call(
+            let accepted: serde_json::Value = api
+                .expect(
                     Method::POST,
                     &format!("/projects/{}/actions", stack.id),
                     Some(json!({"action": action})),
+                    202,
                 )
                 .await;
-            assert_eq!(status, 409, "{action}: {answer}");
-            let message = answer["error"]["message"].as_str().unwrap_or_default();
-            assert!(message.contains("docker stack rm stack"), "{answer}");
+            assert!(
+                accepted["deployment_id"].is_string(),
+                "{action}: {accepted}"
+            );
         }
+        let (status, answer) = api
+            .call(
+                Method::POST,
+                &format!("/projects/{}/actions", stack.id),
+                Some(json!({"action": "down", "service": "web"})),
+            )
+            .await;
+        assert_eq!(status, 400, "{answer}");
 
         let changed: Project = api
             .expect(
