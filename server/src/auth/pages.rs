@@ -188,7 +188,10 @@ async fn login(
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, OpError> {
     let name = state.config.session_cookie();
     if let Some(token) = cookie(&headers, name) {
-        state.store.delete_session(&TokenHash::of(token)).await?;
+        // The person's open feeds on this session close now, on every replica.
+        if let Some(user) = state.store.delete_session(&TokenHash::of(token)).await? {
+            state.hub.credentials_revoked(user);
+        }
     }
     let expired = set_cookie(&state, name, "", "/", Duration::ZERO);
     Ok(([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response())

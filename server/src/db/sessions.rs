@@ -222,16 +222,16 @@ impl Store {
         Ok(hash.map(TokenHash))
     }
 
-    /// Ends a session (logout); ending one that does not exist is not an error.
-    pub async fn delete_session(&self, token: &TokenHash) -> Result<(), DbError> {
-        on_pool!(self, pool => {
-            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+    /// Ends a session (logout) and says whose it was; ending one that does not exist is not an
+    /// error.
+    pub async fn delete_session(&self, token: &TokenHash) -> Result<Option<UserId>, DbError> {
+        let user: Option<String> = on_pool!(self, pool => {
+            sqlx::query_scalar("DELETE FROM sessions WHERE token_hash = $1 RETURNING user_id")
                 .bind(&token.0)
-                .execute(pool)
+                .fetch_optional(pool)
                 .await?
-                .rows_affected()
         });
-        Ok(())
+        user.as_deref().map(parse_id).transpose()
     }
 
     /// Forgets GitHub logins older than `attempt_lifetime` (expired sessions go with the

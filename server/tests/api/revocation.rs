@@ -153,6 +153,48 @@ async fn with_cookie(app: &TestApp, method: &str, path: &str, cookie: &str) -> R
     http_request(app.address, method, &format!("/api/v1{path}"), &headers, "").await
 }
 
+/// Signing out closes the live feeds of that session at once, not at their periodic check
+/// (30 s): a shared computer's next user must not keep seeing the logs.
+#[tokio::test]
+async fn signing_out_closes_the_sessions_live_feed_at_once() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = behind_proxy(&TestDb::Sqlite).await;
+    local_user(&app, "dev", false).await;
+    let session = browser_session(&app, "dev").await;
+    let mut request = format!("ws://{}/api/v1/events", app.address)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", app.url().parse().unwrap());
+    request
+        .headers_mut()
+        .insert("cookie", session.parse().unwrap());
+    let (mut feed, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    let logout = http_request(
+        app.address,
+        "POST",
+        "/auth/logout",
+        &[("Cookie", &session), ("Origin", &app.url())],
+        "",
+    )
+    .await;
+    assert_eq!(logout.header("location"), Some("/login"), "{}", logout.head);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match feed.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the signed-out session's feed stayed open");
+}
+
 #[tokio::test]
 async fn people_list_their_sessions_without_secrets_and_revoke_them() {
     for db in TestDb::all().await {
