@@ -296,7 +296,9 @@ pub async fn deploy(
                         {
                             Ok(images) => images,
                             Err(error) => {
-                                // The deploy worked; only an exact redeploy of it will not.
+                                // The deploy worked; only an exact redeploy of it will not. The
+                                // reason may quote the engine's answer: masked.
+                                let error = redactor.redact(&error.to_string());
                                 tracing::warn!(%error, "could not read the images the deploy runs");
                                 let line = wire::cut(
                                     &format!("could not read the images the services run: {error}"),
@@ -339,7 +341,7 @@ pub async fn deploy(
 
 /// The redactor of a deploy: the project's secret values, and each registry password with the
 /// `auth` string it becomes in the Docker configuration.
-fn redactor_of(request: &DeployRequest<'_>) -> Redactor {
+pub fn redactor_of(request: &DeployRequest<'_>) -> Redactor {
     let auths: Vec<String> = request
         .registry_credentials
         .iter()

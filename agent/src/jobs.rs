@@ -442,7 +442,12 @@ impl Executor {
                     };
                     let result =
                         deploy::deploy(&request, &options, |event| self.emit(job_id, event)).await;
-                    (result.map_err(|error| error.to_string()), None)
+                    // Masked once more as a whole: a message may quote what a command printed.
+                    let masked = deploy::redactor_of(&request);
+                    (
+                        result.map_err(|error| masked.redact(&error.to_string())),
+                        None,
+                    )
                 }
             },
             Some(source) => self.deploy_from_git(&job, source).await,
@@ -558,8 +563,10 @@ impl Executor {
             }
             Err(_) => git::keep_failed(&layout, &checked),
         }
+        // Masked once more as a whole: a message may quote what a command printed.
+        let masked = deploy::redactor_of(&request);
         (
-            result.map_err(|error| error.to_string()),
+            result.map_err(|error| redactor.redact(&masked.redact(&error.to_string()))),
             Some(checked.report),
         )
     }
@@ -607,6 +614,7 @@ impl Executor {
                 services,
                 tail: request.tail,
                 target: request.target,
+                project_id: request.project_id,
             };
             let redactor = Redactor::new(request.redact.iter().map(|value| value.expose()));
             logs::stream(

@@ -20,7 +20,7 @@ use crate::system::Compose;
 use crate::wire;
 use shared::protocol::{budget, LogBatch, LogMessage, LogStream};
 use shared::target::DeployTarget;
-use shared::{AgentToServer, JobId, ProjectName, ServiceName};
+use shared::{AgentToServer, JobId, ProjectId, ProjectName, ServiceName};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,6 +47,8 @@ pub struct LogRequest {
     pub tail: u32,
     /// A Compose project, or a Swarm stack whose services' logs are read through the manager.
     pub target: DeployTarget,
+    /// The Stagely project: a stack of that name must be its own (see [`stream`]).
+    pub project_id: Option<ProjectId>,
 }
 
 /// Streams until every `logs -f` process ends or the future is dropped.
@@ -56,6 +58,15 @@ pub async fn stream(
     redactor: Redactor,
     out: mpsc::Sender<AgentToServer>,
 ) {
+    // A stack name is Swarm-wide: the stack of that name may be another project's (deployed
+    // through another manager's agent) or one started by hand, whose lines are not this
+    // project's to read. It is checked as a deploy checks it; refused, nothing is streamed.
+    if request.target == DeployTarget::Swarm {
+        if let Err(error) = crate::swarm::check_owner(&request.project, request.project_id).await {
+            tracing::warn!(%error, project = %request.project, "not streaming the stack's logs");
+            return;
+        }
+    }
     let (lines_tx, lines_rx) = mpsc::channel::<LogMessage>(QUEUE_LINES);
     let skipped = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = request

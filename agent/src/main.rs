@@ -488,6 +488,7 @@ async fn deploy_locally(project: LocalProject) -> anyhow::Result<()> {
             Ok(())
         }
         Err(error) => {
+            let error = deploy::redactor_of(&request).redact(&error.to_string());
             eprintln!("==> deploy of {name} failed: {error}");
             std::process::exit(1);
         }

@@ -81,9 +81,9 @@ pub enum SwarmError {
     )]
     TakenByProject { name: ProjectName },
     #[error(
-        "the stack name {name} is already used on this Swarm by a stack Stagely did not deploy \
-         (service {service}). Deploying here would replace or prune its services: rename the \
-         project, or remove that stack (`docker stack rm {name}`)"
+        "the stack name {name} is already used on this Swarm by a stack this project did not \
+         deploy (service {service}). Deploying here would replace or prune its services: rename \
+         the project, or remove that stack (`docker stack rm {name}`)"
     )]
     Taken { name: ProjectName, service: String },
 }
@@ -143,7 +143,7 @@ pub async fn deploy(
         Ok(files) => files,
         Err(error) => {
             // This deploy's new Swarm secrets are mounted by no service yet.
-            remove_unused_secrets(request.project, redactor, report).await;
+            remove_unused_secrets(&owner, redactor, report).await;
             return Err(error);
         }
     };
@@ -190,12 +190,12 @@ pub async fn deploy(
     let output = match output {
         Ok(output) => output,
         Err(error) => {
-            remove_unused_secrets(request.project, redactor, report).await;
+            remove_unused_secrets(&owner, redactor, report).await;
             return Err(error.into());
         }
     };
     if !output.success() {
-        remove_unused_secrets(request.project, redactor, report).await;
+        remove_unused_secrets(&owner, redactor, report).await;
         let text = format!("{}{}", output.stdout, output.stderr);
         return Err(SwarmError::Deploy {
             exit_code: output.exit_code,
@@ -206,7 +206,7 @@ pub async fn deploy(
 
     report(step(DeployStep::Health));
     let waited = wait_for_update(request.project, &before, options, redactor, report).await;
-    remove_unused_secrets(request.project, redactor, report).await;
+    remove_unused_secrets(&owner, redactor, report).await;
     let containers = waited?;
     Ok(Deployed {
         containers,
@@ -215,23 +215,29 @@ pub async fn deploy(
 }
 
 /// Whether every service already in the stack is this project's, by the owner labels its
-/// tasks carry (the rules of [`crate::claim`] for compose, where a Swarm has no working
-/// directory to compare): this project's id; or no id and this project's name, written by a
-/// deploy that had no id to give (`stagely-agent deploy`). Another Stagely project's stack is
-/// refused without naming its services; a stack made by hand is named by one of them.
+/// tasks carry: this project's id; or, for a deploy without an id (`stagely-agent deploy` on
+/// the host), no id and this project's name. A Swarm keeps no working directory to compare as
+/// [`crate::claim`] does for Compose, so a stack without this project's id is never taken by a
+/// deploy that has one. Another Stagely project's stack is refused without naming its
+/// services; any other stack is named by one of them, which is what `docker stack rm` needs.
 fn judge_stack(owner: &Owner<'_>, services: &[ServiceInfo]) -> Result<(), SwarmError> {
     let id = owner.project_id.map(|id| id.to_string());
     for service in services {
-        let theirs_id = service.container_label(override_file::PROJECT_ID_LABEL);
-        let theirs_name = service.container_label(override_file::PROJECT_LABEL);
-        match (theirs_id, theirs_name) {
-            (Some(theirs), _) if id.as_deref() == Some(theirs) => {}
+        let present = |key| {
+            service
+                .container_label(key)
+                .filter(|value| !value.is_empty())
+        };
+        let theirs_id = present(override_file::PROJECT_ID_LABEL);
+        let theirs_name = present(override_file::PROJECT_LABEL);
+        match (theirs_id, id.as_deref()) {
+            (Some(theirs), Some(ours)) if theirs == ours => {}
             (Some(_), _) => {
                 return Err(SwarmError::TakenByProject {
                     name: owner.project.clone(),
                 })
             }
-            (None, Some(name)) if name == owner.project.as_str() => {}
+            (None, None) if theirs_name == Some(owner.project.as_str()) => {}
             (None, _) => {
                 return Err(SwarmError::Taken {
                     name: owner.project.clone(),
@@ -241,6 +247,20 @@ fn judge_stack(owner: &Owner<'_>, services: &[ServiceInfo]) -> Result<(), SwarmE
         }
     }
     Ok(())
+}
+
+/// Fails unless the stack named after the project is the project's own (or absent), by the
+/// rules of a deploy; for what only reads a stack (its container logs).
+pub async fn check_owner(
+    project: &ProjectName,
+    project_id: Option<shared::ProjectId>,
+) -> Result<(), DeployError> {
+    let services = services_of(project, &Redactor::default()).await?;
+    let owner = Owner {
+        project,
+        project_id,
+    };
+    judge_stack(&owner, &services).map_err(Into::into)
 }
 
 fn step(name: DeployStep) -> JobEvent {
@@ -305,7 +325,11 @@ async fn create_secrets(
         let output = runner::run(&spec, redactor, |_| {}).await?;
         if !output.success() {
             // The ones made before are no service's yet: removed with the rest.
-            remove_unused_secrets(request.project, redactor, &mut |_| {}).await;
+            let owner = Owner {
+                project: request.project,
+                project_id: request.project_id,
+            };
+            remove_unused_secrets(&owner, redactor, &mut |_| {}).await;
             return Err(SwarmError::CreateSecret {
                 key: secret.key.to_string(),
                 output: output.stderr.trim().to_owned(),
@@ -519,22 +543,25 @@ async fn wait_for_update(
 /// Removes the project's Swarm secrets that no service of its stack mounts any more. One that
 /// cannot be removed (a task of another stack uses it, the engine refuses) is left and said.
 async fn remove_unused_secrets(
-    project: &ProjectName,
+    owner: &Owner<'_>,
     redactor: &Redactor,
     report: &mut impl FnMut(JobEvent),
 ) {
-    let filter = format!("label={SECRET_PROJECT_LABEL}={project}");
-    let list = CommandSpec::new(
-        "docker",
-        [
-            "secret",
-            "ls",
-            "--filter",
-            filter.as_str(),
-            "--format",
-            "{{.Name}}",
-        ],
-    );
+    let project = owner.project;
+    // By the project's id where there is one: another project of the same name on the Swarm
+    // (through another manager's agent) keeps its secrets.
+    let mut argv = vec![
+        "secret".to_owned(),
+        "ls".into(),
+        "--filter".into(),
+        format!("label={SECRET_PROJECT_LABEL}={project}"),
+    ];
+    if let Some(id) = owner.project_id {
+        argv.push("--filter".into());
+        argv.push(format!("label={}={id}", override_file::PROJECT_ID_LABEL));
+    }
+    argv.extend(["--format".into(), "{{.Name}}".into()]);
+    let list = CommandSpec::new("docker", argv);
     let Ok(names) = quiet(&list, redactor).await else {
         return;
     };
@@ -668,8 +695,18 @@ mod tests {
         let by_hand = service("shop_db", serde_json::json!({"app": "db"}));
         let bare = service("shop_db", serde_json::Value::Null);
 
+        let empty_id = service(
+            "shop_web",
+            serde_json::json!({"dev.stagely.project": "shop", "dev.stagely.project-id": ""}),
+        );
         assert!(judge_stack(&ours, &[]).is_ok());
-        assert!(judge_stack(&ours, &[mine.clone(), by_the_cli.clone()]).is_ok());
+        assert!(judge_stack(&ours, std::slice::from_ref(&mine)).is_ok());
+        // No working directory to compare: a stack without the id is not taken by a deploy
+        // that has one, even under the project's name (deployed by hand from elsewhere).
+        for without_id in [&by_the_cli, &empty_id] {
+            let refused = judge_stack(&ours, &[mine.clone(), without_id.clone()]).unwrap_err();
+            assert!(matches!(refused, SwarmError::Taken { .. }), "{refused}");
+        }
         let refused = judge_stack(&ours, &[mine.clone(), other.clone()]).unwrap_err();
         assert!(matches!(refused, SwarmError::TakenByProject { .. }));
         assert!(
@@ -690,7 +727,7 @@ mod tests {
             project: &name,
             project_id: None,
         };
-        assert!(judge_stack(&no_id, &[by_the_cli]).is_ok());
+        assert!(judge_stack(&no_id, &[by_the_cli, empty_id]).is_ok());
         assert!(judge_stack(&no_id, &[mine]).is_err());
     }
 }

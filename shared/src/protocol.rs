@@ -34,8 +34,9 @@ pub mod since {
     /// run the stack with `docker compose up`, Swarm secrets as plain environment.
     pub const SWARM_TARGET: &str = "0.2.0";
     /// [`LifecyclePayload::target`](crate::protocol::LifecyclePayload::target) `swarm`: an
-    /// older agent would run `docker compose stop` and find no container of the stack.
-    pub const SWARM_LIFECYCLE: &str = "0.2.0";
+    /// older agent (0.2.0 deploys stacks but knows no other job on them) would run `docker
+    /// compose stop` or `down`, find no container of the stack and report success.
+    pub const SWARM_LIFECYCLE: &str = "0.2.1";
 }
 
 /// Whether the agent version `reported` is `needed` or later, comparing the numbers of

@@ -12,8 +12,11 @@
 //!    - *start* scales a stopped service back to that count; one that was not stopped is left;
 //!    - *restart* replaces every task (`--force`), one at a time under the service's
 //!      `update_config` (start-first unless the file says otherwise): no downtime;
-//!    - *down* is `docker stack rm`, then waits for the stack's containers to be gone, removes
-//!      the project's Swarm secrets and, when asked, the stack's volumes on this node.
+//!    - *down* is `docker stack rm` (also when no service is left: a Down that failed halfway
+//!      leaves networks), then waits for the stack's containers to be gone, removes the
+//!      project's Swarm secrets and, when asked, the stack's volumes on this node;
+//!    - a job service (`replicated-job`, `global-job`) runs to completion once per deploy:
+//!      stop, start and restart leave it alone (a restart would run a migration again).
 //!
 //! A deploy brings the stack back to its file (replica counts included), and drops the label.
 
@@ -36,6 +39,12 @@ pub const STOPPED_REPLICAS_LABEL: &str = "dev.stagely.stopped-replicas";
 
 /// How many of its last lines a failed command shows.
 const TAIL_LINES: usize = 30;
+/// Longest `docker stack rm` may take.
+const STACK_RM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a Down waits for the stack's containers to be gone. With [`STACK_RM_TIMEOUT`] within
+/// the 180 s the server waits for a Down before it deletes a project, so a project is never
+/// kept as "not taken down" while its stack is still being removed.
+const CONTAINERS_GONE_TIMEOUT: Duration = Duration::from_secs(100);
 
 /// Why a lifecycle job on a stack failed; the message is what the user sees.
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +110,14 @@ pub async fn run(
     };
     judge_stack(&owner, &services)?;
     if request.action == LifecycleAction::Down {
-        return down(request, !services.is_empty(), timeout, &redactor, report).await;
+        return down(request, &owner, &redactor, report).await;
     }
     let chosen = chosen(request, &services)?;
     if request.action == LifecycleAction::Stop {
-        if let Some(global) = chosen.iter().find(|service| service.desired().is_none()) {
+        let global = chosen
+            .iter()
+            .find(|service| !service.is_job() && service.desired().is_none());
+        if let Some(global) = global {
             return Err(StackActionError::StopGlobal {
                 service: global.spec.name.clone(),
             });
@@ -113,6 +125,12 @@ pub async fn run(
     }
     for service in &chosen {
         let name = service.spec.name.as_str();
+        if service.is_job() {
+            report(JobEvent::Output {
+                line: format!("{name}: a job (runs once per deploy), left as it is"),
+            });
+            continue;
+        }
         let Some(args) = update_args(request.action, service) else {
             let line = match request.action {
                 LifecycleAction::Start => format!("{name}: not stopped, left as it is"),
@@ -130,7 +148,8 @@ pub async fn run(
         streamed(CommandSpec::new("docker", argv).timeout(timeout), report).await?;
     }
     if request.action == LifecycleAction::Stop {
-        wait_until_stopped(request, &chosen, timeout, &redactor).await?;
+        let services: Vec<&ServiceInfo> = chosen.into_iter().filter(|s| !s.is_job()).collect();
+        wait_until_stopped(request, &services, timeout, &redactor).await?;
     }
     Ok(())
 }
@@ -221,28 +240,23 @@ fn update_args(action: LifecycleAction, service: &ServiceInfo) -> Option<Vec<Str
 }
 
 /// `docker stack rm`, then what it leaves: the containers it removes in the background are
-/// waited for, then the project's Swarm secrets and (when asked) the stack's volumes go.
+/// waited for, then the project's Swarm secrets and (when asked) the stack's volumes go. The
+/// stack is removed even when it has no service left: a Down that failed halfway (a network
+/// still in use) is finished by the next one.
 async fn down(
     request: &LifecycleRequest<'_>,
-    deployed: bool,
-    timeout: Duration,
+    owner: &Owner<'_>,
     redactor: &Redactor,
     report: &mut impl FnMut(JobEvent),
 ) -> Result<(), StackActionError> {
     let name = request.project.as_str();
-    if deployed {
-        streamed(
-            CommandSpec::new("docker", ["stack", "rm", name]).timeout(timeout),
-            report,
-        )
-        .await?;
-    } else {
-        report(JobEvent::Output {
-            line: format!("the stack {name} has no services on this Swarm"),
-        });
-    }
+    streamed(
+        CommandSpec::new("docker", ["stack", "rm", name]).timeout(STACK_RM_TIMEOUT),
+        report,
+    )
+    .await?;
     let filter = format!("label={SWARM_STACK_LABEL}={name}");
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + CONTAINERS_GONE_TIMEOUT;
     loop {
         let list = CommandSpec::new("docker", ["ps", "-a", "-q", "--filter", filter.as_str()]);
         if quiet(&list, redactor).await?.trim().is_empty() {
@@ -251,12 +265,12 @@ async fn down(
         if tokio::time::Instant::now() >= deadline {
             return Err(StackActionError::StillRemoving {
                 name: request.project.clone(),
-                timeout,
+                timeout: CONTAINERS_GONE_TIMEOUT,
             });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    remove_unused_secrets(request.project, redactor, report).await;
+    remove_unused_secrets(owner, redactor, report).await;
     if request.remove_volumes {
         let list = CommandSpec::new(
             "docker",
@@ -266,7 +280,11 @@ async fn down(
         let volumes: Vec<&str> = volumes.split_whitespace().collect();
         if !volumes.is_empty() {
             let remove = ["volume", "rm"].into_iter().chain(volumes);
-            streamed(CommandSpec::new("docker", remove).timeout(timeout), report).await?;
+            streamed(
+                CommandSpec::new("docker", remove).timeout(STACK_RM_TIMEOUT),
+                report,
+            )
+            .await?;
         }
     }
     Ok(())

@@ -60,6 +60,12 @@ pub struct Spec {
 pub struct Mode {
     #[serde(default)]
     pub replicated: Option<Replicated>,
+    /// A job (`mode: replicated-job`): tasks that run to completion, once per deploy.
+    #[serde(default)]
+    pub replicated_job: Option<serde_json::Value>,
+    /// A job on every node (`mode: global-job`).
+    #[serde(default)]
+    pub global_job: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -88,6 +94,11 @@ impl ServiceInfo {
             .replicated
             .as_ref()
             .map(|replicated| replicated.replicas.unwrap_or(1))
+    }
+
+    /// A job: its tasks run to completion (a migration), nothing to stop, start or restart.
+    pub fn is_job(&self) -> bool {
+        self.spec.mode.replicated_job.is_some() || self.spec.mode.global_job.is_some()
     }
 
     /// One of the service's own labels.

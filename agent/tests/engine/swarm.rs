@@ -527,6 +527,30 @@ async fn a_stack_started_by_hand_under_the_projects_name_is_left_alone() {
     .await
     .unwrap();
     assert_eq!(secrets.trim(), "", "no Swarm secret was created");
+
+    // Nor are its container logs this project's to read: the stream ends at once, empty
+    // (followed, it would run until stopped).
+    let (out, mut batches) = tokio::sync::mpsc::channel(16);
+    let request = agent::logs::LogRequest {
+        stream_id: shared::JobId(uuid::Uuid::new_v4()),
+        project: stack.name.clone(),
+        files: Vec::new(),
+        project_dir: stack.dir.path().to_path_buf(),
+        services: vec![ServiceName::parse("db").unwrap()],
+        tail: 10,
+        target: DeployTarget::Swarm,
+        project_id: Some(shared::ProjectId(uuid::Uuid::new_v4())),
+    };
+    let streamed = agent::logs::stream(
+        request,
+        Compose::V2,
+        agent::runner::Redactor::default(),
+        out,
+    );
+    tokio::time::timeout(Duration::from_secs(30), streamed)
+        .await
+        .expect("the refused stream ended");
+    assert!(batches.try_recv().is_err(), "no line of the stack was sent");
 }
 
 /// Running task ids of a stack's service, sorted.
@@ -668,6 +692,7 @@ async fn a_stack_is_stopped_started_restarted_and_taken_down() {
         services: vec![ServiceName::parse("worker").unwrap()],
         tail: 10,
         target: DeployTarget::Swarm,
+        project_id: Some(project_id),
     };
     let streaming = agent::logs::stream(
         request,

@@ -961,7 +961,8 @@ async fn an_agent_too_old_for_git_sources_is_refused_their_deploys_naming_the_ve
             .await;
         assert_eq!(status, 409, "{answer}");
         let message = answer["error"]["message"].as_str().unwrap_or_default();
-        for words in ["take down a Docker Swarm stack", "0.2.0 or later"] {
+        let needed = format!("{} or later", shared::protocol::since::SWARM_LIFECYCLE);
+        for words in ["take down a Docker Swarm stack", needed.as_str()] {
             assert!(message.contains(words), "{words:?} in: {answer}");
         }
         let history: Vec<Deployment> = api
