@@ -35,6 +35,10 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 pub const LEASE_RENEWAL: Duration = Duration::from_secs(10);
 /// The channel every replica listens on.
 const ALL: &str = "stagely_replicas";
+/// The start of the channel of one replica (its id follows).
+const PER_REPLICA: &str = "stagely_replica_";
+/// Most messages written in one statement.
+const WRITE_BATCH: usize = 256;
 /// Messages waiting to be written; beyond this, new ones are dropped (and logged).
 const OUTGOING_QUEUE: usize = 16_384;
 /// Messages read, waiting for the `cluster` task.
@@ -53,7 +57,7 @@ impl ReplicaId {
     }
 
     fn channel(&self) -> String {
-        format!("stagely_replica_{}", self.0)
+        format!("{PER_REPLICA}{}", self.0)
     }
 
     pub fn as_str(&self) -> &str {
@@ -340,34 +344,59 @@ impl Relay {
 async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
     let store = &relay.inner.store;
     let me = relay.inner.id.as_str();
-    while let Some(op) = ops.recv().await {
-        let result = match op {
-            Op::Hold(agent) => {
-                let expires_at = crate::db::now_ms() + LEASE_TTL.as_millis() as i64;
-                store.take_agent(me, agent, expires_at).await
-            }
-            Op::Release(agent) => store.release_agent(me, agent).await,
-            Op::Post(target, message) => {
-                // Our own enum of ids, strings and numbers always encodes.
-                let Ok(body) = serde_json::to_string(&message) else {
+    // Posts waiting to be written together; whatever else comes is done after them, in order.
+    let mut posts: Vec<(Option<String>, String)> = Vec::new();
+    while let Some(first) = ops.recv().await {
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            let result = match op {
+                Op::Post(target, message) => {
+                    // Our own enum of ids, strings and numbers always encodes.
+                    if let Ok(body) = serde_json::to_string(&message) {
+                        posts.push((target.map(|target| target.0), body));
+                    }
+                    if posts.len() < WRITE_BATCH {
+                        next = ops.try_recv().ok();
+                    }
                     continue;
-                };
-                let channel = target.as_ref().map_or(ALL.to_string(), ReplicaId::channel);
-                let target = target.as_ref().map(ReplicaId::as_str);
-                store.post_message(me, target, &channel, &body).await
-            }
-            Op::Close(done) => {
-                if let Err(error) = store.release_all_agents(me).await {
-                    tracing::warn!(%error, "could not release this replica's agent leases; they expire on their own");
                 }
-                let _ = done.send(());
-                return;
+                Op::Hold(agent) => {
+                    flush(store, me, &mut posts).await;
+                    let expires_at = crate::db::now_ms() + LEASE_TTL.as_millis() as i64;
+                    store.take_agent(me, agent, expires_at).await
+                }
+                Op::Release(agent) => {
+                    flush(store, me, &mut posts).await;
+                    store.release_agent(me, agent).await
+                }
+                Op::Close(done) => {
+                    flush(store, me, &mut posts).await;
+                    if let Err(error) = store.release_all_agents(me).await {
+                        tracing::warn!(%error, "could not release this replica's agent leases; they expire on their own");
+                    }
+                    let _ = done.send(());
+                    return;
+                }
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, "could not hand a message to the other replicas");
             }
-        };
-        if let Err(error) = result {
-            tracing::warn!(%error, "could not hand a message to the other replicas");
+            next = ops.try_recv().ok();
         }
+        flush(store, me, &mut posts).await;
     }
+}
+
+/// Writes the waiting posts in one statement (many messages arrive together: a burst of
+/// deploys, their events, log batches), then forgets them.
+async fn flush(store: &Store, me: &str, posts: &mut Vec<(Option<String>, String)>) {
+    if posts.is_empty() {
+        return;
+    }
+    if let Err(error) = store.post_messages(me, posts, ALL, PER_REPLICA).await {
+        tracing::warn!(%error, count = posts.len(), "could not hand messages to the other replicas");
+    }
+    posts.clear();
 }
 
 /// Reads what other replicas hand this one.

@@ -205,28 +205,42 @@ impl Store {
             .collect()
     }
 
-    /// Stores a message for `target` (every replica when `None`) and notifies `channel` with
-    /// its id, in one statement.
-    pub async fn post_message(
+    /// Stores messages, each for its target (every replica when `None`), in order, and
+    /// notifies each one's id on its channel (`all` for every replica, `per_replica` + the
+    /// target's id for one), in one statement: one round trip for a whole batch.
+    pub async fn post_messages(
         &self,
         sender: &str,
-        target: Option<&str>,
-        channel: &str,
-        body: &str,
+        messages: &[(Option<String>, String)],
+        all: &str,
+        per_replica: &str,
     ) -> Result<(), DbError> {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(());
         };
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let targets: Vec<Option<String>> = messages.iter().map(|(t, _)| t.clone()).collect();
+        let bodies: Vec<&str> = messages.iter().map(|(_, b)| b.as_str()).collect();
+        // Ids are drawn in the order of the rows (ORDER BY the position), and notified in id
+        // order, so the other replicas see the messages in the order they were posted.
         sqlx::query(
-            "WITH posted AS (INSERT INTO replica_messages (sender, target, body, created_at) \
-             VALUES ($1, $2, $3, $4) RETURNING id) \
-             SELECT pg_notify($5, id::text) FROM posted",
+            "WITH posted AS (\
+               INSERT INTO replica_messages (sender, target, body, created_at) \
+               SELECT $1, m.target, m.body, $2 \
+               FROM UNNEST($3::text[], $4::text[]) WITH ORDINALITY AS m(target, body, n) \
+               ORDER BY m.n \
+               RETURNING id, target) \
+             SELECT pg_notify(CASE WHEN target IS NULL THEN $5 ELSE $6 || target END, id::text) \
+             FROM posted ORDER BY id",
         )
         .bind(sender)
-        .bind(target)
-        .bind(body)
         .bind(super::now_ms())
-        .bind(channel)
+        .bind(targets)
+        .bind(bodies)
+        .bind(all)
+        .bind(per_replica)
         .execute(pool)
         .await?;
         Ok(())

@@ -905,3 +905,54 @@ async fn a_replica_that_starts_knows_where_the_agents_are_before_its_first_reque
         "the new replica does not know where the agent is"
     );
 }
+
+/// The replica link writes what queues up in one statement: every message of a batch reaches
+/// its channel (the one for every replica, or its target's), notified in the order posted, and
+/// a targeted one is read (and removed) by its target only.
+#[tokio::test]
+async fn a_batch_of_messages_is_notified_in_order_each_on_its_channel() {
+    if skip() {
+        return;
+    }
+    let db = TestDb::postgres().await.unwrap();
+    let app = spawn_app(&db).await;
+    let store = app.store();
+    let mut listener = store
+        .listen(&["test_all", "test_one_r2"])
+        .await
+        .unwrap()
+        .unwrap();
+    let messages: Vec<(Option<String>, String)> = (0..300)
+        .map(|i| {
+            let target = (i % 3 == 0).then(|| "r2".to_string());
+            (target, format!("message-{i}"))
+        })
+        .collect();
+    store
+        .post_messages("r1", &messages, "test_all", "test_one_")
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let notice = tokio::time::timeout(Duration::from_secs(10), listener.next())
+            .await
+            .expect("a notice per message")
+            .unwrap()
+            .unwrap();
+        let expected = if i % 3 == 0 {
+            "test_one_r2"
+        } else {
+            "test_all"
+        };
+        assert_eq!(notice.channel, expected, "message {i}");
+        let id: i64 = notice.payload.parse().unwrap();
+        let read = store
+            .read_message(id, "r2", i % 3 == 0)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("message {i} (id {id}) is there"));
+        assert_eq!(read.body, format!("message-{i}"), "in the order posted");
+        ids.push(id);
+    }
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+}
