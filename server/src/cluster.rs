@@ -41,6 +41,7 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
 
 async fn act(state: AppState, mut incoming: tokio::sync::mpsc::Receiver<Envelope>) {
     let (store, vault, hub, feeds) = (&state.store, &state.vault, &state.hub, &state.logs);
+    let senders = Senders::default();
     while let Some(Envelope { from, message }) = incoming.recv().await {
         match message {
             Message::Event(event) => {
@@ -52,9 +53,7 @@ async fn act(state: AppState, mut incoming: tokio::sync::mpsc::Receiver<Envelope
                     ops::logs::restart_for_agent(store, vault, hub, feeds, agent).await;
                 }
             }
-            Message::JobsWaiting { agent_id } => {
-                ops::deployments::send_queued_jobs(store, vault, hub, agent_id).await;
-            }
+            Message::JobsWaiting { agent_id } => senders.send_queued_jobs(&state, agent_id),
             Message::StartLogs {
                 agent_id: _,
                 project_id,
@@ -105,6 +104,48 @@ async fn act(state: AppState, mut incoming: tokio::sync::mpsc::Receiver<Envelope
             Message::Inspected { .. } => {}
         }
     }
+}
+
+/// The agents whose queued jobs are being sent, each in a task of its own: one agent's database
+/// reads and hand-over do not hold up another's (nor this replica's other messages), and a
+/// burst of hand-overs for one agent is one send, plus one more if some came in during it.
+#[derive(Clone, Default)]
+struct Senders {
+    /// Agent → whether another hand-over came in while its send ran.
+    running: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<shared::AgentId, bool>>>,
+}
+
+impl Senders {
+    fn send_queued_jobs(&self, state: &AppState, agent: shared::AgentId) {
+        {
+            let mut running = lock(&self.running);
+            if let Some(again) = running.get_mut(&agent) {
+                *again = true;
+                return;
+            }
+            running.insert(agent, false);
+        }
+        let (senders, state) = (self.clone(), state.clone());
+        tokio::spawn(async move {
+            loop {
+                let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
+                ops::deployments::send_queued_jobs(store, vault, hub, agent).await;
+                let mut running = lock(&senders.running);
+                if running.get(&agent) == Some(&true) {
+                    running.insert(agent, false);
+                    continue;
+                }
+                running.remove(&agent);
+                return;
+            }
+        });
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The agent an event says connected, if it is such an event.
