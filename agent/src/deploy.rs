@@ -417,7 +417,7 @@ impl ImagePlan {
 
 /// Runs `spec`, reporting each line as deploy output; returns its exit code and, for a failure
 /// message, its last [`TAIL_LINES`] lines within [`TAIL_BUDGET`].
-async fn streamed(
+pub(crate) async fn streamed(
     spec: &CommandSpec,
     redactor: &Redactor,
     report: &mut impl FnMut(JobEvent),

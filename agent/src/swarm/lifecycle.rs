@@ -27,9 +27,8 @@ use crate::deploy::DeployError;
 use crate::health::SWARM_STACK_LABEL;
 use crate::lifecycle::LifecycleRequest;
 use crate::override_file::Owner;
-use crate::runner::{self, CommandSpec, OutputLine, Redactor};
-use crate::wire;
-use shared::protocol::{budget, JobEvent};
+use crate::runner::{self, CommandSpec, Redactor};
+use shared::protocol::JobEvent;
 use shared::runtime::LifecycleAction;
 use shared::{ProjectName, ServiceName};
 use std::time::Duration;
@@ -37,8 +36,6 @@ use std::time::Duration;
 /// The service label holding the replica count a stopped service returns to on start.
 pub const STOPPED_REPLICAS_LABEL: &str = "dev.stagely.stopped-replicas";
 
-/// How many of its last lines a failed command shows.
-const TAIL_LINES: usize = 30;
 /// Longest `docker stack rm` may take.
 const STACK_RM_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a Down waits for the stack's containers to be gone. With [`STACK_RM_TIMEOUT`] within
@@ -295,25 +292,15 @@ async fn streamed(
     spec: CommandSpec,
     report: &mut impl FnMut(JobEvent),
 ) -> Result<(), StackActionError> {
-    let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
-    let output = runner::run(&spec, &Redactor::default(), |line| {
-        let (OutputLine::Stdout(text) | OutputLine::Stderr(text)) = line;
-        let line = wire::cut(&text, budget::LINE);
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line.clone());
-        report(JobEvent::Output { line });
-    })
-    .await?;
-    if output.success() {
+    // The payload carries no secret values: nothing to mask.
+    let (exit_code, tail) = crate::deploy::streamed(&spec, &Redactor::default(), report).await?;
+    if exit_code == Some(0) {
         return Ok(());
     }
-    let lines = Vec::from(tail).join("\n");
     Err(StackActionError::Failed {
-        command: output.command,
-        exit_code: output.exit_code,
-        output: wire::cut_keeping_end(&lines, budget::MESSAGE - 1024),
+        command: spec.display(),
+        exit_code,
+        output: tail,
     })
 }
 

@@ -229,24 +229,34 @@ fn greeting(value: &str) -> Secret {
     }
 }
 
+/// A deploy of `stack` to this Swarm.
+fn swarm_request<'a>(
+    stack: &'a TestStack,
+    secrets: &'a [Secret],
+    secrets_as: SecretsAs,
+    project_id: Option<shared::ProjectId>,
+) -> DeployRequest<'a> {
+    DeployRequest {
+        project: &stack.name,
+        directory: stack.dir.path(),
+        compose_file: None,
+        secrets,
+        project_id,
+        pinned_images: &[],
+        pull_policy: Default::default(),
+        registry_credentials: &[],
+        target: DeployTarget::Swarm,
+        secrets_as,
+    }
+}
+
 async fn deploy_stack(
     stack: &TestStack,
     private: &TempDir,
     secrets: &[Secret],
     secrets_as: SecretsAs,
 ) -> (Result<deploy::Deployed, DeployError>, Vec<JobEvent>) {
-    let request = DeployRequest {
-        project: &stack.name,
-        directory: stack.dir.path(),
-        compose_file: None,
-        secrets,
-        project_id: None,
-        pinned_images: &[],
-        pull_policy: Default::default(),
-        registry_credentials: &[],
-        target: DeployTarget::Swarm,
-        secrets_as,
-    };
+    let request = swarm_request(stack, secrets, secrets_as, None);
     let mut events = Vec::new();
     let result = deploy::deploy(&request, &options(private.path()), |event| {
         events.push(event)
@@ -385,14 +395,8 @@ async fn a_changed_secret_rolls_out_to_every_replica(secrets_as: SecretsAs) {
     assert_eq!(std::fs::read_dir(private.path()).unwrap().count(), 0);
     if secrets_as == SecretsAs::SwarmSecrets {
         // Only the version the service mounts is left.
-        let filter = format!("label=dev.stagely.project={}", stack.name);
-        let secrets = run_ok(CommandSpec::new(
-            "docker",
-            ["secret", "ls", "-q", "--filter", filter.as_str()],
-        ))
-        .await
-        .unwrap();
-        assert_eq!(secrets.split_whitespace().count(), 1, "{secrets}");
+        let secrets = project_secrets(&stack).await;
+        assert_eq!(secrets.len(), 1, "{secrets:?}");
     }
 }
 
@@ -519,28 +523,13 @@ async fn a_stack_started_by_hand_under_the_projects_name_is_left_alone() {
         before,
         "the stack started by hand is untouched"
     );
-    let filter = format!("label=dev.stagely.project={}", stack.name);
-    let secrets = run_ok(CommandSpec::new(
-        "docker",
-        ["secret", "ls", "-q", "--filter", filter.as_str()],
-    ))
-    .await
-    .unwrap();
-    assert_eq!(secrets.trim(), "", "no Swarm secret was created");
+    let secrets = project_secrets(&stack).await;
+    assert_eq!(secrets, Vec::<String>::new(), "no Swarm secret was created");
 
     // Nor are its container logs this project's to read: the stream ends at once, empty
     // (followed, it would run until stopped).
     let (out, mut batches) = tokio::sync::mpsc::channel(16);
-    let request = agent::logs::LogRequest {
-        stream_id: shared::JobId(uuid::Uuid::new_v4()),
-        project: stack.name.clone(),
-        files: Vec::new(),
-        project_dir: stack.dir.path().to_path_buf(),
-        services: vec![ServiceName::parse("db").unwrap()],
-        tail: 10,
-        target: DeployTarget::Swarm,
-        project_id: Some(shared::ProjectId(uuid::Uuid::new_v4())),
-    };
+    let request = stack_logs(&stack, "db", shared::ProjectId(uuid::Uuid::new_v4()));
     let streamed = agent::logs::stream(
         request,
         Compose::V2,
@@ -553,46 +542,58 @@ async fn a_stack_started_by_hand_under_the_projects_name_is_left_alone() {
     assert!(batches.try_recv().is_err(), "no line of the stack was sent");
 }
 
+/// The dashboard's log stream of one service of the stack, for project `project_id`.
+fn stack_logs(
+    stack: &TestStack,
+    service: &str,
+    project_id: shared::ProjectId,
+) -> agent::logs::LogRequest {
+    agent::logs::LogRequest {
+        stream_id: shared::JobId(uuid::Uuid::new_v4()),
+        project: stack.name.clone(),
+        files: Vec::new(),
+        project_dir: stack.dir.path().to_path_buf(),
+        services: vec![ServiceName::parse(service).unwrap()],
+        tail: 10,
+        target: DeployTarget::Swarm,
+        project_id: Some(project_id),
+    }
+}
+
+/// The lines `docker <argv…>` prints, sorted.
+async fn sorted_lines(argv: &[&str]) -> Vec<String> {
+    let printed = run_ok(CommandSpec::new("docker", argv)).await.unwrap();
+    let mut lines: Vec<String> = printed.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// The Swarm secrets labelled with the stack's project.
+async fn project_secrets(stack: &TestStack) -> Vec<String> {
+    let filter = format!("label=dev.stagely.project={}", stack.name);
+    sorted_lines(&["secret", "ls", "-q", "--filter", filter.as_str()]).await
+}
+
 /// Running task ids of a stack's service, sorted.
 async fn running_tasks(stack: &TestStack, service: &str) -> Vec<String> {
     let name = format!("{}_{service}", stack.name);
-    let tasks = run_ok(CommandSpec::new(
-        "docker",
-        [
-            "service",
-            "ps",
-            "-q",
-            "--filter",
-            "desired-state=running",
-            name.as_str(),
-        ],
-    ))
-    .await
-    .unwrap();
-    let mut tasks: Vec<String> = tasks.split_whitespace().map(str::to_owned).collect();
-    tasks.sort();
-    tasks
+    let filter = "desired-state=running";
+    sorted_lines(&["service", "ps", "-q", "--filter", filter, name.as_str()]).await
 }
 
 /// `<service> <replicas>` of each service of the stack, sorted (`docker service ls`).
 async fn replica_counts(stack: &TestStack) -> Vec<String> {
     let filter = format!("label=com.docker.stack.namespace={}", stack.name);
-    let listed = run_ok(CommandSpec::new(
-        "docker",
-        [
-            "service",
-            "ls",
-            "--format",
-            "{{.Name}} {{.Replicas}}",
-            "--filter",
-            filter.as_str(),
-        ],
-    ))
+    let format = "{{.Name}} {{.Replicas}}";
+    sorted_lines(&[
+        "service",
+        "ls",
+        "--format",
+        format,
+        "--filter",
+        filter.as_str(),
+    ])
     .await
-    .unwrap();
-    let mut lines: Vec<String> = listed.lines().map(str::to_owned).collect();
-    lines.sort();
-    lines
 }
 
 async fn act(
@@ -633,18 +634,8 @@ async fn a_stack_is_stopped_started_restarted_and_taken_down() {
     let stack = TestStack::new(&compose);
     let private = tempfile::tempdir().unwrap();
     let project_id = shared::ProjectId(uuid::Uuid::new_v4());
-    let request = DeployRequest {
-        project: &stack.name,
-        directory: stack.dir.path(),
-        compose_file: None,
-        secrets: &[greeting("hello")],
-        project_id: Some(project_id),
-        pinned_images: &[],
-        pull_policy: Default::default(),
-        registry_credentials: &[],
-        target: DeployTarget::Swarm,
-        secrets_as: SecretsAs::SwarmSecrets,
-    };
+    let secrets = [greeting("hello")];
+    let request = swarm_request(&stack, &secrets, SecretsAs::SwarmSecrets, Some(project_id));
     deploy::deploy(&request, &options(private.path()), |_| {})
         .await
         .expect("deployed");
@@ -684,16 +675,7 @@ async fn a_stack_is_stopped_started_restarted_and_taken_down() {
 
     // The dashboard's container logs: the service's tasks, read through the manager.
     let (out, mut batches) = tokio::sync::mpsc::channel(16);
-    let request = agent::logs::LogRequest {
-        stream_id: shared::JobId(uuid::Uuid::new_v4()),
-        project: stack.name.clone(),
-        files: Vec::new(),
-        project_dir: stack.dir.path().to_path_buf(),
-        services: vec![ServiceName::parse("worker").unwrap()],
-        tail: 10,
-        target: DeployTarget::Swarm,
-        project_id: Some(project_id),
-    };
+    let request = stack_logs(&stack, "worker", project_id);
     let streaming = agent::logs::stream(
         request,
         Compose::V2,
@@ -812,18 +794,8 @@ async fn the_live_state_of_a_stack_counts_its_replicas_and_the_nodes_name_this_m
     let stack = TestStack::new(&web_stack(image));
     let private = tempfile::tempdir().unwrap();
     let project = shared::ProjectId(uuid::Uuid::new_v4());
-    let request = DeployRequest {
-        project: &stack.name,
-        directory: stack.dir.path(),
-        compose_file: None,
-        secrets: &[greeting("hello")],
-        project_id: Some(project),
-        pinned_images: &[],
-        pull_policy: Default::default(),
-        registry_credentials: &[],
-        target: DeployTarget::Swarm,
-        secrets_as: SecretsAs::Environment,
-    };
+    let secrets = [greeting("hello")];
+    let request = swarm_request(&stack, &secrets, SecretsAs::Environment, Some(project));
     deploy::deploy(&request, &options(private.path()), |_| {})
         .await
         .expect("the deploy works");

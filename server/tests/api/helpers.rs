@@ -936,6 +936,23 @@ impl TestApp {
     }
 }
 
+/// Whether a dashboard feed is closed by the server within `timeout` (what it sends before is
+/// read and dropped).
+pub async fn closes_within(feed: &mut RawSocket, timeout: Duration) -> bool {
+    use futures_util::StreamExt;
+    tokio::time::timeout(timeout, async {
+        loop {
+            match feed.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// The next event a dashboard feed sends, within `timeout`; `None` if none came.
 pub async fn next_event_within(
     feed: &mut RawSocket,

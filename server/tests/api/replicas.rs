@@ -821,7 +821,6 @@ async fn a_log_stream_for_a_replica_that_went_away_is_stopped() {
 /// a tab on another replica would otherwise keep receiving deploy and container logs.
 #[tokio::test]
 async fn a_revocation_on_one_replica_closes_the_feeds_on_another_at_once() {
-    use futures_util::StreamExt;
     if skip() {
         return;
     }
@@ -856,18 +855,9 @@ async fn a_revocation_on_one_replica_closes_the_feeds_on_another_at_once() {
     server::ops::users::disable(here.store(), &here.state.hub, &root, bob.id)
         .await
         .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match feed.next().await {
-                None | Some(Err(_)) => return,
-                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await;
+    let closed = crate::helpers::closes_within(&mut feed, Duration::from_secs(10)).await;
     assert!(
-        closed.is_ok(),
+        closed,
         "the feed on the other replica stayed open after the revocation"
     );
 }

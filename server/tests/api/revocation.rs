@@ -157,7 +157,6 @@ async fn with_cookie(app: &TestApp, method: &str, path: &str, cookie: &str) -> R
 /// (30 s): a shared computer's next user must not keep seeing the logs.
 #[tokio::test]
 async fn signing_out_closes_the_sessions_live_feed_at_once() {
-    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let app = behind_proxy(&TestDb::Sqlite).await;
     local_user(&app, "dev", false).await;
@@ -182,17 +181,8 @@ async fn signing_out_closes_the_sessions_live_feed_at_once() {
     )
     .await;
     assert_eq!(logout.header("location"), Some("/login"), "{}", logout.head);
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match feed.next().await {
-                None | Some(Err(_)) => return,
-                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the signed-out session's feed stayed open");
+    let closed = crate::helpers::closes_within(&mut feed, Duration::from_secs(10)).await;
+    assert!(closed, "the signed-out session's feed stayed open");
 }
 
 #[tokio::test]
@@ -351,7 +341,6 @@ async fn admin(app: &TestApp, login: &str) -> (server::db::User, crate::helpers:
 
 #[tokio::test]
 async fn a_disabled_user_loses_sessions_tokens_and_live_feeds_and_cannot_sign_in() {
-    use futures_util::StreamExt;
     for db in TestDb::all().await {
         let app = behind_proxy(&db).await;
         let (_, root) = admin(&app, "root").await;
@@ -383,18 +372,9 @@ async fn a_disabled_user_loses_sessions_tokens_and_live_feeds_and_cannot_sign_in
         assert_eq!(disabled["disabled"], true, "{disabled}");
 
         // The live feed closes at once, long before its periodic check (30 s).
-        let closed = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match feed.next().await {
-                    None | Some(Err(_)) => return,
-                    Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
-                    Some(Ok(_)) => continue,
-                }
-            }
-        })
-        .await;
+        let closed = crate::helpers::closes_within(&mut feed, Duration::from_secs(10)).await;
         assert!(
-            closed.is_ok(),
+            closed,
             "{}: the disabled user's feed stayed open",
             db.name()
         );
