@@ -39,8 +39,6 @@ const ALL: &str = "stagely_replicas";
 const PER_REPLICA: &str = "stagely_replica_";
 /// Most messages written in one statement.
 const WRITE_BATCH: usize = 256;
-/// Most notified messages read in one statement.
-const READ_BATCH: usize = 256;
 /// Messages waiting to be written; beyond this, new ones are dropped (and logged).
 const OUTGOING_QUEUE: usize = 16_384;
 /// Messages read, waiting for the `cluster` task.
@@ -401,33 +399,6 @@ async fn flush(store: &Store, me: &str, posts: &mut Vec<(Option<String>, String)
     posts.clear();
 }
 
-/// The message ids of notifications read together, by kind.
-#[derive(Default)]
-struct NoticedIds {
-    /// On this replica's own channel: messages addressed to it.
-    targeted: Vec<i64>,
-    /// On the channel of every replica.
-    broadcast: Vec<i64>,
-}
-
-impl NoticedIds {
-    fn add(&mut self, notice: &crate::db::Notice) {
-        // Every payload is a message id; anything else is not ours to read.
-        let Ok(id) = notice.payload.parse::<i64>() else {
-            return;
-        };
-        if notice.channel == ALL {
-            self.broadcast.push(id);
-        } else {
-            self.targeted.push(id);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.targeted.len() + self.broadcast.len()
-    }
-}
-
 /// Reads what other replicas hand this one.
 async fn read(
     relay: Relay,
@@ -445,25 +416,15 @@ async fn read(
         };
         let posted = match notice {
             Ok(Some(notice)) => {
-                // What else has arrived already is read in the same round trip.
-                let mut ids = NoticedIds::default();
-                ids.add(&notice);
-                while ids.len() < READ_BATCH {
-                    let Some(more) = listener.next_buffered() else {
-                        break;
-                    };
-                    ids.add(&more);
-                }
-                if ids.len() == 0 {
+                let Ok(id) = notice.payload.parse::<i64>() else {
                     continue;
-                }
-                match store
-                    .read_messages(me.as_str(), &ids.targeted, &ids.broadcast)
-                    .await
-                {
-                    Ok(posted) => posted,
+                };
+                let targeted = notice.channel != ALL;
+                match store.read_message(id, me.as_str(), targeted).await {
+                    Ok(Some(posted)) => vec![posted],
+                    Ok(None) => continue,
                     Err(error) => {
-                        tracing::warn!(%error, "could not read messages from another replica");
+                        tracing::warn!(%error, "could not read a message from another replica");
                         continue;
                     }
                 }

@@ -42,15 +42,6 @@ impl Listener {
             payload: notice.payload().to_string(),
         }))
     }
-
-    /// A notification already received and waiting in the connection's buffer, without
-    /// waiting for one.
-    pub fn next_buffered(&mut self) -> Option<Notice> {
-        self.inner.next_buffered().map(|notice| Notice {
-            channel: notice.channel().to_string(),
-            payload: notice.payload().to_string(),
-        })
-    }
 }
 
 /// The PostgreSQL session that holds the housekeeping lock, or tries to get it.
@@ -255,36 +246,33 @@ impl Store {
         Ok(())
     }
 
-    /// The messages `targeted` (addressed to `replica`, removed as they are read) and
-    /// `broadcast` (for every replica) that are still there, in one round trip, oldest first.
-    pub async fn read_messages(
+    /// A message addressed to `replica` (removed as it is read), or one for every replica.
+    pub async fn read_message(
         &self,
+        id: i64,
         replica: &str,
-        targeted: &[i64],
-        broadcast: &[i64],
-    ) -> Result<Vec<PostedMessage>, DbError> {
+        targeted: bool,
+    ) -> Result<Option<PostedMessage>, DbError> {
         let Pool::Postgres(pool) = &self.pool else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "WITH taken AS (\
-               DELETE FROM replica_messages WHERE id = ANY($1) AND target = $2 \
-               RETURNING id, sender, body) \
-             SELECT id, sender, body FROM taken \
-             UNION ALL \
-             SELECT id, sender, body FROM replica_messages \
-             WHERE id = ANY($3) AND target IS NULL \
-             ORDER BY id",
-        )
-        .bind(targeted)
-        .bind(replica)
-        .bind(broadcast)
-        .fetch_all(pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, sender, body)| PostedMessage { id, sender, body })
-            .collect())
+        let row: Option<(i64, String, String)> = if targeted {
+            sqlx::query_as(
+                "DELETE FROM replica_messages WHERE id = $1 AND target = $2 RETURNING id, sender, body",
+            )
+            .bind(id)
+            .bind(replica)
+            .fetch_optional(pool)
+            .await?
+        } else {
+            sqlx::query_as(
+                "SELECT id, sender, body FROM replica_messages WHERE id = $1 AND target IS NULL",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        };
+        Ok(row.map(|(id, sender, body)| PostedMessage { id, sender, body }))
     }
 
     /// Messages for `replica` or for every replica, from others, after `after` (a catch-up
