@@ -127,6 +127,12 @@ impl Senders {
         }
         let (senders, state) = (self.clone(), state.clone());
         tokio::spawn(async move {
+            // Should a send panic, the agent is not left marked as being sent to (its later
+            // hand-overs would only set the flag, and its jobs wait for the sweep).
+            let _forget_on_panic = ForgetOnPanic {
+                senders: senders.clone(),
+                agent,
+            };
             loop {
                 let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
                 ops::deployments::send_queued_jobs(store, vault, hub, agent).await;
@@ -139,6 +145,20 @@ impl Senders {
                 return;
             }
         });
+    }
+}
+
+/// Removes an agent from [`Senders::running`] when its send task unwinds.
+struct ForgetOnPanic {
+    senders: Senders,
+    agent: shared::AgentId,
+}
+
+impl Drop for ForgetOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(&self.senders.running).remove(&self.agent);
+        }
     }
 }
 

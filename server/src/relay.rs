@@ -393,8 +393,14 @@ async fn flush(store: &Store, me: &str, posts: &mut Vec<(Option<String>, String)
     if posts.is_empty() {
         return;
     }
+    // A whole batch is at stake: one more try after a moment (a dropped connection is replaced
+    // by the pool), then the messages are given up, as one was before.
     if let Err(error) = store.post_messages(me, posts, ALL, PER_REPLICA).await {
-        tracing::warn!(%error, count = posts.len(), "could not hand messages to the other replicas");
+        tracing::warn!(%error, count = posts.len(), "could not hand messages to the other replicas; trying once more");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Err(error) = store.post_messages(me, posts, ALL, PER_REPLICA).await {
+            tracing::warn!(%error, count = posts.len(), "could not hand messages to the other replicas");
+        }
     }
     posts.clear();
 }
