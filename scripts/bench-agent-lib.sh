@@ -5,6 +5,7 @@
 # shellcheck shell=bash
 
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$BENCH_ROOT/target}"
 SERVER_BIN="${STAGELY_SERVER_BIN:-$TARGET_DIR/release/stagely-server}"
@@ -42,16 +43,6 @@ api() { # METHOD PATH [JSON]
   local args=(-sS --fail-with-body -X "$1" -H "authorization: Bearer $API_TOKEN" "$API$2")
   [ $# -ge 3 ] && args+=(-H 'content-type: application/json' --data "$3")
   curl "${args[@]}" || { echo "$1 $2 failed" >&2; return 1; }
-}
-
-# The busybox test image, as the tests build it (`agent::testing::test_image`), under this run's tag.
-build_busybox_image() {
-  local context="$WORK/image"
-  mkdir -p "$context"
-  cp /bin/busybox "$context/busybox"
-  printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' \
-    >"$context/Dockerfile"
-  docker build -q -t "$IMAGE" "$context" >/dev/null
 }
 
 start_server() {

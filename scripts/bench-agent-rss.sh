@@ -10,7 +10,7 @@ source "$(dirname "$0")/bench-agent-lib.sh"
 SERVICES="${SERVICES:-5}"
 IDLE_SECS="${IDLE_SECS:-5}"
 
-build_busybox_image
+build_busybox_image "$IMAGE" "$WORK/image"
 start_server
 start_agent
 echo "agent $AGENT_BIN ($(stat -c %s "$AGENT_BIN") bytes), pid $AGENT_PID, $(grep -c '' /proc/cpuinfo >/dev/null; nproc) cores"

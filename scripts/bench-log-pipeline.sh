@@ -107,7 +107,7 @@ measure_compose_logs() {
   echo "== docker compose logs -f alone ($SERVICES services, one process): $count lines in $SECS s = $((count / SECS)) lines/s"
 }
 
-build_busybox_image
+build_busybox_image "$IMAGE" "$WORK/image"
 start_server
 start_agent
 create_project </dev/null

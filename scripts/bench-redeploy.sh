@@ -30,10 +30,7 @@ trap cleanup EXIT
 
 mkdir -p "$WORK/image" "$WORK/state" "$WORK/agent" "$WORK/raw"
 chmod 0700 "$WORK/state"
-cp "$(command -v busybox || echo /bin/busybox)" "$WORK/image/busybox"
-printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' \
-  >"$WORK/image/Dockerfile"
-docker build -q -t "$IMAGE" "$WORK/image" >/dev/null
+build_busybox_image "$IMAGE" "$WORK/image"
 
 for mode in agent raw; do
   cat >"$WORK/$mode/compose.yaml" <<YAML

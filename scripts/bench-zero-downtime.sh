@@ -33,10 +33,7 @@ trap cleanup EXIT
 
 mkdir -p "$WORK/image" "$WORK/state"
 chmod 0700 "$WORK/state"
-cp "$(command -v busybox || echo /bin/busybox)" "$WORK/image/busybox"
-printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' \
-  >"$WORK/image/Dockerfile"
-docker build -q -t "$IMAGE" "$WORK/image" >/dev/null
+build_busybox_image "$IMAGE" "$WORK/image"
 
 # The service: serves $GREETING, stops at once on SIGTERM, healthy once it answers.
 write_project() { # MODE LABELS

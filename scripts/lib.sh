@@ -13,6 +13,16 @@ export PATH="$HOME/.cargo/bin:$ROOT/node_modules/.bin:$PATH"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# The busybox `FROM scratch` image the tests build (`agent::testing::test_image`), tagged IMAGE,
+# its build context written to DIR (for the benchmarks; the caller removes both).
+build_busybox_image() { # IMAGE DIR
+  mkdir -p "$2"
+  cp "$(command -v busybox || echo /bin/busybox)" "$2/busybox"
+  printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' \
+    >"$2/Dockerfile"
+  docker build -q -t "$1" "$2" >/dev/null
+}
+
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }

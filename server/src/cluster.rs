@@ -14,6 +14,7 @@
 use crate::ops;
 use crate::relay::{Envelope, Message, Relay, LEASE_RENEWAL};
 use crate::state::AppState;
+use crate::sync::lock;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -160,12 +161,6 @@ impl Drop for ForgetOnPanic {
             lock(&self.senders.running).remove(&self.agent);
         }
     }
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The agent an event says connected, if it is such an event.

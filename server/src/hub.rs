@@ -18,6 +18,7 @@
 
 use crate::db::Store;
 use crate::relay::{Message, Relay, ReplicaId};
+use crate::sync::lock;
 use serde::{Deserialize, Serialize};
 use shared::api::{AgentStatus, DeploymentEvent, DeploymentStatus};
 use shared::protocol::{Inspect, Inspected};
@@ -25,7 +26,7 @@ use shared::runtime::ServiceState;
 use shared::{AgentId, DeploymentId, JobId, ProjectId, ServerToAgent, ServiceName, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -645,14 +646,6 @@ impl Hub {
             }
         }
     }
-}
-
-/// Locks a hub mutex. A panic while holding one cannot leave the maps half-updated (every
-/// critical section is a single insert/remove), so a poisoned lock is safe to keep using.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

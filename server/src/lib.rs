@@ -34,6 +34,7 @@ pub mod ops;
 pub mod relay;
 pub mod security_headers;
 pub mod state;
+mod sync;
 pub mod token;
 pub mod vault;
 pub mod ws;

@@ -20,12 +20,13 @@
 //! holds the agent reads and decrypts what it needs itself.
 
 use crate::db::{Listener, PostedMessage, Store};
+use crate::sync::lock;
 use serde::{Deserialize, Serialize};
 use shared::protocol::LogBatch;
 use shared::{AgentId, JobId, ProjectId, ServiceName, UserId};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -473,12 +474,4 @@ async fn read(
             }
         }
     }
-}
-
-/// Locks a relay map; every critical section is a single insert or remove, so a poisoned lock
-/// is safe to keep using.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

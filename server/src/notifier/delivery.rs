@@ -19,6 +19,7 @@ use crate::config::NotifyConfig;
 use crate::db::{Attempt, ClaimedDelivery, Store};
 use crate::ops::notifications::{channel_row, receiver_addresses, Refused, KEPT_DELIVERIES};
 use crate::state::AppState;
+use crate::sync::lock;
 use crate::vault::{ChannelField, Vault};
 use shared::notify::{ChannelId, Notification};
 use std::collections::HashSet;
@@ -328,13 +329,6 @@ fn describe(config: &NotifyConfig, error: reqwest::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// A poisoned lock only means a send task panicked between two single inserts or removes.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
