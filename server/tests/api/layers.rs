@@ -46,8 +46,8 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &["hub", "log_feeds", "vault"],
     // 6. The link between replicas that share one PostgreSQL.
     &["relay"],
-    // 7. Building blocks: storage, encryption, tokens, configuration.
-    &["db", "crypto", "token", "config"],
+    // 7. Building blocks: storage, encryption, tokens, configuration, locking.
+    &["db", "crypto", "token", "config", "sync"],
 ];
 
 /// Names of `server/src/lib.rs` that modules may use, each with the module that owns it.
