@@ -222,6 +222,9 @@ struct Inner {
     /// Users some of whose credentials were just revoked (a session, a token, a disabled
     /// account): their live feeds check theirs again at once.
     revoked: broadcast::Sender<UserId>,
+    /// Per agent, the turn to hand it jobs (see [`Hub::send_turn`]); only while taken or
+    /// waited for.
+    send_turns: Mutex<HashMap<AgentId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Default for Inner {
@@ -239,6 +242,7 @@ impl Default for Inner {
             closing: tokio::sync::watch::channel(false).0,
             inspections: Mutex::default(),
             revoked: broadcast::channel(256).0,
+            send_turns: Mutex::default(),
         }
     }
 }
@@ -298,6 +302,27 @@ impl Drop for SessionGuard {
                 agent_id: self.agent_id,
                 status: AgentStatus::Disconnected,
             });
+        }
+    }
+}
+
+/// One agent's turn to be handed jobs, from [`Hub::send_turn`]; the next waiting gets it on drop.
+pub struct SendTurn {
+    hub: Hub,
+    agent_id: AgentId,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for SendTurn {
+    fn drop(&mut self) {
+        let mut turns = lock(&self.hub.inner.send_turns);
+        // Clones are only made under this lock: two references are the map's and this turn's,
+        // so nobody waits for it and the agent's entry can go.
+        if turns
+            .get(&self.agent_id)
+            .is_some_and(|turn| Arc::strong_count(turn) == 2)
+        {
+            turns.remove(&self.agent_id);
         }
     }
 }
@@ -455,6 +480,22 @@ impl Hub {
                 mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => SendError::NotConnected,
             })
+    }
+
+    /// Waits for the turn to hand `agent_id` jobs. Whoever holds it sends the jobs waiting in
+    /// the order they were queued, so two jobs of one project, queued through different
+    /// replicas or prepared at different speeds, still reach the agent (which runs a project's
+    /// jobs in the order they arrive) oldest first. Turns are taken in the order asked.
+    pub async fn send_turn(&self, agent_id: AgentId) -> SendTurn {
+        let turn = lock(&self.inner.send_turns)
+            .entry(agent_id)
+            .or_default()
+            .clone();
+        SendTurn {
+            hub: self.clone(),
+            agent_id,
+            _turn: turn.lock_owned().await,
+        }
     }
 
     /// Asks an agent which services a compose project defines, waiting up to `timeout`. A

@@ -283,8 +283,9 @@ pub async fn history(store: &Store, by: &User, project: ProjectId) -> OpResult<V
 }
 
 /// Hands a job to its agent if it is connected; otherwise it stays queued until it connects.
-/// A deploy carries the secret values of its snapshot (and, for a redeploy, the images to
-/// pin), so a job re-sent later runs exactly what it ran the first time.
+/// What cannot be sent as it is (an agent too old for it, a frame too large) is refused here,
+/// before anything is sent. On the replica holding the agent the job goes out with the other
+/// jobs waiting for it, oldest first ([`Hub::send_turn`]); another replica holding it is told.
 pub async fn dispatch(
     store: &Store,
     vault: &Vault,
@@ -293,6 +294,36 @@ pub async fn dispatch(
     job_id: JobId,
     project: &Project,
 ) -> OpResult<()> {
+    let message = prepare(store, vault, deployment, job_id, project).await?;
+    let agent_id = project.agent_id;
+    match hub.holder(agent_id) {
+        Holder::Here => {
+            let prepared = Some((deployment, message));
+            send_open_jobs(store, vault, hub, agent_id, true, prepared).await;
+        }
+        Holder::Replica(replica) => {
+            if let Some(relay) = hub.relay() {
+                tracing::debug!(%deployment, %agent_id, %replica, "the agent is held by another replica; handing the job over");
+                relay.send_to(&replica, crate::relay::Message::JobsWaiting { agent_id });
+            }
+        }
+        Holder::Nowhere => {
+            tracing::info!(%deployment, %agent_id, "agent offline; the deployment waits queued");
+        }
+    }
+    Ok(())
+}
+
+/// The frame that hands a stored job to its agent. A deploy carries the secret values of its
+/// snapshot (and, for a redeploy, the images to pin), so a job re-sent later runs exactly what
+/// it ran the first time.
+async fn prepare(
+    store: &Store,
+    vault: &Vault,
+    deployment: DeploymentId,
+    job_id: JobId,
+    project: &Project,
+) -> OpResult<ServerToAgent> {
     let job = store.job(deployment).await?;
     let compose_file = project.compose_file.as_ref().map(|file| file.to_string());
     let message = match job.kind {
@@ -352,21 +383,17 @@ pub async fn dispatch(
     };
     agent_understands(store, project.agent_id, &message).await?;
     super::secrets::check_frame_to_agent(&message)?;
-    match hub.holder(project.agent_id) {
-        Holder::Here => {}
-        Holder::Replica(replica) => {
-            if let Some(relay) = hub.relay() {
-                let agent_id = project.agent_id;
-                tracing::debug!(%deployment, %agent_id, %replica, "the agent is held by another replica; handing the job over");
-                relay.send_to(&replica, crate::relay::Message::JobsWaiting { agent_id });
-            }
-            return Ok(());
-        }
-        Holder::Nowhere => {
-            tracing::info!(%deployment, agent_id = %project.agent_id, "agent offline; the deployment waits queued");
-            return Ok(());
-        }
-    }
+    Ok(message)
+}
+
+/// Hands a prepared job to the agent held here.
+async fn hand_over(
+    store: &Store,
+    hub: &Hub,
+    deployment: DeploymentId,
+    project: &Project,
+    message: ServerToAgent,
+) -> OpResult<()> {
     // Recorded before the job is handed over: the agent's `Received` can come back before a
     // write made after the hand-over, and a status never moves backwards, so "sent" would be
     // missing from the history. A job that is `sent` is still open: if the hand-over fails
@@ -454,24 +481,29 @@ fn deploy_uses(payload: &DeployPayload) -> [(bool, &'static str, &'static str); 
 
 /// After an agent's hello: re-sends every deployment it has not finished.
 pub async fn resend_open_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: AgentId) {
-    send_open_jobs(store, vault, hub, agent, false).await;
+    send_open_jobs(store, vault, hub, agent, false, None).await;
 }
 
 /// Sends an agent held here the jobs still `Queued` for it: those another replica queued
 /// (and told this one about, or not, if the word was lost).
 pub async fn send_queued_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: AgentId) {
-    if hub.holder(agent) == Holder::Here {
-        send_open_jobs(store, vault, hub, agent, true).await;
-    }
+    send_open_jobs(store, vault, hub, agent, true, None).await;
 }
 
+/// Sends an agent held here its open jobs (or only those still `Queued`), oldest first, in
+/// its turn; `prepared` is one of them already prepared.
 async fn send_open_jobs(
     store: &Store,
     vault: &Vault,
     hub: &Hub,
     agent: AgentId,
     queued_only: bool,
+    mut prepared: Option<(DeploymentId, ServerToAgent)>,
 ) {
+    let _turn = hub.send_turn(agent).await;
+    if hub.holder(agent) != Holder::Here {
+        return;
+    }
     let open = match store.open_jobs_of_agent(agent).await {
         Ok(open) => open,
         Err(error) => {
@@ -496,8 +528,16 @@ async fn send_open_jobs(
                 continue;
             }
         };
-        match dispatch(store, vault, hub, deployment_id, job_id, &project).await {
-            Ok(()) => {}
+        let message = match prepared.take_if(|(id, _)| *id == deployment_id) {
+            Some((_, message)) => Ok(message),
+            None => prepare(store, vault, deployment_id, job_id, &project).await,
+        };
+        match message {
+            Ok(message) => {
+                if let Err(error) = hand_over(store, hub, deployment_id, &project, message).await {
+                    tracing::error!(?error, %deployment_id, "could not send a job");
+                }
+            }
             // The job can never be sent as it is (an agent too old for it, a frame too large):
             // it fails, saying why, instead of waiting for good.
             Err(error @ (OpError::Conflict(_) | OpError::Invalid(_))) => {

@@ -359,3 +359,40 @@ async fn assert_outage_and_recovery_logged_once(agent: &AgentProcess) {
         "recovery logged once:\n{log}"
     );
 }
+
+/// Jobs reach the agent in the order they were queued, whatever path each took: here a deploy
+/// queued earlier and not yet sent (as one queued through another replica is while that
+/// replica's word is on its way, or lost) goes out before a deploy requested now. The agent runs
+/// a project's jobs in the order they arrive, so the other order would leave the older deploy
+/// running.
+#[tokio::test]
+async fn jobs_reach_the_agent_in_the_order_they_were_queued() {
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        let (alice, api) = app.user("alice").await;
+        let (agent, project) = api.shop_project().await;
+        let mut socket = raw_agent(&app.stream_url(), &agent.token).await;
+        assert!(matches!(
+            hello(&mut socket, PROTOCOL_VERSION).await,
+            ServerToAgent::Welcome(_)
+        ));
+        let (_, earlier) = app.queue_deploy(project.id, alice.id).await;
+        let accepted: shared::api::DeployAccepted = api
+            .expect(
+                reqwest::Method::POST,
+                &format!("/deploy/{}", project.id),
+                None,
+                202,
+            )
+            .await;
+        let later = app.store().job(accepted.deployment_id).await.unwrap().job_id;
+
+        let mut received = Vec::new();
+        while received.len() < 2 {
+            if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
+                received.push(job.job_id);
+            }
+        }
+        assert_eq!(received, [earlier, later], "{}: oldest first", db.name());
+    }
+}
