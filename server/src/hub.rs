@@ -194,6 +194,22 @@ pub enum SendError {
     QueueFull,
 }
 
+/// How widely a fleet of `fleet` agents should spread its first reconnect after losing its
+/// server: about a second for a small fleet, up to a minute (the backoff cap) for a large one,
+/// so that a restart admits about 400 agents a second.
+///
+/// Among `replicas`, a replica that dies sends back only its share of the fleet, over the same
+/// window: at 400 a second that share would come back in a third of the time, far above 5% of
+/// it in a second. So a fleet of replicas spreads over at least 30 s once it is large enough
+/// (3,000 agents) for that to matter, less in proportion below: a uniform spread over 30 s puts
+/// about 3.3% of them in an average second, and under 5% in the busiest.
+pub fn reconnect_window_secs(fleet: usize, replicas: bool) -> u64 {
+    let fleet = fleet as u64;
+    let admission = fleet / 400;
+    let share_of_one_replica = if replicas { (fleet / 100).min(30) } else { 0 };
+    admission.max(share_of_one_replica).clamp(1, 60)
+}
+
 /// Cheap to clone; all clones share one map.
 #[derive(Clone, Default)]
 pub struct Hub {
@@ -446,17 +462,16 @@ impl Hub {
         self.holder(agent_id) != Holder::Nowhere
     }
 
-    /// How widely agents should spread their first reconnect after losing this server: about
-    /// a second for a small fleet, up to a minute for a large one, so that a restart admits
-    /// about 400 agents a second (at most ~5% of a large fleet in any one second). Sized from
-    /// the registered fleet, so the first agents to connect get the same advice as the last.
+    /// How widely agents should spread their first reconnect after losing this server (see
+    /// [`reconnect_window_secs`]). Sized from the registered fleet, so the first agents to
+    /// connect get the same advice as the last.
     pub fn reconnect_window_secs(&self) -> u64 {
         let fleet = self
             .inner
             .fleet_size
             .load(Ordering::Relaxed)
             .max(self.connected_count());
-        (fleet as u64 / 400).clamp(1, 60)
+        reconnect_window_secs(fleet, self.inner.relay.is_some())
     }
 
     /// Records how many agents are registered (see [`Hub::reconnect_window_secs`]).
@@ -876,5 +891,20 @@ mod tests {
             60,
             "never longer than the backoff cap"
         );
+    }
+
+    #[test]
+    fn replicas_spread_a_large_fleet_over_half_a_minute_at_least() {
+        assert_eq!(reconnect_window_secs(50, true), 1, "a small fleet at once");
+        assert_eq!(reconnect_window_secs(1_000, true), 10);
+        assert_eq!(reconnect_window_secs(1_000, false), 2);
+        assert_eq!(reconnect_window_secs(8_000, true), 30);
+        assert_eq!(reconnect_window_secs(8_000, false), 20);
+        assert_eq!(
+            reconnect_window_secs(20_000, true),
+            50,
+            "the admission rate rules"
+        );
+        assert_eq!(reconnect_window_secs(1_000_000, true), 60);
     }
 }
