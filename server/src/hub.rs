@@ -198,11 +198,12 @@ pub enum SendError {
 /// server: about a second for a small fleet, up to a minute (the backoff cap) for a large one,
 /// so that a restart admits about 400 agents a second.
 ///
-/// Among `replicas`, a replica that dies sends back only its share of the fleet, over the same
+/// Among `replicas` (other replicas are up), a replica that dies sends back only its share of the fleet, over the same
 /// window: at 400 a second that share would come back in a third of the time, far above 5% of
 /// it in a second. So a fleet of replicas spreads over at least 30 s once it is large enough
 /// (3,000 agents) for that to matter, less in proportion below: a uniform spread over 30 s puts
-/// about 3.3% of them in an average second, and under 5% in the busiest.
+/// about 3.3% of them in an average second, and for a large share (thousands) under 5% in the
+/// busiest.
 pub fn reconnect_window_secs(fleet: usize, replicas: bool) -> u64 {
     let fleet = fleet as u64;
     let admission = fleet / 400;
@@ -471,7 +472,8 @@ impl Hub {
             .fleet_size
             .load(Ordering::Relaxed)
             .max(self.connected_count());
-        reconnect_window_secs(fleet, self.inner.relay.is_some())
+        let replicas = self.inner.relay.as_ref().is_some_and(Relay::has_others);
+        reconnect_window_secs(fleet, replicas)
     }
 
     /// Records how many agents are registered (see [`Hub::reconnect_window_secs`]).
@@ -494,6 +496,27 @@ impl Hub {
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => SendError::NotConnected,
+            })
+    }
+
+    /// Queues a message for an agent, waiting up to `timeout` for room; [`SendError::QueueFull`]
+    /// when there was none by then.
+    pub async fn send_waiting(
+        &self,
+        agent_id: AgentId,
+        message: ServerToAgent,
+        timeout: std::time::Duration,
+    ) -> Result<(), SendError> {
+        let outbound = lock(&self.inner.sessions)
+            .get(&agent_id)
+            .map(|entry| entry.outbound.clone())
+            .ok_or(SendError::NotConnected)?;
+        outbound
+            .send_timeout(Box::new(message), timeout)
+            .await
+            .map_err(|error| match error {
+                mpsc::error::SendTimeoutError::Timeout(_) => SendError::QueueFull,
+                mpsc::error::SendTimeoutError::Closed(_) => SendError::NotConnected,
             })
     }
 

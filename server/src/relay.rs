@@ -26,6 +26,7 @@ use shared::protocol::LogBatch;
 use shared::{AgentId, JobId, ProjectId, ServiceName, UserId};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -145,6 +146,8 @@ struct Inner {
     inspections: Mutex<HashMap<JobId, oneshot::Sender<InspectAnswer>>>,
     /// Log streams started here for another replica's tabs, with that replica and the agent.
     stream_origins: Mutex<HashMap<JobId, (ReplicaId, AgentId)>>,
+    /// Replicas with a live lease, this one included, as last read.
+    live_replicas: std::sync::atomic::AtomicUsize,
     stop: watch::Sender<bool>,
 }
 
@@ -170,6 +173,7 @@ impl Relay {
                 incoming: Mutex::new(Some(incoming)),
                 inspections: Mutex::default(),
                 stream_origins: Mutex::default(),
+                live_replicas: std::sync::atomic::AtomicUsize::new(1),
                 stop: watch::channel(false).0,
             }),
         };
@@ -230,8 +234,14 @@ impl Relay {
         }
     }
 
+    /// Whether other replicas were up at the last lease renewal.
+    pub fn has_others(&self) -> bool {
+        self.inner.live_replicas.load(Ordering::Relaxed) > 1
+    }
+
     /// The log streams started here for replicas that are gone (stopped or dead without
-    /// saying so), with their agent: nobody watches them any more. They are forgotten.
+    /// saying so), with their agent: nobody watches them any more. They are forgotten. Also
+    /// records how many replicas are up (see [`Relay::has_others`]).
     pub async fn streams_of_gone_replicas(&self) -> Vec<(AgentId, JobId)> {
         let live = match self.inner.store.live_replicas(crate::db::now_ms()).await {
             Ok(live) => live,
@@ -240,6 +250,13 @@ impl Relay {
                 return Vec::new();
             }
         };
+        let others = live
+            .iter()
+            .filter(|id| *id != self.inner.id.as_str())
+            .count();
+        self.inner
+            .live_replicas
+            .store(others + 1, Ordering::Relaxed);
         let mut origins = lock(&self.inner.stream_origins);
         let gone: Vec<JobId> = origins
             .iter()

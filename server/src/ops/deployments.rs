@@ -19,7 +19,7 @@
 
 use super::{OpError, OpResult};
 use crate::db::{NewEvent, NewJob, PendingJob, Store, User};
-use crate::hub::{Holder, Hub, HubEvent, SendError};
+use crate::hub::{Holder, Hub, HubEvent, SendError, SendTurn};
 use crate::log_feeds::{cut_line, LogFeeds, MAX_LINE_BYTES};
 use crate::vault::Vault;
 use shared::api::{
@@ -298,8 +298,17 @@ pub async fn dispatch(
     let agent_id = project.agent_id;
     match hub.holder(agent_id) {
         Holder::Here => {
-            let prepared = Some((deployment, message));
-            send_open_jobs(store, vault, hub, agent_id, true, prepared).await;
+            // In a task of its own: a request dropped half-way (its client went away) must not
+            // leave a job marked sent that was never handed over.
+            let (store, vault, hub) = (store.clone(), vault.clone(), hub.clone());
+            let prepared = Some((deployment, project.clone(), message));
+            let sent = tokio::spawn(async move {
+                let turn = hub.send_turn(agent_id).await;
+                send_in_turn(turn, &store, &vault, &hub, agent_id, true, prepared).await
+            });
+            sent.await.map_err(|error| {
+                OpError::Internal(anyhow::anyhow!("handing the job over failed: {error}"))
+            })??;
         }
         Holder::Replica(replica) => {
             if let Some(relay) = hub.relay() {
@@ -386,6 +395,18 @@ async fn prepare(
     Ok(message)
 }
 
+/// How long a job may wait for room in its agent's queue.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a job reached the agent's queue.
+#[derive(PartialEq, Eq)]
+enum Handed {
+    Queued,
+    /// The agent went away (or was told to reconnect): its reconnect sends every open job
+    /// again, in order.
+    AgentGone,
+}
+
 /// Hands a prepared job to the agent held here.
 async fn hand_over(
     store: &Store,
@@ -393,7 +414,7 @@ async fn hand_over(
     deployment: DeploymentId,
     project: &Project,
     message: ServerToAgent,
-) -> OpResult<()> {
+) -> OpResult<Handed> {
     // Recorded before the job is handed over: the agent's `Received` can come back before a
     // write made after the hand-over, and a status never moves backwards, so "sent" would be
     // missing from the history. A job that is `sent` is still open: if the hand-over fails
@@ -407,16 +428,21 @@ async fn hand_over(
         None,
     )
     .await?;
-    match hub.send(project.agent_id, message) {
-        Ok(()) => {}
+    let agent_id = project.agent_id;
+    match hub.send_waiting(agent_id, message, HAND_OVER_TIMEOUT).await {
+        Ok(()) => Ok(Handed::Queued),
         Err(SendError::NotConnected) => {
-            tracing::info!(%deployment, agent_id = %project.agent_id, "agent went offline; the deployment is re-sent when it reconnects");
+            tracing::info!(%deployment, %agent_id, "agent went offline; the deployment is re-sent when it reconnects");
+            Ok(Handed::AgentGone)
         }
         Err(SendError::QueueFull) => {
-            tracing::warn!(%deployment, agent_id = %project.agent_id, "agent queue full; the deployment is re-sent when it reconnects");
+            // Its link takes nothing: a job sent after this one would overtake it. The agent
+            // reconnects and is sent every open job again, oldest first.
+            tracing::warn!(%deployment, %agent_id, "the agent did not take its jobs; closing its connection so it reconnects");
+            hub.disconnect(agent_id, "the agent did not take its jobs");
+            Ok(Handed::AgentGone)
         }
     }
-    Ok(())
 }
 
 /// Refuses a job that uses what the agent, by the version it last reported, does not
@@ -479,38 +505,47 @@ fn deploy_uses(payload: &DeployPayload) -> [(bool, &'static str, &'static str); 
     ]
 }
 
-/// After an agent's hello: re-sends every deployment it has not finished.
-pub async fn resend_open_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: AgentId) {
-    send_open_jobs(store, vault, hub, agent, false, None).await;
+/// After an agent's hello, in the turn taken before it was registered: re-sends every
+/// deployment it has not finished.
+pub async fn resend_open_jobs(
+    turn: SendTurn,
+    store: &Store,
+    vault: &Vault,
+    hub: &Hub,
+    agent: AgentId,
+) {
+    if let Err(error) = send_in_turn(turn, store, vault, hub, agent, false, None).await {
+        tracing::error!(?error, agent_id = %agent, "could not re-send the agent's open jobs");
+    }
 }
 
 /// Sends an agent held here the jobs still `Queued` for it: those another replica queued
 /// (and told this one about, or not, if the word was lost).
 pub async fn send_queued_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: AgentId) {
-    send_open_jobs(store, vault, hub, agent, true, None).await;
+    let turn = hub.send_turn(agent).await;
+    if let Err(error) = send_in_turn(turn, store, vault, hub, agent, true, None).await {
+        tracing::error!(?error, agent_id = %agent, "could not send the agent's queued jobs");
+    }
 }
 
-/// Sends an agent held here its open jobs (or only those still `Queued`), oldest first, in
-/// its turn; `prepared` is one of them already prepared.
-async fn send_open_jobs(
+/// Sends an agent held here its open jobs (or only those still `Queued`), oldest first, in its
+/// turn. With `prepared` (a job just requested, and its project and frame) it stops after that
+/// one: later jobs go with their own requests. It also stops at the first error that is not
+/// the job's own fault, so no later job overtakes the one left behind; that error is returned.
+async fn send_in_turn(
+    _turn: SendTurn,
     store: &Store,
     vault: &Vault,
     hub: &Hub,
     agent: AgentId,
     queued_only: bool,
-    mut prepared: Option<(DeploymentId, ServerToAgent)>,
-) {
-    let _turn = hub.send_turn(agent).await;
+    mut prepared: Option<(DeploymentId, Project, ServerToAgent)>,
+) -> OpResult<()> {
     if hub.holder(agent) != Holder::Here {
-        return;
+        return Ok(());
     }
-    let open = match store.open_jobs_of_agent(agent).await {
-        Ok(open) => open,
-        Err(error) => {
-            tracing::error!(%error, agent_id = %agent, "could not load the agent's open jobs");
-            return;
-        }
-    };
+    let mine = prepared.as_ref().map(|(deployment, ..)| *deployment);
+    let open = store.open_jobs_of_agent(agent).await?;
     let open = open
         .into_iter()
         .filter(|job| !queued_only || job.status == DeploymentStatus::Queued);
@@ -521,21 +556,19 @@ async fn send_open_jobs(
         ..
     } in open
     {
-        let project = match store.project_by_id(project_id).await {
-            Ok(project) => project,
-            Err(error) => {
-                tracing::error!(?error, %deployment_id, "could not re-send a job");
-                continue;
+        let (project, message) = match prepared.take_if(|(id, ..)| *id == deployment_id) {
+            Some((_, project, message)) => (project, Ok(message)),
+            None => {
+                let project = store.project_by_id(project_id).await?;
+                let message = prepare(store, vault, deployment_id, job_id, &project).await;
+                (project, message)
             }
-        };
-        let message = match prepared.take_if(|(id, _)| *id == deployment_id) {
-            Some((_, message)) => Ok(message),
-            None => prepare(store, vault, deployment_id, job_id, &project).await,
         };
         match message {
             Ok(message) => {
-                if let Err(error) = hand_over(store, hub, deployment_id, &project, message).await {
-                    tracing::error!(?error, %deployment_id, "could not send a job");
+                let handed = hand_over(store, hub, deployment_id, &project, message).await?;
+                if handed == Handed::AgentGone || mine == Some(deployment_id) {
+                    return Ok(());
                 }
             }
             // The job can never be sent as it is (an agent too old for it, a frame too large):
@@ -546,11 +579,10 @@ async fn send_open_jobs(
                 let failed = fail_unsent(store, hub, deployment_id, project.id, &message).await;
                 log_failure(failed, deployment_id);
             }
-            Err(error) => {
-                tracing::error!(?error, %deployment_id, "could not re-send a job");
-            }
+            Err(error) => return Err(error),
         }
     }
+    Ok(())
 }
 
 /// Applies one update from an agent to the deployment it is about. When a deploy reaches its

@@ -202,6 +202,9 @@ where
     if let Err(error) = state.store.record_hello(agent, &hello).await {
         tracing::warn!(agent_id = %agent, %error, "could not record the agent's hello");
     }
+    // Taken before the agent counts as connected here and held until its open jobs are
+    // re-sent: a job requested meanwhile goes after them, not before.
+    let turn = state.hub.send_turn(agent).await;
     let Some(mut session) = state.hub.register(agent) else {
         let _ = close(tx, "server shutting down").await;
         return None;
@@ -233,9 +236,14 @@ where
         session.guard.set_reason("socket closed before welcome");
         return None;
     }
-    // Jobs queued while the agent was away, or left open by a server restart.
+    // Jobs queued while the agent was away, or left open by a server restart: in a task of
+    // its own, as the session must be running to take more than its queue holds.
+    let resend_state = state.clone();
+    tokio::spawn(async move {
+        let (store, vault, hub) = (&resend_state.store, &resend_state.vault, &resend_state.hub);
+        ops::deployments::resend_open_jobs(turn, store, vault, hub, agent).await;
+    });
     let (store, vault, hub, feeds) = (&state.store, &state.vault, &state.hub, &state.logs);
-    ops::deployments::resend_open_jobs(store, vault, hub, agent).await;
     ops::logs::restart_for_agent(store, vault, hub, feeds, agent).await;
     Some(session)
 }

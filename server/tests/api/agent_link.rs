@@ -376,6 +376,9 @@ async fn jobs_reach_the_agent_in_the_order_they_were_queued() {
             hello(&mut socket, PROTOCOL_VERSION).await,
             ServerToAgent::Welcome(_)
         ));
+        // Past the hello's re-send of open jobs (none yet), which would send the next one:
+        // it holds the agent's turn from before the welcome until it is done.
+        drop(app.state.hub.send_turn(agent.agent.id).await);
         let (_, earlier) = app.queue_deploy(project.id, alice.id).await;
         let accepted: shared::api::DeployAccepted = api
             .expect(
@@ -385,7 +388,12 @@ async fn jobs_reach_the_agent_in_the_order_they_were_queued() {
                 202,
             )
             .await;
-        let later = app.store().job(accepted.deployment_id).await.unwrap().job_id;
+        let later = app
+            .store()
+            .job(accepted.deployment_id)
+            .await
+            .unwrap()
+            .job_id;
 
         let mut received = Vec::new();
         while received.len() < 2 {
