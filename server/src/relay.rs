@@ -39,7 +39,7 @@ pub const LEASE_RENEWAL: Duration = Duration::from_secs(10);
 const ALL: &str = "stagely_replicas";
 /// The start of the channel of one replica (its id follows).
 const PER_REPLICA: &str = "stagely_replica_";
-/// Most messages written in one statement.
+/// Most messages and lease changes written in one round.
 const WRITE_BATCH: usize = 256;
 /// Messages waiting to be written; beyond this, new ones are dropped (and logged).
 const OUTGOING_QUEUE: usize = 16_384;
@@ -362,46 +362,63 @@ impl Relay {
 async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
     let store = &relay.inner.store;
     let me = relay.inner.id.as_str();
-    // Posts waiting to be written together; whatever else comes is done after them, in order.
     let mut posts: Vec<(Option<String>, String)> = Vec::new();
+    // What queued up is written together: the leases taken and given up (an agent's last word
+    // wins), then the posts in order. A burst of connections (a restart, a replica's agents
+    // failing over) is a few statements instead of two per agent.
     while let Some(first) = ops.recv().await {
+        let mut leases: HashMap<AgentId, bool> = HashMap::new();
+        let mut closing = None;
+        let mut taken = 0;
         let mut next = Some(first);
         while let Some(op) = next.take() {
-            let result = match op {
+            match op {
+                // Our own enum of ids, strings and numbers always encodes.
                 Op::Post(target, message) => {
-                    // Our own enum of ids, strings and numbers always encodes.
                     if let Ok(body) = serde_json::to_string(&message) {
                         posts.push((target.map(|target| target.0), body));
                     }
-                    if posts.len() < WRITE_BATCH {
-                        next = ops.try_recv().ok();
-                    }
-                    continue;
                 }
                 Op::Hold(agent) => {
-                    flush(store, me, &mut posts).await;
-                    let expires_at = crate::db::now_ms() + LEASE_TTL.as_millis() as i64;
-                    store.take_agent(me, agent, expires_at).await
+                    leases.insert(agent, true);
                 }
                 Op::Release(agent) => {
-                    flush(store, me, &mut posts).await;
-                    store.release_agent(me, agent).await
+                    leases.insert(agent, false);
                 }
                 Op::Close(done) => {
-                    flush(store, me, &mut posts).await;
-                    if let Err(error) = store.release_all_agents(me).await {
-                        tracing::warn!(%error, "could not release this replica's agent leases; they expire on their own");
-                    }
-                    let _ = done.send(());
-                    return;
+                    closing = Some(done);
+                    break;
                 }
-            };
-            if let Err(error) = result {
-                tracing::warn!(%error, "could not hand a message to the other replicas");
             }
-            next = ops.try_recv().ok();
+            taken += 1;
+            if taken < WRITE_BATCH {
+                next = ops.try_recv().ok();
+            }
         }
+        // Before the posts: a replica told of a connection finds its lease.
+        write_leases(store, me, leases).await;
         flush(store, me, &mut posts).await;
+        if let Some(done) = closing {
+            if let Err(error) = store.release_all_agents(me).await {
+                tracing::warn!(%error, "could not release this replica's agent leases; they expire on their own");
+            }
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Takes the leases of the agents that said hello here and gives up those whose socket closed.
+async fn write_leases(store: &Store, me: &str, leases: HashMap<AgentId, bool>) {
+    let (held, released): (Vec<_>, Vec<_>) = leases.into_iter().partition(|(_, held)| *held);
+    let held: Vec<AgentId> = held.into_iter().map(|(agent, _)| agent).collect();
+    let released: Vec<AgentId> = released.into_iter().map(|(agent, _)| agent).collect();
+    let expires_at = crate::db::now_ms() + LEASE_TTL.as_millis() as i64;
+    if let Err(error) = store.take_agents(me, &held, expires_at).await {
+        tracing::warn!(%error, count = held.len(), "could not record the agents held here; the next renewal does");
+    }
+    if let Err(error) = store.release_agents(me, &released).await {
+        tracing::warn!(%error, count = released.len(), "could not give up the leases of agents gone from here; they expire on their own");
     }
 }
 

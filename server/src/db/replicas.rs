@@ -66,15 +66,15 @@ impl Store {
         Ok(Some(Listener { inner }))
     }
 
-    /// Records that `replica` now holds `agent` until `expires_at` (ms): the agent said hello
+    /// Records that `replica` now holds `agents` until `expires_at` (ms): each said hello
     /// there, so the newest connection wins over any lease another replica had.
-    pub async fn take_agent(
+    pub async fn take_agents(
         &self,
         replica: &str,
-        agent: AgentId,
+        agents: &[AgentId],
         expires_at: i64,
     ) -> Result<(), DbError> {
-        self.write_leases(replica, &[agent], expires_at, None).await
+        self.write_leases(replica, agents, expires_at, None).await
     }
 
     /// Renews `replica`'s leases of `agents` until `expires_at` (ms). A lease another replica
@@ -155,16 +155,22 @@ impl Store {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Gives up `replica`'s lease of `agent` (its socket closed); another replica's stays.
-    pub async fn release_agent(&self, replica: &str, agent: AgentId) -> Result<(), DbError> {
+    /// Gives up `replica`'s leases of `agents` (their sockets closed); another replica's stay.
+    pub async fn release_agents(&self, replica: &str, agents: &[AgentId]) -> Result<(), DbError> {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(());
         };
-        sqlx::query("DELETE FROM agent_leases WHERE agent_id = $1 AND replica_id = $2")
-            .bind(agent.to_string())
-            .bind(replica)
-            .execute(pool)
-            .await?;
+        if agents.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = agents.iter().map(ToString::to_string).collect();
+        sqlx::query(
+            "DELETE FROM agent_leases WHERE agent_id = ANY($1::text[]) AND replica_id = $2",
+        )
+        .bind(&ids)
+        .bind(replica)
+        .execute(pool)
+        .await?;
         Ok(())
     }
 

@@ -692,8 +692,8 @@ async fn a_renewal_never_takes_an_agent_back_from_the_replica_it_reconnected_to(
     };
     let now = server::db::now_ms();
     let later = now + 30_000;
-    store.take_agent("a", agent, later).await.unwrap();
-    store.take_agent("b", agent, later).await.unwrap();
+    store.take_agents("a", &[agent], later).await.unwrap();
+    store.take_agents("b", &[agent], later).await.unwrap();
     assert_eq!(
         holder().await.as_deref(),
         Some("b"),
@@ -720,8 +720,11 @@ async fn a_renewal_never_takes_an_agent_back_from_the_replica_it_reconnected_to(
         .unwrap();
     assert_eq!(holder().await.as_deref(), Some("a"));
     // Gone from A: only A's own lease is released.
-    store.take_agent("b", agent, later + 30_000).await.unwrap();
-    store.release_agent("a", agent).await.unwrap();
+    store
+        .take_agents("b", &[agent], later + 30_000)
+        .await
+        .unwrap();
+    store.release_agents("a", &[agent]).await.unwrap();
     assert_eq!(
         holder().await.as_deref(),
         Some("b"),
