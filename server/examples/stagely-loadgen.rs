@@ -29,6 +29,9 @@
 //! Only ever run it against loopback addresses; it starts its own server and never reaches
 //! anything else.
 
+#[path = "stagely-loadgen/worker.rs"]
+mod worker;
+
 use agent::backoff::Backoff;
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -132,11 +135,23 @@ struct Args {
     /// The HAProxy configuration for `--failover-test`.
     #[arg(long, default_value = "deploy/haproxy.cfg")]
     haproxy_config: PathBuf,
+    /// Simulate the agents in this many child processes of this program (each holds one
+    /// descriptor per agent it runs, so a fleet larger than the open-file limit needs several);
+    /// idle and heartbeat measurements only (with `--dispatch 0`, no restart or failover test).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Internal: run as one of `--processes`, taking its agents on stdin and reporting on
+    /// stdout.
+    #[arg(long, hide = true)]
+    worker: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.worker {
+        return worker::run().await;
+    }
     if args.agents == 0 {
         bail!("--agents must be at least 1");
     }
@@ -154,6 +169,14 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.replicas > 1 && args.restart_test {
         bail!("--restart-test restarts the one server: use it without --replicas");
+    }
+    if args.processes == 0
+        || (args.processes > 1 && (args.dispatch > 0 || args.restart_test || args.failover_test))
+    {
+        bail!(
+            "--processes needs at least 1; more than one is for idle agents and heartbeats: add \
+             --dispatch 0, without --restart-test or --failover-test"
+        );
     }
     // Set before the server is spawned: the child inherits the limit.
     let fd_limit = raise_fd_limit(args.agents as u64 + 1024)?;
@@ -198,6 +221,7 @@ async fn run(
             log: dir.join("server.log"),
             database_url: database.map(|db| db.url.clone()),
             master_key: master_key.clone(),
+            max_connections: fd_limit.saturating_sub(256).max(1),
         });
     }
     let launcher = &launchers[0];
@@ -227,12 +251,26 @@ async fn run(
             }
         );
     }
-    if fd_limit < n as u64 + 100 {
+    // One descriptor per agent in the process simulating it and in the server it dials.
+    let per_server = if args.spread {
+        n.div_ceil(args.replicas)
+    } else {
+        n
+    };
+    let busiest = n.div_ceil(args.processes).max(per_server);
+    if fd_limit < busiest as u64 + 100 {
         println!(
             "warning: RLIMIT_NOFILE is {fd_limit} and could not be raised (raising the hard \
-             limit needs CAP_SYS_RESOURCE); the server and this process each need one \
-             descriptor per agent, so at most about {} agents can connect",
-            fd_limit.saturating_sub(100)
+             limit needs CAP_SYS_RESOURCE); a server and a process simulating agents each \
+             need one descriptor per agent they hold ({busiest} here), so some agents will \
+             not connect"
+        );
+    }
+    if args.processes > 1 {
+        println!(
+            "the agents are simulated in {} processes of about {} each",
+            args.processes,
+            n.div_ceil(args.processes)
         );
     }
 
@@ -279,7 +317,12 @@ async fn run(
         events,
         tally: Tally::default(),
     };
-    let probes = spawn_agents(&ctx, tokens, args.heartbeat_sample);
+    let mut probes = if args.processes > 1 {
+        let events = ctx.events.clone();
+        Probes::Workers(worker::Workers::spawn(args, &ctx.dial, tokens, events).await?)
+    } else {
+        Probes::Local(spawn_agents(&ctx, tokens, 0, args.heartbeat_sample))
+    };
     connect_all(args, &mut monitor).await;
     if monitor.tally.connected == 0 {
         server.print_log_summary();
@@ -304,7 +347,7 @@ async fn run(
             verdict(per_agent <= TARGET_RSS_PER_AGENT_KIB)
         );
     }
-    measure_heartbeats(&mut monitor, probes).await;
+    measure_heartbeats(&mut monitor, &mut probes).await;
 
     if args.restart_test {
         server = restart_test(args, launcher, server, &mut monitor).await?;
@@ -320,6 +363,7 @@ async fn run(
     }
 
     let _ = stop_tx.send(true);
+    drop(probes);
     server.print_log_summary();
     server.stop().await;
     for other in others {
@@ -333,9 +377,16 @@ async fn run(
 /// Where each sampled agent receives its cue to send a timed heartbeat.
 type ProbeCues = Vec<mpsc::Sender<()>>;
 
-/// Spawns one task per agent; `sample` of them (chosen at random) take part in the heartbeat
-/// measurement.
-fn spawn_agents(ctx: &Arc<Ctx>, tokens: Vec<String>, sample: usize) -> ProbeCues {
+/// How the sampled agents are told to send a timed heartbeat: straight, or through the child
+/// processes simulating them (each schedules its own, see [`worker`]).
+enum Probes {
+    Local(ProbeCues),
+    Workers(worker::Workers),
+}
+
+/// Spawns one task per agent, numbered from `first`; `sample` of them (chosen at random) take
+/// part in the heartbeat measurement.
+fn spawn_agents(ctx: &Arc<Ctx>, tokens: Vec<String>, first: usize, sample: usize) -> ProbeCues {
     let n = tokens.len();
     let mut sampled = vec![false; n];
     for index in rand::seq::index::sample(&mut rand::thread_rng(), n, sample.min(n)) {
@@ -348,7 +399,7 @@ fn spawn_agents(ctx: &Arc<Ctx>, tokens: Vec<String>, sample: usize) -> ProbeCues
             cues.push(tx);
             rx
         });
-        tokio::spawn(run_agent(ctx.clone(), index, token, probes));
+        tokio::spawn(run_agent(ctx.clone(), first + index, token, probes));
     }
     cues
 }
@@ -418,39 +469,30 @@ fn report_idle_memory(
 
 /// Has every sampled agent send `PROBES_PER_AGENT` timed heartbeats at random moments of the
 /// probe window, waits for the answers and prints the round-trip percentiles.
-async fn measure_heartbeats(monitor: &mut Monitor, cues: ProbeCues) {
-    use rand::Rng;
-    let start = Instant::now() + Duration::from_millis(100);
-    let mut rng = rand::thread_rng();
-    // An agent that never connected has dropped its receiver: it is not part of the sample.
-    let cues: ProbeCues = cues.into_iter().filter(|tx| !tx.is_closed()).collect();
-    let agents = cues.len();
-    let mut schedule: Vec<(Instant, mpsc::Sender<()>)> = cues
-        .iter()
-        .flat_map(|tx| std::iter::repeat_n(tx, PROBES_PER_AGENT))
-        .map(|tx| {
-            (
-                start + rng.gen_range(Duration::ZERO..PROBE_WINDOW),
-                tx.clone(),
-            )
-        })
-        .collect();
-    schedule.sort_by_key(|(at, _)| *at);
-    let scheduler = tokio::spawn(async move {
-        let mut sent = 0;
-        for (at, tx) in schedule {
-            sleep_until(at).await;
-            // A full queue or an agent gone since just means one probe less.
-            if tx.try_send(()).is_ok() {
-                sent += 1;
-            }
+async fn measure_heartbeats(monitor: &mut Monitor, probes: &mut Probes) {
+    let scheduler = match probes {
+        Probes::Local(cues) => Some(schedule_probes(std::mem::take(cues))),
+        Probes::Workers(workers) => {
+            workers.probe().await;
+            None
         }
-        sent
-    });
+    };
     monitor
         .drain_for(PROBE_WINDOW + Duration::from_millis(100))
         .await;
-    let sent = scheduler.await.unwrap_or(0);
+    let (sent, agents) = match (scheduler, probes) {
+        (Some(scheduler), _) => scheduler.await.unwrap_or_default(),
+        (None, Probes::Workers(workers)) => {
+            let count = workers.count();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let reported = |tally: &Tally| tally.probe_reports >= count;
+            monitor
+                .wait_until(deadline, Duration::from_secs(60), reported, |_| {})
+                .await;
+            (monitor.tally.probes_sent, monitor.tally.probing_agents)
+        }
+        (None, Probes::Local(_)) => (0, 0),
+    };
     let deadline = Instant::now() + Duration::from_secs(3);
     let answered = |tally: &Tally| tally.round_trips.len() >= sent;
     monitor
@@ -476,6 +518,39 @@ async fn measure_heartbeats(monitor: &mut Monitor, cues: ProbeCues) {
         ms(TARGET_HEARTBEAT_P99),
         verdict(p99 <= TARGET_HEARTBEAT_P99 && rtts.len() == sent)
     );
+}
+
+/// Cues each sampled agent `PROBES_PER_AGENT` times at random moments of the probe window,
+/// starting now; ends with how many cues went out and to how many agents.
+fn schedule_probes(cues: ProbeCues) -> tokio::task::JoinHandle<(usize, usize)> {
+    use rand::Rng;
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut rng = rand::thread_rng();
+    // An agent that never connected has dropped its receiver: it is not part of the sample.
+    let cues: ProbeCues = cues.into_iter().filter(|tx| !tx.is_closed()).collect();
+    let agents = cues.len();
+    let mut schedule: Vec<(Instant, mpsc::Sender<()>)> = cues
+        .iter()
+        .flat_map(|tx| std::iter::repeat_n(tx, PROBES_PER_AGENT))
+        .map(|tx| {
+            (
+                start + rng.gen_range(Duration::ZERO..PROBE_WINDOW),
+                tx.clone(),
+            )
+        })
+        .collect();
+    schedule.sort_by_key(|(at, _)| *at);
+    tokio::spawn(async move {
+        let mut sent = 0;
+        for (at, tx) in schedule {
+            sleep_until(at).await;
+            // A full queue or an agent gone since just means one probe less.
+            if tx.try_send(()).is_ok() {
+                sent += 1;
+            }
+        }
+        (sent, agents)
+    })
 }
 
 /// Kills the server with SIGKILL, starts it again and follows the agents back.
@@ -834,6 +909,8 @@ enum Event {
     RoundTrip(Duration),
     /// A `Deploy` for this project arrived at this moment.
     DeployArrived(String, Instant),
+    /// A child process simulating agents sent this many timed heartbeats from this many agents.
+    ProbesSent(usize, usize),
 }
 
 #[derive(Default)]
@@ -849,6 +926,11 @@ struct Tally {
     online: HashSet<usize>,
     /// Every `Deploy` received: project name and arrival.
     deploys: Vec<(String, Instant)>,
+    /// Timed heartbeats the child processes sent, from how many agents, and how many of the
+    /// processes have said so.
+    probes_sent: usize,
+    probing_agents: usize,
+    probe_reports: usize,
 }
 
 impl Tally {
@@ -871,6 +953,11 @@ impl Tally {
             Event::RetryFailed(error) => *self.retry_failed.entry(error).or_default() += 1,
             Event::RoundTrip(rtt) => self.round_trips.push(rtt),
             Event::DeployArrived(project, at) => self.deploys.push((project, at)),
+            Event::ProbesSent(sent, agents) => {
+                self.probes_sent += sent;
+                self.probing_agents += agents;
+                self.probe_reports += 1;
+            }
         }
     }
 
@@ -1366,6 +1453,8 @@ struct Launcher {
     database_url: Option<String>,
     /// The same for every replica (only used with PostgreSQL).
     master_key: String,
+    /// `STAGELY_MAX_CONNECTIONS`: what the open-file limit allows.
+    max_connections: u64,
 }
 
 impl Launcher {
@@ -1437,7 +1526,10 @@ impl Launcher {
         let mut command = Command::new(&self.bin);
         command
             .env("STAGELY_BIND", self.address.to_string())
-            .env("STAGELY_DATA_DIR", &self.data_dir);
+            .env("STAGELY_DATA_DIR", &self.data_dir)
+            // The server's own cap (10,000 by default) would hold the rest in the listen queue:
+            // here the open-file limit is the cap.
+            .env("STAGELY_MAX_CONNECTIONS", self.max_connections.to_string());
         for name in [
             "DATABASE_URL",
             "DATABASE_URL_FILE",
