@@ -114,6 +114,8 @@ pub async fn run(
         if let Some(held) = relay.held_elsewhere().await {
             state.hub.set_held_elsewhere(held);
         }
+        // And whether others are up: the reconnect advice its first agents get depends on it.
+        relay.live_replicas().await;
     }
     let housekeeping = housekeeping::spawn(&state);
     let hub = state.hub.clone();

@@ -234,29 +234,35 @@ impl Relay {
         }
     }
 
-    /// Whether other replicas were up at the last lease renewal.
+    /// Whether other replicas were up at the last lease renewal (or have spoken since).
     pub fn has_others(&self) -> bool {
         self.inner.live_replicas.load(Ordering::Relaxed) > 1
     }
 
-    /// The log streams started here for replicas that are gone (stopped or dead without
-    /// saying so), with their agent: nobody watches them any more. They are forgotten. Also
-    /// records how many replicas are up (see [`Relay::has_others`]).
-    pub async fn streams_of_gone_replicas(&self) -> Vec<(AgentId, JobId)> {
+    /// Reads which replicas are up and records how many (see [`Relay::has_others`]); `None`
+    /// when it could not be read.
+    pub async fn live_replicas(&self) -> Option<Vec<String>> {
         let live = match self.inner.store.live_replicas(crate::db::now_ms()).await {
             Ok(live) => live,
             Err(error) => {
                 tracing::warn!(%error, "could not read which replicas are up");
-                return Vec::new();
+                return None;
             }
         };
-        let others = live
-            .iter()
-            .filter(|id| *id != self.inner.id.as_str())
-            .count();
+        let me = self.inner.id.as_str();
+        let others = live.iter().filter(|id| *id != me).count();
         self.inner
             .live_replicas
             .store(others + 1, Ordering::Relaxed);
+        Some(live)
+    }
+
+    /// The log streams started here for replicas that are gone (stopped or dead without
+    /// saying so), with their agent: nobody watches them any more. They are forgotten.
+    pub async fn streams_of_gone_replicas(&self) -> Vec<(AgentId, JobId)> {
+        let Some(live) = self.live_replicas().await else {
+            return Vec::new();
+        };
         let mut origins = lock(&self.inner.stream_origins);
         let gone: Vec<JobId> = origins
             .iter()
@@ -488,6 +494,8 @@ async fn read(
             if sender == me.as_str() {
                 continue;
             }
+            // Another replica is up (the next lease renewal counts them exactly).
+            relay.inner.live_replicas.fetch_max(2, Ordering::Relaxed);
             let message = match serde_json::from_str::<Message>(&body) {
                 Ok(message) => message,
                 Err(error) => {
