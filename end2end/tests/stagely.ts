@@ -105,7 +105,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 20_000) {
+export async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 20_000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check()) return;
@@ -120,7 +120,7 @@ export async function hydrated(page: Page) {
 }
 
 /** Creates the first admin through the setup page a fresh instance shows, which signs them in. */
-export async function signIn(page: Page, stagely: Stagely) {
+export async function signIn(page: Page, stagely: { url: string }) {
   await page.goto(stagely.url);
   await expect(page).toHaveURL(/\/setup$/);
   await page.getByLabel('Username').fill('admin');
@@ -131,7 +131,7 @@ export async function signIn(page: Page, stagely: Stagely) {
 }
 
 /** Signs in and waits for the Servers page to be live. */
-export async function openDashboard(page: Page, stagely: Stagely) {
+export async function openDashboard(page: Page, stagely: { url: string }) {
   await signIn(page, stagely);
   await hydrated(page);
 }
