@@ -476,9 +476,15 @@ async fn read(
                     }
                 }
             }
+            // The server is stopping: its connections are closed, nothing is missed.
+            Err(_) if store.is_closed() => return,
             Ok(None) | Err(_) => {
                 // The connection dropped and notifications were lost: read what was missed.
-                tracing::warn!("the replica link's listener reconnected; catching up");
+                let cause = match notice {
+                    Err(error) => error.to_string(),
+                    _ => "its connection was closed".to_string(),
+                };
+                tracing::warn!(%cause, "the replica link's listener reconnected; catching up");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 match store.messages_after(me.as_str(), last, 10_000).await {
                     Ok(missed) => missed,

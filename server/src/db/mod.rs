@@ -255,6 +255,14 @@ impl Store {
         }
     }
 
+    /// Whether [`Store::close`] was called (the server is stopping).
+    pub fn is_closed(&self) -> bool {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.is_closed(),
+            Pool::Postgres(pool) => pool.is_closed(),
+        }
+    }
+
     /// Closes every connection; used on shutdown so SQLite checkpoints its WAL.
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
