@@ -116,12 +116,17 @@ pub async fn redeploy(
             "that deployment was made before Stagely recorded what each deploy ran, so it cannot be run again exactly".into(),
         ));
     };
-    if earlier.images.is_empty() {
-        return Err(OpError::Conflict(
-            "that deployment did not record the images its services ran (an older agent, or its report could not be kept), so it cannot be run again exactly".into(),
-        ));
-    }
     let project = store.project(by, earlier.project_id).await?;
+    if earlier.images.is_empty() {
+        let why = if project.target == DeployTarget::Swarm {
+            "a Docker Swarm stack's deployments do not record the images their services ran yet"
+        } else {
+            "that deployment did not record the images its services ran (an older agent, or its report could not be kept)"
+        };
+        return Err(OpError::Conflict(format!(
+            "{why}, so it cannot be run again exactly; deploy instead"
+        )));
+    }
     if let Some(ran_on) = store.agent_of_job(earlier.id).await? {
         if ran_on != project.agent_id {
             return Err(OpError::Conflict(

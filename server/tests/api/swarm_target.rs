@@ -167,3 +167,32 @@ async fn an_agents_swarm_nodes_are_kept_and_replaced_by_its_next_report() {
         }
     }
 }
+
+/// A stack's deployments record no images yet, so one cannot be run again exactly: the redeploy
+/// is refused, saying so, instead of naming an older agent.
+#[tokio::test]
+async fn an_exact_redeploy_of_a_stack_is_refused_saying_why() {
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (alice, api) = app.user("alice").await;
+    let (agent, _) = api.shop_project().await;
+    let body = json!({"name": "stack", "agent_id": agent.agent.id, "path": "/srv/stack",
+        "target": "swarm"});
+    let stack: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+    let (deployment, _) = app.queue_deploy(stack.id, alice.id).await;
+    let succeeded = shared::api::DeploymentStatus::Succeeded;
+    app.store()
+        .set_deployment_status(deployment, succeeded, None)
+        .await
+        .unwrap();
+    let (status, answer) = api
+        .call(
+            Method::POST,
+            &format!("/deployments/{deployment}/redeploy"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Docker Swarm stack"), "{message}");
+    assert!(message.ends_with("deploy instead"), "{message}");
+}
