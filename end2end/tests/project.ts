@@ -92,3 +92,16 @@ export async function deploy(page: Page) {
   await page.getByRole('button', { name: 'Deploy', exact: true }).click();
   await expect(page.locator('.deploy-live .badge')).toHaveText('Succeeded', { timeout: 60_000 });
 }
+
+/** Clicks Deploy and follows it live, as a person watching the page: the agent's steps name the
+ * `web` container, its log lines appear and new ones keep coming. Returns both panels. */
+export async function deployAndWatch(page: Page, project: HostProject) {
+  await page.getByRole('button', { name: 'Deploy', exact: true }).click();
+  const steps = page.locator('.deploy-live .deploy-log');
+  await expect(steps).toContainText(`${project.name}-web-1`);
+  const logs = page.getByTestId('log-panel');
+  await expect(logs).toContainText('web starting with token');
+  const ticks = await logs.locator('.line', { hasText: 'tick' }).count();
+  await expect.poll(() => logs.locator('.line', { hasText: 'tick' }).count()).toBeGreaterThan(ticks);
+  return { steps, logs };
+}

@@ -4,7 +4,7 @@
 
 import { test, expect, hydrated, openDashboard } from './stagely';
 import { Cluster } from './cluster';
-import { addProject, ensureImage, HostProject } from './project';
+import { addProject, deployAndWatch, ensureImage, HostProject } from './project';
 
 test.skip(!process.env.TEST_DATABASE_URL, 'several replicas need PostgreSQL: set TEST_DATABASE_URL');
 
@@ -34,15 +34,8 @@ test('with the agent on one replica and the browser on another, status, deploy a
     await hydrated(page);
     let navigations = 0;
     page.on('framenavigated', () => navigations++);
-    await page.getByRole('button', { name: 'Deploy', exact: true }).click();
-    // The deploy's steps, told by the agent to r1, reach r2's tab live.
-    const steps = page.locator('.deploy-live .deploy-log');
-    await expect(steps).toContainText(`${project.name}-web-1`);
-    // The container logs are streamed by the agent to r1 and relayed to r2.
-    const logs = page.getByTestId('log-panel');
-    await expect(logs).toContainText('web starting with token');
-    const ticks = await logs.locator('.line', { hasText: 'tick' }).count();
-    await expect.poll(() => logs.locator('.line', { hasText: 'tick' }).count()).toBeGreaterThan(ticks);
+    // The deploy's steps and the container logs, told by the agent to r1, reach r2's tab live.
+    await deployAndWatch(page, project);
     await expect(page.locator('.deploy-live .badge')).toHaveText('Succeeded', { timeout: 60_000 });
     expect(navigations).toBe(0);
     await page.screenshot({ path: test.info().outputPath('across-replicas.png'), fullPage: true });
