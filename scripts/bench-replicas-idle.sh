@@ -29,6 +29,10 @@ cargo build "${flags[@]}" -p server --bin stagely-server --example stagely-loadg
 
 fd_limit="$(ulimit -Hn)"
 [ "$fd_limit" = unlimited ] && fd_limit=1048576
+if [ "$fd_limit" -le 2048 ]; then
+  echo "the open-file limit ($fd_limit) leaves no room for agents: raise it (ulimit -Hn)" >&2
+  exit 1
+fi
 processes="${PROCESSES:-$(( (agents + fd_limit - 1025) / (fd_limit - 1024) ))}"
 
 echo "machine: $(nproc) cores, $(uname -sr), open-file limit $(ulimit -Hn), profile $profile"

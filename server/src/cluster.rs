@@ -30,19 +30,23 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
     let Some(relay) = state.hub.relay().cloned() else {
         return Vec::new();
     };
+    let senders = Senders::default();
     let mut tasks = vec![
         tokio::spawn(leases(state.clone(), relay.clone())),
-        tokio::spawn(sweep(state.clone())),
+        tokio::spawn(sweep(state.clone(), senders.clone())),
     ];
     if let Some(incoming) = relay.take_incoming() {
-        tasks.push(tokio::spawn(act(state.clone(), incoming)));
+        tasks.push(tokio::spawn(act(state.clone(), incoming, senders)));
     }
     tasks
 }
 
-async fn act(state: AppState, mut incoming: tokio::sync::mpsc::Receiver<Envelope>) {
+async fn act(
+    state: AppState,
+    mut incoming: tokio::sync::mpsc::Receiver<Envelope>,
+    senders: Senders,
+) {
     let (store, vault, hub, feeds) = (&state.store, &state.vault, &state.hub, &state.logs);
-    let senders = Senders::default();
     while let Some(Envelope { from, message }) = incoming.recv().await {
         match message {
             Message::Event(event) => {
@@ -189,8 +193,8 @@ async fn leases(state: AppState, relay: Relay) {
     }
 }
 
-async fn sweep(state: AppState) {
-    let (store, vault, hub) = (&state.store, &state.vault, &state.hub);
+async fn sweep(state: AppState, senders: Senders) {
+    let store = &state.store;
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -203,8 +207,9 @@ async fn sweep(state: AppState) {
                 continue;
             }
         };
+        // Each in the agent's own send task: one slow agent holds up no other.
         for agent in agents {
-            ops::deployments::send_queued_jobs(store, vault, hub, agent).await;
+            senders.send_queued_jobs(&state, agent);
         }
     }
 }

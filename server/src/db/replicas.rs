@@ -104,7 +104,7 @@ impl Store {
         if agents.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = agents.iter().map(ToString::to_string).collect();
+        let ids = sorted_ids(agents);
         sqlx::query(
             "INSERT INTO agent_leases (agent_id, replica_id, expires_at) \
              SELECT id, $2, $3 FROM UNNEST($1::text[]) AS id \
@@ -163,7 +163,7 @@ impl Store {
         if agents.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = agents.iter().map(ToString::to_string).collect();
+        let ids = sorted_ids(agents);
         sqlx::query(
             "DELETE FROM agent_leases WHERE agent_id = ANY($1::text[]) AND replica_id = $2",
         )
@@ -399,4 +399,13 @@ impl Store {
             }
         }
     }
+}
+
+/// Agent ids in one order for every statement that locks several lease rows: two such
+/// statements (a renewal and a take, one replica's release and another's take) then lock
+/// the rows they share in the same order and cannot deadlock.
+fn sorted_ids(agents: &[AgentId]) -> Vec<String> {
+    let mut ids: Vec<String> = agents.iter().map(ToString::to_string).collect();
+    ids.sort_unstable();
+    ids
 }

@@ -534,9 +534,11 @@ pub async fn send_queued_jobs(store: &Store, vault: &Vault, hub: &Hub, agent: Ag
 }
 
 /// Sends an agent held here its open jobs (or only those still `Queued`), oldest first, in its
-/// turn. With `prepared` (a job just requested, and its project and frame) it stops after that
-/// one: later jobs go with their own requests. It also stops at the first error that is not
-/// the job's own fault, so no later job overtakes the one left behind; that error is returned.
+/// turn. With `prepared` (a job just requested, and its project and frame) it sends the jobs
+/// queued before that one, then it, and stops: later jobs go with their own requests, and when
+/// it is no longer queued (another sender took it) there is nothing to do. A job that cannot be
+/// prepared fails, saying why, and the others go on; a job that cannot be marked sent stops
+/// the round (so nothing overtakes it) and that error is returned.
 async fn send_in_turn(
     _turn: SendTurn,
     store: &Store,
@@ -546,14 +548,30 @@ async fn send_in_turn(
     queued_only: bool,
     mut prepared: Option<(DeploymentId, Project, ServerToAgent)>,
 ) -> OpResult<()> {
-    if hub.holder(agent) != Holder::Here {
-        return Ok(());
+    match hub.holder(agent) {
+        Holder::Here => {}
+        // It moved while this waited for its turn: the replica holding it now sends.
+        Holder::Replica(replica) => {
+            if let Some(relay) = hub.relay() {
+                let message = crate::relay::Message::JobsWaiting { agent_id: agent };
+                relay.send_to(&replica, message);
+            }
+            return Ok(());
+        }
+        Holder::Nowhere => return Ok(()),
     }
     let mine = prepared.as_ref().map(|(deployment, ..)| *deployment);
-    let open = store.open_jobs_of_agent(agent).await?;
-    let open = open
+    let open: Vec<PendingJob> = store
+        .open_jobs_of_agent(agent)
+        .await?
         .into_iter()
-        .filter(|job| !queued_only || job.status == DeploymentStatus::Queued);
+        .filter(|job| !queued_only || job.status == DeploymentStatus::Queued)
+        .collect();
+    if let Some(mine) = mine {
+        if !open.iter().any(|job| job.deployment_id == mine) {
+            return Ok(());
+        }
+    }
     for PendingJob {
         deployment_id,
         job_id,
@@ -561,30 +579,31 @@ async fn send_in_turn(
         ..
     } in open
     {
-        let (project, message) = match prepared.take_if(|(id, ..)| *id == deployment_id) {
-            Some((_, project, message)) => (project, Ok(message)),
-            None => {
-                let project = store.project_by_id(project_id).await?;
-                let message = prepare(store, vault, deployment_id, job_id, &project).await;
-                (project, message)
-            }
+        let ready = match prepared.take_if(|(id, ..)| *id == deployment_id) {
+            Some((_, project, message)) => Ok((project, message)),
+            None => match store.project_by_id(project_id).await {
+                Ok(project) => prepare(store, vault, deployment_id, job_id, &project)
+                    .await
+                    .map(|message| (project, message)),
+                Err(error) => Err(error.into()),
+            },
         };
-        match message {
-            Ok(message) => {
+        match ready {
+            Ok((project, message)) => {
                 let handed = hand_over(store, hub, deployment_id, &project, message).await?;
                 if handed == Handed::AgentGone || mine == Some(deployment_id) {
                     return Ok(());
                 }
             }
-            // The job can never be sent as it is (an agent too old for it, a frame too large):
-            // it fails, saying why, instead of waiting for good.
-            Err(error @ (OpError::Conflict(_) | OpError::Invalid(_))) => {
+            // The job cannot be sent as it is (an agent too old for it, a frame too large, a
+            // secret that no longer opens): it fails, saying why, instead of holding up the
+            // jobs after it for good.
+            Err(error) => {
                 tracing::warn!(%error, %deployment_id, "a job cannot be sent to its agent");
                 let message = format!("the deploy could not be sent: {error}");
-                let failed = fail_unsent(store, hub, deployment_id, project.id, &message).await;
+                let failed = fail_unsent(store, hub, deployment_id, project_id, &message).await;
                 log_failure(failed, deployment_id);
             }
-            Err(error) => return Err(error),
         }
     }
     Ok(())
