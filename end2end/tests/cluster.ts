@@ -4,7 +4,7 @@
 // TEST_DATABASE_URL (scripts/test.sh sets it); the database is dropped at the end.
 
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort, waitFor } from './stagely';
@@ -49,8 +49,18 @@ export class Cluster {
       },
       stdio: ['ignore', 'ignore', openSync(join(dataDir, 'haproxy.log'), 'a')],
     });
+    let failed: Error | null = null;
+    haproxy.once('error', (error) => (failed = error));
     const cluster = new Cluster(`http://${balancer}`, dataDir, agentName, { admin, name, url: url.toString() }, addresses, haproxy);
-    await waitFor(async () => (await fetch(`${cluster.url}/healthz`).catch(() => null)) !== null, 'HAProxy to listen');
+    try {
+      await waitFor(async () => {
+        if (failed) throw new Error(`starting haproxy (Debian package haproxy): ${failed}`);
+        return (await fetch(`${cluster.url}/healthz`).catch(() => null)) !== null;
+      }, 'HAProxy to listen');
+    } catch (error) {
+      await cluster.stop();
+      throw error;
+    }
     return cluster;
   }
 
@@ -131,5 +141,6 @@ export class Cluster {
     await Promise.all(this.replicas.map((replica) => ended(replica, 'SIGKILL')));
     await ended(this.haproxy, 'SIGKILL');
     execFileSync('psql', [this.database.admin, '-q', '-c', `DROP DATABASE IF EXISTS ${this.database.name} WITH (FORCE)`], { stdio: 'ignore' });
+    rmSync(this.dataDir, { recursive: true, force: true });
   }
 }

@@ -12,15 +12,17 @@ test('with the agent on one replica and the browser on another, status, deploy a
   test.setTimeout(120_000);
   ensureImage();
   const cluster = await Cluster.create('edge');
-  const project = new HostProject(cluster.dataDir);
+  let project: HostProject | null = null;
   try {
+    project = new HostProject(cluster.dataDir);
     // Only r1 is up when the agent dials the balancer: it holds the agent.
     await cluster.start(0);
     await cluster.startAgent();
     await cluster.start(1);
     expect(cluster.replicaLog(0)).toContain('Agent Connected');
 
-    // The browser gets r2's cookie, so every page, call and its live feed go to r2.
+    // The browser gets r2's cookie, so every page and call goes to r2 (checked below), and its
+    // live feed too (the same cookie; the deploy and logs below reach the page through it).
     await page.context().addCookies([{ name: 'stagely_replica', value: 'r2', url: cluster.url }]);
     const servedBy = new Set<string>();
     page.on('response', (response) => {
@@ -46,7 +48,7 @@ test('with the agent on one replica and the browser on another, status, deploy a
     await test.info().attach('cluster logs', { body: cluster.logs(), contentType: 'text/plain' });
     throw error;
   } finally {
-    project.remove();
+    project?.remove();
     await cluster.stop();
   }
 });
