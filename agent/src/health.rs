@@ -140,6 +140,9 @@ pub const SWARM_STACK_LABEL: &str = "com.docker.stack.namespace";
 /// The label Swarm puts on a task's container: its service, `<stack>_<service>`.
 pub const SWARM_SERVICE_LABEL: &str = "com.docker.swarm.service.name";
 
+/// The label Swarm puts on a task's container: the task's id.
+pub const SWARM_TASK_LABEL: &str = "com.docker.swarm.task.id";
+
 impl InspectedContainer {
     /// The compose service, from its label; for a task of a Swarm stack (which Compose did
     /// not start), its Swarm service's name without the `<stack>_` prefix.

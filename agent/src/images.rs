@@ -71,6 +71,56 @@ pub async fn check_pinned(
     pull_policy_never: bool,
     redactor: &Redactor,
 ) -> Result<Pins, PinError> {
+    let images = by_service(pinned)?;
+    ensure_present(pinned.iter(), redactor).await?;
+    Ok(Pins {
+        images,
+        pull_policy_never,
+    })
+}
+
+/// The references a Swarm stack's services are pinned to, service → reference. A pin with a
+/// registry digest is pinned by it (`registry/app@sha256:…`), which every node of the Swarm can
+/// pull (with the project's registry credentials); one without is pinned by its id, which only
+/// an engine that has the image can run, so it must be on this host. Fails like
+/// [`check_pinned`]; reads the engine, changes nothing.
+pub async fn check_pinned_for_stack(
+    pinned: &[ServiceImage],
+    redactor: &Redactor,
+) -> Result<BTreeMap<ServiceName, String>, PinError> {
+    let mut references = by_service(pinned)?;
+    let mut local = Vec::new();
+    for pin in pinned {
+        match pin
+            .repo_digest
+            .as_deref()
+            .filter(|digest| is_digest_reference(digest))
+        {
+            Some(digest) => {
+                references.insert(pin.service.clone(), digest.to_owned());
+            }
+            None => local.push(pin),
+        }
+    }
+    ensure_present(local.into_iter(), redactor).await?;
+    Ok(references)
+}
+
+/// Whether `reference` names an image by its registry digest: a repository name, `@sha256:`
+/// and 64 lowercase hex digits, with nothing a YAML or shell reader would treat specially.
+pub fn is_digest_reference(reference: &str) -> bool {
+    reference.split_once('@').is_some_and(|(name, digest)| {
+        !name.is_empty()
+            && name.len() <= 255
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b))
+            && shared::runtime::is_image_id(digest)
+    })
+}
+
+/// The pins by service, each checked to be an image id and each service pinned once.
+fn by_service(pinned: &[ServiceImage]) -> Result<BTreeMap<ServiceName, String>, PinError> {
     let mut images = BTreeMap::new();
     for pin in pinned {
         if !shared::runtime::is_image_id(&pin.image_id) {
@@ -88,27 +138,33 @@ pub async fn check_pinned(
             });
         }
     }
-    if pinned.is_empty() {
-        return Ok(Pins::default());
+    Ok(images)
+}
+
+/// Fails naming the first of `pins` whose image is not on this host.
+async fn ensure_present<'a>(
+    pins: impl Iterator<Item = &'a ServiceImage> + Clone,
+    redactor: &Redactor,
+) -> Result<(), PinError> {
+    let ids: BTreeSet<&str> = pins.clone().map(|pin| pin.image_id.as_str()).collect();
+    if ids.is_empty() {
+        return Ok(());
     }
-    let ids: BTreeSet<&str> = pinned.iter().map(|pin| pin.image_id.as_str()).collect();
     let ids: Vec<&str> = ids.into_iter().collect();
     let present: BTreeSet<String> = engine::images(&ids, redactor)
         .await?
         .into_iter()
         .map(|image| image.id)
         .collect();
-    if let Some(missing) = pinned.iter().find(|pin| !present.contains(&pin.image_id)) {
+    let mut pins = pins;
+    if let Some(missing) = pins.find(|pin| !present.contains(&pin.image_id)) {
         return Err(PinError::Missing {
             service: missing.service.clone(),
             image: missing.image.clone(),
             image_id: missing.image_id.clone(),
         });
     }
-    Ok(Pins {
-        images,
-        pull_policy_never,
-    })
+    Ok(())
 }
 
 /// The image each service runs, read from its `containers` (as the deploy last read them); a
@@ -168,9 +224,14 @@ pub fn service_images(
             },
         );
     }
+    within_budget(by_service.into_values())
+}
+
+/// The images, in order, as many as fit [`IMAGES_BUDGET`].
+pub fn within_budget(all: impl IntoIterator<Item = ServiceImage>) -> Vec<ServiceImage> {
     let mut size = 2;
-    let mut images = Vec::with_capacity(by_service.len());
-    for image in by_service.into_values() {
+    let mut images = Vec::new();
+    for image in all {
         size += shared::protocol::encoded_len(&image) + 1;
         if size > IMAGES_BUDGET {
             tracing::warn!("a deploy's images do not fit its result; leaving some out");
@@ -198,6 +259,29 @@ mod tests {
             "0".repeat(64),
         ] {
             assert!(!shared::runtime::is_image_id(&bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_digest_reference_is_a_repository_and_a_sha256_digest_only() {
+        let digest = format!("sha256:{}", "0a".repeat(32));
+        for good in [
+            format!("app@{digest}"),
+            format!("registry.local:5000/team/app@{digest}"),
+        ] {
+            assert!(is_digest_reference(&good), "{good:?}");
+        }
+        for bad in [
+            digest.clone(),
+            format!("@{digest}"),
+            format!("app:1.0@{digest}x"),
+            format!("App@{digest}"),
+            format!("app@sha256:{}", "0".repeat(63)),
+            format!("app\n  build: .@{digest}"),
+            format!("app {digest}"),
+            "app:1.0".to_owned(),
+        ] {
+            assert!(!is_digest_reference(&bad), "{bad:?}");
         }
     }
 

@@ -26,7 +26,9 @@ pub mod status;
 
 use crate::compose;
 use crate::deploy::{DeployError, DeployOptions, DeployRequest, Deployed};
+use crate::engine;
 use crate::health::ContainerState;
+use crate::images;
 use crate::override_file::{self, OverrideFile, Owner};
 use crate::registry_auth::DockerConfig;
 use crate::runner::{self, CommandSpec, Redactor};
@@ -34,6 +36,7 @@ use crate::wire;
 use render::{Placement, SecretMount};
 use shared::protocol::{budget, DeployStep, JobEvent};
 use shared::registry::PullPolicy;
+use shared::runtime::ServiceImage;
 use shared::target::SecretsAs;
 use shared::{ProjectName, SecretScope, ServiceName};
 use status::{Progress, ServiceInfo, UpdateStatus};
@@ -96,6 +99,8 @@ pub async fn deploy(
     report: &mut impl FnMut(JobEvent),
 ) -> Result<Deployed, DeployError> {
     report(step(DeployStep::Parse));
+    // Before anything else: a redeploy whose image is gone must touch nothing.
+    let pins = images::check_pinned_for_stack(request.pinned_images, redactor).await?;
     let project = compose::load_in_background(
         request.directory.to_owned(),
         request.compose_file.map(str::to_owned),
@@ -127,7 +132,22 @@ pub async fn deploy(
         None => Placement::Environment(&environment),
         Some(mounts) => Placement::Files(mounts),
     };
-    let rendered = render::render(&project.services, &placement, &policies, &owner, MONITOR);
+    for service in pins.keys() {
+        if !project.services.contains(service) {
+            let line = format!(
+                "service {service} is no longer in the compose file; its pinned image is not used"
+            );
+            report(JobEvent::Output { line });
+        }
+    }
+    let rendered = render::render(
+        &project.services,
+        &placement,
+        &pins,
+        &policies,
+        &owner,
+        MONITOR,
+    );
     // Both removed on drop: when this function returns, fails or is cancelled.
     let files = (|| -> Result<_, DeployError> {
         let override_file = OverrideFile::write(&options.private_dir, request.project, &rendered)?;
@@ -150,9 +170,11 @@ pub async fn deploy(
     report(step(DeployStep::Up));
     let file = project.file.display().to_string();
     let override_path = override_file.path().display().to_string();
+    // A pinned reference is exact already (an id cannot be looked up in a registry at all);
+    // a node that lacks a digest-pinned image still pulls it.
     let resolve = match request.pull_policy {
-        PullPolicy::Always => "always",
-        PullPolicy::Missing => "never",
+        PullPolicy::Always if pins.is_empty() => "always",
+        PullPolicy::Always | PullPolicy::Missing => "never",
     };
     let mut argv = vec![
         "stack",
@@ -208,10 +230,111 @@ pub async fn deploy(
     let waited = wait_for_update(request.project, &before, options, redactor, report).await;
     remove_unused_secrets(&owner, redactor, report).await;
     let containers = waited?;
-    Ok(Deployed {
-        containers,
-        images: Vec::new(),
-    })
+    let images = match stack_images(request.project, request.pinned_images, redactor, report).await
+    {
+        Ok(images) => images,
+        Err(error) => {
+            // The deploy worked; only an exact redeploy of it will not.
+            tracing::warn!(%error, "could not read the images the stack runs");
+            let line = format!("could not read the images the services run: {error}");
+            report(JobEvent::Output {
+                line: wire::cut(&line, budget::LINE),
+            });
+            Vec::new()
+        }
+    };
+    Ok(Deployed { containers, images })
+}
+
+/// The image each service of the stack runs now, for an exact redeploy later: the image of
+/// its running tasks' containers on this host (what a tag named when those tasks were created,
+/// however it has moved since), or, with none here, the image its spec's registry digest names
+/// (as `--resolve-image always` writes it). A service pinned by the redeploy keeps the
+/// reference it was pinned with. A service whose image cannot be told here (its tasks run on
+/// other nodes, by a tag only) is left out, saying so.
+async fn stack_images(
+    project: &ProjectName,
+    pinned: &[ServiceImage],
+    redactor: &Redactor,
+    report: &mut impl FnMut(JobEvent),
+) -> Result<Vec<ServiceImage>, DeployError> {
+    let engine_error = |error: engine::EngineError| SwarmError::State(error.to_string());
+    let label = format!("{}={project}", crate::health::SWARM_STACK_LABEL);
+    let containers = engine::containers(&[label], redactor)
+        .await
+        .map_err(engine_error)?;
+    let prefix = format!("{project}_");
+    let mut by_service = BTreeMap::new();
+    for service in services_of(project, redactor).await? {
+        let Some(name) = service
+            .spec
+            .name
+            .strip_prefix(&prefix)
+            .and_then(|name| ServiceName::parse(name).ok())
+        else {
+            continue;
+        };
+        let Some(reference) = service.image() else {
+            continue;
+        };
+        let (written, digest) = status::split_digest(reference);
+        let running: BTreeSet<String> = tasks_of(&service.id, redactor)
+            .await?
+            .into_iter()
+            .filter(status::TaskLine::is_running)
+            .map(|task| task.id)
+            .collect();
+        let here = containers.iter().find(|container| {
+            container
+                .labels
+                .get(crate::health::SWARM_TASK_LABEL)
+                .is_some_and(|task| running.contains(task))
+                && !container.image_id.is_empty()
+        });
+        let lookup = match (here, &digest) {
+            (Some(container), _) => container.image_id.clone(),
+            (None, Some(digest)) => digest.clone(),
+            (None, None) => {
+                let line = format!(
+                    "service {name}: no task of it runs on this host, so an exact redeploy of \
+                     this deployment will not pin its image"
+                );
+                report(JobEvent::Output {
+                    line: wire::cut(&line, budget::LINE),
+                });
+                continue;
+            }
+        };
+        let Some(image) = engine::images(&[lookup.as_str()], redactor)
+            .await
+            .map_err(engine_error)?
+            .into_iter()
+            .next()
+        else {
+            let line = format!(
+                "service {name}: its image is not on this host, so an exact redeploy of this \
+                 deployment will not pin it"
+            );
+            report(JobEvent::Output {
+                line: wire::cut(&line, budget::LINE),
+            });
+            continue;
+        };
+        let recorded = match pinned
+            .iter()
+            .find(|pin| pin.service == name && pin.image_id == image.id)
+        {
+            Some(pin) => pin.clone(),
+            None => ServiceImage {
+                service: name.clone(),
+                image: written.to_owned(),
+                repo_digest: digest.or_else(|| image.repo_digest()),
+                image_id: image.id,
+            },
+        };
+        by_service.insert(name, recorded);
+    }
+    Ok(images::within_budget(by_service.into_values()))
 }
 
 /// Whether every service already in the stack is this project's, by the owner labels its

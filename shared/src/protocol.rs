@@ -37,6 +37,9 @@ pub mod since {
     /// older agent (0.2.0 deploys stacks but knows no other job on them) would run `docker
     /// compose stop` or `down`, find no container of the stack and report success.
     pub const SWARM_LIFECYCLE: &str = "0.2.1";
+    /// [`DeployPayload::pinned_images`](crate::DeployPayload::pinned_images) with target
+    /// `swarm`: an older agent deploys a stack with the images its file names now.
+    pub const SWARM_PINNED_IMAGES: &str = "0.2.2";
 }
 
 /// Whether the agent version `reported` is `needed` or later, comparing the numbers of

@@ -110,8 +110,10 @@ pub struct DeployPayload {
     #[serde(default)]
     pub project_id: Option<ProjectId>,
     /// A redeploy of an earlier deployment: run each listed service on exactly the image it
-    /// ran then (`image: <image_id>` in the override). Before anything runs, the agent checks
-    /// every listed image is still on the host and fails the job naming the first that is not.
+    /// ran then (`image: <image_id>` in the override; for a Swarm stack, its registry digest
+    /// when it has one, which every node can pull). Before anything runs, the agent checks
+    /// every image it pins by id is still on the host and fails the job naming the first that
+    /// is not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pinned_images: Vec<ServiceImage>,
     /// A project whose source is a Git repository: the agent checks it out into its own state

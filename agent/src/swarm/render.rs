@@ -46,6 +46,7 @@ pub enum Placement<'a> {
 pub fn render(
     services: &BTreeSet<ServiceName>,
     placement: &Placement<'_>,
+    pins: &BTreeMap<ServiceName, String>,
     policies: &BTreeMap<ServiceName, UserPolicy>,
     owner: &Owner,
     monitor: Duration,
@@ -59,7 +60,11 @@ pub fn render(
     }
     out.push_str("services:\n");
     for service in services {
-        out.push_str(&format!("  {}:\n    labels:\n", yaml_key(service.as_str())));
+        out.push_str(&format!("  {}:\n", yaml_key(service.as_str())));
+        if let Some(reference) = pins.get(service) {
+            out.push_str(&format!("    image: {}\n", compose_string(reference)));
+        }
+        out.push_str("    labels:\n");
         for (label, value) in owner.labels() {
             out.push_str(&format!("      {label}: {}\n", compose_string(&value)));
         }
@@ -175,7 +180,8 @@ mod tests {
     }
 
     #[test]
-    fn a_service_without_its_own_update_config_gets_start_first_with_rollback() {
+    fn a_service_without_its_own_update_config_gets_start_first_with_rollback_and_a_pin_its_image()
+    {
         let compose = "services:\n  web:\n    image: a\n  db:\n    image: b\n    deploy:\n      \
                        update_config:\n        order: stop-first\n";
         let policies = user_policies(compose);
@@ -190,9 +196,12 @@ mod tests {
             EnvKey::parse("GREETING").unwrap(),
             SecretValue::new("a \"quoted\" $HOME"),
         );
+        let image_id = format!("sha256:{}", "0a".repeat(32));
+        let pins = BTreeMap::from([(name("web"), image_id.clone())]);
         let text = render(
             &services,
             &Placement::Environment(&environment),
+            &pins,
             &policies,
             &owner,
             Duration::from_secs(7),
@@ -206,7 +215,12 @@ mod tests {
         assert_eq!(web["deploy"]["rollback_config"]["order"], "start-first");
         assert_eq!(web["environment"]["GREETING"], "a \"quoted\" $$HOME");
         assert_eq!(web["labels"]["dev.stagely.project"], "shop");
+        assert_eq!(web["image"].as_str(), Some(image_id.as_str()));
         let db = &parsed["services"]["db"];
+        assert!(
+            db.get("image").is_none(),
+            "an unpinned service keeps its own image"
+        );
         assert!(db["deploy"].get("update_config").is_none(), "{text:?}");
         assert_eq!(db["deploy"]["rollback_config"]["failure_action"], "pause");
     }
@@ -230,6 +244,7 @@ mod tests {
         let text = render(
             &services,
             &Placement::Files(&mounts),
+            &BTreeMap::new(),
             &BTreeMap::new(),
             &owner,
             Duration::from_secs(5),

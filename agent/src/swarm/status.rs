@@ -112,6 +112,14 @@ impl ServiceInfo {
         self.spec.task_template["ContainerSpec"]["Labels"][key].as_str()
     }
 
+    /// The image reference its tasks run (`app:1.0`, or `app:1.0@sha256:…` once resolved
+    /// against a registry).
+    pub fn image(&self) -> Option<&str> {
+        self.spec.task_template["ContainerSpec"]["Image"]
+            .as_str()
+            .filter(|image| !image.is_empty())
+    }
+
     /// The Swarm secrets the service's current spec mounts.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.spec.task_template["ContainerSpec"]["Secrets"]
@@ -172,6 +180,21 @@ fn task_fingerprint(template: &serde_json::Value) -> serde_json::Value {
         }
     }
     Value::Object(out)
+}
+
+/// A service's image reference split into what a person wrote (`registry/app:1.0`) and, when
+/// it carries one, the registry digest reference it was resolved to (`registry/app@sha256:…`,
+/// without the tag, as `docker image inspect` finds it).
+pub fn split_digest(reference: &str) -> (&str, Option<String>) {
+    let Some((named, digest)) = reference.split_once('@') else {
+        return (reference, None);
+    };
+    // A tag follows the last `:` after the last `/` (a `:` before it is a registry's port).
+    let repository = match named.rfind(':') {
+        Some(colon) if named[colon..].find('/').is_none() => &named[..colon],
+        _ => named,
+    };
+    (named, Some(format!("{repository}@{digest}")))
 }
 
 /// Parses `docker service inspect` output (a JSON array).
@@ -383,6 +406,26 @@ fn message_of(status: Option<&UpdateStatus>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resolved_reference_splits_into_what_was_written_and_its_digest() {
+        let digest = format!("sha256:{}", "0a".repeat(32));
+        assert_eq!(split_digest("app:1.0"), ("app:1.0", None));
+        assert_eq!(
+            split_digest(&format!("registry.local:5000/team/app:1.0@{digest}")),
+            (
+                "registry.local:5000/team/app:1.0",
+                Some(format!("registry.local:5000/team/app@{digest}"))
+            )
+        );
+        assert_eq!(
+            split_digest(&format!("registry.local:5000/app@{digest}")),
+            (
+                "registry.local:5000/app",
+                Some(format!("registry.local:5000/app@{digest}"))
+            )
+        );
+    }
 
     const INSPECT: &str = r#"[{"ID":"abc","Version":{"Index":53},"Spec":{"Name":"shop_web",
         "Mode":{"Replicated":{"Replicas":2}},"TaskTemplate":{"ContainerSpec":{"Image":"x",

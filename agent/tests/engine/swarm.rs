@@ -265,8 +265,8 @@ async fn deploy_stack(
     (result, events)
 }
 
-/// What every task the service wants running serves (read inside each task's container).
-async fn served_by_every_task(stack: &TestStack) -> Vec<String> {
+/// The containers of the tasks the stack's web service wants running.
+async fn task_containers(stack: &TestStack) -> Vec<String> {
     let service = format!("{}_web", stack.name);
     let tasks = run_ok(CommandSpec::new(
         "docker",
@@ -281,7 +281,7 @@ async fn served_by_every_task(stack: &TestStack) -> Vec<String> {
     ))
     .await
     .unwrap();
-    let mut ids = String::new();
+    let mut ids = Vec::new();
     for task in tasks.split_whitespace() {
         let container = run_ok(CommandSpec::new(
             "docker",
@@ -294,21 +294,28 @@ async fn served_by_every_task(stack: &TestStack) -> Vec<String> {
         ))
         .await
         .unwrap();
-        ids.push_str(&container);
-        ids.push(' ');
+        ids.push(container.trim().to_owned());
     }
-    let mut served = Vec::new();
-    for id in ids.split_whitespace() {
-        let page = run_ok(CommandSpec::new(
-            "docker",
-            ["exec", id, "wget", "-q", "-O-", "http://127.0.0.1:8080/"],
-        ))
-        .await
-        .unwrap();
-        served.push(page.trim().to_owned());
+    ids
+}
+
+/// What `argv` prints in every task the web service wants running, sorted.
+async fn in_every_task(stack: &TestStack, argv: &[&str]) -> Vec<String> {
+    let mut printed = Vec::new();
+    for id in task_containers(stack).await {
+        let exec = ["exec", id.as_str()]
+            .into_iter()
+            .chain(argv.iter().copied());
+        let out = run_ok(CommandSpec::new("docker", exec)).await.unwrap();
+        printed.push(out.trim().to_owned());
     }
-    served.sort();
-    served
+    printed.sort();
+    printed
+}
+
+/// What every task the service wants running serves (read inside each task's container).
+async fn served_by_every_task(stack: &TestStack) -> Vec<String> {
+    in_every_task(stack, &["wget", "-q", "-O-", "http://127.0.0.1:8080/"]).await
 }
 
 fn output_lines(events: &[JobEvent]) -> Vec<String> {
@@ -462,6 +469,114 @@ async fn a_version_whose_healthcheck_fails_is_rolled_back_and_the_old_tasks_keep
     for image in [&good, &broken] {
         let _ = run_ok(CommandSpec::new("docker", ["rmi", "-f", image.as_str()])).await;
     }
+}
+
+/// A stack's deployment records the image each service ran, and running it again exactly
+/// brings that image back although the file names another version and its own tag has moved
+/// since; a pinned image that is gone fails the redeploy before anything changes.
+#[tokio::test]
+async fn an_exact_redeploy_of_a_stack_runs_the_images_it_ran_although_the_tag_moved() {
+    let _swarm = SwarmMode::enter();
+    let repository = format!(
+        "stagely-test/swarm-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let (tag_one, tag_two) = (format!("{repository}:one"), format!("{repository}:two"));
+    let one = build_version_image(&tag_one, "one").await;
+    let stack = TestStack::new(&web_stack(&tag_one));
+    let private = tempfile::tempdir().unwrap();
+    let secrets = [greeting("hello")];
+    let (first, _) = deploy_stack(&stack, &private, &secrets, SecretsAs::Environment).await;
+    let first = first.expect("the first deploy works");
+    let web = ServiceName::parse("web").unwrap();
+    assert_eq!(first.images.len(), 1, "{:?}", first.images);
+    assert_eq!(first.images[0].service, web);
+    assert_eq!(first.images[0].image, tag_one);
+    assert_eq!(first.images[0].image_id, one);
+
+    // The tag moved on this host (no registry): Swarm keeps the tasks it has, and the
+    // deployment records the image they run, not the one the tag names now.
+    let moved = build_version_image(&tag_one, "moved").await;
+    let (unchanged, _) = deploy_stack(&stack, &private, &secrets, SecretsAs::Environment).await;
+    assert_eq!(unchanged.expect("the deploy works").images, first.images);
+    let ran_one = format!("one {tag_one}");
+    assert_eq!(
+        in_every_task(&stack, &["cat", "/version"]).await,
+        [ran_one.clone(), ran_one.clone()]
+    );
+
+    let two = build_version_image(&tag_two, "two").await;
+    std::fs::write(stack.dir.path().join("compose.yaml"), web_stack(&tag_two)).unwrap();
+    let (second, _) = deploy_stack(&stack, &private, &secrets, SecretsAs::Environment).await;
+    assert_eq!(
+        second.expect("the second deploy works").images[0].image_id,
+        two
+    );
+    let ran_two = format!("two {tag_two}");
+    assert_eq!(
+        in_every_task(&stack, &["cat", "/version"]).await,
+        [ran_two.clone(), ran_two]
+    );
+
+    let mut request = swarm_request(&stack, &secrets, SecretsAs::Environment, None);
+    request.pinned_images = &first.images;
+    let mut events = Vec::new();
+    let again = deploy::deploy(&request, &options(private.path()), |event| {
+        events.push(event)
+    })
+    .await
+    .unwrap_or_else(|error| {
+        panic!(
+            "the exact redeploy works: {error}\n{:#?}",
+            output_lines(&events)
+        )
+    });
+    assert_eq!(
+        in_every_task(&stack, &["cat", "/version"]).await,
+        [ran_one.clone(), ran_one]
+    );
+    assert_eq!(
+        again.images, first.images,
+        "the redeploy records what it ran, as the deployment it repeats did"
+    );
+    assert_eq!(served_by_every_task(&stack).await, ["hello"; 2]);
+
+    // An image that is gone: refused before the stack is touched.
+    let gone = [shared::runtime::ServiceImage {
+        image_id: format!("sha256:{}", "0d".repeat(32)),
+        ..first.images[0].clone()
+    }];
+    let spec_before = service_image(&stack).await;
+    request.pinned_images = &gone;
+    let refused = deploy::deploy(&request, &options(private.path()), |_| {}).await;
+    let message = refused.expect_err("a missing image is refused").to_string();
+    assert!(
+        message.contains("service web ran image sha256:0d0d") && message.contains("no longer"),
+        "{message}"
+    );
+    assert_eq!(service_image(&stack).await, spec_before);
+    drop(stack);
+    for image in [&one, &moved, &two] {
+        let _ = run_ok(CommandSpec::new("docker", ["rmi", "-f", image.as_str()])).await;
+    }
+}
+
+/// The image reference the stack's web service runs.
+async fn service_image(stack: &TestStack) -> String {
+    run_ok(CommandSpec::new(
+        "docker",
+        [
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            &format!("{}_web", stack.name),
+        ],
+    ))
+    .await
+    .unwrap()
+    .trim()
+    .to_owned()
 }
 
 /// `docker stack deploy --prune` replaces and removes the services of whatever stack has the

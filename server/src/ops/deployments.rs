@@ -118,14 +118,12 @@ pub async fn redeploy(
     };
     let project = store.project(by, earlier.project_id).await?;
     if earlier.images.is_empty() {
-        let why = if project.target == DeployTarget::Swarm {
-            "a Docker Swarm stack's deployments do not record the images their services ran yet"
-        } else {
-            "that deployment did not record the images its services ran (an older agent, or its report could not be kept)"
-        };
-        return Err(OpError::Conflict(format!(
-            "{why}, so it cannot be run again exactly; deploy instead"
-        )));
+        return Err(OpError::Conflict(
+            "that deployment did not record the images its services ran (an older agent, its \
+             report could not be kept, or a stack whose tasks all ran on other nodes), so it \
+             cannot be run again exactly; deploy instead"
+                .into(),
+        ));
     }
     if let Some(ran_on) = store.agent_of_job(earlier.id).await? {
         if ran_on != project.agent_id {
@@ -485,7 +483,7 @@ async fn agent_understands(store: &Store, agent: AgentId, message: &ServerToAgen
 
 /// What a deploy uses that an older agent would not understand: whether it is used, the
 /// version that understands it, and what it does.
-fn deploy_uses(payload: &DeployPayload) -> [(bool, &'static str, &'static str); 4] {
+fn deploy_uses(payload: &DeployPayload) -> [(bool, &'static str, &'static str); 5] {
     [
         (
             payload.source.is_some(),
@@ -506,6 +504,11 @@ fn deploy_uses(payload: &DeployPayload) -> [(bool, &'static str, &'static str); 
             payload.target != DeployTarget::Compose,
             since::SWARM_TARGET,
             "deploy a Docker Swarm stack",
+        ),
+        (
+            payload.target != DeployTarget::Compose && !payload.pinned_images.is_empty(),
+            since::SWARM_PINNED_IMAGES,
+            "run a Docker Swarm stack's earlier deployment again exactly",
         ),
     ]
 }

@@ -849,25 +849,6 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
     }
 }
 
-/// Says hello on `socket` as an agent of `version` and waits for the welcome.
-async fn hello_as(socket: &mut RawSocket, version: &str) {
-    let hello = shared::AgentToServer::Hello(shared::protocol::Hello {
-        protocol_version: shared::protocol::PROTOCOL_VERSION,
-        agent_version: version.into(),
-        hostname: "old-host".into(),
-        os: "linux".into(),
-        arch: "x86_64".into(),
-        docker_version: None,
-        compose_version: None,
-    });
-    send_frame(socket, &hello).await;
-    let answer = next_message(socket).await;
-    assert!(
-        matches!(answer, shared::ServerToAgent::Welcome(_)),
-        "{answer:?}"
-    );
-}
-
 /// An agent from before Git sources, image pulls and Swarm stacks would ignore those fields and
 /// deploy the project's directory with Compose instead: the server refuses such a deploy to it, naming the version
 /// needed, whether the agent is connected when it is asked or says hello later.

@@ -871,6 +871,25 @@ pub async fn hello(socket: &mut RawSocket, protocol_version: u32) -> shared::Ser
     next_message(socket).await
 }
 
+/// Says hello on `socket` as an agent of `version` and waits for the welcome.
+pub async fn hello_as(socket: &mut RawSocket, version: &str) {
+    let hello = shared::AgentToServer::Hello(shared::protocol::Hello {
+        protocol_version: shared::protocol::PROTOCOL_VERSION,
+        agent_version: version.into(),
+        hostname: "old-host".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        docker_version: None,
+        compose_version: None,
+    });
+    send_frame(socket, &hello).await;
+    let answer = next_message(socket).await;
+    assert!(
+        matches!(answer, shared::ServerToAgent::Welcome(_)),
+        "{answer:?}"
+    );
+}
+
 /// The next message the server sends an agent socket (within 10 s).
 pub async fn next_message(socket: &mut RawSocket) -> shared::ServerToAgent {
     use futures_util::StreamExt;

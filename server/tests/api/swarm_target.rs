@@ -168,10 +168,15 @@ async fn an_agents_swarm_nodes_are_kept_and_replaced_by_its_next_report() {
     }
 }
 
-/// A stack's deployments record no images yet, so one cannot be run again exactly: the redeploy
-/// is refused, saying so, instead of naming an older agent.
+/// A stack's deployment that recorded its images is run again exactly: the agent gets the
+/// Swarm deploy with each service pinned to the image it ran (the agent's side, that the stack
+/// then runs those images, is `engine::swarm::an_exact_redeploy_of_a_stack_runs_the_images…`).
 #[tokio::test]
-async fn an_exact_redeploy_of_a_stack_is_refused_saying_why() {
+async fn an_exact_redeploy_of_a_stack_sends_the_images_it_ran() {
+    use crate::helpers::{hello_as, next_message, raw_agent};
+    use shared::runtime::ServiceImage;
+    use shared::{ServerToAgent, ServiceName};
+
     let app = spawn_app(&TestDb::Sqlite).await;
     let (alice, api) = app.user("alice").await;
     let (agent, _) = api.shop_project().await;
@@ -179,20 +184,44 @@ async fn an_exact_redeploy_of_a_stack_is_refused_saying_why() {
         "target": "swarm"});
     let stack: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
     let (deployment, _) = app.queue_deploy(stack.id, alice.id).await;
+    let images = vec![ServiceImage {
+        service: ServiceName::parse("web").unwrap(),
+        image: "registry.local:5000/web:1".into(),
+        image_id: format!("sha256:{}", "ab".repeat(32)),
+        repo_digest: Some(format!(
+            "registry.local:5000/web@sha256:{}",
+            "cd".repeat(32)
+        )),
+    }];
+    app.store()
+        .set_deployment_images(deployment, &images)
+        .await
+        .unwrap();
     let succeeded = shared::api::DeploymentStatus::Succeeded;
     app.store()
         .set_deployment_status(deployment, succeeded, None)
         .await
         .unwrap();
-    let (status, answer) = api
-        .call(
-            Method::POST,
-            &format!("/deployments/{deployment}/redeploy"),
-            None,
-        )
-        .await;
+    let redeploy = format!("/deployments/{deployment}/redeploy");
+
+    // An agent from before pinned stacks would deploy the file's images: refused, saying so.
+    let mut old = raw_agent(&app.stream_url(), &agent.token).await;
+    hello_as(&mut old, "0.2.1").await;
+    let (status, answer) = api.call(Method::POST, &redeploy, None).await;
     assert_eq!(status, 409, "{answer}");
-    let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("Docker Swarm stack"), "{message}");
-    assert!(message.ends_with("deploy instead"), "{message}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("0.2.2 or later"), "{message}");
+    drop(old);
+
+    let mut socket = raw_agent(&app.stream_url(), &agent.token).await;
+    hello_as(&mut socket, env!("CARGO_PKG_VERSION")).await;
+    let (status, answer) = api.call(Method::POST, &redeploy, None).await;
+    assert_eq!(status, 202, "{answer}");
+    let job = loop {
+        if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
+            break job;
+        }
+    };
+    assert_eq!(job.target, DeployTarget::Swarm);
+    assert_eq!(job.pinned_images, images);
 }
