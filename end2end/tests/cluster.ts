@@ -4,15 +4,11 @@
 // TEST_DATABASE_URL (scripts/test.sh sets it); the database is dropped at the end.
 
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { freePort, waitFor } from './stagely';
+import { join } from 'node:path';
+import { agentBin, freePort, readLog, root, serverBin, siteRoot, waitFor } from './stagely';
 
-const root = resolve(__dirname, '..', '..');
-const serverBin = process.env.STAGELY_SERVER_BIN ?? join(root, 'target/debug/stagely-server');
-const agentBin = process.env.STAGELY_AGENT_BIN ?? join(root, 'target/debug/stagely-agent');
-const siteRoot = process.env.STAGELY_SITE_ROOT ?? join(root, 'target/site');
 const masterKey = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=';
 
 export class Cluster {
@@ -117,11 +113,7 @@ export class Cluster {
   }
 
   private read(name: string): string {
-    try {
-      return readFileSync(join(this.dataDir, name), 'utf8');
-    } catch {
-      return '';
-    }
+    return readLog(this.dataDir, name);
   }
 
   logs(): string {

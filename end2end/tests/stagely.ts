@@ -10,10 +10,19 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
-const root = resolve(__dirname, '..', '..');
-const serverBin = process.env.STAGELY_SERVER_BIN ?? join(root, 'target/debug/stagely-server');
-const agentBin = process.env.STAGELY_AGENT_BIN ?? join(root, 'target/debug/stagely-agent');
-const siteRoot = process.env.STAGELY_SITE_ROOT ?? join(root, 'target/site');
+export const root = resolve(__dirname, '..', '..');
+export const serverBin = process.env.STAGELY_SERVER_BIN ?? join(root, 'target/debug/stagely-server');
+export const agentBin = process.env.STAGELY_AGENT_BIN ?? join(root, 'target/debug/stagely-agent');
+export const siteRoot = process.env.STAGELY_SITE_ROOT ?? join(root, 'target/site');
+
+/** The text of `dir/name`; empty while the file does not exist. */
+export function readLog(dir: string, name: string): string {
+  try {
+    return readFileSync(join(dir, name), 'utf8');
+  } catch {
+    return '';
+  }
+}
 
 export class Stagely {
   agent: ChildProcess | null = null;
@@ -59,11 +68,7 @@ export class Stagely {
   }
 
   private agentLog(): string {
-    try {
-      return readFileSync(join(this.dataDir, 'agent.log'), 'utf8');
-    } catch {
-      return '';
-    }
+    return readLog(this.dataDir, 'agent.log');
   }
 
   /** SIGKILL: the agent gets no chance to say goodbye. */
@@ -77,13 +82,7 @@ export class Stagely {
   }
 
   logs(): string {
-    const read = (name: string) => {
-      try {
-        return readFileSync(join(this.dataDir, name), 'utf8');
-      } catch {
-        return '';
-      }
-    };
+    const read = (name: string) => readLog(this.dataDir, name);
     return `--- server.log\n${read('server.log')}\n--- agent.log\n${read('agent.log')}`;
   }
 

@@ -342,10 +342,23 @@ impl Store {
 
     /// Deployments of `agent`'s projects that are not final yet, oldest first.
     pub async fn open_jobs_of_agent(&self, agent: AgentId) -> Result<Vec<PendingJob>, DbError> {
+        self.jobs_of_agent(agent, OPEN_STATUSES).await
+    }
+
+    /// Deployments of `agent`'s projects that wait to be sent (`queued`), oldest first.
+    pub async fn queued_jobs_of_agent(&self, agent: AgentId) -> Result<Vec<PendingJob>, DbError> {
+        self.jobs_of_agent(agent, "('queued')").await
+    }
+
+    async fn jobs_of_agent(
+        &self,
+        agent: AgentId,
+        statuses: &str,
+    ) -> Result<Vec<PendingJob>, DbError> {
         let sql = format!(
             "SELECT d.id, d.job_id, d.project_id, d.status, d.kind FROM deployments d \
              JOIN projects p ON p.id = d.project_id \
-             WHERE p.agent_id = $1 AND d.status IN {OPEN_STATUSES} ORDER BY d.created_at, d.id"
+             WHERE p.agent_id = $1 AND d.status IN {statuses} ORDER BY d.created_at, d.id"
         );
         let rows: Vec<PendingRow> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(agent.to_string()).fetch_all(pool).await?

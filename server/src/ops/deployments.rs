@@ -564,12 +564,11 @@ async fn send_in_turn(
         Holder::Nowhere => return Ok(()),
     }
     let mine = prepared.as_ref().map(|(deployment, ..)| *deployment);
-    let open: Vec<PendingJob> = store
-        .open_jobs_of_agent(agent)
-        .await?
-        .into_iter()
-        .filter(|job| !queued_only || job.status == DeploymentStatus::Queued)
-        .collect();
+    let open: Vec<PendingJob> = if queued_only {
+        store.queued_jobs_of_agent(agent).await?
+    } else {
+        store.open_jobs_of_agent(agent).await?
+    };
     if let Some(mine) = mine {
         if !open.iter().any(|job| job.deployment_id == mine) {
             return Ok(());
