@@ -27,15 +27,17 @@
 
 use crate::backoff::Backoff;
 use crate::engine::{self, EngineError};
-use crate::health::{InspectedContainer, COMPOSE_SERVICE_LABEL, SWARM_STACK_LABEL};
+use crate::health::{
+    InspectedContainer, COMPOSE_SERVICE_LABEL, SWARM_STACK_LABEL, SWARM_TASK_LABEL,
+};
 use crate::override_file::PROJECT_ID_LABEL;
 use crate::runner::{self, CommandSpec, OutputLine, Redactor};
 use crate::swarm;
 use crate::wire;
 use serde::Deserialize;
 use shared::protocol::{budget, ProjectContainers, ServiceStates, SwarmNodes};
-use shared::runtime::ServiceState;
-use shared::{AgentToServer, ProjectId};
+use shared::runtime::{ContainerStatus, ServiceState};
+use shared::{AgentToServer, ProjectId, ServiceName};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -319,8 +321,10 @@ pub async fn read(
     Ok(grouped)
 }
 
-/// Puts on every task container of a Swarm stack where its service stands. A stack whose
-/// services cannot be read (this node is not a manager, Docker stopped) is reported without.
+/// Puts on every task container of a Swarm stack where its service stands, and leaves out
+/// the stopped containers of tasks Swarm has shut down ([`without_shut_down_tasks`]). A stack
+/// whose services cannot be read (this node is not a manager, Docker stopped) is reported
+/// with every container and no counts.
 async fn add_replicas(
     containers: &[InspectedContainer],
     grouped: &mut BTreeMap<ProjectId, Vec<ServiceState>>,
@@ -338,10 +342,22 @@ async fn add_replicas(
         let Some(states) = grouped.get_mut(&project) else {
             continue;
         };
-        match swarm::replicas_of(stack, redactor).await {
-            Ok(replicas) => {
+        match swarm::stack_state(stack, redactor).await {
+            Ok(stack) => {
+                // As the states name them (`ServiceState::container_id`: 12 digits).
+                let shut_down: BTreeSet<&str> = containers
+                    .iter()
+                    .filter(|container| {
+                        container
+                            .labels
+                            .get(SWARM_TASK_LABEL)
+                            .is_some_and(|task| stack.shut_down.contains(task))
+                    })
+                    .map(|container| container.id.get(..12).unwrap_or(&container.id))
+                    .collect();
+                without_shut_down_tasks(states, &shut_down);
                 for state in states {
-                    state.replicas = replicas.get(state.service.as_str()).cloned();
+                    state.replicas = stack.replicas.get(state.service.as_str()).cloned();
                 }
             }
             Err(error) => {
@@ -349,6 +365,35 @@ async fn add_replicas(
             }
         }
     }
+}
+
+/// Leaves out the stopped containers of shut-down tasks (`shut_down`, by the states' container
+/// ids): a rolling update leaves the replaced tasks' containers behind (Swarm keeps a few per
+/// replica), and listed they would read as services that exited. A service left with no
+/// container keeps its latest one, so a stopped service (scaled to 0) still has its row and
+/// its Start button.
+pub fn without_shut_down_tasks(states: &mut Vec<ServiceState>, shut_down: &BTreeSet<&str>) {
+    let history = |state: &ServiceState| {
+        state.status != ContainerStatus::Running && shut_down.contains(state.container_id.as_str())
+    };
+    let mut latest: BTreeMap<ServiceName, ServiceState> = BTreeMap::new();
+    for state in states.iter().filter(|state| history(state)) {
+        let newer = latest
+            .get(&state.service)
+            .is_none_or(|kept| kept.started_at < state.started_at);
+        if newer {
+            latest.insert(state.service.clone(), state.clone());
+        }
+    }
+    states.retain(|state| !history(state));
+    for (service, state) in latest {
+        if !states.iter().any(|kept| kept.service == service) {
+            states.push(state);
+        }
+    }
+    states.sort_by(|a, b| {
+        (a.service.as_str(), &a.container_id).cmp(&(b.service.as_str(), &b.container_id))
+    });
 }
 
 /// Containers by project, each list sorted by service and id; containers without a valid
@@ -588,6 +633,63 @@ mod tests {
             image_id: Some(format!("sha256:{}", "a".repeat(64))),
             replicas: None,
         }
+    }
+
+    #[test]
+    fn a_stacks_shut_down_tasks_are_left_out_but_a_stopped_service_keeps_its_latest() {
+        let task = |service: &str, id: &str, status: ContainerStatus, started: &str| ServiceState {
+            service: ServiceName::parse(service).unwrap(),
+            container_id: id.into(),
+            status,
+            started_at: Some(started.into()),
+            health: None,
+            ..state(0)
+        };
+        let exited = ContainerStatus::Exited;
+        let mut states = vec![
+            // web: two current tasks, two replaced ones.
+            task(
+                "web",
+                "aaaaaaaaaaa1",
+                ContainerStatus::Running,
+                "2026-12-01T10:00:05Z",
+            ),
+            task(
+                "web",
+                "aaaaaaaaaaa2",
+                ContainerStatus::Running,
+                "2026-12-01T10:00:06Z",
+            ),
+            task("web", "aaaaaaaaaaa3", exited, "2026-12-01T10:00:01Z"),
+            task("web", "aaaaaaaaaaa4", exited, "2026-12-01T10:00:02Z"),
+            // worker: stopped (scaled to 0), every task shut down.
+            task("worker", "bbbbbbbbbbb1", exited, "2026-12-01T09:00:00Z"),
+            task("worker", "bbbbbbbbbbb2", exited, "2026-12-01T09:30:00Z"),
+            // migrate: a job's task that completed (not shut down) stays.
+            task("migrate", "ccccccccccc1", exited, "2026-12-01T08:00:00Z"),
+        ];
+        let shut_down: BTreeSet<&str> = [
+            "aaaaaaaaaaa3",
+            "aaaaaaaaaaa4",
+            "bbbbbbbbbbb1",
+            "bbbbbbbbbbb2",
+        ]
+        .into_iter()
+        .collect();
+        without_shut_down_tasks(&mut states, &shut_down);
+        let left: Vec<(&str, &str)> = states
+            .iter()
+            .map(|state| (state.service.as_str(), state.container_id.as_str()))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("migrate", "ccccccccccc1"),
+                ("web", "aaaaaaaaaaa1"),
+                ("web", "aaaaaaaaaaa2"),
+                ("worker", "bbbbbbbbbbb2"),
+            ]
+        );
     }
 
     #[test]

@@ -710,12 +710,10 @@ async fn remove_unused_secrets(
 }
 
 /// Where each service of the stack `stack` stands (running and desired tasks, and a failing
-/// one's latest task error), by compose service name, for the live service state. Needs a
-/// manager, as every `docker stack` command does.
-pub async fn replicas_of(
-    stack: &str,
-    redactor: &Redactor,
-) -> Result<BTreeMap<String, shared::runtime::Replicas>, DeployError> {
+/// one's latest task error), by compose service name, and which of its tasks Swarm has
+/// replaced or stopped, for the live service state. Needs a manager, as every `docker stack`
+/// command does.
+pub async fn stack_state(stack: &str, redactor: &Redactor) -> Result<StackState, DeployError> {
     let services = CommandSpec::new(
         "docker",
         ["stack", "services", "--format", "{{json .}}", stack],
@@ -729,7 +727,24 @@ pub async fn replicas_of(
         .map_err(|error| SwarmError::State(error.to_string()))?;
     let tasks =
         status::parse_tasks(&tasks).map_err(|error| SwarmError::State(error.to_string()))?;
-    Ok(status::replicas(stack, &services, &tasks))
+    Ok(StackState {
+        replicas: status::replicas(stack, &services, &tasks),
+        shut_down: tasks
+            .into_iter()
+            .filter(status::TaskLine::is_shut_down)
+            .map(|task| task.id)
+            .collect(),
+    })
+}
+
+/// A stack's services as the live service state shows them.
+#[derive(Clone, Debug, Default)]
+pub struct StackState {
+    /// By compose service name.
+    pub replicas: BTreeMap<String, shared::runtime::Replicas>,
+    /// The tasks Swarm wants shut down: replaced by an update, failed and replaced, or
+    /// stopped (scaled to 0). Their containers are history, kept by Swarm for a while.
+    pub shut_down: BTreeSet<String>,
 }
 
 /// The nodes of the Swarm this engine manages: empty when it is no manager (`docker node ls`

@@ -13,8 +13,9 @@
 //!    - *restart* replaces every task (`--force`), one at a time under the service's
 //!      `update_config` (start-first unless the file says otherwise): no downtime;
 //!    - *down* is `docker stack rm` (also when no service is left: a Down that failed halfway
-//!      leaves networks), then waits for the stack's containers to be gone, removes the
-//!      project's Swarm secrets and, when asked, the stack's volumes on this node;
+//!      leaves networks; run again while a network is still attached to a task), then waits
+//!      for the stack's containers to be gone, removes the project's Swarm secrets and, when
+//!      asked, the stack's volumes on this node;
 //!    - a job service (`replicated-job`, `global-job`) runs to completion once per deploy:
 //!      stop, start and restart leave it alone (a restart would run a migration again).
 //!
@@ -247,13 +248,39 @@ async fn down(
     report: &mut impl FnMut(JobEvent),
 ) -> Result<(), StackActionError> {
     let name = request.project.as_str();
-    streamed(
-        CommandSpec::new("docker", ["stack", "rm", name]).timeout(STACK_RM_TIMEOUT),
-        report,
-    )
-    .await?;
-    let filter = format!("label={SWARM_STACK_LABEL}={name}");
+    let stack_rm = || CommandSpec::new("docker", ["stack", "rm", name]).timeout(STACK_RM_TIMEOUT);
     let deadline = tokio::time::Instant::now() + CONTAINERS_GONE_TIMEOUT;
+    // `docker stack rm` removes the services, then at once the networks: one a task is still
+    // attached to (a replaced task that is stopping, a container attached by hand) is refused
+    // ("in use by task") and left. `stack rm` is run again, quietly, until it goes.
+    if let Err(error) = streamed(stack_rm(), report).await {
+        if !network_in_use(&error) {
+            return Err(error);
+        }
+        report(JobEvent::Output {
+            line: "a network of the stack is still in use by a task; removing it again until \
+                   that task is gone"
+                .into(),
+        });
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let again = runner::run(&stack_rm(), redactor, |_| {}).await?;
+            if again.success() {
+                break;
+            }
+            let error = StackActionError::Failed {
+                command: again.command,
+                exit_code: again.exit_code,
+                output: format!("{}{}", again.stdout, again.stderr)
+                    .trim()
+                    .to_owned(),
+            };
+            if !network_in_use(&error) || tokio::time::Instant::now() >= deadline {
+                return Err(error);
+            }
+        }
+    }
+    let filter = format!("label={SWARM_STACK_LABEL}={name}");
     loop {
         let list = CommandSpec::new("docker", ["ps", "-a", "-q", "--filter", filter.as_str()]);
         if quiet(&list, redactor).await?.trim().is_empty() {
@@ -285,6 +312,11 @@ async fn down(
         }
     }
     Ok(())
+}
+
+/// Whether `stack rm` failed only because a network was still attached to a task.
+fn network_in_use(error: &StackActionError) -> bool {
+    matches!(error, StackActionError::Failed { output, .. } if output.contains("is in use by task"))
 }
 
 /// Runs `spec`, its output streamed into the job; fails with its last lines.

@@ -225,6 +225,11 @@ impl TaskLine {
         self.desired_state == "Running" && self.current_state.starts_with("Running")
     }
 
+    /// Swarm wants it shut down (replaced, failed, or its service scaled down).
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self.desired_state.as_str(), "Shutdown" | "Remove")
+    }
+
     /// Its container still runs, whatever Swarm wants of it (a task told to shut down runs
     /// until its container exits).
     pub fn container_runs(&self) -> bool {

@@ -734,6 +734,46 @@ async fn act(
         .map_err(|error| error.to_string())
 }
 
+/// `docker stack rm` refuses to remove a network a task is still attached to (a replaced task
+/// still stopping; here a container attached by hand for a few seconds) and leaves it: Down
+/// removes it once that task is gone, and succeeds.
+#[tokio::test]
+async fn down_removes_a_network_that_was_still_in_use_when_the_services_went() {
+    use shared::runtime::LifecycleAction::Down;
+    let _swarm = SwarmMode::enter();
+    let image = test_image().await;
+    let stack = TestStack::new(&web_stack(image));
+    let private = tempfile::tempdir().unwrap();
+    let project_id = shared::ProjectId(uuid::Uuid::new_v4());
+    let secrets = [greeting("hello")];
+    let request = swarm_request(&stack, &secrets, SecretsAs::Environment, Some(project_id));
+    deploy::deploy(&request, &options(private.path()), |_| {})
+        .await
+        .expect("deployed");
+    let network = format!("{}_mesh", stack.name);
+    run_ok(CommandSpec::new(
+        "docker",
+        [
+            "run",
+            "-d",
+            "--rm",
+            "--network",
+            network.as_str(),
+            image,
+            "sleep",
+            "4",
+        ],
+    ))
+    .await
+    .expect("a container attached to the stack's network");
+
+    let done = act(&stack, project_id, Down, None).await;
+    assert!(done.is_ok(), "{done:?}");
+    let filter = format!("name={network}");
+    let left = sorted_lines(&["network", "ls", "-q", "--filter", filter.as_str()]).await;
+    assert_eq!(left, Vec::<String>::new(), "the stack's network is gone");
+}
+
 /// Stop, start, restart (one service) and down on a stack: stop scales to zero and start
 /// brings back the count it had; restart replaces only that service's tasks, start-first;
 /// down leaves no service, container, Swarm secret or volume of the stack.
