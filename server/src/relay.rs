@@ -45,6 +45,8 @@ const WRITE_BATCH: usize = 256;
 const OUTGOING_QUEUE: usize = 16_384;
 /// Messages read, waiting for the `cluster` task.
 const INCOMING_QUEUE: usize = 4_096;
+/// Most notices whose messages are read in one round.
+const READ_BATCH: usize = 512;
 
 /// An agent's answer to an inspection: the compose file's services, or why not.
 pub type InspectAnswer = Result<Vec<ServiceName>, String>;
@@ -446,53 +448,94 @@ async fn flush(store: &Store, me: &str, posts: &mut Vec<(Option<String>, String)
     posts.clear();
 }
 
-/// Reads what other replicas hand this one.
-async fn read(
-    relay: Relay,
-    mut listener: Listener,
-    mut last: i64,
-    incoming: mpsc::Sender<Envelope>,
-) {
+/// What the listener heard, in the order it heard it.
+enum Heard {
+    /// A message's id, on this replica's own channel (`targeted`) or the one for all.
+    Notice { id: i64, targeted: bool },
+    /// The connection dropped (why): notifications may have been lost.
+    Lost(String),
+}
+
+/// Hands what the listener hears to [`read`], so notices that arrive while it reads pile up
+/// and are read together. Ends when the relay stops or the server closes the database.
+async fn listen(relay: Relay, mut listener: Listener, heard: mpsc::Sender<Heard>) {
     let mut stop = relay.inner.stop.subscribe();
-    let store = relay.inner.store.clone();
-    let me = relay.inner.id.clone();
+    let store = &relay.inner.store;
     loop {
         let notice = tokio::select! {
             notice = listener.next() => notice,
             _ = stop.wait_for(|stop| *stop) => return,
         };
-        let posted = match notice {
+        let next = match notice {
             Ok(Some(notice)) => {
                 let Ok(id) = notice.payload.parse::<i64>() else {
                     continue;
                 };
-                let targeted = notice.channel != ALL;
-                match store.read_message(id, me.as_str(), targeted).await {
-                    Ok(Some(posted)) => vec![posted],
-                    Ok(None) => continue,
-                    Err(error) => {
-                        tracing::warn!(%error, "could not read a message from another replica");
-                        continue;
-                    }
+                Heard::Notice {
+                    id,
+                    targeted: notice.channel != ALL,
                 }
             }
             // The server is stopping: its connections are closed, nothing is missed.
             Err(_) if store.is_closed() => return,
-            Ok(None) | Err(_) => {
-                // The connection dropped and notifications were lost: read what was missed.
-                let cause = match notice {
-                    Err(error) => error.to_string(),
-                    _ => "its connection was closed".to_string(),
-                };
+            Err(error) => Heard::Lost(error.to_string()),
+            Ok(None) => Heard::Lost("its connection was closed".to_string()),
+        };
+        if heard.send(next).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads what other replicas hand this one: the messages of every notice heard so far in one
+/// round (two statements), not one statement per notice, so a burst (an agent fleet
+/// reconnecting, a wave of deploys) costs the database a few reads.
+async fn read(relay: Relay, listener: Listener, mut last: i64, incoming: mpsc::Sender<Envelope>) {
+    let (heard_tx, mut heard) = mpsc::channel(READ_BATCH);
+    tokio::spawn(listen(relay.clone(), listener, heard_tx));
+    let store = relay.inner.store.clone();
+    let me = relay.inner.id.clone();
+    while let Some(first) = heard.recv().await {
+        let mut round = vec![first];
+        while round.len() < READ_BATCH {
+            match heard.try_recv() {
+                Ok(next) => round.push(next),
+                Err(_) => break,
+            }
+        }
+        let lost = round.iter().find_map(|heard| match heard {
+            Heard::Lost(cause) => Some(cause.clone()),
+            Heard::Notice { .. } => None,
+        });
+        let posted = match lost {
+            // Notifications were lost: read everything after the last message read (which
+            // covers this round's notices too).
+            Some(cause) => {
                 tracing::warn!(%cause, "the replica link's listener reconnected; catching up");
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                match store.messages_after(me.as_str(), last, 10_000).await {
-                    Ok(missed) => missed,
-                    Err(error) => {
-                        tracing::warn!(%error, "could not catch up with the other replicas");
-                        continue;
-                    }
-                }
+                store.messages_after(me.as_str(), last, 10_000).await
+            }
+            None => {
+                let (targeted, all): (Vec<_>, Vec<_>) = round
+                    .iter()
+                    .filter_map(|heard| match heard {
+                        Heard::Notice { id, targeted } => Some((*id, *targeted)),
+                        Heard::Lost(_) => None,
+                    })
+                    .partition(|(_, targeted)| *targeted);
+                let ids = |notices: Vec<(i64, bool)>| -> Vec<i64> {
+                    notices.into_iter().map(|(id, _)| id).collect()
+                };
+                store
+                    .read_messages(&ids(targeted), &ids(all), me.as_str())
+                    .await
+            }
+        };
+        let posted = match posted {
+            Ok(posted) => posted,
+            Err(error) => {
+                tracing::warn!(%error, "could not read messages from other replicas");
+                continue;
             }
         };
         for PostedMessage { id, sender, body } in posted {

@@ -252,33 +252,44 @@ impl Store {
         Ok(())
     }
 
-    /// A message addressed to `replica` (removed as it is read), or one for every replica.
-    pub async fn read_message(
+    /// The messages `targeted` (addressed to `replica`, removed as they are read) and `all`
+    /// (for every replica) name, oldest first; ids without a message (already read) are
+    /// skipped.
+    pub async fn read_messages(
         &self,
-        id: i64,
+        targeted: &[i64],
+        all: &[i64],
         replica: &str,
-        targeted: bool,
-    ) -> Result<Option<PostedMessage>, DbError> {
+    ) -> Result<Vec<PostedMessage>, DbError> {
         let Pool::Postgres(pool) = &self.pool else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let row: Option<(i64, String, String)> = if targeted {
-            sqlx::query_as(
-                "DELETE FROM replica_messages WHERE id = $1 AND target = $2 RETURNING id, sender, body",
+        let mut rows: Vec<(i64, String, String)> = Vec::new();
+        if !targeted.is_empty() {
+            rows = sqlx::query_as(
+                "DELETE FROM replica_messages WHERE id = ANY($1) AND target = $2 \
+                 RETURNING id, sender, body",
             )
-            .bind(id)
+            .bind(targeted)
             .bind(replica)
-            .fetch_optional(pool)
-            .await?
-        } else {
-            sqlx::query_as(
-                "SELECT id, sender, body FROM replica_messages WHERE id = $1 AND target IS NULL",
+            .fetch_all(pool)
+            .await?;
+        }
+        if !all.is_empty() {
+            let broadcast: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT id, sender, body FROM replica_messages \
+                 WHERE id = ANY($1) AND target IS NULL",
             )
-            .bind(id)
-            .fetch_optional(pool)
-            .await?
-        };
-        Ok(row.map(|(id, sender, body)| PostedMessage { id, sender, body }))
+            .bind(all)
+            .fetch_all(pool)
+            .await?;
+            rows.extend(broadcast);
+        }
+        rows.sort_by_key(|(id, _, _)| *id);
+        Ok(rows
+            .into_iter()
+            .map(|(id, sender, body)| PostedMessage { id, sender, body })
+            .collect())
     }
 
     /// Messages for `replica` or for every replica, from others, after `after` (a catch-up

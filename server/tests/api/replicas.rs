@@ -926,6 +926,7 @@ async fn a_batch_of_messages_is_notified_in_order_each_on_its_channel() {
         .await
         .unwrap();
     let mut ids = Vec::new();
+    let (mut targeted, mut all) = (Vec::new(), Vec::new());
     for i in 0..300 {
         let notice = tokio::time::timeout(Duration::from_secs(10), listener.next())
             .await
@@ -939,13 +940,27 @@ async fn a_batch_of_messages_is_notified_in_order_each_on_its_channel() {
         };
         assert_eq!(notice.channel, expected, "message {i}");
         let id: i64 = notice.payload.parse().unwrap();
-        let read = store
-            .read_message(id, "r2", i % 3 == 0)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("message {i} (id {id}) is there"));
-        assert_eq!(read.body, format!("message-{i}"), "in the order posted");
+        if i % 3 == 0 {
+            targeted.push(id);
+        } else {
+            all.push(id);
+        }
         ids.push(id);
     }
+    // Another replica reads none of r2's own.
+    let others = store.read_messages(&targeted, &[], "r3").await.unwrap();
+    assert!(
+        others.is_empty(),
+        "{} of r2's messages read by r3",
+        others.len()
+    );
+    // Read together, as the listener does with the notices of one round.
+    let read = store.read_messages(&targeted, &all, "r2").await.unwrap();
+    let bodies: Vec<String> = read.iter().map(|posted| posted.body.clone()).collect();
+    let posted: Vec<String> = messages.iter().map(|(_, body)| body.clone()).collect();
+    assert_eq!(bodies, posted, "every message, in the order posted");
+    // r2's own are gone once read; those for every replica stay for the others.
+    let again = store.read_messages(&targeted, &all, "r2").await.unwrap();
+    assert_eq!(again.len(), all.len());
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
 }
