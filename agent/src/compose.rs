@@ -832,10 +832,14 @@ impl<'de> Visitor<'de> for Walk<'_> {
 }
 
 /// The services of a compose file (its own text, not the files it includes) whose `deploy:`
-/// section sets `key` (`update_config`, `rollback_config`): what a Swarm deploy leaves as the
-/// user wrote it. A file that does not parse here sets nothing, as far as this is concerned
-/// (reading it for its services already succeeded or failed with a message).
-pub fn services_with_deploy_key(compose_yaml: &str, key: &str) -> BTreeSet<ServiceName> {
+/// section passes `test`: those that set `update_config` or `rollback_config` (what a Swarm
+/// deploy leaves as the user wrote it), those that are jobs (`mode: replicated-job`). A file
+/// that does not parse here has none, as far as this is concerned (reading it for its services
+/// already succeeded or failed with a message).
+pub fn services_whose_deploy(
+    compose_yaml: &str,
+    test: impl Fn(&serde_yaml::Value) -> bool,
+) -> BTreeSet<ServiceName> {
     let Ok(document) = serde_yaml::from_str::<serde_yaml::Value>(compose_yaml) else {
         return BTreeSet::new();
     };
@@ -847,12 +851,7 @@ pub fn services_with_deploy_key(compose_yaml: &str, key: &str) -> BTreeSet<Servi
     };
     services
         .iter()
-        .filter(|(_, definition)| {
-            definition
-                .get("deploy")
-                .and_then(|deploy| deploy.get(key))
-                .is_some()
-        })
+        .filter(|(_, definition)| definition.get("deploy").is_some_and(&test))
         .filter_map(|(name, _)| ServiceName::parse(name.as_str()?).ok())
         .collect()
 }

@@ -114,6 +114,50 @@ impl Image {
     pub fn repo_digest(&self) -> Option<String> {
         self.repo_digests.as_ref()?.first().cloned()
     }
+
+    /// The registry digest of the repository `reference` names (`registry/app:1.0` →
+    /// `registry/app@sha256:…`): an image pulled from several repositories has one each, and a
+    /// pin must pull from the one the service names. `None` when it has none there.
+    pub fn repo_digest_of(&self, reference: &str) -> Option<String> {
+        let repository = repository_of(reference);
+        self.repo_digests
+            .as_ref()?
+            .iter()
+            .find(|digest| {
+                digest
+                    .split_once('@')
+                    .is_some_and(|(name, _)| same_repository(name, repository))
+            })
+            .cloned()
+    }
+}
+
+/// The repository of an image reference: without its digest and its tag (a `:` after the
+/// last `/`; one before it is a registry's port).
+pub fn repository_of(reference: &str) -> &str {
+    let named = reference
+        .split_once('@')
+        .map_or(reference, |(named, _)| named);
+    match named.rfind(':') {
+        Some(colon) if !named[colon..].contains('/') => &named[..colon],
+        _ => named,
+    }
+}
+
+/// Whether two repository names are the same, the way Docker writes them: `app`,
+/// `library/app` and `docker.io/library/app` name one repository.
+fn same_repository(a: &str, b: &str) -> bool {
+    fn full(name: &str) -> String {
+        let first = name.split('/').next().unwrap_or_default();
+        let has_registry = name.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost");
+        match (has_registry, name.contains('/')) {
+            (true, _) => name.to_owned(),
+            (false, true) => format!("docker.io/{name}"),
+            (false, false) => format!("docker.io/library/{name}"),
+        }
+    }
+    full(a) == full(b)
 }
 
 /// The images among `ids` (ids or references) that are on this host; missing ones are left
@@ -134,6 +178,33 @@ pub fn parse_images(output: &str) -> Result<Vec<Image>, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_digest_of_the_repository_a_service_names_is_chosen() {
+        let digest = |name: &str| format!("{name}@sha256:{}", "0a".repeat(32));
+        let image = Image {
+            id: format!("sha256:{}", "1b".repeat(32)),
+            repo_digests: Some(vec![
+                digest("mirror.local:5000/team/app"),
+                digest("registry.local:5000/team/app"),
+                digest("app"),
+            ]),
+        };
+        assert_eq!(
+            image.repo_digest_of("registry.local:5000/team/app:1.0"),
+            Some(digest("registry.local:5000/team/app"))
+        );
+        assert_eq!(
+            image.repo_digest_of("docker.io/library/app:latest"),
+            Some(digest("app"))
+        );
+        assert_eq!(image.repo_digest_of("other/app:1"), None);
+        assert_eq!(
+            repository_of("registry.local:5000/app"),
+            "registry.local:5000/app"
+        );
+        assert_eq!(repository_of("app:1@sha256:00"), "app");
+    }
 
     #[test]
     fn image_inspect_output_gives_the_id_and_the_first_repo_digest() {

@@ -94,7 +94,7 @@ pub async fn check_pinned_for_stack(
         match pin
             .repo_digest
             .as_deref()
-            .filter(|digest| is_digest_reference(digest))
+            .filter(|digest| shared::runtime::is_digest_reference(digest))
         {
             Some(digest) => {
                 references.insert(pin.service.clone(), digest.to_owned());
@@ -104,19 +104,6 @@ pub async fn check_pinned_for_stack(
     }
     ensure_present(local.into_iter(), redactor).await?;
     Ok(references)
-}
-
-/// Whether `reference` names an image by its registry digest: a repository name, `@sha256:`
-/// and 64 lowercase hex digits, with nothing a YAML or shell reader would treat specially.
-pub fn is_digest_reference(reference: &str) -> bool {
-    reference.split_once('@').is_some_and(|(name, digest)| {
-        !name.is_empty()
-            && name.len() <= 255
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b))
-            && shared::runtime::is_image_id(digest)
-    })
 }
 
 /// The pins by service, each checked to be an image id and each service pinned once.
@@ -259,29 +246,6 @@ mod tests {
             "0".repeat(64),
         ] {
             assert!(!shared::runtime::is_image_id(&bad), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_digest_reference_is_a_repository_and_a_sha256_digest_only() {
-        let digest = format!("sha256:{}", "0a".repeat(32));
-        for good in [
-            format!("app@{digest}"),
-            format!("registry.local:5000/team/app@{digest}"),
-        ] {
-            assert!(is_digest_reference(&good), "{good:?}");
-        }
-        for bad in [
-            digest.clone(),
-            format!("@{digest}"),
-            format!("app:1.0@{digest}x"),
-            format!("App@{digest}"),
-            format!("app@sha256:{}", "0".repeat(63)),
-            format!("app\n  build: .@{digest}"),
-            format!("app {digest}"),
-            "app:1.0".to_owned(),
-        ] {
-            assert!(!is_digest_reference(&bad), "{bad:?}");
         }
     }
 

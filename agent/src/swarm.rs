@@ -119,6 +119,14 @@ pub async fn deploy(
         project_id: request.project_id,
     };
     judge_stack(&owner, &before)?;
+    // Every task each service has before the deploy (a job's completed ones too): none of
+    // them is this deploy's. Read before `stack deploy`, which starts new ones at once.
+    let mut old_tasks: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for service in &before {
+        let tasks = tasks_of(&service.id, redactor).await?;
+        let ids = tasks.into_iter().map(|task| task.id).collect();
+        old_tasks.insert(service.id.clone(), ids);
+    }
 
     report(step(DeployStep::Render));
     let environment = override_file::environment_by_service(&project.services, request.secrets)?;
@@ -136,6 +144,15 @@ pub async fn deploy(
         if !project.services.contains(service) {
             let line = format!(
                 "service {service} is no longer in the compose file; its pinned image is not used"
+            );
+            report(JobEvent::Output { line });
+        }
+    }
+    if !pins.is_empty() {
+        for service in project.services.iter().filter(|s| !pins.contains_key(*s)) {
+            let line = format!(
+                "service {service}: that deployment recorded no image for it; it is deployed \
+                 as the compose file says"
             );
             report(JobEvent::Output { line });
         }
@@ -227,7 +244,15 @@ pub async fn deploy(
     }
 
     report(step(DeployStep::Health));
-    let waited = wait_for_update(request.project, &before, options, redactor, report).await;
+    let waited = wait_for_update(
+        request.project,
+        &before,
+        &old_tasks,
+        options,
+        redactor,
+        report,
+    )
+    .await;
     remove_unused_secrets(&owner, redactor, report).await;
     let containers = waited?;
     let images = match stack_images(request.project, request.pinned_images, redactor, report).await
@@ -235,6 +260,7 @@ pub async fn deploy(
         Ok(images) => images,
         Err(error) => {
             // The deploy worked; only an exact redeploy of it will not.
+            let error = redactor.redact(&error.to_string());
             tracing::warn!(%error, "could not read the images the stack runs");
             let line = format!("could not read the images the services run: {error}");
             report(JobEvent::Output {
@@ -278,26 +304,31 @@ async fn stack_images(
             continue;
         };
         let (written, digest) = status::split_digest(reference);
-        let running: BTreeSet<String> = tasks_of(&service.id, redactor)
+        // The tasks that run it now; for a job (a migration), those that ran to completion too.
+        let current: BTreeSet<String> = tasks_of(&service.id, redactor)
             .await?
             .into_iter()
-            .filter(status::TaskLine::is_running)
+            .filter(|task| task.is_running() || (service.is_job() && task.is_complete()))
             .map(|task| task.id)
             .collect();
-        let here = containers.iter().find(|container| {
-            container
-                .labels
-                .get(crate::health::SWARM_TASK_LABEL)
-                .is_some_and(|task| running.contains(task))
-                && !container.image_id.is_empty()
-        });
+        // The newest of their containers here (a job's earlier runs are complete tasks too).
+        let here = containers
+            .iter()
+            .filter(|container| {
+                container
+                    .labels
+                    .get(crate::health::SWARM_TASK_LABEL)
+                    .is_some_and(|task| current.contains(task))
+                    && !container.image_id.is_empty()
+            })
+            .max_by(|a, b| a.started_at.cmp(&b.started_at));
         let lookup = match (here, &digest) {
             (Some(container), _) => container.image_id.clone(),
             (None, Some(digest)) => digest.clone(),
             (None, None) => {
                 let line = format!(
-                    "service {name}: no task of it runs on this host, so an exact redeploy of \
-                     this deployment will not pin its image"
+                    "service {name}: its tasks run on other nodes, so an exact redeploy of this \
+                     deployment will not pin its image"
                 );
                 report(JobEvent::Output {
                     line: wire::cut(&line, budget::LINE),
@@ -328,7 +359,7 @@ async fn stack_images(
             None => ServiceImage {
                 service: name.clone(),
                 image: written.to_owned(),
-                repo_digest: digest.or_else(|| image.repo_digest()),
+                repo_digest: digest.or_else(|| image.repo_digest_of(written)),
                 image_id: image.id,
             },
         };
@@ -540,6 +571,7 @@ async fn tasks_of(
 async fn wait_for_update(
     project: &ProjectName,
     before: &[ServiceInfo],
+    old_tasks: &HashMap<String, BTreeSet<String>>,
     options: &DeployOptions,
     redactor: &Redactor,
     report: &mut impl FnMut(JobEvent),
@@ -548,19 +580,6 @@ async fn wait_for_update(
         .iter()
         .map(|service| (service.id.as_str(), service))
         .collect();
-    let old_tasks: HashMap<String, BTreeSet<String>> = {
-        let mut old = HashMap::new();
-        for service in before {
-            let tasks = tasks_of(&service.id, redactor).await?;
-            let running = tasks
-                .into_iter()
-                .filter(status::TaskLine::is_running)
-                .map(|task| task.id)
-                .collect();
-            old.insert(service.id.clone(), running);
-        }
-        old
-    };
     let timeout = options.up_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut shown: HashMap<String, String> = HashMap::new();
@@ -587,13 +606,18 @@ async fn wait_for_update(
             }
             let before_status: Option<&UpdateStatus> =
                 previous.and_then(|old| old.update_status.as_ref());
+            let old = old_tasks.get(&service.id);
+            let completed = tasks
+                .iter()
+                .filter(|task| task.is_complete() && old.is_none_or(|old| !old.contains(&task.id)))
+                .count();
             let progress = status::judge(
                 service,
                 before_status,
                 running.len() as u64,
+                completed as u64,
                 previous.is_none(),
             );
-            let old = old_tasks.get(&service.id);
             let updated = running
                 .iter()
                 .filter(|task| old.is_none_or(|old| !old.contains(&task.id)))

@@ -205,6 +205,19 @@ pub fn is_image_id(id: &str) -> bool {
     })
 }
 
+/// Whether `reference` names an image by its registry digest: a repository name, `@sha256:`
+/// and 64 lowercase hex digits, with nothing a YAML or shell reader would treat specially.
+pub fn is_digest_reference(reference: &str) -> bool {
+    reference.split_once('@').is_some_and(|(name, digest)| {
+        !name.is_empty()
+            && name.len() <= 255
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b))
+            && is_image_id(digest)
+    })
+}
+
 /// What a lifecycle job does to a project's containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -298,6 +311,29 @@ impl TryFrom<JobKind> for LifecycleAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_reference_is_a_repository_and_a_sha256_digest_only() {
+        let digest = format!("sha256:{}", "0a".repeat(32));
+        for good in [
+            format!("app@{digest}"),
+            format!("registry.local:5000/team/app@{digest}"),
+        ] {
+            assert!(is_digest_reference(&good), "{good:?}");
+        }
+        for bad in [
+            digest.clone(),
+            format!("@{digest}"),
+            format!("app:1.0@{digest}x"),
+            format!("App@{digest}"),
+            format!("app@sha256:{}", "0".repeat(63)),
+            format!("app\n  build: .@{digest}"),
+            format!("app {digest}"),
+            "app:1.0".to_owned(),
+        ] {
+            assert!(!is_digest_reference(&bad), "{bad:?}");
+        }
+    }
 
     fn state(service: &str, status: ContainerStatus) -> ServiceState {
         ServiceState {

@@ -39,9 +39,10 @@ pub const STOPPED_REPLICAS_LABEL: &str = "dev.stagely.stopped-replicas";
 
 /// Longest `docker stack rm` may take.
 const STACK_RM_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest a Down waits for the stack's containers to be gone. With [`STACK_RM_TIMEOUT`] within
-/// the 180 s the server waits for a Down before it deletes a project, so a project is never
-/// kept as "not taken down" while its stack is still being removed.
+/// Longest a Down waits, from its first `stack rm`, for the stack's networks and containers to
+/// be gone (a first `stack rm` slower than this is waited for). Within the 180 s the server
+/// waits for a Down before it deletes a project, so a project is never kept as "not taken
+/// down" while its stack is still being removed.
 const CONTAINERS_GONE_TIMEOUT: Duration = Duration::from_secs(100);
 
 /// Why a lifecycle job on a stack failed; the message is what the user sees.
@@ -248,12 +249,13 @@ async fn down(
     report: &mut impl FnMut(JobEvent),
 ) -> Result<(), StackActionError> {
     let name = request.project.as_str();
-    let stack_rm = || CommandSpec::new("docker", ["stack", "rm", name]).timeout(STACK_RM_TIMEOUT);
+    let stack_rm =
+        |timeout: Duration| CommandSpec::new("docker", ["stack", "rm", name]).timeout(timeout);
     let deadline = tokio::time::Instant::now() + CONTAINERS_GONE_TIMEOUT;
     // `docker stack rm` removes the services, then at once the networks: one a task is still
     // attached to (a replaced task that is stopping, a container attached by hand) is refused
     // ("in use by task") and left. `stack rm` is run again, quietly, until it goes.
-    if let Err(error) = streamed(stack_rm(), report).await {
+    if let Err(mut error) = streamed(stack_rm(STACK_RM_TIMEOUT), report).await {
         if !network_in_use(&error) {
             return Err(error);
         }
@@ -263,20 +265,17 @@ async fn down(
                 .into(),
         });
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let again = runner::run(&stack_rm(), redactor, |_| {}).await?;
-            if again.success() {
-                break;
-            }
-            let error = StackActionError::Failed {
-                command: again.command,
-                exit_code: again.exit_code,
-                output: format!("{}{}", again.stdout, again.stderr)
-                    .trim()
-                    .to_owned(),
-            };
-            if !network_in_use(&error) || tokio::time::Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
                 return Err(error);
+            }
+            tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let timeout = left.clamp(Duration::from_secs(5), STACK_RM_TIMEOUT);
+            match streamed(stack_rm(timeout), &mut |_| {}).await {
+                Ok(()) => break,
+                Err(again) if network_in_use(&again) => error = again,
+                Err(other) => return Err(other),
             }
         }
     }
@@ -314,7 +313,8 @@ async fn down(
     Ok(())
 }
 
-/// Whether `stack rm` failed only because a network was still attached to a task.
+/// Whether `stack rm` failed because a network was still attached to a task (what it may have
+/// said besides is in the error, if that stays so until the deadline).
 fn network_in_use(error: &StackActionError) -> bool {
     matches!(error, StackActionError::Failed { output, .. } if output.contains("is in use by task"))
 }

@@ -22,6 +22,9 @@ pub struct UserPolicy {
     pub update_config: bool,
     /// `deploy.rollback_config` is set: likewise.
     pub rollback_config: bool,
+    /// `deploy.mode` is `replicated-job` or `global-job`: its tasks run to completion, and
+    /// Swarm refuses a job with an update or rollback config.
+    pub job: bool,
 }
 
 /// One Swarm secret a service mounts: the versioned secret's name, mounted at
@@ -96,7 +99,7 @@ pub fn render(
             }
         }
         let policy = policies.get(service).copied().unwrap_or_default();
-        if !(policy.update_config && policy.rollback_config) {
+        if !(policy.job || policy.update_config && policy.rollback_config) {
             out.push_str("    deploy:\n");
             let monitor = format!("{}s", monitor.as_secs().max(1));
             if !policy.update_config {
@@ -154,16 +157,27 @@ fn capacity(services: &BTreeSet<ServiceName>, placement: &Placement<'_>) -> usiz
 }
 
 /// Which services of the user's compose file set `deploy.update_config` or
-/// `deploy.rollback_config` themselves.
+/// `deploy.rollback_config` themselves, or are jobs.
 pub fn user_policies(compose_yaml: &str) -> BTreeMap<ServiceName, UserPolicy> {
-    let updates = crate::compose::services_with_deploy_key(compose_yaml, "update_config");
-    let rollbacks = crate::compose::services_with_deploy_key(compose_yaml, "rollback_config");
+    let sets = |key: &'static str| {
+        crate::compose::services_whose_deploy(compose_yaml, |deploy| deploy.get(key).is_some())
+    };
+    let (updates, rollbacks) = (sets("update_config"), sets("rollback_config"));
+    let jobs = crate::compose::services_whose_deploy(compose_yaml, |deploy| {
+        matches!(
+            deploy.get("mode").and_then(|mode| mode.as_str()),
+            Some("replicated-job" | "global-job")
+        )
+    });
     updates
-        .union(&rollbacks)
+        .iter()
+        .chain(&rollbacks)
+        .chain(&jobs)
         .map(|service| {
             let policy = UserPolicy {
                 update_config: updates.contains(service),
                 rollback_config: rollbacks.contains(service),
+                job: jobs.contains(service),
             };
             (service.clone(), policy)
         })
@@ -183,9 +197,10 @@ mod tests {
     fn a_service_without_its_own_update_config_gets_start_first_with_rollback_and_a_pin_its_image()
     {
         let compose = "services:\n  web:\n    image: a\n  db:\n    image: b\n    deploy:\n      \
-                       update_config:\n        order: stop-first\n";
+                       update_config:\n        order: stop-first\n  migrate:\n    image: a\n    \
+                       deploy:\n      mode: replicated-job\n";
         let policies = user_policies(compose);
-        let services: BTreeSet<_> = [name("web"), name("db")].into();
+        let services: BTreeSet<_> = [name("web"), name("db"), name("migrate")].into();
         let project = ProjectName::parse("shop").unwrap();
         let owner = Owner {
             project: &project,
@@ -221,6 +236,9 @@ mod tests {
             db.get("image").is_none(),
             "an unpinned service keeps its own image"
         );
+        // Swarm refuses a job with an update config.
+        let migrate = &parsed["services"]["migrate"];
+        assert!(migrate.get("deploy").is_none(), "{text:?}");
         assert!(db["deploy"].get("update_config").is_none(), "{text:?}");
         assert_eq!(db["deploy"]["rollback_config"]["failure_action"], "pause");
     }

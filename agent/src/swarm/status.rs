@@ -101,6 +101,17 @@ impl ServiceInfo {
         self.spec.mode.replicated_job.is_some() || self.spec.mode.global_job.is_some()
     }
 
+    /// How many tasks of a job must complete: `TotalCompletions` of a replicated job (1 when
+    /// unset), 1 for a global job (one per node; the manager's is the one seen here).
+    pub fn completions(&self) -> u64 {
+        self.spec
+            .mode
+            .replicated_job
+            .as_ref()
+            .and_then(|job| job["TotalCompletions"].as_u64())
+            .unwrap_or(1)
+    }
+
     /// One of the service's own labels.
     pub fn label(&self, key: &str) -> Option<&str> {
         self.spec.labels.as_ref()?.get(key).map(String::as_str)
@@ -189,11 +200,7 @@ pub fn split_digest(reference: &str) -> (&str, Option<String>) {
     let Some((named, digest)) = reference.split_once('@') else {
         return (reference, None);
     };
-    // A tag follows the last `:` after the last `/` (a `:` before it is a registry's port).
-    let repository = match named.rfind(':') {
-        Some(colon) if named[colon..].find('/').is_none() => &named[..colon],
-        _ => named,
-    };
+    let repository = crate::engine::repository_of(named);
     (named, Some(format!("{repository}@{digest}")))
 }
 
@@ -223,6 +230,11 @@ impl TaskLine {
     /// Running now and meant to (a healthy task when the service has a healthcheck).
     pub fn is_running(&self) -> bool {
         self.desired_state == "Running" && self.current_state.starts_with("Running")
+    }
+
+    /// A job's task that ran to completion.
+    pub fn is_complete(&self) -> bool {
+        self.current_state.starts_with("Complete")
     }
 
     /// Swarm wants it shut down (replaced, failed, or its service scaled down).
@@ -376,8 +388,20 @@ pub fn judge(
     service: &ServiceInfo,
     before: Option<&UpdateStatus>,
     running: u64,
+    completed: u64,
     created: bool,
 ) -> Progress {
+    // A job (a migration) has no rolling update: its tasks run to completion, once per change.
+    // It is done when as many new tasks completed as it asks for, or when the deploy left it
+    // as it was. One that keeps failing is retried by Swarm until the deploy's timeout.
+    if service.is_job() {
+        let unchanged = !created && service.tasks_unchanged();
+        return if unchanged || completed >= service.completions() {
+            Progress::Done
+        } else {
+            Progress::Updating
+        };
+    }
     let current = service.update_status.as_ref();
     let fresh = current.filter(|status| Some(*status) != before);
     match fresh.map(|status| status.state.as_str()) {
@@ -445,7 +469,7 @@ mod tests {
         assert_eq!(web.desired(), Some(2));
         assert_eq!(web.secret_names().collect::<Vec<_>>(), ["shop_KEY_v1"]);
         assert_eq!(
-            judge(web, None, 2, false),
+            judge(web, None, 2, 0, false),
             Progress::Failed {
                 rolled_back: true,
                 message: "rollback completed".into()
@@ -453,7 +477,7 @@ mod tests {
         );
         // The same status as before the deploy: this deploy's update has not begun.
         assert_eq!(
-            judge(web, web.update_status.as_ref(), 2, false),
+            judge(web, web.update_status.as_ref(), 2, 0, false),
             Progress::Updating
         );
     }
@@ -463,8 +487,8 @@ mod tests {
         let json = r#"[{"ID":"a","Version":{"Index":1},"Spec":{"Name":"s",
             "Mode":{"Replicated":{"Replicas":2}}}}]"#;
         let service = &parse_services(json).unwrap()[0];
-        assert_eq!(judge(service, None, 1, true), Progress::Updating);
-        assert_eq!(judge(service, None, 2, true), Progress::Done);
+        assert_eq!(judge(service, None, 1, 0, true), Progress::Updating);
+        assert_eq!(judge(service, None, 2, 0, true), Progress::Done);
     }
 
     /// `docker stack deploy` updates every service; one whose tasks it left as they were gets
@@ -484,13 +508,13 @@ mod tests {
             "Resources":{},"Runtime":"container"}}}]"#;
         let unchanged = &parse_services(json).unwrap()[0];
         assert!(unchanged.tasks_unchanged());
-        assert_eq!(judge(unchanged, None, 2, false), Progress::Done);
-        assert_eq!(judge(unchanged, None, 1, false), Progress::Updating);
+        assert_eq!(judge(unchanged, None, 2, 0, false), Progress::Done);
+        assert_eq!(judge(unchanged, None, 1, 0, false), Progress::Updating);
 
         // Changed tasks: the update has not reported yet, so it is waited for.
         let changed = &parse_services(&json.replacen("A=1", "A=2", 1)).unwrap()[0];
         assert!(!changed.tasks_unchanged());
-        assert_eq!(judge(changed, None, 2, false), Progress::Updating);
+        assert_eq!(judge(changed, None, 2, 0, false), Progress::Updating);
     }
 
     /// Captured from this machine's dockerd 20.10.24 (single-node swarm): a stack with a

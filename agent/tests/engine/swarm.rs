@@ -555,10 +555,88 @@ async fn an_exact_redeploy_of_a_stack_runs_the_images_it_ran_although_the_tag_mo
         "{message}"
     );
     assert_eq!(service_image(&stack).await, spec_before);
+    let label = format!("label=com.docker.stack.namespace={}", stack.name);
     drop(stack);
+    // The images go once no container of the stack uses them.
+    for _ in 0..60 {
+        if sorted_lines(&["ps", "-a", "-q", "--filter", label.as_str()])
+            .await
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     for image in [&one, &moved, &two] {
         let _ = run_ok(CommandSpec::new("docker", ["rmi", "-f", image.as_str()])).await;
     }
+}
+
+/// A job (`mode: replicated-job`, a migration) beside the services: Swarm refuses a job with
+/// an update config, and a job's tasks complete rather than run, so the deploy must neither
+/// give it the rolling update nor wait for it to run. It runs to completion, the deploy
+/// succeeds and records its image, and a deploy that changes nothing ends at once.
+#[tokio::test]
+async fn a_stack_with_a_job_deploys_once_the_job_completed() {
+    let _swarm = SwarmMode::enter();
+    let tag = format!(
+        "stagely-test/swarm-{}:job",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let id = build_version_image(&tag, "migrated").await;
+    let job = format!(
+        "  migrate:\n    image: {tag}\n    command: [\"cat\", \"/version\"]\n    deploy:\n      \
+         mode: replicated-job\nnetworks:\n  mesh:"
+    );
+    let stack = TestStack::new(&web_stack(&tag).replacen("networks:\n  mesh:", &job, 1));
+    let private = tempfile::tempdir().unwrap();
+    let secrets = [greeting("hello")];
+    for round in ["first", "unchanged"] {
+        let (deployed, events) =
+            deploy_stack(&stack, &private, &secrets, SecretsAs::Environment).await;
+        let deployed = deployed.unwrap_or_else(|error| {
+            panic!(
+                "the {round} deploy works: {error}\n{:#?}",
+                output_lines(&events)
+            )
+        });
+        let services: Vec<&str> = deployed.images.iter().map(|i| i.service.as_str()).collect();
+        assert_eq!(
+            services,
+            ["migrate", "web"],
+            "{round}: {:?}",
+            deployed.images
+        );
+        assert!(
+            deployed.images.iter().all(|image| image.image_id == id),
+            "{round}"
+        );
+    }
+    let job = format!("{}_migrate", stack.name);
+    let states = sorted_lines(&[
+        "service",
+        "ps",
+        "--format",
+        "{{.CurrentState}}",
+        job.as_str(),
+    ])
+    .await;
+    assert!(
+        states.iter().any(|state| state.starts_with("Complete")),
+        "the job ran to completion: {states:?}"
+    );
+    let label = format!("label=com.docker.stack.namespace={}", stack.name);
+    drop(stack);
+    for _ in 0..60 {
+        if sorted_lines(&["ps", "-a", "-q", "--filter", label.as_str()])
+            .await
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = run_ok(CommandSpec::new("docker", ["rmi", "-f", id.as_str()])).await;
 }
 
 /// The image reference the stack's web service runs.
@@ -711,12 +789,13 @@ async fn replica_counts(stack: &TestStack) -> Vec<String> {
     .await
 }
 
-async fn act(
+/// A lifecycle job on the stack (or one service), with the output lines it reported.
+async fn act_seen(
     stack: &TestStack,
     project_id: shared::ProjectId,
     action: shared::runtime::LifecycleAction,
     service: Option<&str>,
-) -> Result<String, String> {
+) -> (Result<String, String>, Vec<String>) {
     let service = service.map(|name| ServiceName::parse(name).unwrap());
     let request = agent::lifecycle::LifecycleRequest {
         project: &stack.name,
@@ -729,13 +808,26 @@ async fn act(
         target: DeployTarget::Swarm,
     };
     let private = tempfile::tempdir().unwrap();
-    agent::lifecycle::run(&request, &options(private.path()), |_| {})
-        .await
-        .map_err(|error| error.to_string())
+    let mut events = Vec::new();
+    let done = agent::lifecycle::run(&request, &options(private.path()), |event| {
+        events.push(event)
+    })
+    .await
+    .map_err(|error| error.to_string());
+    (done, output_lines(&events))
+}
+
+async fn act(
+    stack: &TestStack,
+    project_id: shared::ProjectId,
+    action: shared::runtime::LifecycleAction,
+    service: Option<&str>,
+) -> Result<String, String> {
+    act_seen(stack, project_id, action, service).await.0
 }
 
 /// `docker stack rm` refuses to remove a network a task is still attached to (a replaced task
-/// still stopping; here a container attached by hand for a few seconds) and leaves it: Down
+/// still stopping; here a container attached by hand for 15 s) and leaves it: Down
 /// removes it once that task is gone, and succeeds.
 #[tokio::test]
 async fn down_removes_a_network_that_was_still_in_use_when_the_services_went() {
@@ -761,14 +853,20 @@ async fn down_removes_a_network_that_was_still_in_use_when_the_services_went() {
             network.as_str(),
             image,
             "sleep",
-            "4",
+            "15",
         ],
     ))
     .await
     .expect("a container attached to the stack's network");
 
-    let done = act(&stack, project_id, Down, None).await;
+    let (done, lines) = act_seen(&stack, project_id, Down, None).await;
     assert!(done.is_ok(), "{done:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("still in use by a task")),
+        "the network was in use when the services went: {lines:#?}"
+    );
     let filter = format!("name={network}");
     let left = sorted_lines(&["network", "ls", "-q", "--filter", filter.as_str()]).await;
     assert_eq!(left, Vec::<String>::new(), "the stack's network is gone");

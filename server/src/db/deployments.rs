@@ -353,7 +353,7 @@ impl Store {
     async fn jobs_of_agent(
         &self,
         agent: AgentId,
-        statuses: &str,
+        statuses: &'static str,
     ) -> Result<Vec<PendingJob>, DbError> {
         let sql = format!(
             "SELECT d.id, d.job_id, d.project_id, d.status, d.kind FROM deployments d \

@@ -703,15 +703,20 @@ pub async fn record_update(
 
 /// Keeps the images a deploy ran, before its status moves, so whoever sees it succeed can run
 /// it again. What an agent says is checked: an image id that is not one (or a reference too
-/// long to be one) is not kept, so a redeploy can never send it anywhere.
+/// long to be one) is not kept, so a redeploy can never send it anywhere; a registry digest
+/// that is not one is dropped (a stack's redeploy pins by it).
 async fn record_images(store: &Store, id: DeploymentId, images: Vec<ServiceImage>) {
-    let (valid, invalid): (Vec<_>, Vec<_>) = images.into_iter().partition(|image| {
-        shared::runtime::is_image_id(&image.image_id)
-            && image.image.len() <= 1024
-            && image
-                .repo_digest
-                .as_ref()
-                .is_none_or(|digest| digest.len() <= 1024)
+    let images = images.into_iter().map(|mut image| {
+        if let Some(digest) = &image.repo_digest {
+            if !shared::runtime::is_digest_reference(digest) {
+                tracing::warn!(deployment_id = %id, service = %image.service, "the agent reported a registry digest that is not one; it is not kept");
+                image.repo_digest = None;
+            }
+        }
+        image
+    });
+    let (valid, invalid): (Vec<_>, Vec<_>) = images.partition(|image| {
+        shared::runtime::is_image_id(&image.image_id) && image.image.len() <= 1024
     });
     if !invalid.is_empty() {
         tracing::warn!(deployment_id = %id, dropped = invalid.len(), "the agent reported images that are not image ids; the deployment cannot be run again exactly");
