@@ -148,13 +148,22 @@ pub fn repository_of(reference: &str) -> &str {
 /// `library/app` and `docker.io/library/app` name one repository.
 fn same_repository(a: &str, b: &str) -> bool {
     fn full(name: &str) -> String {
-        let first = name.split('/').next().unwrap_or_default();
-        let has_registry = name.contains('/')
-            && (first.contains('.') || first.contains(':') || first == "localhost");
-        match (has_registry, name.contains('/')) {
-            (true, _) => name.to_owned(),
-            (false, true) => format!("docker.io/{name}"),
-            (false, false) => format!("docker.io/library/{name}"),
+        let (first, rest) = name.split_once('/').unwrap_or(("", name));
+        let has_registry = first.contains('.') || first.contains(':') || first == "localhost";
+        let (registry, path) = if has_registry {
+            (first, rest)
+        } else {
+            ("docker.io", name)
+        };
+        let registry = if registry == "index.docker.io" {
+            "docker.io"
+        } else {
+            registry
+        };
+        if registry == "docker.io" && !path.contains('/') {
+            format!("docker.io/library/{path}")
+        } else {
+            format!("{registry}/{path}")
         }
     }
     full(a) == full(b)
@@ -196,6 +205,11 @@ mod tests {
         );
         assert_eq!(
             image.repo_digest_of("docker.io/library/app:latest"),
+            Some(digest("app"))
+        );
+        assert_eq!(image.repo_digest_of("docker.io/app:1"), Some(digest("app")));
+        assert_eq!(
+            image.repo_digest_of("index.docker.io/library/app"),
             Some(digest("app"))
         );
         assert_eq!(image.repo_digest_of("other/app:1"), None);

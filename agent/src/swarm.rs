@@ -604,35 +604,50 @@ async fn wait_for_update(
             if !changed {
                 continue;
             }
-            let before_status: Option<&UpdateStatus> =
-                previous.and_then(|old| old.update_status.as_ref());
             let old = old_tasks.get(&service.id);
-            let completed = tasks
-                .iter()
-                .filter(|task| task.is_complete() && old.is_none_or(|old| !old.contains(&task.id)))
-                .count();
-            let progress = status::judge(
-                service,
-                before_status,
-                running.len() as u64,
-                completed as u64,
-                previous.is_none(),
-            );
-            let updated = running
-                .iter()
-                .filter(|task| old.is_none_or(|old| !old.contains(&task.id)))
-                .count();
-            let desired = service
-                .desired()
-                .map_or_else(|| running.len().to_string(), |n| n.to_string());
-            let state = service
-                .update_status
-                .as_ref()
-                .map_or("creating", |status| status.state.as_str());
-            let line = format!(
-                "{}: {updated}/{desired} updated ({state})",
-                service.spec.name
-            );
+            let new_tasks = || {
+                tasks
+                    .iter()
+                    .filter(|task| old.is_none_or(|old| !old.contains(&task.id)))
+            };
+            let (progress, line) = if service.is_job() {
+                let run = status::JobRun {
+                    active: new_tasks().filter(|task| task.is_active()).count() as u64,
+                    completed: new_tasks().filter(|task| task.is_complete()).count() as u64,
+                };
+                let iteration = previous.and_then(|old| old.job_iteration());
+                let progress = status::judge_job(service, iteration, previous.is_none(), run);
+                let line = format!(
+                    "{}: {} completed, {} running (job)",
+                    service.spec.name, run.completed, run.active
+                );
+                (progress, line)
+            } else {
+                let before_status: Option<&UpdateStatus> =
+                    previous.and_then(|old| old.update_status.as_ref());
+                let progress = status::judge(
+                    service,
+                    before_status,
+                    running.len() as u64,
+                    previous.is_none(),
+                );
+                let updated = running
+                    .iter()
+                    .filter(|task| old.is_none_or(|old| !old.contains(&task.id)))
+                    .count();
+                let desired = service
+                    .desired()
+                    .map_or_else(|| running.len().to_string(), |n| n.to_string());
+                let state = service
+                    .update_status
+                    .as_ref()
+                    .map_or("creating", |status| status.state.as_str());
+                let line = format!(
+                    "{}: {updated}/{desired} updated ({state})",
+                    service.spec.name
+                );
+                (progress, line)
+            };
             if shown.get(&service.id) != Some(&line) {
                 report(JobEvent::Output {
                     line: wire::cut(&line, budget::LINE),

@@ -533,9 +533,19 @@ async fn read(relay: Relay, listener: Listener, mut last: i64, incoming: mpsc::S
         };
         let posted = match posted {
             Ok(posted) => posted,
+            Err(_) if store.is_closed() => return,
             Err(error) => {
-                tracing::warn!(%error, "could not read messages from other replicas");
-                continue;
+                // Nothing of the round was taken (one statement): after a moment, everything
+                // after the last message handled is read instead.
+                tracing::warn!(%error, "could not read messages from other replicas; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match store.messages_after(me.as_str(), last, 10_000).await {
+                    Ok(posted) => posted,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read messages from other replicas");
+                        continue;
+                    }
+                }
             }
         };
         for PostedMessage { id, sender, body } in posted {

@@ -25,6 +25,16 @@ pub struct ServiceInfo {
     pub previous_spec: Option<PreviousSpec>,
     #[serde(default)]
     pub update_status: Option<UpdateStatus>,
+    /// A job's: which run of it Swarm is at.
+    #[serde(default)]
+    pub job_status: Option<JobStatus>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JobStatus {
+    #[serde(default)]
+    pub job_iteration: Option<Version>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -37,6 +47,8 @@ pub struct PreviousSpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Version {
+    /// Absent when 0 (a job's first `JobIteration` reads `{}`).
+    #[serde(default)]
     pub index: u64,
 }
 
@@ -101,8 +113,13 @@ impl ServiceInfo {
         self.spec.mode.replicated_job.is_some() || self.spec.mode.global_job.is_some()
     }
 
-    /// How many tasks of a job must complete: `TotalCompletions` of a replicated job (1 when
-    /// unset), 1 for a global job (one per node; the manager's is the one seen here).
+    /// The run of a job Swarm is at (`JobStatus.JobIteration`); `None` for a service.
+    pub fn job_iteration(&self) -> Option<u64> {
+        Some(self.job_status.as_ref()?.job_iteration.as_ref()?.index)
+    }
+
+    /// How many tasks of a replicated job must complete: its `TotalCompletions` (1 when
+    /// unset).
     pub fn completions(&self) -> u64 {
         self.spec
             .mode
@@ -235,6 +252,22 @@ impl TaskLine {
     /// A job's task that ran to completion.
     pub fn is_complete(&self) -> bool {
         self.current_state.starts_with("Complete")
+    }
+
+    /// Not finished yet: new, on its way to running, or running.
+    pub fn is_active(&self) -> bool {
+        [
+            "New",
+            "Pending",
+            "Assigned",
+            "Accepted",
+            "Preparing",
+            "Ready",
+            "Starting",
+            "Running",
+        ]
+        .iter()
+        .any(|state| self.current_state.starts_with(state))
     }
 
     /// Swarm wants it shut down (replaced, failed, or its service scaled down).
@@ -388,20 +421,8 @@ pub fn judge(
     service: &ServiceInfo,
     before: Option<&UpdateStatus>,
     running: u64,
-    completed: u64,
     created: bool,
 ) -> Progress {
-    // A job (a migration) has no rolling update: its tasks run to completion, once per change.
-    // It is done when as many new tasks completed as it asks for, or when the deploy left it
-    // as it was. One that keeps failing is retried by Swarm until the deploy's timeout.
-    if service.is_job() {
-        let unchanged = !created && service.tasks_unchanged();
-        return if unchanged || completed >= service.completions() {
-            Progress::Done
-        } else {
-            Progress::Updating
-        };
-    }
     let current = service.update_status.as_ref();
     let fresh = current.filter(|status| Some(*status) != before);
     match fresh.map(|status| status.state.as_str()) {
@@ -426,6 +447,42 @@ pub fn judge(
     }
 }
 
+/// The tasks of a job (a migration) the deploy started, as they stand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobRun {
+    /// Still to finish: new, pending, starting or running.
+    pub active: u64,
+    /// Ran to completion.
+    pub completed: u64,
+}
+
+/// Judges a job: it has no rolling update; Swarm runs its tasks to completion again whenever
+/// the service is updated (its `JobIteration` moves on; `docker stack deploy` updates every
+/// service). Done when that iteration's tasks completed: as many as a replicated job asks for,
+/// or, for a global job (one per node), every one started with none still going; done at once
+/// when the iteration did not move. One that keeps failing is retried by Swarm until the
+/// deploy's timeout.
+pub fn judge_job(
+    service: &ServiceInfo,
+    iteration_before: Option<u64>,
+    created: bool,
+    run: JobRun,
+) -> Progress {
+    if !created && service.job_iteration() == iteration_before {
+        return Progress::Done;
+    }
+    let done = if service.spec.mode.global_job.is_some() {
+        run.completed > 0 && run.active == 0
+    } else {
+        run.completed >= service.completions()
+    };
+    if done {
+        Progress::Done
+    } else {
+        Progress::Updating
+    }
+}
+
 fn message_of(status: Option<&UpdateStatus>) -> String {
     status
         .and_then(|status| status.message.clone())
@@ -435,6 +492,64 @@ fn message_of(status: Option<&UpdateStatus>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(mode: serde_json::Value, iteration: u64) -> ServiceInfo {
+        let json = serde_json::json!([{
+            "ID": "j1",
+            "Version": {"Index": 9},
+            "Spec": {"Name": "shop_migrate", "Mode": mode},
+            // As Docker writes it: the first iteration's index is left out.
+            "JobStatus": {"JobIteration": if iteration == 0 {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({"Index": iteration})
+            }},
+        }]);
+        parse_services(&json.to_string()).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_job_is_done_when_this_runs_tasks_completed() {
+        let run = |active, completed| JobRun { active, completed };
+        let replicated = job(
+            serde_json::json!({"ReplicatedJob": {"TotalCompletions": 2}}),
+            4,
+        );
+        assert_eq!(
+            judge_job(&replicated, Some(3), false, run(1, 1)),
+            Progress::Updating
+        );
+        assert_eq!(
+            judge_job(&replicated, Some(3), false, run(0, 2)),
+            Progress::Done
+        );
+        assert_eq!(
+            judge_job(&replicated, None, true, run(2, 0)),
+            Progress::Updating
+        );
+        // Swarm did not run it again: nothing to wait for.
+        assert_eq!(
+            judge_job(&replicated, Some(4), false, run(0, 0)),
+            Progress::Done
+        );
+        let unset = job(serde_json::json!({"ReplicatedJob": {}}), 0);
+        assert_eq!(unset.job_iteration(), Some(0));
+        assert_eq!(judge_job(&unset, None, true, run(0, 1)), Progress::Done);
+        // A global job: one task per node, every one of them.
+        let global = job(serde_json::json!({"GlobalJob": {}}), 2);
+        assert_eq!(
+            judge_job(&global, Some(1), false, run(1, 1)),
+            Progress::Updating
+        );
+        assert_eq!(
+            judge_job(&global, Some(1), false, run(0, 0)),
+            Progress::Updating
+        );
+        assert_eq!(
+            judge_job(&global, Some(1), false, run(0, 3)),
+            Progress::Done
+        );
+    }
 
     #[test]
     fn a_resolved_reference_splits_into_what_was_written_and_its_digest() {
@@ -469,7 +584,7 @@ mod tests {
         assert_eq!(web.desired(), Some(2));
         assert_eq!(web.secret_names().collect::<Vec<_>>(), ["shop_KEY_v1"]);
         assert_eq!(
-            judge(web, None, 2, 0, false),
+            judge(web, None, 2, false),
             Progress::Failed {
                 rolled_back: true,
                 message: "rollback completed".into()
@@ -477,7 +592,7 @@ mod tests {
         );
         // The same status as before the deploy: this deploy's update has not begun.
         assert_eq!(
-            judge(web, web.update_status.as_ref(), 2, 0, false),
+            judge(web, web.update_status.as_ref(), 2, false),
             Progress::Updating
         );
     }
@@ -487,8 +602,8 @@ mod tests {
         let json = r#"[{"ID":"a","Version":{"Index":1},"Spec":{"Name":"s",
             "Mode":{"Replicated":{"Replicas":2}}}}]"#;
         let service = &parse_services(json).unwrap()[0];
-        assert_eq!(judge(service, None, 1, 0, true), Progress::Updating);
-        assert_eq!(judge(service, None, 2, 0, true), Progress::Done);
+        assert_eq!(judge(service, None, 1, true), Progress::Updating);
+        assert_eq!(judge(service, None, 2, true), Progress::Done);
     }
 
     /// `docker stack deploy` updates every service; one whose tasks it left as they were gets
@@ -508,13 +623,13 @@ mod tests {
             "Resources":{},"Runtime":"container"}}}]"#;
         let unchanged = &parse_services(json).unwrap()[0];
         assert!(unchanged.tasks_unchanged());
-        assert_eq!(judge(unchanged, None, 2, 0, false), Progress::Done);
-        assert_eq!(judge(unchanged, None, 1, 0, false), Progress::Updating);
+        assert_eq!(judge(unchanged, None, 2, false), Progress::Done);
+        assert_eq!(judge(unchanged, None, 1, false), Progress::Updating);
 
         // Changed tasks: the update has not reported yet, so it is waited for.
         let changed = &parse_services(&json.replacen("A=1", "A=2", 1)).unwrap()[0];
         assert!(!changed.tasks_unchanged());
-        assert_eq!(judge(changed, None, 2, 0, false), Progress::Updating);
+        assert_eq!(judge(changed, None, 2, false), Progress::Updating);
     }
 
     /// Captured from this machine's dockerd 20.10.24 (single-node swarm): a stack with a

@@ -253,8 +253,8 @@ impl Store {
     }
 
     /// The messages `targeted` (addressed to `replica`, removed as they are read) and `all`
-    /// (for every replica) name, oldest first; ids without a message (already read) are
-    /// skipped.
+    /// (for every replica) name, oldest first, in one statement (a failure removes none);
+    /// ids without a message (already read) are skipped.
     pub async fn read_messages(
         &self,
         targeted: &[i64],
@@ -264,28 +264,22 @@ impl Store {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(Vec::new());
         };
-        let mut rows: Vec<(i64, String, String)> = Vec::new();
-        if !targeted.is_empty() {
-            rows = sqlx::query_as(
-                "DELETE FROM replica_messages WHERE id = ANY($1) AND target = $2 \
-                 RETURNING id, sender, body",
-            )
-            .bind(targeted)
-            .bind(replica)
-            .fetch_all(pool)
-            .await?;
+        if targeted.is_empty() && all.is_empty() {
+            return Ok(Vec::new());
         }
-        if !all.is_empty() {
-            let broadcast: Vec<(i64, String, String)> = sqlx::query_as(
-                "SELECT id, sender, body FROM replica_messages \
-                 WHERE id = ANY($1) AND target IS NULL",
-            )
-            .bind(all)
-            .fetch_all(pool)
-            .await?;
-            rows.extend(broadcast);
-        }
-        rows.sort_by_key(|(id, _, _)| *id);
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "WITH mine AS (DELETE FROM replica_messages WHERE id = ANY($1) AND target = $3 \
+             RETURNING id, sender, body) \
+             SELECT id, sender, body FROM mine \
+             UNION ALL SELECT id, sender, body FROM replica_messages \
+             WHERE id = ANY($2) AND target IS NULL \
+             ORDER BY id",
+        )
+        .bind(targeted)
+        .bind(all)
+        .bind(replica)
+        .fetch_all(pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(id, sender, body)| PostedMessage { id, sender, body })
