@@ -452,23 +452,9 @@ async fn a_version_whose_healthcheck_fails_is_rolled_back_and_the_old_tasks_keep
         "the reason says Swarm rolled back: {message}"
     );
     assert_eq!(served_by_every_task(&stack).await, ["old"; 2]);
-    let image = run_ok(CommandSpec::new(
-        "docker",
-        [
-            "service",
-            "inspect",
-            "--format",
-            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-            &format!("{}_web", stack.name),
-        ],
-    ))
-    .await
-    .unwrap();
-    assert!(image.trim().starts_with(&good), "{image}");
-    drop(stack);
-    for image in [&good, &broken] {
-        let _ = run_ok(CommandSpec::new("docker", ["rmi", "-f", image.as_str()])).await;
-    }
+    let image = service_image(&stack).await;
+    assert!(image.starts_with(&good), "{image}");
+    remove_with_images(stack, &[&good, &broken]).await;
 }
 
 /// A stack's deployment records the image each service ran, and running it again exactly
@@ -555,21 +541,7 @@ async fn an_exact_redeploy_of_a_stack_runs_the_images_it_ran_although_the_tag_mo
         "{message}"
     );
     assert_eq!(service_image(&stack).await, spec_before);
-    let label = format!("label=com.docker.stack.namespace={}", stack.name);
-    drop(stack);
-    // The images go once no container of the stack uses them.
-    for _ in 0..60 {
-        if sorted_lines(&["ps", "-a", "-q", "--filter", label.as_str()])
-            .await
-            .is_empty()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    for image in [&one, &moved, &two] {
-        let _ = run_ok(CommandSpec::new("docker", ["rmi", "-f", image.as_str()])).await;
-    }
+    remove_with_images(stack, &[&one, &moved, &two]).await;
 }
 
 /// A job (`mode: replicated-job`, a migration) beside the services: Swarm refuses a job with
@@ -625,6 +597,12 @@ async fn a_stack_with_a_job_deploys_once_the_job_completed() {
         let completed = states.iter().filter(|s| s.starts_with("Complete")).count();
         assert_eq!(completed, runs, "{round}: {states:?}");
     }
+    remove_with_images(stack, &[&id]).await;
+}
+
+/// Removes the stack, then the images once no container of it uses them (a task's container
+/// outlives its service for a moment).
+async fn remove_with_images(stack: TestStack, images: &[&str]) {
     let label = format!("label=com.docker.stack.namespace={}", stack.name);
     drop(stack);
     for _ in 0..60 {
@@ -636,7 +614,9 @@ async fn a_stack_with_a_job_deploys_once_the_job_completed() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let _ = run_ok(CommandSpec::new("docker", ["rmi", "-f", id.as_str()])).await;
+    for image in images {
+        let _ = run_ok(CommandSpec::new("docker", ["rmi", "-f", image])).await;
+    }
 }
 
 /// The image reference the stack's web service runs.

@@ -959,18 +959,7 @@ async fn an_agent_too_old_for_git_sources_is_refused_their_deploys_naming_the_ve
 
         // The same agent, updated, gets the job.
         drop(socket);
-        eventually(
-            Duration::from_secs(10),
-            "the old session to end",
-            || async {
-                let agents: Vec<shared::api::AgentSummary> =
-                    api.expect(Method::GET, "/agents", None, 200).await;
-                agents
-                    .iter()
-                    .all(|agent| agent.status != shared::api::AgentStatus::Connected)
-            },
-        )
-        .await;
+        no_agent_connected(&api).await;
         let mut socket = raw_agent(&app.stream_url(), &created.token).await;
         hello_as(&mut socket, env!("CARGO_PKG_VERSION")).await;
         api.expect::<DeployAccepted>(

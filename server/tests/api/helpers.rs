@@ -890,6 +890,22 @@ pub async fn hello_as(socket: &mut RawSocket, version: &str) {
     );
 }
 
+/// Waits until no agent of `api`'s person is connected (a dropped raw socket's session ended).
+pub async fn no_agent_connected(api: &ApiClient) {
+    eventually(
+        Duration::from_secs(10),
+        "the old session to end",
+        || async {
+            let agents: Vec<shared::api::AgentSummary> =
+                api.expect(reqwest::Method::GET, "/agents", None, 200).await;
+            agents
+                .iter()
+                .all(|agent| agent.status != shared::api::AgentStatus::Connected)
+        },
+    )
+    .await;
+}
+
 /// The next message the server sends an agent socket (within 10 s).
 pub async fn next_message(socket: &mut RawSocket) -> shared::ServerToAgent {
     use futures_util::StreamExt;

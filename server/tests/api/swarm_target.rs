@@ -7,7 +7,6 @@ use reqwest::Method;
 use serde_json::json;
 use shared::api::Project;
 use shared::target::{DeployTarget, SecretsAs};
-use std::time::Duration;
 
 #[tokio::test]
 async fn a_projects_target_and_secret_mode_are_stored_changed_and_checked() {
@@ -213,18 +212,7 @@ async fn an_exact_redeploy_of_a_stack_sends_the_images_it_ran() {
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("0.2.2 or later"), "{message}");
     drop(old);
-    crate::helpers::eventually(
-        Duration::from_secs(10),
-        "the old session to end",
-        || async {
-            let agents: Vec<shared::api::AgentSummary> =
-                api.expect(Method::GET, "/agents", None, 200).await;
-            agents
-                .iter()
-                .all(|agent| agent.status != shared::api::AgentStatus::Connected)
-        },
-    )
-    .await;
+    crate::helpers::no_agent_connected(&api).await;
 
     let mut socket = raw_agent(&app.stream_url(), &agent.token).await;
     hello_as(&mut socket, env!("CARGO_PKG_VERSION")).await;
