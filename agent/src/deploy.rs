@@ -200,14 +200,7 @@ pub async fn deploy(
         project: request.project,
         project_id: request.project_id,
     };
-    for service in pins.images.keys() {
-        if !project.services.contains(service) {
-            let line = format!(
-                "service {service} is no longer in the compose file; its pinned image is not used"
-            );
-            report(JobEvent::Output { line });
-        }
-    }
+    images::report_unused_pins(pins.images.keys(), &project.services, &mut report);
     let rendered =
         override_file::render_pinned(&project.services, &environment, &pins, &owner, false);
     // Removed on drop: when this function returns, fails or is cancelled.

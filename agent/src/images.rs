@@ -106,6 +106,20 @@ pub async fn check_pinned_for_stack(
     Ok(references)
 }
 
+/// Says, for each pinned service the compose file no longer has, that its pin is not used.
+pub fn report_unused_pins<'a>(
+    pinned: impl Iterator<Item = &'a ServiceName>,
+    services: &BTreeSet<ServiceName>,
+    report: &mut impl FnMut(shared::protocol::JobEvent),
+) {
+    for service in pinned.filter(|service| !services.contains(*service)) {
+        let line = format!(
+            "service {service} is no longer in the compose file; its pinned image is not used"
+        );
+        report(shared::protocol::JobEvent::Output { line });
+    }
+}
+
 /// The pins by service, each checked to be an image id and each service pinned once.
 fn by_service(pinned: &[ServiceImage]) -> Result<BTreeMap<ServiceName, String>, PinError> {
     let mut images = BTreeMap::new();

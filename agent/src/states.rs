@@ -391,6 +391,11 @@ pub fn without_shut_down_tasks(states: &mut Vec<ServiceState>, shut_down: &BTree
             states.push(state);
         }
     }
+    sort_states(states);
+}
+
+/// A project's containers in the order reported: by service, then container id.
+fn sort_states(states: &mut [ServiceState]) {
     states.sort_by(|a, b| {
         (a.service.as_str(), &a.container_id).cmp(&(b.service.as_str(), &b.container_id))
     });
@@ -408,9 +413,7 @@ pub fn group(containers: &[InspectedContainer]) -> BTreeMap<ProjectId, Vec<Servi
         grouped.entry(id).or_default().push(state);
     }
     for states in grouped.values_mut() {
-        states.sort_by(|a, b| {
-            (a.service.as_str(), &a.container_id).cmp(&(b.service.as_str(), &b.container_id))
-        });
+        sort_states(states);
     }
     grouped
 }

@@ -140,14 +140,7 @@ pub async fn deploy(
         None => Placement::Environment(&environment),
         Some(mounts) => Placement::Files(mounts),
     };
-    for service in pins.keys() {
-        if !project.services.contains(service) {
-            let line = format!(
-                "service {service} is no longer in the compose file; its pinned image is not used"
-            );
-            report(JobEvent::Output { line });
-        }
-    }
+    images::report_unused_pins(pins.keys(), &project.services, report);
     if !pins.is_empty() {
         for service in project.services.iter().filter(|s| !pins.contains_key(*s)) {
             let line = format!(
