@@ -690,8 +690,12 @@ impl Hub {
         if let Some(relay) = &self.inner.relay {
             let relayed =
                 RelayedEvent::of(&event).and_then(|event| serde_json::to_value(event).ok());
-            if let Some(relayed) = relayed {
-                relay.broadcast(Message::Event(relayed));
+            match (relayed, &event) {
+                (Some(relayed), HubEvent::AgentStatus { agent_id, .. }) => {
+                    relay.broadcast_status(*agent_id, relayed);
+                }
+                (Some(relayed), _) => relay.broadcast(Message::Event(relayed)),
+                (None, _) => {}
             }
         }
         let _ = self.inner.local_events.send(event.clone());

@@ -41,8 +41,11 @@ const ALL: &str = "stagely_replicas";
 const PER_REPLICA: &str = "stagely_replica_";
 /// Most messages and lease changes written in one round.
 const WRITE_BATCH: usize = 256;
-/// Messages waiting to be written; beyond this, new ones are dropped (and logged).
+/// Messages waiting to be written; beyond this, new ones are dropped (and logged). Leases and
+/// agents' statuses do not queue here (see [`Newest`]).
 const OUTGOING_QUEUE: usize = 16_384;
+/// Most agents' statuses written in one round.
+const STATUS_BATCH: usize = 4_096;
 /// Messages read, waiting for the `cluster` task.
 const INCOMING_QUEUE: usize = 4_096;
 /// Most notices whose messages are read in one round.
@@ -128,10 +131,21 @@ pub struct Envelope {
 }
 
 enum Op {
-    Hold(AgentId),
-    Release(AgentId),
     Post(Option<ReplicaId>, Box<Message>),
     Close(oneshot::Sender<()>),
+}
+
+/// What only the newest word counts of, per agent, until the writer's next round: whether this
+/// replica holds the agent, and the agent's status event for the others. A burst (a fleet
+/// reconnecting at once) can outrun the writer when the database is busy; these then wait here,
+/// one entry per agent, instead of filling the queue and being dropped (a dropped one left the
+/// other replicas routing the agent's jobs by an old lease until the next renewal).
+#[derive(Default)]
+struct Newest {
+    /// Agent → whether it is held here (a hello) or not (its socket closed).
+    leases: HashMap<AgentId, bool>,
+    /// Agent → its last status event, encoded.
+    statuses: HashMap<AgentId, String>,
 }
 
 /// This replica's link to the others; cheap to clone.
@@ -144,6 +158,9 @@ struct Inner {
     id: ReplicaId,
     store: Store,
     outgoing: mpsc::Sender<Op>,
+    /// Written by the writer with what `outgoing` holds; [`Inner::wake`] tells it there is some.
+    newest: Mutex<Newest>,
+    wake: tokio::sync::Notify,
     incoming: Mutex<Option<mpsc::Receiver<Envelope>>>,
     inspections: Mutex<HashMap<JobId, oneshot::Sender<InspectAnswer>>>,
     /// Log streams started here for another replica's tabs, with that replica and the agent.
@@ -172,6 +189,8 @@ impl Relay {
                 id,
                 store: store.clone(),
                 outgoing,
+                newest: Mutex::default(),
+                wake: tokio::sync::Notify::new(),
                 incoming: Mutex::new(Some(incoming)),
                 inspections: Mutex::default(),
                 stream_origins: Mutex::default(),
@@ -202,14 +221,51 @@ impl Relay {
         }
     }
 
+    /// Leaves the newest word about an agent for the writer's next round.
+    fn note(&self, write: impl FnOnce(&mut Newest)) {
+        write(&mut lock(&self.inner.newest));
+        self.inner.wake.notify_one();
+    }
+
     /// This replica now holds `agent`'s socket.
     pub fn held(&self, agent: AgentId) {
-        self.queue(Op::Hold(agent));
+        self.note(|newest| {
+            newest.leases.insert(agent, true);
+        });
     }
 
     /// This replica no longer holds `agent`'s socket.
     pub fn released(&self, agent: AgentId) {
-        self.queue(Op::Release(agent));
+        self.note(|newest| {
+            newest.leases.insert(agent, false);
+        });
+    }
+
+    /// The leases waiting to be written, and up to [`STATUS_BATCH`] agents' statuses (the
+    /// writer is woken again for the rest).
+    fn take_newest(&self) -> (HashMap<AgentId, bool>, Vec<String>) {
+        let mut newest = lock(&self.inner.newest);
+        let leases = std::mem::take(&mut newest.leases);
+        let agents: Vec<AgentId> = newest.statuses.keys().take(STATUS_BATCH).copied().collect();
+        let statuses = agents
+            .iter()
+            .filter_map(|agent| newest.statuses.remove(agent))
+            .collect();
+        if !newest.statuses.is_empty() {
+            self.inner.wake.notify_one();
+        }
+        (leases, statuses)
+    }
+
+    /// Hands every other replica `agent`'s status event (a hub event), replacing one about it
+    /// that is still waiting to be written: only the newest counts.
+    pub fn broadcast_status(&self, agent: AgentId, event: serde_json::Value) {
+        // Our own enum of ids, strings and numbers always encodes.
+        if let Ok(body) = serde_json::to_string(&Message::Event(event)) {
+            self.note(|newest| {
+                newest.statuses.insert(agent, body);
+            });
+        }
     }
 
     /// Hands `message` to one replica.
@@ -368,17 +424,23 @@ impl Relay {
 
 /// Writes what this replica hands the others, in order.
 async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
-    let store = &relay.inner.store;
-    let me = relay.inner.id.as_str();
+    let inner = &relay.inner;
+    let (store, me) = (&inner.store, inner.id.as_str());
     let mut posts: Vec<(Option<String>, String)> = Vec::new();
     // What queued up is written together: the leases taken and given up (an agent's last word
-    // wins), then the posts in order. A burst of connections (a restart, a replica's agents
-    // failing over) is a few statements instead of two per agent.
-    while let Some(first) = ops.recv().await {
-        let mut leases: HashMap<AgentId, bool> = HashMap::new();
+    // wins), the newest status of each agent that has one waiting, then the posts in order. A burst of connections (a restart, a replica's agents failing over) is a few
+    // statements instead of two per agent.
+    loop {
+        let first = tokio::select! {
+            op = ops.recv() => match op {
+                Some(op) => Some(op),
+                None => return,
+            },
+            () = inner.wake.notified() => None,
+        };
         let mut closing = None;
         let mut taken = 0;
-        let mut next = Some(first);
+        let mut next = first;
         while let Some(op) = next.take() {
             match op {
                 // Our own enum of ids, strings and numbers always encodes.
@@ -386,12 +448,6 @@ async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
                     if let Ok(body) = serde_json::to_string(&message) {
                         posts.push((target.map(|target| target.0), body));
                     }
-                }
-                Op::Hold(agent) => {
-                    leases.insert(agent, true);
-                }
-                Op::Release(agent) => {
-                    leases.insert(agent, false);
                 }
                 Op::Close(done) => {
                     closing = Some(done);
@@ -403,6 +459,9 @@ async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
                 next = ops.try_recv().ok();
             }
         }
+        let (leases, statuses) = relay.take_newest();
+        // An agent's status before what it did since (its jobs' events, its logs).
+        posts.splice(0..0, statuses.into_iter().map(|body| (None, body)));
         // Before the posts: a replica told of a connection finds its lease.
         write_leases(store, me, leases).await;
         flush(store, me, &mut posts).await;
@@ -418,6 +477,9 @@ async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
 
 /// Takes the leases of the agents that said hello here and gives up those whose socket closed.
 async fn write_leases(store: &Store, me: &str, leases: HashMap<AgentId, bool>) {
+    if leases.is_empty() {
+        return;
+    }
     let (held, released): (Vec<_>, Vec<_>) = leases.into_iter().partition(|(_, held)| *held);
     let held: Vec<AgentId> = held.into_iter().map(|(agent, _)| agent).collect();
     let released: Vec<AgentId> = released.into_iter().map(|(agent, _)| agent).collect();

@@ -964,3 +964,74 @@ async fn a_batch_of_messages_is_notified_in_order_each_on_its_channel() {
     assert_eq!(again.len(), all.len());
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
 }
+
+/// A fleet reconnecting at once can outrun the replica link's writer (the database busy or
+/// slow): which replica holds each agent, and each agent's status for the others' tabs and
+/// routing, wait for the writer instead of overflowing its queue and being dropped. The
+/// database is held still (its tables locked) while 20,000 agents connect on replica A, more
+/// than the link's queue holds.
+#[tokio::test]
+async fn a_burst_of_connections_that_outruns_the_link_loses_no_lease_and_no_status() {
+    use sqlx::Connection;
+    if skip() {
+        return;
+    }
+    let db = TestDb::postgres().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = server::db::Store::connect(db.url(), dir.path())
+        .await
+        .unwrap();
+    let a = server::relay::Relay::start(&store).await.unwrap().unwrap();
+    let b = server::relay::Relay::start(&store).await.unwrap().unwrap();
+    let mut heard_by_b = b.take_incoming().unwrap();
+    let hub = server::hub::Hub::with_relay(Some(a.clone()));
+    let mut blocker = sqlx::PgConnection::connect(db.url().unwrap())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE replica_messages, agent_leases IN EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let agents: Vec<shared::AgentId> = (0..20_000)
+        .map(|_| shared::AgentId(uuid::Uuid::new_v4()))
+        .collect();
+    for agent in &agents {
+        a.held(*agent);
+        hub.publish(server::hub::HubEvent::AgentStatus {
+            agent_id: *agent,
+            status: AgentStatus::Connected,
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+
+    let mut connected = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while connected.len() < agents.len() {
+        let envelope = tokio::time::timeout_at(deadline, heard_by_b.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "B heard {} of {} agents' status",
+                    connected.len(),
+                    agents.len()
+                )
+            })
+            .unwrap();
+        assert_eq!(envelope.from, *a.id());
+        if let server::relay::Message::Event(event) = envelope.message {
+            assert_eq!(event["status"], "connected", "{event}");
+            let agent: uuid::Uuid = event["agent_id"].as_str().unwrap().parse().unwrap();
+            connected.insert(shared::AgentId(agent));
+        }
+    }
+    let held = b.held_elsewhere().await.unwrap();
+    let held_by_a = agents
+        .iter()
+        .filter(|agent| held.get(agent) == Some(a.id()))
+        .count();
+    assert_eq!(held_by_a, agents.len(), "agents B knows A holds");
+    a.close().await;
+    b.close().await;
+}
