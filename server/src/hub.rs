@@ -223,8 +223,12 @@ struct Inner {
     remote: Mutex<HashMap<AgentId, ReplicaId>>,
     /// The link to the other replicas, when the database is shared.
     relay: Option<Relay>,
-    /// Events of this replica only (see [`Hub::subscribe_local`]).
+    /// Events of this replica only (see [`Hub::subscribe_local`]), but agents' statuses.
     local_events: broadcast::Sender<HubEvent>,
+    /// This replica's agents that connected or disconnected since [`Hub::agent_changes`] last
+    /// took them, the newest status of each, and the signal that there are some.
+    agent_changes: Mutex<HashMap<AgentId, AgentStatus>>,
+    agent_changed: tokio::sync::Notify,
     seen: Mutex<HashMap<AgentId, OffsetDateTime>>,
     events: broadcast::Sender<HubEvent>,
     next_session: AtomicU64,
@@ -251,6 +255,8 @@ impl Default for Inner {
             remote: Mutex::default(),
             relay: None,
             local_events: broadcast::channel(1024).0,
+            agent_changes: Mutex::default(),
+            agent_changed: tokio::sync::Notify::new(),
             seen: Mutex::default(),
             events: broadcast::channel(1024).0,
             next_session: AtomicU64::new(1),
@@ -659,7 +665,8 @@ impl Hub {
     }
 
     /// The events of what happened on this replica only: for reactions that must run once
-    /// (notifications, a push's follow-up deploy), by the replica where it happened.
+    /// (notifications, a push's follow-up deploy), by the replica where it happened. Agents'
+    /// statuses are not among them: [`Hub::agent_changes`] has the newest of each.
     pub fn subscribe_local(&self) -> broadcast::Receiver<HubEvent> {
         self.inner.local_events.subscribe()
     }
@@ -698,8 +705,36 @@ impl Hub {
                 (None, _) => {}
             }
         }
-        let _ = self.inner.local_events.send(event.clone());
+        match &event {
+            // Not on the local channel: a fleet reconnecting at once (a restart) would push
+            // what must not be missed there (a deploy's end) out of its buffer before the
+            // notifier's next turn. Only an agent's newest status counts: it waits here.
+            HubEvent::AgentStatus { agent_id, status } => {
+                lock(&self.inner.agent_changes).insert(*agent_id, *status);
+                self.inner.agent_changed.notify_one();
+            }
+            _ => {
+                let _ = self.inner.local_events.send(event.clone());
+            }
+        }
         let _ = self.inner.events.send(event);
+    }
+
+    /// Waits until agents of this replica connected or disconnected, and returns the newest
+    /// status of each since the last call (for one reader: the notifier). Cancel-safe.
+    pub async fn agent_changes(&self) -> HashMap<AgentId, AgentStatus> {
+        loop {
+            let changes = self.take_agent_changes();
+            if !changes.is_empty() {
+                return changes;
+            }
+            self.inner.agent_changed.notified().await;
+        }
+    }
+
+    /// [`Hub::agent_changes`] without waiting: empty when there are none.
+    pub fn take_agent_changes(&self) -> HashMap<AgentId, AgentStatus> {
+        std::mem::take(&mut *lock(&self.inner.agent_changes))
     }
 
     /// Writes the last-seen times gathered since the previous call in one transaction.

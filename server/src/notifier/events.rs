@@ -3,9 +3,10 @@
 //! - `DeploymentStatus` reaching a final status, for a job of kind `deploy` (looked up, since a
 //!   start, stop, restart or down reaches the same statuses): succeeded → `deploy_succeeded`;
 //!   failed or timed out → `deploy_failed`, with the job's message;
-//! - `AgentStatus`: a disconnected agent that is still not back after the grace period (and
-//!   not revoked) → `agent_offline` for its projects; its return after that was sent →
-//!   `agent_online`;
+//! - agents' statuses (taken from the hub, the newest per agent, not from the broadcast, which a
+//!   fleet reconnecting at once would overflow): a disconnected agent that is still not back
+//!   after the grace period (and not revoked) → `agent_offline` for its projects; its return
+//!   after that was sent → `agent_online`;
 //! - `ServiceStates`: a container seen running that is now exited or dead →
 //!   `service_exited`; one that turned unhealthy → `service_unhealthy`; unless the project's
 //!   latest job is a stop, down or restart still open or finished within the quiet period
@@ -73,7 +74,13 @@ pub async fn run(state: AppState) {
                 }
                 Err(RecvError::Closed) => return,
             },
-            _ = tick.tick() => deps.agents_past_grace(&mut memory).await,
+            changes = state.hub.agent_changes() => deps.agents_changed(&mut memory, changes).await,
+            _ = tick.tick() => {
+                // Changes noted while the task was busy, should a wake-up have been missed.
+                let changes = state.hub.take_agent_changes();
+                deps.agents_changed(&mut memory, changes).await;
+                deps.agents_past_grace(&mut memory).await;
+            }
         }
     }
 }
@@ -89,22 +96,6 @@ impl Deps<'_> {
             } => {
                 self.deployment_finished(deployment_id, project_id, status, message)
                     .await
-            }
-            HubEvent::AgentStatus {
-                agent_id,
-                status: AgentStatus::Disconnected,
-            } => {
-                memory.disconnected.insert(agent_id, Instant::now());
-            }
-            HubEvent::AgentStatus {
-                agent_id,
-                status: AgentStatus::Connected,
-            } => {
-                memory.disconnected.remove(&agent_id);
-                if memory.offline.remove(&agent_id) {
-                    self.agent_event(agent_id, NotificationEvent::AgentOnline)
-                        .await;
-                }
             }
             HubEvent::ServiceStates {
                 project_id,
@@ -123,7 +114,29 @@ impl Deps<'_> {
                     self.containers_changed(project_id, changes).await;
                 }
             }
-            HubEvent::DeploymentEvent { .. } | HubEvent::Logs { .. } => {}
+            // Agents' statuses come through `agents_changed`.
+            HubEvent::AgentStatus { .. }
+            | HubEvent::DeploymentEvent { .. }
+            | HubEvent::Logs { .. } => {}
+        }
+    }
+
+    /// Agents that connected or disconnected, by their newest status: one back within its
+    /// grace period was never missed.
+    async fn agents_changed(&self, memory: &mut Memory, changes: HashMap<AgentId, AgentStatus>) {
+        for (agent_id, status) in changes {
+            match status {
+                AgentStatus::Disconnected => {
+                    memory.disconnected.insert(agent_id, Instant::now());
+                }
+                AgentStatus::Connected => {
+                    memory.disconnected.remove(&agent_id);
+                    if memory.offline.remove(&agent_id) {
+                        self.agent_event(agent_id, NotificationEvent::AgentOnline)
+                            .await;
+                    }
+                }
+            }
         }
     }
 

@@ -1052,3 +1052,45 @@ async fn a_channel_cannot_make_the_server_call_its_own_host_or_a_private_network
     .await;
     assert!(receiver.received().is_empty());
 }
+
+/// A server restart: its whole fleet says hello in the same moment a deploy's end is reported.
+/// The hellos must not push the deploy's end out of the events the notifier reads before its
+/// next turn (they did: 1,024 events fit, and the `deploy_failed` was never sent).
+#[tokio::test]
+async fn a_deploys_end_is_told_although_a_whole_fleet_reconnects_in_the_same_moment() {
+    for db in TestDb::all().await {
+        let app = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
+        let (alice, api) = app.user("alice").await;
+        let (_, project) = api.shop_project().await;
+        let receiver = Receiver::start(false).await;
+        let channel = add_channel(&api, "webhook", "ci", &receiver.url("/")).await;
+        subscribe(
+            &api,
+            project.id,
+            &channel,
+            &[NotificationEvent::DeployFailed],
+        )
+        .await;
+        let failed = finish_deploy(
+            &app,
+            &project,
+            &alice,
+            DeploymentStatus::Failed,
+            Some("exit 1"),
+        )
+        .await;
+        // No await in between: the notifier's task runs only after every hello (the test's
+        // runtime has one thread).
+        for _ in 0..5_000 {
+            app.state.hub.publish(HubEvent::AgentStatus {
+                agent_id: shared::AgentId(uuid::Uuid::new_v4()),
+                status: AgentStatus::Connected,
+            });
+        }
+        let told = receiver.wait_for(1).await;
+        assert_eq!(told.len(), 1, "{}", db.name());
+        let notification = told[0].notification();
+        assert_eq!(notification.event, NotificationEvent::DeployFailed);
+        assert_eq!(notification.deployment_id, Some(failed), "{}", db.name());
+    }
+}
