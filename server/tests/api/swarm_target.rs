@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::json;
 use shared::api::Project;
 use shared::target::{DeployTarget, SecretsAs};
+use std::time::Duration;
 
 #[tokio::test]
 async fn a_projects_target_and_secret_mode_are_stored_changed_and_checked() {
@@ -225,4 +226,144 @@ async fn an_exact_redeploy_of_a_stack_sends_the_images_it_ran() {
     };
     assert_eq!(job.target, DeployTarget::Swarm);
     assert_eq!(job.pinned_images, images);
+}
+
+/// A hostile (or broken) agent reports, for a deploy it ran, a "registry digest" that is not
+/// one: a reference with a line break and YAML after it, meant to land in the override a later
+/// exact redeploy writes on another host. The server keeps the image id, which is one, and
+/// drops the digest; the redeploy pins by the id alone. Image ids that are not ids make the
+/// whole report dropped (the deployment cannot be run again exactly, and says so).
+#[tokio::test]
+async fn a_registry_digest_that_is_not_one_is_never_recorded_nor_sent_to_an_agent() {
+    use crate::helpers::{hello_as, next_message, raw_agent, send_frame, wait_for_deployment};
+    use shared::protocol::{JobEvent, JobUpdate};
+    use shared::runtime::ServiceImage;
+    use shared::{AgentToServer, ServerToAgent, ServiceName};
+
+    let app = spawn_app(&TestDb::Sqlite).await;
+    let (_, api) = app.user("alice").await;
+    let (agent, _) = api.shop_project().await;
+    let body = json!({"name": "stack", "agent_id": agent.agent.id, "path": "/srv/stack",
+        "target": "swarm"});
+    let stack: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+    let mut socket = raw_agent(&app.stream_url(), &agent.token).await;
+    hello_as(&mut socket, env!("CARGO_PKG_VERSION")).await;
+    let image_id = format!("sha256:{}", "ab".repeat(32));
+    let digest = format!("registry.local:5000/web@sha256:{}", "cd".repeat(32));
+    let hostile = [
+        format!("{digest}\n    privileged: true"),
+        format!("registry.local:5000/web@sha256:{}", "zz".repeat(32)),
+        "registry.local:5000/web:latest".to_string(),
+        format!("Registry.local/WEB@{image_id}"),
+        format!("registry.local/web @{image_id}"),
+    ];
+    for repo_digest in hostile {
+        let deploy = format!("/deploy/{}", stack.id);
+        let accepted: shared::api::DeployAccepted =
+            api.expect(Method::POST, &deploy, None, 202).await;
+        let job = loop {
+            if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
+                break job;
+            }
+        };
+        let finished = JobUpdate {
+            job_id: job.job_id,
+            event: JobEvent::Finished {
+                success: true,
+                message: "deployed".into(),
+                images: vec![ServiceImage {
+                    service: ServiceName::parse("web").unwrap(),
+                    image: "registry.local:5000/web:1".into(),
+                    image_id: image_id.clone(),
+                    repo_digest: Some(repo_digest.clone()),
+                }],
+                checkout: None,
+            },
+        };
+        send_frame(&mut socket, &AgentToServer::JobUpdate(finished)).await;
+        let done = wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(10)).await;
+        assert_eq!(done.status, shared::api::DeploymentStatus::Succeeded);
+        assert_eq!(done.images.len(), 1, "{repo_digest:?}");
+        assert_eq!(done.images[0].image_id, image_id, "the id is kept");
+        assert_eq!(done.images[0].repo_digest, None, "{repo_digest:?} was kept");
+
+        let redeploy = format!("/deployments/{}/redeploy", accepted.deployment_id);
+        let again: shared::api::DeployAccepted =
+            api.expect(Method::POST, &redeploy, None, 202).await;
+        let job = loop {
+            if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
+                break job;
+            }
+        };
+        assert_eq!(job.pinned_images.len(), 1);
+        assert_eq!(
+            job.pinned_images[0].repo_digest, None,
+            "{repo_digest:?} was sent"
+        );
+        assert_eq!(job.pinned_images[0].image_id, image_id);
+        let failed = JobUpdate {
+            job_id: job.job_id,
+            event: JobEvent::Finished {
+                success: false,
+                message: "stopped by the test".into(),
+                images: Vec::new(),
+                checkout: None,
+            },
+        };
+        send_frame(&mut socket, &AgentToServer::JobUpdate(failed)).await;
+        wait_for_deployment(&api, again.deployment_id, Duration::from_secs(10)).await;
+    }
+
+    // A well-formed digest is kept (the checks above are not vacuous).
+    let deploy = format!("/deploy/{}", stack.id);
+    let accepted: shared::api::DeployAccepted = api.expect(Method::POST, &deploy, None, 202).await;
+    let job = loop {
+        if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
+            break job;
+        }
+    };
+    let mut images = vec![ServiceImage {
+        service: ServiceName::parse("web").unwrap(),
+        image: "registry.local:5000/web:1".into(),
+        image_id: image_id.clone(),
+        repo_digest: Some(digest.clone()),
+    }];
+    let finished = |images: Vec<ServiceImage>, job_id| JobUpdate {
+        job_id,
+        event: JobEvent::Finished {
+            success: true,
+            message: "deployed".into(),
+            images,
+            checkout: None,
+        },
+    };
+    send_frame(
+        &mut socket,
+        &AgentToServer::JobUpdate(finished(images.clone(), job.job_id)),
+    )
+    .await;
+    let done = wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(10)).await;
+    assert_eq!(done.images[0].repo_digest.as_deref(), Some(digest.as_str()));
+
+    // An image id that is not one: nothing of the report is kept, and the deployment cannot be
+    // run again exactly.
+    let accepted: shared::api::DeployAccepted = api.expect(Method::POST, &deploy, None, 202).await;
+    let job = loop {
+        if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
+            break job;
+        }
+    };
+    images[0].image_id = "sha256:abc\n    privileged: true".into();
+    send_frame(
+        &mut socket,
+        &AgentToServer::JobUpdate(finished(images, job.job_id)),
+    )
+    .await;
+    let done = wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(10)).await;
+    assert!(done.images.is_empty(), "{:?}", done.images);
+    let redeploy = format!("/deployments/{}/redeploy", accepted.deployment_id);
+    let (status, answer) = api.call(Method::POST, &redeploy, None).await;
+    assert_eq!(status, 409, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("did not record the images"), "{message}");
 }
