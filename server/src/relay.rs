@@ -427,8 +427,8 @@ async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
     let inner = &relay.inner;
     let (store, me) = (&inner.store, inner.id.as_str());
     let mut posts: Vec<(Option<String>, String)> = Vec::new();
-    // What queued up is written together: the leases taken and given up (an agent's last word
-    // wins), the newest status of each agent that has one waiting, then the posts in order. A burst of connections (a restart, a replica's agents failing over) is a few
+    // What queued up is written together: the leases taken and given up and the newest status
+    // of each agent that has one waiting (an agent's last word wins), then the posts in order. A burst of connections (a restart, a replica's agents failing over) is a few
     // statements instead of two per agent.
     loop {
         let first = tokio::select! {
@@ -459,13 +459,14 @@ async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
                 next = ops.try_recv().ok();
             }
         }
-        let (leases, statuses) = relay.take_newest();
-        // An agent's status before what it did since (its jobs' events, its logs).
-        posts.splice(0..0, statuses.into_iter().map(|body| (None, body)));
-        // Before the posts: a replica told of a connection finds its lease.
-        write_leases(store, me, leases).await;
+        write_newest(&relay, &mut posts).await;
         flush(store, me, &mut posts).await;
         if let Some(done) = closing {
+            // Every agent's last word, however many: a replica stopping with thousands of
+            // agents leaves each one's "disconnected" for the others' tabs and routing.
+            while write_newest(&relay, &mut posts).await {
+                flush(store, me, &mut posts).await;
+            }
             if let Err(error) = store.release_all_agents(me).await {
                 tracing::warn!(%error, "could not release this replica's agent leases; they expire on their own");
             }
@@ -473,6 +474,19 @@ async fn write(relay: Relay, mut ops: mpsc::Receiver<Op>) {
             return;
         }
     }
+}
+
+/// Writes the leases waiting in [`Newest`] and puts the agents' statuses waiting there in front
+/// of `posts`: a replica told of a connection finds its lease, and a status is written before
+/// the posts of its round (it may so reach the others before messages queued just before it,
+/// such as an agent's last log lines; tabs show those all the same, and nothing routes by
+/// that order). Whether there was anything.
+async fn write_newest(relay: &Relay, posts: &mut Vec<(Option<String>, String)>) -> bool {
+    let (leases, statuses) = relay.take_newest();
+    let any = !leases.is_empty() || !statuses.is_empty();
+    posts.splice(0..0, statuses.into_iter().map(|body| (None, body)));
+    write_leases(&relay.inner.store, relay.inner.id.as_str(), leases).await;
+    any
 }
 
 /// Takes the leases of the agents that said hello here and gives up those whose socket closed.

@@ -126,6 +126,10 @@ impl Deps<'_> {
     async fn agents_changed(&self, memory: &mut Memory, changes: HashMap<AgentId, AgentStatus>) {
         for (agent_id, status) in changes {
             match status {
+                // Already told offline: its return, if it came back between two turns of
+                // this task, went unseen (only the newest status is kept), and it is offline
+                // still; a second `agent_offline` would be news of nothing.
+                AgentStatus::Disconnected if memory.offline.contains(&agent_id) => {}
                 AgentStatus::Disconnected => {
                     memory.disconnected.insert(agent_id, Instant::now());
                 }

@@ -1032,6 +1032,34 @@ async fn a_burst_of_connections_that_outruns_the_link_loses_no_lease_and_no_stat
         .filter(|agent| held.get(agent) == Some(a.id()))
         .count();
     assert_eq!(held_by_a, agents.len(), "agents B knows A holds");
+
+    // A stops with all of them: each one's last word ("disconnected") still reaches B, though
+    // far more than one round of the link's writer.
+    for agent in &agents {
+        a.released(*agent);
+        hub.publish(server::hub::HubEvent::AgentStatus {
+            agent_id: *agent,
+            status: AgentStatus::Disconnected,
+        });
+    }
     a.close().await;
+    let mut disconnected = std::collections::HashSet::new();
+    while disconnected.len() < agents.len() {
+        let envelope = tokio::time::timeout_at(deadline, heard_by_b.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "B heard {} of {} agents' last word",
+                    disconnected.len(),
+                    agents.len()
+                )
+            })
+            .unwrap();
+        if let server::relay::Message::Event(event) = envelope.message {
+            assert_eq!(event["status"], "disconnected", "{event}");
+            let agent: uuid::Uuid = event["agent_id"].as_str().unwrap().parse().unwrap();
+            disconnected.insert(shared::AgentId(agent));
+        }
+    }
     b.close().await;
 }
