@@ -74,8 +74,14 @@ pub enum SwarmError {
     },
     #[error("{}", failures.join("\n"))]
     UpdateFailed { failures: Vec<String> },
-    #[error("the rolling update did not finish within {} s: waiting for {waiting}", timeout.as_secs())]
-    Timeout { timeout: Duration, waiting: String },
+    #[error("the rolling update did not finish within {} s: waiting for {waiting}{}", timeout.as_secs(), listed(errors))]
+    Timeout {
+        timeout: Duration,
+        waiting: String,
+        /// The latest errors of the tasks this deploy started for the services waited for (a
+        /// job that keeps failing, a task no node can take).
+        errors: Vec<String>,
+    },
     #[error("reading the stack's services: {0}")]
     State(String),
     #[error(
@@ -579,6 +585,7 @@ async fn wait_for_update(
     loop {
         let now = services_of(project, redactor).await?;
         let mut waiting = Vec::new();
+        let mut waiting_errors = Vec::new();
         let mut failures = Vec::new();
         let mut containers = Vec::new();
         for service in &now {
@@ -649,32 +656,23 @@ async fn wait_for_update(
             }
             match progress {
                 Progress::Done => {}
-                Progress::Updating => waiting.push(service.spec.name.clone()),
+                Progress::Updating => {
+                    waiting.push(service.spec.name.clone());
+                    waiting_errors.extend(task_errors(new_tasks(), redactor));
+                }
                 Progress::Failed {
                     rolled_back,
                     message,
                 } => {
-                    let errors: Vec<String> = tasks
-                        .iter()
-                        .filter(|task| !task.error.is_empty())
-                        .take(5)
-                        .map(|task| {
-                            let error = redactor.redact(&task.error);
-                            format!("  {} ({}): {error}", task.name, task.id)
-                        })
-                        .collect();
+                    let errors = task_errors(tasks.iter(), redactor);
                     let what = if rolled_back {
                         "the update failed and Swarm rolled it back"
                     } else {
                         "the update failed and Swarm paused it"
                     };
                     let message = redactor.redact(&message);
-                    let mut text = format!("service {}: {what}: {message}", service.spec.name);
-                    if !errors.is_empty() {
-                        text.push_str("\n task errors:\n");
-                        text.push_str(&errors.join("\n"));
-                    }
-                    failures.push(text);
+                    let text = format!("service {}: {what}: {message}", service.spec.name);
+                    failures.push(format!("{text}{}", listed(&errors)));
                 }
             }
         }
@@ -685,14 +683,42 @@ async fn wait_for_update(
             return Err(SwarmError::UpdateFailed { failures }.into());
         }
         if tokio::time::Instant::now() >= deadline {
+            waiting_errors.truncate(MOST_TASK_ERRORS);
             return Err(SwarmError::Timeout {
                 timeout,
                 waiting: waiting.join(", "),
+                errors: waiting_errors,
             }
             .into());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Most task errors a failure or a timeout lists.
+const MOST_TASK_ERRORS: usize = 5;
+
+/// The errors of `tasks` that have one (at most [`MOST_TASK_ERRORS`]), one line each, redacted.
+fn task_errors<'a>(
+    tasks: impl Iterator<Item = &'a status::TaskLine>,
+    redactor: &Redactor,
+) -> Vec<String> {
+    tasks
+        .filter(|task| !task.error.is_empty())
+        .take(MOST_TASK_ERRORS)
+        .map(|task| {
+            let error = redactor.redact(&task.error);
+            format!("  {} ({}): {error}", task.name, task.id)
+        })
+        .collect()
+}
+
+/// `errors` under a heading, on lines of their own after the message; nothing when none.
+fn listed(errors: &[String]) -> String {
+    if errors.is_empty() {
+        return String::new();
+    }
+    format!("\n task errors:\n{}", errors.join("\n"))
 }
 
 /// Removes the project's Swarm secrets that no service of its stack mounts any more. One that

@@ -600,6 +600,47 @@ async fn a_stack_with_a_job_deploys_once_the_job_completed() {
     remove_with_images(stack, &[&id]).await;
 }
 
+/// A job that keeps failing (a migration that exits 3): Swarm retries it until the deploy's
+/// timeout, and the deploy's failure then says which service it waited for and why its tasks
+/// failed (it said only "waiting for …").
+#[tokio::test]
+async fn a_job_that_keeps_failing_fails_the_deploy_with_its_task_errors() {
+    let _swarm = SwarmMode::enter();
+    let tag = format!(
+        "stagely-test/swarm-{}:job",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let id = build_version_image(&tag, "broken").await;
+    let job = format!(
+        "  migrate:\n    image: {tag}\n    command: [\"sh\", \"-c\", \"exit 3\"]\n    \
+         deploy:\n      mode: replicated-job\n      restart_policy:\n        delay: 1s\n\
+         networks:\n  mesh:"
+    );
+    let stack = TestStack::new(&web_stack(&tag).replacen("networks:\n  mesh:", &job, 1));
+    let private = tempfile::tempdir().unwrap();
+    let secrets = [greeting("hello")];
+    let request = swarm_request(&stack, &secrets, SecretsAs::Environment, None);
+    let options = DeployOptions {
+        up_timeout: Duration::from_secs(30),
+        ..options(private.path())
+    };
+    let mut events = Vec::new();
+    let result = deploy::deploy(&request, &options, |event| events.push(event)).await;
+    let error = result
+        .expect_err("a job that never completes fails the deploy")
+        .to_string();
+    let migrate = format!("{}_migrate", stack.name);
+    assert!(
+        error.contains(&format!(
+            "did not finish within 30 s: waiting for {migrate}"
+        )),
+        "{error}"
+    );
+    assert!(error.contains("task errors:"), "{error}");
+    assert!(error.contains("non-zero exit (3)"), "{error}");
+    remove_with_images(stack, &[&id]).await;
+}
+
 /// Removes the stack, then the images once no container of it uses them (a task's container
 /// outlives its service for a moment).
 async fn remove_with_images(stack: TestStack, images: &[&str]) {
