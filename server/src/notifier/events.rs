@@ -195,6 +195,19 @@ impl Deps<'_> {
     }
 
     async fn agents_past_grace(&self, memory: &mut Memory) {
+        // Back on another replica (this one's hub never sees that hello as its own): it is
+        // online again, and an old entry here must not hide its next disconnection.
+        let back: Vec<AgentId> = memory
+            .offline
+            .iter()
+            .filter(|agent| self.hub.is_connected(**agent))
+            .copied()
+            .collect();
+        for agent in back {
+            memory.offline.remove(&agent);
+            self.agent_event(agent, NotificationEvent::AgentOnline)
+                .await;
+        }
         let grace = self.config.offline_grace;
         let gone: Vec<AgentId> = memory
             .disconnected

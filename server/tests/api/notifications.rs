@@ -1102,3 +1102,61 @@ async fn a_deploys_end_is_told_although_a_whole_fleet_reconnects_in_the_same_mom
         assert_eq!(notification.deployment_id, Some(failed), "{}", db.name());
     }
 }
+
+/// Two replicas: an agent that the replica it left said was offline comes back on the other.
+/// The first replica never sees that hello as its own (it learns of it from the other), yet
+/// it tells `agent_online`, and the agent's next disconnection is told again.
+#[tokio::test]
+async fn an_agent_back_on_another_replica_is_told_online_and_its_next_outage_too() {
+    use crate::helpers::{hello_as, raw_agent};
+    let Some(db) = TestDb::all()
+        .await
+        .into_iter()
+        .find(|db| matches!(db, TestDb::Postgres(_)))
+    else {
+        return;
+    };
+    let first = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
+    let second = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
+    let (_, api) = first.user("alice").await;
+    let (agent, project) = api.shop_project().await;
+    let receiver = Receiver::start(false).await;
+    let channel = add_channel(&api, "webhook", "ops", &receiver.url("/")).await;
+    let events = [
+        NotificationEvent::AgentOffline,
+        NotificationEvent::AgentOnline,
+    ];
+    subscribe(&api, project.id, &channel, &events).await;
+    let told = |n: usize| {
+        let receiver = &receiver;
+        async move {
+            let received = receiver.wait_for(n).await;
+            assert_eq!(
+                received.len(),
+                n,
+                "{:?}",
+                received
+                    .iter()
+                    .map(|r| r.notification().event)
+                    .collect::<Vec<_>>()
+            );
+            received[n - 1].notification().event
+        }
+    };
+
+    let socket = {
+        let mut socket = raw_agent(&first.stream_url(), &agent.token).await;
+        hello_as(&mut socket, env!("CARGO_PKG_VERSION")).await;
+        socket
+    };
+    drop(socket);
+    assert_eq!(told(1).await, NotificationEvent::AgentOffline);
+    let mut socket = raw_agent(&second.stream_url(), &agent.token).await;
+    hello_as(&mut socket, env!("CARGO_PKG_VERSION")).await;
+    assert_eq!(told(2).await, NotificationEvent::AgentOnline);
+    drop(socket);
+    assert_eq!(told(3).await, NotificationEvent::AgentOffline);
+    // Nothing twice.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(receiver.received().len(), 3);
+}
