@@ -658,7 +658,7 @@ async fn wait_for_update(
                 Progress::Done => {}
                 Progress::Updating => {
                     waiting.push(service.spec.name.clone());
-                    waiting_errors.extend(task_errors(new_tasks(), redactor));
+                    waiting_errors.push(task_errors(new_tasks(), redactor));
                 }
                 Progress::Failed {
                     rolled_back,
@@ -683,11 +683,10 @@ async fn wait_for_update(
             return Err(SwarmError::UpdateFailed { failures }.into());
         }
         if tokio::time::Instant::now() >= deadline {
-            waiting_errors.truncate(MOST_TASK_ERRORS);
             return Err(SwarmError::Timeout {
                 timeout,
                 waiting: waiting.join(", "),
-                errors: waiting_errors,
+                errors: taking_turns(waiting_errors, MOST_TASK_ERRORS),
             }
             .into());
         }
@@ -711,6 +710,26 @@ fn task_errors<'a>(
             format!("  {} ({}): {error}", task.name, task.id)
         })
         .collect()
+}
+
+/// Up to `most` of the services' errors, one of each service in turn, so one service's many
+/// do not hide another's.
+fn taking_turns(per_service: Vec<Vec<String>>, most: usize) -> Vec<String> {
+    let mut lists: Vec<std::vec::IntoIter<String>> =
+        per_service.into_iter().map(Vec::into_iter).collect();
+    let mut taken = Vec::new();
+    while taken.len() < most {
+        let before = taken.len();
+        for list in &mut lists {
+            if taken.len() < most {
+                taken.extend(list.next());
+            }
+        }
+        if taken.len() == before {
+            break;
+        }
+    }
+    taken
 }
 
 /// `errors` under a heading, on lines of their own after the message; nothing when none.
@@ -856,6 +875,18 @@ async fn quiet(spec: &CommandSpec, redactor: &Redactor) -> Result<String, Deploy
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_errors_of_several_waiting_services_take_turns() {
+        let list = |service: &str, n: usize| -> Vec<String> {
+            (0..n).map(|i| format!("{service}{i}")).collect()
+        };
+        let taken = super::taking_turns(vec![list("a", 9), list("b", 1), list("c", 2)], 5);
+        assert_eq!(taken, ["a0", "b0", "c0", "a1", "c1"]);
+        let taken = super::taking_turns(vec![list("a", 9)], 5);
+        assert_eq!(taken, ["a0", "a1", "a2", "a3", "a4"]);
+        assert!(super::taking_turns(vec![Vec::new(), Vec::new()], 5).is_empty());
+    }
+
     use super::*;
     use shared::ProjectId;
 
