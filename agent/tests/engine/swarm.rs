@@ -552,16 +552,7 @@ async fn an_exact_redeploy_of_a_stack_runs_the_images_it_ran_although_the_tag_mo
 #[tokio::test]
 async fn a_stack_with_a_job_deploys_once_the_job_completed() {
     let _swarm = SwarmMode::enter();
-    let tag = format!(
-        "stagely-test/swarm-{}:job",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
-    let id = build_version_image(&tag, "migrated").await;
-    let job = format!(
-        "  migrate:\n    image: {tag}\n    command: [\"cat\", \"/version\"]\n    deploy:\n      \
-         mode: replicated-job\nnetworks:\n  mesh:"
-    );
-    let stack = TestStack::new(&web_stack(&tag).replacen("networks:\n  mesh:", &job, 1));
+    let (stack, id) = stack_with_job("migrated", "[\"cat\", \"/version\"]", "").await;
     let private = tempfile::tempdir().unwrap();
     let secrets = [greeting("hello")];
     let job = format!("{}_migrate", stack.name);
@@ -606,17 +597,8 @@ async fn a_stack_with_a_job_deploys_once_the_job_completed() {
 #[tokio::test]
 async fn a_job_that_keeps_failing_fails_the_deploy_with_its_task_errors() {
     let _swarm = SwarmMode::enter();
-    let tag = format!(
-        "stagely-test/swarm-{}:job",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
-    let id = build_version_image(&tag, "broken").await;
-    let job = format!(
-        "  migrate:\n    image: {tag}\n    command: [\"sh\", \"-c\", \"exit 3\"]\n    \
-         deploy:\n      mode: replicated-job\n      restart_policy:\n        delay: 1s\n\
-         networks:\n  mesh:"
-    );
-    let stack = TestStack::new(&web_stack(&tag).replacen("networks:\n  mesh:", &job, 1));
+    let restart = "\n      restart_policy:\n        delay: 1s";
+    let (stack, id) = stack_with_job("broken", "[\"sh\", \"-c\", \"exit 3\"]", restart).await;
     let private = tempfile::tempdir().unwrap();
     let secrets = [greeting("hello")];
     let request = swarm_request(&stack, &secrets, SecretsAs::Environment, None);
@@ -639,6 +621,23 @@ async fn a_job_that_keeps_failing_fails_the_deploy_with_its_task_errors() {
     assert!(error.contains("task errors:"), "{error}");
     assert!(error.contains("non-zero exit (3)"), "{error}");
     remove_with_images(stack, &[&id]).await;
+}
+
+/// The web stack with a `migrate` job (`mode: replicated-job`) running `command` (YAML flow
+/// list), with `deploy` lines added under its mode, on an image of its own built for `version`;
+/// returns the stack and the image's id.
+async fn stack_with_job(version: &str, command: &str, deploy: &str) -> (TestStack, String) {
+    let tag = format!(
+        "stagely-test/swarm-{}:job",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let id = build_version_image(&tag, version).await;
+    let job = format!(
+        "  migrate:\n    image: {tag}\n    command: {command}\n    deploy:\n      \
+         mode: replicated-job{deploy}\nnetworks:\n  mesh:"
+    );
+    let stack = TestStack::new(&web_stack(&tag).replacen("networks:\n  mesh:", &job, 1));
+    (stack, id)
 }
 
 /// Removes the stack, then the images once no container of it uses them (a task's container

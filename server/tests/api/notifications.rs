@@ -866,18 +866,24 @@ async fn a_claim_committed_during_an_enqueue_counts_towards_the_cap() {
     }
 }
 
+/// Two servers on one PostgreSQL database (replicas), with fast notification settings; `None`
+/// without PostgreSQL.
+async fn two_replicas() -> Option<(TestApp, TestApp)> {
+    let db = TestDb::all()
+        .await
+        .into_iter()
+        .find(|db| matches!(db, TestDb::Postgres(_)))?;
+    let first = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
+    let second = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
+    Some((first, second))
+}
+
 /// Replicas share a PostgreSQL database: each delivery is claimed by one of them only.
 #[tokio::test]
 async fn two_servers_on_one_database_send_each_delivery_once() {
-    let Some(db) = TestDb::all()
-        .await
-        .into_iter()
-        .find(|db| matches!(db, TestDb::Postgres(_)))
-    else {
+    let Some((first, second)) = two_replicas().await else {
         return;
     };
-    let first = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
-    let second = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
     let (_, api) = first.user("alice").await;
     let receiver = Receiver::start(false).await;
     let mut channels = Vec::new();
@@ -1109,15 +1115,9 @@ async fn a_deploys_end_is_told_although_a_whole_fleet_reconnects_in_the_same_mom
 #[tokio::test]
 async fn an_agent_back_on_another_replica_is_told_online_and_its_next_outage_too() {
     use crate::helpers::{hello_as, raw_agent};
-    let Some(db) = TestDb::all()
-        .await
-        .into_iter()
-        .find(|db| matches!(db, TestDb::Postgres(_)))
-    else {
+    let Some((first, second)) = two_replicas().await else {
         return;
     };
-    let first = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
-    let second = spawn_app_with_env(&db, AppOptions::default(), FAST).await;
     let (_, api) = first.user("alice").await;
     let (agent, project) = api.shop_project().await;
     let receiver = Receiver::start(false).await;

@@ -199,6 +199,17 @@ impl Cluster {
     }
 }
 
+/// A store on a fresh PostgreSQL database (and the data directory it needs), as a replica
+/// has.
+async fn postgres_store() -> (TestDb, TempDir, server::db::Store) {
+    let db = TestDb::postgres().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = server::db::Store::connect(db.url(), dir.path())
+        .await
+        .unwrap();
+    (db, dir, store)
+}
+
 fn skip() -> bool {
     if std::env::var("TEST_DATABASE_URL").is_err() {
         eprintln!(
@@ -670,11 +681,7 @@ async fn a_renewal_never_takes_an_agent_back_from_the_replica_it_reconnected_to(
     if skip() {
         return;
     }
-    let db = TestDb::postgres().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = server::db::Store::connect(db.url(), dir.path())
-        .await
-        .unwrap();
+    let (_db, _dir, store) = postgres_store().await;
     let agent = shared::AgentId(uuid::Uuid::new_v4());
     // The replica holding the agent, as a third one sees it.
     let holder = || {
@@ -976,11 +983,7 @@ async fn a_burst_of_connections_that_outruns_the_link_loses_no_lease_and_no_stat
     if skip() {
         return;
     }
-    let db = TestDb::postgres().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = server::db::Store::connect(db.url(), dir.path())
-        .await
-        .unwrap();
+    let (db, _dir, store) = postgres_store().await;
     let a = server::relay::Relay::start(&store).await.unwrap().unwrap();
     let b = server::relay::Relay::start(&store).await.unwrap().unwrap();
     let mut heard_by_b = b.take_incoming().unwrap();
@@ -1006,26 +1009,8 @@ async fn a_burst_of_connections_that_outruns_the_link_loses_no_lease_and_no_stat
     tokio::time::sleep(Duration::from_millis(500)).await;
     sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
 
-    let mut connected = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while connected.len() < agents.len() {
-        let envelope = tokio::time::timeout_at(deadline, heard_by_b.recv())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "B heard {} of {} agents' status",
-                    connected.len(),
-                    agents.len()
-                )
-            })
-            .unwrap();
-        assert_eq!(envelope.from, *a.id());
-        if let server::relay::Message::Event(event) = envelope.message {
-            assert_eq!(event["status"], "connected", "{event}");
-            let agent: uuid::Uuid = event["agent_id"].as_str().unwrap().parse().unwrap();
-            connected.insert(shared::AgentId(agent));
-        }
-    }
+    hear_every_status(&mut heard_by_b, a.id(), agents.len(), "connected", deadline).await;
     let held = b.held_elsewhere().await.unwrap();
     let held_by_a = agents
         .iter()
@@ -1043,23 +1028,37 @@ async fn a_burst_of_connections_that_outruns_the_link_loses_no_lease_and_no_stat
         });
     }
     a.close().await;
-    let mut disconnected = std::collections::HashSet::new();
-    while disconnected.len() < agents.len() {
-        let envelope = tokio::time::timeout_at(deadline, heard_by_b.recv())
+    hear_every_status(
+        &mut heard_by_b,
+        a.id(),
+        agents.len(),
+        "disconnected",
+        deadline,
+    )
+    .await;
+    b.close().await;
+}
+
+/// Reads what replica `from` hands over until `agents` distinct agents' `status` were heard,
+/// by `deadline`.
+async fn hear_every_status(
+    heard: &mut tokio::sync::mpsc::Receiver<server::relay::Envelope>,
+    from: &server::relay::ReplicaId,
+    agents: usize,
+    status: &str,
+    deadline: tokio::time::Instant,
+) {
+    let mut heard_of = std::collections::HashSet::new();
+    while heard_of.len() < agents {
+        let envelope = tokio::time::timeout_at(deadline, heard.recv())
             .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "B heard {} of {} agents' last word",
-                    disconnected.len(),
-                    agents.len()
-                )
-            })
+            .unwrap_or_else(|_| panic!("heard {} of {agents} agents' {status}", heard_of.len()))
             .unwrap();
+        assert_eq!(envelope.from, *from);
         if let server::relay::Message::Event(event) = envelope.message {
-            assert_eq!(event["status"], "disconnected", "{event}");
+            assert_eq!(event["status"], status, "{event}");
             let agent: uuid::Uuid = event["agent_id"].as_str().unwrap().parse().unwrap();
-            disconnected.insert(shared::AgentId(agent));
+            heard_of.insert(agent);
         }
     }
-    b.close().await;
 }

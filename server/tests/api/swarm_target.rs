@@ -174,16 +174,14 @@ async fn an_agents_swarm_nodes_are_kept_and_replaced_by_its_next_report() {
 /// then runs those images, is `engine::swarm::an_exact_redeploy_of_a_stack_runs_the_images…`).
 #[tokio::test]
 async fn an_exact_redeploy_of_a_stack_sends_the_images_it_ran() {
-    use crate::helpers::{hello_as, next_message, raw_agent};
+    use crate::helpers::{hello_as, raw_agent};
     use shared::runtime::ServiceImage;
-    use shared::{ServerToAgent, ServiceName};
+    use shared::ServiceName;
 
     let app = spawn_app(&TestDb::Sqlite).await;
     let (alice, api) = app.user("alice").await;
     let (agent, _) = api.shop_project().await;
-    let body = json!({"name": "stack", "agent_id": agent.agent.id, "path": "/srv/stack",
-        "target": "swarm"});
-    let stack: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+    let stack = swarm_project(&api, &agent).await;
     let (deployment, _) = app.queue_deploy(stack.id, alice.id).await;
     let images = vec![ServiceImage {
         service: ServiceName::parse("web").unwrap(),
@@ -219,11 +217,7 @@ async fn an_exact_redeploy_of_a_stack_sends_the_images_it_ran() {
     hello_as(&mut socket, env!("CARGO_PKG_VERSION")).await;
     let (status, answer) = api.call(Method::POST, &redeploy, None).await;
     assert_eq!(status, 202, "{answer}");
-    let job = loop {
-        if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
-            break job;
-        }
-    };
+    let job = next_deploy(&mut socket).await;
     assert_eq!(job.target, DeployTarget::Swarm);
     assert_eq!(job.pinned_images, images);
 }
@@ -235,17 +229,15 @@ async fn an_exact_redeploy_of_a_stack_sends_the_images_it_ran() {
 /// whole report dropped (the deployment cannot be run again exactly, and says so).
 #[tokio::test]
 async fn a_registry_digest_that_is_not_one_is_never_recorded_nor_sent_to_an_agent() {
-    use crate::helpers::{hello_as, next_message, raw_agent, send_frame, wait_for_deployment};
+    use crate::helpers::{hello_as, raw_agent, send_frame, wait_for_deployment};
     use shared::protocol::{JobEvent, JobUpdate};
     use shared::runtime::ServiceImage;
-    use shared::{AgentToServer, ServerToAgent, ServiceName};
+    use shared::{AgentToServer, ServiceName};
 
     let app = spawn_app(&TestDb::Sqlite).await;
     let (_, api) = app.user("alice").await;
     let (agent, _) = api.shop_project().await;
-    let body = json!({"name": "stack", "agent_id": agent.agent.id, "path": "/srv/stack",
-        "target": "swarm"});
-    let stack: Project = api.expect(Method::POST, "/projects", Some(body), 201).await;
+    let stack = swarm_project(&api, &agent).await;
     let mut socket = raw_agent(&app.stream_url(), &agent.token).await;
     hello_as(&mut socket, env!("CARGO_PKG_VERSION")).await;
     let image_id = format!("sha256:{}", "ab".repeat(32));
@@ -261,11 +253,7 @@ async fn a_registry_digest_that_is_not_one_is_never_recorded_nor_sent_to_an_agen
         let deploy = format!("/deploy/{}", stack.id);
         let accepted: shared::api::DeployAccepted =
             api.expect(Method::POST, &deploy, None, 202).await;
-        let job = loop {
-            if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
-                break job;
-            }
-        };
+        let job = next_deploy(&mut socket).await;
         let finished = JobUpdate {
             job_id: job.job_id,
             event: JobEvent::Finished {
@@ -290,11 +278,7 @@ async fn a_registry_digest_that_is_not_one_is_never_recorded_nor_sent_to_an_agen
         let redeploy = format!("/deployments/{}/redeploy", accepted.deployment_id);
         let again: shared::api::DeployAccepted =
             api.expect(Method::POST, &redeploy, None, 202).await;
-        let job = loop {
-            if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
-                break job;
-            }
-        };
+        let job = next_deploy(&mut socket).await;
         assert_eq!(job.pinned_images.len(), 1);
         assert_eq!(
             job.pinned_images[0].repo_digest, None,
@@ -317,11 +301,7 @@ async fn a_registry_digest_that_is_not_one_is_never_recorded_nor_sent_to_an_agen
     // A well-formed digest is kept (the checks above are not vacuous).
     let deploy = format!("/deploy/{}", stack.id);
     let accepted: shared::api::DeployAccepted = api.expect(Method::POST, &deploy, None, 202).await;
-    let job = loop {
-        if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
-            break job;
-        }
-    };
+    let job = next_deploy(&mut socket).await;
     let mut images = vec![ServiceImage {
         service: ServiceName::parse("web").unwrap(),
         image: "registry.local:5000/web:1".into(),
@@ -348,11 +328,7 @@ async fn a_registry_digest_that_is_not_one_is_never_recorded_nor_sent_to_an_agen
     // An image id that is not one: nothing of the report is kept, and the deployment cannot be
     // run again exactly.
     let accepted: shared::api::DeployAccepted = api.expect(Method::POST, &deploy, None, 202).await;
-    let job = loop {
-        if let ServerToAgent::Deploy(job) = next_message(&mut socket).await {
-            break job;
-        }
-    };
+    let job = next_deploy(&mut socket).await;
     images[0].image_id = "sha256:abc\n    privileged: true".into();
     send_frame(
         &mut socket,
@@ -366,4 +342,23 @@ async fn a_registry_digest_that_is_not_one_is_never_recorded_nor_sent_to_an_agen
     assert_eq!(status, 409, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("did not record the images"), "{message}");
+}
+
+/// A project named `stack` with target `swarm` on `agent`'s server.
+async fn swarm_project(
+    api: &crate::helpers::ApiClient,
+    agent: &shared::api::AgentCreated,
+) -> Project {
+    let body = json!({"name": "stack", "agent_id": agent.agent.id, "path": "/srv/stack",
+        "target": "swarm"});
+    api.expect(Method::POST, "/projects", Some(body), 201).await
+}
+
+/// The next deploy job the (raw) agent is sent, skipping other frames.
+async fn next_deploy(socket: &mut crate::helpers::RawSocket) -> shared::DeployPayload {
+    loop {
+        if let shared::ServerToAgent::Deploy(job) = crate::helpers::next_message(socket).await {
+            return job;
+        }
+    }
 }
