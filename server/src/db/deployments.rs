@@ -153,13 +153,20 @@ impl Store {
         let job_id = JobId(Uuid::new_v4());
         let now = job.created_at;
         let snapshot = job.kind == JobKind::Deploy;
+        // The order the agent is handed its jobs in: the database's, not this replica's clock
+        // (`created_at`), which another replica's may be behind. SQLite has one writer.
+        let queue_order = match self.pool {
+            super::Pool::Postgres(_) => "nextval('deployments_queue_order')",
+            super::Pool::Sqlite(_) => "(SELECT COALESCE(MAX(queue_order), 0) + 1 FROM deployments)",
+        };
+        let insert = format!(
+            "INSERT INTO deployments (id, project_id, job_id, status, requested_by, created_at, updated_at, \
+             kind, service, remove_volumes, redeploy_of, secrets_snapshot, agent_id, trigger_info, queue_order) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, {queue_order})"
+        );
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO deployments (id, project_id, job_id, status, requested_by, created_at, updated_at, \
-                 kind, service, remove_volumes, redeploy_of, secrets_snapshot, agent_id, trigger_info) \
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
+            sqlx::query(&insert)
             .bind(id.to_string())
             .bind(job.project.to_string())
             .bind(job_id.to_string())
@@ -340,12 +347,13 @@ impl Store {
         row.map(pending_job).transpose()
     }
 
-    /// Deployments of `agent`'s projects that are not final yet, oldest first.
+    /// Deployments of `agent`'s projects that are not final yet, in the order they were queued.
     pub async fn open_jobs_of_agent(&self, agent: AgentId) -> Result<Vec<PendingJob>, DbError> {
         self.jobs_of_agent(agent, OPEN_STATUSES).await
     }
 
-    /// Deployments of `agent`'s projects that wait to be sent (`queued`), oldest first.
+    /// Deployments of `agent`'s projects that wait to be sent (`queued`), in the order they were
+    /// queued.
     pub async fn queued_jobs_of_agent(&self, agent: AgentId) -> Result<Vec<PendingJob>, DbError> {
         self.jobs_of_agent(agent, "('queued')").await
     }
@@ -358,7 +366,7 @@ impl Store {
         let sql = format!(
             "SELECT d.id, d.job_id, d.project_id, d.status, d.kind FROM deployments d \
              JOIN projects p ON p.id = d.project_id \
-             WHERE p.agent_id = $1 AND d.status IN {statuses} ORDER BY d.created_at, d.id"
+             WHERE p.agent_id = $1 AND d.status IN {statuses} ORDER BY d.queue_order, d.id"
         );
         let rows: Vec<PendingRow> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(agent.to_string()).fetch_all(pool).await?

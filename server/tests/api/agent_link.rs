@@ -404,3 +404,46 @@ async fn jobs_reach_the_agent_in_the_order_they_were_queued() {
         assert_eq!(received, [earlier, later], "{}: oldest first", db.name());
     }
 }
+
+/// Replicas' clocks differ. A stop queued through a replica whose clock is a minute behind,
+/// right after a deploy queued through another, still goes to the agent after the deploy (the
+/// order is drawn from the database, not from the queuing replica's clock): the other order
+/// would stop the project, then start it.
+#[tokio::test]
+async fn a_job_queued_later_through_a_replica_whose_clock_is_behind_still_goes_second() {
+    for db in TestDb::all().await {
+        let app = spawn_app(&db).await;
+        let (alice, api) = app.user("alice").await;
+        let (agent, project) = api.shop_project().await;
+        let job = |created_at, kind| server::db::NewJob {
+            project: project.id,
+            agent: agent.agent.id,
+            created_at,
+            requested_by: alice.id,
+            kind,
+            service: None,
+            remove_volumes: false,
+            redeploy_of: None,
+            secrets: Vec::new(),
+        };
+        let now = server::db::now_ms();
+        let deploy = job(now, shared::runtime::JobKind::Deploy);
+        let (first, _) = app.store().create_job(&deploy).await.unwrap();
+        let stop = job(now - 60_000, shared::runtime::JobKind::Stop);
+        let (second, _) = app.store().create_job(&stop).await.unwrap();
+        let open = app
+            .store()
+            .open_jobs_of_agent(agent.agent.id)
+            .await
+            .unwrap();
+        let order: Vec<_> = open.iter().map(|job| job.deployment_id).collect();
+        assert_eq!(order, [first, second], "{}", db.name());
+        let queued = app
+            .store()
+            .queued_jobs_of_agent(agent.agent.id)
+            .await
+            .unwrap();
+        let order: Vec<_> = queued.iter().map(|job| job.deployment_id).collect();
+        assert_eq!(order, [first, second], "{}", db.name());
+    }
+}
