@@ -158,6 +158,9 @@ cargo_deny_check() {
   (cd "$db" && git init -q && git add -A &&
     git -c user.name=stagely -c user.email=stagely@localhost commit -qm "snapshot: $(head -c 200 SNAPSHOT 2>/dev/null || echo unknown)")
   local status=0
+  # cargo-deny reads the metadata of every crate in Cargo.lock, those of other platforms too
+  # (a build downloads only this one's): fetched here from the registry, as committed.
+  cargo fetch --locked
   # --frozen: Cargo.lock as committed, and nothing fetched (crates or advisories).
   STAGELY_ADVISORY_DB_HOME="$home" cargo deny --frozen check || status=$?
   rm -rf "$home"
