@@ -97,7 +97,7 @@ FROM ids;
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200),
   ids(i, h, j) AS (SELECT i, lower(hex(randomblob(16))), lower(hex(randomblob(16))) FROM n)
 INSERT INTO deployments (id, project_id, job_id, status, requested_by, message, created_at,
-  updated_at, finished_at, kind, images, agent_id)
+  updated_at, finished_at, kind, images, agent_id, queue_order)
 SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || '-a'
     || substr(h, 18, 3) || '-' || substr(h, 21, 12),
   '$project_id',
@@ -112,7 +112,8 @@ SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || 
     '[{"service":"web","image":"registry.example.com/bench/web:' || i || '","image_id":"sha256:'
     || lower(hex(randomblob(32))) || '"},{"service":"db","image":"postgres:16","image_id":"sha256:'
     || lower(hex(randomblob(32))) || '"}]' END,
-  '$agent_id'
+  '$agent_id',
+  (SELECT COALESCE(MAX(queue_order), 0) FROM deployments) + 201 - i
 FROM ids;
 WITH RECURSIVE k(n, kind, body) AS (VALUES (0, 'status', 'queued'), (1, 'status', 'sent'),
   (2, 'step', 'docker compose pull'), (3, 'output', 'web Pulled'),

@@ -129,8 +129,9 @@ ensure_cargo_deny() {
   fi
 }
 
-# `cargo deny check` (advisories, bans, licenses, sources; see deny.toml), offline, against a
-# snapshot of the RustSec advisory database kept beside the repository. The snapshot is plain
+# `cargo deny check` (advisories, bans, licenses, sources; see deny.toml), against a snapshot
+# of the RustSec advisory database kept beside the repository (advisories are never fetched;
+# crates missing from Cargo's cache are, from the registry). The snapshot is plain
 # files (see its SNAPSHOT file); cargo-deny reads a git repository, so it gets a throw-away one.
 # STAGELY_ADVISORY_DB names the snapshot; by default the first of ../shared/advisory-db (beside
 # this checkout) and /work/shared/advisory-db that exists.
@@ -149,6 +150,10 @@ cargo_deny_check() {
     echo "github.com/rustsec/advisory-db), or put it at $ROOT/../shared/advisory-db." >&2
     return 1
   fi
+  # cargo-deny reads the metadata of every crate in Cargo.lock, those of other platforms too
+  # (a build downloads only this one's): fetched from the registry first, as committed (a
+  # no-op once they are in Cargo's cache).
+  cargo fetch --locked
   local home
   home="$(mktemp -d)"
   # deny.toml reads the databases from $STAGELY_ADVISORY_DB_HOME, each in the directory
@@ -158,9 +163,6 @@ cargo_deny_check() {
   (cd "$db" && git init -q && git add -A &&
     git -c user.name=stagely -c user.email=stagely@localhost commit -qm "snapshot: $(head -c 200 SNAPSHOT 2>/dev/null || echo unknown)")
   local status=0
-  # cargo-deny reads the metadata of every crate in Cargo.lock, those of other platforms too
-  # (a build downloads only this one's): fetched here from the registry, as committed.
-  cargo fetch --locked
   # --frozen: Cargo.lock as committed, and nothing fetched (crates or advisories).
   STAGELY_ADVISORY_DB_HOME="$home" cargo deny --frozen check || status=$?
   rm -rf "$home"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests need (when missing), then runs every check:
-#   cargo fmt --check, clippy (native and wasm32), cargo deny (offline, against the advisory
-#   database snapshot), every cargo test on SQLite and PostgreSQL, a short schemathesis run
+#   cargo fmt --check, clippy (native and wasm32), cargo deny (against the advisory database
+#   snapshot, never fetched), every cargo test on SQLite and PostgreSQL, a short schemathesis run
 #   against the REST API's own OpenAPI document (scripts/fuzz-api.sh --short), and the
 #   Playwright suite in Debian's Chromium against real server and agent processes.
 # Needs root (or sudo) for apt-get, dockerd and PostgreSQL.
@@ -130,7 +130,7 @@ say "cargo clippy"
 cargo clippy --all-targets -- -D warnings
 cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 
-say "cargo deny check (advisories, bans, licenses, sources; offline)"
+say "cargo deny check (advisories, bans, licenses, sources; advisories from the snapshot)"
 cargo_deny_check
 
 say "cargo test (SQLite and PostgreSQL)"

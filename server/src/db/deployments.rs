@@ -320,7 +320,7 @@ impl Store {
         self.project(owner, project).await?;
         let sql = format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d {REQUESTER_JOIN} \
-             WHERE d.project_id = $1 ORDER BY d.created_at DESC, d.id"
+             WHERE d.project_id = $1 ORDER BY d.queue_order DESC, d.id"
         );
         let rows: Vec<DeploymentRow> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(project.to_string()).fetch_all(pool).await?

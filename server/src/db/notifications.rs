@@ -593,7 +593,7 @@ impl Store {
         let row: Option<(String, String, Option<i64>)> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT kind, status, finished_at FROM deployments WHERE project_id = $1 \
-                 ORDER BY created_at DESC LIMIT 1",
+                 ORDER BY queue_order DESC, id DESC LIMIT 1",
             )
             .bind(project.to_string())
             .fetch_optional(pool)

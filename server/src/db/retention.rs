@@ -22,8 +22,8 @@ impl Store {
     ) -> Result<Vec<DeploymentId>, DbError> {
         let sql = format!(
             "SELECT ranked.id FROM ( \
-               SELECT d.id, d.project_id, d.created_at, ROW_NUMBER() OVER ( \
-                 PARTITION BY d.project_id ORDER BY d.created_at DESC, d.id DESC) AS place \
+               SELECT d.id, d.project_id, d.queue_order, ROW_NUMBER() OVER ( \
+                 PARTITION BY d.project_id ORDER BY d.queue_order DESC, d.id DESC) AS place \
                FROM deployments d WHERE d.status NOT IN {OPEN_STATUSES} \
              ) ranked \
              WHERE ranked.place > $1 \
@@ -31,8 +31,8 @@ impl Store {
                AND ranked.id <> COALESCE(( \
                  SELECT s.id FROM deployments s \
                  WHERE s.project_id = ranked.project_id AND s.kind = 'deploy' AND s.status = 'succeeded' \
-                 ORDER BY s.created_at DESC, s.id DESC LIMIT 1), '') \
-             ORDER BY ranked.created_at, ranked.id LIMIT $2"
+                 ORDER BY s.queue_order DESC, s.id DESC LIMIT 1), '') \
+             ORDER BY ranked.queue_order, ranked.id LIMIT $2"
         );
         let rows: Vec<(String,)> = on_pool!(self, pool => {
             sqlx::query_as(&sql)

@@ -198,7 +198,7 @@ async fn job(
     secrets: Vec<Uuid>,
     status: Option<DeploymentStatus>,
 ) -> DeploymentId {
-    // Jobs are ordered by their creation time in milliseconds.
+    // Each job a millisecond of its own (the history shows the time).
     tokio::time::sleep(Duration::from_millis(3)).await;
     let job = NewJob {
         project,
@@ -251,7 +251,7 @@ async fn channel(app: &TestApp, owner: UserId) -> ChannelId {
 /// The ids of a project's deployments as stored, oldest first.
 async fn deployment_ids(app: &TestApp, db: &TestDb, project: ProjectId) -> Vec<String> {
     let sql = format!(
-        "SELECT id FROM deployments WHERE project_id = '{project}' ORDER BY created_at, id"
+        "SELECT id FROM deployments WHERE project_id = '{project}' ORDER BY queue_order, id"
     );
     rows(app, db, &sql).await
 }
