@@ -492,6 +492,7 @@ fn History(
     live: LiveDeployments,
     started: impl Fn(DeploymentId) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
+    let open_logs = OpenLogs::default();
     view! {
         <section class="panel">
             <h2>"Deployments"</h2>
@@ -506,7 +507,7 @@ fn History(
                                 <ul class="history">
                                     {list
                                         .into_iter()
-                                        .map(|deployment| view! { <HistoryRow deployment live started /> })
+                                        .map(|deployment| view! { <HistoryRow deployment live started open_logs /> })
                                         .collect_view()}
                                 </ul>
                             }
@@ -517,6 +518,53 @@ fn History(
                 })}
             </Transition>
         </section>
+    }
+}
+
+/// The logs opened in the history, by job, with what was read of each (`None` while reading).
+/// They belong to the list, not to its rows: the list is read again whenever a job is queued or
+/// ends, which renders every row anew, and an open log must stay open through that.
+#[derive(Clone, Copy, Default)]
+struct OpenLogs(RwSignal<HashMap<DeploymentId, Option<LogRead>>>);
+
+/// A job's log as read from the server, or why it could not be.
+type LogRead = Result<Vec<DeploymentEvent>, String>;
+
+impl OpenLogs {
+    fn is_open(self, id: DeploymentId) -> bool {
+        self.0.with(|logs| logs.contains_key(&id))
+    }
+
+    fn read(self, id: DeploymentId) -> Option<LogRead> {
+        self.0.with(|logs| logs.get(&id).cloned().flatten())
+    }
+
+    /// Opens a job's log, or closes it when open.
+    fn toggle(self, id: DeploymentId) {
+        let opening = !self.0.with_untracked(|logs| logs.contains_key(&id));
+        if opening {
+            self.0.update(|logs| {
+                logs.insert(id, None);
+            });
+            self.load(id);
+        } else {
+            self.0.update(|logs| {
+                logs.remove(&id);
+            });
+        }
+    }
+
+    /// Reads a job's log from the server; what was shown stays until the new read arrives. A
+    /// log closed meanwhile stays closed.
+    fn load(self, id: DeploymentId) {
+        leptos::task::spawn_local(async move {
+            let read = deployment_log(id).await.map_err(|error| error_text(&error));
+            self.0.try_update(|logs| {
+                if let Some(shown) = logs.get_mut(&id) {
+                    *shown = Some(read);
+                }
+            });
+        });
     }
 }
 
@@ -550,6 +598,7 @@ fn HistoryRow(
     deployment: Deployment,
     live: LiveDeployments,
     started: impl Fn(DeploymentId) + Copy + Send + Sync + 'static,
+    open_logs: OpenLogs,
     #[prop(optional)] earlier: Option<Deployment>,
 ) -> impl IntoView {
     let id = deployment.id;
@@ -611,22 +660,13 @@ fn HistoryRow(
         Memo::new(move |_| status_of(live, &deployment))
     };
     // The job's log, read each time it is opened (not a resource: a page of 200 jobs would
-    // otherwise render, serialise and hydrate 200 of them for logs nobody opened).
-    let open = RwSignal::new(false);
-    let log = RwSignal::new(None::<Result<Vec<DeploymentEvent>, ServerFnError>>);
-    let toggle_log = move |_| {
-        let opening = !open.get_untracked();
-        open.set(opening);
-        if opening {
-            log.set(None);
-            leptos::task::spawn_local(async move {
-                let read = deployment_log(id).await;
-                if open.try_get_untracked() == Some(true) {
-                    log.try_set(Some(read));
-                }
-            });
-        }
-    };
+    // otherwise render, serialise and hydrate 200 of them for logs nobody opened), and again when
+    // the list is: a job that was running when its log was opened may have ended since.
+    if open_logs.0.with_untracked(|logs| logs.contains_key(&id)) {
+        open_logs.load(id);
+    }
+    let open = move || open_logs.is_open(id);
+    let toggle_log = move |_| open_logs.toggle(id);
     view! {
         <li data-deployment-id=id.to_string()>
             <div class="history-row">
@@ -644,7 +684,7 @@ fn HistoryRow(
                 <span class="muted trigger" data-trigger=trigger_kind>{who}</span>
                 <span class="muted">{move || status.get().1.unwrap_or_default()}</span>
                 <button class="btn btn-quiet" on:click=toggle_log>
-                    {move || if open.get() { "Hide log" } else { "Log" }}
+                    {move || if open() { "Hide log" } else { "Log" }}
                 </button>
                 <Show when=move || can_redeploy && status.get().0 == DeploymentStatus::Succeeded>
                     <button
@@ -659,11 +699,11 @@ fn HistoryRow(
             </div>
             {(!images.is_empty()).then(|| view! { <p class="muted images">"Images: " {images.clone()}</p> })}
             {move || redeploy_error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
-            <Show when=move || open.get()>
-                {move || match log.get() {
+            <Show when=open>
+                {move || match open_logs.read(id) {
                     None => view! { <p class="muted">"Loading…"</p> }.into_any(),
                     Some(Ok(events)) => view! { <EventLog events /> }.into_any(),
-                    Some(Err(error)) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+                    Some(Err(error)) => view! { <p class="error">{error}</p> }.into_any(),
                 }}
             </Show>
         </li>

@@ -66,10 +66,20 @@ test('secrets added in the dashboard reach the right containers with one click o
   expect(project.env('web')).toContain('SHARED_TOKEN=global-value-123');
   expect(project.env('web').some((entry) => entry.startsWith('WORKER_ONLY='))).toBe(false);
   expect(project.env('worker')).toEqual(expect.arrayContaining(['SHARED_TOKEN=global-value-123', 'WORKER_ONLY=worker-value-456']));
-  // The history keeps the deployment, with its own log.
-  const row = page.locator('.history li').first();
+  // The history keeps the deployment, with its own log. The log stays open while other jobs
+  // come and go: the list is read again each time one is queued or ends, and the status badge
+  // turns Succeeded live, before that read.
+  const id = await page.locator('.history li').first().getAttribute('data-deployment-id');
+  const row = page.locator(`.history li[data-deployment-id="${id}"]`);
   await expect(row.locator('.badge')).toHaveText('Succeeded');
   await row.getByRole('button', { name: 'Log' }).click();
+  await expect(row.locator('.deploy-log')).toContainText('up');
+  await page.getByRole('button', { name: 'Deploy', exact: true }).click();
+  const next = page.locator('.history li').first();
+  await expect(next).not.toHaveAttribute('data-deployment-id', id!);
+  // The images a job ran come with the list read after it ended.
+  await expect(next.locator('.images')).toBeVisible({ timeout: 60_000 });
+  await expect(row.getByRole('button', { name: 'Hide log' })).toBeVisible();
   await expect(row.locator('.deploy-log')).toContainText('up');
 });
 

@@ -121,6 +121,9 @@ test('a Swarm stack deploys from the dashboard, rolls out a new version, is rede
   await page.getByRole('button', { name: 'Deploy', exact: true }).click();
   await expect(history).toHaveCount(2);
   await expect(history.first().locator('.badge')).toHaveText('Succeeded', { timeout: 90_000 });
+  // The list read after the job ended (the badge turns live, before it): the rows below are
+  // the ones the Redeploy clicks land on, not ones about to be rendered anew.
+  await expect(history.first().locator('.images')).toContainText(`web ${repository}:two`);
   await expect(live.locator('.deploy-log')).toContainText(`${name}_web: 2/2 updated (completed)`);
   expect(runningImages(name)).toEqual([two, two]);
   // The replaced tasks' containers (Swarm keeps them a while) are not listed as exited web
