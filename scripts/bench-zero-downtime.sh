@@ -5,7 +5,11 @@
 # container on the project's network asks it by its service name every 50 ms; the agent's own
 # deploy (`stagely-agent deploy`, the code path the server's jobs run) changes the secret ROUNDS
 # times per mode (default 5). Only requests made while a deploy ran are counted (by the client's
-# log timestamps). Every name carries this run's random suffix and is removed on exit.
+# log timestamps). A second client asks the same service through a proxy container in front of
+# it (Debian's HAProxy, finding the service's containers by its name in Docker's DNS, as a
+# reverse proxy does; it retries a request whose connection fails on another container), so
+# each mode gives two counts from the same deploys: clients asking the service directly, and
+# clients behind a proxy. Every name carries this run's random suffix and is removed on exit.
 # See docs/BENCHMARKS.md.
 #   scripts/bench-zero-downtime.sh [ROUNDS]
 source "$(dirname "$0")/lib.sh"
@@ -17,16 +21,19 @@ AGENT_BIN="${STAGELY_AGENT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/stagely-
 RUN_ID="zd$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
 WORK="$(mktemp -d "/tmp/stagely-$RUN_ID.XXXXXX")"
 IMAGE="stagely-$RUN_ID:busybox"
+PROXY_IMAGE="stagely-$RUN_ID:haproxy"
 CLIENT="stagely-$RUN_ID-client"
+PROXIED="stagely-$RUN_ID-proxied"
+PROXY="stagely-$RUN_ID-proxy"
 
 cleanup() {
   set +e
-  docker rm -f "$CLIENT" >/dev/null 2>&1
+  docker rm -f "$CLIENT" "$PROXIED" "$PROXY" >/dev/null 2>&1
   for mode in recreate start-first; do
     [ -d "$WORK/$mode" ] && docker compose -p "$RUN_ID-$mode" --project-directory "$WORK/$mode" \
       down -t 1 >/dev/null 2>&1
   done
-  docker image rm "$IMAGE" >/dev/null 2>&1
+  docker image rm "$IMAGE" "$PROXY_IMAGE" >/dev/null 2>&1
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -34,6 +41,8 @@ trap cleanup EXIT
 mkdir -p "$WORK/image" "$WORK/state"
 chmod 0700 "$WORK/state"
 build_busybox_image "$IMAGE" "$WORK/image"
+build_haproxy_image "$PROXY_IMAGE" "$WORK/proxy-image"
+cp "$ROOT/deploy/haproxy-rollout.cfg" "$WORK/haproxy.cfg"
 
 # The service: serves $GREETING, stops at once on SIGTERM, healthy once it answers.
 write_project() { # MODE LABELS
@@ -60,27 +69,44 @@ deploy() { # MODE VALUE
 
 now() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
 
+client() { # NAME NETWORK URL
+  docker run -d --name "$1" --network "$2" "$IMAGE" sh -c \
+    "while true; do if b=\$(timeout 2 wget -qO- $3 2>/dev/null); then echo \"ok \$b\"; else echo fail; fi; sleep 0.05; done" \
+    >/dev/null
+}
+
+counted() { # CONTAINER START END -> "FAILED TOTAL"
+  docker logs -t --since "$2" --until "$3" "$1" 2>&1 \
+    | awk '{ if ($2 == "fail") f++; n++ } END { print f + 0, n + 0 }'
+}
+
 measure() { # MODE LABELS
-  local mode="$1" failed=0 total=0 start end counts
+  local mode="$1" failed=0 total=0 pfailed=0 ptotal=0 start end counts network
+  network="$RUN_ID-${mode}_default"
   write_project "$mode" "$2"
   deploy "$mode" "$mode-0"
-  docker run -d --name "$CLIENT" --network "$RUN_ID-${mode}_default" "$IMAGE" sh -c \
-    'while true; do if b=$(timeout 2 wget -qO- http://web/ 2>/dev/null); then echo "ok $b"; else echo fail; fi; sleep 0.05; done' \
-    >/dev/null
-  until docker logs "$CLIENT" 2>/dev/null | grep -q "^ok $mode-0$"; do sleep 0.1; done
+  docker run -d --name "$PROXY" --network "$network" --network-alias proxy \
+    -v "$WORK/haproxy.cfg:/haproxy.cfg:ro" "$PROXY_IMAGE" -f /haproxy.cfg >/dev/null
+  client "$CLIENT" "$network" http://web/
+  client "$PROXIED" "$network" http://proxy/
+  until docker logs "$CLIENT" 2>/dev/null | grep -q "^ok $mode-0$" &&
+    docker logs "$PROXIED" 2>/dev/null | grep -q "^ok $mode-0$"; do sleep 0.1; done
   for round in $(seq 1 "$rounds"); do
     start="$(now)"
     deploy "$mode" "$mode-$round"
     end="$(now)"
-    counts="$(docker logs -t --since "$start" --until "$end" "$CLIENT" 2>&1 \
-      | awk '{ if ($2 == "fail") f++; n++ } END { print f + 0, n + 0 }')"
+    counts="$(counted "$CLIENT" "$start" "$end")"
     failed=$((failed + ${counts% *}))
     total=$((total + ${counts#* }))
-    until docker logs "$CLIENT" 2>/dev/null | tail -n 1 | grep -q "^ok $mode-$round$"; do sleep 0.1; done
+    counts="$(counted "$PROXIED" "$start" "$end")"
+    pfailed=$((pfailed + ${counts% *}))
+    ptotal=$((ptotal + ${counts#* }))
+    until docker logs "$CLIENT" 2>/dev/null | tail -n 1 | grep -q "^ok $mode-$round$" &&
+      docker logs "$PROXIED" 2>/dev/null | tail -n 1 | grep -q "^ok $mode-$round$"; do sleep 0.1; done
   done
-  docker rm -f "$CLIENT" >/dev/null
-  echo "$mode: requests failed during a changed-secret deploy: $failed of $total ($rounds deploys)"
-  [ "$total" -ge 200 ] || echo "  (fewer than 200 requests: pass more rounds)" >&2
+  docker rm -f "$CLIENT" "$PROXIED" "$PROXY" >/dev/null
+  echo "$mode: requests failed during a changed-secret deploy: $failed of $total asking the service, $pfailed of $ptotal through a proxy ($rounds deploys)"
+  [ "$total" -ge 200 ] && [ "$ptotal" -ge 200 ] || echo "  (fewer than 200 requests: pass more rounds)" >&2
 }
 
 measure recreate ""

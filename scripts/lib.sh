@@ -23,6 +23,20 @@ build_busybox_image() { # IMAGE DIR
   docker build -q -t "$1" "$2" >/dev/null
 }
 
+# `FROM scratch` + Debian's HAProxy and the libraries it links (a proxy in front of a service,
+# as in production; no image can be pulled here). The entry point is haproxy itself.
+build_haproxy_image() { # IMAGE DIR
+  mkdir -p "$2"
+  cp /usr/sbin/haproxy "$2/haproxy"
+  local lib
+  for lib in $(ldd /usr/sbin/haproxy | grep -o '/[^ ]*'); do
+    mkdir -p "$2$(dirname "$lib")"
+    cp -L "$lib" "$2$lib"
+  done
+  printf 'FROM scratch\nCOPY . /\nENTRYPOINT ["/haproxy"]\n' >"$2/Dockerfile"
+  docker build -q -t "$1" "$2" >/dev/null
+}
+
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }

@@ -21,7 +21,8 @@
 //! 4. **retire** the old containers: each is first disconnected from its networks, which takes
 //!    it out of the service's name at once, then stopped and removed. A request already on its
 //!    way to it at that instant is lost (its address vanishes); Docker 20.10 cannot drop an
-//!    alias without dropping the address.
+//!    alias without dropping the address. A proxy in front that tries a failed connection
+//!    again on another container (`deploy/haproxy-rollout.cfg`) closes that.
 //!
 //! When a new container exits, turns unhealthy, restarts or is not ready in time, the new
 //! containers are removed, the old ones keep serving and the deploy fails with the reason and

@@ -52,6 +52,59 @@ pub async fn test_image() -> &'static str {
     TEST_IMAGE
 }
 
+/// `FROM scratch` + Debian's HAProxy and the libraries it links: a proxy in front of a service,
+/// as in production. Its entry point is `haproxy`.
+pub const PROXY_IMAGE: &str = "stagely-test/haproxy:latest";
+
+/// Builds [`PROXY_IMAGE`] once per process (skipped when the engine already has it).
+pub async fn proxy_image() -> &'static str {
+    static BUILT: OnceCell<()> = OnceCell::const_new();
+    BUILT
+        .get_or_init(|| async {
+            let inspect = CommandSpec::new("docker", ["image", "inspect", PROXY_IMAGE]);
+            if run_ok(inspect).await.is_ok() {
+                return;
+            }
+            let haproxy = Path::new("/usr/sbin/haproxy");
+            assert!(
+                haproxy.exists(),
+                "haproxy is missing: install Debian's haproxy"
+            );
+            let context = tempfile::tempdir().expect("a temporary directory");
+            let ldd = run_ok(CommandSpec::new("ldd", ["/usr/sbin/haproxy"]))
+                .await
+                .expect("ldd haproxy");
+            let libraries = ldd
+                .split_whitespace()
+                .filter(|word| word.starts_with('/'))
+                .map(Path::new);
+            for file in libraries.chain([haproxy]) {
+                let copy = context
+                    .path()
+                    .join(file.strip_prefix("/").expect("absolute"));
+                std::fs::create_dir_all(copy.parent().expect("a directory"))
+                    .expect("creating the image's directories");
+                // `copy` follows symbolic links: the library itself goes in, under its name.
+                std::fs::copy(file, &copy).expect("copying haproxy and its libraries");
+            }
+            std::fs::write(
+                context.path().join("Dockerfile"),
+                "FROM scratch\nCOPY . /\nENTRYPOINT [\"/usr/sbin/haproxy\"]\n",
+            )
+            .expect("writing the Dockerfile");
+            let context_path = context.path().display().to_string();
+            let build = CommandSpec::new(
+                "docker",
+                ["build", "-q", "-t", PROXY_IMAGE, context_path.as_str()],
+            );
+            if let Err(output) = run_ok(build).await {
+                panic!("building the proxy image failed: {output}");
+            }
+        })
+        .await;
+    PROXY_IMAGE
+}
+
 /// Builds `tag` from [`TEST_IMAGE`] with `/version` holding `version` (so each version is a
 /// different image); returns its id.
 pub async fn build_version_image(tag: &str, version: &str) -> String {

@@ -91,23 +91,30 @@ async fn run_deploy(
     (result, lines)
 }
 
-/// A container on the project's network that asks `http://web/` every 50 ms and prints
-/// `ok <body>`, or `fail <status>` (143: no answer within 2 s; 1: refused or no such name);
-/// removed when dropped.
+/// A container on the project's network that asks `url` (`http://web/`, the service by its
+/// name, unless through a [`Proxy`]) every 50 ms and prints `ok <body>`, or `fail <status>`
+/// (143: no answer within 2 s; 1: refused, no such name or an error status); removed when
+/// dropped.
 struct Client {
     name: String,
 }
 
 impl Client {
     async fn start(project: &TestProject) -> Self {
+        Self::asking(project, "http://web/").await
+    }
+
+    async fn asking(project: &TestProject, url: &str) -> Self {
         let name = unique("stagely-test-client");
         let network = format!("{}_default", project.name);
         let image = agent::testing::test_image().await;
-        let script = "while true; do \
-                        if body=$(timeout 2 wget -qO- http://web/ 2>/dev/null); \
-                        then echo \"ok $body\"; else echo \"fail $?\"; fi; \
-                        sleep 0.05; \
-                      done";
+        let script = format!(
+            "while true; do \
+               if body=$(timeout 2 wget -qO- {url} 2>/dev/null); \
+               then echo \"ok $body\"; else echo \"fail $?\"; fi; \
+               sleep 0.05; \
+             done"
+        );
         let run = CommandSpec::new(
             "docker",
             [
@@ -120,7 +127,7 @@ impl Client {
                 image,
                 "sh",
                 "-c",
-                script,
+                script.as_str(),
             ],
         );
         run_ok(run).await.unwrap();
@@ -169,6 +176,51 @@ impl Drop for Client {
     }
 }
 
+/// HAProxy in a container on the project's network, in front of `web` with the configuration
+/// shipped for start-first services (`deploy/haproxy-rollout.cfg`); clients ask it as
+/// `http://proxy/`. Removed when dropped.
+struct Proxy {
+    name: String,
+}
+
+impl Proxy {
+    async fn start(project: &TestProject) -> Self {
+        let name = unique("stagely-test-proxy");
+        let network = format!("{}_default", project.name);
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/haproxy-rollout.cfg");
+        let mount = format!("{config}:/haproxy.cfg:ro");
+        let image = agent::testing::proxy_image().await;
+        let run = CommandSpec::new(
+            "docker",
+            [
+                "run",
+                "-d",
+                "--name",
+                name.as_str(),
+                "--network",
+                network.as_str(),
+                "--network-alias",
+                "proxy",
+                "-v",
+                mount.as_str(),
+                image,
+                "-f",
+                "/haproxy.cfg",
+            ],
+        );
+        run_ok(run).await.unwrap();
+        Self { name }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", self.name.as_str()])
+            .output();
+    }
+}
+
 /// The ids of the project's `web` containers.
 async fn web_containers(project: &TestProject) -> Vec<String> {
     let project = format!("label=com.docker.compose.project={}", project.name);
@@ -204,12 +256,34 @@ async fn changed_secret_rolls_out(labels: &str) {
     first.unwrap();
     let old_container = web_containers(&project).await;
     let client = Client::start(&project).await;
+    let _proxy = Proxy::start(&project).await;
+    let proxied = Client::asking(&project, "http://proxy/").await;
     client.wait_for(&old).await;
+    proxied.wait_for(&old).await;
 
     let (result, log) = run_deploy(&project, &private, &greeting(&new)).await;
     result.unwrap_or_else(|error| panic!("{error}\n{log:#?}"));
     client.wait_for(&new).await;
+    proxied.wait_for(&new).await;
     let seen = client.stop().await;
+    let seen_through_proxy = proxied.stop().await;
+
+    // Through a proxy that tries a failed connection again on another container, as one in
+    // front of a service does: not one request fails once the proxy has found the service.
+    let found = seen_through_proxy
+        .iter()
+        .position(|line| *line == format!("ok {old}"))
+        .expect("the proxy answered");
+    assert!(
+        !seen_through_proxy[found..]
+            .iter()
+            .any(|line| line.starts_with("fail")),
+        "requests failed through the proxy: {seen_through_proxy:?}"
+    );
+    assert_eq!(
+        seen_through_proxy.last().map(String::as_str),
+        Some(format!("ok {new}").as_str())
+    );
 
     // The one request that can fail: one already on its way to the old container when it
     // left the network (its address vanished, so it waits for its 2 s timeout). Nothing is
