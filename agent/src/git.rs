@@ -19,9 +19,9 @@
 //!    cleaned) and reads its id, author and subject for the job's result, with the host key
 //!    SSH pinned on first use;
 //! 4. after the deploy, [`promote`] (it succeeded: `current` now points at the new tree and the
-//!    other trees are removed) or [`keep_failed`] (it failed: `current` stays where it was; the
-//!    new tree is kept, as containers of a deploy that failed halfway may use it, until a deploy
-//!    succeeds).
+//!    other trees are removed, then [`prune`] drops their objects from the store) or
+//!    [`keep_failed`] (it failed: `current` stays where it was; the new tree is kept, as
+//!    containers of a deploy that failed halfway may use it, until a deploy succeeds).
 //!
 //! Every line of git's output passes the redactor, which knows the credentials.
 
@@ -456,6 +456,40 @@ pub fn promote(layout: &Layout, checked: &CheckedOut) -> Result<(), GitError> {
     }
     remove_copy(&layout.repo());
     Ok(())
+}
+
+/// After [`promote`]: drops from the object store what no kept tree needs (the commits of the
+/// trees just removed, whatever their fetches brought), so the store does not grow with every
+/// deploy until it alone is over the size limit and every checkout fails. A redeploy of an
+/// older commit fetches it again. Local commands only: nothing is fetched, no credentials.
+pub async fn prune(layout: &Layout, redactor: &Redactor) -> Result<(), GitError> {
+    let repo = layout.git_dir();
+    if !repo.join("HEAD").is_file() {
+        return Ok(());
+    }
+    let env = environment(layout, Transport::Http, &Credentials::default(), false);
+    let git = |args: &[&str]| {
+        CommandSpec::new(
+            "git",
+            global_args(&repo, &Credentials::default())
+                .into_iter()
+                .chain(args.iter().map(OsString::from)),
+        )
+        .environment(env.clone())
+        .timeout(Duration::from_secs(300))
+    };
+    let mut quiet = |_: String| {};
+    // The trees removed are still registered (their HEADs would keep their commits): forget
+    // them first. `gc` then keeps what the remaining trees' HEADs reach.
+    run_step(
+        "worktree prune",
+        &git(&["worktree", "prune"]),
+        redactor,
+        &mut quiet,
+    )
+    .await?;
+    let gc = git(&["gc", "--quiet", "--prune=now"]);
+    run_step("gc", &gc, redactor, &mut quiet).await
 }
 
 /// The deploy from `checked` failed and `current` stays where it was. Its tree is kept: a

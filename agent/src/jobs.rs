@@ -547,7 +547,14 @@ impl Executor {
         // Lifecycle jobs, log streams and inspections read `current`: the commit that runs.
         match &result {
             Ok(_) => {
-                if let Err(error) = git::promote(&layout, &checked) {
+                let promoted = git::promote(&layout, &checked);
+                if promoted.is_ok() {
+                    if let Err(error) = git::prune(&layout, &redactor).await {
+                        // The deploy stands; the store is pruned again after the next one.
+                        tracing::warn!(%job_id, %error, "pruning the project's git object store failed");
+                    }
+                }
+                if let Err(error) = promoted {
                     tracing::warn!(%job_id, %error, "the deploy succeeded but its checkout could not be made the current one");
                     let line = format!(
                         "the deploy succeeded, but its checkout could not be made the current one \

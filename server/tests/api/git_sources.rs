@@ -839,7 +839,29 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
         );
         let deployed = deploy(&api, &project).await;
         assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
-        assert_eq!(kept_trees(&private, &project), [fixed]);
+        assert_eq!(kept_trees(&private, &project), [fixed.clone()]);
+        // The object store keeps only what the kept tree needs: it does not grow with every
+        // deploy until it alone is over the size limit.
+        let stored = |sha: &str| {
+            std::process::Command::new("git")
+                .arg("--git-dir")
+                .arg(
+                    private
+                        .join("checkouts")
+                        .join(project.id.to_string())
+                        .join("git"),
+                )
+                .args(["cat-file", "-e", &format!("{sha}^{{commit}}")])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(stored(&fixed), "the running commit is in the store");
+        assert!(
+            !stored(&first) && !stored(&broken),
+            "the earlier commits were pruned from the store"
+        );
         let services =
             server::ops::projects::services(&app.state.store, &app.state.hub, &user, project.id)
                 .await
