@@ -20,6 +20,8 @@ use shared::api::{
 use shared::runtime::JobKind;
 use shared::{DeploymentId, ProjectId};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[server]
 pub async fn get_project(id: ProjectId) -> Result<Project, ServerFnError> {
@@ -521,50 +523,67 @@ fn History(
     }
 }
 
-/// The logs opened in the history, by job, with what was read of each (`None` while reading).
-/// They belong to the list, not to its rows: the list is read again whenever a job is queued or
-/// ends, which renders every row anew, and an open log must stay open through that.
+/// The logs opened in the history, by job. They belong to the list, not to its rows: the list
+/// is read again whenever a job is queued or ends, which renders every row anew, and an open
+/// log must stay open through that.
 #[derive(Clone, Copy, Default)]
-struct OpenLogs(RwSignal<HashMap<DeploymentId, Option<LogRead>>>);
+struct OpenLogs(RwSignal<HashMap<DeploymentId, OpenLog>>);
 
 /// A job's log as read from the server, or why it could not be.
 type LogRead = Result<Vec<DeploymentEvent>, String>;
 
-impl OpenLogs {
-    fn is_open(self, id: DeploymentId) -> bool {
-        self.0.with(|logs| logs.contains_key(&id))
-    }
+/// One open log: what was read of it (`None` while reading), its own signal so that reading
+/// one log does not render the others again.
+#[derive(Clone)]
+struct OpenLog {
+    shown: ArcRwSignal<Option<LogRead>>,
+    /// The number of the newest read asked for: only its answer is shown, so a slower, older
+    /// read cannot replace a newer one.
+    newest: Arc<AtomicU64>,
+}
 
-    fn read(self, id: DeploymentId) -> Option<LogRead> {
-        self.0.with(|logs| logs.get(&id).cloned().flatten())
+impl PartialEq for OpenLog {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.newest, &other.newest)
     }
+}
 
-    /// Opens a job's log, or closes it when open.
-    fn toggle(self, id: DeploymentId) {
-        let opening = !self.0.with_untracked(|logs| logs.contains_key(&id));
-        if opening {
-            self.0.update(|logs| {
-                logs.insert(id, None);
-            });
-            self.load(id);
-        } else {
-            self.0.update(|logs| {
-                logs.remove(&id);
-            });
-        }
-    }
-
-    /// Reads a job's log from the server; what was shown stays until the new read arrives. A
-    /// log closed meanwhile stays closed.
-    fn load(self, id: DeploymentId) {
+impl OpenLog {
+    /// Reads the job's log from the server; what was shown stays until the new read arrives.
+    fn load(&self, id: DeploymentId) {
+        let number = self.newest.fetch_add(1, Ordering::Relaxed) + 1;
+        let this = self.clone();
         leptos::task::spawn_local(async move {
             let read = deployment_log(id).await.map_err(|error| error_text(&error));
-            self.0.try_update(|logs| {
-                if let Some(shown) = logs.get_mut(&id) {
-                    *shown = Some(read);
-                }
-            });
+            if this.newest.load(Ordering::Relaxed) == number {
+                this.shown.try_set(Some(read));
+            }
         });
+    }
+}
+
+impl OpenLogs {
+    fn get(self, id: DeploymentId) -> Option<OpenLog> {
+        self.0.with(|logs| logs.get(&id).cloned())
+    }
+
+    /// Opens a job's log, or closes it when open. A log closed and opened again is a new one:
+    /// a read asked for before it was closed is not shown.
+    fn toggle(self, id: DeploymentId) {
+        let opened = self.0.try_update(|logs| match logs.remove(&id) {
+            Some(_) => None,
+            None => {
+                let log = OpenLog {
+                    shown: ArcRwSignal::new(None),
+                    newest: Arc::default(),
+                };
+                logs.insert(id, log.clone());
+                Some(log)
+            }
+        });
+        if let Some(Some(log)) = opened {
+            log.load(id);
+        }
     }
 }
 
@@ -662,10 +681,11 @@ fn HistoryRow(
     // The job's log, read each time it is opened (not a resource: a page of 200 jobs would
     // otherwise render, serialise and hydrate 200 of them for logs nobody opened), and again when
     // the list is: a job that was running when its log was opened may have ended since.
-    if open_logs.0.with_untracked(|logs| logs.contains_key(&id)) {
-        open_logs.load(id);
+    if let Some(log) = open_logs.0.with_untracked(|logs| logs.get(&id).cloned()) {
+        log.load(id);
     }
-    let open = move || open_logs.is_open(id);
+    let log = Memo::new(move |_| open_logs.get(id));
+    let open = move || log.with(Option::is_some);
     let toggle_log = move |_| open_logs.toggle(id);
     view! {
         <li data-deployment-id=id.to_string()>
@@ -699,13 +719,14 @@ fn HistoryRow(
             </div>
             {(!images.is_empty()).then(|| view! { <p class="muted images">"Images: " {images.clone()}</p> })}
             {move || redeploy_error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
-            <Show when=open>
-                {move || match open_logs.read(id) {
-                    None => view! { <p class="muted">"Loading…"</p> }.into_any(),
-                    Some(Ok(events)) => view! { <EventLog events /> }.into_any(),
-                    Some(Err(error)) => view! { <p class="error">{error}</p> }.into_any(),
-                }}
-            </Show>
+            {move || {
+                log.get()
+                    .map(|log| match log.shown.get() {
+                        None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+                        Some(Ok(events)) => view! { <EventLog events /> }.into_any(),
+                        Some(Err(error)) => view! { <p class="error">{error}</p> }.into_any(),
+                    })
+            }}
         </li>
     }
     .into_any()
