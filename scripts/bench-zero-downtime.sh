@@ -38,6 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+command -v haproxy >/dev/null || apt_install haproxy
 mkdir -p "$WORK/image" "$WORK/state"
 chmod 0700 "$WORK/state"
 build_busybox_image "$IMAGE" "$WORK/image"
@@ -69,6 +70,23 @@ deploy() { # MODE VALUE
 
 now() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
 
+# Waits (60 s at most) until both clients' last line is `ok VALUE`; else says what they print.
+answered() { # VALUE
+  local deadline=$((SECONDS + 60)) client
+  for client in "$CLIENT" "$PROXIED"; do
+    until docker logs "$client" 2>/dev/null | tail -n 1 | grep -qx "ok $1"; do
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "$client was never answered $1; it printed:" >&2
+        docker logs --tail 5 "$client" >&2
+        echo "the proxy printed:" >&2
+        docker logs --tail 20 "$PROXY" >&2
+        exit 1
+      fi
+      sleep 0.1
+    done
+  done
+}
+
 client() { # NAME NETWORK URL
   docker run -d --name "$1" --network "$2" "$IMAGE" sh -c \
     "while true; do if b=\$(timeout 2 wget -qO- $3 2>/dev/null); then echo \"ok \$b\"; else echo fail; fi; sleep 0.05; done" \
@@ -89,8 +107,7 @@ measure() { # MODE LABELS
     -v "$WORK/haproxy.cfg:/haproxy.cfg:ro" "$PROXY_IMAGE" -f /haproxy.cfg >/dev/null
   client "$CLIENT" "$network" http://web/
   client "$PROXIED" "$network" http://proxy/
-  until docker logs "$CLIENT" 2>/dev/null | grep -q "^ok $mode-0$" &&
-    docker logs "$PROXIED" 2>/dev/null | grep -q "^ok $mode-0$"; do sleep 0.1; done
+  answered "$mode-0"
   for round in $(seq 1 "$rounds"); do
     start="$(now)"
     deploy "$mode" "$mode-$round"
@@ -101,8 +118,7 @@ measure() { # MODE LABELS
     counts="$(counted "$PROXIED" "$start" "$end")"
     pfailed=$((pfailed + ${counts% *}))
     ptotal=$((ptotal + ${counts#* }))
-    until docker logs "$CLIENT" 2>/dev/null | tail -n 1 | grep -q "^ok $mode-$round$" &&
-      docker logs "$PROXIED" 2>/dev/null | tail -n 1 | grep -q "^ok $mode-$round$"; do sleep 0.1; done
+    answered "$mode-$round"
   done
   docker rm -f "$CLIENT" "$PROXIED" "$PROXY" >/dev/null
   echo "$mode: requests failed during a changed-secret deploy: $failed of $total asking the service, $pfailed of $ptotal through a proxy ($rounds deploys)"

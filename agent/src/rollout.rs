@@ -18,11 +18,12 @@
 //!    the settle time of [`SETTLE_LABEL`], [`DEFAULT_SETTLE`] unless set, at most
 //!    [`MAX_SETTLE`]), reporting `<service>: start-first n/m new container(s) healthy`; then
 //!    connect them again with all their aliases, so they answer to the service's name;
-//! 4. **retire** the old containers: each is first disconnected from its networks, which takes
-//!    it out of the service's name at once, then stopped and removed. A request already on its
-//!    way to it at that instant is lost (its address vanishes); Docker 20.10 cannot drop an
-//!    alias without dropping the address. A proxy in front that tries a failed connection
-//!    again on another container (`deploy/haproxy-rollout.cfg`) closes that.
+//! 4. **retire** the old containers, [`JOIN_GRACE`] later: each is first disconnected from its
+//!    networks, which takes it out of the service's name at once, then stopped and removed. A
+//!    request already on its way to it at that instant is lost (its address vanishes); Docker
+//!    20.10 cannot drop an alias without dropping the address. A proxy in front that tries a
+//!    failed connection again on another container (`deploy/haproxy-rollout.cfg`) narrows that
+//!    to a request it had already sent to the old container and not yet been answered.
 //!
 //! When a new container exits, turns unhealthy, restarts or is not ready in time, the new
 //! containers are removed, the old ones keep serving and the deploy fails with the reason and
@@ -53,6 +54,11 @@ pub const SETTLE_LABEL: &str = "dev.stagely.rollout.settle";
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(5);
 /// The longest settle time [`SETTLE_LABEL`] may ask for.
 pub const MAX_SETTLE: Duration = Duration::from_secs(300);
+
+/// How long the old containers keep serving after the new ones joined the service's name: a
+/// proxy that looks the name up again every so often (`deploy/haproxy-rollout.cfg`: every
+/// 200 ms) finds the new ones before the old ones leave, so it always has one to send to.
+pub const JOIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a rollout was refused or failed; the message is what the user sees.
 #[derive(Debug, thiserror::Error)]
@@ -412,6 +418,9 @@ impl Rollouts<'_> {
                 reason,
                 logs,
             });
+        }
+        if !old.is_empty() {
+            tokio::time::sleep(JOIN_GRACE).await;
         }
         for container in old {
             self.retire(&container.id)
