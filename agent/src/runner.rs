@@ -35,6 +35,15 @@ pub const CHILD_ENVIRONMENT: [&str; 8] = [
     "LANG",
 ];
 
+/// The value a child process sees for `name`: the agent's own, for the variables of
+/// [`CHILD_ENVIRONMENT`]; no other is set.
+pub fn child_variable(name: &str) -> Option<String> {
+    CHILD_ENVIRONMENT
+        .contains(&name)
+        .then(|| std::env::var(name).ok())
+        .flatten()
+}
+
 /// At most this much of each stream is kept in [`CommandOutput`] (the tail is dropped).
 const CAPTURE_LIMIT: usize = 1 << 20;
 /// A line longer than this is handed over in pieces of this size (or of the longest span a

@@ -114,7 +114,8 @@ pub async fn deploy(
     )
     .await?;
     let user_file = std::fs::read_to_string(&project.file).unwrap_or_default();
-    let policies = render::user_policies(&user_file);
+    // The variables the stack deploy below is run with (the runner passes on only these).
+    let policies = render::user_policies(&user_file, &runner::child_variable);
     ensure_manager(redactor).await?;
 
     // Before anything is created: `--prune` removes the services of the stack the file does

@@ -157,17 +157,22 @@ fn capacity(services: &BTreeSet<ServiceName>, placement: &Placement<'_>) -> usiz
 }
 
 /// Which services of the user's compose file set `deploy.update_config` or
-/// `deploy.rollback_config` themselves, or are jobs.
-pub fn user_policies(compose_yaml: &str) -> BTreeMap<ServiceName, UserPolicy> {
+/// `deploy.rollback_config` themselves, or are jobs; `variables` are what `docker stack deploy`
+/// will interpolate the file with.
+pub fn user_policies(
+    compose_yaml: &str,
+    variables: &impl Fn(&str) -> Option<String>,
+) -> BTreeMap<ServiceName, UserPolicy> {
     let sets = |key: &'static str| {
         crate::compose::services_whose_deploy(compose_yaml, |deploy| deploy.get(key).is_some())
     };
     let (updates, rollbacks) = (sets("update_config"), sets("rollback_config"));
+    // The mode as `docker stack deploy` reads it, interpolated (`${MODE:-replicated-job}` is
+    // a job).
     let jobs = crate::compose::services_whose_deploy(compose_yaml, |deploy| {
-        matches!(
-            deploy.get("mode").and_then(|mode| mode.as_str()),
-            Some("replicated-job" | "global-job")
-        )
+        let mode = deploy.get("mode").and_then(|mode| mode.as_str());
+        let mode = mode.and_then(|mode| interpolated(mode, variables));
+        matches!(mode.as_deref(), Some("replicated-job" | "global-job"))
     });
     updates
         .iter()
@@ -184,6 +189,89 @@ pub fn user_policies(compose_yaml: &str) -> BTreeMap<ServiceName, UserPolicy> {
         .collect()
 }
 
+/// `text` as Compose (and `docker stack deploy`) interpolates it: `$$` is a dollar; `$NAME`
+/// and `${NAME}` are the variable's value (empty when unset); `${NAME:-default}` and
+/// `${NAME-default}` the default when it is unset (or, with `:`, empty); `${NAME:+other}` and
+/// `${NAME+other}` the other value when it is set; `${NAME:?message}` and `${NAME?message}`
+/// refuse an unset one. Defaults may hold variables themselves. `None` for what does not parse
+/// or is refused, as Compose refuses it.
+fn interpolated(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let name_length = |text: &str| {
+        text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(text.len())
+    };
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+        } else if let Some(body) = rest.strip_prefix('{') {
+            let mut depth = 0usize;
+            let end = body.char_indices().find_map(|(index, c)| match c {
+                '{' => {
+                    depth += 1;
+                    None
+                }
+                '}' if depth == 0 => Some(index),
+                '}' => {
+                    depth -= 1;
+                    None
+                }
+                _ => None,
+            })?;
+            let (name, operation) = body[..end].split_at(name_length(&body[..end]));
+            rest = &body[end + 1..];
+            if name.is_empty() {
+                return None;
+            }
+            let value = lookup(name);
+            let non_empty = value.as_deref().is_some_and(|value| !value.is_empty());
+            let resolved = if operation.is_empty() {
+                value.unwrap_or_default()
+            } else if let Some(default) = operation.strip_prefix(":-") {
+                match non_empty {
+                    true => value.unwrap_or_default(),
+                    false => interpolated(default, lookup)?,
+                }
+            } else if let Some(default) = operation.strip_prefix('-') {
+                match value {
+                    Some(value) => value,
+                    None => interpolated(default, lookup)?,
+                }
+            } else if let Some(other) = operation.strip_prefix(":+") {
+                match non_empty {
+                    true => interpolated(other, lookup)?,
+                    false => String::new(),
+                }
+            } else if let Some(other) = operation.strip_prefix('+') {
+                match value {
+                    Some(_) => interpolated(other, lookup)?,
+                    None => String::new(),
+                }
+            } else if operation.starts_with(":?") {
+                value.filter(|value| !value.is_empty())?
+            } else if operation.starts_with('?') {
+                value?
+            } else {
+                return None;
+            };
+            out.push_str(&resolved);
+        } else {
+            let (name, after) = rest.split_at(name_length(rest));
+            if name.is_empty() {
+                return None;
+            }
+            out.push_str(&lookup(name).unwrap_or_default());
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,12 +282,57 @@ mod tests {
     }
 
     #[test]
+    fn a_job_whose_mode_is_a_variable_is_known_as_a_job_as_stack_deploy_will_read_it() {
+        let compose = |mode: &str| {
+            format!("services:\n  migrate:\n    image: a\n    deploy:\n      mode: {mode}\n")
+        };
+        let variables = |name: &str| match name {
+            "HOME" => Some("/root".to_owned()),
+            "EMPTY" => Some(String::new()),
+            "KIND" => Some("global-job".to_owned()),
+            _ => None,
+        };
+        let job = |mode: &str| {
+            user_policies(&compose(mode), &variables)
+                .get(&name("migrate"))
+                .is_some_and(|policy| policy.job)
+        };
+        // Docker refuses a job with an update config ("Jobs may not have an update config"):
+        // each of these is a job, so the override gives it none.
+        for mode in [
+            "replicated-job",
+            "\"${MODE:-replicated-job}\"",
+            "${MODE-replicated-job}",
+            "${EMPTY:-global-job}",
+            "$KIND",
+            "${KIND}",
+            "${HOME:+replicated-job}",
+            "${MODE:-${KIND}}",
+            "replicated${MODE}-job",
+        ] {
+            assert!(job(mode), "{mode}");
+        }
+        for mode in [
+            "replicated",
+            "${EMPTY-replicated-job}",
+            "${MODE:+replicated-job}",
+            "$${MODE:-replicated-job}",
+            "${MODE:?needs a mode}",
+            "${MODE}",
+            "${:-replicated-job}",
+            "${MODE:-replicated-job",
+        ] {
+            assert!(!job(mode), "{mode}");
+        }
+    }
+
+    #[test]
     fn a_service_without_its_own_update_config_gets_start_first_with_rollback_and_a_pin_its_image()
     {
         let compose = "services:\n  web:\n    image: a\n  db:\n    image: b\n    deploy:\n      \
                        update_config:\n        order: stop-first\n  migrate:\n    image: a\n    \
                        deploy:\n      mode: replicated-job\n";
-        let policies = user_policies(compose);
+        let policies = user_policies(compose, &|_| None);
         let services: BTreeSet<_> = [name("web"), name("db"), name("migrate")].into();
         let project = ProjectName::parse("shop").unwrap();
         let owner = Owner {

@@ -548,11 +548,14 @@ async fn an_exact_redeploy_of_a_stack_runs_the_images_it_ran_although_the_tag_mo
 /// an update config, and a job's tasks complete rather than run, so the deploy must neither
 /// give it the rolling update nor wait for it to run. It runs to completion, the deploy
 /// succeeds and records its image; Swarm runs it again on the next deploy, which waits for
-/// that run.
+/// that run. Its mode is written through a variable (`${MIGRATE_MODE:-replicated-job}`), as
+/// `docker stack deploy` reads it: Swarm refused the update config the agent gave it when only
+/// the literal mode was known as a job.
 #[tokio::test]
 async fn a_stack_with_a_job_deploys_once_the_job_completed() {
     let _swarm = SwarmMode::enter();
-    let (stack, id) = stack_with_job("migrated", "[\"cat\", \"/version\"]", "").await;
+    let mode = "\"${MIGRATE_MODE:-replicated-job}\"";
+    let (stack, id) = stack_with_job("migrated", mode, "[\"cat\", \"/version\"]", "").await;
     let private = tempfile::tempdir().unwrap();
     let secrets = [greeting("hello")];
     let job = format!("{}_migrate", stack.name);
@@ -598,7 +601,13 @@ async fn a_stack_with_a_job_deploys_once_the_job_completed() {
 async fn a_job_that_keeps_failing_fails_the_deploy_with_its_task_errors() {
     let _swarm = SwarmMode::enter();
     let restart = "\n      restart_policy:\n        delay: 1s";
-    let (stack, id) = stack_with_job("broken", "[\"sh\", \"-c\", \"exit 3\"]", restart).await;
+    let (stack, id) = stack_with_job(
+        "broken",
+        "replicated-job",
+        "[\"sh\", \"-c\", \"exit 3\"]",
+        restart,
+    )
+    .await;
     let private = tempfile::tempdir().unwrap();
     let secrets = [greeting("hello")];
     let request = swarm_request(&stack, &secrets, SecretsAs::Environment, None);
@@ -623,10 +632,15 @@ async fn a_job_that_keeps_failing_fails_the_deploy_with_its_task_errors() {
     remove_with_images(stack, &[&id]).await;
 }
 
-/// The web stack with a `migrate` job (`mode: replicated-job`) running `command` (YAML flow
-/// list), with `deploy` lines added under its mode, on an image of its own built for `version`;
-/// returns the stack and the image's id.
-async fn stack_with_job(version: &str, command: &str, deploy: &str) -> (TestStack, String) {
+/// The web stack with a `migrate` job (`mode` is `replicated-job`, or says so through a
+/// variable) running `command` (YAML flow list), with `deploy` lines added under its mode, on an
+/// image of its own built for `version`; returns the stack and the image's id.
+async fn stack_with_job(
+    version: &str,
+    mode: &str,
+    command: &str,
+    deploy: &str,
+) -> (TestStack, String) {
     let tag = format!(
         "stagely-test/swarm-{}:job",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
@@ -634,7 +648,7 @@ async fn stack_with_job(version: &str, command: &str, deploy: &str) -> (TestStac
     let id = build_version_image(&tag, version).await;
     let job = format!(
         "  migrate:\n    image: {tag}\n    command: {command}\n    deploy:\n      \
-         mode: replicated-job{deploy}\nnetworks:\n  mesh:"
+         mode: {mode}{deploy}\nnetworks:\n  mesh:"
     );
     let stack = TestStack::new(&web_stack(&tag).replacen("networks:\n  mesh:", &job, 1));
     (stack, id)
