@@ -38,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-command -v haproxy >/dev/null || apt_install haproxy
+[ -x /usr/sbin/haproxy ] || apt_install haproxy
 mkdir -p "$WORK/image" "$WORK/state"
 chmod 0700 "$WORK/state"
 build_busybox_image "$IMAGE" "$WORK/image"

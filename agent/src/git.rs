@@ -19,7 +19,8 @@
 //!    cleaned) and reads its id, author and subject for the job's result, with the host key
 //!    SSH pinned on first use;
 //! 4. after the deploy, [`promote`] (it succeeded: `current` now points at the new tree and the
-//!    other trees are removed, then [`prune`] drops their objects from the store) or
+//!    other trees are removed; once the job's result is sent, [`prune`] drops from the store
+//!    what neither the last [`KEPT_DEPLOYS`] successful deploys nor a kept tree need) or
 //!    [`keep_failed`] (it failed: `current` stays where it was; the new tree is kept, as
 //!    containers of a deploy that failed halfway may use it, until a deploy succeeds).
 //!
@@ -458,13 +459,21 @@ pub fn promote(layout: &Layout, checked: &CheckedOut) -> Result<(), GitError> {
     Ok(())
 }
 
-/// After [`promote`]: drops from the object store what no kept tree needs (the commits of the
-/// trees just removed, whatever their fetches brought), so the store does not grow with every
-/// deploy until it alone is over the size limit and every checkout fails. A redeploy of an
-/// older commit fetches it again. Local commands only: nothing is fetched, no credentials.
-pub async fn prune(layout: &Layout, redactor: &Redactor) -> Result<(), GitError> {
+/// How many of the project's last successful deploys keep their commits in the object store,
+/// so that redeploying one of them works without its Git host.
+pub const KEPT_DEPLOYS: usize = 5;
+/// Where the commits of the last successful deploys are pinned: `<prefix>0` is the newest.
+const DEPLOYED_REFS: &str = "refs/stagely/deployed/";
+
+/// After [`promote`] of `sha`, once the job's result is sent: pins `sha` among the commits of
+/// the last [`KEPT_DEPLOYS`] successful deploys and drops from the object store what neither
+/// they nor a kept tree need (failed commits' trees, older deploys, whatever their fetches
+/// brought), so the store does not grow with every deploy until it alone is over the size
+/// limit and every checkout fails. A redeploy of an older commit fetches it again. Local
+/// commands only: nothing is fetched, no credentials.
+pub async fn prune(layout: &Layout, sha: &str, redactor: &Redactor) -> Result<(), GitError> {
     let repo = layout.git_dir();
-    if !repo.join("HEAD").is_file() {
+    if !repo.join("HEAD").is_file() || !CommitInfo::is_sha(sha) {
         return Ok(());
     }
     let env = environment(layout, Transport::Http, &Credentials::default(), false);
@@ -479,8 +488,52 @@ pub async fn prune(layout: &Layout, redactor: &Redactor) -> Result<(), GitError>
         .timeout(Duration::from_secs(300))
     };
     let mut quiet = |_: String| {};
+
+    let listed = capture(
+        "for-each-ref",
+        &git(&[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            DEPLOYED_REFS,
+        ]),
+        redactor,
+    )
+    .await?;
+    let mut pinned: Vec<(usize, String)> = listed
+        .lines()
+        .filter_map(|line| {
+            let (name, object) = line.split_once(' ')?;
+            let index = name.strip_prefix(DEPLOYED_REFS)?.parse().ok()?;
+            Some((index, object.to_owned()))
+        })
+        .collect();
+    pinned.sort();
+    let kept: Vec<&str> = std::iter::once(sha)
+        .chain(pinned.iter().map(|(_, object)| object.as_str()))
+        .filter(|object| CommitInfo::is_sha(object))
+        .fold(Vec::new(), |mut kept, object| {
+            if !kept.contains(&object) {
+                kept.push(object);
+            }
+            kept
+        });
+    let mut commands = String::new();
+    for (index, object) in kept.iter().take(KEPT_DEPLOYS).enumerate() {
+        commands.push_str(&format!("update {DEPLOYED_REFS}{index} {object}\n"));
+    }
+    for (index, _) in pinned
+        .iter()
+        .filter(|(index, _)| *index >= kept.len().min(KEPT_DEPLOYS))
+    {
+        commands.push_str(&format!("delete {DEPLOYED_REFS}{index}\n"));
+    }
+    let update =
+        git(&["update-ref", "--stdin"]).stdin(zeroize::Zeroizing::new(commands.into_bytes()));
+    run_step("update-ref", &update, redactor, &mut quiet).await?;
+
     // The trees removed are still registered (their HEADs would keep their commits): forget
-    // them first. `gc` then keeps what the remaining trees' HEADs reach.
+    // them first. A `gc` killed at its timeout leaves its lock, which would refuse the next
+    // one for hours: nothing else runs `gc` here (jobs of a project take turns).
     run_step(
         "worktree prune",
         &git(&["worktree", "prune"]),
@@ -488,7 +541,8 @@ pub async fn prune(layout: &Layout, redactor: &Redactor) -> Result<(), GitError>
         &mut quiet,
     )
     .await?;
-    let gc = git(&["gc", "--quiet", "--prune=now"]);
+    let _ = std::fs::remove_file(repo.join("gc.pid"));
+    let gc = git(&["-c", "pack.threads=1", "gc", "--quiet", "--prune=now"]);
     run_step("gc", &gc, redactor, &mut quiet).await
 }
 

@@ -468,8 +468,20 @@ impl Executor {
         } else {
             tracing::warn!(%job_id, project = %job.project, %message, "deploy failed");
         }
+        let deployed_commit = checkout
+            .as_ref()
+            .filter(|_| success)
+            .map(|checkout| checkout.commit.sha.clone());
         self.finish(job_id, success, message, images, checkout)
             .await;
+        // After the result is sent, before the project's next job: the deploy stands whatever
+        // this does, and a store left unpruned is pruned after the next one.
+        if let (Some(sha), Some(project_id)) = (deployed_commit, job.project_id) {
+            let layout = git::Layout::new(&self.options.private_dir, project_id);
+            if let Err(error) = git::prune(&layout, &sha, &Redactor::default()).await {
+                tracing::warn!(%job_id, %error, "pruning the project's git object store failed");
+            }
+        }
     }
 
     /// Checks the project's repository out into the commit's own tree, then deploys from it:
@@ -547,14 +559,7 @@ impl Executor {
         // Lifecycle jobs, log streams and inspections read `current`: the commit that runs.
         match &result {
             Ok(_) => {
-                let promoted = git::promote(&layout, &checked);
-                if promoted.is_ok() {
-                    if let Err(error) = git::prune(&layout, &redactor).await {
-                        // The deploy stands; the store is pruned again after the next one.
-                        tracing::warn!(%job_id, %error, "pruning the project's git object store failed");
-                    }
-                }
-                if let Err(error) = promoted {
+                if let Err(error) = git::promote(&layout, &checked) {
                     tracing::warn!(%job_id, %error, "the deploy succeeded but its checkout could not be made the current one");
                     let line = format!(
                         "the deploy succeeded, but its checkout could not be made the current one \

@@ -537,9 +537,12 @@ type LogRead = Result<Vec<DeploymentEvent>, String>;
 #[derive(Clone)]
 struct OpenLog {
     shown: ArcRwSignal<Option<LogRead>>,
-    /// The number of the newest read asked for: only its answer is shown, so a slower, older
-    /// read cannot replace a newer one.
+    /// The number of the newest read asked for.
     newest: Arc<AtomicU64>,
+    /// The number of the read shown: an answer older than it is dropped, so a slower, older
+    /// read cannot replace a newer one (and reads asked for faster than they answer still
+    /// show, each newer than the last).
+    shown_read: Arc<AtomicU64>,
 }
 
 impl PartialEq for OpenLog {
@@ -555,7 +558,7 @@ impl OpenLog {
         let this = self.clone();
         leptos::task::spawn_local(async move {
             let read = deployment_log(id).await.map_err(|error| error_text(&error));
-            if this.newest.load(Ordering::Relaxed) == number {
+            if this.shown_read.fetch_max(number, Ordering::Relaxed) < number {
                 this.shown.try_set(Some(read));
             }
         });
@@ -576,6 +579,7 @@ impl OpenLogs {
                 let log = OpenLog {
                     shown: ArcRwSignal::new(None),
                     newest: Arc::default(),
+                    shown_read: Arc::default(),
                 };
                 logs.insert(id, log.clone());
                 Some(log)

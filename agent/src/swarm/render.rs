@@ -189,17 +189,14 @@ pub fn user_policies(
         .collect()
 }
 
-/// `text` as Compose (and `docker stack deploy`) interpolates it: `$$` is a dollar; `$NAME`
-/// and `${NAME}` are the variable's value (empty when unset); `${NAME:-default}` and
-/// `${NAME-default}` the default when it is unset (or, with `:`, empty); `${NAME:+other}` and
-/// `${NAME+other}` the other value when it is set; `${NAME:?message}` and `${NAME?message}`
-/// refuse an unset one. Defaults may hold variables themselves. `None` for what does not parse
-/// or is refused, as Compose refuses it.
+/// `text` as `docker stack deploy` interpolates it (docker/cli's compose template, not
+/// Compose v2's): `$$` is a dollar; `$NAME` and `${NAME}` are the variable's value (empty when
+/// unset); `NAME:-default` takes the default when the variable is unset or empty, `NAME-default`
+/// when it is unset, `NAME:?message` and `NAME?message` refuse it then, braced or not (without
+/// braces the rest runs to the next `}` or the end). The default is taken as written, never
+/// interpolated again: one pass, no recursion, whatever the file holds. `None` for what
+/// docker/cli refuses (a `$` before anything else, `${` without its `}`, `:+`).
 fn interpolated(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Option<String> {
-    let name_length = |text: &str| {
-        text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(text.len())
-    };
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -208,68 +205,69 @@ fn interpolated(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Option<
         if let Some(after) = rest.strip_prefix('$') {
             out.push('$');
             rest = after;
-        } else if let Some(body) = rest.strip_prefix('{') {
-            let mut depth = 0usize;
-            let end = body.char_indices().find_map(|(index, c)| match c {
-                '{' => {
-                    depth += 1;
-                    None
-                }
-                '}' if depth == 0 => Some(index),
-                '}' => {
-                    depth -= 1;
-                    None
-                }
-                _ => None,
-            })?;
-            let (name, operation) = body[..end].split_at(name_length(&body[..end]));
-            rest = &body[end + 1..];
-            if name.is_empty() {
-                return None;
-            }
-            let value = lookup(name);
-            let non_empty = value.as_deref().is_some_and(|value| !value.is_empty());
-            let resolved = if operation.is_empty() {
-                value.unwrap_or_default()
-            } else if let Some(default) = operation.strip_prefix(":-") {
-                match non_empty {
-                    true => value.unwrap_or_default(),
-                    false => interpolated(default, lookup)?,
-                }
-            } else if let Some(default) = operation.strip_prefix('-') {
-                match value {
-                    Some(value) => value,
-                    None => interpolated(default, lookup)?,
-                }
-            } else if let Some(other) = operation.strip_prefix(":+") {
-                match non_empty {
-                    true => interpolated(other, lookup)?,
-                    false => String::new(),
-                }
-            } else if let Some(other) = operation.strip_prefix('+') {
-                match value {
-                    Some(_) => interpolated(other, lookup)?,
-                    None => String::new(),
-                }
-            } else if operation.starts_with(":?") {
-                value.filter(|value| !value.is_empty())?
-            } else if operation.starts_with('?') {
-                value?
-            } else {
-                return None;
-            };
-            out.push_str(&resolved);
-        } else {
-            let (name, after) = rest.split_at(name_length(rest));
-            if name.is_empty() {
-                return None;
-            }
-            out.push_str(&lookup(name).unwrap_or_default());
-            rest = after;
+            continue;
         }
+        let (substitution, after) = match rest.strip_prefix('{') {
+            Some(braced) => {
+                let length = substitution_length(braced)?;
+                (&braced[..length], braced[length..].strip_prefix('}')?)
+            }
+            None => {
+                let length = substitution_length(rest)?;
+                rest.split_at(length)
+            }
+        };
+        out.push_str(&substitute(substitution, lookup)?);
+        rest = after;
     }
     out.push_str(rest);
     Some(out)
+}
+
+/// How long the substitution at the start of `text` is, as docker/cli's pattern
+/// `[_a-z][_a-z0-9]*(?::?[-?][^}]*)?` (any case) matches it; `None` when it does not.
+fn substitution_length(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let first = *bytes.first()?;
+    if !(first == b'_' || first.is_ascii_alphabetic()) {
+        return None;
+    }
+    let name = bytes
+        .iter()
+        .position(|byte| !(*byte == b'_' || byte.is_ascii_alphanumeric()))
+        .unwrap_or(bytes.len());
+    let operator = match &bytes[name..] {
+        [b':', b'-' | b'?', ..] => 2,
+        [b'-' | b'?', ..] => 1,
+        _ => return Some(name),
+    };
+    let value = bytes[name + operator..]
+        .iter()
+        .position(|byte| *byte == b'}')
+        .unwrap_or(bytes.len() - name - operator);
+    Some(name + operator + value)
+}
+
+/// One substitution's value, docker/cli's rules in its order: `:-`, `-`, `:?`, `?` (each
+/// splitting at its first occurrence), else the variable itself.
+fn substitute(substitution: &str, lookup: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    if let Some((name, default)) = substitution.split_once(":-") {
+        return Some(
+            lookup(name)
+                .filter(|value| !value.is_empty())
+                .unwrap_or_else(|| default.to_owned()),
+        );
+    }
+    if let Some((name, default)) = substitution.split_once('-') {
+        return Some(lookup(name).unwrap_or_else(|| default.to_owned()));
+    }
+    if let Some((name, _)) = substitution.split_once(":?") {
+        return lookup(name).filter(|value| !value.is_empty());
+    }
+    if let Some((name, _)) = substitution.split_once('?') {
+        return lookup(name);
+    }
+    Some(lookup(substitution).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -306,24 +304,40 @@ mod tests {
             "${EMPTY:-global-job}",
             "$KIND",
             "${KIND}",
-            "${HOME:+replicated-job}",
-            "${MODE:-${KIND}}",
             "replicated${MODE}-job",
+            // docker/cli's own readings: without braces the default runs to the end, `-`
+            // splits at its first occurrence, and a default is never interpolated again.
+            "$MODE:-replicated-job",
+            "${MODE?-replicated-job}",
+            "${kind:-replicated-job}",
         ] {
             assert!(job(mode), "{mode}");
         }
         for mode in [
             "replicated",
             "${EMPTY-replicated-job}",
-            "${MODE:+replicated-job}",
             "$${MODE:-replicated-job}",
             "${MODE:?needs a mode}",
             "${MODE}",
             "${:-replicated-job}",
             "${MODE:-replicated-job",
+            "${HOME:+replicated-job}",
+            "${MODE:-${KIND}}",
+            "$1replicated-job",
         ] {
             assert!(!job(mode), "{mode}");
         }
+    }
+
+    #[test]
+    fn interpolation_is_one_pass_whatever_the_nesting() {
+        let deep = format!("{}x{}", "${A:-".repeat(200_000), "}".repeat(200_000));
+        let read = interpolated(&deep, &|_| None).unwrap();
+        assert!(read.starts_with("${A:-${A:-") && read.ends_with('}'));
+        assert_eq!(interpolated("a$$b", &|_| None).as_deref(), Some("a$b"));
+        assert_eq!(interpolated("é${X:-ü}€", &|_| None).as_deref(), Some("éü€"));
+        assert_eq!(interpolated("$", &|_| None), None);
+        assert_eq!(interpolated("${X", &|_| None), None);
     }
 
     #[test]

@@ -271,7 +271,7 @@ async fn changed_secret_rolls_out(labels: &str) {
     // Through a proxy that tries a failed connection again on another container, as one in
     // front of a service does (once it has found the service): nothing is refused, no answer
     // is an error, and the only request that can fail is one the proxy had already sent to the
-    // old container, unanswered, when it left the network (measured: none in 792, see
+    // old container, unanswered, when it left the network (measured: none in 1,345, see
     // docs/BENCHMARKS.md).
     let found = seen_through_proxy
         .iter()

@@ -840,33 +840,60 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
         let deployed = deploy(&api, &project).await;
         assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
         assert_eq!(kept_trees(&private, &project), [fixed.clone()]);
-        // The object store keeps only what the kept tree needs: it does not grow with every
-        // deploy until it alone is over the size limit.
+        let services =
+            server::ops::projects::services(&app.state.store, &app.state.hub, &user, project.id)
+                .await
+                .unwrap();
+        assert_eq!(services.len(), 2, "{services:?}");
+
+        // The object store keeps what the kept tree and the last five successful deploys need
+        // (a redeploy of one of them works without the Git host), nothing else: it does not
+        // grow with every deploy until it alone is over the size limit. It is pruned once the
+        // deploy's result is sent, so the test waits for it.
+        let store = private
+            .join("checkouts")
+            .join(project.id.to_string())
+            .join("git");
         let stored = |sha: &str| {
             std::process::Command::new("git")
                 .arg("--git-dir")
-                .arg(
-                    private
-                        .join("checkouts")
-                        .join(project.id.to_string())
-                        .join("git"),
-                )
+                .arg(&store)
                 .args(["cat-file", "-e", &format!("{sha}^{{commit}}")])
                 .stderr(std::process::Stdio::null())
                 .status()
                 .unwrap()
                 .success()
         };
-        assert!(stored(&fixed), "the running commit is in the store");
+        let pruned = |gone: &[&str]| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while gone.iter().any(|sha| stored(sha)) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never pruned from the store: {gone:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        pruned(&[&broken]);
         assert!(
-            !stored(&first) && !stored(&broken),
-            "the earlier commits were pruned from the store"
+            stored(&first) && stored(&fixed),
+            "the successful deploys' commits are kept"
         );
-        let services =
-            server::ops::projects::services(&app.state.store, &app.state.hub, &user, project.id)
-                .await
-                .unwrap();
-        assert_eq!(services.len(), 2, "{services:?}");
+        let mut later = Vec::new();
+        for round in 0..5 {
+            let compose = format!(
+                "# round {round}\n{}",
+                WEB_AND_WORKER.replace("{image}", image)
+            );
+            later.push(repo.commit(&[("compose.yaml", compose.as_bytes())], "A comment"));
+            let deployed = deploy(&api, &project).await;
+            assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+        }
+        pruned(&[&first, &fixed]);
+        assert!(
+            later.iter().all(|sha| stored(sha)),
+            "the last five successful deploys' commits are kept"
+        );
         app.stop().await;
     }
 }
