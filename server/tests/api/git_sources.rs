@@ -142,6 +142,13 @@ impl GitServer {
         self.sshd = Some(child);
     }
 
+    /// Stops `sshd`: the repository can no longer be fetched.
+    async fn stop(&mut self) {
+        if let Some(mut sshd) = self.sshd.take() {
+            sshd.kill().await.unwrap();
+        }
+    }
+
     /// Restarts `sshd` with only a new host key of `kind` (`ed25519`, `ecdsa`, `rsa`).
     async fn restart_with_new_host_key(&mut self, kind: &str) {
         if let Some(mut sshd) = self.sshd.take() {
@@ -720,7 +727,7 @@ fn kept_trees(private: &Path, project: &Project) -> Vec<String> {
 async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
     let image = agent::testing::test_image().await;
     for db in TestDb::all().await {
-        let repo = GitServer::start().await;
+        let mut repo = GitServer::start().await;
         let first = repo.commit(
             &[(
                 "compose.yaml",
@@ -880,6 +887,7 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
             "the successful deploys' commits are kept"
         );
         let mut later = Vec::new();
+        let mut oldest_kept = None;
         for round in 0..5 {
             let compose = format!(
                 "# round {round}\n{}",
@@ -888,12 +896,31 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
             later.push(repo.commit(&[("compose.yaml", compose.as_bytes())], "A comment"));
             let deployed = deploy(&api, &project).await;
             assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+            oldest_kept.get_or_insert(deployed.id);
         }
         pruned(&[&first, &fixed]);
         assert!(
             later.iter().all(|sha| stored(sha)),
             "the last five successful deploys' commits are kept"
         );
+        // With the Git host down, the oldest of them is redeployed from the store.
+        repo.stop().await;
+        let accepted: DeployAccepted = api
+            .expect(
+                Method::POST,
+                &format!("/deployments/{}/redeploy", oldest_kept.unwrap()),
+                None,
+                202,
+            )
+            .await;
+        let redeployed =
+            wait_for_deployment(&api, accepted.deployment_id, Duration::from_secs(120)).await;
+        assert_eq!(
+            redeployed.status,
+            DeploymentStatus::Succeeded,
+            "{redeployed:?}"
+        );
+        assert_eq!(redeployed.commit.unwrap().sha, later[0]);
         app.stop().await;
     }
 }
