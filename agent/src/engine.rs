@@ -110,11 +110,6 @@ pub struct Image {
 }
 
 impl Image {
-    /// The first registry digest, when the image came from a registry.
-    pub fn repo_digest(&self) -> Option<String> {
-        self.repo_digests.as_ref()?.first().cloned()
-    }
-
     /// The registry digest of the repository `reference` names (`registry/app:1.0` →
     /// `registry/app@sha256:…`): an image pulled from several repositories has one each, and a
     /// pin must pull from the one the service names. `None` when it has none there.
@@ -221,12 +216,15 @@ mod tests {
     }
 
     #[test]
-    fn image_inspect_output_gives_the_id_and_the_first_repo_digest() {
+    fn image_inspect_output_gives_the_id_and_the_repo_digest_of_the_named_repository() {
         let json = r#"[{"Id":"sha256:aaaa","RepoTags":["app:1.0"],"RepoDigests":["reg/app@sha256:bbbb","reg/app@sha256:cccc"],"Size":1},
                        {"Id":"sha256:dddd","RepoTags":[],"RepoDigests":[]},
                        {"Id":"sha256:eeee","RepoDigests":null}]"#;
         let images = parse_images(json).unwrap();
-        let digests: Vec<_> = images.iter().map(Image::repo_digest).collect();
+        let digests: Vec<_> = images
+            .iter()
+            .map(|image| image.repo_digest_of("reg/app:1.0"))
+            .collect();
         assert_eq!(
             digests,
             [Some("reg/app@sha256:bbbb".to_owned()), None, None]

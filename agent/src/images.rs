@@ -182,23 +182,21 @@ pub async fn of_containers(
         .filter(|id| !id.is_empty())
         .collect();
     let ids: Vec<&str> = ids.into_iter().collect();
-    let digests: BTreeMap<String, Option<String>> = engine::images(&ids, redactor)
+    let images: BTreeMap<String, engine::Image> = engine::images(&ids, redactor)
         .await?
         .into_iter()
-        .map(|image| {
-            let digest = image.repo_digest();
-            (image.id, digest)
-        })
+        .map(|image| (image.id.clone(), image))
         .collect();
-    Ok(service_images(containers, pinned, &digests))
+    Ok(service_images(containers, pinned, &images))
 }
 
 /// One image per service (its first container's), sorted by service, within
-/// [`IMAGES_BUDGET`].
+/// [`IMAGES_BUDGET`]; its registry digest is the one of the repository the service names (an
+/// image pulled from, or pushed to, several has one each), found among `images` by id.
 pub fn service_images(
     containers: &[InspectedContainer],
     pinned: &[ServiceImage],
-    digests: &BTreeMap<String, Option<String>>,
+    images: &BTreeMap<String, engine::Image>,
 ) -> Vec<ServiceImage> {
     let mut by_service: BTreeMap<ServiceName, ServiceImage> = BTreeMap::new();
     for container in containers {
@@ -219,9 +217,11 @@ pub fn service_images(
             service.clone(),
             ServiceImage {
                 service,
-                image,
                 image_id: container.image_id.clone(),
-                repo_digest: digests.get(&container.image_id).cloned().flatten(),
+                repo_digest: images
+                    .get(&container.image_id)
+                    .and_then(|found| found.repo_digest_of(&image)),
+                image,
             },
         );
     }
@@ -295,17 +295,23 @@ mod tests {
             image_id: id('b'),
             repo_digest: None,
         }];
-        let digests = BTreeMap::from([(id('a'), Some("reg/app@sha256:ffff".to_owned()))]);
-        let images = service_images(&containers, &pinned, &digests);
+        // The image was pushed to another repository too: the digest shown is the one of the
+        // repository the service names.
+        let inspected = crate::engine::Image {
+            id: id('a'),
+            repo_digests: Some(vec![
+                "reg.example/mirror@sha256:eeee".to_owned(),
+                "app@sha256:ffff".to_owned(),
+            ]),
+        };
+        let inspected = BTreeMap::from([(id('a'), inspected)]);
+        let images = service_images(&containers, &pinned, &inspected);
         let listed: Vec<_> = images
             .iter()
             .map(|image| (image.service.as_str(), image.image.as_str()))
             .collect();
         assert_eq!(listed, [("api", "api:1.0"), ("web", "app:2.0")]);
-        assert_eq!(
-            images[1].repo_digest.as_deref(),
-            Some("reg/app@sha256:ffff")
-        );
+        assert_eq!(images[1].repo_digest.as_deref(), Some("app@sha256:ffff"));
         assert_eq!(images[0].repo_digest, None);
     }
 }
