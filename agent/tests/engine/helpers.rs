@@ -181,3 +181,29 @@ pub fn leftovers(dir: &Path) -> Vec<String> {
         Err(_) => Vec::new(),
     }
 }
+
+/// A container started by `docker run -d --name <name> --network <network> <rest…>` (the image
+/// and its command, or options before them), removed when dropped.
+pub struct Detached {
+    pub name: String,
+}
+
+impl Detached {
+    pub async fn run(name: String, network: &str, rest: &[&str]) -> Self {
+        let argv = ["run", "-d", "--name", name.as_str(), "--network", network]
+            .into_iter()
+            .chain(rest.iter().copied());
+        run_ok(CommandSpec::new("docker", argv))
+            .await
+            .unwrap_or_else(|output| panic!("starting {name}: {output}"));
+        Self { name }
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", self.name.as_str()])
+            .output();
+    }
+}

@@ -2,7 +2,7 @@
 //! project's network asks the service by its DNS name every 50 ms through a changed-secret
 //! deploy and counts what failed.
 
-use crate::helpers::{run_ok, TestProject};
+use crate::helpers::{run_ok, Detached, TestProject};
 use agent::deploy::{self, DeployError, DeployOptions, DeployRequest};
 use agent::rollout::RolloutError;
 use agent::runner::CommandSpec;
@@ -96,7 +96,7 @@ async fn run_deploy(
 /// (143: no answer within 2 s; 1: refused, no such name or an error status); removed when
 /// dropped.
 struct Client {
-    name: String,
+    container: Detached,
 }
 
 impl Client {
@@ -105,7 +105,6 @@ impl Client {
     }
 
     async fn asking(project: &TestProject, url: &str) -> Self {
-        let name = unique("stagely-test-client");
         let network = format!("{}_default", project.name);
         let image = agent::testing::test_image().await;
         let script = format!(
@@ -115,27 +114,13 @@ impl Client {
                sleep 0.05; \
              done"
         );
-        let run = CommandSpec::new(
-            "docker",
-            [
-                "run",
-                "-d",
-                "--name",
-                name.as_str(),
-                "--network",
-                network.as_str(),
-                image,
-                "sh",
-                "-c",
-                script.as_str(),
-            ],
-        );
-        run_ok(run).await.unwrap();
-        Self { name }
+        let name = unique("stagely-test-client");
+        let container = Detached::run(name, &network, &[image, "sh", "-c", &script]).await;
+        Self { container }
     }
 
     async fn lines(&self) -> Vec<String> {
-        let logs = CommandSpec::new("docker", ["logs", self.name.as_str()]);
+        let logs = CommandSpec::new("docker", ["logs", self.container.name.as_str()]);
         run_ok(logs)
             .await
             .unwrap()
@@ -158,21 +143,11 @@ impl Client {
 
     /// Stops the client and returns everything it printed.
     async fn stop(&self) -> Vec<String> {
-        run_ok(CommandSpec::new(
-            "docker",
-            ["stop", "-t", "0", self.name.as_str()],
-        ))
-        .await
-        .unwrap();
+        let name = self.container.name.as_str();
+        run_ok(CommandSpec::new("docker", ["stop", "-t", "0", name]))
+            .await
+            .unwrap();
         self.lines().await
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", self.name.as_str()])
-            .output();
     }
 }
 
@@ -180,44 +155,28 @@ impl Drop for Client {
 /// shipped for start-first services (`deploy/haproxy-rollout.cfg`); clients ask it as
 /// `http://proxy/`. Removed when dropped.
 struct Proxy {
-    name: String,
+    _container: Detached,
 }
 
 impl Proxy {
     async fn start(project: &TestProject) -> Self {
-        let name = unique("stagely-test-proxy");
         let network = format!("{}_default", project.name);
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/haproxy-rollout.cfg");
         let mount = format!("{config}:/haproxy.cfg:ro");
         let image = agent::testing::proxy_image().await;
-        let run = CommandSpec::new(
-            "docker",
-            [
-                "run",
-                "-d",
-                "--name",
-                name.as_str(),
-                "--network",
-                network.as_str(),
-                "--network-alias",
-                "proxy",
-                "-v",
-                mount.as_str(),
-                image,
-                "-f",
-                "/haproxy.cfg",
-            ],
-        );
-        run_ok(run).await.unwrap();
-        Self { name }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", self.name.as_str()])
-            .output();
+        let rest = [
+            "--network-alias",
+            "proxy",
+            "-v",
+            &mount,
+            image,
+            "-f",
+            "/haproxy.cfg",
+        ];
+        let container = Detached::run(unique("stagely-test-proxy"), &network, &rest).await;
+        Self {
+            _container: container,
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! The tests put the engine into swarm mode themselves and leave it when the last one ends
 //! (also on a panic), unless it was a manager already.
 
-use crate::helpers::{run_ok, test_image};
+use crate::helpers::{run_ok, test_image, Detached};
 use agent::deploy::{self, DeployError, DeployOptions, DeployRequest};
 use agent::runner::CommandSpec;
 use agent::system::Compose;
@@ -146,45 +146,27 @@ echo DONE"#;
 
 /// A container on the stack's network hitting the service every 50 ms.
 struct Client {
-    name: String,
+    container: Detached,
 }
 
 impl Client {
     async fn start(stack: &TestStack, image: &str) -> Self {
         let name = format!("{}-client", stack.name);
         let network = format!("{}_mesh", stack.name);
-        run_ok(CommandSpec::new(
-            "docker",
-            [
-                "run",
-                "-d",
-                "--name",
-                name.as_str(),
-                "--network",
-                network.as_str(),
-                image,
-                "sh",
-                "-c",
-                CLIENT_LOOP,
-            ],
-        ))
-        .await
-        .expect("the client starts");
-        Self { name }
+        let container = Detached::run(name, &network, &[image, "sh", "-c", CLIENT_LOOP]).await;
+        Self { container }
     }
 
     /// Stops the loop and returns its answers: (pages served, failures).
     async fn stop(self) -> (Vec<String>, Vec<String>) {
-        run_ok(CommandSpec::new(
-            "docker",
-            ["exec", self.name.as_str(), "touch", "/stop"],
-        ))
-        .await
-        .expect("stopping the client");
-        run_ok(CommandSpec::new("docker", ["wait", self.name.as_str()]))
+        let name = self.container.name.as_str();
+        run_ok(CommandSpec::new("docker", ["exec", name, "touch", "/stop"]))
+            .await
+            .expect("stopping the client");
+        run_ok(CommandSpec::new("docker", ["wait", name]))
             .await
             .expect("the client ends");
-        let logs = run_ok(CommandSpec::new("docker", ["logs", self.name.as_str()]))
+        let logs = run_ok(CommandSpec::new("docker", ["logs", name]))
             .await
             .expect("the client's log");
         let pages = logs
@@ -198,14 +180,6 @@ impl Client {
             .map(str::to_owned)
             .collect();
         (pages, failures)
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", self.name.as_str()])
-            .output();
     }
 }
 
@@ -1043,9 +1017,12 @@ async fn bench_requests_failed_during_changed_secret_deploys() {
         )
         .await;
         result.expect("the deploy works");
-        let logs = run_ok(CommandSpec::new("docker", ["logs", client.name.as_str()]))
-            .await
-            .unwrap();
+        let logs = run_ok(CommandSpec::new(
+            "docker",
+            ["logs", client.container.name.as_str()],
+        ))
+        .await
+        .unwrap();
         asked = logs.lines().filter(|line| !line.is_empty()).count();
     }
     let (pages, failures) = client.stop().await;
