@@ -121,6 +121,11 @@ impl Layout {
     pub fn tree(&self, sha: &str) -> PathBuf {
         self.trees().join(sha)
     }
+    /// What the store keeps of the working tree of commit `sha` (`git worktree` names it after
+    /// the tree's directory): its HEAD, index, and the path of the tree's `.git` file.
+    pub fn tree_admin(&self, sha: &str) -> PathBuf {
+        self.git_dir().join("worktrees").join(sha)
+    }
     /// The symlink to the tree of the commit that last deployed successfully.
     pub fn current(&self) -> PathBuf {
         self.base.join("current")
@@ -306,6 +311,10 @@ pub fn global_args(repo: &Path, credentials: &Credentials) -> Vec<OsString> {
         "credential.helper=",
         "submodule.recurse=false",
         "advice.detachedHead=false",
+        // No `gc --auto` or maintenance detached from a fetch: it would outlive the run (and
+        // its timeout) and race `prune`, which collects the store itself.
+        "gc.auto=0",
+        "maintenance.auto=false",
     ] {
         args.push("-c".into());
         args.push(setting.into());
@@ -477,7 +486,7 @@ pub async fn prune(layout: &Layout, sha: &str, redactor: &Redactor) -> Result<()
         return Ok(());
     }
     let env = environment(layout, Transport::Http, &Credentials::default(), false);
-    let git = |args: &[&str]| {
+    let git = |args: &[&str], timeout: u64| {
         CommandSpec::new(
             "git",
             global_args(&repo, &Credentials::default())
@@ -485,17 +494,20 @@ pub async fn prune(layout: &Layout, sha: &str, redactor: &Redactor) -> Result<()
                 .chain(args.iter().map(OsString::from)),
         )
         .environment(env.clone())
-        .timeout(Duration::from_secs(300))
+        .timeout(Duration::from_secs(timeout))
     };
     let mut quiet = |_: String| {};
 
     let listed = capture(
         "for-each-ref",
-        &git(&[
-            "for-each-ref",
-            "--format=%(refname) %(objectname)",
-            DEPLOYED_REFS,
-        ]),
+        &git(
+            &[
+                "for-each-ref",
+                "--format=%(refname) %(objectname)",
+                DEPLOYED_REFS,
+            ],
+            60,
+        ),
         redactor,
     )
     .await?;
@@ -527,22 +539,29 @@ pub async fn prune(layout: &Layout, sha: &str, redactor: &Redactor) -> Result<()
     {
         commands.push_str(&format!("delete {DEPLOYED_REFS}{index}\n"));
     }
+    // A `gc` killed at its timeout may leave its locks, which would refuse this and every
+    // later one: nothing else writes the store now (a project's jobs take turns, and no git
+    // run here starts a `gc` of its own).
+    for lock in ["gc.pid", "packed-refs.lock"] {
+        let _ = std::fs::remove_file(repo.join(lock));
+    }
     let update =
-        git(&["update-ref", "--stdin"]).stdin(zeroize::Zeroizing::new(commands.into_bytes()));
+        git(&["update-ref", "--stdin"], 60).stdin(zeroize::Zeroizing::new(commands.into_bytes()));
     run_step("update-ref", &update, redactor, &mut quiet).await?;
 
     // The trees removed are still registered (their HEADs would keep their commits): forget
-    // them first. A `gc` killed at its timeout leaves its lock, which would refuse the next
-    // one for hours: nothing else runs `gc` here (jobs of a project take turns).
+    // them first.
     run_step(
         "worktree prune",
-        &git(&["worktree", "prune"]),
+        &git(&["worktree", "prune"], 60),
         redactor,
         &mut quiet,
     )
     .await?;
-    let _ = std::fs::remove_file(repo.join("gc.pid"));
-    let gc = git(&["-c", "pack.threads=1", "gc", "--quiet", "--prune=now"]);
+    let gc = git(
+        &["-c", "pack.threads=1", "gc", "--quiet", "--prune=now"],
+        300,
+    );
     run_step("gc", &gc, redactor, &mut quiet).await
 }
 
@@ -572,14 +591,19 @@ fn remove_unless_current(layout: &Layout, tree: &Path) {
     }
 }
 
-/// Whether `tree` is a working tree whose repository is still there (`.git` is a file naming
-/// an existing directory).
-fn is_worktree(tree: &Path) -> bool {
-    std::fs::read_to_string(tree.join(".git")).is_ok_and(|text| {
-        text.strip_prefix("gitdir:")
-            .map(|dir| Path::new(dir.trim()).is_dir())
-            .unwrap_or(false)
-    })
+/// Whether the tree of `sha` is a working tree of the store, as the store says (its admin
+/// directory has a HEAD and names the tree's `.git`). The tree's own `.git` file is never read:
+/// the project's containers may bind-mount the tree and write it, pointing git at a directory
+/// of their making, with its own configuration (a filter command git would run on checkout).
+fn is_worktree(layout: &Layout, sha: &str) -> bool {
+    let admin = layout.tree_admin(sha);
+    // git writes the tree's real path (symbolic links resolved).
+    let Ok(tree) = std::fs::canonicalize(layout.tree(sha)) else {
+        return false;
+    };
+    admin.join("HEAD").is_file()
+        && std::fs::read_to_string(admin.join("gitdir"))
+            .is_ok_and(|named| Path::new(named.trim_end_matches('\n')) == tree.join(".git"))
 }
 
 /// A token travels over https, or plain http to a loopback host only.
@@ -610,12 +634,22 @@ async fn fetch_and_check_out(
 ) -> Result<(PathBuf, CommitInfo), GitError> {
     let repo = layout.git_dir();
     let env = environment(layout, checkout.url.transport(), credentials, pinned);
-    let git_in = |dir: &Path, args: Vec<OsString>, timeout: Duration| {
-        CommandSpec::new("git", global_args(dir, credentials).into_iter().chain(args))
-            .environment(env.clone())
-            .timeout(timeout)
+    let git = |args: Vec<OsString>, timeout: Duration| {
+        CommandSpec::new(
+            "git",
+            global_args(&repo, credentials).into_iter().chain(args),
+        )
+        .environment(env.clone())
+        .timeout(timeout)
     };
-    let git = |args: Vec<OsString>, timeout: Duration| git_in(&repo, args, timeout);
+    // In a working tree, git is told where its repository is (the store's admin directory of
+    // the tree), never left to find it from the tree's `.git` (see `is_worktree`).
+    let git_in_tree = |sha: &str, args: Vec<OsString>, timeout: Duration| {
+        let mut in_tree: Vec<OsString> = vec!["--git-dir".into(), layout.tree_admin(sha).into()];
+        in_tree.extend(["--work-tree".into(), layout.tree(sha).into()]);
+        in_tree.extend(args);
+        git(in_tree, timeout)
+    };
     if !repo.join("HEAD").is_file() {
         private_fs::ensure_private_dir(&repo)?;
         let init = CommandSpec::new("git", ["init", "--quiet", "--bare", "--"])
@@ -734,7 +768,7 @@ async fn fetch_and_check_out(
     // The commit's own tree: a tree left by a crash, or the current one (a redeploy of the
     // commit that runs), is checked out again in place; any other is made anew.
     let tree = layout.tree(&sha);
-    if !is_worktree(&tree) {
+    if !is_worktree(layout, &sha) {
         remove_copy(&tree);
         let prune = git(vec!["worktree".into(), "prune".into()], quick);
         run_step("worktree prune", &prune, redactor, on_line).await?;
@@ -751,9 +785,14 @@ async fn fetch_and_check_out(
             quick,
         );
         run_step("worktree add", &add, redactor, on_line).await?;
+        if !is_worktree(layout, &sha) {
+            return Err(GitError::Refused(format!(
+                "git did not register the working tree of {sha} where it was asked to"
+            )));
+        }
     }
-    let checkout_step = git_in(
-        &tree,
+    let checkout_step = git_in_tree(
+        &sha,
         vec![
             "checkout".into(),
             "--quiet".into(),
@@ -765,7 +804,7 @@ async fn fetch_and_check_out(
         quick,
     );
     run_step("checkout", &checkout_step, redactor, on_line).await?;
-    let clean = git_in(&tree, vec!["clean".into(), "-ffdxq".into()], quick);
+    let clean = git_in_tree(&sha, vec!["clean".into(), "-ffdxq".into()], quick);
     run_step("clean", &clean, redactor, on_line).await?;
     let size = measured(&repo).await.saturating_add(measured(&tree).await);
     if size > limit {

@@ -189,12 +189,19 @@ enum LedgerError {
 }
 
 /// Cheap to clone; clones share the ledger, the locks and the event queue.
+/// What a project's jobs take turns by.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ProjectKey {
+    Id(ProjectId),
+    Name(ProjectName),
+}
+
 #[derive(Clone)]
 pub struct Executor {
     options: Arc<DeployOptions>,
     events: mpsc::Sender<AgentToServer>,
     ledger: Arc<Mutex<Ledger>>,
-    project_locks: Arc<Mutex<HashMap<ProjectName, Arc<tokio::sync::Mutex<()>>>>>,
+    project_locks: Arc<Mutex<HashMap<ProjectKey, Arc<tokio::sync::Mutex<()>>>>>,
     log_streams: Arc<Mutex<HashMap<JobId, JoinHandle<()>>>>,
     /// Permits to read a compose project for a log stream, [`MAX_READS_AT_ONCE`] of them.
     reads: Arc<tokio::sync::Semaphore>,
@@ -313,12 +320,19 @@ impl Executor {
         false
     }
 
-    /// The lock that runs one project's jobs one after another.
-    fn project_lock(&self, project: &ProjectName) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.project_locks)
-            .entry(project.clone())
-            .or_default()
-            .clone()
+    /// The lock that runs one project's jobs one after another: by its id (its checkouts are
+    /// kept by id, and a renamed project's jobs must still take turns with the ones before the
+    /// rename), by its name for a server too old to send the id.
+    fn project_lock(
+        &self,
+        project: &ProjectName,
+        id: Option<ProjectId>,
+    ) -> Arc<tokio::sync::Mutex<()>> {
+        let key = match id {
+            Some(id) => ProjectKey::Id(id),
+            None => ProjectKey::Name(project.clone()),
+        };
+        lock(&self.project_locks).entry(key).or_default().clone()
     }
 
     /// Records a job's result and sends it; results wait for room in the queue rather than
@@ -351,7 +365,7 @@ impl Executor {
 
     async fn run_lifecycle(&self, job: LifecyclePayload) {
         let job_id = job.job_id;
-        let project_lock = self.project_lock(&job.project);
+        let project_lock = self.project_lock(&job.project, Some(job.project_id));
         let _serialized = project_lock.lock().await;
         let directory = Path::new(&job.directory);
         let roots = placement::roots_for(
@@ -412,7 +426,7 @@ impl Executor {
 
     async fn run_deploy(&self, job: DeployPayload) {
         let job_id = job.job_id;
-        let project_lock = self.project_lock(&job.project);
+        let project_lock = self.project_lock(&job.project, job.project_id);
         let _serialized = project_lock.lock().await;
 
         let (result, checkout) = match &job.source {

@@ -846,7 +846,7 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
         );
         let deployed = deploy(&api, &project).await;
         assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
-        assert_eq!(kept_trees(&private, &project), [fixed.clone()]);
+        assert_eq!(kept_trees(&private, &project), std::slice::from_ref(&fixed));
         let services =
             server::ops::projects::services(&app.state.store, &app.state.hub, &user, project.id)
                 .await
@@ -923,6 +923,78 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
         assert_eq!(redeployed.commit.unwrap().sha, later[0]);
         app.stop().await;
     }
+}
+
+/// A container that bind-mounts its checkout (`./:/src`, allowed: the tree is the project's
+/// root) can write the tree's `.git` file. Pointed at a repository of its making, whose
+/// configuration has a filter command and whose objects are the store's, the agent's next
+/// checkout of that commit (a redeploy, or a deploy of an unchanged branch) ran the command on
+/// the host, as the agent. The agent now tells git where the tree's repository is and never
+/// reads the tree's `.git`.
+#[tokio::test]
+async fn a_container_that_rewrites_its_checkouts_git_file_runs_nothing_on_the_host() {
+    let image = agent::testing::test_image().await;
+    let db = TestDb::Sqlite;
+    let repo = GitServer::start().await;
+    let sha = repo.commit(
+        &[(
+            "compose.yaml",
+            WEB_ONLY.replace("{image}", image).as_bytes(),
+        )],
+        "Add the web service",
+    );
+    let app = spawn_app(&db).await;
+    let (_, api) = app.user("alice").await;
+    let logs = tempfile::tempdir().unwrap();
+    let (created, _agent) = api.connected_agent(&app.url(), logs.path()).await;
+    let private = logs.path().join("agent-state/private");
+    let name = format!(
+        "stagely-gitdot-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let _cleanup = Cleanup(vec![name.clone()]);
+    let project = trusted_git_project(&api, &repo, created.agent.id, &name).await;
+    let deployed = deploy(&api, &project).await;
+    assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+
+    // What the container writes through its mount of the tree.
+    let tree = private
+        .join("checkouts")
+        .join(project.id.to_string())
+        .join("trees")
+        .join(&sha);
+    let marker = logs.path().join("filter-ran");
+    let evil = tree.join("evil");
+    for dir in ["objects/info", "refs", "info"] {
+        std::fs::create_dir_all(evil.join(dir)).unwrap();
+    }
+    std::fs::write(evil.join("HEAD"), format!("{sha}\n")).unwrap();
+    std::fs::write(
+        evil.join("config"),
+        format!(
+            "[core]\n\trepositoryformatversion = 0\n[filter \"x\"]\n\t\
+             smudge = \"touch {}; cat\"\n\trequired = true\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(evil.join("info/attributes"), "* filter=x\n").unwrap();
+    std::fs::write(
+        evil.join("objects/info/alternates"),
+        "../../../../git/objects\n",
+    )
+    .unwrap();
+    std::fs::write(tree.join(".git"), format!("gitdir: {}\n", evil.display())).unwrap();
+
+    // The same commit deploys again: the tree is reused, checked out and cleaned.
+    let again = deploy(&api, &project).await;
+    assert_eq!(again.status, DeploymentStatus::Succeeded, "{again:?}");
+    assert_eq!(again.commit.map(|commit| commit.sha), Some(sha));
+    assert!(
+        !marker.exists(),
+        "the container's filter command ran on the host"
+    );
+    app.stop().await;
 }
 
 /// An agent from before Git sources, image pulls and Swarm stacks would ignore those fields and
