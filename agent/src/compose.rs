@@ -186,8 +186,32 @@ pub enum ComposeError {
         written: String,
         reason: &'static str,
     },
+    #[error(
+        "{}: {key} {written} is mounted writable; a project deployed from Git may mount its \
+         checkout only read-only (`:ro`, `read_only: true`, or `ro` in a volume's `o`): every \
+         deploy cleans the checkout and every new commit replaces it, so nothing written there \
+         is kept, and a container that could write it could change what the next deploy runs. \
+         Keep data in a named volume",
+        file.display()
+    )]
+    WritableBind {
+        file: PathBuf,
+        key: String,
+        written: String,
+    },
     #[error("reading the compose project stopped before it finished; try again")]
     Stopped,
+}
+
+/// Whether the project's bind mounts (of the host paths its allowed roots hold) may be writable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BindMounts {
+    /// As the file says (a directory project).
+    #[default]
+    AsWritten,
+    /// Read-only only: a Git checkout, which the deploy cleans and the next commit replaces,
+    /// and which the agent reads again on the next deploy.
+    ReadOnly,
 }
 
 fn joined(paths: &[PathBuf], separator: &str) -> String {
@@ -207,6 +231,17 @@ pub fn load(
     dir: &Path,
     file: Option<&str>,
     allowed_roots: &[PathBuf],
+) -> Result<ComposeProject, ComposeError> {
+    load_with(dir, file, allowed_roots, BindMounts::AsWritten)
+}
+
+/// [`load`], with `bind_mounts` saying whether a bind mount may be writable (checked only when
+/// `allowed_roots` confine the project).
+pub fn load_with(
+    dir: &Path,
+    file: Option<&str>,
+    allowed_roots: &[PathBuf],
+    bind_mounts: BindMounts,
 ) -> Result<ComposeProject, ComposeError> {
     let roots = AllowedRoots::new(allowed_roots);
     let given = dir;
@@ -236,6 +271,7 @@ pub fn load(
                 roots,
                 std::env::var_os("HOME").map(PathBuf::from).as_deref(),
                 &dir,
+                bind_mounts,
             )
         }),
         documents: Documents::default(),
@@ -266,14 +302,17 @@ pub async fn load_in_background(
     dir: PathBuf,
     file: Option<String>,
     allowed_roots: Vec<PathBuf>,
+    bind_mounts: BindMounts,
 ) -> Result<ComposeProject, ComposeError> {
-    tokio::task::spawn_blocking(move || load(&dir, file.as_deref(), &allowed_roots))
-        .await
-        .unwrap_or_else(|stopped| {
-            // A panic is a bug in the reader; the caller still gets an answer to pass on.
-            tracing::error!(error = %stopped, "reading a compose project stopped");
-            Err(ComposeError::Stopped)
-        })
+    tokio::task::spawn_blocking(move || {
+        load_with(&dir, file.as_deref(), &allowed_roots, bind_mounts)
+    })
+    .await
+    .unwrap_or_else(|stopped| {
+        // A panic is a bug in the reader; the caller still gets an answer to pass on.
+        tracing::error!(error = %stopped, "reading a compose project stopped");
+        Err(ComposeError::Stopped)
+    })
 }
 
 /// The directories the agent may read from, resolved once per [`load`].

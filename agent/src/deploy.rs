@@ -79,6 +79,15 @@ pub struct DeployOptions {
     pub git_max_bytes: u64,
 }
 
+/// Whether the project of `request` may bind-mount its files writable: not when it is a Git
+/// checkout, which lives in the agent's private directory (a directory project never may).
+pub fn bind_mounts(request: &DeployRequest<'_>, options: &DeployOptions) -> compose::BindMounts {
+    match request.directory.starts_with(&options.private_dir) {
+        true => compose::BindMounts::ReadOnly,
+        false => compose::BindMounts::AsWritten,
+    }
+}
+
 /// A deploy to run: the same fields the server sends in `DeployPayload`.
 #[derive(Clone, Debug)]
 pub struct DeployRequest<'a> {
@@ -191,6 +200,7 @@ pub async fn deploy(
         request.directory.to_owned(),
         request.compose_file.map(str::to_owned),
         options.allowed_roots.clone(),
+        bind_mounts(request, options),
     )
     .await?;
 

@@ -702,10 +702,12 @@ impl Executor {
             &self.options.private_dir,
         )
         .map_err(|refused| refused.to_string())?;
+        // Reading only: what a deploy mounts was checked when it ran.
         compose::load_in_background(
             PathBuf::from(directory),
             compose_file.map(str::to_owned),
             roots,
+            compose::BindMounts::AsWritten,
         )
         .await
         .map_err(|error: ComposeError| error.to_string())

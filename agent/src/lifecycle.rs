@@ -123,10 +123,12 @@ pub async fn run(
     let redactor = Redactor::new(std::iter::empty::<&str>());
 
     // The file, or (v2, stop and down only) the project name alone.
+    // Lifecycle jobs create no mounts: what a deploy mounts was checked when it ran.
     let files = match compose::load_in_background(
         request.directory.to_owned(),
         request.compose_file.map(str::to_owned),
         options.allowed_roots.clone(),
+        compose::BindMounts::AsWritten,
     )
     .await
     {

@@ -111,6 +111,7 @@ pub async fn deploy(
         request.directory.to_owned(),
         request.compose_file.map(str::to_owned),
         options.allowed_roots.clone(),
+        crate::deploy::bind_mounts(request, options),
     )
     .await?;
     let user_file = std::fs::read_to_string(&project.file).unwrap_or_default();

@@ -27,10 +27,13 @@
 //! comes from `.env` or the environment when Compose runs, and a check cannot vouch for what it
 //! does not see.
 //!
+//! For a Git checkout ([`BindMounts::ReadOnly`]), every bind mount must also be read-only: a
+//! container that could write the checkout could change what the next deploy reads.
+//!
 //! This confines what Compose reads and mounts by path, nothing more: the README
 //! (`STAGELY_ALLOWED_ROOTS`) lists what it does not cover.
 
-use super::{canonicalize, kind, AllowedRoots, ComposeError, Documents};
+use super::{canonicalize, kind, AllowedRoots, BindMounts, ComposeError, Documents};
 use serde_yaml::{Mapping, Value};
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -90,17 +93,44 @@ pub(super) struct Confinement<'a> {
     extended: RefCell<HashSet<(PathBuf, PathBuf, String)>>,
     /// How many paths have been resolved, toward [`MAX_PATHS_CHECKED`].
     checked: Cell<usize>,
+    /// Whether a bind mount may be writable.
+    bind_mounts: BindMounts,
 }
 
 impl<'a> Confinement<'a> {
-    pub(super) fn new(roots: AllowedRoots<'a>, home: Option<&Path>, project_dir: &Path) -> Self {
+    pub(super) fn new(
+        roots: AllowedRoots<'a>,
+        home: Option<&Path>,
+        project_dir: &Path,
+        bind_mounts: BindMounts,
+    ) -> Self {
         Self {
             roots,
             home: home.filter(|home| home.is_absolute()).map(clean),
             project_dir: project_dir.to_owned(),
             extended: RefCell::new(HashSet::new()),
             checked: Cell::new(0),
+            bind_mounts,
         }
+    }
+
+    /// Refuses a bind mount (of `written`, at `key` of `file`) that is not read-only, when
+    /// bind mounts must be.
+    fn read_only(
+        &self,
+        file: &Path,
+        key: &str,
+        written: &str,
+        read_only: bool,
+    ) -> Result<(), ComposeError> {
+        if self.bind_mounts == BindMounts::ReadOnly && !read_only {
+            return Err(ComposeError::WritableBind {
+                file: file.to_owned(),
+                key: key.to_owned(),
+                written: written.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// The `.env` in `dir`, which Compose reads for the variables of the project (then `file`
@@ -202,8 +232,15 @@ impl<'a> Confinement<'a> {
                 .map(|value| string(file, &key(option), value))
                 .transpose()
         };
-        let bind = text("o")?.is_some_and(|o| o.contains("bind") || o.contains('$'));
+        let o = text("o")?;
+        let bind = o.is_some_and(|o| o.contains("bind") || o.contains('$'));
         let device = text("device")?;
+        if let Some(device) = device {
+            // Mounted from the host, whatever its type: read-only only with `ro` among its
+            // options.
+            let read_only = o.is_some_and(|o| o.split(',').any(|option| option.trim() == "ro"));
+            self.read_only(file, &key("device"), device, read_only)?;
+        }
         if bind {
             // Relative to the file, as Compose resolves a bind device.
             if let Some(device) = device {
@@ -264,6 +301,7 @@ impl<'a> Confinement<'a> {
                     Value::String(spec) => match short_volume_source(spec) {
                         Some(source) if source.contains('$') || is_file_path(source) => {
                             self.check(file, &key, source, base)?;
+                            self.read_only(file, &key, source, short_volume_read_only(spec))?;
                         }
                         // A named volume.
                         Some(_) => {}
@@ -280,7 +318,14 @@ impl<'a> Confinement<'a> {
                             Some("volume" | "tmpfs" | "npipe" | "image" | "cluster")
                         );
                         if let (false, Some(source)) = (not_a_path, long.get("source")) {
-                            self.check(file, &key, string(file, &key, source)?, base)?;
+                            let source = string(file, &key, source)?;
+                            self.check(file, &key, source, base)?;
+                            let read_only = match long.get("read_only").map(untag) {
+                                Some(Value::Bool(read_only)) => *read_only,
+                                Some(Value::String(text)) => text == "true",
+                                _ => false,
+                            };
+                            self.read_only(file, &key, source, read_only)?;
                         }
                     }
                     other => return Err(misshapen(file, &key, "a string or a mapping", other)),
@@ -657,6 +702,19 @@ fn short_volume_source(spec: &str) -> Option<&str> {
         .filter(|_| spec.chars().count() > 2)
 }
 
+/// Whether a short-syntax volume (`src:dst:mode`) is read-only: `ro` among its mode's options.
+fn short_volume_read_only(spec: &str) -> bool {
+    let Some(source) = short_volume_source(spec) else {
+        return false;
+    };
+    let rest = &spec[source.len()..];
+    let mut parts = rest.trim_start_matches(':').splitn(2, ':');
+    let _destination = parts.next();
+    parts
+        .next()
+        .is_some_and(|mode| mode.split(',').any(|option| option == "ro"))
+}
+
 /// Whether Compose takes a volume source for a host path rather than a volume name.
 fn is_file_path(source: &str) -> bool {
     let mut chars = source.chars();
@@ -743,7 +801,7 @@ fn key_text(key: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::compose::{load, ComposeError, ComposeProject};
+    use crate::compose::{load, load_with, BindMounts, ComposeError, ComposeProject};
     use std::fs;
     use std::os::unix::fs::symlink;
     use std::path::{Path, PathBuf};
@@ -952,6 +1010,61 @@ mod tests {
         ));
         fs::write(host.app.join("compose.yaml"), compose).unwrap();
         assert!(load(&host.app, None, &[]).is_ok());
+    }
+
+    /// A Git checkout's project (read-only bind mounts): a bind mount of its files is refused
+    /// unless read-only, in each way Compose writes one; volumes that are not host paths pass.
+    #[test]
+    fn a_checkout_may_only_be_bind_mounted_read_only() {
+        let host = host();
+        fs::create_dir_all(host.app.join("data")).unwrap();
+        let load = |compose: &str| {
+            fs::write(host.app.join("compose.yaml"), compose).unwrap();
+            load_with(
+                &host.app,
+                None,
+                std::slice::from_ref(&host.root),
+                BindMounts::ReadOnly,
+            )
+        };
+        let writable = [
+            web("    volumes: [\"./data:/data\"]\n"),
+            web("    volumes: [\"./data:/data:rw\"]\n"),
+            web("    volumes: [\"./data:/data:z\"]\n"),
+            web("    volumes: [\"./:/src\"]\n"),
+            web("    volumes:\n      - type: bind\n        source: ./data\n        target: /d\n"),
+            web("    volumes:\n      - type: bind\n        source: ./data\n        target: /d\n        read_only: false\n"),
+            format!(
+                "{}volumes:\n  data:\n    driver_opts:\n      type: none\n      o: bind\n      device: ./data\n",
+                web("    volumes: [\"data:/data\"]\n")
+            ),
+        ];
+        for compose in writable {
+            let error = load(&compose).unwrap_err();
+            assert!(
+                matches!(error, ComposeError::WritableBind { .. }),
+                "{compose}: {error}"
+            );
+            assert!(error.to_string().contains("read-only"), "{error}");
+        }
+        let read_only = [
+            web("    volumes: [\"./data:/data:ro\"]\n"),
+            web("    volumes: [\"./data:/data:ro,z\"]\n"),
+            web("    volumes: [\"./data:/data:z,ro\"]\n"),
+            web("    volumes:\n      - type: bind\n        source: ./data\n        target: /d\n        read_only: true\n"),
+            format!(
+                "{}volumes:\n  data:\n    driver_opts:\n      type: none\n      o: bind,ro\n      device: ./data\n",
+                web("    volumes: [\"data:/data\"]\n")
+            ),
+            web("    volumes: [\"cache:/cache\", \"/anonymous\"]\nvolumes:\n  cache: {}\n"),
+            web("    volumes:\n      - type: tmpfs\n        target: /tmp\n"),
+        ];
+        for compose in read_only {
+            load(&compose).unwrap_or_else(|error| panic!("{compose}: {error}"));
+        }
+        // A directory project mounts as its file says.
+        host.load(&web("    volumes: [\"./data:/data\"]\n"))
+            .unwrap();
     }
 
     #[test]

@@ -997,6 +997,53 @@ async fn a_container_that_rewrites_its_checkouts_git_file_runs_nothing_on_the_ho
     app.stop().await;
 }
 
+/// Nor may a container write its checkout in the first place: a project from Git may bind-mount
+/// its files read-only only. A writable mount fails the deploy before anything runs, saying
+/// why; the same mount read-only deploys.
+#[tokio::test]
+async fn a_project_from_git_may_mount_its_checkout_read_only_only() {
+    let image = agent::testing::test_image().await;
+    let db = TestDb::Sqlite;
+    let repo = GitServer::start().await;
+    let with_mount = |mode: &str| {
+        format!(
+            "{}    volumes: [\"./:/src{mode}\"]\n",
+            WEB_ONLY.replace("{image}", image)
+        )
+    };
+    repo.commit(
+        &[("compose.yaml", with_mount("").as_bytes())],
+        "Mount the checkout",
+    );
+    let app = spawn_app(&db).await;
+    let (_, api) = app.user("alice").await;
+    let logs = tempfile::tempdir().unwrap();
+    let (created, _agent) = api.connected_agent(&app.url(), logs.path()).await;
+    let name = format!(
+        "stagely-gitro-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let _cleanup = Cleanup(vec![name.clone()]);
+    let project = trusted_git_project(&api, &repo, created.agent.id, &name).await;
+    let refused = deploy(&api, &project).await;
+    assert_eq!(refused.status, DeploymentStatus::Failed, "{refused:?}");
+    let message = refused.message.unwrap_or_default();
+    assert!(
+        message.contains("services.web.volumes ./ is mounted writable")
+            && message.contains("read-only"),
+        "{message}"
+    );
+    assert!(agent::testing::container_ids(&name).await.is_empty());
+
+    repo.commit(
+        &[("compose.yaml", with_mount(":ro").as_bytes())],
+        "Mount it read-only",
+    );
+    let deployed = deploy(&api, &project).await;
+    assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
+    app.stop().await;
+}
+
 /// An agent from before Git sources, image pulls and Swarm stacks would ignore those fields and
 /// deploy the project's directory with Compose instead: the server refuses such a deploy to it, naming the version
 /// needed, whether the agent is connected when it is asked or says hello later.
