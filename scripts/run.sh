@@ -16,8 +16,10 @@ export STAGELY_SITE_ROOT="${STAGELY_SITE_ROOT:-$ROOT/target/site}"
 # The local agent keeps its private state beside the server's data (the agent creates it 0700),
 # not in /var/lib/stagely-agent where an agent installed on this host keeps its own.
 export STAGELY_STATE_DIR="${STAGELY_STATE_DIR:-$STAGELY_DATA_DIR/agent-state}"
-server="$ROOT/target/release/stagely-server"
-agent="$ROOT/target/release/stagely-agent"
+# Cargo builds where CARGO_TARGET_DIR says, if set (cargo-leptos still writes the site under
+# target/ in the workspace).
+server="${CARGO_TARGET_DIR:-$ROOT/target}/release/stagely-server"
+agent="${CARGO_TARGET_DIR:-$ROOT/target}/release/stagely-agent"
 cargo build --release -p agent
 # What /install.sh hands to new hosts (Servers → Add server).
 build_static_agent
