@@ -162,6 +162,11 @@ impl GitServer {
         std::fs::write(self.path("authorized_keys"), format!("{public_key}\n")).unwrap();
     }
 
+    /// Commits `compose` as `compose.yaml` with `message` and pushes to `main`; returns the sha.
+    fn commit_compose(&self, compose: &str, message: &str) -> String {
+        self.commit(&[("compose.yaml", compose.as_bytes())], message)
+    }
+
     /// Commits `files` (name, content) with `message` and pushes to `main`; returns the sha.
     fn commit(&self, files: &[(&str, &[u8])], message: &str) -> String {
         commit_and_push(&self.path("work"), files, message)
@@ -269,13 +274,7 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
     let image = agent::testing::test_image().await;
     for db in TestDb::all().await {
         let mut repo = GitServer::start().await;
-        let first = repo.commit(
-            &[(
-                "compose.yaml",
-                WEB_ONLY.replace("{image}", image).as_bytes(),
-            )],
-            "Add the web service",
-        );
+        let first = repo.commit_compose(&WEB_ONLY.replace("{image}", image), "Add the web service");
 
         let app = spawn_app(&db).await;
         let (_, api) = app.user("alice").await;
@@ -359,11 +358,8 @@ async fn a_project_deploys_from_git_over_ssh_with_a_generated_deploy_key() {
         assert_eq!(leftovers(&private), Vec::<String>::new());
 
         // 2. A pushed commit that adds a service: the new service runs, the history says so.
-        let second = repo.commit(
-            &[(
-                "compose.yaml",
-                WEB_AND_WORKER.replace("{image}", image).as_bytes(),
-            )],
+        let second = repo.commit_compose(
+            &WEB_AND_WORKER.replace("{image}", image),
             "Add a worker\n\nIt idles, for now.",
         );
         let deployed = deploy(&api, &project).await;
@@ -705,6 +701,50 @@ async fn trusted_git_project(
     project
 }
 
+/// A server on `db` with the user `alice`, a connected agent, and a trusted Git project of
+/// `repo` on it named `<prefix>-<random>`; the project's containers are removed when dropped.
+struct GitProjectOnAgent {
+    app: TestApp,
+    user: server::db::User,
+    api: ApiClient,
+    project: Project,
+    agent_id: shared::AgentId,
+    /// The Compose project name.
+    name: String,
+    /// The agent's private directory.
+    private: PathBuf,
+    _cleanup: Cleanup,
+    _agent: AgentProcess,
+    _logs: TempDir,
+}
+
+impl GitProjectOnAgent {
+    async fn start(db: &TestDb, repo: &GitServer, prefix: &str) -> Self {
+        let app = spawn_app(db).await;
+        let (user, api) = app.user("alice").await;
+        let logs = tempfile::tempdir().unwrap();
+        let (created, agent) = api.connected_agent(&app.url(), logs.path()).await;
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let cleanup = Cleanup(vec![name.clone()]);
+        let project = trusted_git_project(&api, repo, created.agent.id, &name).await;
+        Self {
+            app,
+            user,
+            api,
+            project,
+            agent_id: created.agent.id,
+            name,
+            private: logs.path().join("agent-state/private"),
+            _cleanup: cleanup,
+            _agent: agent,
+            _logs: logs,
+        }
+    }
+}
+
 /// The commits whose working trees the agent keeps for `project`.
 fn kept_trees(private: &Path, project: &Project) -> Vec<String> {
     let trees = private
@@ -728,24 +768,19 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
     let image = agent::testing::test_image().await;
     for db in TestDb::all().await {
         let mut repo = GitServer::start().await;
-        let first = repo.commit(
-            &[(
-                "compose.yaml",
-                WEB_ONLY.replace("{image}", image).as_bytes(),
-            )],
-            "Add the web service",
-        );
-        let app = spawn_app(&db).await;
-        let (user, api) = app.user("alice").await;
-        let logs = tempfile::tempdir().unwrap();
-        let (created, _agent) = api.connected_agent(&app.url(), logs.path()).await;
-        let private = logs.path().join("agent-state/private");
-        let name = format!(
-            "stagely-gitcur-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..10]
-        );
-        let _cleanup = Cleanup(vec![name.clone()]);
-        let project = trusted_git_project(&api, &repo, created.agent.id, &name).await;
+        let first = repo.commit_compose(&WEB_ONLY.replace("{image}", image), "Add the web service");
+        let GitProjectOnAgent {
+            app,
+            user,
+            api,
+            project,
+            agent_id,
+            name,
+            private,
+            _cleanup,
+            _agent,
+            _logs,
+        } = GitProjectOnAgent::start(&db, &repo, "stagely-gitcur").await;
         let deployed = deploy(&api, &project).await;
         assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
         let running = agent::testing::container_ids(&name).await;
@@ -762,7 +797,7 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
                 "/projects",
                 Some(json!({
                     "name": format!("{name}-x"),
-                    "agent_id": created.agent.id,
+                    "agent_id": agent_id,
                     "path": shown.path.as_str(),
                 })),
                 201,
@@ -792,10 +827,7 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
             "{}  payments:\n    image: 127.0.0.1:1/stagely-missing:never\n",
             WEB_ONLY.replace("{image}", image)
         );
-        let broken = repo.commit(
-            &[("compose.yaml", broken_compose.as_bytes())],
-            "Add payments",
-        );
+        let broken = repo.commit_compose(&broken_compose, "Add payments");
         let failed = deploy(&api, &project).await;
         assert_eq!(failed.status, DeploymentStatus::Failed, "{failed:?}");
         assert_eq!(
@@ -837,11 +869,8 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
         assert_eq!(now, before, "the same containers, restarted");
 
         // A fixed commit deploys, becomes current, and the old tree goes.
-        let fixed = repo.commit(
-            &[(
-                "compose.yaml",
-                WEB_AND_WORKER.replace("{image}", image).as_bytes(),
-            )],
+        let fixed = repo.commit_compose(
+            &WEB_AND_WORKER.replace("{image}", image),
             "Add a worker instead",
         );
         let deployed = deploy(&api, &project).await;
@@ -893,7 +922,7 @@ async fn a_failed_deploy_leaves_the_running_commits_checkout_current() {
                 "# round {round}\n{}",
                 WEB_AND_WORKER.replace("{image}", image)
             );
-            later.push(repo.commit(&[("compose.yaml", compose.as_bytes())], "A comment"));
+            later.push(repo.commit_compose(&compose, "A comment"));
             let deployed = deploy(&api, &project).await;
             assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
             oldest_kept.get_or_insert(deployed.id);
@@ -936,24 +965,17 @@ async fn a_container_that_rewrites_its_checkouts_git_file_runs_nothing_on_the_ho
     let image = agent::testing::test_image().await;
     let db = TestDb::Sqlite;
     let repo = GitServer::start().await;
-    let sha = repo.commit(
-        &[(
-            "compose.yaml",
-            WEB_ONLY.replace("{image}", image).as_bytes(),
-        )],
-        "Add the web service",
-    );
-    let app = spawn_app(&db).await;
-    let (_, api) = app.user("alice").await;
-    let logs = tempfile::tempdir().unwrap();
-    let (created, _agent) = api.connected_agent(&app.url(), logs.path()).await;
-    let private = logs.path().join("agent-state/private");
-    let name = format!(
-        "stagely-gitdot-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
-    let _cleanup = Cleanup(vec![name.clone()]);
-    let project = trusted_git_project(&api, &repo, created.agent.id, &name).await;
+    let sha = repo.commit_compose(&WEB_ONLY.replace("{image}", image), "Add the web service");
+    let GitProjectOnAgent {
+        app,
+        api,
+        project,
+        private,
+        _cleanup,
+        _agent,
+        _logs: logs,
+        ..
+    } = GitProjectOnAgent::start(&db, &repo, "stagely-gitdot").await;
     let deployed = deploy(&api, &project).await;
     assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
 
@@ -1011,20 +1033,17 @@ async fn a_project_from_git_may_mount_its_checkout_read_only_only() {
             WEB_ONLY.replace("{image}", image)
         )
     };
-    repo.commit(
-        &[("compose.yaml", with_mount("").as_bytes())],
-        "Mount the checkout",
-    );
-    let app = spawn_app(&db).await;
-    let (_, api) = app.user("alice").await;
-    let logs = tempfile::tempdir().unwrap();
-    let (created, _agent) = api.connected_agent(&app.url(), logs.path()).await;
-    let name = format!(
-        "stagely-gitro-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
-    let _cleanup = Cleanup(vec![name.clone()]);
-    let project = trusted_git_project(&api, &repo, created.agent.id, &name).await;
+    repo.commit_compose(&with_mount(""), "Mount the checkout");
+    let GitProjectOnAgent {
+        app,
+        api,
+        project,
+        name,
+        _cleanup,
+        _agent,
+        _logs,
+        ..
+    } = GitProjectOnAgent::start(&db, &repo, "stagely-gitro").await;
     let refused = deploy(&api, &project).await;
     assert_eq!(refused.status, DeploymentStatus::Failed, "{refused:?}");
     let message = refused.message.unwrap_or_default();
@@ -1035,10 +1054,7 @@ async fn a_project_from_git_may_mount_its_checkout_read_only_only() {
     );
     assert!(agent::testing::container_ids(&name).await.is_empty());
 
-    repo.commit(
-        &[("compose.yaml", with_mount(":ro").as_bytes())],
-        "Mount it read-only",
-    );
+    repo.commit_compose(&with_mount(":ro"), "Mount it read-only");
     let deployed = deploy(&api, &project).await;
     assert_eq!(deployed.status, DeploymentStatus::Succeeded, "{deployed:?}");
     app.stop().await;
