@@ -81,12 +81,13 @@ pub fn LogPanel(buffer: LogBuffer) -> impl IntoView {
     let panel = NodeRef::<Div>::new();
     let following = RwSignal::new(true);
 
-    // After new lines render, keep the bottom in view while following.
+    // After new lines render, keep the bottom in view while following. The frame may come
+    // after the person left the page, the panel's values gone with it.
     Effect::new(move |_| {
         buffer.lines.track();
         if following.get_untracked() {
             request_animation_frame(move || {
-                if let Some(panel) = panel.get_untracked() {
+                if let Some(Some(panel)) = panel.try_get_untracked() {
                     panel.set_scroll_top(panel.scroll_height());
                 }
             });

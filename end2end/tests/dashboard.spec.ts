@@ -117,6 +117,32 @@ test('the deploy shows container creation and then the container log lines as th
   await page.screenshot({ path: test.info().outputPath('live-logs.png'), fullPage: true });
 });
 
+test('leaving the project page while log lines arrive breaks nothing', async ({ page, stagely, project }) => {
+  const problems: string[] = [];
+  page.on('console', (message) => {
+    if (message.type() === 'error') problems.push(message.text());
+  });
+  // The log panel scrolls to new lines on the next animation frame. The page's clock is held, so
+  // the frame asked for by the last line arrives only after the person has left the page.
+  await page.clock.install();
+  await openDashboard(page, stagely);
+  await addProject(page, project, stagely.agentName);
+  await hydrated(page);
+  const { logs } = await deployAndWatch(page, project);
+  await page.clock.pauseAt(Date.now() + 1_000);
+  const ticks = await logs.locator('.line', { hasText: 'tick' }).count();
+  await expect.poll(() => logs.locator('.line', { hasText: 'tick' }).count()).toBeGreaterThan(ticks);
+
+  await page.getByRole('link', { name: 'Projects', exact: true }).click();
+  await expect(page.getByRole('heading', { name: 'Projects', level: 1 })).toBeVisible();
+  await page.clock.runFor(2_000);
+  await page.clock.resume();
+  // The page still works: back on the project, lines keep coming.
+  await page.getByRole('link', { name: project.name }).click();
+  await expect(page.getByTestId('log-panel')).toContainText('tick');
+  expect(problems).toEqual([]);
+});
+
 test('a secret value never reaches the page or its live feed unless revealed', async ({ page, stagely, project }) => {
   const secret = 'hunter2-very-secret-value';
   const seen: string[] = [];
