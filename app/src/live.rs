@@ -33,6 +33,9 @@ impl Feed {
     pub fn close(&self) {
         self.stopped.set(true);
         if let Some(socket) = self.socket.borrow_mut().take() {
+            // The handlers read the page's values, gone once it is: none may run after this.
+            socket.set_onopen(None);
+            socket.set_onmessage(None);
             socket.set_onclose(None);
             let _ = socket.close();
         }

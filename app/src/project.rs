@@ -366,12 +366,15 @@ fn DeleteButton(id: ProjectId) -> impl IntoView {
         }
         pending.set(true);
         let navigate = navigate.clone();
+        let (down, remove_volumes) = (down.get_untracked(), remove_volumes.get_untracked());
         leptos::task::spawn_local(async move {
-            let result =
-                delete_project(id, down.get_untracked(), remove_volumes.get_untracked()).await;
-            pending.set(false);
+            let result = delete_project(id, down, remove_volumes).await;
+            // Taking the containers down first can take a while: a person who went to another
+            // page meanwhile stays there.
+            let still_here = pending.try_set(false).is_none();
             match result {
-                Ok(()) => navigate("/projects", Default::default()),
+                Ok(()) if still_here => navigate("/projects", Default::default()),
+                Ok(()) => {}
                 Err(failure) => error.set(Some(error_text(&failure))),
             }
         });
