@@ -7,7 +7,7 @@
 # times per mode (default 5). Only requests made while a deploy ran are counted (by the client's
 # log timestamps). A second client asks the same service through a proxy container in front of
 # it (Debian's HAProxy, finding the service's containers by its name in Docker's DNS, as a
-# reverse proxy does; it retries a request whose connection fails on another container), so
+# reverse proxy does; it sends a GET whose connection was refused or cut to another container), so
 # each mode gives two counts from the same deploys: clients asking the service directly, and
 # clients behind a proxy. Every name carries this run's random suffix and is removed on exit.
 # See docs/BENCHMARKS.md.

@@ -18,12 +18,15 @@
 //!    the settle time of [`SETTLE_LABEL`], [`DEFAULT_SETTLE`] unless set, at most
 //!    [`MAX_SETTLE`]), reporting `<service>: start-first n/m new container(s) healthy`; then
 //!    connect them again with all their aliases, so they answer to the service's name;
-//! 4. **retire** the old containers, [`JOIN_GRACE`] later: each is first disconnected from its
-//!    networks, which takes it out of the service's name at once, then stopped and removed. A
-//!    request already on its way to it at that instant is lost (its address vanishes); Docker
-//!    20.10 cannot drop an alias without dropping the address. A proxy in front that tries a
-//!    failed connection again on another container (`deploy/haproxy-rollout.cfg`) narrows that
-//!    to a request it had already sent to the old container and not yet been answered.
+//! 4. **retire** the old containers, [`JOIN_GRACE`] later: each is stopped where it stands
+//!    (its own stop signal and grace period), then removed. It stays on its networks until its
+//!    processes exit, so a request to it ends in an answer, a refusal or a reset, never in
+//!    silence: an app that finishes what it started on SIGTERM answers the requests in flight,
+//!    and a proxy in front that sends a refused or cut request again to another container
+//!    (`deploy/haproxy-rollout.cfg`) loses none. Docker takes it out of the service's name when
+//!    it exits. (Taken off the network first, its address would vanish under requests in
+//!    flight, which would wait for an answer that never comes: Docker 20.10 cannot drop an
+//!    alias without dropping the address.)
 //!
 //! When a new container exits, turns unhealthy, restarts or is not ready in time, the new
 //! containers are removed, the old ones keep serving and the deploy fails with the reason and
@@ -619,28 +622,15 @@ impl Rollouts<'_> {
         }
     }
 
-    /// Takes an old container out of its networks (and so out of its service's DNS name),
-    /// then stops and removes it.
+    /// Stops an old container where it stands, with its own stop signal and grace period,
+    /// then removes it. It stays on its networks until its processes have exited, so every
+    /// connection to it ends in an answer, a refusal or a reset, never in silence: a request in
+    /// flight gets its answer from an app that finishes what it started on SIGTERM, and one
+    /// that a proxy sends to it while it stops is refused and sent on to a new container.
+    /// (Taken off the network first, its address would vanish with requests in flight to it,
+    /// which then wait for an answer that never comes.) Docker takes it out of the service's
+    /// name when it exits.
     async fn retire(&self, id: &str) -> Result<(), String> {
-        let networks = self
-            .quiet(CommandSpec::new(
-                "docker",
-                [
-                    "inspect",
-                    "--format",
-                    "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}\n{{end}}",
-                    id,
-                ],
-            ))
-            .await
-            .map_err(|error| error.to_string())?;
-        for network in networks.lines().filter(|line| !line.trim().is_empty()) {
-            let disconnect =
-                CommandSpec::new("docker", ["network", "disconnect", network.trim(), id]);
-            self.quiet(disconnect)
-                .await
-                .map_err(|error| error.to_string())?;
-        }
         self.quiet(CommandSpec::new("docker", ["stop", id]))
             .await
             .map_err(|error| error.to_string())?;
