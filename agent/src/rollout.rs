@@ -631,7 +631,15 @@ impl Rollouts<'_> {
     /// which then wait for an answer that never comes.) Docker takes it out of the service's
     /// name when it exits.
     async fn retire(&self, id: &str) -> Result<(), String> {
-        self.quiet(CommandSpec::new("docker", ["stop", id]))
+        let grace = self
+            .quiet(CommandSpec::new(
+                "docker",
+                ["inspect", "--format", "{{json .Config.StopTimeout}}", id],
+            ))
+            .await
+            .map_err(|error| error.to_string())?;
+        let stop = CommandSpec::new("docker", ["stop", id]);
+        self.quiet_within(stop, stop_wait(&grace, self.up_timeout))
             .await
             .map_err(|error| error.to_string())?;
         self.quiet(CommandSpec::new("docker", ["rm", id]))
@@ -705,8 +713,16 @@ impl Rollouts<'_> {
 
     /// Runs a command that prints nothing for the deploy log; its stdout, or the failure.
     async fn quiet(&self, spec: CommandSpec) -> Result<String, RolloutError> {
+        self.quiet_within(spec, Duration::from_secs(60)).await
+    }
+
+    async fn quiet_within(
+        &self,
+        spec: CommandSpec,
+        timeout: Duration,
+    ) -> Result<String, RolloutError> {
         let output = runner::run(
-            &spec.timeout(Duration::from_secs(60)).read_by_agent(),
+            &spec.timeout(timeout).read_by_agent(),
             self.redactor,
             |_| {},
         )
@@ -724,6 +740,23 @@ impl Rollouts<'_> {
     }
 }
 
+/// How long `docker stop` may take for a container whose `.Config.StopTimeout` is `grace`
+/// (JSON: the service's `stop_grace_period` in seconds, `null` for Docker's 10 s, negative to
+/// wait for as long as it takes, which is bounded by `longest`): the grace period, then the
+/// kill, with room to spare.
+fn stop_wait(grace: &str, longest: Duration) -> Duration {
+    const DOCKER_DEFAULT: u64 = 10;
+    const SPARE: Duration = Duration::from_secs(30);
+    match serde_json::from_str::<Option<i64>>(grace.trim()) {
+        Ok(None) => Duration::from_secs(DOCKER_DEFAULT) + SPARE,
+        Ok(Some(seconds)) => match u64::try_from(seconds) {
+            Ok(seconds) => Duration::from_secs(seconds) + SPARE,
+            Err(_) => longest,
+        },
+        Err(_) => Duration::from_secs(DOCKER_DEFAULT) + SPARE,
+    }
+}
+
 fn say(report: &mut impl FnMut(JobEvent), line: String) {
     let line = wire::cut(&line, budget::LINE);
     report(JobEvent::Output { line });
@@ -735,6 +768,16 @@ mod tests {
 
     fn project() -> ProjectName {
         ProjectName::parse("shop").unwrap()
+    }
+
+    #[test]
+    fn stopping_an_old_container_may_take_its_grace_period_and_the_kill() {
+        let longest = Duration::from_secs(600);
+        assert_eq!(stop_wait("null\n", longest), Duration::from_secs(40));
+        assert_eq!(stop_wait("120", longest), Duration::from_secs(150));
+        assert_eq!(stop_wait("0", longest), Duration::from_secs(30));
+        assert_eq!(stop_wait("-1", longest), longest);
+        assert_eq!(stop_wait("", longest), Duration::from_secs(40));
     }
 
     #[test]
