@@ -485,16 +485,11 @@ pub async fn prune(layout: &Layout, sha: &str, redactor: &Redactor) -> Result<()
     if !repo.join("HEAD").is_file() || !CommitInfo::is_sha(sha) {
         return Ok(());
     }
-    let env = environment(layout, Transport::Http, &Credentials::default(), false);
+    let anonymous = Credentials::default();
+    let env = environment(layout, Transport::Http, &anonymous, false);
     let git = |args: &[&str], timeout: u64| {
-        CommandSpec::new(
-            "git",
-            global_args(&repo, &Credentials::default())
-                .into_iter()
-                .chain(args.iter().map(OsString::from)),
-        )
-        .environment(env.clone())
-        .timeout(Duration::from_secs(timeout))
+        let args = args.iter().map(OsString::from).collect();
+        on_store(&repo, &anonymous, &env, args, Duration::from_secs(timeout))
     };
     let mut quiet = |_: String| {};
 
@@ -624,6 +619,23 @@ fn host_key_refused(output: &str) -> bool {
         || (output.contains("host key is known for") && output.contains("strict checking"))
 }
 
+/// git on the object store `repo`, with the arguments ([`global_args`]) and the whole
+/// environment ([`environment`]) every git run of the agent has.
+fn on_store(
+    repo: &Path,
+    credentials: &Credentials,
+    env: &[(OsString, OsString)],
+    args: Vec<OsString>,
+    timeout: Duration,
+) -> CommandSpec {
+    CommandSpec::new(
+        "git",
+        global_args(repo, credentials).into_iter().chain(args),
+    )
+    .environment(env.iter().cloned())
+    .timeout(timeout)
+}
+
 async fn fetch_and_check_out(
     checkout: &GitCheckout,
     layout: &Layout,
@@ -634,14 +646,7 @@ async fn fetch_and_check_out(
 ) -> Result<(PathBuf, CommitInfo), GitError> {
     let repo = layout.git_dir();
     let env = environment(layout, checkout.url.transport(), credentials, pinned);
-    let git = |args: Vec<OsString>, timeout: Duration| {
-        CommandSpec::new(
-            "git",
-            global_args(&repo, credentials).into_iter().chain(args),
-        )
-        .environment(env.clone())
-        .timeout(timeout)
-    };
+    let git = |args, timeout| on_store(&repo, credentials, &env, args, timeout);
     // In a working tree, git is told where its repository is (the store's admin directory of
     // the tree), never left to find it from the tree's `.git` (see `is_worktree`).
     let git_in_tree = |sha: &str, args: Vec<OsString>, timeout: Duration| {

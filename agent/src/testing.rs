@@ -24,32 +24,16 @@ pub const TWO_IDLE_SERVICES: &str = r#"services:
 /// Builds [`TEST_IMAGE`] once per process (skipped when the engine already has it).
 pub async fn test_image() -> &'static str {
     static BUILT: OnceCell<()> = OnceCell::const_new();
-    BUILT
-        .get_or_init(|| async {
-            let inspect = CommandSpec::new("docker", ["image", "inspect", TEST_IMAGE]);
-            if run_ok(inspect).await.is_ok() {
-                return;
-            }
-            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-                .into_iter()
-                .map(Path::new)
-                .find(|path| path.exists())
-                .expect("busybox is missing: install Debian's busybox-static");
-            let context = tempfile::tempdir().expect("a temporary directory");
-            std::fs::copy(busybox, context.path().join("busybox")).expect("copying busybox");
-            std::fs::write(
-                context.path().join("Dockerfile"),
-                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-            )
-            .expect("writing the Dockerfile");
-            let context_path = context.path().display().to_string();
-            let build = CommandSpec::new("docker", ["build", "-t", TEST_IMAGE, context_path.as_str()]);
-            if let Err(output) = run_ok(build).await {
-                panic!("building the test image failed: {output}");
-            }
-        })
-        .await;
-    TEST_IMAGE
+    build_once(&BUILT, TEST_IMAGE, |context| {
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(Path::new)
+            .find(|path| path.exists())
+            .expect("busybox is missing: install Debian's busybox-static");
+        std::fs::copy(busybox, context.join("busybox")).expect("copying busybox");
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"
+    })
+    .await
 }
 
 /// `FROM scratch` + Debian's HAProxy and the libraries it links: a proxy in front of a service,
@@ -59,50 +43,58 @@ pub const PROXY_IMAGE: &str = "stagely-test/haproxy:latest";
 /// Builds [`PROXY_IMAGE`] once per process (skipped when the engine already has it).
 pub async fn proxy_image() -> &'static str {
     static BUILT: OnceCell<()> = OnceCell::const_new();
-    BUILT
+    build_once(&BUILT, PROXY_IMAGE, |context| {
+        let haproxy = Path::new("/usr/sbin/haproxy");
+        assert!(
+            haproxy.exists(),
+            "haproxy is missing: install Debian's haproxy"
+        );
+        let ldd = std::process::Command::new("ldd")
+            .arg(haproxy)
+            .output()
+            .expect("ldd haproxy");
+        let ldd = String::from_utf8_lossy(&ldd.stdout);
+        let libraries = ldd
+            .split_whitespace()
+            .filter(|word| word.starts_with('/'))
+            .map(Path::new);
+        for file in libraries.chain([haproxy]) {
+            let copy = context.join(file.strip_prefix("/").expect("absolute"));
+            std::fs::create_dir_all(copy.parent().expect("a directory"))
+                .expect("creating the image's directories");
+            // `copy` follows symbolic links: the library itself goes in, under its name.
+            std::fs::copy(file, &copy).expect("copying haproxy and its libraries");
+        }
+        "FROM scratch\nCOPY . /\nENTRYPOINT [\"/usr/sbin/haproxy\"]\n"
+    })
+    .await
+}
+
+/// Builds `tag` once per process, from a build context that `fill` puts in the directory it is
+/// given (returning the Dockerfile); skipped when the engine already has `tag`.
+async fn build_once(
+    built: &'static OnceCell<()>,
+    tag: &'static str,
+    fill: impl FnOnce(&Path) -> &'static str,
+) -> &'static str {
+    built
         .get_or_init(|| async {
-            let inspect = CommandSpec::new("docker", ["image", "inspect", PROXY_IMAGE]);
+            let inspect = CommandSpec::new("docker", ["image", "inspect", tag]);
             if run_ok(inspect).await.is_ok() {
                 return;
             }
-            let haproxy = Path::new("/usr/sbin/haproxy");
-            assert!(
-                haproxy.exists(),
-                "haproxy is missing: install Debian's haproxy"
-            );
             let context = tempfile::tempdir().expect("a temporary directory");
-            let ldd = run_ok(CommandSpec::new("ldd", ["/usr/sbin/haproxy"]))
-                .await
-                .expect("ldd haproxy");
-            let libraries = ldd
-                .split_whitespace()
-                .filter(|word| word.starts_with('/'))
-                .map(Path::new);
-            for file in libraries.chain([haproxy]) {
-                let copy = context
-                    .path()
-                    .join(file.strip_prefix("/").expect("absolute"));
-                std::fs::create_dir_all(copy.parent().expect("a directory"))
-                    .expect("creating the image's directories");
-                // `copy` follows symbolic links: the library itself goes in, under its name.
-                std::fs::copy(file, &copy).expect("copying haproxy and its libraries");
-            }
-            std::fs::write(
-                context.path().join("Dockerfile"),
-                "FROM scratch\nCOPY . /\nENTRYPOINT [\"/usr/sbin/haproxy\"]\n",
-            )
-            .expect("writing the Dockerfile");
+            let dockerfile = fill(context.path());
+            std::fs::write(context.path().join("Dockerfile"), dockerfile)
+                .expect("writing the Dockerfile");
             let context_path = context.path().display().to_string();
-            let build = CommandSpec::new(
-                "docker",
-                ["build", "-q", "-t", PROXY_IMAGE, context_path.as_str()],
-            );
+            let build = CommandSpec::new("docker", ["build", "-q", "-t", tag, &context_path]);
             if let Err(output) = run_ok(build).await {
-                panic!("building the proxy image failed: {output}");
+                panic!("building {tag} failed: {output}");
             }
         })
         .await;
-    PROXY_IMAGE
+    tag
 }
 
 /// Builds `tag` from [`TEST_IMAGE`] with `/version` holding `version` (so each version is a
