@@ -20,13 +20,14 @@
 //!    connect them again with all their aliases, so they answer to the service's name;
 //! 4. **retire** the old containers, [`JOIN_GRACE`] later: each is stopped where it stands
 //!    (its own stop signal and grace period), then removed. It stays on its networks until its
-//!    processes exit, so a request to it ends in an answer, a refusal or a reset, never in
-//!    silence: an app that finishes what it started on SIGTERM answers the requests in flight,
-//!    and a proxy in front that sends a refused or cut request again to another container
-//!    (`deploy/haproxy-rollout.cfg`) loses none. Docker takes it out of the service's name when
-//!    it exits. (Taken off the network first, its address would vanish under requests in
-//!    flight, which would wait for an answer that never comes: Docker 20.10 cannot drop an
-//!    alias without dropping the address.)
+//!    processes exit, so a request it has is answered (by an app that finishes what it started
+//!    on SIGTERM) or closed by its exit, and one that reaches it while it stops is refused; a
+//!    proxy in front that sends a refused request, or a GET closed before any answer, to
+//!    another container (`deploy/haproxy-rollout.cfg`) loses none. Docker takes it out of the
+//!    service's name when it exits. (Taken off the network first, its address would vanish
+//!    under requests in flight, which would wait for an answer that never comes: Docker 20.10
+//!    cannot drop an alias without dropping the address.) One that outlives its grace period
+//!    and the kill by far is removed by force.
 //!
 //! When a new container exits, turns unhealthy, restarts or is not ready in time, the new
 //! containers are removed, the old ones keep serving and the deploy fails with the reason and
@@ -58,7 +59,8 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_secs(5);
 /// The longest settle time [`SETTLE_LABEL`] may ask for.
 pub const MAX_SETTLE: Duration = Duration::from_secs(300);
 
-/// How long the old containers keep serving after the new ones joined the service's name: a
+/// How long the old containers keep serving after the new ones joined the service's name,
+/// before they are told to stop (and then serve for as long as their app does on SIGTERM): a
 /// proxy that looks the name up again every so often (`deploy/haproxy-rollout.cfg`: every
 /// 200 ms) finds the new ones before the old ones leave, so it always has one to send to.
 pub const JOIN_GRACE: Duration = Duration::from_secs(1);
@@ -426,7 +428,7 @@ impl Rollouts<'_> {
             tokio::time::sleep(JOIN_GRACE).await;
         }
         for container in old {
-            self.retire(&container.id)
+            self.retire(name, &container.id, report)
                 .await
                 .map_err(|reason| RolloutError::Retire {
                     service: name.to_owned(),
@@ -630,7 +632,16 @@ impl Rollouts<'_> {
     /// (Taken off the network first, its address would vanish with requests in flight to it,
     /// which then wait for an answer that never comes.) Docker takes it out of the service's
     /// name when it exits.
-    async fn retire(&self, id: &str) -> Result<(), String> {
+    ///
+    /// One that has not stopped once its grace period and the kill should have ended it (see
+    /// [`stop_wait`]) is removed by force: the deploy ends either way.
+    async fn retire(
+        &self,
+        service: &str,
+        id: &str,
+        report: &mut impl FnMut(JobEvent),
+    ) -> Result<(), String> {
+        let short = &id[..id.len().min(12)];
         let grace = self
             .quiet(CommandSpec::new(
                 "docker",
@@ -638,11 +649,23 @@ impl Rollouts<'_> {
             ))
             .await
             .map_err(|error| error.to_string())?;
+        say(
+            report,
+            format!("{service}: start-first: stopping old container {short}"),
+        );
+        let wait = stop_wait(&grace, self.up_timeout);
         let stop = CommandSpec::new("docker", ["stop", id]);
-        self.quiet_within(stop, stop_wait(&grace, self.up_timeout))
-            .await
-            .map_err(|error| error.to_string())?;
-        self.quiet(CommandSpec::new("docker", ["rm", id]))
+        if let Err(error) = self.quiet_within(stop, wait).await {
+            say(
+                report,
+                format!(
+                    "{service}: old container {short} did not stop within {} s ({error}); \
+                     removing it by force",
+                    wait.as_secs()
+                ),
+            );
+        }
+        self.quiet(CommandSpec::new("docker", ["rm", "-f", id]))
             .await
             .map_err(|error| error.to_string())?;
         Ok(())
@@ -742,19 +765,19 @@ impl Rollouts<'_> {
 
 /// How long `docker stop` may take for a container whose `.Config.StopTimeout` is `grace`
 /// (JSON: the service's `stop_grace_period` in seconds, `null` for Docker's 10 s, negative to
-/// wait for as long as it takes, which is bounded by `longest`): the grace period, then the
-/// kill, with room to spare.
+/// wait for as long as it takes): the grace period, then the kill, with room to spare, and
+/// never longer than `longest` (the deploy's own limit for Compose's stops).
 fn stop_wait(grace: &str, longest: Duration) -> Duration {
     const DOCKER_DEFAULT: u64 = 10;
     const SPARE: Duration = Duration::from_secs(30);
-    match serde_json::from_str::<Option<i64>>(grace.trim()) {
-        Ok(None) => Duration::from_secs(DOCKER_DEFAULT) + SPARE,
+    let wait = match serde_json::from_str::<Option<i64>>(grace.trim()) {
         Ok(Some(seconds)) => match u64::try_from(seconds) {
-            Ok(seconds) => Duration::from_secs(seconds) + SPARE,
+            Ok(seconds) => Duration::from_secs(seconds).saturating_add(SPARE),
             Err(_) => longest,
         },
-        Err(_) => Duration::from_secs(DOCKER_DEFAULT) + SPARE,
-    }
+        Ok(None) | Err(_) => Duration::from_secs(DOCKER_DEFAULT) + SPARE,
+    };
+    wait.min(longest)
 }
 
 fn say(report: &mut impl FnMut(JobEvent), line: String) {
@@ -777,6 +800,8 @@ mod tests {
         assert_eq!(stop_wait("120", longest), Duration::from_secs(150));
         assert_eq!(stop_wait("0", longest), Duration::from_secs(30));
         assert_eq!(stop_wait("-1", longest), longest);
+        assert_eq!(stop_wait("3600000", longest), longest);
+        assert_eq!(stop_wait(&i64::MAX.to_string(), longest), longest);
         assert_eq!(stop_wait("", longest), Duration::from_secs(40));
     }
 

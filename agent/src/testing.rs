@@ -53,6 +53,7 @@ pub async fn proxy_image() -> &'static str {
             .arg(haproxy)
             .output()
             .expect("ldd haproxy");
+        assert!(ldd.status.success(), "ldd haproxy: {ldd:?}");
         let ldd = String::from_utf8_lossy(&ldd.stdout);
         let libraries = ldd
             .split_whitespace()

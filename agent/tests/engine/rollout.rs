@@ -14,14 +14,16 @@ use tempfile::TempDir;
 
 /// An HTTP service that serves its `GREETING` secret, with a healthcheck that fails when the
 /// greeting starts with `broken` (a bad new version, by secret alone). `/cgi-bin/slow` serves
-/// it too, but a version whose greeting starts with `old` answers there only after 30 s,
-/// having created `/www/in-flight` when asked (a request in flight across a rollout).
+/// it too, but a version whose greeting starts with `old` never answers there (it creates
+/// `/www/in-flight` and waits an hour: a request in flight across a rollout). httpd ignores
+/// SIGTERM (it is PID 1 with no handler): it is killed after its 1 s grace period.
 fn web_service(labels: &str) -> String {
     format!(
         r#"services:
   web:
     image: {{image}}
-    command: ["sh", "-c", "mkdir -p /www/cgi-bin && echo \"$$GREETING\" > /www/index.html && printf '%s\\n' '#!/bin/sh' 'case $$GREETING in old*) touch /www/in-flight; sleep 30;; esac' 'printf \"Content-Type: text/plain\\r\\n\\r\\n\"' 'cat /www/index.html' > /www/cgi-bin/slow && chmod +x /www/cgi-bin/slow && exec httpd -f -p 80 -h /www"]
+    command: ["sh", "-c", "mkdir -p /www/cgi-bin && echo \"$$GREETING\" > /www/index.html && printf '%s\\n' '#!/bin/sh' 'case $$GREETING in old*) touch /www/in-flight; sleep 3600;; esac' 'printf \"Content-Type: text/plain\\r\\n\\r\\n\"' 'cat /www/index.html' > /www/cgi-bin/slow && chmod +x /www/cgi-bin/slow && exec httpd -f -p 80 -h /www"]
+    stop_grace_period: 1s
 {labels}    healthcheck:
       test: ["CMD", "sh", "-c", "case \"$$GREETING\" in broken*) exit 1;; esac; wget -qO- http://127.0.0.1/ >/dev/null"]
       interval: 1s
@@ -95,7 +97,7 @@ async fn run_deploy(
 
 /// A container on the project's network that asks `url` (`http://web/`, the service by its
 /// name, unless through a [`Proxy`]) every 50 ms and prints `ok <body>`, or `fail <status>`
-/// (143: no answer within the timeout, 2 s unless given; 1: refused, no such name or an error
+/// (143: no answer within the timeout, 2 s for [`Client::start`]; 1: refused, no such name or an error
 /// status); removed when dropped.
 struct Client {
     container: Detached,
@@ -103,11 +105,7 @@ struct Client {
 
 impl Client {
     async fn start(project: &TestProject) -> Self {
-        Self::asking(project, "http://web/").await
-    }
-
-    async fn asking(project: &TestProject, url: &str) -> Self {
-        Self::waiting(project, url, 2).await
+        Self::waiting(project, "http://web/", 2).await
     }
 
     async fn waiting(project: &TestProject, url: &str, timeout_secs: u32) -> Self {
@@ -237,7 +235,9 @@ async fn changed_secret_rolls_out(labels: &str) {
     let old_container = web_containers(&project).await;
     let client = Client::start(&project).await;
     let _proxy = Proxy::start(&project).await;
-    let proxied = Client::asking(&project, "http://proxy/").await;
+    // Over the proxy's own 30 s server timeout: a request left hanging shows as its error
+    // answer, never as a client that gave up while a busy engine was slow to answer a look-up.
+    let proxied = Client::waiting(&project, "http://proxy/", 40).await;
     client.wait_for(&old).await;
     proxied.wait_for(&old).await;
     // A request the old container is still working on when the rollout retires it.
@@ -251,9 +251,9 @@ async fn changed_secret_rolls_out(labels: &str) {
     let seen = client.stop().await;
     let seen_through_proxy = proxied.stop().await;
 
-    // The old container never answered it (it would have taken 30 s) but was stopped where it
-    // stood, which cut the request: the proxy sent it again to the new container, which
-    // answered. (Taken off the network first, the old container would have left it waiting.)
+    // The old container never answers it, but was stopped where it stood, which closed the
+    // request unanswered: the proxy sent it again to the new container, which answered.
+    // (Taken off the network first, the old container would have left it waiting.)
     slow.wait_for(&new).await;
     let seen_slowly = slow.stop().await;
     assert_eq!(
@@ -286,8 +286,9 @@ async fn changed_secret_rolls_out(labels: &str) {
 
     // Asking the service directly (no retry), the old container answers until the new one
     // does: the name never goes missing, as it does when a container is recreated. What can
-    // fail is a request to the old container as it stops (refused, or cut by its exit), after
-    // the new one has answered.
+    // fail is a request to the old container as it stops (refused, or cut by its exit) or
+    // just after (its address, looked up a moment before, leads nowhere), so after the new
+    // one has answered; the last answer is the new one's.
     let first_new = seen.iter().position(|line| *line == format!("ok {new}"));
     let first_failed = seen.iter().position(|line| line.starts_with("fail"));
     assert!(
@@ -295,8 +296,9 @@ async fn changed_secret_rolls_out(labels: &str) {
         "a request failed before the new container answered: {seen:?}"
     );
     assert_eq!(
-        seen.last().map(String::as_str),
-        Some(format!("ok {new}").as_str())
+        seen.iter().rev().find(|line| line.starts_with("ok")),
+        Some(&format!("ok {new}")),
+        "{seen:?}"
     );
     let now = web_containers(&project).await;
     assert_eq!(now.len(), 1, "one container is left: {now:?}");
