@@ -6,7 +6,7 @@
 import { createHmac } from 'node:crypto';
 import { createServer, IncomingHttpHeaders } from 'node:http';
 import { AddressInfo } from 'node:net';
-import { test as base, expect, hydrated, openDashboard, Stagely } from './stagely';
+import { test as base, consoleProblems, expect, hydrated, openDashboard, Stagely } from './stagely';
 import { addProject, deploy, ensureImage, HostProject } from './project';
 
 // Runs long enough for the deploy to count it healthy (1.5 s), then dies with exit code 3.
@@ -28,10 +28,7 @@ test('a service that dies after a successful deploy turns red live, and the life
   // Compose gives a container that ignores SIGTERM 10 s before killing it, and the restart, the
   // stop and the down here each wait that long.
   test.setTimeout(150_000);
-  const problems: string[] = [];
-  page.on('console', (message) => {
-    if (message.type() === 'error' || message.text().includes('hydration')) problems.push(message.text());
-  });
+  const problems = consoleProblems(page);
   await openDashboard(page, stagely);
   await addProject(page, project, stagely.agentName);
   await hydrated(page);

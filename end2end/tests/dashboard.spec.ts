@@ -2,7 +2,7 @@
 // GitHub, secrets reaching the right containers through a one-click deploy, the deploy and the
 // container logs appearing live, and secret values staying out of the page until revealed.
 
-import { test as base, expect, hydrated, openDashboard, Stagely } from './stagely';
+import { test as base, consoleProblems, expect, hydrated, openDashboard, Stagely } from './stagely';
 import { startGitHub, StandIn } from './github-standin';
 import { addProject, addSecret, deploy, deployAndWatch, ensureImage, HostProject } from './project';
 
@@ -118,25 +118,35 @@ test('the deploy shows container creation and then the container log lines as th
 });
 
 test('leaving the project page while log lines arrive breaks nothing', async ({ page, stagely, project }) => {
-  const problems: string[] = [];
-  page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(message.text());
-  });
-  // The log panel scrolls to new lines on the next animation frame. The page's clock is held, so
-  // the frame asked for by the last line arrives only after the person has left the page.
-  await page.clock.install();
+  const problems = consoleProblems(page);
   await openDashboard(page, stagely);
   await addProject(page, project, stagely.agentName);
   await hydrated(page);
   const { logs } = await deployAndWatch(page, project);
-  await page.clock.pauseAt(Date.now() + 1_000);
+  await expect(page.locator('.deploy-live .badge')).toHaveText('Succeeded', { timeout: 60_000 });
+  // The log panel scrolls to new lines on the next animation frame. The page's frames are held
+  // from here, so the one asked for by the last line comes after the person has left the page.
+  await page.evaluate(() => {
+    const held: FrameRequestCallback[] = [];
+    const w = window as any;
+    w.heldFrames = held;
+    w.frameRequest = window.requestAnimationFrame;
+    window.requestAnimationFrame = (callback) => held.push(callback);
+  });
   const ticks = await logs.locator('.line', { hasText: 'tick' }).count();
   await expect.poll(() => logs.locator('.line', { hasText: 'tick' }).count()).toBeGreaterThan(ticks);
 
   await page.getByRole('link', { name: 'Projects', exact: true }).click();
   await expect(page.getByRole('heading', { name: 'Projects', level: 1 })).toBeVisible();
-  await page.clock.runFor(2_000);
-  await page.clock.resume();
+  // The held frames come now; a panic in one fails this step.
+  const frames = await page.evaluate(() => {
+    const w = window as any;
+    window.requestAnimationFrame = w.frameRequest;
+    const held: FrameRequestCallback[] = w.heldFrames.splice(0);
+    held.forEach((callback) => callback(performance.now()));
+    return held.length;
+  });
+  expect(frames).toBeGreaterThan(0);
   // The page still works: back on the project, lines keep coming.
   await page.getByRole('link', { name: project.name }).click();
   await expect(page.getByTestId('log-panel')).toContainText('tick');

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { githubPush } from './github-push';
 import { test as base, expect, freePort, hydrated, openDashboard } from './stagely';
-import { ensureImage, IMAGE } from './project';
+import { ensureImage, IMAGE, openProjects } from './project';
 
 /** A bare repository served over SSH by a real sshd of the test's, and a clone to push from. */
 class GitRepository {
@@ -125,7 +125,7 @@ test('a Git project deploys from the page, and a signed push adds a service live
   const first = repo.commit(`services:\n${service('web')}`, 'Serve the shop');
 
   await openDashboard(page, stagely);
-  await page.getByRole('link', { name: 'Projects' }).click();
+  await openProjects(page);
   await page.getByLabel('Name', { exact: true }).fill(repo.name);
   await page.getByRole('combobox', { name: 'Server' }).selectOption({ label: stagely.agentName });
   await page.getByRole('combobox', { name: 'Source' }).selectOption({ label: 'A Git repository' });

@@ -3,7 +3,7 @@
 // message.
 
 import { test as base, expect, hydrated, openDashboard } from './stagely';
-import { ensureImage, HostProject } from './project';
+import { ensureImage, HostProject, openProjects } from './project';
 
 const test = base.extend<{ project: HostProject }>({
   project: async ({ stagely }, use) => {
@@ -17,7 +17,7 @@ const test = base.extend<{ project: HostProject }>({
 test('registry credentials are kept per project and their password never reaches the page', async ({ page, stagely, project }) => {
   const password = 'registry-token-e2e-4d2c9a';
   await openDashboard(page, stagely);
-  await page.getByRole('link', { name: 'Projects' }).click();
+  await openProjects(page);
   await page.getByLabel('Name', { exact: true }).fill(project.name);
   await page.getByRole('combobox', { name: 'Server' }).selectOption({ label: stagely.agentName });
   await page.getByLabel('Directory on the server').fill(project.dir);

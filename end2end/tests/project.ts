@@ -67,9 +67,17 @@ ${extra}`,
   }
 }
 
+/** Goes to the Projects page by its link and waits until it shows: the page being left may
+ * have fields of the same names (the Notifications page has a "Name" too), which a form filled
+ * at once would reach instead. */
+export async function openProjects(page: Page) {
+  await page.getByRole('link', { name: 'Projects', exact: true }).click();
+  await expect(page.getByRole('heading', { name: 'Add a project', level: 2 })).toBeVisible();
+}
+
 /** Adds the project through the Projects page and lands on its page. */
 export async function addProject(page: Page, project: HostProject, agentName: string) {
-  await page.getByRole('link', { name: 'Projects' }).click();
+  await openProjects(page);
   await page.getByLabel('Name', { exact: true }).fill(project.name);
   await page.getByRole('combobox', { name: 'Server' }).selectOption({ label: agentName });
   await page.getByLabel('Directory on the server').fill(project.dir);

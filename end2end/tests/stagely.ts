@@ -118,6 +118,23 @@ export async function hydrated(page: Page) {
   await expect(page.locator('[data-hydrated="true"]')).toBeAttached();
 }
 
+/**
+ * What the page prints to its console that a person should never have to see: errors, and
+ * anything about hydration. Chromium cancels the requests in flight whenever the host's network
+ * changes, which on this machine happens each time Docker brings up a project's network next to
+ * the browser ("net::ERR_NETWORK_CHANGED"); a browser on another machine never sees that, so
+ * those messages are left out.
+ */
+export function consoleProblems(page: Page): string[] {
+  const problems: string[] = [];
+  page.on('console', (message) => {
+    const text = message.text();
+    if (text.includes('net::ERR_NETWORK_CHANGED')) return;
+    if (message.type() === 'error' || text.includes('hydration')) problems.push(text);
+  });
+  return problems;
+}
+
 /** Creates the first admin through the setup page a fresh instance shows, which signs them in. */
 export async function signIn(page: Page, stagely: { url: string }) {
   await page.goto(stagely.url);

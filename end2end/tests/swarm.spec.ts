@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, expect, hydrated, openDashboard } from './stagely';
-import { ensureImage, IMAGE } from './project';
+import { ensureImage, IMAGE, openProjects } from './project';
 
 const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] }).trim();
 
@@ -89,7 +89,7 @@ test('a Swarm stack deploys from the dashboard, rolls out a new version, is rede
   await expect(server.locator('[data-swarm-nodes] li')).toHaveCount(1);
   await expect(server.locator('[data-swarm-nodes] li')).toContainText('manager (leader) · active · ready');
 
-  await page.getByRole('link', { name: 'Projects' }).click();
+  await openProjects(page);
   await page.getByLabel('Name', { exact: true }).fill(name);
   await page.getByRole('combobox', { name: 'Server' }).selectOption({ label: stagely.agentName });
   await page.getByLabel('Directory on the server').fill(dir);
