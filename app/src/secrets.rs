@@ -131,16 +131,12 @@ pub fn Secrets(
                     "Scope"
                     <select name="scope">
                         <option value="global">"Global (every service)"</option>
-                        {move || {
-                            services
-                                .names()
-                                .into_iter()
-                                .map(|service| {
-                                    let name = service.to_string();
-                                    view! { <option value=name.clone()>{format!("Service {name}")}</option> }
-                                })
-                                .collect_view()
-                        }}
+                        // Keyed: a list read again keeps the options it still has, and with
+                        // them the one chosen (a redrawn option is not selected, and the
+                        // browser would fall back to Global).
+                        <For each=move || services.names() key=|service| service.clone() let:service>
+                            <option value=service.to_string()>{format!("Service {service}")}</option>
+                        </For>
                     </select>
                 </label>
                 {move || services.hint()}
@@ -183,7 +179,11 @@ impl ServiceList {
                 list.again.track();
                 let this_try = generation.get_value() + 1;
                 generation.set_value(this_try);
-                list.result.set(None);
+                // A list already read stays while it is read again (the agent came back, the
+                // feed reopened): taking its options away would drop the scope a person chose.
+                if !matches!(list.result.get_untracked(), Some(Ok(_))) {
+                    list.result.set(None);
+                }
                 leptos::task::spawn_local(async move {
                     let answer = project_services(project).await.map_err(|e| error_text(&e));
                     // The page may be gone by now (its values with it), or a newer read started.
