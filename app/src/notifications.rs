@@ -335,6 +335,11 @@ pub fn ProjectNotifications(project: ProjectId) -> impl IntoView {
                             return view! { <p class="error">{error_text(&error)}</p> }.into_any();
                         }
                     };
+                    // The boxes show once the saved choices are in too: a box ticked before
+                    // they arrived would be unticked by them.
+                    if let Err(error) = rules.await {
+                        return view! { <p class="error">{error_text(&error)}</p> }.into_any();
+                    }
                     if channels.is_empty() {
                         return view! {
                             <p class="muted">

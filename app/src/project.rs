@@ -125,6 +125,17 @@ fn Project(id: ProjectId) -> impl IntoView {
     });
     let states = RwSignal::new(None);
     let agent_back = RwSignal::new(0u64);
+    // Moves each time the job history is read (a job was queued or ended): the webhook's
+    // deliveries are read again with it, since a delivery's outcome is written as its job goes.
+    // (The first read, the one the page came with, counts for nothing.)
+    let list_reads = RwSignal::new(0usize);
+    Effect::new(move |read_before: Option<bool>| {
+        let read = matches!(deployments.get(), Some(Ok(_)));
+        if read && read_before == Some(true) {
+            list_reads.update(|reads| *reads += 1);
+        }
+        read_before == Some(true) || read
+    });
 
     // What the feed's handler needs to know of the loaded data, kept by effects: the handler
     // runs outside any effect or suspense, where reading a resource is not allowed.
@@ -267,9 +278,7 @@ fn Project(id: ProjectId) -> impl IntoView {
             })}
         </Transition>
         <ProjectNotifications project=id />
-        <WebhookPanel project=id changed=Signal::derive(move || {
-            deployments.get().and_then(Result::ok).map_or(0, |list| list.len())
-        }) />
+        <WebhookPanel project=id changed=list_reads />
         <section class="panel">
             <LogPanel buffer=logs />
         </section>
@@ -498,6 +507,9 @@ fn History(
     started: impl Fn(DeploymentId) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     let open_logs = OpenLogs::default();
+    // The job whose Redeploy was clicked once and waits for the confirming click: the list's,
+    // like the open logs, so a read of the list between the two clicks keeps it.
+    let armed = RwSignal::new(None::<DeploymentId>);
     view! {
         <section class="panel">
             <h2>"Deployments"</h2>
@@ -512,7 +524,7 @@ fn History(
                                 <ul class="history">
                                     {list
                                         .into_iter()
-                                        .map(|deployment| view! { <HistoryRow deployment live started open_logs /> })
+                                        .map(|deployment| view! { <HistoryRow deployment live started open_logs armed /> })
                                         .collect_view()}
                                 </ul>
                             }
@@ -625,6 +637,8 @@ fn HistoryRow(
     live: LiveDeployments,
     started: impl Fn(DeploymentId) + Copy + Send + Sync + 'static,
     open_logs: OpenLogs,
+    /// The job whose Redeploy waits for its confirming click, if any.
+    armed: RwSignal<Option<DeploymentId>>,
     #[prop(optional)] earlier: Option<Deployment>,
 ) -> impl IntoView {
     let id = deployment.id;
@@ -654,17 +668,16 @@ fn HistoryRow(
         .join(", ");
     let redeploy_error = RwSignal::new(None::<String>);
     // A redeploy brings back older secret values and images: the first click arms it.
-    let armed = RwSignal::new(false);
     let pending = RwSignal::new(false);
     let run_again = move |_| {
-        if !armed.get_untracked() {
-            armed.set(true);
+        if armed.get_untracked() != Some(id) {
+            armed.set(Some(id));
             return;
         }
         if pending.get_untracked() {
             return;
         }
-        armed.set(false);
+        armed.set(None);
         pending.set(true);
         leptos::task::spawn_local(async move {
             let result = redeploy(id).await;
@@ -720,7 +733,7 @@ fn HistoryRow(
                         disabled=move || pending.get()
                         on:click=run_again
                     >
-                        {move || if armed.get() { "Confirm redeploy" } else { "Redeploy" }}
+                        {move || if armed.get() == Some(id) { "Confirm redeploy" } else { "Redeploy" }}
                     </button>
                 </Show>
             </div>

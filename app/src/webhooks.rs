@@ -46,8 +46,8 @@ fn CopyButton(text: String, label: &'static str) -> impl IntoView {
     }
 }
 
-/// The panel. `changed` moves when the page's job history reloads (a push started a deploy),
-/// so the deliveries follow without a reload.
+/// The panel. `changed` moves each time the page's job history is read (a push started a
+/// deploy, a job ended), so the deliveries follow without a reload.
 #[component]
 pub fn WebhookPanel(project: ProjectId, #[prop(into)] changed: Signal<usize>) -> impl IntoView {
     let reload = RwSignal::new(0u64);
