@@ -74,7 +74,9 @@ test('a service that dies after a successful deploy turns red live, and the life
   const summary = page.locator(`tr[data-project="${project.name}"] [data-summary]`);
   await expect(summary).toHaveText('crash exited (3) · 2/3 running');
   await page.getByRole('link', { name: project.name }).click();
-  await hydrated(page);
+  // The address changes once the page has come (a reload before would load the Projects page).
+  await expect(page).toHaveURL(/\/projects\/[^/]+$/);
+  await expect(page.getByRole('heading', { name: project.name, level: 1 })).toBeVisible();
   // Rendered on the server this time: the rows are there at once, and the page hydrates cleanly.
   await page.reload();
   await hydrated(page);
@@ -101,6 +103,8 @@ test('deleting a project takes its containers down first', async ({ page, stagel
   await expect(page.getByRole('checkbox', { name: 'Take its containers and networks down first' })).toBeChecked();
   await page.getByRole('button', { name: 'Confirm delete' }).click();
   await expect(page).toHaveURL(/\/projects$/, { timeout: 30_000 });
+  // The address changes before the page does: the list is checked on the Projects page.
+  await expect(page.getByRole('heading', { name: 'Add a project', level: 2 })).toBeVisible();
   await expect(page.locator(`tr[data-project="${project.name}"]`)).toHaveCount(0);
   expect(project.containers()).toEqual([]);
 });
@@ -138,11 +142,22 @@ test('a service that dies after a deploy is told to a webhook, signed', async ({
     const secret = (await page.locator('pre.signing-secret').textContent())?.trim() ?? '';
     expect(secret.length).toBeGreaterThan(20);
 
+    // The project's saved choices come 2 s after the channels (a slow link): the boxes wait
+    // for them, since a box ticked before they came would be unticked by them.
+    await page.route('**/api/project_notifications*', async (route) => {
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      await route.continue();
+    });
+    const choicesCame = page.waitForResponse((response) => response.url().includes('/api/project_notifications'));
     await addProject(page, project, stagely.agentName);
     await hydrated(page);
-    await page.getByRole('checkbox', { name: 'on-call: Service exited' }).check();
+    const box = page.getByRole('checkbox', { name: 'on-call: Service exited' });
+    await box.check();
+    // A person takes a moment before Save: the choices have come by then.
+    await choicesCame;
     await page.getByRole('button', { name: 'Save notifications' }).click();
     await expect(page.getByText('Saved.')).toBeVisible();
+    await expect(box).toBeChecked();
     await deploy(page);
     await expect(page.locator('tr[data-service="crash"]')).toHaveAttribute('data-state', 'exited', { timeout: 15_000 });
 

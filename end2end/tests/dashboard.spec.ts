@@ -81,6 +81,35 @@ test('secrets added in the dashboard reach the right containers with one click o
   await expect(next.locator('.images')).toBeVisible({ timeout: 60_000 });
   await expect(row.getByRole('button', { name: 'Hide log' })).toBeVisible();
   await expect(row.locator('.deploy-log')).toContainText('up');
+  // A Redeploy clicked once waits for its confirming click, across reads of the list too (one
+  // when the next job is queued, one when it ends).
+  await row.getByRole('button', { name: 'Redeploy', exact: true }).click();
+  await expect(row.getByRole('button', { name: 'Confirm redeploy' })).toBeVisible();
+  await page.getByRole('button', { name: 'Deploy', exact: true }).click();
+  await expect(page.locator('.history li')).toHaveCount(3);
+  const third = page.locator('.history li').first();
+  await expect(third.locator('.images')).toBeVisible({ timeout: 60_000 });
+  await expect(row.getByRole('button', { name: 'Confirm redeploy' })).toBeVisible();
+});
+
+test('the scope chosen for a new secret stays chosen while the page reads the services again', async ({ page, stagely, project }) => {
+  await openDashboard(page, stagely);
+  await addProject(page, project, stagely.agentName);
+  await hydrated(page);
+  const scope = page.getByRole('combobox', { name: 'Scope' });
+  await expect(scope.locator('option')).toHaveText(['Global (every service)', 'Service web', 'Service worker']);
+  await page.getByLabel('Key').fill('WORKER_ONLY');
+  await page.getByLabel('Value').fill('worker-value-456');
+  await scope.selectOption({ label: 'Service worker' });
+  // The agent goes away and comes back: the page asks it for the services again.
+  const readAgain = page.waitForResponse((response) => response.url().includes('/api/project_services'));
+  await stagely.killAgent();
+  await stagely.startAgent();
+  expect((await readAgain).ok()).toBe(true);
+  await expect(scope.locator('option')).toHaveText(['Global (every service)', 'Service web', 'Service worker']);
+  await expect(scope).toHaveValue('worker');
+  await page.getByRole('button', { name: 'Add secret' }).click();
+  await expect(page.locator('tr[data-secret-key="WORKER_ONLY"] td').nth(1)).toHaveText('worker');
 });
 
 test('the server status flips to Disconnected and back to Connected live, without a reload', async ({ page, stagely }) => {

@@ -54,6 +54,7 @@ test('every page hydrates under the policy and the live log feed still arrives, 
     await expect(page.getByRole('heading', { name: heading, level: 1 })).toBeVisible();
   }
   // A page loaded from the server (not routed in the browser) hydrates too.
+  await expect(page).toHaveURL(`${stagely.url}/`);
   await page.reload();
   await hydrated(page);
   expect(await violations.reported()).toEqual([]);

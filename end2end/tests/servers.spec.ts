@@ -1,4 +1,4 @@
-import { test, expect, openDashboard } from './stagely';
+import { test, expect, hydrated, openDashboard } from './stagely';
 
 test('the dashboard lists the local agent as connected', async ({ page, stagely }) => {
   await openDashboard(page, stagely);
@@ -15,6 +15,10 @@ test('a reload and the Refresh button show the same truth as the live feed', asy
   await stagely.killAgent();
   await page.reload();
   await expect(status).toHaveText('Disconnected');
+  // A click before hydration would do nothing; the Refresh must ask the server again.
+  await hydrated(page);
+  const asked = page.waitForResponse((response) => response.url().includes('/api/list_agents'));
   await page.getByRole('button', { name: 'Refresh' }).click();
+  expect((await asked).ok()).toBe(true);
   await expect(status).toHaveText('Disconnected');
 });
