@@ -40,7 +40,11 @@ test('a signed push deploys and the history says which push, live; a rotated sec
   expect((await githubPush(url, secret, { delivery: 'e2e-2', after: 'b'.repeat(40), message: 'Add the worker' })).status).toBe(401);
   const rotated = (await panel.getByTestId('webhook-secret-value').textContent())?.trim() ?? '';
   expect((await githubPush(url, rotated, { delivery: 'e2e-3', after: 'c'.repeat(40), message: 'Add the worker' })).status).toBe(202);
-  await expect(page.locator('.history li').first().locator('.trigger')).toHaveText('webhook github: ccccccc by octocat');
+  const last = page.locator('.history li').first();
+  await expect(last.locator('.trigger')).toHaveText('webhook github: ccccccc by octocat');
+  // Its deploy ends before the test does (one still running would start containers after the
+  // project's were removed).
+  await expect(last.locator('[data-status]')).toHaveAttribute('data-status', 'succeeded', { timeout: 60_000 });
   expect(stagely.logs()).not.toContain(secret);
   expect(stagely.logs()).not.toContain(rotated);
 });
